@@ -1,0 +1,341 @@
+//! Command-line interface: argument parsing and the wiring behind each command. `main.rs`
+//! only calls [`main`].
+
+use crate::clock::{Clock, RealClock, VirtualClock};
+use crate::cloud::aws::{AwsCloud, AwsOptions};
+use crate::cloud::sim::SimCloud;
+use crate::cloud::Cloud;
+use crate::controller::{Controller, PassReport};
+use crate::daemon::{self, ConfigSource};
+use crate::logging::{self, LogFormat};
+use crate::manifest::{self, parse_duration, Config};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "coxswain", version, about = "Autoscaling and continuous deployment for EC2 fleets")]
+pub struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "COXSWAIN_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the scaling daemon (default: the built-in simulated cloud and demo fleets).
+    Run(RunArgs),
+    /// Show each fleet's metrics, decision and reason, without acting.
+    Plan(PlanArgs),
+    /// Check manifest files; exits 1 if any has a problem.
+    Validate {
+        /// Files or directories (default: manifests/).
+        paths: Vec<PathBuf>,
+    },
+    /// Measure one reconcile pass over many fleets on the simulated cloud.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CloudKind {
+    Sim,
+    Aws,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CloudArgs {
+    /// Which cloud to act on.
+    #[arg(long, value_enum, default_value_t = CloudKind::Sim)]
+    pub cloud: CloudKind,
+    /// Manifest files or directories. Without it, `--cloud sim` runs the built-in demo.
+    #[arg(long = "manifests", short = 'm')]
+    pub manifests: Vec<PathBuf>,
+    /// Send AWS calls here instead of AWS (moto, LocalStack).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// AWS region; defaults to the region of the fleets.
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// Simulated cloud: speed of the clock relative to the wall (default 60 for the demo,
+    /// 1 with your own manifests).
+    #[arg(long)]
+    pub speed: Option<f64>,
+    /// Simulated cloud: start time (RFC 3339); default: the demo's Monday morning, or now.
+    #[arg(long)]
+    pub start: Option<DateTime<Utc>>,
+    /// Simulated cloud: run on a virtual clock, as fast as the CPU allows.
+    #[arg(long)]
+    pub virtual_clock: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    /// Decide and log, but do not act.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Override the manifests' poll interval (e.g. 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub poll_interval: Option<Duration>,
+    /// Stop after this much clock time (e.g. 24h with --virtual-clock).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many passes.
+    #[arg(long)]
+    pub passes: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    /// Only this fleet.
+    #[arg(long)]
+    pub fleet: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Number of fleets.
+    #[arg(long, default_value_t = 1000)]
+    pub fleets: usize,
+    /// Passes to measure (after one warm-up pass).
+    #[arg(long, default_value_t = 20)]
+    pub passes: usize,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        match cli.command {
+            Command::Run(a) => run(a).await,
+            Command::Plan(a) => plan(a).await,
+            Command::Validate { paths } => validate(paths),
+            Command::Bench(a) => crate::bench::run(a.fleets, a.passes).await,
+        }
+    })
+}
+
+/// A usage or config error: message on stderr, exit 2.
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+/// Each file is checked on its own; each directory is also checked as one set, the way
+/// `run -m DIR` loads it (fleet names unique, one controller document).
+fn validate(paths: Vec<PathBuf>) -> ExitCode {
+    let paths = if paths.is_empty() { vec![PathBuf::from("manifests")] } else { paths };
+    let mut bad = false;
+    let mut any = false;
+    for p in &paths {
+        let files = match manifest::load::manifest_files(std::slice::from_ref(p)) {
+            Ok(f) => f,
+            Err(e) => return fail(e),
+        };
+        let mut files_ok = true;
+        for f in &files {
+            any = true;
+            match manifest::load_paths(std::slice::from_ref(f)) {
+                Ok(c) => println!("ok   {} ({} fleet(s))", f.display(), c.fleets.len()),
+                Err(manifest::ManifestError::Empty(_)) => println!("ok   {} (no fleets)", f.display()),
+                Err(e) => {
+                    bad = true;
+                    files_ok = false;
+                    println!("FAIL {}\n{e}", f.display());
+                }
+            }
+        }
+        if files_ok && p.is_dir() && files.len() > 1 {
+            match manifest::load_paths(std::slice::from_ref(p)) {
+                Ok(_) | Err(manifest::ManifestError::Empty(_)) => println!("ok   {} (as one set)", p.display()),
+                Err(e) => {
+                    bad = true;
+                    println!("FAIL {} (as one set)\n{e}", p.display());
+                }
+            }
+        }
+    }
+    if !any {
+        return fail(format!(
+            "no manifest files in {}",
+            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if bad {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Everything a command needs to talk to a cloud.
+pub struct Wiring {
+    pub config: Config,
+    pub source: ConfigSource,
+    pub cloud: Arc<dyn Cloud>,
+    pub clock: Arc<dyn Clock>,
+}
+
+pub async fn wire(a: &CloudArgs) -> Result<Wiring, String> {
+    let (config, source) = if a.manifests.is_empty() {
+        if a.cloud == CloudKind::Aws {
+            return Err("--cloud aws needs --manifests PATH (the built-in demo fleets are for the simulator)".into());
+        }
+        let c = manifest::load_str("<built-in demo>", crate::demo::MANIFEST).map_err(|e| e.to_string())?;
+        (c, ConfigSource::Embedded)
+    } else {
+        let c = manifest::load_paths(&a.manifests).map_err(|e| e.to_string())?;
+        (c, ConfigSource::Files(a.manifests.clone()))
+    };
+    match a.cloud {
+        CloudKind::Sim => {
+            let demo = matches!(source, ConfigSource::Embedded);
+            let start = a.start.unwrap_or_else(|| if demo { crate::demo::start() } else { Utc::now() });
+            let clock: Arc<dyn Clock> = if a.virtual_clock {
+                Arc::new(VirtualClock::new(start))
+            } else {
+                let speed = a.speed.unwrap_or(if demo { crate::demo::SPEED } else { 1.0 });
+                Arc::new(RealClock::starting_at(start, speed))
+            };
+            let sim = SimCloud::for_config(clock.clone(), &config).map_err(|e| e.to_string())?;
+            Ok(Wiring { config, source, cloud: Arc::new(sim), clock })
+        }
+        CloudKind::Aws => {
+            let mut regions: Vec<&str> = config.fleets.iter().map(|f| f.region.as_str()).collect();
+            regions.sort_unstable();
+            regions.dedup();
+            let region = match (&a.region, regions.as_slice()) {
+                (Some(r), _) => r.clone(),
+                (None, [one]) => one.to_string(),
+                (None, many) => {
+                    return Err(format!(
+                        "fleets span several regions ({}): run one daemon per region with --region",
+                        many.join(", ")
+                    ))
+                }
+            };
+            let mut config = config;
+            let before = config.fleets.len();
+            config.fleets.retain(|f| f.region == region);
+            if config.fleets.len() < before {
+                tracing::warn!(region = %region, skipped = before - config.fleets.len(), "fleets in other regions are left to their own daemon");
+            }
+            let opts = AwsOptions { region, endpoint_url: a.endpoint_url.clone(), ..Default::default() };
+            let cloud = AwsCloud::connect(&opts, &config.controller.controller_id).await;
+            Ok(Wiring { config, source, cloud: Arc::new(cloud), clock: Arc::new(RealClock::new()) })
+        }
+    }
+}
+
+async fn run(a: RunArgs) -> ExitCode {
+    let w = match wire(&a.cloud).await {
+        Ok(w) => w,
+        Err(e) => return fail(e),
+    };
+    if a.cloud.cloud == CloudKind::Sim {
+        tracing::info!(start = %w.clock.now(), virtual_clock = a.cloud.virtual_clock, "simulated cloud: instances boot after a delay, metrics lag a minute");
+    }
+    let controller = Controller::new(w.cloud.clone(), w.clock.clone(), w.config, a.dry_run);
+    let signals = daemon::spawn_signal_listener();
+    let opts = daemon::Options { poll_interval: a.poll_interval, max_passes: a.passes, duration: a.duration };
+    daemon::run(controller, w.clock, w.source, opts, signals).await;
+    ExitCode::SUCCESS
+}
+
+async fn plan(a: PlanArgs) -> ExitCode {
+    let mut w = match wire(&a.cloud).await {
+        Ok(w) => w,
+        Err(e) => return fail(e),
+    };
+    if let Some(f) = &a.fleet {
+        if w.config.fleet(f).is_none() {
+            return fail(format!("no fleet named '{f}' in the manifests"));
+        }
+        w.config.fleets.retain(|x| &x.name == f);
+    }
+    let mut controller = Controller::new(w.cloud, w.clock, w.config, true);
+    let report = controller.reconcile_once().await;
+    match a.output {
+        Output::Table => print!("{}", render_plan(&report)),
+        Output::Json => {
+            let fleets: Vec<serde_json::Value> = report
+                .fleets
+                .iter()
+                .map(|f| {
+                    serde_json::json!({
+                        "fleet": f.decision.fleet,
+                        "current": f.decision.current,
+                        "desired": f.decision.desired,
+                        "booting": f.booting,
+                        "retiring": f.retiring,
+                        "metrics": f.metrics.iter().map(|(n, v)| serde_json::json!({"name": n, "value": v})).collect::<Vec<_>>(),
+                        "reason": f.decision.reason(),
+                        "limits": f.decision.limits,
+                        "warnings": f.decision.warnings,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::json!({ "fleets": fleets, "errors": report.errors }));
+        }
+    }
+    if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for e in &report.errors {
+            eprintln!("error: {e}");
+        }
+        ExitCode::from(1)
+    }
+}
+
+/// The plan as a table, one fleet per block.
+pub fn render_plan(report: &PassReport) -> String {
+    let mut s = String::new();
+    for f in &report.fleets {
+        let d = &f.decision;
+        let verb = match d.change() {
+            0 => "hold".to_string(),
+            n if n > 0 => format!("scale out +{n}"),
+            n => format!("scale in {n}"),
+        };
+        s.push_str(&format!(
+            "{:<20} {:>3} → {:<3} {:<14} booting {} retiring {}\n",
+            d.fleet, d.current, d.desired, verb, f.booting, f.retiring
+        ));
+        for (name, v) in &f.metrics {
+            match v {
+                Some(v) => s.push_str(&format!("    metric {name} = {v:.1}\n")),
+                None => s.push_str(&format!("    metric {name} = (no data)\n")),
+            }
+        }
+        s.push_str(&format!("    reason {}\n", d.reason()));
+        for w in &d.warnings {
+            s.push_str(&format!("    warning {w}\n"));
+        }
+    }
+    s
+}

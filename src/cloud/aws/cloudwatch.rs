@@ -1,0 +1,89 @@
+//! CloudWatch: every fleet's metrics in as few GetMetricData calls as possible
+//! (500 queries per call, the API's limit), never one call per fleet.
+
+use super::{classify, from_chrono, to_chrono};
+use crate::cloud::{CallCounts, CloudError, MetricQuery, MetricSeries};
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
+use aws_sdk_cloudwatch::Client;
+use chrono::{DateTime, Utc};
+
+/// GetMetricData accepts at most 500 MetricDataQuery entries per call.
+pub const QUERIES_PER_CALL: usize = 500;
+
+fn to_query(i: usize, q: &MetricQuery) -> MetricDataQuery {
+    let metric = Metric::builder()
+        .namespace(&q.namespace)
+        .metric_name(&q.name)
+        .set_dimensions(Some(
+            q.dimensions
+                .iter()
+                .map(|(k, v)| Dimension::builder().name(k).value(v).build())
+                .collect(),
+        ))
+        .build();
+    let stat = MetricStat::builder()
+        .metric(metric)
+        .period(i32::try_from(q.period_secs).unwrap_or(60))
+        .stat(&q.stat)
+        .build();
+    MetricDataQuery::builder()
+        .id(format!("q{i}"))
+        .metric_stat(stat)
+        .return_data(true)
+        .build()
+}
+
+pub(super) async fn get_metrics(
+    client: &Client,
+    queries: &[MetricQuery],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    calls: &CallCounts,
+) -> Result<Vec<MetricSeries>, CloudError> {
+    let mut out = vec![MetricSeries::default(); queries.len()];
+    for (c, chunk) in queries.chunks(QUERIES_PER_CALL).enumerate() {
+        let base = c * QUERIES_PER_CALL;
+        let built: Vec<MetricDataQuery> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, q)| to_query(base + i, q))
+            .collect();
+        let mut token: Option<String> = None;
+        loop {
+            CallCounts::bump(&calls.get_metric_data);
+            let resp = client
+                .get_metric_data()
+                .set_metric_data_queries(Some(built.clone()))
+                .start_time(from_chrono(start))
+                .end_time(from_chrono(end))
+                .scan_by(ScanBy::TimestampAscending)
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| classify("GetMetricData", e))?;
+            for r in resp.metric_data_results() {
+                let Some(idx) = r
+                    .id()
+                    .and_then(|id| id.strip_prefix('q'))
+                    .and_then(|n| n.parse::<usize>().ok())
+                else {
+                    continue;
+                };
+                if let Some(series) = out.get_mut(idx) {
+                    for (t, v) in r.timestamps().iter().zip(r.values()) {
+                        series.points.push((to_chrono(t), *v));
+                    }
+                }
+            }
+            token = resp.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+    }
+    for s in &mut out {
+        s.points.sort_by(|a, b| a.0.cmp(&b.0));
+        s.points.dedup_by(|a, b| a.0 == b.0);
+    }
+    Ok(out)
+}

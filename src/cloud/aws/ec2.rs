@@ -1,0 +1,254 @@
+//! EC2: launch with ownership tags, list owned instances (paginated), tag, terminate.
+
+use super::{classify, to_chrono};
+use crate::cloud::{tags, CallCounts, CloudError, Instance, InstanceState, LaunchRequest};
+use aws_sdk_ec2::types::{
+    Filter, InstanceStateName, InstanceType, LaunchTemplateSpecification, ResourceType, Tag,
+    TagSpecification,
+};
+use aws_sdk_ec2::Client;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+/// DescribeInstances page size (the API's maximum).
+const PAGE: i32 = 1000;
+
+fn state(s: Option<&InstanceStateName>) -> InstanceState {
+    match s {
+        Some(InstanceStateName::Pending) => InstanceState::Pending,
+        Some(InstanceStateName::Running) => InstanceState::Running,
+        Some(InstanceStateName::ShuttingDown) => InstanceState::ShuttingDown,
+        Some(InstanceStateName::Stopping) => InstanceState::Stopping,
+        Some(InstanceStateName::Stopped) => InstanceState::Stopped,
+        _ => InstanceState::Terminated,
+    }
+}
+
+fn convert(i: &aws_sdk_ec2::types::Instance) -> Option<(Instance, HashMap<String, String>)> {
+    let tags: HashMap<String, String> = i
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+        .collect();
+    let id = i.instance_id()?.to_string();
+    let inst = Instance {
+        id,
+        fleet: tags.get(tags::FLEET).cloned().unwrap_or_default(),
+        build: tags.get(tags::BUILD).cloned().unwrap_or_default(),
+        state: state(i.state().and_then(|s| s.name())),
+        launched_at: i.launch_time().map(to_chrono).unwrap_or_default(),
+        instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+        subnet: i.subnet_id().map(str::to_string),
+        availability_zone: i
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .map(str::to_string),
+        retiring_since: tags
+            .get(tags::RETIRING)
+            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+            .map(|t| t.with_timezone(&Utc)),
+    };
+    Some((inst, tags))
+}
+
+fn live_states() -> Filter {
+    Filter::builder()
+        .name("instance-state-name")
+        .values("pending")
+        .values("running")
+        .values("stopping")
+        .values("stopped")
+        .values("shutting-down")
+        .build()
+}
+
+pub(super) async fn list_owned(
+    client: &Client,
+    controller_id: &str,
+    calls: &CallCounts,
+) -> Result<Vec<Instance>, CloudError> {
+    let mut out = Vec::new();
+    let mut pages = client
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{}", tags::CONTROLLER))
+                .values(controller_id)
+                .build(),
+        )
+        .filters(Filter::builder().name("tag-key").values(tags::FLEET).build())
+        .filters(live_states())
+        .max_results(PAGE)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        CallCounts::bump(&calls.describe_instances);
+        let page = page.map_err(|e| classify("DescribeInstances", e))?;
+        for r in page.reservations() {
+            for i in r.instances() {
+                if let Some((inst, tags_)) = convert(i) {
+                    // Belt and braces: the filter already asked for these tags.
+                    if tags_.get(tags::CONTROLLER).map(String::as_str) == Some(controller_id)
+                        && tags_.contains_key(tags::FLEET)
+                    {
+                        out.push(inst);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Split `ids` into those we own (and that still exist). Any id that exists but is not
+/// ours makes the whole call fail: a mutating call never touches a foreign instance.
+async fn owned_subset(
+    client: &Client,
+    controller_id: &str,
+    ids: &[String],
+    operation: &'static str,
+    calls: &CallCounts,
+) -> Result<Vec<String>, CloudError> {
+    let mut found: HashMap<String, HashMap<String, String>> = HashMap::new();
+    for chunk in ids.chunks(200) {
+        let mut pages = client
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("instance-id")
+                    .set_values(Some(chunk.to_vec()))
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            CallCounts::bump(&calls.describe_instances);
+            let page = page.map_err(|e| classify("DescribeInstances", e))?;
+            for r in page.reservations() {
+                for i in r.instances() {
+                    if let Some((inst, t)) = convert(i) {
+                        found.insert(inst.id, t);
+                    }
+                }
+            }
+        }
+    }
+    let foreign: Vec<String> = found
+        .iter()
+        .filter(|(_, t)| {
+            t.get(tags::CONTROLLER).map(String::as_str) != Some(controller_id)
+                || !t.contains_key(tags::FLEET)
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    if !foreign.is_empty() {
+        return Err(CloudError::NotOwned {
+            operation,
+            ids: foreign,
+        });
+    }
+    Ok(ids.iter().filter(|id| found.contains_key(*id)).cloned().collect())
+}
+
+pub(super) async fn run(client: &Client, req: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
+    let count = i32::try_from(req.count).unwrap_or(i32::MAX);
+    let tag_list: Vec<Tag> = req
+        .tags
+        .iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    let mut call = client
+        .run_instances()
+        .min_count(count)
+        .max_count(count)
+        .client_token(&req.client_token)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .set_tags(Some(tag_list.clone()))
+                .build(),
+        )
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Volume)
+                .set_tags(Some(tag_list))
+                .build(),
+        );
+    if let Some(lt) = &req.template {
+        call = call.launch_template(
+            LaunchTemplateSpecification::builder()
+                .set_launch_template_id(lt.id.clone())
+                .set_launch_template_name(lt.name.clone())
+                .version(&lt.version)
+                .build(),
+        );
+    }
+    if let Some(ami) = &req.image_id {
+        call = call.image_id(ami);
+    }
+    if let Some(t) = &req.instance_type {
+        call = call.instance_type(InstanceType::from(t.as_str()));
+    }
+    if let Some(s) = &req.subnet {
+        call = call.subnet_id(s);
+    }
+    if !req.security_groups.is_empty() {
+        call = call.set_security_group_ids(Some(req.security_groups.clone()));
+    }
+    if let Some(k) = &req.key_name {
+        call = call.key_name(k);
+    }
+    let out = call.send().await.map_err(|e| classify("RunInstances", e))?;
+    Ok(out
+        .instances()
+        .iter()
+        .filter_map(convert)
+        .map(|(i, _)| i)
+        .collect())
+}
+
+pub(super) async fn mark_retiring(
+    client: &Client,
+    controller_id: &str,
+    ids: &[String],
+    at: DateTime<Utc>,
+    calls: &CallCounts,
+) -> Result<(), CloudError> {
+    let ids = owned_subset(client, controller_id, ids, "CreateTags", calls).await?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    CallCounts::bump(&calls.create_tags);
+    client
+        .create_tags()
+        .set_resources(Some(ids))
+        .tags(Tag::builder().key(tags::RETIRING).value(at.to_rfc3339()).build())
+        .send()
+        .await
+        .map_err(|e| classify("CreateTags", e))?;
+    Ok(())
+}
+
+pub(super) async fn terminate(
+    client: &Client,
+    controller_id: &str,
+    ids: &[String],
+    calls: &CallCounts,
+) -> Result<(), CloudError> {
+    let ids = owned_subset(client, controller_id, ids, "TerminateInstances", calls).await?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    CallCounts::bump(&calls.terminate_instances);
+    match client
+        .terminate_instances()
+        .set_instance_ids(Some(ids))
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Already gone is what we wanted.
+        Err(e) if e.as_service_error().and_then(|s| aws_sdk_ec2::error::ProvideErrorMetadata::code(s)).is_some_and(crate::cloud::errors::is_not_found_code) => Ok(()),
+        Err(e) => Err(classify("TerminateInstances", e)),
+    }
+}

@@ -1,0 +1,60 @@
+//! Elastic Load Balancing v2: register new instances, deregister (drain) leaving ones,
+//! read target health.
+
+use super::classify;
+use crate::cloud::{CloudError, TargetHealth};
+use aws_sdk_elasticloadbalancingv2::types::{TargetDescription, TargetHealthStateEnum};
+use aws_sdk_elasticloadbalancingv2::Client;
+
+fn targets(ids: &[String]) -> Vec<TargetDescription> {
+    ids.iter()
+        .map(|id| TargetDescription::builder().id(id).build())
+        .collect()
+}
+
+pub(super) async fn register(client: &Client, tg: &str, ids: &[String]) -> Result<(), CloudError> {
+    client
+        .register_targets()
+        .target_group_arn(tg)
+        .set_targets(Some(targets(ids)))
+        .send()
+        .await
+        .map_err(|e| classify("RegisterTargets", e))?;
+    Ok(())
+}
+
+pub(super) async fn deregister(client: &Client, tg: &str, ids: &[String]) -> Result<(), CloudError> {
+    client
+        .deregister_targets()
+        .target_group_arn(tg)
+        .set_targets(Some(targets(ids)))
+        .send()
+        .await
+        .map_err(|e| classify("DeregisterTargets", e))?;
+    Ok(())
+}
+
+pub(super) async fn health(client: &Client, tg: &str) -> Result<Vec<(String, TargetHealth)>, CloudError> {
+    let out = client
+        .describe_target_health()
+        .target_group_arn(tg)
+        .send()
+        .await
+        .map_err(|e| classify("DescribeTargetHealth", e))?;
+    Ok(out
+        .target_health_descriptions()
+        .iter()
+        .filter_map(|d| {
+            let id = d.target()?.id()?.to_string();
+            let h = match d.target_health().and_then(|h| h.state()) {
+                Some(TargetHealthStateEnum::Initial) => TargetHealth::Initial,
+                Some(TargetHealthStateEnum::Healthy) => TargetHealth::Healthy,
+                Some(TargetHealthStateEnum::Unhealthy) => TargetHealth::Unhealthy,
+                Some(TargetHealthStateEnum::Draining) => TargetHealth::Draining,
+                Some(TargetHealthStateEnum::Unused) => TargetHealth::Unused,
+                _ => TargetHealth::Other,
+            };
+            Some((id, h))
+        })
+        .collect())
+}

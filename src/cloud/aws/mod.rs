@@ -1,0 +1,193 @@
+//! The real cloud, through the AWS SDK for Rust. One thin module per service wraps only
+//! the calls the controller uses; this file wires the clients and maps errors.
+//!
+//! Retries: the SDK's standard retry mode retries throttling, 5xx and transient network
+//! errors with exponential backoff and full jitter. What still fails after that reaches
+//! the controller as a typed [`CloudError`], and the daemon backs off between passes.
+
+mod asg;
+mod cloudwatch;
+mod ec2;
+mod elb;
+
+use super::errors::{is_capacity_code, is_throttling_code};
+use super::{
+    CallCounts, Cloud, CloudError, GroupState, Instance, LaunchRequest, MetricQuery,
+    MetricSeries, TargetHealth,
+};
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_smithy_runtime_api::client::result::SdkError;
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// How to reach AWS.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    pub region: String,
+    /// Send every service's calls here (moto, LocalStack). Also read from
+    /// `AWS_ENDPOINT_URL` by the SDK itself when this is None.
+    pub endpoint_url: Option<String>,
+    /// Fixed credentials (tests against moto); otherwise the SDK's default chain
+    /// (environment, profile, instance role).
+    pub static_credentials: Option<(String, String)>,
+    /// Attempts per call, the first included (SDK standard retry mode).
+    pub max_attempts: Option<u32>,
+}
+
+/// The SDK's first backoff is this long; later ones grow exponentially with full jitter.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// Five attempts ride out a burst of throttling (about 0.2+0.4+0.8+1.6 s of backoff)
+/// without stalling a pass for long.
+const DEFAULT_ATTEMPTS: u32 = 5;
+
+pub struct AwsCloud {
+    ec2: aws_sdk_ec2::Client,
+    asg: aws_sdk_autoscaling::Client,
+    cw: aws_sdk_cloudwatch::Client,
+    elb: aws_sdk_elasticloadbalancingv2::Client,
+    controller_id: String,
+    calls: CallCounts,
+}
+
+impl AwsCloud {
+    pub async fn connect(opts: &AwsOptions, controller_id: &str) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(opts.region.clone()))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(opts.max_attempts.unwrap_or(DEFAULT_ATTEMPTS))
+                    .with_initial_backoff(INITIAL_BACKOFF),
+            );
+        if let Some(url) = &opts.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let Some((key, secret)) = &opts.static_credentials {
+            loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                key, secret, None, None, "coxswain-static",
+            ));
+        }
+        let shared = loader.load().await;
+        Self {
+            ec2: aws_sdk_ec2::Client::new(&shared),
+            asg: aws_sdk_autoscaling::Client::new(&shared),
+            cw: aws_sdk_cloudwatch::Client::new(&shared),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&shared),
+            controller_id: controller_id.to_string(),
+            calls: CallCounts::default(),
+        }
+    }
+}
+
+/// Map an SDK error to what it means for the controller, keeping the code.
+pub(crate) fn classify<E, R>(operation: &'static str, err: SdkError<E, R>) -> CloudError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let code = err.code().map(str::to_string);
+    let message = err
+        .message()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&err)));
+    match code {
+        Some(code) if is_throttling_code(&code) => CloudError::Throttled { operation, code },
+        Some(code) if is_capacity_code(&code) => CloudError::InsufficientCapacity {
+            operation,
+            code,
+            message,
+        },
+        Some(code) if matches!(err, SdkError::ServiceError(_)) && !is_server_fault(&code) => {
+            CloudError::Rejected {
+                operation,
+                code,
+                message,
+            }
+        }
+        _ => CloudError::Service {
+            operation,
+            message,
+            source: Some(Box::new(err)),
+        },
+    }
+}
+
+fn is_server_fault(code: &str) -> bool {
+    matches!(
+        code,
+        "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable" | "InternalServiceError"
+    )
+}
+
+pub(crate) fn to_chrono(t: &aws_smithy_types::DateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or_default()
+}
+
+pub(crate) fn from_chrono(t: DateTime<Utc>) -> aws_smithy_types::DateTime {
+    aws_smithy_types::DateTime::from_secs(t.timestamp())
+}
+
+#[async_trait::async_trait]
+impl Cloud for AwsCloud {
+    async fn list_instances(&self) -> Result<Vec<Instance>, CloudError> {
+        ec2::list_owned(&self.ec2, &self.controller_id, &self.calls).await
+    }
+
+    async fn launch(&self, req: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
+        CallCounts::bump(&self.calls.run_instances);
+        ec2::run(&self.ec2, req).await
+    }
+
+    async fn mark_retiring(&self, ids: &[String], at: DateTime<Utc>) -> Result<(), CloudError> {
+        ec2::mark_retiring(&self.ec2, &self.controller_id, ids, at, &self.calls).await
+    }
+
+    async fn terminate(&self, ids: &[String]) -> Result<(), CloudError> {
+        ec2::terminate(&self.ec2, &self.controller_id, ids, &self.calls).await
+    }
+
+    async fn get_metrics(
+        &self,
+        queries: &[MetricQuery],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<MetricSeries>, CloudError> {
+        cloudwatch::get_metrics(&self.cw, queries, start, end, &self.calls).await
+    }
+
+    async fn describe_groups(&self, names: &[String]) -> Result<Vec<GroupState>, CloudError> {
+        asg::describe(&self.asg, names, &self.calls).await
+    }
+
+    async fn set_desired_capacity(&self, group: &str, desired: u32) -> Result<(), CloudError> {
+        CallCounts::bump(&self.calls.set_desired_capacity);
+        asg::set_desired(&self.asg, group, desired).await
+    }
+
+    async fn register_targets(&self, target_group: &str, ids: &[String]) -> Result<(), CloudError> {
+        CallCounts::bump(&self.calls.register_targets);
+        elb::register(&self.elb, target_group, ids).await
+    }
+
+    async fn deregister_targets(
+        &self,
+        target_group: &str,
+        ids: &[String],
+    ) -> Result<(), CloudError> {
+        CallCounts::bump(&self.calls.deregister_targets);
+        elb::deregister(&self.elb, target_group, ids).await
+    }
+
+    async fn target_health(
+        &self,
+        target_group: &str,
+    ) -> Result<Vec<(String, TargetHealth)>, CloudError> {
+        CallCounts::bump(&self.calls.describe_target_health);
+        elb::health(&self.elb, target_group).await
+    }
+
+    fn calls(&self) -> &CallCounts {
+        &self.calls
+    }
+}

@@ -1,0 +1,231 @@
+//! The one boundary between the controller and a cloud.
+//!
+//! The controller sees only [`Cloud`] and the plain types in this module; no SDK type
+//! crosses it. Two implementations: [`aws`] (the real SDK) and [`sim`] (an in-process
+//! region with boot delays, traffic and CloudWatch-like metric lag).
+//!
+//! Contract shared by both implementations:
+//! - `list_instances` returns every non-terminated instance carrying the ownership tags of
+//!   this controller, and nothing else. It pages internally.
+//! - `launch` is idempotent for a given `client_token`: repeating a call returns the same
+//!   instances instead of launching new ones. Ownership tags are applied atomically at launch.
+//! - `terminate` refuses ids that are not owned (and says so); terminating an instance that
+//!   is already shutting down or gone is success.
+//! - `get_metrics` answers every query, batching internally (500 queries per request on AWS).
+
+pub mod aws;
+pub mod errors;
+pub mod sim;
+pub mod traffic;
+
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use errors::CloudError;
+
+/// Tag keys that mark an instance as coxswain's. They are set in the same RunInstances
+/// call that creates the instance (TagSpecifications), so no instance exists untagged.
+pub mod tags {
+    /// Which controller installation owns the instance (the `controller_id` setting).
+    pub const CONTROLLER: &str = "coxswain:controller";
+    /// The fleet the instance belongs to.
+    pub const FLEET: &str = "coxswain:fleet";
+    /// The build (AMI or launch-template version) the instance runs.
+    pub const BUILD: &str = "coxswain:build";
+    /// Set when the controller has decided to retire the instance: value is RFC 3339 time.
+    /// Durable intent, so a restarted controller finishes the drain instead of forgetting it.
+    pub const RETIRING: &str = "coxswain:retiring";
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Pending,
+    Running,
+    ShuttingDown,
+    Stopping,
+    Stopped,
+    Terminated,
+}
+
+impl InstanceState {
+    /// Whether the instance is (or will soon be) capacity.
+    pub fn is_live(self) -> bool {
+        matches!(self, InstanceState::Pending | InstanceState::Running)
+    }
+}
+
+/// An instance as the controller sees it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Instance {
+    pub id: String,
+    pub fleet: String,
+    pub build: String,
+    pub state: InstanceState,
+    pub launched_at: DateTime<Utc>,
+    pub instance_type: String,
+    pub subnet: Option<String>,
+    pub availability_zone: Option<String>,
+    /// When the controller marked it for retirement (from the `coxswain:retiring` tag).
+    pub retiring_since: Option<DateTime<Utc>>,
+}
+
+/// What to launch. Built by the controller from a fleet's launch spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchRequest {
+    pub fleet: String,
+    pub build: String,
+    pub count: u32,
+    pub template: Option<LaunchTemplate>,
+    pub image_id: Option<String>,
+    pub instance_type: Option<String>,
+    pub subnet: Option<String>,
+    pub security_groups: Vec<String>,
+    pub key_name: Option<String>,
+    /// All tags, ownership tags included.
+    pub tags: BTreeMap<String, String>,
+    /// Deterministic idempotency token (at most 64 ASCII characters).
+    pub client_token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchTemplate {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub version: String,
+}
+
+/// A CloudWatch metric identity plus the statistic wanted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MetricQuery {
+    pub namespace: String,
+    pub name: String,
+    pub dimensions: BTreeMap<String, String>,
+    pub stat: String,
+    pub period_secs: u32,
+}
+
+/// Datapoints of one query, oldest first.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricSeries {
+    pub points: Vec<(DateTime<Utc>, f64)>,
+}
+
+impl MetricSeries {
+    pub fn latest(&self) -> Option<(DateTime<Utc>, f64)> {
+        self.points.last().copied()
+    }
+}
+
+/// An Auto Scaling group's state, for fleets that delegate instances to one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupState {
+    pub name: String,
+    pub desired: u32,
+    pub min: u32,
+    pub max: u32,
+    /// (instance id, in service) for each instance the group holds.
+    pub instances: Vec<(String, bool)>,
+}
+
+/// Health of a target as the load balancer reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetHealth {
+    Initial,
+    Healthy,
+    Unhealthy,
+    Draining,
+    Unused,
+    Other,
+}
+
+/// Per-operation call counters, shared by both implementations: the benchmark and the
+/// metrics endpoint read them ("AWS-equivalent calls per pass").
+#[derive(Debug, Default)]
+pub struct CallCounts {
+    pub describe_instances: AtomicU64,
+    pub run_instances: AtomicU64,
+    pub terminate_instances: AtomicU64,
+    pub create_tags: AtomicU64,
+    pub get_metric_data: AtomicU64,
+    pub describe_groups: AtomicU64,
+    pub set_desired_capacity: AtomicU64,
+    pub register_targets: AtomicU64,
+    pub deregister_targets: AtomicU64,
+    pub describe_target_health: AtomicU64,
+}
+
+impl CallCounts {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (operation, count) pairs, for reports.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("DescribeInstances", get(&self.describe_instances)),
+            ("RunInstances", get(&self.run_instances)),
+            ("TerminateInstances", get(&self.terminate_instances)),
+            ("CreateTags", get(&self.create_tags)),
+            ("GetMetricData", get(&self.get_metric_data)),
+            ("DescribeAutoScalingGroups", get(&self.describe_groups)),
+            ("SetDesiredCapacity", get(&self.set_desired_capacity)),
+            ("RegisterTargets", get(&self.register_targets)),
+            ("DeregisterTargets", get(&self.deregister_targets)),
+            ("DescribeTargetHealth", get(&self.describe_target_health)),
+        ]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.snapshot().iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// The operations the controller needs from a cloud, and nothing more.
+#[async_trait::async_trait]
+pub trait Cloud: Send + Sync {
+    /// Every live instance owned by this controller (all fleets), paginated internally.
+    async fn list_instances(&self) -> Result<Vec<Instance>, CloudError>;
+
+    /// Launch `req.count` instances with `req.tags` applied at creation. Idempotent per
+    /// `req.client_token`. Capacity errors come back as [`CloudError::InsufficientCapacity`]
+    /// so the caller can fall back to another instance type or subnet.
+    async fn launch(&self, req: &LaunchRequest) -> Result<Vec<Instance>, CloudError>;
+
+    /// Tag owned instances as retiring (durable intent before draining).
+    async fn mark_retiring(&self, ids: &[String], at: DateTime<Utc>) -> Result<(), CloudError>;
+
+    /// Terminate owned instances. Already-terminating or gone instances are success.
+    async fn terminate(&self, ids: &[String]) -> Result<(), CloudError>;
+
+    /// Answer all queries over [start, end). Batched internally; one result per query, in order.
+    async fn get_metrics(
+        &self,
+        queries: &[MetricQuery],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<MetricSeries>, CloudError>;
+
+    /// Describe the named Auto Scaling groups (batched internally). Missing groups are absent.
+    async fn describe_groups(&self, names: &[String]) -> Result<Vec<GroupState>, CloudError>;
+
+    async fn set_desired_capacity(&self, group: &str, desired: u32) -> Result<(), CloudError>;
+
+    /// Register instances with a target group. Registering a registered target is a no-op.
+    async fn register_targets(&self, target_group: &str, ids: &[String]) -> Result<(), CloudError>;
+
+    /// Start deregistration (the load balancer drains in-flight requests).
+    async fn deregister_targets(&self, target_group: &str, ids: &[String])
+        -> Result<(), CloudError>;
+
+    /// Health of every target currently known to the target group.
+    async fn target_health(
+        &self,
+        target_group: &str,
+    ) -> Result<Vec<(String, TargetHealth)>, CloudError>;
+
+    /// Call counters, for the benchmark and `/metrics`.
+    fn calls(&self) -> &CallCounts;
+}

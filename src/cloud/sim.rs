@@ -1,0 +1,727 @@
+//! An in-process simulated region, the default cloud: instances that boot after a delay,
+//! a load balancer that drains, Auto Scaling groups, and CloudWatch-like metrics computed
+//! from a demand model with CloudWatch's publication lag. A working fake (it keeps state,
+//! counts calls and can be told to fail), not an expectation mock.
+//!
+//! Metrics it can answer, for a query bound to a fleet (see [`SimCloud::bind_metric`]):
+//! `RequestCount` (fleet total per period), `RequestCountPerTarget` (per ready instance)
+//! and `CPUUtilization` (percent of ready capacity). Anything else has no data.
+
+use super::traffic::Demand;
+use super::{
+    tags, CallCounts, Cloud, CloudError, GroupState, Instance, InstanceState, LaunchRequest,
+    MetricQuery, MetricSeries, TargetHealth,
+};
+use crate::clock::Clock;
+use crate::manifest::{Config, FleetSpec};
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// CloudWatch makes a 1-minute datapoint readable about a minute after it closes.
+pub const DEFAULT_METRIC_LAG: chrono::Duration = chrono::Duration::seconds(60);
+/// The default deregistration delay of an ALB target group is 300 s; the simulator uses
+/// 30 s so the demo shows whole drains within a minute of wall time.
+pub const DEFAULT_DRAIN: chrono::Duration = chrono::Duration::seconds(30);
+/// A target passes its health check this long after the instance is ready.
+const HEALTH_CHECK_DELAY: chrono::Duration = chrono::Duration::seconds(10);
+/// Terminated instances are kept this long so lagged metrics still see their capacity.
+const KEEP_TERMINATED: chrono::Duration = chrono::Duration::minutes(30);
+
+#[derive(Debug, Clone)]
+struct SimInstance {
+    inst: Instance,
+    tags: BTreeMap<String, String>,
+    ready_at: DateTime<Utc>,
+    terminated_at: Option<DateTime<Utc>>,
+}
+
+impl SimInstance {
+    fn serving_at(&self, t: DateTime<Utc>) -> bool {
+        self.ready_at <= t && self.terminated_at.is_none_or(|x| x > t)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SimFleet {
+    capacity_per_instance: f64,
+    boot: chrono::Duration,
+    demand: Demand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meaning {
+    RequestCount,
+    RequestCountPerTarget,
+    Cpu,
+}
+
+#[derive(Debug, Clone)]
+struct Target {
+    registered_at: DateTime<Utc>,
+    deregistered_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+struct SimGroup {
+    fleet: String,
+    desired: u32,
+    min: u32,
+    max: u32,
+    members: Vec<String>,
+}
+
+/// Faults a test can inject: the next `n` calls of an operation fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    List,
+    Launch,
+    Terminate,
+    Metrics,
+}
+
+#[derive(Default)]
+struct State {
+    instances: BTreeMap<String, SimInstance>,
+    next_id: u64,
+    tokens: HashMap<String, Vec<String>>,
+    fleets: HashMap<String, SimFleet>,
+    bindings: HashMap<MetricQuery, (String, Meaning)>,
+    target_groups: HashMap<String, HashMap<String, Target>>,
+    groups: HashMap<String, SimGroup>,
+    faults: HashMap<Op, (u32, &'static str)>,
+    no_capacity: HashSet<(String, Option<String>)>,
+    terminated_total: u64,
+    launched_total: u64,
+}
+
+pub struct SimCloud {
+    state: Mutex<State>,
+    clock: Arc<dyn Clock>,
+    calls: CallCounts,
+    controller_id: String,
+    lag: chrono::Duration,
+    drain: chrono::Duration,
+}
+
+impl SimCloud {
+    pub fn new(clock: Arc<dyn Clock>, controller_id: &str) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            clock,
+            calls: CallCounts::default(),
+            controller_id: controller_id.to_string(),
+            lag: DEFAULT_METRIC_LAG,
+            drain: DEFAULT_DRAIN,
+        }
+    }
+
+    pub fn with_lag(mut self, lag: chrono::Duration) -> Self {
+        self.lag = lag;
+        self
+    }
+
+    pub fn with_drain(mut self, drain: chrono::Duration) -> Self {
+        self.drain = drain;
+        self
+    }
+
+    /// A region set up for `config`: each fleet's simulation model and metric bindings,
+    /// its Auto Scaling group if it names one, and `capacity.min` instances already
+    /// running (as if coxswain had been running before).
+    pub fn for_config(
+        clock: Arc<dyn Clock>,
+        config: &Config,
+    ) -> Result<Self, super::traffic::TraceError> {
+        let sim = Self::new(clock, &config.controller.controller_id);
+        let origin = sim.clock.now();
+        for f in &config.fleets {
+            sim.add_fleet(f, origin)?;
+        }
+        Ok(sim)
+    }
+
+    /// Add (or replace) one fleet's model. Fleets without a `simulation` section get a
+    /// modest default so any manifest runs on the simulator.
+    pub fn add_fleet(
+        &self,
+        f: &FleetSpec,
+        origin: DateTime<Utc>,
+    ) -> Result<(), super::traffic::TraceError> {
+        let model = f.simulation.clone().unwrap_or_else(|| default_model(f));
+        let demand = Demand::from_spec(&model.traffic, origin)?;
+        let fleet = SimFleet {
+            capacity_per_instance: model.capacity_per_instance,
+            boot: model.boot.chrono(),
+            demand,
+        };
+        let now = self.clock.now();
+        let mut st = self.lock();
+        st.fleets.insert(f.name.clone(), fleet);
+        for p in &f.scaling.policies {
+            if let Some(m) = p.metric() {
+                let meaning = match m.name.as_str() {
+                    "RequestCount" => Meaning::RequestCount,
+                    "RequestCountPerTarget" => Meaning::RequestCountPerTarget,
+                    "CPUUtilization" => Meaning::Cpu,
+                    _ => continue,
+                };
+                st.bindings.insert(m.query(), (f.name.clone(), meaning));
+            }
+        }
+        if let Some(g) = &f.auto_scaling_group {
+            st.groups.entry(g.clone()).or_insert(SimGroup {
+                fleet: f.name.clone(),
+                desired: 0,
+                min: f.capacity.min,
+                max: f.capacity.max,
+                members: vec![],
+            });
+            let desired = f.capacity.min;
+            drop(st);
+            self.resize_group(g, desired, now - chrono::Duration::hours(1));
+            return Ok(());
+        }
+        let existing = st
+            .instances
+            .values()
+            .filter(|i| i.inst.fleet == f.name && i.terminated_at.is_none())
+            .count() as u32;
+        for _ in existing..f.capacity.min {
+            let mut t = BTreeMap::new();
+            t.insert(tags::CONTROLLER.to_string(), self.controller_id.clone());
+            t.insert(tags::FLEET.to_string(), f.name.clone());
+            t.insert(tags::BUILD.to_string(), f.build());
+            let long_ago = now - chrono::Duration::hours(1);
+            let subnet = f.launch.subnets.first().cloned();
+            let ty = f.launch.instance_types.first().cloned();
+            Self::create(&mut st, &f.name, &f.build(), ty, subnet, t, long_ago, long_ago);
+        }
+        if let Some(tg) = &f.target_group_arn {
+            let ids: Vec<String> = st
+                .instances
+                .values()
+                .filter(|i| i.inst.fleet == f.name && i.terminated_at.is_none())
+                .map(|i| i.inst.id.clone())
+                .collect();
+            let group = st.target_groups.entry(tg.clone()).or_default();
+            for id in ids {
+                group.entry(id).or_insert(Target {
+                    registered_at: now - chrono::Duration::hours(1),
+                    deregistered_at: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Bind a metric query to a fleet explicitly (tests).
+    pub fn bind_metric(&self, q: MetricQuery, fleet: &str) {
+        let meaning = match q.name.as_str() {
+            "RequestCount" => Meaning::RequestCount,
+            "CPUUtilization" => Meaning::Cpu,
+            _ => Meaning::RequestCountPerTarget,
+        };
+        self.lock().bindings.insert(q, (fleet.to_string(), meaning));
+    }
+
+    /// The next `n` calls of `op` fail with `code` (a throttling code → `Throttled`).
+    pub fn fail_next(&self, op: Op, n: u32, code: &'static str) {
+        self.lock().faults.insert(op, (n, code));
+    }
+
+    /// No capacity for `instance_type` in `subnet` (None = any subnet).
+    pub fn remove_capacity(&self, instance_type: &str, subnet: Option<&str>) {
+        self.lock()
+            .no_capacity
+            .insert((instance_type.to_string(), subnet.map(str::to_string)));
+    }
+
+    /// Create an instance that coxswain does not own (for ownership tests).
+    pub fn add_foreign_instance(&self, tags_: BTreeMap<String, String>) -> String {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let fleet = tags_.get(tags::FLEET).cloned().unwrap_or_default();
+        Self::create(&mut st, &fleet, "foreign", None, None, tags_, now, now)
+    }
+
+    /// Requests per minute that `fleet` sees at `t`, and what its ready instances serve.
+    pub fn demand_and_capacity(&self, fleet: &str, t: DateTime<Utc>) -> Option<(f64, f64)> {
+        let st = self.lock();
+        let f = st.fleets.get(fleet)?;
+        let ready = Self::ready_count(&st, fleet, t);
+        Some((f.demand.at(t), f64::from(ready) * f.capacity_per_instance))
+    }
+
+    /// (launched, terminated) since the start.
+    pub fn totals(&self) -> (u64, u64) {
+        let st = self.lock();
+        (st.launched_total, st.terminated_total)
+    }
+
+    /// Every instance ever created that is not terminated, owned or not (for tests).
+    pub fn all_live(&self) -> Vec<Instance> {
+        self.lock()
+            .instances
+            .values()
+            .filter(|i| i.terminated_at.is_none())
+            .map(|i| i.inst.clone())
+            .collect()
+    }
+
+    /// Ids currently registered (not draining) in a target group.
+    pub fn registered(&self, target_group: &str) -> Vec<String> {
+        let st = self.lock();
+        let mut v: Vec<String> = st
+            .target_groups
+            .get(target_group)
+            .map(|g| {
+                g.iter()
+                    .filter(|(_, t)| t.deregistered_at.is_none())
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        st: &mut State,
+        fleet: &str,
+        build: &str,
+        instance_type: Option<String>,
+        subnet: Option<String>,
+        tags_: BTreeMap<String, String>,
+        launched_at: DateTime<Utc>,
+        ready_at: DateTime<Utc>,
+    ) -> String {
+        st.next_id += 1;
+        st.launched_total += 1;
+        let id = format!("i-{:017x}", st.next_id);
+        let az = subnet.as_ref().map(|s| format!("sim-{s}"));
+        st.instances.insert(
+            id.clone(),
+            SimInstance {
+                inst: Instance {
+                    id: id.clone(),
+                    fleet: fleet.to_string(),
+                    build: build.to_string(),
+                    state: InstanceState::Pending,
+                    launched_at,
+                    instance_type: instance_type.unwrap_or_else(|| "m6i.large".into()),
+                    subnet,
+                    availability_zone: az,
+                    retiring_since: None,
+                },
+                tags: tags_,
+                ready_at,
+                terminated_at: None,
+            },
+        );
+        id
+    }
+
+    fn ready_count(st: &State, fleet: &str, t: DateTime<Utc>) -> u32 {
+        st.instances
+            .values()
+            .filter(|i| i.inst.fleet == fleet && i.serving_at(t))
+            .count() as u32
+    }
+
+    fn take_fault(&self, op: Op, operation: &'static str) -> Result<(), CloudError> {
+        let mut st = self.lock();
+        if let Some((n, code)) = st.faults.get_mut(&op) {
+            if *n > 0 {
+                *n -= 1;
+                let code = code.to_string();
+                return Err(if super::errors::is_throttling_code(&code) {
+                    CloudError::Throttled { operation, code }
+                } else {
+                    CloudError::Service {
+                        operation,
+                        message: format!("injected fault {code}"),
+                        source: None,
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn owned(&self, i: &SimInstance) -> bool {
+        i.tags.get(tags::CONTROLLER) == Some(&self.controller_id) && i.tags.contains_key(tags::FLEET)
+    }
+
+    fn resize_group(&self, name: &str, desired: u32, at: DateTime<Utc>) {
+        let mut st = self.lock();
+        let Some(g) = st.groups.get(name).cloned() else {
+            return;
+        };
+        let (boot, build) = st
+            .fleets
+            .get(&g.fleet)
+            .map(|f| (f.boot, "asg".to_string()))
+            .unwrap_or((chrono::Duration::minutes(3), "asg".into()));
+        let mut members: Vec<String> = g
+            .members
+            .iter()
+            .filter(|id| st.instances.get(*id).is_some_and(|i| i.terminated_at.is_none()))
+            .cloned()
+            .collect();
+        while (members.len() as u32) < desired {
+            let mut t = BTreeMap::new();
+            t.insert("aws:autoscaling:groupName".to_string(), name.to_string());
+            let id = Self::create(&mut st, &g.fleet, &build, None, None, t, at, at + boot);
+            members.push(id);
+        }
+        while (members.len() as u32) > desired {
+            if let Some(id) = members.pop() {
+                if let Some(i) = st.instances.get_mut(&id) {
+                    i.terminated_at = Some(at);
+                    i.inst.state = InstanceState::Terminated;
+                }
+                st.terminated_total += 1;
+            }
+        }
+        if let Some(g) = st.groups.get_mut(name) {
+            g.members = members;
+            g.desired = desired;
+        }
+    }
+
+    /// Advance lazily-computed state to `now`: pending → running, drains finished.
+    fn settle(st: &mut State, now: DateTime<Utc>, drain: chrono::Duration) {
+        for i in st.instances.values_mut() {
+            if i.inst.state == InstanceState::Pending && i.ready_at <= now {
+                i.inst.state = InstanceState::Running;
+            }
+        }
+        for g in st.target_groups.values_mut() {
+            g.retain(|_, t| t.deregistered_at.is_none_or(|d| now - d < drain));
+        }
+        st.instances
+            .retain(|_, i| i.terminated_at.is_none_or(|t| now - t < KEEP_TERMINATED));
+    }
+
+    fn value(st: &State, fleet: &str, meaning: Meaning, t: DateTime<Utc>, period: i64) -> Option<f64> {
+        let f = st.fleets.get(fleet)?;
+        // Average demand over the period ending at t, per minute.
+        let minutes = (period / 60).max(1);
+        let mut demand = 0.0;
+        for k in 0..minutes {
+            demand += f.demand.at(t - chrono::Duration::minutes(minutes - k));
+        }
+        demand /= minutes as f64;
+        let ready = Self::ready_count(st, fleet, t);
+        let served = demand.min(f64::from(ready) * f.capacity_per_instance);
+        match meaning {
+            Meaning::RequestCount => Some(demand * minutes as f64),
+            Meaning::RequestCountPerTarget if ready > 0 => {
+                Some(served * minutes as f64 / f64::from(ready))
+            }
+            Meaning::Cpu if ready > 0 => {
+                Some((demand / (f64::from(ready) * f.capacity_per_instance) * 100.0).min(100.0))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn default_model(f: &FleetSpec) -> crate::manifest::SimulationSpec {
+    use crate::manifest::{HumanDuration, SimulationSpec, SyntheticTraffic, TrafficSpec};
+    let per = 1000.0;
+    SimulationSpec {
+        capacity_per_instance: per,
+        boot: HumanDuration::secs(180),
+        traffic: TrafficSpec::Synthetic(SyntheticTraffic {
+            base: per * f64::from(f.capacity.min.max(1)) * 0.5,
+            peak: per * f64::from(f.capacity.max.max(1)) * 0.5,
+            peak_hour: 14.0,
+            weekend_factor: 0.6,
+            bursts: vec![],
+            noise: 0.05,
+            seed: 0,
+        }),
+    }
+}
+
+#[async_trait::async_trait]
+impl Cloud for SimCloud {
+    async fn list_instances(&self) -> Result<Vec<Instance>, CloudError> {
+        CallCounts::bump(&self.calls.describe_instances);
+        self.take_fault(Op::List, "DescribeInstances")?;
+        let now = self.clock.now();
+        let mut st = self.lock();
+        Self::settle(&mut st, now, self.drain);
+        // Paginated like DescribeInstances: 1000 per page.
+        let owned: Vec<Instance> = st
+            .instances
+            .values()
+            .filter(|i| i.terminated_at.is_none() && self.owned(i))
+            .map(|i| i.inst.clone())
+            .collect();
+        let pages = owned.len().div_ceil(1000).max(1) as u64;
+        self.calls
+            .describe_instances
+            .fetch_add(pages - 1, std::sync::atomic::Ordering::Relaxed);
+        Ok(owned)
+    }
+
+    async fn launch(&self, req: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
+        CallCounts::bump(&self.calls.run_instances);
+        self.take_fault(Op::Launch, "RunInstances")?;
+        let now = self.clock.now();
+        let mut st = self.lock();
+        if let Some(ids) = st.tokens.get(&req.client_token) {
+            let ids = ids.clone();
+            return Ok(ids
+                .iter()
+                .filter_map(|id| st.instances.get(id).map(|i| i.inst.clone()))
+                .collect());
+        }
+        let ty = req.instance_type.clone().unwrap_or_else(|| "m6i.large".into());
+        if st.no_capacity.contains(&(ty.clone(), None))
+            || st.no_capacity.contains(&(ty.clone(), req.subnet.clone()))
+        {
+            return Err(CloudError::InsufficientCapacity {
+                operation: "RunInstances",
+                code: "InsufficientInstanceCapacity".into(),
+                message: format!("no {ty} capacity in {:?}", req.subnet),
+            });
+        }
+        let boot = st
+            .fleets
+            .get(&req.fleet)
+            .map(|f| f.boot)
+            .unwrap_or(chrono::Duration::minutes(3));
+        let mut out = Vec::new();
+        for _ in 0..req.count {
+            let id = Self::create(
+                &mut st,
+                &req.fleet,
+                &req.build,
+                Some(ty.clone()),
+                req.subnet.clone(),
+                req.tags.clone(),
+                now,
+                now + boot,
+            );
+            if let Some(i) = st.instances.get(&id) {
+                out.push(i.inst.clone());
+            }
+        }
+        st.tokens
+            .insert(req.client_token.clone(), out.iter().map(|i| i.id.clone()).collect());
+        Ok(out)
+    }
+
+    async fn mark_retiring(&self, ids: &[String], at: DateTime<Utc>) -> Result<(), CloudError> {
+        CallCounts::bump(&self.calls.create_tags);
+        let mut st = self.lock();
+        let foreign: Vec<String> = ids
+            .iter()
+            .filter(|id| !st.instances.get(*id).is_some_and(|i| self.owned(i)))
+            .cloned()
+            .collect();
+        if !foreign.is_empty() {
+            return Err(CloudError::NotOwned {
+                operation: "CreateTags",
+                ids: foreign,
+            });
+        }
+        for id in ids {
+            if let Some(i) = st.instances.get_mut(id) {
+                i.tags.insert(tags::RETIRING.into(), at.to_rfc3339());
+                i.inst.retiring_since = Some(at);
+            }
+        }
+        Ok(())
+    }
+
+    async fn terminate(&self, ids: &[String]) -> Result<(), CloudError> {
+        CallCounts::bump(&self.calls.terminate_instances);
+        self.take_fault(Op::Terminate, "TerminateInstances")?;
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let foreign: Vec<String> = ids
+            .iter()
+            .filter(|id| st.instances.get(*id).is_some_and(|i| !self.owned(i)))
+            .cloned()
+            .collect();
+        if !foreign.is_empty() {
+            return Err(CloudError::NotOwned {
+                operation: "TerminateInstances",
+                ids: foreign,
+            });
+        }
+        for id in ids {
+            if let Some(i) = st.instances.get_mut(id) {
+                if i.terminated_at.is_none() {
+                    i.terminated_at = Some(now);
+                    i.inst.state = InstanceState::Terminated;
+                    st.terminated_total += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_metrics(
+        &self,
+        queries: &[MetricQuery],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<MetricSeries>, CloudError> {
+        // One GetMetricData call answers up to 500 queries.
+        let batches = queries.len().div_ceil(500).max(1) as u64;
+        self.calls
+            .get_metric_data
+            .fetch_add(batches, std::sync::atomic::Ordering::Relaxed);
+        self.take_fault(Op::Metrics, "GetMetricData")?;
+        let st = self.lock();
+        let readable_until = self.clock.now() - self.lag;
+        let mut out = Vec::with_capacity(queries.len());
+        for q in queries {
+            let mut series = MetricSeries::default();
+            if let Some((fleet, meaning)) = st.bindings.get(q) {
+                let period = i64::from(q.period_secs.max(60));
+                // Datapoints are stamped with the start of their period, like CloudWatch.
+                let first = start.timestamp().div_euclid(period) * period;
+                let mut t = first;
+                while t + period <= readable_until.timestamp().min(end.timestamp() + period) {
+                    if let Some(ts) = DateTime::from_timestamp(t, 0) {
+                        if ts >= start && ts < end {
+                            let close = ts + chrono::Duration::seconds(period);
+                            if let Some(v) = Self::value(&st, fleet, *meaning, close, period) {
+                                series.points.push((ts, v));
+                            }
+                        }
+                    }
+                    t += period;
+                }
+            }
+            out.push(series);
+        }
+        Ok(out)
+    }
+
+    async fn describe_groups(&self, names: &[String]) -> Result<Vec<GroupState>, CloudError> {
+        let batches = names.len().div_ceil(100).max(1) as u64;
+        self.calls
+            .describe_groups
+            .fetch_add(batches, std::sync::atomic::Ordering::Relaxed);
+        let now = self.clock.now();
+        let mut st = self.lock();
+        Self::settle(&mut st, now, self.drain);
+        Ok(names
+            .iter()
+            .filter_map(|n| {
+                st.groups.get(n).map(|g| GroupState {
+                    name: n.clone(),
+                    desired: g.desired,
+                    min: g.min,
+                    max: g.max,
+                    instances: g
+                        .members
+                        .iter()
+                        .filter_map(|id| st.instances.get(id))
+                        .map(|i| (i.inst.id.clone(), i.inst.state == InstanceState::Running))
+                        .collect(),
+                })
+            })
+            .collect())
+    }
+
+    async fn set_desired_capacity(&self, group: &str, desired: u32) -> Result<(), CloudError> {
+        CallCounts::bump(&self.calls.set_desired_capacity);
+        let exists = self.lock().groups.contains_key(group);
+        if !exists {
+            return Err(CloudError::Rejected {
+                operation: "SetDesiredCapacity",
+                code: "ValidationError".into(),
+                message: format!("AutoScalingGroup name not found - {group}"),
+            });
+        }
+        self.resize_group(group, desired, self.clock.now());
+        Ok(())
+    }
+
+    async fn register_targets(&self, target_group: &str, ids: &[String]) -> Result<(), CloudError> {
+        CallCounts::bump(&self.calls.register_targets);
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let group = st.target_groups.entry(target_group.to_string()).or_default();
+        for id in ids {
+            let t = group.entry(id.clone()).or_insert(Target {
+                registered_at: now,
+                deregistered_at: None,
+            });
+            if t.deregistered_at.is_some() {
+                *t = Target {
+                    registered_at: now,
+                    deregistered_at: None,
+                };
+            }
+        }
+        Ok(())
+    }
+
+    async fn deregister_targets(
+        &self,
+        target_group: &str,
+        ids: &[String],
+    ) -> Result<(), CloudError> {
+        CallCounts::bump(&self.calls.deregister_targets);
+        let now = self.clock.now();
+        let mut st = self.lock();
+        if let Some(group) = st.target_groups.get_mut(target_group) {
+            for id in ids {
+                if let Some(t) = group.get_mut(id) {
+                    t.deregistered_at.get_or_insert(now);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn target_health(
+        &self,
+        target_group: &str,
+    ) -> Result<Vec<(String, TargetHealth)>, CloudError> {
+        CallCounts::bump(&self.calls.describe_target_health);
+        let now = self.clock.now();
+        let mut st = self.lock();
+        Self::settle(&mut st, now, self.drain);
+        let Some(group) = st.target_groups.get(target_group) else {
+            return Ok(vec![]);
+        };
+        Ok(group
+            .iter()
+            .map(|(id, t)| {
+                let ready_at = st.instances.get(id).map(|i| i.ready_at);
+                let h = if t.deregistered_at.is_some() {
+                    TargetHealth::Draining
+                } else {
+                    match ready_at {
+                        Some(r) if now >= r.max(t.registered_at) + HEALTH_CHECK_DELAY => {
+                            TargetHealth::Healthy
+                        }
+                        Some(_) => TargetHealth::Initial,
+                        None => TargetHealth::Unhealthy,
+                    }
+                };
+                (id.clone(), h)
+            })
+            .collect())
+    }
+
+    fn calls(&self) -> &CallCounts {
+        &self.calls
+    }
+}

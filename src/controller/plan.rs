@@ -1,0 +1,223 @@
+//! Pure helpers that turn a decision into concrete cloud requests: where to launch, with
+//! which idempotency token, and which instances to retire.
+
+use crate::cloud::{tags, Instance, LaunchRequest, LaunchTemplate};
+use crate::manifest::FleetSpec;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Split `n` new instances over the fleet's subnets so AZs stay balanced: each goes to the
+/// subnet that has the fewest live instances so far. Returns (subnet, count) in subnet order.
+pub fn spread(spec: &FleetSpec, live: &[&Instance], n: u32) -> Vec<(Option<String>, u32)> {
+    let subnets = &spec.launch.subnets;
+    if subnets.is_empty() {
+        return if n > 0 { vec![(None, n)] } else { vec![] };
+    }
+    let mut counts: Vec<u32> = subnets
+        .iter()
+        .map(|s| live.iter().filter(|i| i.subnet.as_ref() == Some(s)).count() as u32)
+        .collect();
+    let mut add = vec![0u32; subnets.len()];
+    for _ in 0..n {
+        let (i, _) = counts
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, c)| (**c, *i))
+            .unwrap_or((0, &0));
+        counts[i] += 1;
+        add[i] += 1;
+    }
+    subnets
+        .iter()
+        .cloned()
+        .zip(add)
+        .filter(|(_, c)| *c > 0)
+        .map(|(s, c)| (Some(s), c))
+        .collect()
+}
+
+/// ClientTokens are stable within a 10-minute bucket: long enough to cover SDK retries and
+/// a restart before new instances become visible in DescribeInstances (seconds), short
+/// enough that a later scale-out from the same observed set (the same instances, after
+/// the ones launched in between were retired) gets a fresh token instead of EC2's answer
+/// for the old request.
+pub const TOKEN_BUCKET_SECS: i64 = 600;
+
+/// A deterministic ClientToken: the same decision on the same observed fleet in the same
+/// time bucket gives the same token, so a retried or repeated RunInstances (after a
+/// timeout, or a restart before the new instances became visible) returns the instances
+/// already launched instead of launching more. Once they are visible the observed set
+/// changes, and so does the token.
+#[allow(clippy::too_many_arguments)]
+pub fn client_token(
+    now: chrono::DateTime<chrono::Utc>,
+    controller_id: &str,
+    fleet: &str,
+    build: &str,
+    live_ids: &[&str],
+    subnet: Option<&str>,
+    instance_type: Option<&str>,
+    count: u32,
+) -> String {
+    let mut ids: Vec<&str> = live_ids.to_vec();
+    ids.sort_unstable();
+    let mut h = Sha256::new();
+    for part in [controller_id, fleet, build, subnet.unwrap_or("-"), instance_type.unwrap_or("-")] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.update(count.to_le_bytes());
+    h.update(now.timestamp().div_euclid(TOKEN_BUCKET_SECS).to_le_bytes());
+    for id in ids {
+        h.update(id.as_bytes());
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("cox-{hex}")
+}
+
+/// The launch request for `count` instances in `subnet` with `instance_type`.
+pub fn launch_request(
+    now: chrono::DateTime<chrono::Utc>,
+    spec: &FleetSpec,
+    controller_id: &str,
+    live_ids: &[&str],
+    subnet: Option<String>,
+    instance_type: Option<String>,
+    count: u32,
+) -> LaunchRequest {
+    let build = spec.build();
+    let mut t: BTreeMap<String, String> = spec.launch.tags.clone();
+    t.insert(tags::CONTROLLER.into(), controller_id.into());
+    t.insert(tags::FLEET.into(), spec.name.clone());
+    t.insert(tags::BUILD.into(), build.clone());
+    t.entry("Name".into())
+        .or_insert_with(|| format!("{}-{}", spec.name, spec.environment));
+    let client_token = client_token(
+        now,
+        controller_id,
+        &spec.name,
+        &build,
+        live_ids,
+        subnet.as_deref(),
+        instance_type.as_deref(),
+        count,
+    );
+    LaunchRequest {
+        fleet: spec.name.clone(),
+        build,
+        count,
+        template: spec.launch.launch_template.as_ref().map(|lt| LaunchTemplate {
+            id: lt.id.clone(),
+            name: lt.name.clone(),
+            version: lt.version.clone(),
+        }),
+        image_id: spec.launch.ami.clone(),
+        instance_type,
+        subnet,
+        security_groups: spec.launch.security_groups.clone(),
+        key_name: spec.launch.key_name.clone(),
+        tags: t,
+        client_token,
+    }
+}
+
+/// Instance types to try, in order. With a launch template and no list, the template's
+/// own type (None) is the only option.
+pub fn instance_type_choices(spec: &FleetSpec) -> Vec<Option<String>> {
+    if spec.launch.instance_types.is_empty() {
+        vec![None]
+    } else {
+        spec.launch.instance_types.iter().cloned().map(Some).collect()
+    }
+}
+
+/// Choose `n` instances to retire: first those not on the fleet's current build, then from
+/// the AZ with the most instances (keeping AZs balanced), then the newest (the ones still
+/// booting carry no traffic yet).
+pub fn choose_victims<'a>(live: &[&'a Instance], build: &str, n: u32) -> Vec<&'a Instance> {
+    let mut pool: Vec<&Instance> = live.to_vec();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        if pool.is_empty() {
+            break;
+        }
+        let mut per_az: BTreeMap<Option<&str>, u32> = BTreeMap::new();
+        for i in &pool {
+            *per_az.entry(i.availability_zone.as_deref()).or_default() += 1;
+        }
+        let best = pool
+            .iter()
+            .enumerate()
+            .max_by(|(_, a), (_, b)| {
+                let key = |i: &Instance| {
+                    (
+                        i.build != build,
+                        per_az.get(&i.availability_zone.as_deref()).copied().unwrap_or(0),
+                        i.launched_at,
+                        i.id.clone(),
+                    )
+                };
+                key(a).cmp(&key(b))
+            })
+            .map(|(idx, _)| idx);
+        if let Some(idx) = best {
+            out.push(pool.remove(idx));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::InstanceState;
+    use chrono::{TimeZone, Utc};
+
+    fn inst(id: &str, az: &str, build: &str, minute: u32) -> Instance {
+        Instance {
+            id: id.into(),
+            fleet: "web".into(),
+            build: build.into(),
+            state: InstanceState::Running,
+            launched_at: Utc
+                .with_ymd_and_hms(2026, 1, 5, 7, minute, 0)
+                .single()
+                .expect("valid date"),
+            instance_type: "m6i.large".into(),
+            subnet: Some(format!("subnet-{az}")),
+            availability_zone: Some(az.into()),
+            retiring_since: None,
+        }
+    }
+
+    #[test]
+    fn victims_are_old_builds_first_then_the_fullest_az() {
+        let a = inst("i-a", "a", "v2", 1);
+        let b = inst("i-b", "a", "v2", 2);
+        let c = inst("i-c", "b", "v1", 3);
+        let d = inst("i-d", "b", "v2", 4);
+        let e = inst("i-e", "a", "v2", 5);
+        let live = vec![&a, &b, &c, &d, &e];
+        let v: Vec<&str> = choose_victims(&live, "v2", 3).iter().map(|i| i.id.as_str()).collect();
+        // v1 first; then AZ a has 3 vs b's 1: the newest of a (e), then a and b tie at 2/1..
+        assert_eq!(v[0], "i-c");
+        assert_eq!(v[1], "i-e");
+        assert_eq!(v[2], "i-b");
+    }
+
+    #[test]
+    fn client_token_is_stable_for_the_same_observation_and_changes_after_launch() {
+        let at = |m: u32| Utc.with_ymd_and_hms(2026, 1, 5, 7, m, 0).single().expect("valid");
+        let t1 = client_token(at(1), "c", "web", "v1", &["i-2", "i-1"], Some("s"), None, 2);
+        let t2 = client_token(at(3), "c", "web", "v1", &["i-1", "i-2"], Some("s"), None, 2);
+        let t3 = client_token(at(3), "c", "web", "v1", &["i-1", "i-2", "i-3"], Some("s"), None, 2);
+        // The same fleet state, much later (the instances in between were retired).
+        let t4 = client_token(at(45), "c", "web", "v1", &["i-1", "i-2"], Some("s"), None, 2);
+        assert_eq!(t1, t2);
+        assert_ne!(t1, t3);
+        assert_ne!(t1, t4);
+        assert!(t1.len() <= 64);
+    }
+}

@@ -1,0 +1,587 @@
+//! Loading and validating manifests. Every problem is reported as `file:line:column:
+//! message`, and a file with any problem yields no config at all: a half-valid set of
+//! fleets is never returned.
+
+use super::{
+    ControllerSpec, FleetSpec, LaunchSpec, PolicySpec, SimulationSpec, TrafficSpec,
+};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// One thing wrong with a manifest, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} problem(s) in manifests:\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+    #[error("no fleet manifests found in {0}: add a *.yaml file with a fleet (see manifests/examples/)")]
+    Empty(String),
+}
+
+/// A complete, valid configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub controller: ControllerSpec,
+    pub fleets: Vec<FleetSpec>,
+    /// Hash of every source text, to notice when files change.
+    pub fingerprint: u64,
+}
+
+impl Config {
+    pub fn fleet(&self, name: &str) -> Option<&FleetSpec> {
+        self.fleets.iter().find(|f| f.name == name)
+    }
+}
+
+/// Files named by `paths`: files as given, directories' `*.yaml`/`*.yml` (not recursive,
+/// so `manifests/` does not pick up `manifests/examples/`), sorted for a stable order.
+pub fn manifest_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ManifestError> {
+    let mut files = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|source| ManifestError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            let rd = std::fs::read_dir(p).map_err(|source| ManifestError::Io {
+                path: p.clone(),
+                source,
+            })?;
+            let mut found: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    f.is_file()
+                        && matches!(
+                            f.extension().and_then(|e| e.to_str()),
+                            Some("yaml") | Some("yml")
+                        )
+                })
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Load and validate everything under `paths`.
+pub fn load_paths(paths: &[PathBuf]) -> Result<Config, ManifestError> {
+    let files = manifest_files(paths)?;
+    let mut sources = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|source| ManifestError::Io {
+            path: f.clone(),
+            source,
+        })?;
+        sources.push((f.display().to_string(), text, f.parent().map(Path::to_path_buf)));
+    }
+    let described = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    load_sources(&sources, &described)
+}
+
+/// Load and validate one manifest text (`name` is used in messages).
+pub fn load_str(name: &str, text: &str) -> Result<Config, ManifestError> {
+    load_sources(&[(name.to_string(), text.to_string(), None)], name)
+}
+
+/// A parsed fleet with its file, its document's text and that document's line offset.
+type ParsedFleet = (FleetSpec, String, String, usize);
+
+fn load_sources(
+    sources: &[(String, String, Option<PathBuf>)],
+    described: &str,
+) -> Result<Config, ManifestError> {
+    let mut problems = Vec::new();
+    let mut fleets: Vec<ParsedFleet> = Vec::new();
+    let mut controllers: Vec<(ControllerSpec, String)> = Vec::new();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for (file, text, dir) in sources {
+        file.hash(&mut hasher);
+        text.hash(&mut hasher);
+        parse_file(file, text, &mut fleets, &mut controllers, &mut problems);
+        // Resolve relative trace paths against the manifest's folder.
+        if let Some(dir) = dir {
+            for (f, _, _, _) in fleets.iter_mut().filter(|(_, src, _, _)| src == file) {
+                if let Some(SimulationSpec {
+                    traffic: TrafficSpec::Trace(t),
+                    ..
+                }) = f.simulation.as_mut()
+                {
+                    if t.path.is_relative() {
+                        t.path = dir.join(&t.path);
+                    }
+                }
+            }
+        }
+    }
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for (fleet, file, text, offset) in &fleets {
+        validate_fleet(fleet, file, text, *offset, &mut problems);
+        if let Some(first) = seen.insert(fleet.name.clone(), file.clone()) {
+            let (line, column) = locate(text, &["name"]);
+            problems.push(Problem {
+                file: file.clone(),
+                line: line + offset,
+                column,
+                message: format!(
+                    "fleet name '{}' is already used in {first}: fleet names must be unique",
+                    fleet.name
+                ),
+            });
+        }
+    }
+    if controllers.len() > 1 {
+        let (_, file) = &controllers[1];
+        problems.push(Problem {
+            file: file.clone(),
+            line: 1,
+            column: 1,
+            message: "a second `kind: Controller` document: keep controller settings in one place"
+                .into(),
+        });
+    }
+    for (c, file) in &controllers {
+        validate_controller(c, file, &mut problems);
+    }
+    if !problems.is_empty() {
+        return Err(ManifestError::Invalid(problems));
+    }
+    if fleets.is_empty() {
+        return Err(ManifestError::Empty(described.to_string()));
+    }
+    Ok(Config {
+        controller: controllers.into_iter().next().map(|(c, _)| c).unwrap_or_default(),
+        fleets: fleets.into_iter().map(|(f, _, _, _)| f).collect(),
+        fingerprint: hasher.finish(),
+    })
+}
+
+fn yaml_problem(file: &str, err: &serde_yaml::Error, hint_offset_line: usize) -> Problem {
+    let (line, column) = err
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((hint_offset_line, 1));
+    let mut message = err.to_string();
+    // serde_yaml appends " at line L column C"; we already lead with the location.
+    if let Some(i) = message.find(" at line ") {
+        message.truncate(i);
+    }
+    if message.contains("unknown field") {
+        message.push_str(" (check the spelling; see manifests/examples/ for every field)");
+    }
+    if message.contains("missing field") {
+        message.push_str(" (add it; see manifests/examples/)");
+    }
+    Problem {
+        file: file.to_string(),
+        line,
+        column,
+        message,
+    }
+}
+
+/// Split a file into documents, remembering each one's text (for locating keys).
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut start_line = 1;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_end() == "---" {
+            if !current.trim().is_empty() {
+                docs.push((start_line, std::mem::take(&mut current)));
+            }
+            current.clear();
+            start_line = i + 2;
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    if !current.trim().is_empty() {
+        docs.push((start_line, current));
+    }
+    docs
+}
+
+fn parse_file(
+    file: &str,
+    text: &str,
+    fleets: &mut Vec<ParsedFleet>,
+    controllers: &mut Vec<(ControllerSpec, String)>,
+    problems: &mut Vec<Problem>,
+) {
+    for (start_line, doc) in documents(text) {
+        let shift = |mut p: Problem| {
+            p.line += start_line - 1;
+            p
+        };
+        let value: serde_yaml::Value = match serde_yaml::from_str(&doc) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(shift(yaml_problem(file, &e, 1)));
+                continue;
+            }
+        };
+        if value.is_null() {
+            continue;
+        }
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or("Fleet")
+            .to_string();
+        match kind.as_str() {
+            "Fleet" => match serde_yaml::from_str::<FleetSpec>(&doc) {
+                Ok(f) => fleets.push((f, file.to_string(), doc.clone(), start_line - 1)),
+                Err(e) => problems.push(shift(yaml_problem(file, &e, 1))),
+            },
+            "Controller" => match serde_yaml::from_str::<ControllerSpec>(&doc) {
+                Ok(c) => controllers.push((c, file.to_string())),
+                Err(e) => problems.push(shift(yaml_problem(file, &e, 1))),
+            },
+            other => {
+                let (line, column) = locate(&doc, &["kind"]);
+                problems.push(shift(Problem {
+                    file: file.to_string(),
+                    line,
+                    column,
+                    message: format!(
+                        "unknown kind '{other}': a document is `kind: Fleet` (the default) or `kind: Controller`"
+                    ),
+                }));
+            }
+        }
+    }
+}
+
+/// Find the line and column of a key path (block-style YAML) in a document. Falls back to
+/// the deepest key found, then to line 1. Good enough to point a human at the right line.
+pub(crate) fn locate(text: &str, path: &[&str]) -> (usize, usize) {
+    let mut best = (1, 1);
+    let mut depth = 0;
+    let mut min_indent: Option<usize> = None;
+    for (i, line) in text.lines().enumerate() {
+        if depth >= path.len() {
+            break;
+        }
+        let stripped = line.trim_start();
+        let indent = line.len() - stripped.len();
+        let stripped_item = stripped.trim_start_matches("- ");
+        let item_indent = indent + (stripped.len() - stripped_item.len());
+        if let Some(min) = min_indent {
+            if !stripped.is_empty() && !stripped.starts_with('#') && indent < min {
+                break;
+            }
+        }
+        let key = path[depth];
+        if stripped_item.starts_with(&format!("{key}:")) {
+            best = (i + 1, item_indent + 1);
+            depth += 1;
+            min_indent = Some(item_indent + 1);
+        }
+    }
+    best
+}
+
+fn validate_controller(c: &ControllerSpec, file: &str, problems: &mut Vec<Problem>) {
+    if c.controller_id.is_empty()
+        || !c
+            .controller_id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+    {
+        problems.push(Problem {
+            file: file.into(),
+            line: 1,
+            column: 1,
+            message: "controller_id must be letters, digits, '-' or '_' (it becomes a tag value)"
+                .into(),
+        });
+    }
+    if c.max_total_instances == Some(0) {
+        problems.push(Problem {
+            file: file.into(),
+            line: 1,
+            column: 1,
+            message: "max_total_instances: 0 would stop every fleet; remove it or set a positive cap"
+                .into(),
+        });
+    }
+    if c.poll_interval.as_secs() == 0 {
+        problems.push(Problem {
+            file: file.into(),
+            line: 1,
+            column: 1,
+            message: "poll_interval must be at least 1s".into(),
+        });
+    }
+}
+
+const STATS: &[&str] = &["Average", "Sum", "Maximum", "Minimum", "SampleCount"];
+
+fn valid_stat(s: &str) -> bool {
+    STATS.contains(&s)
+        || s.strip_prefix('p')
+            .and_then(|p| p.parse::<f64>().ok())
+            .is_some_and(|p| (0.0..=100.0).contains(&p))
+}
+
+fn validate_fleet(
+    f: &FleetSpec,
+    file: &str,
+    text: &str,
+    offset: usize,
+    problems: &mut Vec<Problem>,
+) {
+    let mut push = |path: &[&str], message: String| {
+        let (line, column) = locate(text, path);
+        problems.push(Problem {
+            file: file.into(),
+            line: line + offset,
+            column,
+            message,
+        });
+    };
+    let name_ok = !f.name.is_empty()
+        && f.name.len() <= 64
+        && f
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !name_ok {
+        push(
+            &["name"],
+            format!(
+                "fleet name '{}' must be 1-64 characters of a-z, 0-9 and '-' (it becomes a tag value)",
+                f.name
+            ),
+        );
+    }
+    if f.environment.trim().is_empty() {
+        push(&["environment"], "environment must not be empty (e.g. staging, production)".into());
+    }
+    if f.region.trim().is_empty() {
+        push(&["region"], "region must not be empty (e.g. us-east-1)".into());
+    }
+    if f.capacity.min > f.capacity.max {
+        push(
+            &["capacity", "min"],
+            format!(
+                "capacity.min ({}) is above capacity.max ({}): make min <= max",
+                f.capacity.min, f.capacity.max
+            ),
+        );
+    }
+    if f.capacity.max == 0 {
+        push(&["capacity", "max"], "capacity.max must be at least 1".into());
+    }
+    validate_launch(&f.launch, f.auto_scaling_group.is_some(), &mut push);
+    let s = &f.scaling;
+    if s.max_launch_per_cycle == 0 {
+        push(
+            &["scaling", "max_launch_per_cycle"],
+            "max_launch_per_cycle must be at least 1, or the fleet could never grow".into(),
+        );
+    }
+    if s.max_retire_per_cycle == 0 {
+        push(
+            &["scaling", "max_retire_per_cycle"],
+            "max_retire_per_cycle must be at least 1, or the fleet could never shrink".into(),
+        );
+    }
+    if s.policies.is_empty() {
+        push(
+            &["scaling", "policies"],
+            "no scaling policies: add at least one (target_tracking, step or scheduled), or the fleet stays at capacity.min".into(),
+        );
+    }
+    for p in &s.policies {
+        if let Some(m) = p.metric() {
+            if !valid_stat(&m.stat) {
+                push(
+                    &["scaling", "policies", "stat"],
+                    format!(
+                        "unknown statistic '{}': use Average, Sum, Maximum, Minimum, SampleCount or a percentile like p99",
+                        m.stat
+                    ),
+                );
+            }
+            let p_secs = m.period.as_secs();
+            if !(matches!(p_secs, 1 | 5 | 10 | 30) || (p_secs >= 60 && p_secs % 60 == 0)) {
+                push(
+                    &["scaling", "policies", "period"],
+                    format!(
+                        "metric period {} is not one CloudWatch accepts: use 1s, 5s, 10s, 30s or a multiple of 60s",
+                        m.period
+                    ),
+                );
+            }
+            if m.namespace.is_empty() || m.name.is_empty() {
+                push(
+                    &["scaling", "policies", "metric"],
+                    "metric needs a namespace and a name".into(),
+                );
+            }
+        }
+        match p {
+            PolicySpec::TargetTracking(t) => {
+                if !(t.target.is_finite() && t.target > 0.0) {
+                    push(
+                        &["scaling", "policies", "target"],
+                        format!("target {} must be a positive number", t.target),
+                    );
+                }
+            }
+            PolicySpec::Step(st) => {
+                if st.scale_out.is_empty() && st.scale_in.is_empty() {
+                    push(
+                        &["scaling", "policies", "step"],
+                        "a step policy needs scale_out or scale_in steps".into(),
+                    );
+                }
+                if st.scale_out.iter().any(|a| a.above.is_none() || a.below.is_some()) {
+                    push(
+                        &["scaling", "policies", "scale_out"],
+                        "each scale_out step needs `above: VALUE` (and no `below`)".into(),
+                    );
+                }
+                if st.scale_in.iter().any(|a| a.below.is_none() || a.above.is_some()) {
+                    push(
+                        &["scaling", "policies", "scale_in"],
+                        "each scale_in step needs `below: VALUE` (and no `above`)".into(),
+                    );
+                }
+                let lowest_out = st.scale_out.iter().filter_map(|a| a.above).fold(f64::INFINITY, f64::min);
+                let highest_in = st.scale_in.iter().filter_map(|a| a.below).fold(f64::NEG_INFINITY, f64::max);
+                if highest_in >= lowest_out {
+                    push(
+                        &["scaling", "policies", "scale_in"],
+                        format!("scale_in threshold {highest_in} is not below scale_out threshold {lowest_out}: the fleet would flap"),
+                    );
+                }
+            }
+            PolicySpec::Scheduled(sc) => {
+                if let Err(e) = croner::Cron::from_str(&sc.cron) {
+                    push(
+                        &["scaling", "policies", "cron"],
+                        format!("cron '{}' does not parse ({e}); write 5 fields like \"0 7 * * MON-FRI\"", sc.cron),
+                    );
+                }
+                if sc.duration.as_secs() == 0 {
+                    push(&["scaling", "policies", "duration"], "a scheduled window needs a duration above 0".into());
+                }
+                if sc.min > f.capacity.max {
+                    push(
+                        &["scaling", "policies", "min"],
+                        format!("scheduled min {} is above capacity.max {}: raise max or lower the floor", sc.min, f.capacity.max),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(sim) = &f.simulation {
+        if !(sim.capacity_per_instance.is_finite() && sim.capacity_per_instance > 0.0) {
+            push(
+                &["simulation", "capacity_per_instance"],
+                "capacity_per_instance must be a positive number of requests per minute".into(),
+            );
+        }
+        match &sim.traffic {
+            TrafficSpec::Synthetic(t) => {
+                if !(t.base >= 0.0 && t.peak >= t.base && t.peak.is_finite()) {
+                    push(
+                        &["simulation", "traffic", "peak"],
+                        "synthetic traffic needs 0 <= base <= peak".into(),
+                    );
+                }
+                if !(0.0..=1.0).contains(&t.noise) {
+                    push(&["simulation", "traffic", "noise"], "noise is a fraction between 0 and 1".into());
+                }
+                for b in &t.bursts {
+                    if croner::Cron::from_str(&b.cron).is_err() {
+                        push(
+                            &["simulation", "traffic", "bursts", "cron"],
+                            format!("burst cron '{}' does not parse; write 5 fields like \"0 9 * * MON\"", b.cron),
+                        );
+                    }
+                    if !(b.factor.is_finite() && b.factor > 0.0) {
+                        push(&["simulation", "traffic", "bursts", "factor"], "burst factor must be positive".into());
+                    }
+                }
+            }
+            TrafficSpec::Trace(t) => {
+                if !(t.scale.is_finite() && t.scale > 0.0) {
+                    push(&["simulation", "traffic", "trace", "scale"], "trace scale must be positive".into());
+                }
+            }
+        }
+    }
+}
+
+fn validate_launch(l: &LaunchSpec, has_group: bool, push: &mut impl FnMut(&[&str], String)) {
+    match (&l.launch_template, &l.ami) {
+        (Some(_), Some(_)) => push(
+            &["launch", "ami"],
+            "give either launch.launch_template or launch.ami, not both".into(),
+        ),
+        (None, None) if !has_group => push(
+            &["launch"],
+            "launch needs a launch_template (id or name, and version) or an ami with instance_types".into(),
+        ),
+        (Some(lt), None) => {
+            if lt.id.is_some() == lt.name.is_some() {
+                push(
+                    &["launch", "launch_template"],
+                    "launch_template needs exactly one of id or name".into(),
+                );
+            }
+            let v = lt.version.as_str();
+            if !(v == "$Latest" || v == "$Default" || v.parse::<u64>().is_ok()) {
+                push(
+                    &["launch", "launch_template", "version"],
+                    format!("launch template version '{v}' must be a number, $Latest or $Default"),
+                );
+            }
+        }
+        (None, Some(ami)) => {
+            if !ami.starts_with("ami-") {
+                push(&["launch", "ami"], format!("'{ami}' is not an AMI id (ami-...)"));
+            }
+            if l.instance_types.is_empty() {
+                push(
+                    &["launch", "instance_types"],
+                    "an ami launch needs instance_types, in order of preference".into(),
+                );
+            }
+        }
+        (None, None) => {}
+    }
+}

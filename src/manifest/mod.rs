@@ -1,0 +1,512 @@
+//! Fleet manifests: the YAML that says what fleets exist and how they scale.
+//!
+//! This module owns the schema (every struct rejects unknown fields), loading from files
+//! and directories, and validation that reports `file:line:column` with a sentence on how
+//! to fix it. It does not decide anything: policies read the parsed spec.
+
+mod duration;
+pub mod load;
+
+pub use duration::{parse_duration, HumanDuration};
+pub use load::{load_paths, load_str, Config, ManifestError, Problem};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Controller-wide settings: a document with `kind: Controller`. At most one.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerSpec {
+    pub kind: String,
+    /// Value of the `coxswain:controller` ownership tag. Two installations with different
+    /// ids never touch each other's instances.
+    #[serde(default = "default_controller_id")]
+    pub controller_id: String,
+    /// How often each fleet is reconciled.
+    #[serde(default = "default_poll")]
+    pub poll_interval: HumanDuration,
+    /// Hard cost cap across all fleets: the sum of instances never exceeds it.
+    #[serde(default)]
+    pub max_total_instances: Option<u32>,
+    #[serde(default)]
+    pub gc: GcSpec,
+}
+
+impl Default for ControllerSpec {
+    fn default() -> Self {
+        Self {
+            kind: "Controller".into(),
+            controller_id: default_controller_id(),
+            poll_interval: default_poll(),
+            max_total_instances: None,
+            gc: GcSpec::default(),
+        }
+    }
+}
+
+fn default_controller_id() -> String {
+    "coxswain".into()
+}
+
+/// 60 s: CloudWatch's standard resolution. Polling faster reads the same datapoint twice.
+fn default_poll() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcSpec {
+    /// Terminate owned instances whose fleet no longer exists in the manifests.
+    #[serde(default = "yes")]
+    pub terminate_orphans: bool,
+    /// How long an instance must stay orphaned before it is terminated. 15 minutes gives
+    /// an operator time to restore a manifest deleted by mistake.
+    #[serde(default = "default_gc_grace")]
+    pub grace: HumanDuration,
+}
+
+impl Default for GcSpec {
+    fn default() -> Self {
+        Self {
+            terminate_orphans: true,
+            grace: default_gc_grace(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_gc_grace() -> HumanDuration {
+    HumanDuration::secs(15 * 60)
+}
+
+/// One fleet: a document with `kind: Fleet` (or no `kind`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSpec {
+    #[serde(default)]
+    pub kind: Option<String>,
+    pub name: String,
+    pub environment: String,
+    pub region: String,
+    /// Required unless the fleet is backed by an Auto Scaling group.
+    #[serde(default)]
+    pub launch: LaunchSpec,
+    /// Delegate instances to this existing Auto Scaling group: coxswain sets its desired
+    /// capacity instead of launching instances itself.
+    #[serde(default)]
+    pub auto_scaling_group: Option<String>,
+    /// ALB target group that new instances are registered with and drained from.
+    #[serde(default)]
+    pub target_group_arn: Option<String>,
+    pub capacity: CapacitySpec,
+    #[serde(default)]
+    pub scaling: ScalingSpec,
+    /// Only for `--cloud sim`: how the simulated region serves this fleet.
+    #[serde(default)]
+    pub simulation: Option<SimulationSpec>,
+}
+
+impl FleetSpec {
+    /// The build label new instances get: the launch-template version or the AMI.
+    pub fn build(&self) -> String {
+        match (&self.launch.launch_template, &self.launch.ami) {
+            (Some(lt), _) => format!(
+                "{}:{}",
+                lt.id.as_deref().or(lt.name.as_deref()).unwrap_or("template"),
+                lt.version
+            ),
+            (None, Some(ami)) => ami.clone(),
+            (None, None) => "unknown".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchSpec {
+    #[serde(default)]
+    pub launch_template: Option<LaunchTemplateRef>,
+    #[serde(default)]
+    pub ami: Option<String>,
+    /// In order of preference: on InsufficientInstanceCapacity the next one is tried.
+    #[serde(default)]
+    pub instance_types: Vec<String>,
+    /// Subnets (one per AZ), in order of preference; launches are spread across them.
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    #[serde(default)]
+    pub key_name: Option<String>,
+    /// Extra tags for instances (the coxswain:* tags are added by coxswain).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchTemplateRef {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A version number, `$Latest` or `$Default`.
+    #[serde(default = "default_lt_version")]
+    pub version: String,
+}
+
+fn default_lt_version() -> String {
+    "$Default".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacitySpec {
+    pub min: u32,
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingSpec {
+    #[serde(default)]
+    pub policies: Vec<PolicySpec>,
+    /// A new instance counts toward capacity at once but toward the utilization average
+    /// only after this long. Set it to the boot time plus one metric period, so the metric
+    /// already reflects the instance serving (AWS's default instance warmup is 300 s).
+    #[serde(default = "default_warmup")]
+    pub warmup: HumanDuration,
+    /// Scale in only to the highest recommendation of this window. 10 minutes rides out
+    /// the dips between bursts of web traffic without paying for a whole idle hour.
+    #[serde(default = "default_stabilization")]
+    pub scale_in_stabilization: HumanDuration,
+    /// At most this many launches per reconcile pass, so a bad metric cannot buy a fleet
+    /// in one step.
+    #[serde(default = "default_launch_limit")]
+    pub max_launch_per_cycle: u32,
+    /// At most this many instances retired per pass.
+    #[serde(default = "default_retire_limit")]
+    pub max_retire_per_cycle: u32,
+    /// A metric whose newest datapoint is older than this counts as missing. CloudWatch
+    /// publishes 1-minute data about a minute late; 5 minutes means several misses in a row.
+    #[serde(default = "default_stale")]
+    pub metric_stale_after: HumanDuration,
+    /// Longest wait for the load balancer to drain a deregistered instance before it is
+    /// terminated anyway (keep it above the target group's deregistration delay).
+    #[serde(default = "default_drain")]
+    pub drain_timeout: HumanDuration,
+}
+
+impl Default for ScalingSpec {
+    fn default() -> Self {
+        Self {
+            policies: Vec::new(),
+            warmup: default_warmup(),
+            scale_in_stabilization: default_stabilization(),
+            max_launch_per_cycle: default_launch_limit(),
+            max_retire_per_cycle: default_retire_limit(),
+            metric_stale_after: default_stale(),
+            drain_timeout: default_drain(),
+        }
+    }
+}
+
+fn default_warmup() -> HumanDuration {
+    HumanDuration::secs(180)
+}
+fn default_stabilization() -> HumanDuration {
+    HumanDuration::secs(600)
+}
+fn default_launch_limit() -> u32 {
+    10
+}
+fn default_retire_limit() -> u32 {
+    5
+}
+fn default_stale() -> HumanDuration {
+    HumanDuration::secs(300)
+}
+fn default_drain() -> HumanDuration {
+    HumanDuration::secs(330)
+}
+
+/// One scaling policy. Written as a one-key map: `- target_tracking: {...}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicySpec {
+    TargetTracking(TargetTrackingSpec),
+    Step(StepSpec),
+    Scheduled(ScheduledSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetTrackingSpec {
+    pub metric: MetricSpec,
+    /// Wanted value per instance (e.g. 60 for CPU %, 1000 for requests per target).
+    pub target: f64,
+    /// Let this policy scale out but never vote for a scale-in.
+    #[serde(default)]
+    pub disable_scale_in: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    pub metric: MetricSpec,
+    /// Steps by lower bound; the highest one whose `above` the metric exceeds applies.
+    #[serde(default)]
+    pub scale_out: Vec<StepAdjustment>,
+    /// Steps by upper bound; the lowest one whose `below` the metric is under applies.
+    #[serde(default)]
+    pub scale_in: Vec<StepAdjustment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepAdjustment {
+    #[serde(default)]
+    pub above: Option<f64>,
+    #[serde(default)]
+    pub below: Option<f64>,
+    /// Instances to add (scale_out) or remove (scale_in): a count like 2, or a percentage
+    /// of current capacity like "20%".
+    pub change: Change,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Change {
+    Count(u32),
+    Percent(f64),
+}
+
+impl<'de> Deserialize<'de> for Change {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, Visitor};
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Change;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of instances such as 2, or a percentage such as \"20%\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Change, E> {
+                u32::try_from(v)
+                    .map(Change::Count)
+                    .map_err(|_| E::custom("change is too large"))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Change, E> {
+                Err(E::custom(format!(
+                    "change is a size, not a direction: write {} (scale_in steps remove, scale_out steps add)",
+                    v.unsigned_abs()
+                )))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Change, E> {
+                let t = v.trim();
+                let Some(p) = t.strip_suffix('%') else {
+                    return Err(E::custom(format!(
+                        "'{t}' is not a change: write a count like 2 or a percentage like \"20%\""
+                    )));
+                };
+                match p.trim().parse::<f64>() {
+                    Ok(x) if x > 0.0 && x <= 1000.0 => Ok(Change::Percent(x)),
+                    _ => Err(E::custom(format!(
+                        "'{t}' is not a percentage between 0% and 1000%"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledSpec {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Standard 5-field cron, in UTC: `0 7 * * MON-FRI` is 07:00 UTC on weekdays.
+    pub cron: String,
+    /// How long the floor holds after each cron start.
+    pub duration: HumanDuration,
+    /// Capacity floor while the window is open.
+    pub min: u32,
+}
+
+/// How a metric relates to the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    /// Already a per-instance value (CPUUtilization of the group, RequestCountPerTarget).
+    #[default]
+    PerInstance,
+    /// A fleet total (e.g. the target group's RequestCount): divided by warm instances.
+    Total,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricSpec {
+    pub namespace: String,
+    pub name: String,
+    #[serde(default)]
+    pub dimensions: BTreeMap<String, String>,
+    /// CloudWatch statistic: Average, Sum, Maximum, Minimum, SampleCount or pNN.
+    #[serde(default = "default_stat")]
+    pub stat: String,
+    #[serde(default = "default_period")]
+    pub period: HumanDuration,
+    #[serde(default)]
+    pub kind: MetricKind,
+}
+
+fn default_stat() -> String {
+    "Average".into()
+}
+fn default_period() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+
+impl MetricSpec {
+    pub fn query(&self) -> crate::cloud::MetricQuery {
+        crate::cloud::MetricQuery {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            dimensions: self.dimensions.clone(),
+            stat: self.stat.clone(),
+            period_secs: u32::try_from(self.period.as_secs()).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+impl PolicySpec {
+    pub fn metric(&self) -> Option<&MetricSpec> {
+        match self {
+            PolicySpec::TargetTracking(t) => Some(&t.metric),
+            PolicySpec::Step(s) => Some(&s.metric),
+            PolicySpec::Scheduled(_) => None,
+        }
+    }
+}
+
+/// The simulated region's model of a fleet (used only by `--cloud sim`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulationSpec {
+    /// Requests per minute one instance serves at 100% CPU.
+    pub capacity_per_instance: f64,
+    /// Time from launch to serving.
+    #[serde(default = "default_boot")]
+    pub boot: HumanDuration,
+    pub traffic: TrafficSpec,
+}
+
+fn default_boot() -> HumanDuration {
+    HumanDuration::secs(180)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrafficSpec {
+    /// A synthetic week: daily swing, quieter weekends, and bursts (course launches,
+    /// exam deadlines).
+    Synthetic(SyntheticTraffic),
+    /// Replay a `timestamp,requests` CSV, looping.
+    Trace(TraceTraffic),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticTraffic {
+    /// Requests per minute at the quietest hour.
+    pub base: f64,
+    /// Requests per minute at the daily peak on a weekday.
+    pub peak: f64,
+    /// Hour of the daily peak, UTC.
+    #[serde(default = "default_peak_hour")]
+    pub peak_hour: f64,
+    /// Weekend demand as a fraction of weekday demand.
+    #[serde(default = "default_weekend")]
+    pub weekend_factor: f64,
+    /// Bursts: at each cron start, demand is multiplied by `factor` for `duration`.
+    #[serde(default)]
+    pub bursts: Vec<BurstSpec>,
+    /// Relative noise per minute (0.05 = ±5%), deterministic for a given seed.
+    #[serde(default = "default_noise")]
+    pub noise: f64,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_peak_hour() -> f64 {
+    14.0
+}
+fn default_weekend() -> f64 {
+    0.6
+}
+fn default_noise() -> f64 {
+    0.05
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurstSpec {
+    pub cron: String,
+    pub duration: HumanDuration,
+    pub factor: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceTraffic {
+    pub path: std::path::PathBuf,
+    #[serde(default = "one")]
+    pub scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Deserialize an enum written as a one-key map (`step: {...}`), streaming the value so
+/// that errors inside it keep their exact line and column (serde_yaml 0.9 only accepts
+/// `!tag` syntax for enums, which nobody writes by hand).
+macro_rules! one_key_enum {
+    ($ty:ident, $what:literal, $( $key:literal => $variant:ident ),+ $(,)?) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                use serde::de::{self, MapAccess, Visitor};
+                const KEYS: &[&str] = &[$($key),+];
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        write!(f, "a {} written as a one-key map: {}", $what, KEYS.join(", "))
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
+                        let key: String = map.next_key()?.ok_or_else(|| {
+                            de::Error::custom(format!("empty {}: write one of {}", $what, KEYS.join(", ")))
+                        })?;
+                        let value = match key.as_str() {
+                            $($key => $ty::$variant(map.next_value()?),)+
+                            other => return Err(de::Error::unknown_variant(other, KEYS)),
+                        };
+                        if let Some(extra) = map.next_key::<String>()? {
+                            return Err(de::Error::custom(format!(
+                                "a {} has one key; `{extra}` must start its own list item (`- {extra}: ...`) or be indented under `{key}`",
+                                $what
+                            )));
+                        }
+                        Ok(value)
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+    };
+}
+
+one_key_enum!(PolicySpec, "scaling policy", "target_tracking" => TargetTracking, "step" => Step, "scheduled" => Scheduled);
+one_key_enum!(TrafficSpec, "traffic model", "synthetic" => Synthetic, "trace" => Trace);

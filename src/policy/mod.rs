@@ -1,0 +1,321 @@
+//! Scaling decisions, as pure functions: observed state + spec + memory + now → decision.
+//! Nothing here talks to a cloud or reads a clock; that is what makes a policy testable in
+//! microseconds and replayable over months of traffic.
+//!
+//! How policies combine (the same rules as AWS's multi-policy target tracking):
+//! - every policy votes for a capacity; the largest vote wins, so any policy can scale out
+//!   and scale-in happens only when every policy agrees;
+//! - a policy whose metric is missing or stale votes to hold the current capacity: missing
+//!   data never causes a scale-in;
+//! - scale-in goes only to the highest recommendation of the stabilization window;
+//! - the result is clamped to min/max, a per-pass launch and retire limit, and the hard
+//!   cost caps (per fleet: `capacity.max`; across fleets: [`apply_global_cap`]).
+
+mod schedule;
+mod step;
+mod target;
+
+pub use schedule::scheduled_floor;
+
+use crate::cloud::MetricSeries;
+use crate::manifest::{FleetSpec, PolicySpec};
+use chrono::{DateTime, Utc};
+use std::collections::VecDeque;
+use std::fmt;
+
+/// What the controller saw of one fleet, reduced to what policies need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub now: DateTime<Utc>,
+    /// Live instances that are not being retired (booting ones included).
+    pub current: u32,
+    /// Of those, how many are past their warmup and count toward the utilization average.
+    pub warm: u32,
+    /// One entry per policy in the spec, in order: the series of its metric, or `None`
+    /// when the read failed or the policy has no metric.
+    pub metrics: Vec<Option<MetricSeries>>,
+}
+
+/// A single policy's opinion.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Vote {
+    /// Wants this many instances.
+    Capacity(u32),
+    /// Has no usable data: keep what we have (never a scale-in).
+    Hold,
+    /// Has no opinion now (a schedule outside its window).
+    Abstain,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyVote {
+    pub policy: String,
+    pub vote: Vote,
+    pub reason: String,
+}
+
+/// Why the final number differs from the largest vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    Min,
+    Max,
+    Stabilization,
+    LaunchLimit,
+    RetireLimit,
+    GlobalCap,
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Limit::Min => "capacity.min",
+            Limit::Max => "capacity.max (fleet cost cap)",
+            Limit::Stabilization => "scale-in stabilization window",
+            Limit::LaunchLimit => "max_launch_per_cycle",
+            Limit::RetireLimit => "max_retire_per_cycle",
+            Limit::GlobalCap => "max_total_instances (global cost cap)",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub fleet: String,
+    pub current: u32,
+    pub desired: u32,
+    /// The largest vote, clamped to min/max, before stabilization and per-pass limits.
+    pub recommended: u32,
+    pub votes: Vec<PolicyVote>,
+    pub limits: Vec<Limit>,
+    /// Missing or stale metrics, to be logged as warnings.
+    pub warnings: Vec<String>,
+}
+
+impl Decision {
+    pub fn change(&self) -> i64 {
+        i64::from(self.desired) - i64::from(self.current)
+    }
+
+    /// One human sentence: "6 → 9: target_tracking(CPUUtilization): 82.0/instance ...".
+    pub fn reason(&self) -> String {
+        let mut parts: Vec<String> = self
+            .votes
+            .iter()
+            .map(|v| format!("{}: {}", v.policy, v.reason))
+            .collect();
+        if parts.is_empty() {
+            parts.push("no policies; holding capacity.min".into());
+        }
+        let mut s = format!("{} → {}: {}", self.current, self.desired, parts.join("; "));
+        if !self.limits.is_empty() {
+            let l: Vec<String> = self.limits.iter().map(|l| l.to_string()).collect();
+            s.push_str(&format!(" (limited by {})", l.join(", ")));
+        }
+        s
+    }
+}
+
+/// Per-fleet memory the pure function needs between passes: recent recommendations, for
+/// the scale-in stabilization window. Owned by the caller, updated with [`Memory::record`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Memory {
+    recommendations: VecDeque<(DateTime<Utc>, u32)>,
+}
+
+impl Memory {
+    pub fn record(&mut self, at: DateTime<Utc>, recommended: u32, window: chrono::Duration) {
+        self.recommendations.push_back((at, recommended));
+        while let Some(&(t, _)) = self.recommendations.front() {
+            if at - t > window {
+                self.recommendations.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Highest recommendation within `window` before `now`.
+    fn highest_since(&self, now: DateTime<Utc>, window: chrono::Duration) -> Option<u32> {
+        self.recommendations
+            .iter()
+            .filter(|(t, _)| now - *t <= window)
+            .map(|(_, r)| *r)
+            .max()
+    }
+}
+
+/// Label for a policy in logs.
+pub fn policy_label(p: &PolicySpec) -> String {
+    match p {
+        PolicySpec::TargetTracking(t) => format!("target_tracking({})", t.metric.name),
+        PolicySpec::Step(s) => format!("step({})", s.metric.name),
+        PolicySpec::Scheduled(s) => {
+            format!("scheduled({})", s.name.clone().unwrap_or_else(|| s.cron.clone()))
+        }
+    }
+}
+
+/// Decide one fleet's capacity. Pure: the caller records `decision.recommended` into
+/// `memory` afterwards (see [`Memory::record`]).
+pub fn decide(spec: &FleetSpec, obs: &Observation, memory: &Memory) -> Decision {
+    let scaling = &spec.scaling;
+    let mut votes = Vec::with_capacity(scaling.policies.len());
+    let mut warnings = Vec::new();
+    for (i, p) in scaling.policies.iter().enumerate() {
+        let series = obs.metrics.get(i).and_then(|m| m.as_ref());
+        let (vote, reason) = match p {
+            PolicySpec::TargetTracking(t) => target::vote(t, obs, series, scaling.metric_stale_after.chrono()),
+            PolicySpec::Step(s) => step::vote(s, obs, series, scaling.metric_stale_after.chrono()),
+            PolicySpec::Scheduled(s) => schedule::vote(s, obs.now),
+        };
+        if vote == Vote::Hold {
+            warnings.push(format!("{}: {}", policy_label(p), reason));
+        }
+        votes.push(PolicyVote {
+            policy: policy_label(p),
+            vote,
+            reason,
+        });
+    }
+    combine(spec, obs, memory, votes, warnings)
+}
+
+fn combine(
+    spec: &FleetSpec,
+    obs: &Observation,
+    memory: &Memory,
+    votes: Vec<PolicyVote>,
+    warnings: Vec<String>,
+) -> Decision {
+    let (min, max) = (spec.capacity.min, spec.capacity.max);
+    let scaling = &spec.scaling;
+    let mut limits = Vec::new();
+    // With no vote at all: a fleet with metric policies keeps what it has (none of them
+    // asks for a change); a fleet with only schedules, all closed, goes to its minimum.
+    let has_metric_policy = spec.scaling.policies.iter().any(|p| p.metric().is_some());
+    let wanted = votes
+        .iter()
+        .filter_map(|v| match v.vote {
+            Vote::Capacity(n) => Some(n),
+            Vote::Hold => Some(obs.current),
+            Vote::Abstain => None,
+        })
+        .max()
+        .unwrap_or(if has_metric_policy { obs.current } else { min });
+    let mut recommended = wanted;
+    if recommended < min {
+        recommended = min;
+        limits.push(Limit::Min);
+    }
+    if recommended > max {
+        recommended = max;
+        limits.push(Limit::Max);
+    }
+    let mut desired = recommended;
+    if desired < obs.current {
+        // Scale in only as far as the highest recommendation of the window (this pass's
+        // included), so a dip between two bursts does not retire what the next one needs.
+        let window = scaling.scale_in_stabilization.chrono();
+        let highest = memory
+            .highest_since(obs.now, window)
+            .unwrap_or(obs.current)
+            .max(recommended);
+        // Before the window has history, do not scale in at all.
+        let window_filled = memory
+            .recommendations
+            .front()
+            .is_some_and(|(t, _)| obs.now - *t >= window);
+        let floor = if window_filled { highest } else { obs.current };
+        if floor > desired {
+            desired = floor.min(obs.current);
+            limits.push(Limit::Stabilization);
+        }
+        // Above max (e.g. max was lowered) always comes down, stabilization or not.
+        if obs.current > max {
+            desired = desired.min(max);
+        }
+        if obs.current.saturating_sub(desired) > scaling.max_retire_per_cycle {
+            desired = obs.current - scaling.max_retire_per_cycle;
+            limits.push(Limit::RetireLimit);
+        }
+    } else if desired > obs.current && desired - obs.current > scaling.max_launch_per_cycle {
+        desired = obs.current + scaling.max_launch_per_cycle;
+        limits.push(Limit::LaunchLimit);
+    }
+    Decision {
+        fleet: spec.name.clone(),
+        current: obs.current,
+        desired,
+        recommended,
+        votes,
+        limits,
+        warnings,
+    }
+}
+
+/// Enforce the global cost cap across fleets: the sum of desired capacities never exceeds
+/// `cap`. Scale-outs are trimmed (fleets in name order, each to what the budget allows);
+/// scale-ins and holds are untouched. Pure.
+pub fn apply_global_cap(decisions: &mut [Decision], cap: Option<u32>) {
+    let Some(cap) = cap else { return };
+    let mut order: Vec<usize> = (0..decisions.len()).collect();
+    order.sort_by(|a, b| decisions[*a].fleet.cmp(&decisions[*b].fleet));
+    // What each fleet keeps no matter what: its desired if shrinking, else its current.
+    let committed: u64 = decisions
+        .iter()
+        .map(|d| u64::from(d.desired.min(d.current)))
+        .sum();
+    let mut budget = u64::from(cap).saturating_sub(committed);
+    for i in order {
+        let d = &mut decisions[i];
+        if d.desired <= d.current {
+            continue;
+        }
+        let want = u64::from(d.desired - d.current);
+        let grant = want.min(budget);
+        budget -= grant;
+        if grant < want {
+            d.desired = d.current + grant as u32;
+            d.limits.push(Limit::GlobalCap);
+        }
+    }
+}
+
+/// `ceil(x)` that tolerates float noise (11.0000000001 is 11, not 12).
+pub(crate) fn ceil_count(x: f64) -> u32 {
+    if !x.is_finite() || x <= 0.0 {
+        return 0;
+    }
+    let c = (x - 1e-9).ceil();
+    if c >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        c as u32
+    }
+}
+
+/// Newest datapoint if it is fresh, else the reason it is unusable.
+pub(crate) fn fresh_value(
+    series: Option<&MetricSeries>,
+    now: DateTime<Utc>,
+    stale_after: chrono::Duration,
+    metric_name: &str,
+) -> Result<f64, String> {
+    let Some(series) = series else {
+        return Err(format!("{metric_name}: metric missing (read failed); holding"));
+    };
+    match series.latest() {
+        None => Err(format!("{metric_name}: no datapoints; holding")),
+        Some((t, _)) if now - t > stale_after => Err(format!(
+            "{metric_name}: newest datapoint is {}s old (stale after {}s); holding",
+            (now - t).num_seconds(),
+            stale_after.num_seconds()
+        )),
+        Some((_, v)) if !v.is_finite() => Err(format!("{metric_name}: datapoint is not a number; holding")),
+        Some((_, v)) => Ok(v),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+//! Unit tests for the policies: warmup, stabilization, caps, missing data, combination.
+
+use super::*;
+use crate::manifest::{self, FleetSpec};
+use chrono::{TimeZone, Utc};
+
+fn t(min: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 5, 9, 0, 0)
+        .single()
+        .expect("valid date")
+        + chrono::Duration::minutes(min)
+}
+
+fn fleet(policies: &str, extra: &str) -> FleetSpec {
+    let text = format!(
+        "name: web\nenvironment: production\nregion: us-east-1\nlaunch: {{ ami: ami-1, instance_types: [m6i.large] }}\ncapacity: {{ min: 2, max: 20 }}\nscaling:\n  scale_in_stabilization: 10m\n  max_launch_per_cycle: 10\n{extra}  policies:\n{policies}"
+    );
+    match manifest::load_str("test.yaml", &text) {
+        Ok(c) => c.fleets.into_iter().next().expect("one fleet"),
+        Err(e) => panic!("test manifest invalid: {e}\n{text}"),
+    }
+}
+
+const TOTAL_RPM: &str = "    - target_tracking:\n        metric: { namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total }\n        target: 1000\n";
+const CPU: &str = "    - target_tracking:\n        metric: { namespace: AWS/EC2, name: CPUUtilization }\n        target: 60\n";
+
+fn series(at: DateTime<Utc>, v: f64) -> Option<MetricSeries> {
+    Some(MetricSeries {
+        points: vec![(at, v)],
+    })
+}
+
+fn obs(now: DateTime<Utc>, current: u32, warm: u32, m: Vec<Option<MetricSeries>>) -> Observation {
+    Observation {
+        now,
+        current,
+        warm,
+        metrics: m,
+    }
+}
+
+#[test]
+fn target_tracking_scales_out_to_load_over_target() {
+    let f = fleet(TOTAL_RPM, "");
+    let d = decide(&f, &obs(t(0), 4, 4, vec![series(t(-1), 8200.0)]), &Memory::default());
+    assert_eq!(d.desired, 9);
+    assert!(d.reason().contains("4 → 9"), "{}", d.reason());
+}
+
+#[test]
+fn booting_instances_count_toward_capacity_but_not_the_average() {
+    let f = fleet(CPU, "");
+    // 4 warm at 90% CPU carry 3.6 instances' worth at 100%: at target 60% that is 6.
+    // Two more are already booting: they count as capacity, so nothing more is launched.
+    let d = decide(&f, &obs(t(0), 6, 4, vec![series(t(-1), 90.0)]), &Memory::default());
+    assert_eq!(d.desired, 6);
+    // Had the average been taken over all 6 (booting ones at 0%), it would read 60% and
+    // hide the load; with the warm count it still asks for more when load grows.
+    let d = decide(&f, &obs(t(0), 6, 4, vec![series(t(-1), 120.0)]), &Memory::default());
+    assert_eq!(d.desired, 8);
+}
+
+#[test]
+fn per_instance_metric_with_no_warm_instance_holds() {
+    let f = fleet(CPU, "");
+    let d = decide(&f, &obs(t(0), 3, 0, vec![series(t(-1), 99.0)]), &Memory::default());
+    assert_eq!(d.desired, 3);
+    assert_eq!(d.warnings.len(), 1);
+}
+
+#[test]
+fn missing_or_stale_metrics_never_scale_in_and_warn() {
+    let f = fleet(TOTAL_RPM, "");
+    let mut m = Memory::default();
+    for k in 0..30 {
+        m.record(t(k - 30), 2, chrono::Duration::minutes(10));
+    }
+    for data in [None, Some(MetricSeries::default()), series(t(-20), 100.0)] {
+        let d = decide(&f, &obs(t(0), 10, 10, vec![data]), &m);
+        assert_eq!(d.desired, 10, "{}", d.reason());
+        assert_eq!(d.warnings.len(), 1);
+    }
+    // The same memory with a fresh low value does scale in.
+    let d = decide(&f, &obs(t(0), 10, 10, vec![series(t(-1), 100.0)]), &m);
+    assert!(d.desired < 10);
+}
+
+#[test]
+fn scale_in_waits_for_the_stabilization_window() {
+    let f = fleet(TOTAL_RPM, "");
+    let window = chrono::Duration::minutes(10);
+    let mut m = Memory::default();
+    // A burst needed 10, then load fell to what 3 can carry.
+    let mut desired = Vec::new();
+    for k in 0..15 {
+        let load = if k < 3 { 10_000.0 } else { 3000.0 };
+        let d = decide(&f, &obs(t(k), 10, 10, vec![series(t(k - 1), load)]), &m);
+        m.record(t(k), d.recommended, window);
+        desired.push(d.desired);
+    }
+    // Held at 10 until the burst's recommendation leaves the 10-minute window (minute 2
+    // + 10 = minute 12 is the last held pass); then down, at most 5 per pass.
+    assert!(desired[..13].iter().all(|d| *d == 10), "{desired:?}");
+    assert_eq!(desired[13], 5, "{desired:?}");
+}
+
+#[test]
+fn scale_in_needs_every_policy_to_agree() {
+    let policies = format!("{TOTAL_RPM}    - step:\n        metric: {{ namespace: AWS/EC2, name: CPUUtilization }}\n        scale_out: [{{ above: 80, change: 2 }}]\n        scale_in: [{{ below: 20, change: 1 }}]\n");
+    let f = fleet(&policies, "");
+    let mut m = Memory::default();
+    for k in 0..20 {
+        m.record(t(k - 20), 2, chrono::Duration::minutes(10));
+    }
+    // Requests say 3 would do, but CPU is so low the step policy says 7: the larger wins.
+    let d = decide(&f, &obs(t(0), 8, 8, vec![series(t(-1), 3000.0), series(t(-1), 10.0)]), &m);
+    assert_eq!(d.desired, 7, "{}", d.reason());
+    // Requests want 10, the CPU step wants 7: scale out to 10.
+    let d = decide(&f, &obs(t(0), 8, 8, vec![series(t(-1), 10_000.0), series(t(-1), 10.0)]), &m);
+    assert_eq!(d.desired, 10, "{}", d.reason());
+    // A policy without data holds, and blocks the other's scale-in.
+    let d = decide(&f, &obs(t(0), 8, 8, vec![series(t(-1), 3000.0), None]), &m);
+    assert_eq!(d.desired, 8, "{}", d.reason());
+    // CPU between the step thresholds: that policy has no opinion, requests decide.
+    let d = decide(&f, &obs(t(0), 8, 8, vec![series(t(-1), 3000.0), series(t(-1), 50.0)]), &m);
+    assert_eq!(d.desired, 3, "{}", d.reason());
+    // CPU high: the largest scale-out wins (8 warm + 2).
+    let d = decide(&f, &obs(t(0), 8, 8, vec![series(t(-1), 3000.0), series(t(-1), 90.0)]), &m);
+    assert_eq!(d.desired, 10, "{}", d.reason());
+}
+
+#[test]
+fn step_scale_outs_do_not_stack_while_instances_warm_up() {
+    let policies = "    - step:\n        metric: { namespace: AWS/EC2, name: CPUUtilization }\n        scale_out: [{ above: 80, change: 2 }, { above: 95, change: \"50%\" }]\n";
+    let f = fleet(policies, "");
+    let d = decide(&f, &obs(t(0), 4, 4, vec![series(t(-1), 85.0)]), &Memory::default());
+    assert_eq!(d.desired, 6);
+    // Next pass, the two new ones still boot and the alarm still fires: no more.
+    let d = decide(&f, &obs(t(1), 6, 4, vec![series(t(0), 85.0)]), &Memory::default());
+    assert_eq!(d.desired, 6);
+    // The higher step applies on top of warm capacity: 4 + 50% of 6 = 7.
+    let d = decide(&f, &obs(t(1), 6, 4, vec![series(t(0), 99.0)]), &Memory::default());
+    assert_eq!(d.desired, 7);
+    // Between thresholds, a step-only fleet keeps what it has.
+    let mut m = Memory::default();
+    m.record(t(-30), 6, chrono::Duration::minutes(10));
+    let d = decide(&f, &obs(t(1), 6, 6, vec![series(t(0), 40.0)]), &m);
+    assert_eq!(d.desired, 6);
+}
+
+#[test]
+fn min_max_and_the_launch_limit_cap_the_result() {
+    let f = fleet(TOTAL_RPM, "");
+    let d = decide(&f, &obs(t(0), 2, 2, vec![series(t(-1), 1e9)]), &Memory::default());
+    assert_eq!(d.recommended, 20);
+    assert_eq!(d.desired, 12, "launch limit of 10 per pass");
+    assert!(d.limits.contains(&Limit::Max) && d.limits.contains(&Limit::LaunchLimit));
+    let d = decide(&f, &obs(t(0), 0, 0, vec![None]), &Memory::default());
+    assert_eq!(d.desired, 2, "below min launches to min even without data");
+}
+
+#[test]
+fn global_cap_trims_scale_outs_across_fleets() {
+    let f = fleet(TOTAL_RPM, "");
+    let mut a = decide(&f, &obs(t(0), 5, 5, vec![series(t(-1), 9000.0)]), &Memory::default());
+    a.fleet = "a".into();
+    let mut b = a.clone();
+    b.fleet = "b".into();
+    let mut ds = vec![b, a];
+    apply_global_cap(&mut ds, Some(16));
+    let total: u32 = ds.iter().map(|d| d.desired).sum();
+    assert_eq!(total, 16);
+    // Fleets in name order: a gets its 4, b the 2 left.
+    assert_eq!(ds[1].desired, 9);
+    assert_eq!(ds[0].desired, 7);
+    assert!(ds[0].limits.contains(&Limit::GlobalCap));
+}
+
+#[test]
+fn scheduled_floor_holds_during_its_window_only() {
+    let policies = format!("{TOTAL_RPM}    - scheduled:\n        cron: \"0 9 * * MON\"\n        duration: 2h\n        min: 12\n");
+    let f = fleet(&policies, "");
+    // 2026-01-05 is a Monday; t(0) is 09:00.
+    let d = decide(&f, &obs(t(30), 4, 4, vec![series(t(29), 1000.0)]), &Memory::default());
+    assert_eq!(d.desired, 12);
+    let d = decide(&f, &obs(t(130), 4, 4, vec![series(t(129), 4000.0)]), &Memory::default());
+    assert_eq!(d.desired, 4);
+}
+
+#[test]
+fn within_tolerance_the_fleet_does_not_flap() {
+    let f = fleet(TOTAL_RPM, "");
+    let mut m = Memory::default();
+    for k in 0..20 {
+        m.record(t(k - 20), 2, chrono::Duration::minutes(10));
+    }
+    // 9.5 instances' worth on 10: 95% of target, inside the 10% band.
+    let d = decide(&f, &obs(t(0), 10, 10, vec![series(t(-1), 9500.0)]), &m);
+    assert_eq!(d.desired, 10);
+}

@@ -1,0 +1,305 @@
+//! The daemon's AWS side through the real Rust SDK against moto server on 127.0.0.1
+//! (started by the harness, with the CloudWatch CBOR bridge in front). These tests fail,
+//! never skip, when moto is missing.
+
+mod common;
+
+use chrono::{DateTime, Utc};
+use common::{create_infra, put_metric, sdk_config, Infra, Moto};
+use coxswain::clock::{Clock, VirtualClock};
+use coxswain::cloud::aws::{AwsCloud, AwsOptions};
+use coxswain::cloud::{Cloud, CloudError};
+use coxswain::controller::{Action, Controller};
+use coxswain::manifest;
+use std::sync::Arc;
+use std::time::Duration;
+
+const NS: &str = "AWS/ApplicationELB";
+const METRIC: &str = "RequestCount";
+const DIM: (&str, &str) = ("TargetGroup", "targetgroup/web-tg/0123456789abcdef");
+
+/// The manifest a new user writes from the README, for the infrastructure just created.
+fn manifest_text(infra: &Infra) -> String {
+    format!(
+        r#"name: web
+environment: staging
+region: us-east-1
+launch:
+  launch_template: {{ name: {lt}, version: "1" }}
+  subnets: [{subnet}]
+target_group_arn: {tg}
+capacity: {{ min: 1, max: 10 }}
+scaling:
+  warmup: 1m
+  scale_in_stabilization: 5m
+  policies:
+    - target_tracking:
+        metric:
+          namespace: {NS}
+          name: {METRIC}
+          dimensions: {{ {k}: {v} }}
+          stat: Sum
+          kind: total
+        target: 100
+"#,
+        lt = infra.launch_template,
+        subnet = infra.subnet,
+        tg = infra.target_group_arn,
+        k = DIM.0,
+        v = DIM.1,
+    )
+}
+
+async fn aws(m: &Moto, controller_id: &str) -> Arc<dyn Cloud> {
+    let opts = AwsOptions {
+        region: "us-east-1".into(),
+        endpoint_url: Some(m.endpoint()),
+        static_credentials: Some(("testing".into(), "testing".into())),
+        max_attempts: None,
+    };
+    Arc::new(AwsCloud::connect(&opts, controller_id).await)
+}
+
+struct Setup {
+    moto: Moto,
+    cfg: aws_config::SdkConfig,
+    infra: Infra,
+    clock: Arc<VirtualClock>,
+    controller: Controller,
+    cloud: Arc<dyn Cloud>,
+}
+
+async fn setup() -> Setup {
+    let moto = Moto::start();
+    let cfg = sdk_config(&moto.endpoint()).await;
+    let infra = create_infra(&cfg, "web").await;
+    let config = manifest::load_str("web.yaml", &manifest_text(&infra)).expect("README manifest is valid");
+    let clock = Arc::new(VirtualClock::new(Utc::now()));
+    let cloud = aws(&moto, &config.controller.controller_id).await;
+    let controller = Controller::new(cloud.clone(), clock.clone(), config, false);
+    Setup { moto, cfg, infra, clock, controller, cloud }
+}
+
+async fn put(s: &Setup, at: DateTime<Utc>, v: f64) {
+    put_metric(&s.cfg, NS, METRIC, &[DIM], at, v).await;
+}
+
+/// Live instances carrying coxswain's fleet tag, with their tags.
+async fn fleet_instances(cfg: &aws_config::SdkConfig) -> Vec<aws_sdk_ec2::types::Instance> {
+    let ec2 = aws_sdk_ec2::Client::new(cfg);
+    let out = ec2
+        .describe_instances()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:coxswain:fleet").values("web").build())
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe");
+    out.reservations().iter().flat_map(|r| r.instances().to_vec()).collect()
+}
+
+fn tag<'a>(i: &'a aws_sdk_ec2::types::Instance, key: &str) -> Option<&'a str> {
+    i.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+}
+
+async fn registered(cfg: &aws_config::SdkConfig, tg: &str) -> Vec<String> {
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(cfg);
+    let out = elb.describe_target_health().target_group_arn(tg).send().await.expect("target health");
+    let mut ids: Vec<String> = out
+        .target_health_descriptions()
+        .iter()
+        .filter(|d| {
+            d.target_health()
+                .and_then(|h| h.state())
+                .is_some_and(|s| s.as_str() != "draining")
+        })
+        .filter_map(|d| d.target().and_then(|t| t.id()).map(String::from))
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn pass(s: &mut Setup) -> coxswain::controller::PassReport {
+    let r = s.controller.reconcile_once().await;
+    s.clock.advance(Duration::from_secs(60));
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rising_metric_launches_tagged_instances_from_the_template_and_registers_them() {
+    let mut s = setup().await;
+    // No data yet: only the minimum, and a warning rather than a guess.
+    let r = pass(&mut s).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(fleet_instances(&s.cfg).await.len(), 1);
+    assert_eq!(r.fleets[0].decision.warnings.len(), 1);
+
+    // 750 requests/min at 100 per instance needs 8.
+    let now = s.clock.now();
+    put(&s, now - chrono::Duration::seconds(60), 750.0).await;
+    let r = pass(&mut s).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.fleets[0].decision.desired, 8, "{}", r.fleets[0].decision.reason());
+    let live = fleet_instances(&s.cfg).await;
+    assert_eq!(live.len(), 8);
+    for i in &live {
+        assert_eq!(tag(i, "coxswain:fleet"), Some("web"));
+        assert_eq!(tag(i, "coxswain:controller"), Some("coxswain"));
+        assert_eq!(tag(i, "coxswain:build"), Some("web-lt:1"));
+        // Launched from the template: its image and type, in the manifest's subnet.
+        assert_eq!(i.image_id(), Some(s.infra.image_id.as_str()));
+        assert_eq!(i.instance_type().map(|t| t.as_str()), Some("t3.micro"));
+        assert_eq!(i.subnet_id(), Some(s.infra.subnet.as_str()));
+    }
+    // RunInstances carried the tags and a ClientToken in the same call.
+    let runs: Vec<_> = s.moto.log().into_iter().filter(|e| e["action"] == "RunInstances").collect();
+    assert!(!runs.is_empty());
+    for e in &runs {
+        let p = &e["params"];
+        assert_eq!(p["LaunchTemplate.LaunchTemplateName"], "web-lt");
+        assert!(p["ClientToken"].as_str().is_some_and(|t| t.starts_with("cox-")));
+        assert_eq!(p["TagSpecification.1.ResourceType"], "instance");
+    }
+
+    // Running instances get registered with the target group.
+    put(&s, s.clock.now() - chrono::Duration::seconds(60), 750.0).await;
+    let r = pass(&mut s).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let mut ids: Vec<String> = fleet_instances(&s.cfg).await.iter().filter_map(|i| i.instance_id().map(String::from)).collect();
+    ids.sort();
+    assert_eq!(registered(&s.cfg, &s.infra.target_group_arn).await, ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn falling_metric_scales_in_after_stabilization_deregistering_first() {
+    let mut s = setup().await;
+    for _ in 0..3 {
+        put(&s, s.clock.now() - chrono::Duration::seconds(60), 600.0).await;
+        pass(&mut s).await;
+    }
+    assert_eq!(fleet_instances(&s.cfg).await.len(), 6);
+
+    // Load falls to what 2 instances carry. For the 5-minute window nothing is retired.
+    let mut counts = Vec::new();
+    for _ in 0..12 {
+        put(&s, s.clock.now() - chrono::Duration::seconds(60), 150.0).await;
+        let r = pass(&mut s).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        counts.push(fleet_instances(&s.cfg).await.len());
+    }
+    assert!(counts[..4].iter().all(|c| *c == 6), "held during stabilization: {counts:?}");
+    assert_eq!(*counts.last().expect("passes ran"), 2, "{counts:?}");
+
+    // Every terminated instance was deregistered from the target group first.
+    let log = s.moto.log();
+    let position = |action: &str, id: &str| {
+        log.iter().position(|e| {
+            e["action"] == action
+                && e["params"].as_object().is_some_and(|p| p.values().any(|v| v == id))
+        })
+    };
+    let terminated: Vec<String> = log
+        .iter()
+        .filter(|e| e["action"] == "TerminateInstances")
+        .flat_map(|e| {
+            e["params"]
+                .as_object()
+                .map(|p| {
+                    p.iter()
+                        .filter(|(k, _)| k.starts_with("InstanceId."))
+                        .filter_map(|(_, v)| v.as_str().map(String::from))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(terminated.len(), 4, "{terminated:?}");
+    for id in &terminated {
+        let dereg = position("DeregisterTargets", id).unwrap_or_else(|| panic!("{id} never deregistered"));
+        let term = position("TerminateInstances", id).expect("terminated");
+        assert!(dereg < term, "{id}: deregistered at {dereg}, terminated at {term}");
+    }
+    assert_eq!(registered(&s.cfg, &s.infra.target_group_arn).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_coxswain_does_not_own_are_never_terminated() {
+    let mut s = setup().await;
+    let ec2 = aws_sdk_ec2::Client::new(&s.cfg);
+    // One untagged instance, and one that claims the fleet but belongs to another
+    // installation of coxswain.
+    let mut foreign = Vec::new();
+    for tags in [vec![], vec![("coxswain:fleet", "web"), ("coxswain:controller", "someone-else")]] {
+        let mut call = ec2
+            .run_instances()
+            .image_id(&s.infra.image_id)
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(&s.infra.subnet);
+        if !tags.is_empty() {
+            let mut spec = aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::Instance);
+            for (k, v) in tags {
+                spec = spec.tags(aws_sdk_ec2::types::Tag::builder().key(k).value(v).build());
+            }
+            call = call.tag_specifications(spec.build());
+        }
+        let out = call.send().await.expect("run foreign instance");
+        foreign.push(out.instances()[0].instance_id().expect("id").to_string());
+    }
+    // Scale out, then all the way in.
+    for v in [800.0, 800.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0] {
+        put(&s, s.clock.now() - chrono::Duration::seconds(60), v).await;
+        pass(&mut s).await;
+    }
+    assert_eq!(fleet_instances(&s.cfg).await.iter().filter(|i| tag(i, "coxswain:controller") == Some("coxswain")).count(), 1);
+    // Asked directly, the cloud layer refuses and says why.
+    let err = s.cloud.terminate(&foreign).await.expect_err("must refuse foreign instances");
+    assert!(matches!(err, CloudError::NotOwned { .. }), "{err}");
+    let out = ec2.describe_instances().set_instance_ids(Some(foreign.clone())).send().await.expect("describe");
+    for r in out.reservations() {
+        for i in r.instances() {
+            assert_eq!(i.state().and_then(|s| s.name()).map(|n| n.as_str()), Some("running"), "{:?}", i.instance_id());
+        }
+    }
+    let log = s.moto.log();
+    for e in log.iter().filter(|e| e["action"] == "TerminateInstances") {
+        for id in &foreign {
+            assert!(!e["params"].as_object().is_some_and(|p| p.values().any(|v| v == id.as_str())), "foreign {id} in a TerminateInstances call");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_calls_are_retried_and_the_pass_still_acts() {
+    let mut s = setup().await;
+    put(&s, s.clock.now() - chrono::Duration::seconds(60), 500.0).await;
+    s.moto.inject(serde_json::json!([
+        { "action": "DescribeInstances", "count": 2, "code": "RequestLimitExceeded", "status": 503 },
+        { "action": "GetMetricData", "count": 2, "code": "ThrottlingException", "status": 400 },
+        { "action": "RunInstances", "count": 1, "code": "RequestLimitExceeded", "status": 503 },
+    ]));
+    let r = pass(&mut s).await;
+    assert!(r.errors.is_empty(), "throttling must be absorbed by retries: {:?}", r.errors);
+    assert_eq!(fleet_instances(&s.cfg).await.len(), 5);
+    assert!(r.actions.iter().any(|a| matches!(a, Action::Launch { .. })));
+    let log = s.moto.log();
+    for action in ["DescribeInstances", "GetMetricData", "RunInstances"] {
+        let calls: Vec<_> = log.iter().filter(|e| e["action"] == action).collect();
+        let injected = calls.iter().filter(|e| e.get("injected").is_some()).count();
+        assert!(injected >= 1, "{action}: no fault was injected");
+        let last_injected = calls.iter().rposition(|e| e.get("injected").is_some()).expect("injected");
+        assert!(
+            calls[last_injected + 1..].iter().any(|e| e["status"] == 200),
+            "{action}: no successful retry after the throttling"
+        );
+    }
+    // The retried RunInstances reused its ClientToken, so it could not launch twice.
+    let tokens: Vec<_> = log.iter().filter(|e| e["action"] == "RunInstances").map(|e| e["params"]["ClientToken"].clone()).collect();
+    assert!(tokens.len() >= 2 && tokens.windows(2).all(|w| w[0] == w[1]), "{tokens:?}");
+}

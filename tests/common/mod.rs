@@ -1,0 +1,255 @@
+//! Test harness: a moto server plus the project's aws_proxy (CloudWatch CBOR bridge, fault
+//! injection, request log), both on 127.0.0.1, started per test and killed on drop.
+//!
+//! If moto is not installed or cannot start, the test fails with instructions. It never
+//! skips: `scripts/test` installs moto into `.venv` (or `$COXSWAIN_VENV`).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Moto {
+    moto: Child,
+    proxy: Child,
+    pub moto_port: u16,
+    pub proxy_port: u16,
+}
+
+fn venv() -> PathBuf {
+    std::env::var_os("COXSWAIN_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv"))
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A minimal HTTP/1.1 exchange with 127.0.0.1:port (control endpoints only).
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad response: {out:.200}"))?;
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((status, body))
+}
+
+fn wait_ready(port: u16, path: &str, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok((status, _)) = http(port, "GET", path, "") {
+            if status < 500 {
+                return;
+            }
+        }
+        if let Ok(Some(exit)) = child.try_wait() {
+            panic!("{what} exited before it was ready ({exit}); see its output above");
+        }
+        if Instant::now() > deadline {
+            panic!("{what} did not answer on 127.0.0.1:{port} within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Moto {
+    /// Start moto and the proxy. Panics (fails the test) when they cannot start.
+    pub fn start() -> Moto {
+        let venv = venv();
+        let moto_bin = venv.join("bin").join("moto_server");
+        let python = venv.join("bin").join("python");
+        if !moto_bin.exists() || !python.exists() {
+            panic!(
+                "moto server is not installed at {}: run scripts/test (it creates the venv with the pinned moto[server] and cbor2), or set COXSWAIN_VENV",
+                moto_bin.display()
+            );
+        }
+        let moto_port = free_port();
+        let mut moto = Command::new(&moto_bin)
+            .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", moto_bin.display()));
+        wait_ready(moto_port, "/moto-api/", "moto server", &mut moto);
+        let proxy_port = free_port();
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tools/aws_proxy.py");
+        let mut proxy = Command::new(&python)
+            .arg(&script)
+            .args(["--port", &proxy_port.to_string(), "--upstream", &moto_port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", script.display()));
+        wait_ready(proxy_port, "/__ping", "aws_proxy", &mut proxy);
+        Moto {
+            moto,
+            proxy,
+            moto_port,
+            proxy_port,
+        }
+    }
+
+    /// The endpoint coxswain and the test's own SDK clients use (the proxy).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.proxy_port)
+    }
+
+    /// Inject faults: e.g. `[{"action":"DescribeInstances","count":2,"code":"RequestLimitExceeded","status":503}]`.
+    pub fn inject(&self, rules: serde_json::Value) {
+        let body = serde_json::json!({ "rules": rules }).to_string();
+        let (status, _) = http(self.proxy_port, "POST", "/__faults", &body).expect("proxy reachable");
+        assert_eq!(status, 200);
+    }
+
+    /// Every call the proxy saw, in order.
+    pub fn log(&self) -> Vec<serde_json::Value> {
+        let (_, body) = http(self.proxy_port, "GET", "/__log", "").expect("proxy reachable");
+        serde_json::from_str(&body).expect("log is JSON")
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.proxy.kill();
+        let _ = self.moto.kill();
+        let _ = self.proxy.wait();
+        let _ = self.moto.wait();
+    }
+}
+
+/// SDK config for the test's own setup calls (same endpoint as coxswain).
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await
+}
+
+/// What a new user sets up before writing a manifest: a VPC and subnet, a launch
+/// template and a target group.
+pub struct Infra {
+    pub subnet: String,
+    pub vpc: String,
+    pub launch_template: String,
+    pub image_id: String,
+    pub target_group_arn: String,
+}
+
+pub async fn create_infra(cfg: &aws_config::SdkConfig, name: &str) -> Infra {
+    let ec2 = aws_sdk_ec2::Client::new(cfg);
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .send()
+        .await
+        .expect("create vpc")
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .expect("vpc id")
+        .to_string();
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("10.0.1.0/24")
+        .send()
+        .await
+        .expect("create subnet")
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .expect("subnet id")
+        .to_string();
+    let images = ec2.describe_images().send().await.expect("describe images");
+    let image_id = images
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id())
+        .next()
+        .expect("moto ships AMIs")
+        .to_string();
+    let lt_name = format!("{name}-lt");
+    ec2.create_launch_template()
+        .launch_template_name(&lt_name)
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(&image_id)
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create launch template");
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(cfg);
+    let tg = elb
+        .create_target_group()
+        .name(format!("{name}-tg"))
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(80)
+        .vpc_id(&vpc)
+        .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance)
+        .send()
+        .await
+        .expect("create target group");
+    let target_group_arn = tg
+        .target_groups()
+        .first()
+        .and_then(|t| t.target_group_arn())
+        .expect("tg arn")
+        .to_string();
+    Infra {
+        subnet,
+        vpc,
+        launch_template: lt_name,
+        image_id,
+        target_group_arn,
+    }
+}
+
+/// Put one datapoint into CloudWatch (through the CBOR bridge, like coxswain's reads).
+pub async fn put_metric(
+    cfg: &aws_config::SdkConfig,
+    namespace: &str,
+    name: &str,
+    dims: &[(&str, &str)],
+    at: chrono::DateTime<chrono::Utc>,
+    value: f64,
+) {
+    let cw = aws_sdk_cloudwatch::Client::new(cfg);
+    let mut datum = aws_sdk_cloudwatch::types::MetricDatum::builder()
+        .metric_name(name)
+        .timestamp(aws_smithy_types::DateTime::from_secs(at.timestamp()))
+        .value(value);
+    for (k, v) in dims {
+        datum = datum.dimensions(
+            aws_sdk_cloudwatch::types::Dimension::builder()
+                .name(*k)
+                .value(*v)
+                .build(),
+        );
+    }
+    cw.put_metric_data()
+        .namespace(namespace)
+        .metric_data(datum.build())
+        .send()
+        .await
+        .expect("put metric data through the bridge");
+}

@@ -1,0 +1,320 @@
+//! The controller on the simulated cloud with a virtual clock: whole days in milliseconds,
+//! deterministic, checking behaviour and invariants at every step.
+
+use coxswain::clock::{Clock, VirtualClock};
+use coxswain::cloud::sim::{Op, SimCloud};
+use coxswain::cloud::{tags, Cloud};
+use coxswain::controller::{Action, Controller};
+use coxswain::daemon::{self, ConfigSource, Reload, Signal};
+use coxswain::manifest::{self, Config};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn demo() -> Config {
+    manifest::load_str("demo", coxswain::demo::MANIFEST).expect("demo manifest")
+}
+
+fn setup(config: Config) -> (Arc<VirtualClock>, Arc<SimCloud>, Controller) {
+    let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
+    let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
+    let controller = Controller::new(sim.clone(), clock.clone(), config, false);
+    (clock, sim, controller)
+}
+
+const SMALL: &str = "kind: Controller
+controller_id: t
+gc: { grace: 10m }
+---
+name: web
+environment: production
+region: us-east-1
+launch:
+  launch_template: { name: web, version: \"3\" }
+  instance_types: [m6i.large, m5.large]
+  subnets: [subnet-a, subnet-b]
+target_group_arn: tg-web
+capacity: { min: 2, max: 12 }
+scaling:
+  warmup: 2m
+  scale_in_stabilization: 5m
+  policies:
+    - target_tracking:
+        metric: { namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total }
+        target: 1000
+simulation:
+  capacity_per_instance: 1000
+  boot: 2m
+  traffic:
+    synthetic: { base: 1500, peak: 9000, noise: 0 }
+";
+
+fn live(sim: &SimCloud, fleet: &str) -> usize {
+    sim.all_live().iter().filter(|i| i.fleet == fleet).count()
+}
+
+#[tokio::test]
+async fn a_day_of_synthetic_traffic_follows_demand_within_caps() {
+    let config = demo();
+    let cap = config.controller.max_total_instances.expect("demo has a cap");
+    let (clock, sim, mut controller) = setup(config.clone());
+    let started = Instant::now();
+    let (mut demand_total, mut unserved_total) = (0.0, 0.0);
+    let mut per_hour: BTreeMap<u32, usize> = BTreeMap::new();
+    for minute in 0..24 * 60 {
+        let report = controller.reconcile_once().await;
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let mut total = 0;
+        for f in &config.fleets {
+            let n = live(&sim, &f.name);
+            total += n;
+            assert!(n as u32 <= f.capacity.max, "{} above max at minute {minute}", f.name);
+            if minute > 0 {
+                assert!(n as u32 >= f.capacity.min, "{} below min at minute {minute}", f.name);
+            }
+            let (demand, capacity) = sim.demand_and_capacity(&f.name, clock.now()).expect("fleet");
+            demand_total += demand;
+            unserved_total += (demand - capacity).max(0.0);
+        }
+        assert!(total as u32 <= cap, "global cap exceeded at minute {minute}");
+        *per_hour.entry(minute / 60).or_default() = total;
+        clock.advance(Duration::from_secs(60));
+    }
+    let elapsed = started.elapsed();
+    let (launched, terminated) = sim.totals();
+    let unserved = unserved_total / demand_total;
+    println!("24 h replayed in {elapsed:?}: {launched} launched, {terminated} terminated, unserved {:.3}%", unserved * 100.0);
+    // Follows the day: more instances in the afternoon than in the small hours.
+    let afternoon = per_hour[&7];
+    let night = per_hour[&20];
+    assert!(afternoon > night * 2, "afternoon {afternoon} vs night {night}: {per_hour:?}");
+    assert!(launched > 20 && terminated > 20, "{launched} / {terminated}");
+    // Bursts arrive faster than instances boot, so a little is dropped, but not much.
+    assert!(unserved < 0.02, "unserved {unserved}");
+    // Virtual time: a day of passes is a matter of milliseconds, not a day.
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn the_daemon_loop_on_a_virtual_clock_stops_after_its_duration() {
+    let config = demo();
+    let (clock, sim, controller) = setup(config);
+    let (_tx, rx) = tokio::sync::watch::channel(None);
+    let opts = daemon::Options { poll_interval: None, max_passes: None, duration: Some(Duration::from_secs(24 * 3600)) };
+    let passes = daemon::run(controller, clock.clone(), ConfigSource::Embedded, opts, rx).await;
+    assert_eq!(passes, 24 * 60);
+    assert_eq!(clock.now() - coxswain::demo::start(), chrono::Duration::hours(24));
+    assert!(sim.totals().0 > 0);
+}
+
+#[tokio::test]
+async fn insufficient_capacity_falls_back_to_the_next_type_then_the_next_subnet() {
+    let config = manifest::load_str("t", SMALL).expect("valid");
+    let (clock, sim, mut controller) = setup(config);
+    sim.remove_capacity("m6i.large", None);
+    sim.remove_capacity("m5.large", Some("subnet-b"));
+    clock.advance(Duration::from_secs(6 * 3600 + 1800)); // 14:00, the peak: 9 needed
+    let mut launched = Vec::new();
+    for _ in 0..3 {
+        let r = controller.reconcile_once().await;
+        for a in r.actions {
+            if let Action::Launch { instance_type, subnet, ids, .. } = a {
+                launched.push((instance_type, subnet, ids.len()));
+            }
+        }
+        clock.advance(Duration::from_secs(60));
+    }
+    assert!(!launched.is_empty());
+    for (ty, subnet, _) in &launched {
+        assert_eq!(ty.as_deref(), Some("m5.large"));
+        assert_eq!(subnet.as_deref(), Some("subnet-a"));
+    }
+    assert!(live(&sim, "web") >= 9);
+}
+
+#[tokio::test]
+async fn instances_it_does_not_own_are_never_touched() {
+    let config = manifest::load_str("t", SMALL).expect("valid");
+    let (clock, sim, mut controller) = setup(config);
+    let mut other = BTreeMap::new();
+    other.insert(tags::FLEET.to_string(), "web".to_string());
+    other.insert(tags::CONTROLLER.to_string(), "someone-else".to_string());
+    let a = sim.add_foreign_instance(other);
+    let b = sim.add_foreign_instance(BTreeMap::new());
+    clock.advance(Duration::from_secs(6 * 3600 + 1800)); // 14:00, the peak
+    for _ in 0..30 {
+        controller.reconcile_once().await;
+        clock.advance(Duration::from_secs(60));
+    }
+    clock.advance(Duration::from_secs(10 * 3600)); // night: scale in
+    for _ in 0..60 {
+        controller.reconcile_once().await;
+        clock.advance(Duration::from_secs(60));
+    }
+    let ids: Vec<String> = sim.all_live().into_iter().map(|i| i.id).collect();
+    assert!(ids.contains(&a) && ids.contains(&b));
+    assert!(sim.terminate(&[a]).await.is_err(), "the cloud layer refuses foreign ids");
+}
+
+#[tokio::test]
+async fn retired_instances_are_deregistered_then_terminated_once_drained() {
+    let config = manifest::load_str("t", SMALL).expect("valid");
+    let (clock, sim, mut controller) = setup(config);
+    clock.advance(Duration::from_secs(6 * 3600 + 1800)); // 14:00, the peak
+    for _ in 0..15 {
+        controller.reconcile_once().await;
+        clock.advance(Duration::from_secs(60));
+    }
+    let peak = live(&sim, "web");
+    assert!(peak >= 9);
+    assert_eq!(sim.registered("tg-web").len(), peak, "every running instance is registered");
+    clock.advance(Duration::from_secs(11 * 3600));
+    let mut deregistered_at: BTreeMap<String, usize> = BTreeMap::new();
+    let mut terminated_at: BTreeMap<String, usize> = BTreeMap::new();
+    for pass in 0..40 {
+        let r = controller.reconcile_once().await;
+        for a in r.actions {
+            match a {
+                Action::Deregister { ids, .. } => ids.into_iter().for_each(|i| { deregistered_at.entry(i).or_insert(pass); }),
+                Action::Terminate { ids, .. } => ids.into_iter().for_each(|i| { terminated_at.insert(i, pass); }),
+                _ => {}
+            }
+        }
+        clock.advance(Duration::from_secs(60));
+    }
+    assert!(!terminated_at.is_empty());
+    for (id, t) in &terminated_at {
+        let d = deregistered_at.get(id).unwrap_or_else(|| panic!("{id} terminated without deregistering"));
+        assert!(d < t, "{id}: terminated in the pass it was deregistered (no drain)");
+    }
+    assert_eq!(live(&sim, "web"), 2, "back to min at night");
+    assert_eq!(sim.registered("tg-web").len(), 2);
+}
+
+#[tokio::test]
+async fn throttled_passes_change_nothing_and_the_fleet_converges_after() {
+    let config = manifest::load_str("t", SMALL).expect("valid");
+    let (clock, sim, mut controller) = setup(config);
+    clock.advance(Duration::from_secs(6 * 3600 + 1800)); // 14:00, the peak
+    sim.fail_next(Op::List, 3, "RequestLimitExceeded");
+    for _ in 0..3 {
+        let r = controller.reconcile_once().await;
+        assert!(r.throttled);
+        assert!(r.actions.is_empty());
+        clock.advance(Duration::from_secs(60));
+    }
+    assert_eq!(live(&sim, "web"), 2);
+    sim.fail_next(Op::Metrics, 2, "Throttling");
+    for _ in 0..2 {
+        let r = controller.reconcile_once().await;
+        // Without metrics nothing scales; with instances listed nothing is lost either.
+        assert!(r.actions.iter().all(|a| matches!(a, Action::Register { .. })), "{:?}", r.actions);
+        clock.advance(Duration::from_secs(60));
+    }
+    for _ in 0..5 {
+        controller.reconcile_once().await;
+        clock.advance(Duration::from_secs(60));
+    }
+    assert!(live(&sim, "web") >= 9);
+}
+
+#[tokio::test]
+async fn dry_run_decides_but_does_not_act() {
+    let config = manifest::load_str("t", SMALL).expect("valid");
+    let clock = Arc::new(VirtualClock::new(coxswain::demo::start() + chrono::Duration::minutes(6 * 60 + 30)));
+    let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
+    let before = sim.calls().total();
+    let mut controller = Controller::new(sim.clone(), clock.clone(), config, true);
+    clock.advance(Duration::from_secs(120));
+    let r = controller.reconcile_once().await;
+    assert!(r.fleets[0].decision.desired > 2, "{}", r.fleets[0].decision.reason());
+    assert!(r.actions.is_empty());
+    assert_eq!(live(&sim, "web"), 2);
+    let calls = sim.calls().snapshot();
+    let mutating: u64 = calls
+        .iter()
+        .filter(|(n, _)| matches!(*n, "RunInstances" | "TerminateInstances" | "CreateTags" | "RegisterTargets" | "DeregisterTargets" | "SetDesiredCapacity"))
+        .map(|(_, c)| c)
+        .sum();
+    assert_eq!(mutating, 0);
+    assert!(sim.calls().total() > before);
+}
+
+#[tokio::test]
+async fn orphans_are_terminated_after_the_grace_period_and_not_before() {
+    let config = manifest::load_str("t", SMALL).expect("valid");
+    let (clock, sim, mut controller) = setup(config.clone());
+    // The manifest for "api" was removed: its instances are orphans.
+    let mut t = BTreeMap::new();
+    t.insert(tags::FLEET.to_string(), "api".to_string());
+    t.insert(tags::CONTROLLER.to_string(), "t".to_string());
+    let orphan = sim.add_foreign_instance(t);
+    for minute in 0..12 {
+        controller.reconcile_once().await;
+        let alive = sim.all_live().iter().any(|i| i.id == orphan);
+        assert_eq!(alive, minute < 10, "minute {minute}");
+        clock.advance(Duration::from_secs(60));
+    }
+}
+
+#[tokio::test]
+async fn an_auto_scaling_group_fleet_gets_its_desired_capacity_set() {
+    let text = "name: api\nenvironment: production\nregion: us-east-1\nauto_scaling_group: api-asg\ncapacity: { min: 2, max: 20 }\nscaling:\n  warmup: 4m\n  policies:\n    - target_tracking:\n        metric: { namespace: AWS/EC2, name: CPUUtilization, dimensions: { AutoScalingGroupName: api-asg } }\n        target: 50\nsimulation:\n  capacity_per_instance: 1000\n  traffic:\n    synthetic: { base: 500, peak: 8000, noise: 0 }\n";
+    let config = manifest::load_str("t", text).expect("valid");
+    let (clock, sim, mut controller) = setup(config);
+    clock.advance(Duration::from_secs(6 * 3600 + 1800)); // 14:00, the peak
+    let mut set = Vec::new();
+    for _ in 0..20 {
+        let r = controller.reconcile_once().await;
+        for a in r.actions {
+            if let Action::SetDesired { to, .. } = a {
+                set.push(to);
+            }
+        }
+        clock.advance(Duration::from_secs(60));
+    }
+    assert!(!set.is_empty());
+    let groups = sim.describe_groups(&["api-asg".into()]).await.expect("describe");
+    // 8000 rpm at 1000 per instance and 50% CPU target: 16.
+    assert_eq!(groups[0].desired, 16, "{set:?}");
+}
+
+#[tokio::test]
+async fn an_invalid_manifest_on_reload_keeps_the_last_good_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("web.yaml");
+    std::fs::write(&path, SMALL).expect("write");
+    let source = ConfigSource::Files(vec![dir.path().to_path_buf()]);
+    let config = source.load().expect("valid").expect("files");
+    let (_clock, _sim, mut controller) = setup(config);
+    std::fs::write(&path, SMALL.replace("max: 12", "max: 1")).expect("write");
+    match daemon::reload_config(&mut controller, &source, true) {
+        Reload::Refused(why) => assert!(why.contains("capacity.min (2) is above capacity.max (1)"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(controller.config().fleets[0].capacity.max, 12);
+    std::fs::write(&path, SMALL.replace("max: 12", "max: 15")).expect("write");
+    assert_eq!(daemon::reload_config(&mut controller, &source, false), Reload::Applied);
+    assert_eq!(controller.config().fleets[0].capacity.max, 15);
+}
+
+#[tokio::test]
+async fn a_stop_signal_ends_the_daemon_after_the_pass_in_flight() {
+    let config = manifest::load_str("t", SMALL).expect("valid");
+    let (clock, sim, controller) = setup(config);
+    clock.advance(Duration::from_secs(6 * 3600 + 1800)); // 14:00, the peak
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let opts = daemon::Options { poll_interval: Some(Duration::from_secs(60)), max_passes: None, duration: None };
+    let clock2: Arc<dyn Clock> = clock.clone();
+    let handle = tokio::spawn(daemon::run(controller, clock2, ConfigSource::Embedded, opts, rx));
+    while sim.totals().0 <= 2 {
+        tokio::task::yield_now().await;
+    }
+    tx.send(Some(Signal::Stop)).expect("daemon listening");
+    let passes = tokio::time::timeout(Duration::from_secs(10), handle).await.expect("stops promptly").expect("no panic");
+    assert!(passes >= 1);
+    // Nothing half-done: every live owned instance carries the full set of ownership tags
+    // (they are set in the launch call itself).
+    let owned = sim.list_instances().await.expect("list");
+    assert_eq!(owned.len(), live(&sim, "web"));
+}
