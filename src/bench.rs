@@ -90,7 +90,11 @@ pub async fn run(fleets: usize, passes: usize) -> ExitCode {
             .zip(&before_calls)
             .map(|((n, a), (_, b))| (*n, a - b))
             .collect();
-        changes += report.fleets.iter().filter(|f| f.decision.change() != 0).count();
+        changes += report
+            .fleets
+            .iter()
+            .filter(|f| f.decision.change() != 0)
+            .count();
         calls.push(per);
         clock.advance(Duration::from_secs(60));
     }
@@ -98,9 +102,20 @@ pub async fn run(fleets: usize, passes: usize) -> ExitCode {
     let med = median(&mut times.clone());
     let max = times.iter().max().copied().unwrap_or_default();
     println!("reconcile pass over {fleets} fleets on the sim cloud ({passes} passes, virtual clock +60s each, clock {})", clock.now());
-    println!("  cpu per pass: median {:.2} ms, max {:.2} ms", med.as_secs_f64() * 1e3, max.as_secs_f64() * 1e3);
-    println!("  resident memory: {:.1} MiB now, {:.1} MiB peak", rss as f64 / 1024.0, peak as f64 / 1024.0);
-    println!("  fleets changing capacity: {:.1} per pass", changes as f64 / passes.max(1) as f64);
+    println!(
+        "  cpu per pass: median {:.2} ms, max {:.2} ms",
+        med.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3
+    );
+    println!(
+        "  resident memory: {:.1} MiB now, {:.1} MiB peak",
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    println!(
+        "  fleets changing capacity: {:.1} per pass",
+        changes as f64 / passes.max(1) as f64
+    );
     println!("  AWS-equivalent calls per pass (mean):");
     let n = passes.max(1) as f64;
     if let Some(first) = calls.first() {

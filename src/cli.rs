@@ -17,7 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(name = "coxswain", version, about = "Autoscaling and continuous deployment for EC2 fleets")]
+#[command(
+    name = "coxswain",
+    version,
+    about = "Autoscaling and continuous deployment for EC2 fleets"
+)]
 pub struct Cli {
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "COXSWAIN_LOG_FORMAT")]
@@ -122,7 +126,10 @@ pub struct BenchArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -148,7 +155,11 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 /// Each file is checked on its own; each directory is also checked as one set, the way
 /// `run -m DIR` loads it (fleet names unique, one controller document).
 fn validate(paths: Vec<PathBuf>) -> ExitCode {
-    let paths = if paths.is_empty() { vec![PathBuf::from("manifests")] } else { paths };
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from("manifests")]
+    } else {
+        paths
+    };
     let mut bad = false;
     let mut any = false;
     for p in &paths {
@@ -161,7 +172,9 @@ fn validate(paths: Vec<PathBuf>) -> ExitCode {
             any = true;
             match manifest::load_paths(std::slice::from_ref(f)) {
                 Ok(c) => println!("ok   {} ({} fleet(s))", f.display(), c.fleets.len()),
-                Err(manifest::ManifestError::Empty(_)) => println!("ok   {} (no fleets)", f.display()),
+                Err(manifest::ManifestError::Empty(_)) => {
+                    println!("ok   {} (no fleets)", f.display())
+                }
                 Err(e) => {
                     bad = true;
                     files_ok = false;
@@ -171,7 +184,9 @@ fn validate(paths: Vec<PathBuf>) -> ExitCode {
         }
         if files_ok && p.is_dir() && files.len() > 1 {
             match manifest::load_paths(std::slice::from_ref(p)) {
-                Ok(_) | Err(manifest::ManifestError::Empty(_)) => println!("ok   {} (as one set)", p.display()),
+                Ok(_) | Err(manifest::ManifestError::Empty(_)) => {
+                    println!("ok   {} (as one set)", p.display())
+                }
                 Err(e) => {
                     bad = true;
                     println!("FAIL {} (as one set)\n{e}", p.display());
@@ -182,7 +197,11 @@ fn validate(paths: Vec<PathBuf>) -> ExitCode {
     if !any {
         return fail(format!(
             "no manifest files in {}",
-            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     if bad {
@@ -205,7 +224,8 @@ pub async fn wire(a: &CloudArgs) -> Result<Wiring, String> {
         if a.cloud == CloudKind::Aws {
             return Err("--cloud aws needs --manifests PATH (the built-in demo fleets are for the simulator)".into());
         }
-        let c = manifest::load_str("<built-in demo>", crate::demo::MANIFEST).map_err(|e| e.to_string())?;
+        let c = manifest::load_str("<built-in demo>", crate::demo::MANIFEST)
+            .map_err(|e| e.to_string())?;
         (c, ConfigSource::Embedded)
     } else {
         let c = manifest::load_paths(&a.manifests).map_err(|e| e.to_string())?;
@@ -214,15 +234,28 @@ pub async fn wire(a: &CloudArgs) -> Result<Wiring, String> {
     match a.cloud {
         CloudKind::Sim => {
             let demo = matches!(source, ConfigSource::Embedded);
-            let start = a.start.unwrap_or_else(|| if demo { crate::demo::start() } else { Utc::now() });
+            let start = a.start.unwrap_or_else(|| {
+                if demo {
+                    crate::demo::start()
+                } else {
+                    Utc::now()
+                }
+            });
             let clock: Arc<dyn Clock> = if a.virtual_clock {
                 Arc::new(VirtualClock::new(start))
             } else {
-                let speed = a.speed.unwrap_or(if demo { crate::demo::SPEED } else { 1.0 });
+                let speed = a
+                    .speed
+                    .unwrap_or(if demo { crate::demo::SPEED } else { 1.0 });
                 Arc::new(RealClock::starting_at(start, speed))
             };
             let sim = SimCloud::for_config(clock.clone(), &config).map_err(|e| e.to_string())?;
-            Ok(Wiring { config, source, cloud: Arc::new(sim), clock })
+            Ok(Wiring {
+                config,
+                source,
+                cloud: Arc::new(sim),
+                clock,
+            })
         }
         CloudKind::Aws => {
             let mut regions: Vec<&str> = config.fleets.iter().map(|f| f.region.as_str()).collect();
@@ -244,9 +277,18 @@ pub async fn wire(a: &CloudArgs) -> Result<Wiring, String> {
             if config.fleets.len() < before {
                 tracing::warn!(region = %region, skipped = before - config.fleets.len(), "fleets in other regions are left to their own daemon");
             }
-            let opts = AwsOptions { region, endpoint_url: a.endpoint_url.clone(), ..Default::default() };
+            let opts = AwsOptions {
+                region,
+                endpoint_url: a.endpoint_url.clone(),
+                ..Default::default()
+            };
             let cloud = AwsCloud::connect(&opts, &config.controller.controller_id).await;
-            Ok(Wiring { config, source, cloud: Arc::new(cloud), clock: Arc::new(RealClock::new()) })
+            Ok(Wiring {
+                config,
+                source,
+                cloud: Arc::new(cloud),
+                clock: Arc::new(RealClock::new()),
+            })
         }
     }
 }
@@ -261,7 +303,11 @@ async fn run(a: RunArgs) -> ExitCode {
     }
     let controller = Controller::new(w.cloud.clone(), w.clock.clone(), w.config, a.dry_run);
     let signals = daemon::spawn_signal_listener();
-    let opts = daemon::Options { poll_interval: a.poll_interval, max_passes: a.passes, duration: a.duration };
+    let opts = daemon::Options {
+        poll_interval: a.poll_interval,
+        max_passes: a.passes,
+        duration: a.duration,
+    };
     daemon::run(controller, w.clock, w.source, opts, signals).await;
     ExitCode::SUCCESS
 }
@@ -299,7 +345,10 @@ async fn plan(a: PlanArgs) -> ExitCode {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::json!({ "fleets": fleets, "errors": report.errors }));
+            println!(
+                "{}",
+                serde_json::json!({ "fleets": fleets, "errors": report.errors })
+            );
         }
     }
     if report.errors.is_empty() {

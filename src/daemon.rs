@@ -100,7 +100,10 @@ pub async fn run(
             .unwrap_or(controller.config().controller.poll_interval.0);
         let delay = next_delay(poll, throttled);
         if throttled > 0 {
-            warn!(?delay, "AWS is throttling; backing off before the next pass");
+            warn!(
+                ?delay,
+                "AWS is throttling; backing off before the next pass"
+            );
         }
         let reload = tokio::select! {
             _ = clock.sleep(delay) => false,
@@ -121,7 +124,10 @@ pub async fn run(
             _ => last_refused = None,
         }
     }
-    info!(passes, "coxswain daemon stopped cleanly: no step was left half-done");
+    info!(
+        passes,
+        "coxswain daemon stopped cleanly: no step was left half-done"
+    );
     passes
 }
 
@@ -140,7 +146,10 @@ pub fn reload_config(controller: &mut Controller, source: &ConfigSource, asked: 
     match source.load() {
         Ok(Some(new)) => {
             if new.fingerprint != controller.config().fingerprint {
-                info!(fleets = new.fleets.len(), "manifests changed; new config loaded");
+                info!(
+                    fleets = new.fleets.len(),
+                    "manifests changed; new config loaded"
+                );
                 controller.replace_config(new);
                 Reload::Applied
             } else {

@@ -73,11 +73,19 @@ async fn setup() -> Setup {
     let moto = Moto::start();
     let cfg = sdk_config(&moto.endpoint()).await;
     let infra = create_infra(&cfg, "web").await;
-    let config = manifest::load_str("web.yaml", &manifest_text(&infra)).expect("README manifest is valid");
+    let config =
+        manifest::load_str("web.yaml", &manifest_text(&infra)).expect("README manifest is valid");
     let clock = Arc::new(VirtualClock::new(Utc::now()));
     let cloud = aws(&moto, &config.controller.controller_id).await;
     let controller = Controller::new(cloud.clone(), clock.clone(), config, false);
-    Setup { moto, cfg, infra, clock, controller, cloud }
+    Setup {
+        moto,
+        cfg,
+        infra,
+        clock,
+        controller,
+        cloud,
+    }
 }
 
 async fn put(s: &Setup, at: DateTime<Utc>, v: f64) {
@@ -89,7 +97,12 @@ async fn fleet_instances(cfg: &aws_config::SdkConfig) -> Vec<aws_sdk_ec2::types:
     let ec2 = aws_sdk_ec2::Client::new(cfg);
     let out = ec2
         .describe_instances()
-        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:coxswain:fleet").values("web").build())
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:coxswain:fleet")
+                .values("web")
+                .build(),
+        )
         .filters(
             aws_sdk_ec2::types::Filter::builder()
                 .name("instance-state-name")
@@ -100,16 +113,27 @@ async fn fleet_instances(cfg: &aws_config::SdkConfig) -> Vec<aws_sdk_ec2::types:
         .send()
         .await
         .expect("describe");
-    out.reservations().iter().flat_map(|r| r.instances().to_vec()).collect()
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances().to_vec())
+        .collect()
 }
 
 fn tag<'a>(i: &'a aws_sdk_ec2::types::Instance, key: &str) -> Option<&'a str> {
-    i.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+    i.tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
 }
 
 async fn registered(cfg: &aws_config::SdkConfig, tg: &str) -> Vec<String> {
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(cfg);
-    let out = elb.describe_target_health().target_group_arn(tg).send().await.expect("target health");
+    let out = elb
+        .describe_target_health()
+        .target_group_arn(tg)
+        .send()
+        .await
+        .expect("target health");
     let mut ids: Vec<String> = out
         .target_health_descriptions()
         .iter()
@@ -144,7 +168,12 @@ async fn rising_metric_launches_tagged_instances_from_the_template_and_registers
     put(&s, now - chrono::Duration::seconds(60), 750.0).await;
     let r = pass(&mut s).await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
-    assert_eq!(r.fleets[0].decision.desired, 8, "{}", r.fleets[0].decision.reason());
+    assert_eq!(
+        r.fleets[0].decision.desired,
+        8,
+        "{}",
+        r.fleets[0].decision.reason()
+    );
     let live = fleet_instances(&s.cfg).await;
     assert_eq!(live.len(), 8);
     for i in &live {
@@ -157,12 +186,19 @@ async fn rising_metric_launches_tagged_instances_from_the_template_and_registers
         assert_eq!(i.subnet_id(), Some(s.infra.subnet.as_str()));
     }
     // RunInstances carried the tags and a ClientToken in the same call.
-    let runs: Vec<_> = s.moto.log().into_iter().filter(|e| e["action"] == "RunInstances").collect();
+    let runs: Vec<_> = s
+        .moto
+        .log()
+        .into_iter()
+        .filter(|e| e["action"] == "RunInstances")
+        .collect();
     assert!(!runs.is_empty());
     for e in &runs {
         let p = &e["params"];
         assert_eq!(p["LaunchTemplate.LaunchTemplateName"], "web-lt");
-        assert!(p["ClientToken"].as_str().is_some_and(|t| t.starts_with("cox-")));
+        assert!(p["ClientToken"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("cox-")));
         assert_eq!(p["TagSpecification.1.ResourceType"], "instance");
     }
 
@@ -170,7 +206,11 @@ async fn rising_metric_launches_tagged_instances_from_the_template_and_registers
     put(&s, s.clock.now() - chrono::Duration::seconds(60), 750.0).await;
     let r = pass(&mut s).await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
-    let mut ids: Vec<String> = fleet_instances(&s.cfg).await.iter().filter_map(|i| i.instance_id().map(String::from)).collect();
+    let mut ids: Vec<String> = fleet_instances(&s.cfg)
+        .await
+        .iter()
+        .filter_map(|i| i.instance_id().map(String::from))
+        .collect();
     ids.sort();
     assert_eq!(registered(&s.cfg, &s.infra.target_group_arn).await, ids);
 }
@@ -192,7 +232,10 @@ async fn falling_metric_scales_in_after_stabilization_deregistering_first() {
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         counts.push(fleet_instances(&s.cfg).await.len());
     }
-    assert!(counts[..4].iter().all(|c| *c == 6), "held during stabilization: {counts:?}");
+    assert!(
+        counts[..4].iter().all(|c| *c == 6),
+        "held during stabilization: {counts:?}"
+    );
     assert_eq!(*counts.last().expect("passes ran"), 2, "{counts:?}");
 
     // Every terminated instance was deregistered from the target group first.
@@ -200,7 +243,9 @@ async fn falling_metric_scales_in_after_stabilization_deregistering_first() {
     let position = |action: &str, id: &str| {
         log.iter().position(|e| {
             e["action"] == action
-                && e["params"].as_object().is_some_and(|p| p.values().any(|v| v == id))
+                && e["params"]
+                    .as_object()
+                    .is_some_and(|p| p.values().any(|v| v == id))
         })
     };
     let terminated: Vec<String> = log
@@ -220,9 +265,13 @@ async fn falling_metric_scales_in_after_stabilization_deregistering_first() {
         .collect();
     assert_eq!(terminated.len(), 4, "{terminated:?}");
     for id in &terminated {
-        let dereg = position("DeregisterTargets", id).unwrap_or_else(|| panic!("{id} never deregistered"));
+        let dereg =
+            position("DeregisterTargets", id).unwrap_or_else(|| panic!("{id} never deregistered"));
         let term = position("TerminateInstances", id).expect("terminated");
-        assert!(dereg < term, "{id}: deregistered at {dereg}, terminated at {term}");
+        assert!(
+            dereg < term,
+            "{id}: deregistered at {dereg}, terminated at {term}"
+        );
     }
     assert_eq!(registered(&s.cfg, &s.infra.target_group_arn).await.len(), 2);
 }
@@ -234,7 +283,13 @@ async fn instances_coxswain_does_not_own_are_never_terminated() {
     // One untagged instance, and one that claims the fleet but belongs to another
     // installation of coxswain.
     let mut foreign = Vec::new();
-    for tags in [vec![], vec![("coxswain:fleet", "web"), ("coxswain:controller", "someone-else")]] {
+    for tags in [
+        vec![],
+        vec![
+            ("coxswain:fleet", "web"),
+            ("coxswain:controller", "someone-else"),
+        ],
+    ] {
         let mut call = ec2
             .run_instances()
             .image_id(&s.infra.image_id)
@@ -253,24 +308,52 @@ async fn instances_coxswain_does_not_own_are_never_terminated() {
         foreign.push(out.instances()[0].instance_id().expect("id").to_string());
     }
     // Scale out, then all the way in.
-    for v in [800.0, 800.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0] {
+    for v in [
+        800.0, 800.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+    ] {
         put(&s, s.clock.now() - chrono::Duration::seconds(60), v).await;
         pass(&mut s).await;
     }
-    assert_eq!(fleet_instances(&s.cfg).await.iter().filter(|i| tag(i, "coxswain:controller") == Some("coxswain")).count(), 1);
+    assert_eq!(
+        fleet_instances(&s.cfg)
+            .await
+            .iter()
+            .filter(|i| tag(i, "coxswain:controller") == Some("coxswain"))
+            .count(),
+        1
+    );
     // Asked directly, the cloud layer refuses and says why.
-    let err = s.cloud.terminate(&foreign).await.expect_err("must refuse foreign instances");
+    let err = s
+        .cloud
+        .terminate(&foreign)
+        .await
+        .expect_err("must refuse foreign instances");
     assert!(matches!(err, CloudError::NotOwned { .. }), "{err}");
-    let out = ec2.describe_instances().set_instance_ids(Some(foreign.clone())).send().await.expect("describe");
+    let out = ec2
+        .describe_instances()
+        .set_instance_ids(Some(foreign.clone()))
+        .send()
+        .await
+        .expect("describe");
     for r in out.reservations() {
         for i in r.instances() {
-            assert_eq!(i.state().and_then(|s| s.name()).map(|n| n.as_str()), Some("running"), "{:?}", i.instance_id());
+            assert_eq!(
+                i.state().and_then(|s| s.name()).map(|n| n.as_str()),
+                Some("running"),
+                "{:?}",
+                i.instance_id()
+            );
         }
     }
     let log = s.moto.log();
     for e in log.iter().filter(|e| e["action"] == "TerminateInstances") {
         for id in &foreign {
-            assert!(!e["params"].as_object().is_some_and(|p| p.values().any(|v| v == id.as_str())), "foreign {id} in a TerminateInstances call");
+            assert!(
+                !e["params"]
+                    .as_object()
+                    .is_some_and(|p| p.values().any(|v| v == id.as_str())),
+                "foreign {id} in a TerminateInstances call"
+            );
         }
     }
 }
@@ -285,7 +368,11 @@ async fn throttled_calls_are_retried_and_the_pass_still_acts() {
         { "action": "RunInstances", "count": 1, "code": "RequestLimitExceeded", "status": 503 },
     ]));
     let r = pass(&mut s).await;
-    assert!(r.errors.is_empty(), "throttling must be absorbed by retries: {:?}", r.errors);
+    assert!(
+        r.errors.is_empty(),
+        "throttling must be absorbed by retries: {:?}",
+        r.errors
+    );
     assert_eq!(fleet_instances(&s.cfg).await.len(), 5);
     assert!(r.actions.iter().any(|a| matches!(a, Action::Launch { .. })));
     let log = s.moto.log();
@@ -293,13 +380,108 @@ async fn throttled_calls_are_retried_and_the_pass_still_acts() {
         let calls: Vec<_> = log.iter().filter(|e| e["action"] == action).collect();
         let injected = calls.iter().filter(|e| e.get("injected").is_some()).count();
         assert!(injected >= 1, "{action}: no fault was injected");
-        let last_injected = calls.iter().rposition(|e| e.get("injected").is_some()).expect("injected");
+        let last_injected = calls
+            .iter()
+            .rposition(|e| e.get("injected").is_some())
+            .expect("injected");
         assert!(
-            calls[last_injected + 1..].iter().any(|e| e["status"] == 200),
+            calls[last_injected + 1..]
+                .iter()
+                .any(|e| e["status"] == 200),
             "{action}: no successful retry after the throttling"
         );
     }
     // The retried RunInstances reused its ClientToken, so it could not launch twice.
-    let tokens: Vec<_> = log.iter().filter(|e| e["action"] == "RunInstances").map(|e| e["params"]["ClientToken"].clone()).collect();
-    assert!(tokens.len() >= 2 && tokens.windows(2).all(|w| w[0] == w[1]), "{tokens:?}");
+    let tokens: Vec<_> = log
+        .iter()
+        .filter(|e| e["action"] == "RunInstances")
+        .map(|e| e["params"]["ClientToken"].clone())
+        .collect();
+    assert!(
+        tokens.len() >= 2 && tokens.windows(2).all(|w| w[0] == w[1]),
+        "{tokens:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_acts_within_two_poll_intervals_of_new_data() {
+    use coxswain::clock::RealClock;
+    use coxswain::daemon::{self, ConfigSource, Signal};
+    let moto = Moto::start();
+    let cfg = sdk_config(&moto.endpoint()).await;
+    let infra = create_infra(&cfg, "web").await;
+    let config = manifest::load_str("web.yaml", &manifest_text(&infra)).expect("valid");
+    let cloud = aws(&moto, "coxswain").await;
+    let clock: Arc<dyn Clock> = Arc::new(RealClock::new());
+    let controller = Controller::new(cloud, clock.clone(), config, false);
+    let poll = Duration::from_secs(1);
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let opts = daemon::Options {
+        poll_interval: Some(poll),
+        max_passes: None,
+        duration: None,
+    };
+    let daemon = tokio::spawn(daemon::run(
+        controller,
+        clock,
+        ConfigSource::Embedded,
+        opts,
+        rx,
+    ));
+    // Let it settle at the minimum.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fleet_instances(&cfg).await.len() != 1 {
+        assert!(std::time::Instant::now() < deadline, "never reached min");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The datapoint is readable once PutMetricData returns.
+    put_metric(
+        &cfg,
+        NS,
+        METRIC,
+        &[DIM],
+        Utc::now() - chrono::Duration::seconds(30),
+        500.0,
+    )
+    .await;
+    let readable = std::time::Instant::now();
+    while fleet_instances(&cfg).await.len() < 5 {
+        assert!(
+            readable.elapsed() < Duration::from_secs(20),
+            "never scaled out"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tx.send(Some(Signal::Stop)).expect("daemon listening");
+    daemon.await.expect("daemon ends cleanly");
+
+    // Count the passes (owned-instance listings) that began after the data was put,
+    // up to the launch: the launching pass is the first or second one.
+    let log = moto.log();
+    let put_at = log
+        .iter()
+        .position(|e| e["action"] == "PutMetricData")
+        .expect("put logged");
+    let launch_at = log[put_at..]
+        .iter()
+        .position(|e| e["action"] == "RunInstances")
+        .map(|i| i + put_at)
+        .expect("launch logged");
+    let passes = log[put_at..launch_at]
+        .iter()
+        .filter(|e| {
+            e["action"] == "DescribeInstances"
+                && e["params"]["Filter.1.Name"] == "tag:coxswain:controller"
+        })
+        .count();
+    assert!(
+        (1..=2).contains(&passes),
+        "acted in pass {passes} after the data"
+    );
+    let waited = log[launch_at]["time"].as_f64().unwrap_or(0.0)
+        - log[put_at]["time"].as_f64().unwrap_or(0.0);
+    assert!(
+        waited <= 2.0 * poll.as_secs_f64() + 1.0,
+        "launched {waited:.2}s after the data"
+    );
 }

@@ -40,7 +40,8 @@ fn every_example_manifest_is_valid() {
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
             continue;
         }
-        let c = manifest::load_paths(&[path.clone()]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let c = manifest::load_paths(std::slice::from_ref(&path))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(!c.fleets.is_empty());
         n += 1;
     }
@@ -80,11 +81,18 @@ fn unknown_fields_are_rejected_with_their_location() {
 fn bad_values_say_where_and_how_to_fix() {
     let text = GOOD.replace("  min: 2\n", "  min: 20\n");
     let p = problems(&text);
-    assert!(p[0].starts_with("bad.yaml:8:3: capacity.min (20) is above capacity.max (10)"), "{p:?}");
+    assert!(
+        p[0].starts_with("bad.yaml:8:3: capacity.min (20) is above capacity.max (10)"),
+        "{p:?}"
+    );
 
     let text = GOOD.replace("target: 60", "target: -1");
     let p = problems(&text);
-    assert!(p.iter().any(|p| p.contains(":14:9: target -1 must be a positive number")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|p| p.contains(":14:9: target -1 must be a positive number")),
+        "{p:?}"
+    );
 
     let text = GOOD.replace("scaling:\n", "scaling:\n  warmup: 5 minutes\n");
     let p = problems(&text);
@@ -93,14 +101,22 @@ fn bad_values_say_where_and_how_to_fix() {
 
     let text = GOOD.replace("ami: ami-12345678", "ami: my-image");
     let p = problems(&text);
-    assert!(p.iter().any(|p| p.contains(":5:3: 'my-image' is not an AMI id")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|p| p.contains(":5:3: 'my-image' is not an AMI id")),
+        "{p:?}"
+    );
 }
 
 #[test]
 fn a_bad_cron_and_a_missing_field_are_reported() {
     let text = format!("{GOOD}    - scheduled:\n        cron: \"0 25 * * *\"\n        duration: 1h\n        min: 3\n");
     let p = problems(&text);
-    assert!(p.iter().any(|p| p.contains("cron '0 25 * * *' does not parse")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|p| p.contains("cron '0 25 * * *' does not parse")),
+        "{p:?}"
+    );
     let text = GOOD.replace("region: us-east-1\n", "");
     let p = problems(&text);
     assert!(p[0].contains("missing field `region`"), "{p:?}");
@@ -110,7 +126,11 @@ fn a_bad_cron_and_a_missing_field_are_reported() {
 fn duplicate_fleet_names_across_documents_are_rejected() {
     let text = format!("{GOOD}---\n{GOOD}");
     let p = problems(&text);
-    assert!(p.iter().any(|p| p.contains("bad.yaml:16:1: fleet name 'web' is already used")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|p| p.contains("bad.yaml:16:1: fleet name 'web' is already used")),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -121,7 +141,11 @@ fn validate_command_exits_nonzero_on_a_bad_file_and_zero_on_examples() {
         .args(example_files())
         .output()
         .expect("run coxswain");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, GOOD.replace("max: 10", "max: ten")).expect("write");
@@ -137,7 +161,11 @@ fn validate_command_exits_nonzero_on_a_bad_file_and_zero_on_examples() {
     // A directory is also checked as one set, as the daemon loads it.
     std::fs::write(&bad, GOOD).expect("write");
     std::fs::write(dir.path().join("again.yaml"), GOOD).expect("write");
-    let out = std::process::Command::new(bin).arg("validate").arg(dir.path()).output().expect("run coxswain");
+    let out = std::process::Command::new(bin)
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .expect("run coxswain");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("fleet name 'web' is already used"));
 }

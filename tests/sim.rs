@@ -56,7 +56,10 @@ fn live(sim: &SimCloud, fleet: &str) -> usize {
 #[tokio::test]
 async fn a_day_of_synthetic_traffic_follows_demand_within_caps() {
     let config = demo();
-    let cap = config.controller.max_total_instances.expect("demo has a cap");
+    let cap = config
+        .controller
+        .max_total_instances
+        .expect("demo has a cap");
     let (clock, sim, mut controller) = setup(config.clone());
     let started = Instant::now();
     let (mut demand_total, mut unserved_total) = (0.0, 0.0);
@@ -68,15 +71,28 @@ async fn a_day_of_synthetic_traffic_follows_demand_within_caps() {
         for f in &config.fleets {
             let n = live(&sim, &f.name);
             total += n;
-            assert!(n as u32 <= f.capacity.max, "{} above max at minute {minute}", f.name);
+            assert!(
+                n as u32 <= f.capacity.max,
+                "{} above max at minute {minute}",
+                f.name
+            );
             if minute > 0 {
-                assert!(n as u32 >= f.capacity.min, "{} below min at minute {minute}", f.name);
+                assert!(
+                    n as u32 >= f.capacity.min,
+                    "{} below min at minute {minute}",
+                    f.name
+                );
             }
-            let (demand, capacity) = sim.demand_and_capacity(&f.name, clock.now()).expect("fleet");
+            let (demand, capacity) = sim
+                .demand_and_capacity(&f.name, clock.now())
+                .expect("fleet");
             demand_total += demand;
             unserved_total += (demand - capacity).max(0.0);
         }
-        assert!(total as u32 <= cap, "global cap exceeded at minute {minute}");
+        assert!(
+            total as u32 <= cap,
+            "global cap exceeded at minute {minute}"
+        );
         *per_hour.entry(minute / 60).or_default() = total;
         clock.advance(Duration::from_secs(60));
     }
@@ -87,8 +103,14 @@ async fn a_day_of_synthetic_traffic_follows_demand_within_caps() {
     // Follows the day: more instances in the afternoon than in the small hours.
     let afternoon = per_hour[&7];
     let night = per_hour[&20];
-    assert!(afternoon > night * 2, "afternoon {afternoon} vs night {night}: {per_hour:?}");
-    assert!(launched > 20 && terminated > 20, "{launched} / {terminated}");
+    assert!(
+        afternoon > night * 2,
+        "afternoon {afternoon} vs night {night}: {per_hour:?}"
+    );
+    assert!(
+        launched > 20 && terminated > 20,
+        "{launched} / {terminated}"
+    );
     // Bursts arrive faster than instances boot, so a little is dropped, but not much.
     assert!(unserved < 0.02, "unserved {unserved}");
     // Virtual time: a day of passes is a matter of milliseconds, not a day.
@@ -100,10 +122,17 @@ async fn the_daemon_loop_on_a_virtual_clock_stops_after_its_duration() {
     let config = demo();
     let (clock, sim, controller) = setup(config);
     let (_tx, rx) = tokio::sync::watch::channel(None);
-    let opts = daemon::Options { poll_interval: None, max_passes: None, duration: Some(Duration::from_secs(24 * 3600)) };
+    let opts = daemon::Options {
+        poll_interval: None,
+        max_passes: None,
+        duration: Some(Duration::from_secs(24 * 3600)),
+    };
     let passes = daemon::run(controller, clock.clone(), ConfigSource::Embedded, opts, rx).await;
     assert_eq!(passes, 24 * 60);
-    assert_eq!(clock.now() - coxswain::demo::start(), chrono::Duration::hours(24));
+    assert_eq!(
+        clock.now() - coxswain::demo::start(),
+        chrono::Duration::hours(24)
+    );
     assert!(sim.totals().0 > 0);
 }
 
@@ -118,7 +147,13 @@ async fn insufficient_capacity_falls_back_to_the_next_type_then_the_next_subnet(
     for _ in 0..3 {
         let r = controller.reconcile_once().await;
         for a in r.actions {
-            if let Action::Launch { instance_type, subnet, ids, .. } = a {
+            if let Action::Launch {
+                instance_type,
+                subnet,
+                ids,
+                ..
+            } = a
+            {
                 launched.push((instance_type, subnet, ids.len()));
             }
         }
@@ -153,7 +188,10 @@ async fn instances_it_does_not_own_are_never_touched() {
     }
     let ids: Vec<String> = sim.all_live().into_iter().map(|i| i.id).collect();
     assert!(ids.contains(&a) && ids.contains(&b));
-    assert!(sim.terminate(&[a]).await.is_err(), "the cloud layer refuses foreign ids");
+    assert!(
+        sim.terminate(&[a]).await.is_err(),
+        "the cloud layer refuses foreign ids"
+    );
 }
 
 #[tokio::test]
@@ -167,7 +205,11 @@ async fn retired_instances_are_deregistered_then_terminated_once_drained() {
     }
     let peak = live(&sim, "web");
     assert!(peak >= 9);
-    assert_eq!(sim.registered("tg-web").len(), peak, "every running instance is registered");
+    assert_eq!(
+        sim.registered("tg-web").len(),
+        peak,
+        "every running instance is registered"
+    );
     clock.advance(Duration::from_secs(11 * 3600));
     let mut deregistered_at: BTreeMap<String, usize> = BTreeMap::new();
     let mut terminated_at: BTreeMap<String, usize> = BTreeMap::new();
@@ -175,8 +217,12 @@ async fn retired_instances_are_deregistered_then_terminated_once_drained() {
         let r = controller.reconcile_once().await;
         for a in r.actions {
             match a {
-                Action::Deregister { ids, .. } => ids.into_iter().for_each(|i| { deregistered_at.entry(i).or_insert(pass); }),
-                Action::Terminate { ids, .. } => ids.into_iter().for_each(|i| { terminated_at.insert(i, pass); }),
+                Action::Deregister { ids, .. } => ids.into_iter().for_each(|i| {
+                    deregistered_at.entry(i).or_insert(pass);
+                }),
+                Action::Terminate { ids, .. } => ids.into_iter().for_each(|i| {
+                    terminated_at.insert(i, pass);
+                }),
                 _ => {}
             }
         }
@@ -184,8 +230,13 @@ async fn retired_instances_are_deregistered_then_terminated_once_drained() {
     }
     assert!(!terminated_at.is_empty());
     for (id, t) in &terminated_at {
-        let d = deregistered_at.get(id).unwrap_or_else(|| panic!("{id} terminated without deregistering"));
-        assert!(d < t, "{id}: terminated in the pass it was deregistered (no drain)");
+        let d = deregistered_at
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} terminated without deregistering"));
+        assert!(
+            d < t,
+            "{id}: terminated in the pass it was deregistered (no drain)"
+        );
     }
     assert_eq!(live(&sim, "web"), 2, "back to min at night");
     assert_eq!(sim.registered("tg-web").len(), 2);
@@ -208,7 +259,13 @@ async fn throttled_passes_change_nothing_and_the_fleet_converges_after() {
     for _ in 0..2 {
         let r = controller.reconcile_once().await;
         // Without metrics nothing scales; with instances listed nothing is lost either.
-        assert!(r.actions.iter().all(|a| matches!(a, Action::Register { .. })), "{:?}", r.actions);
+        assert!(
+            r.actions
+                .iter()
+                .all(|a| matches!(a, Action::Register { .. })),
+            "{:?}",
+            r.actions
+        );
         clock.advance(Duration::from_secs(60));
     }
     for _ in 0..5 {
@@ -221,19 +278,35 @@ async fn throttled_passes_change_nothing_and_the_fleet_converges_after() {
 #[tokio::test]
 async fn dry_run_decides_but_does_not_act() {
     let config = manifest::load_str("t", SMALL).expect("valid");
-    let clock = Arc::new(VirtualClock::new(coxswain::demo::start() + chrono::Duration::minutes(6 * 60 + 30)));
+    let clock = Arc::new(VirtualClock::new(
+        coxswain::demo::start() + chrono::Duration::minutes(6 * 60 + 30),
+    ));
     let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
     let before = sim.calls().total();
     let mut controller = Controller::new(sim.clone(), clock.clone(), config, true);
     clock.advance(Duration::from_secs(120));
     let r = controller.reconcile_once().await;
-    assert!(r.fleets[0].decision.desired > 2, "{}", r.fleets[0].decision.reason());
+    assert!(
+        r.fleets[0].decision.desired > 2,
+        "{}",
+        r.fleets[0].decision.reason()
+    );
     assert!(r.actions.is_empty());
     assert_eq!(live(&sim, "web"), 2);
     let calls = sim.calls().snapshot();
     let mutating: u64 = calls
         .iter()
-        .filter(|(n, _)| matches!(*n, "RunInstances" | "TerminateInstances" | "CreateTags" | "RegisterTargets" | "DeregisterTargets" | "SetDesiredCapacity"))
+        .filter(|(n, _)| {
+            matches!(
+                *n,
+                "RunInstances"
+                    | "TerminateInstances"
+                    | "CreateTags"
+                    | "RegisterTargets"
+                    | "DeregisterTargets"
+                    | "SetDesiredCapacity"
+            )
+        })
         .map(|(_, c)| c)
         .sum();
     assert_eq!(mutating, 0);
@@ -274,7 +347,10 @@ async fn an_auto_scaling_group_fleet_gets_its_desired_capacity_set() {
         clock.advance(Duration::from_secs(60));
     }
     assert!(!set.is_empty());
-    let groups = sim.describe_groups(&["api-asg".into()]).await.expect("describe");
+    let groups = sim
+        .describe_groups(&["api-asg".into()])
+        .await
+        .expect("describe");
     // 8000 rpm at 1000 per instance and 50% CPU target: 16.
     assert_eq!(groups[0].desired, 16, "{set:?}");
 }
@@ -289,12 +365,18 @@ async fn an_invalid_manifest_on_reload_keeps_the_last_good_config() {
     let (_clock, _sim, mut controller) = setup(config);
     std::fs::write(&path, SMALL.replace("max: 12", "max: 1")).expect("write");
     match daemon::reload_config(&mut controller, &source, true) {
-        Reload::Refused(why) => assert!(why.contains("capacity.min (2) is above capacity.max (1)"), "{why}"),
+        Reload::Refused(why) => assert!(
+            why.contains("capacity.min (2) is above capacity.max (1)"),
+            "{why}"
+        ),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(controller.config().fleets[0].capacity.max, 12);
     std::fs::write(&path, SMALL.replace("max: 12", "max: 15")).expect("write");
-    assert_eq!(daemon::reload_config(&mut controller, &source, false), Reload::Applied);
+    assert_eq!(
+        daemon::reload_config(&mut controller, &source, false),
+        Reload::Applied
+    );
     assert_eq!(controller.config().fleets[0].capacity.max, 15);
 }
 
@@ -304,17 +386,62 @@ async fn a_stop_signal_ends_the_daemon_after_the_pass_in_flight() {
     let (clock, sim, controller) = setup(config);
     clock.advance(Duration::from_secs(6 * 3600 + 1800)); // 14:00, the peak
     let (tx, rx) = tokio::sync::watch::channel(None);
-    let opts = daemon::Options { poll_interval: Some(Duration::from_secs(60)), max_passes: None, duration: None };
+    let opts = daemon::Options {
+        poll_interval: Some(Duration::from_secs(60)),
+        max_passes: None,
+        duration: None,
+    };
     let clock2: Arc<dyn Clock> = clock.clone();
-    let handle = tokio::spawn(daemon::run(controller, clock2, ConfigSource::Embedded, opts, rx));
+    let handle = tokio::spawn(daemon::run(
+        controller,
+        clock2,
+        ConfigSource::Embedded,
+        opts,
+        rx,
+    ));
     while sim.totals().0 <= 2 {
         tokio::task::yield_now().await;
     }
     tx.send(Some(Signal::Stop)).expect("daemon listening");
-    let passes = tokio::time::timeout(Duration::from_secs(10), handle).await.expect("stops promptly").expect("no panic");
+    let passes = tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("stops promptly")
+        .expect("no panic");
     assert!(passes >= 1);
     // Nothing half-done: every live owned instance carries the full set of ownership tags
     // (they are set in the launch call itself).
     let owned = sim.list_instances().await.expect("list");
     assert_eq!(owned.len(), live(&sim, "web"));
+}
+
+#[tokio::test]
+async fn an_instance_being_retired_is_never_registered_again() {
+    let config = manifest::load_str("t", SMALL).expect("valid");
+    let (clock, sim, mut controller) = setup(config);
+    clock.advance(Duration::from_secs(6 * 3600 + 1800));
+    for _ in 0..15 {
+        controller.reconcile_once().await;
+        clock.advance(Duration::from_secs(60));
+    }
+    clock.advance(Duration::from_secs(11 * 3600));
+    let mut retiring = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let r = controller.reconcile_once().await;
+        for a in &r.actions {
+            match a {
+                Action::MarkRetiring { ids, .. } => retiring.extend(ids.iter().cloned()),
+                Action::Register { ids, .. } => {
+                    for id in ids {
+                        assert!(
+                            !retiring.contains(id),
+                            "{id} registered again while retiring"
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        clock.advance(Duration::from_secs(60));
+    }
+    assert!(retiring.len() >= 5);
 }

@@ -44,7 +44,10 @@ pub enum CloudError {
 
 impl CloudError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, CloudError::Throttled { .. } | CloudError::Service { .. })
+        matches!(
+            self,
+            CloudError::Throttled { .. } | CloudError::Service { .. }
+        )
     }
 
     pub fn is_capacity(&self) -> bool {

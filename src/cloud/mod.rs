@@ -217,8 +217,11 @@ pub trait Cloud: Send + Sync {
     async fn register_targets(&self, target_group: &str, ids: &[String]) -> Result<(), CloudError>;
 
     /// Start deregistration (the load balancer drains in-flight requests).
-    async fn deregister_targets(&self, target_group: &str, ids: &[String])
-        -> Result<(), CloudError>;
+    async fn deregister_targets(
+        &self,
+        target_group: &str,
+        ids: &[String],
+    ) -> Result<(), CloudError>;
 
     /// Health of every target currently known to the target group.
     async fn target_health(

@@ -195,7 +195,16 @@ impl SimCloud {
             let long_ago = now - chrono::Duration::hours(1);
             let subnet = f.launch.subnets.first().cloned();
             let ty = f.launch.instance_types.first().cloned();
-            Self::create(&mut st, &f.name, &f.build(), ty, subnet, t, long_ago, long_ago);
+            Self::create(
+                &mut st,
+                &f.name,
+                &f.build(),
+                ty,
+                subnet,
+                t,
+                long_ago,
+                long_ago,
+            );
         }
         if let Some(tg) = &f.target_group_arn {
             let ids: Vec<String> = st
@@ -355,7 +364,8 @@ impl SimCloud {
     }
 
     fn owned(&self, i: &SimInstance) -> bool {
-        i.tags.get(tags::CONTROLLER) == Some(&self.controller_id) && i.tags.contains_key(tags::FLEET)
+        i.tags.get(tags::CONTROLLER) == Some(&self.controller_id)
+            && i.tags.contains_key(tags::FLEET)
     }
 
     fn resize_group(&self, name: &str, desired: u32, at: DateTime<Utc>) {
@@ -371,7 +381,11 @@ impl SimCloud {
         let mut members: Vec<String> = g
             .members
             .iter()
-            .filter(|id| st.instances.get(*id).is_some_and(|i| i.terminated_at.is_none()))
+            .filter(|id| {
+                st.instances
+                    .get(*id)
+                    .is_some_and(|i| i.terminated_at.is_none())
+            })
             .cloned()
             .collect();
         while (members.len() as u32) < desired {
@@ -409,7 +423,13 @@ impl SimCloud {
             .retain(|_, i| i.terminated_at.is_none_or(|t| now - t < KEEP_TERMINATED));
     }
 
-    fn value(st: &State, fleet: &str, meaning: Meaning, t: DateTime<Utc>, period: i64) -> Option<f64> {
+    fn value(
+        st: &State,
+        fleet: &str,
+        meaning: Meaning,
+        t: DateTime<Utc>,
+        period: i64,
+    ) -> Option<f64> {
         let f = st.fleets.get(fleet)?;
         // Average demand over the period ending at t, per minute.
         let minutes = (period / 60).max(1);
@@ -485,7 +505,10 @@ impl Cloud for SimCloud {
                 .filter_map(|id| st.instances.get(id).map(|i| i.inst.clone()))
                 .collect());
         }
-        let ty = req.instance_type.clone().unwrap_or_else(|| "m6i.large".into());
+        let ty = req
+            .instance_type
+            .clone()
+            .unwrap_or_else(|| "m6i.large".into());
         if st.no_capacity.contains(&(ty.clone(), None))
             || st.no_capacity.contains(&(ty.clone(), req.subnet.clone()))
         {
@@ -516,8 +539,10 @@ impl Cloud for SimCloud {
                 out.push(i.inst.clone());
             }
         }
-        st.tokens
-            .insert(req.client_token.clone(), out.iter().map(|i| i.id.clone()).collect());
+        st.tokens.insert(
+            req.client_token.clone(),
+            out.iter().map(|i| i.id.clone()).collect(),
+        );
         Ok(out)
     }
 
@@ -656,7 +681,10 @@ impl Cloud for SimCloud {
         CallCounts::bump(&self.calls.register_targets);
         let now = self.clock.now();
         let mut st = self.lock();
-        let group = st.target_groups.entry(target_group.to_string()).or_default();
+        let group = st
+            .target_groups
+            .entry(target_group.to_string())
+            .or_default();
         for id in ids {
             let t = group.entry(id.clone()).or_insert(Target {
                 registered_at: now,

@@ -90,7 +90,11 @@ impl Trace {
         for (t, n) in rows {
             let at = (t - start).num_minutes() as usize;
             let share = n / f64::from(resolution_minutes);
-            for slot in per_minute.iter_mut().skip(at).take(resolution_minutes as usize) {
+            for slot in per_minute
+                .iter_mut()
+                .skip(at)
+                .take(resolution_minutes as usize)
+            {
                 *slot = share;
             }
         }
@@ -228,8 +232,11 @@ mod tests {
 
     #[test]
     fn bad_rows_are_reported_with_their_line() {
-        let err = Trace::parse(Path::new("t.csv"), "timestamp,requests\n2020-01-01T00:00:00,x\n")
-            .expect_err("must fail");
+        let err = Trace::parse(
+            Path::new("t.csv"),
+            "timestamp,requests\n2020-01-01T00:00:00,x\n",
+        )
+        .expect_err("must fail");
         assert!(err.to_string().contains("t.csv:2"), "{err}");
     }
 
@@ -244,7 +251,10 @@ mod tests {
             noise: 0.0,
             seed: 0,
         };
-        let d = Demand::Synthetic { spec, bursts: vec![] };
+        let d = Demand::Synthetic {
+            spec,
+            bursts: vec![],
+        };
         let at = |s: &str| {
             d.at(DateTime::parse_from_rfc3339(s)
                 .expect("literal")

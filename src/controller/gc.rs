@@ -9,7 +9,12 @@ use chrono::{DateTime, Utc};
 use tracing::{error, info, warn};
 
 impl Controller {
-    pub(super) async fn collect_garbage(&mut self, instances: &[Instance], now: DateTime<Utc>, report: &mut PassReport) {
+    pub(super) async fn collect_garbage(
+        &mut self,
+        instances: &[Instance],
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) {
         let gc = self.config.controller.gc.clone();
         let orphans: Vec<&Instance> = instances
             .iter()
@@ -39,7 +44,11 @@ impl Controller {
                 for id in &due {
                     self.orphans.remove(id);
                 }
-                report.actions.push(Action::Terminate { fleet: "(orphans)".into(), ids: due, reason: "orphan".into() });
+                report.actions.push(Action::Terminate {
+                    fleet: "(orphans)".into(),
+                    ids: due,
+                    reason: "orphan".into(),
+                });
             }
             Err(e) => {
                 error!(error = %e, "terminating orphans failed");

@@ -10,8 +10,11 @@
 mod gc;
 pub mod plan;
 
-use crate::cloud::{Cloud, CloudError, GroupState, Instance, InstanceState, MetricQuery, TargetHealth};
 use crate::clock::Clock;
+use crate::cloud::{
+    Cloud, CloudError, GroupState, Instance, InstanceState, LaunchRequest, MetricQuery,
+    TargetHealth,
+};
 use crate::manifest::{Config, FleetSpec};
 use crate::policy::{self, Decision, Memory, Observation};
 use chrono::{DateTime, Utc};
@@ -28,12 +31,35 @@ const REGISTRATION_REFRESH: chrono::Duration = chrono::Duration::minutes(10);
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    Launch { fleet: String, ids: Vec<String>, instance_type: Option<String>, subnet: Option<String> },
-    SetDesired { fleet: String, group: String, from: u32, to: u32 },
-    MarkRetiring { fleet: String, ids: Vec<String> },
-    Deregister { fleet: String, ids: Vec<String> },
-    Register { fleet: String, ids: Vec<String> },
-    Terminate { fleet: String, ids: Vec<String>, reason: String },
+    Launch {
+        fleet: String,
+        ids: Vec<String>,
+        instance_type: Option<String>,
+        subnet: Option<String>,
+    },
+    SetDesired {
+        fleet: String,
+        group: String,
+        from: u32,
+        to: u32,
+    },
+    MarkRetiring {
+        fleet: String,
+        ids: Vec<String>,
+    },
+    Deregister {
+        fleet: String,
+        ids: Vec<String>,
+    },
+    Register {
+        fleet: String,
+        ids: Vec<String>,
+    },
+    Terminate {
+        fleet: String,
+        ids: Vec<String>,
+        reason: String,
+    },
 }
 
 /// A fleet's part of a pass: the decision and the metric values it was made from.
@@ -76,7 +102,12 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(cloud: Arc<dyn Cloud>, clock: Arc<dyn Clock>, config: Config, dry_run: bool) -> Self {
+    pub fn new(
+        cloud: Arc<dyn Cloud>,
+        clock: Arc<dyn Clock>,
+        config: Config,
+        dry_run: bool,
+    ) -> Self {
         Self {
             cloud,
             clock,
@@ -124,7 +155,10 @@ impl Controller {
         let mut decisions = Vec::with_capacity(config.fleets.len());
         let mut reports = Vec::with_capacity(config.fleets.len());
         for spec in &config.fleets {
-            let fleet_instances = by_fleet.get(spec.name.as_str()).cloned().unwrap_or_default();
+            let fleet_instances = by_fleet
+                .get(spec.name.as_str())
+                .cloned()
+                .unwrap_or_default();
             let (current, warm, booting, retiring) = match &spec.auto_scaling_group {
                 Some(g) => match groups.get(g) {
                     Some(gs) => {
@@ -134,7 +168,9 @@ impl Controller {
                     }
                     None => {
                         warn!(fleet = %spec.name, group = %g, "Auto Scaling group not found; not acting on this fleet");
-                        report.errors.push(format!("{}: group {g} not found", spec.name));
+                        report
+                            .errors
+                            .push(format!("{}: group {g} not found", spec.name));
                         continue;
                     }
                 },
@@ -144,7 +180,10 @@ impl Controller {
                 .scaling
                 .policies
                 .iter()
-                .map(|p| p.metric().and_then(|m| metrics.get(&m.query()).cloned().flatten()))
+                .map(|p| {
+                    p.metric()
+                        .and_then(|m| metrics.get(&m.query()).cloned().flatten())
+                })
                 .collect();
             let shown: Vec<(String, Option<f64>)> = spec
                 .scaling
@@ -152,22 +191,36 @@ impl Controller {
                 .iter()
                 .zip(&series)
                 .filter_map(|(p, s)| {
-                    p.metric().map(|m| (m.name.clone(), s.as_ref().and_then(|s| s.latest()).map(|(_, v)| v)))
+                    p.metric().map(|m| {
+                        (
+                            m.name.clone(),
+                            s.as_ref().and_then(|s| s.latest()).map(|(_, v)| v),
+                        )
+                    })
                 })
                 .collect();
-            let obs = Observation { now, current, warm, metrics: series };
+            let obs = Observation {
+                now,
+                current,
+                warm,
+                metrics: series,
+            };
             let state = self.fleets.entry(spec.name.clone()).or_default();
             let decision = policy::decide(spec, &obs, &state.memory);
-            state
-                .memory
-                .record(now, decision.recommended, spec.scaling.scale_in_stabilization.chrono());
+            state.memory.record(
+                now,
+                decision.recommended,
+                spec.scaling.scale_in_stabilization.chrono(),
+            );
             decisions.push(decision);
             reports.push((shown, booting, retiring));
         }
         policy::apply_global_cap(&mut decisions, config.controller.max_total_instances);
 
         for (decision, (metrics, booting, retiring)) in decisions.into_iter().zip(reports) {
-            let Some(spec) = config.fleet(&decision.fleet) else { continue };
+            let Some(spec) = config.fleet(&decision.fleet) else {
+                continue;
+            };
             for w in &decision.warnings {
                 warn!(fleet = %spec.name, "metric missing or stale, holding capacity: {w}");
             }
@@ -177,13 +230,24 @@ impl Controller {
                 debug!(fleet = %spec.name, env = %spec.environment, from = decision.current, to = decision.desired, "decision: {}", decision.reason());
             }
             if !self.dry_run {
-                let fleet_instances = by_fleet.get(spec.name.as_str()).cloned().unwrap_or_default();
+                let fleet_instances = by_fleet
+                    .get(spec.name.as_str())
+                    .cloned()
+                    .unwrap_or_default();
                 match &spec.auto_scaling_group {
                     Some(g) => self.act_group(spec, g, &decision, &mut report).await,
-                    None => self.act_direct(spec, &fleet_instances, &decision, now, &mut report).await,
+                    None => {
+                        self.act_direct(spec, &fleet_instances, &decision, now, &mut report)
+                            .await
+                    }
                 }
             }
-            report.fleets.push(FleetReport { decision, metrics, booting, retiring });
+            report.fleets.push(FleetReport {
+                decision,
+                metrics,
+                booting,
+                retiring,
+            });
         }
         if !self.dry_run {
             self.collect_garbage(&instances, now, &mut report).await;
@@ -224,7 +288,8 @@ impl Controller {
             for p in &f.scaling.policies {
                 if let Some(m) = p.metric() {
                     queries.push(m.query());
-                    lookback = lookback.max(f.scaling.metric_stale_after.chrono() + m.period.chrono() * 2);
+                    lookback =
+                        lookback.max(f.scaling.metric_stale_after.chrono() + m.period.chrono() * 2);
                 }
             }
         }
@@ -234,7 +299,10 @@ impl Controller {
             return HashMap::new();
         }
         match self.cloud.get_metrics(&queries, now - lookback, now).await {
-            Ok(series) => queries.into_iter().zip(series.into_iter().map(Some)).collect(),
+            Ok(series) => queries
+                .into_iter()
+                .zip(series.into_iter().map(Some))
+                .collect(),
             Err(e) => {
                 error!(error = %e, "cannot read metrics; every metric policy holds this pass");
                 note_error(report, "read metrics", &e);
@@ -243,7 +311,13 @@ impl Controller {
         }
     }
 
-    async fn act_group(&mut self, spec: &FleetSpec, group: &str, d: &Decision, report: &mut PassReport) {
+    async fn act_group(
+        &mut self,
+        spec: &FleetSpec,
+        group: &str,
+        d: &Decision,
+        report: &mut PassReport,
+    ) {
         if d.desired == d.current {
             return;
         }
@@ -284,17 +358,34 @@ impl Controller {
             .collect();
         self.finish_retirements(spec, &retiring, now, report).await;
         let mut launched = Vec::new();
+        let mut retired = Vec::new();
         if d.desired > d.current {
-            launched = self.launch(spec, &live, d.desired - d.current, now, report).await;
+            launched = self
+                .launch(spec, &live, d.desired - d.current, now, report)
+                .await;
         } else if d.desired < d.current {
-            self.retire(spec, &live, d.current - d.desired, now, report).await;
+            retired = self
+                .retire(spec, &live, d.current - d.desired, now, report)
+                .await;
         }
-        self.register(spec, &live, &launched, now, report).await;
+        // An instance retired this pass must not be registered again by the refresh.
+        let staying: Vec<&Instance> = live
+            .into_iter()
+            .filter(|i| !retired.contains(&i.id))
+            .collect();
+        self.register(spec, &staying, &launched, now, report).await;
     }
 
     /// Launch `n`, spread over subnets; on InsufficientInstanceCapacity try the next
     /// instance type, then move the remainder to the next subnet.
-    async fn launch(&mut self, spec: &FleetSpec, live: &[&Instance], n: u32, now: DateTime<Utc>, report: &mut PassReport) -> Vec<Instance> {
+    async fn launch(
+        &mut self,
+        spec: &FleetSpec,
+        live: &[&Instance],
+        n: u32,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Vec<Instance> {
         let controller_id = self.config.controller.controller_id.clone();
         let live_ids: Vec<&str> = live.iter().map(|i| i.id.as_str()).collect();
         let types = plan::instance_type_choices(spec);
@@ -304,15 +395,16 @@ impl Controller {
         while let Some((subnet, count)) = pending.pop() {
             let mut placed = false;
             for ty in &types {
-                let req = plan::launch_request(now, spec, &controller_id, &live_ids, subnet.clone(), ty.clone(), count);
-                match self.cloud.launch(&req).await {
-                    Ok(got) if !got.is_empty() && got.iter().all(|i| !i.state.is_live()) => {
-                        // EC2 answered an earlier request with the same token: nothing new
-                        // was launched. The next bucket brings a new token.
-                        warn!(fleet = %spec.name, client_token = %req.client_token, "launch returned only terminated instances (ClientToken reused); will retry with a new token");
-                        report.errors.push(format!("{}: ClientToken {} reused", spec.name, req.client_token));
-                        return out;
-                    }
+                let req = plan::launch_request(
+                    now,
+                    spec,
+                    &controller_id,
+                    &live_ids,
+                    subnet.clone(),
+                    ty.clone(),
+                    count,
+                );
+                match self.run_idempotent(&req).await {
                     Ok(got) => {
                         let ids: Vec<String> = got.iter().map(|i| i.id.clone()).collect();
                         info!(fleet = %spec.name, build = %req.build, instance_type = ?ty, subnet = ?subnet, ids = ?ids, client_token = %req.client_token, "action: launched {} instance(s)", ids.len());
@@ -338,7 +430,11 @@ impl Controller {
             }
             if !placed {
                 exhausted.insert(subnet.clone());
-                let next = spec.launch.subnets.iter().find(|s| !exhausted.contains(&Some((*s).clone())));
+                let next = spec
+                    .launch
+                    .subnets
+                    .iter()
+                    .find(|s| !exhausted.contains(&Some((*s).clone())));
                 match next {
                     Some(s) => {
                         warn!(fleet = %spec.name, from = ?subnet, to = %s, "no capacity in any instance type; moving {count} launch(es) to the next subnet");
@@ -346,7 +442,9 @@ impl Controller {
                     }
                     None => {
                         error!(fleet = %spec.name, "no capacity in any instance type or subnet of the launch spec; {count} launch(es) not placed");
-                        report.errors.push(format!("{}: insufficient capacity everywhere", spec.name));
+                        report
+                            .errors
+                            .push(format!("{}: insufficient capacity everywhere", spec.name));
                     }
                 }
             }
@@ -354,21 +452,53 @@ impl Controller {
         out
     }
 
+    /// RunInstances under the request's ClientToken. If EC2 answers with an earlier,
+    /// finished request under the same token (every instance it returns is terminated;
+    /// a live one would be in the observed set and change the token), nothing new was
+    /// launched, so the request is sent again under a derived token.
+    async fn run_idempotent(&self, req: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
+        let mut req = req.clone();
+        let base = req.client_token.clone();
+        for attempt in 1..=3 {
+            let got = self.cloud.launch(&req).await?;
+            if got.is_empty() || got.iter().any(|i| i.state.is_live()) {
+                return Ok(got);
+            }
+            warn!(fleet = %req.fleet, client_token = %req.client_token, "ClientToken answered by an earlier, finished launch; retrying under a new token");
+            req.client_token = format!("{base}-{attempt}");
+        }
+        Err(CloudError::Rejected {
+            operation: "RunInstances",
+            code: "ClientTokenReused".into(),
+            message: format!("every token derived from {base} was already used"),
+        })
+    }
+
     /// Start retiring `n` instances: tag them (durable intent), then deregister from the
     /// load balancer; they are terminated once drained (see `finish_retirements`).
-    async fn retire(&mut self, spec: &FleetSpec, live: &[&Instance], n: u32, now: DateTime<Utc>, report: &mut PassReport) {
+    async fn retire(
+        &mut self,
+        spec: &FleetSpec,
+        live: &[&Instance],
+        n: u32,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Vec<String> {
         let victims = plan::choose_victims(live, &spec.build(), n);
         let ids: Vec<String> = victims.iter().map(|i| i.id.clone()).collect();
         if ids.is_empty() {
-            return;
+            return ids;
         }
         if let Err(e) = self.cloud.mark_retiring(&ids, now).await {
             error!(fleet = %spec.name, ids = ?ids, error = %e, "cannot mark instances as retiring; not retiring them");
             note_error(report, &spec.name, &e);
-            return;
+            return Vec::new();
         }
         info!(fleet = %spec.name, ids = ?ids, "action: marked retiring");
-        report.actions.push(Action::MarkRetiring { fleet: spec.name.clone(), ids: ids.clone() });
+        report.actions.push(Action::MarkRetiring {
+            fleet: spec.name.clone(),
+            ids: ids.clone(),
+        });
         let state = self.fleets.entry(spec.name.clone()).or_default();
         for id in &ids {
             state.registered.remove(id);
@@ -377,27 +507,41 @@ impl Controller {
             Some(tg) => match self.cloud.deregister_targets(tg, &ids).await {
                 Ok(()) => {
                     info!(fleet = %spec.name, ids = ?ids, target_group = %tg, "action: deregistered; draining before terminate");
-                    report.actions.push(Action::Deregister { fleet: spec.name.clone(), ids });
+                    report.actions.push(Action::Deregister {
+                        fleet: spec.name.clone(),
+                        ids: ids.clone(),
+                    });
                 }
                 Err(e) => {
                     error!(fleet = %spec.name, error = %e, "deregister failed; will retry next pass");
                     note_error(report, &spec.name, &e);
                 }
             },
-            None => self.terminate(spec, ids, "scale-in (no load balancer to drain)", report).await,
+            None => {
+                let reason = "scale-in (no load balancer to drain)";
+                self.terminate(spec, ids.clone(), reason, report).await
+            }
         }
+        ids
     }
 
     /// Level-triggered drain: every pass, each retiring instance is deregistered if it is
     /// still registered, terminated once the target group no longer drains it (or the
     /// drain timeout passed), and left alone while it drains.
-    async fn finish_retirements(&mut self, spec: &FleetSpec, retiring: &[&Instance], now: DateTime<Utc>, report: &mut PassReport) {
+    async fn finish_retirements(
+        &mut self,
+        spec: &FleetSpec,
+        retiring: &[&Instance],
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) {
         if retiring.is_empty() {
             return;
         }
         let Some(tg) = &spec.target_group_arn else {
             let ids = retiring.iter().map(|i| i.id.clone()).collect();
-            self.terminate(spec, ids, "retiring (no load balancer)", report).await;
+            self.terminate(spec, ids, "retiring (no load balancer)", report)
+                .await;
             return;
         };
         let health: HashMap<String, TargetHealth> = match self.cloud.target_health(tg).await {
@@ -414,7 +558,9 @@ impl Controller {
             let since = i.retiring_since.unwrap_or(now);
             match health.get(&i.id) {
                 None | Some(TargetHealth::Unused) => done.push(i.id.clone()),
-                Some(TargetHealth::Draining) if now - since >= timeout => timed_out.push(i.id.clone()),
+                Some(TargetHealth::Draining) if now - since >= timeout => {
+                    timed_out.push(i.id.clone())
+                }
                 Some(TargetHealth::Draining) => {}
                 Some(_) => again.push(i.id.clone()),
             }
@@ -424,7 +570,10 @@ impl Controller {
                 note_error(report, &spec.name, &e);
             } else {
                 info!(fleet = %spec.name, ids = ?again, "action: deregistered (resumed retirement)");
-                report.actions.push(Action::Deregister { fleet: spec.name.clone(), ids: again });
+                report.actions.push(Action::Deregister {
+                    fleet: spec.name.clone(),
+                    ids: again,
+                });
             }
         }
         if !done.is_empty() {
@@ -432,15 +581,26 @@ impl Controller {
         }
         if !timed_out.is_empty() {
             warn!(fleet = %spec.name, ids = ?timed_out, "drain timeout reached; terminating anyway");
-            self.terminate(spec, timed_out, "drain timeout", report).await;
+            self.terminate(spec, timed_out, "drain timeout", report)
+                .await;
         }
     }
 
-    async fn terminate(&mut self, spec: &FleetSpec, ids: Vec<String>, reason: &str, report: &mut PassReport) {
+    async fn terminate(
+        &mut self,
+        spec: &FleetSpec,
+        ids: Vec<String>,
+        reason: &str,
+        report: &mut PassReport,
+    ) {
         match self.cloud.terminate(&ids).await {
             Ok(()) => {
                 info!(fleet = %spec.name, ids = ?ids, reason, "action: terminated");
-                report.actions.push(Action::Terminate { fleet: spec.name.clone(), ids, reason: reason.into() });
+                report.actions.push(Action::Terminate {
+                    fleet: spec.name.clone(),
+                    ids,
+                    reason: reason.into(),
+                });
             }
             Err(e) => {
                 error!(fleet = %spec.name, ids = ?ids, error = %e, "terminate failed");
@@ -451,10 +611,21 @@ impl Controller {
 
     /// Register running instances that are not known to be registered. On the refresh
     /// interval every running instance is registered again (idempotent), mending drift.
-    async fn register(&mut self, spec: &FleetSpec, live: &[&Instance], launched: &[Instance], now: DateTime<Utc>, report: &mut PassReport) {
-        let Some(tg) = &spec.target_group_arn else { return };
+    async fn register(
+        &mut self,
+        spec: &FleetSpec,
+        live: &[&Instance],
+        launched: &[Instance],
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) {
+        let Some(tg) = &spec.target_group_arn else {
+            return;
+        };
         let state = self.fleets.entry(spec.name.clone()).or_default();
-        let refresh = state.registered_refreshed.is_none_or(|t| now - t >= REGISTRATION_REFRESH);
+        let refresh = state
+            .registered_refreshed
+            .is_none_or(|t| now - t >= REGISTRATION_REFRESH);
         let running = live
             .iter()
             .copied()
@@ -475,14 +646,21 @@ impl Controller {
         match self.cloud.register_targets(tg, &ids).await {
             Ok(()) => {
                 let state = self.fleets.entry(spec.name.clone()).or_default();
-                let new: Vec<String> = ids.iter().filter(|id| !state.registered.contains(*id)).cloned().collect();
+                let new: Vec<String> = ids
+                    .iter()
+                    .filter(|id| !state.registered.contains(*id))
+                    .cloned()
+                    .collect();
                 state.registered.extend(ids.iter().cloned());
                 if refresh {
                     state.registered_refreshed = Some(now);
                 }
                 if !new.is_empty() {
                     info!(fleet = %spec.name, ids = ?new, target_group = %tg, "action: registered with target group");
-                    report.actions.push(Action::Register { fleet: spec.name.clone(), ids: new });
+                    report.actions.push(Action::Register {
+                        fleet: spec.name.clone(),
+                        ids: new,
+                    });
                 }
             }
             Err(e) => {
@@ -495,10 +673,22 @@ impl Controller {
 
 /// In-service instances of a group past their warmup, counted from when each was first
 /// seen in service (on the first pass, everything in service counts as warm).
-fn group_warm(state: &mut FleetState, group: &GroupState, warmup: chrono::Duration, now: DateTime<Utc>) -> u32 {
+fn group_warm(
+    state: &mut FleetState,
+    group: &GroupState,
+    warmup: chrono::Duration,
+    now: DateTime<Utc>,
+) -> u32 {
     let first_pass = state.in_service_since.is_empty();
-    let in_service: HashSet<&str> = group.instances.iter().filter(|(_, s)| *s).map(|(id, _)| id.as_str()).collect();
-    state.in_service_since.retain(|id, _| in_service.contains(id.as_str()));
+    let in_service: HashSet<&str> = group
+        .instances
+        .iter()
+        .filter(|(_, s)| *s)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    state
+        .in_service_since
+        .retain(|id, _| in_service.contains(id.as_str()));
     let mut warm = 0;
     for id in in_service {
         let since = *state
@@ -513,7 +703,11 @@ fn group_warm(state: &mut FleetState, group: &GroupState, warmup: chrono::Durati
 }
 
 /// (current, warm, booting, retiring) of a directly managed fleet.
-fn summarize(instances: &[&Instance], spec: &FleetSpec, now: DateTime<Utc>) -> (u32, u32, u32, u32) {
+fn summarize(
+    instances: &[&Instance],
+    spec: &FleetSpec,
+    now: DateTime<Utc>,
+) -> (u32, u32, u32, u32) {
     let warmup = spec.scaling.warmup.chrono();
     let mut current = 0;
     let mut warm = 0;

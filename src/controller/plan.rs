@@ -62,7 +62,13 @@ pub fn client_token(
     let mut ids: Vec<&str> = live_ids.to_vec();
     ids.sort_unstable();
     let mut h = Sha256::new();
-    for part in [controller_id, fleet, build, subnet.unwrap_or("-"), instance_type.unwrap_or("-")] {
+    for part in [
+        controller_id,
+        fleet,
+        build,
+        subnet.unwrap_or("-"),
+        instance_type.unwrap_or("-"),
+    ] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -108,11 +114,15 @@ pub fn launch_request(
         fleet: spec.name.clone(),
         build,
         count,
-        template: spec.launch.launch_template.as_ref().map(|lt| LaunchTemplate {
-            id: lt.id.clone(),
-            name: lt.name.clone(),
-            version: lt.version.clone(),
-        }),
+        template: spec
+            .launch
+            .launch_template
+            .as_ref()
+            .map(|lt| LaunchTemplate {
+                id: lt.id.clone(),
+                name: lt.name.clone(),
+                version: lt.version.clone(),
+            }),
         image_id: spec.launch.ami.clone(),
         instance_type,
         subnet,
@@ -129,7 +139,12 @@ pub fn instance_type_choices(spec: &FleetSpec) -> Vec<Option<String>> {
     if spec.launch.instance_types.is_empty() {
         vec![None]
     } else {
-        spec.launch.instance_types.iter().cloned().map(Some).collect()
+        spec.launch
+            .instance_types
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect()
     }
 }
 
@@ -154,7 +169,10 @@ pub fn choose_victims<'a>(live: &[&'a Instance], build: &str, n: u32) -> Vec<&'a
                 let key = |i: &Instance| {
                     (
                         i.build != build,
-                        per_az.get(&i.availability_zone.as_deref()).copied().unwrap_or(0),
+                        per_az
+                            .get(&i.availability_zone.as_deref())
+                            .copied()
+                            .unwrap_or(0),
                         i.launched_at,
                         i.id.clone(),
                     )
@@ -200,7 +218,10 @@ mod tests {
         let d = inst("i-d", "b", "v2", 4);
         let e = inst("i-e", "a", "v2", 5);
         let live = vec![&a, &b, &c, &d, &e];
-        let v: Vec<&str> = choose_victims(&live, "v2", 3).iter().map(|i| i.id.as_str()).collect();
+        let v: Vec<&str> = choose_victims(&live, "v2", 3)
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect();
         // v1 first; then AZ a has 3 vs b's 1: the newest of a (e), then a and b tie at 2/1..
         assert_eq!(v[0], "i-c");
         assert_eq!(v[1], "i-e");
@@ -209,12 +230,34 @@ mod tests {
 
     #[test]
     fn client_token_is_stable_for_the_same_observation_and_changes_after_launch() {
-        let at = |m: u32| Utc.with_ymd_and_hms(2026, 1, 5, 7, m, 0).single().expect("valid");
+        let at = |m: u32| {
+            Utc.with_ymd_and_hms(2026, 1, 5, 7, m, 0)
+                .single()
+                .expect("valid")
+        };
         let t1 = client_token(at(1), "c", "web", "v1", &["i-2", "i-1"], Some("s"), None, 2);
         let t2 = client_token(at(3), "c", "web", "v1", &["i-1", "i-2"], Some("s"), None, 2);
-        let t3 = client_token(at(3), "c", "web", "v1", &["i-1", "i-2", "i-3"], Some("s"), None, 2);
+        let t3 = client_token(
+            at(3),
+            "c",
+            "web",
+            "v1",
+            &["i-1", "i-2", "i-3"],
+            Some("s"),
+            None,
+            2,
+        );
         // The same fleet state, much later (the instances in between were retired).
-        let t4 = client_token(at(45), "c", "web", "v1", &["i-1", "i-2"], Some("s"), None, 2);
+        let t4 = client_token(
+            at(45),
+            "c",
+            "web",
+            "v1",
+            &["i-1", "i-2"],
+            Some("s"),
+            None,
+            2,
+        );
         assert_eq!(t1, t2);
         assert_ne!(t1, t3);
         assert_ne!(t1, t4);

@@ -2,9 +2,7 @@
 //! message`, and a file with any problem yields no config at all: a half-valid set of
 //! fleets is never returned.
 
-use super::{
-    ControllerSpec, FleetSpec, LaunchSpec, PolicySpec, SimulationSpec, TrafficSpec,
-};
+use super::{ControllerSpec, FleetSpec, LaunchSpec, PolicySpec, SimulationSpec, TrafficSpec};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -22,7 +20,11 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -36,7 +38,9 @@ pub enum ManifestError {
     },
     #[error("{} problem(s) in manifests:\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
-    #[error("no fleet manifests found in {0}: add a *.yaml file with a fleet (see manifests/examples/)")]
+    #[error(
+        "no fleet manifests found in {0}: add a *.yaml file with a fleet (see manifests/examples/)"
+    )]
     Empty(String),
 }
 
@@ -97,7 +101,11 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Config, ManifestError> {
             path: f.clone(),
             source,
         })?;
-        sources.push((f.display().to_string(), text, f.parent().map(Path::to_path_buf)));
+        sources.push((
+            f.display().to_string(),
+            text,
+            f.parent().map(Path::to_path_buf),
+        ));
     }
     let described = paths
         .iter()
@@ -178,7 +186,11 @@ fn load_sources(
         return Err(ManifestError::Empty(described.to_string()));
     }
     Ok(Config {
-        controller: controllers.into_iter().next().map(|(c, _)| c).unwrap_or_default(),
+        controller: controllers
+            .into_iter()
+            .next()
+            .map(|(c, _)| c)
+            .unwrap_or_default(),
         fleets: fleets.into_iter().map(|(f, _, _, _)| f).collect(),
         fingerprint: hasher.finish(),
     })
@@ -331,8 +343,9 @@ fn validate_controller(c: &ControllerSpec, file: &str, problems: &mut Vec<Proble
             file: file.into(),
             line: 1,
             column: 1,
-            message: "max_total_instances: 0 would stop every fleet; remove it or set a positive cap"
-                .into(),
+            message:
+                "max_total_instances: 0 would stop every fleet; remove it or set a positive cap"
+                    .into(),
         });
     }
     if c.poll_interval.as_secs() == 0 {
@@ -372,8 +385,7 @@ fn validate_fleet(
     };
     let name_ok = !f.name.is_empty()
         && f.name.len() <= 64
-        && f
-            .name
+        && f.name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !name_ok {
@@ -386,10 +398,16 @@ fn validate_fleet(
         );
     }
     if f.environment.trim().is_empty() {
-        push(&["environment"], "environment must not be empty (e.g. staging, production)".into());
+        push(
+            &["environment"],
+            "environment must not be empty (e.g. staging, production)".into(),
+        );
     }
     if f.region.trim().is_empty() {
-        push(&["region"], "region must not be empty (e.g. us-east-1)".into());
+        push(
+            &["region"],
+            "region must not be empty (e.g. us-east-1)".into(),
+        );
     }
     if f.capacity.min > f.capacity.max {
         push(
@@ -401,7 +419,10 @@ fn validate_fleet(
         );
     }
     if f.capacity.max == 0 {
-        push(&["capacity", "max"], "capacity.max must be at least 1".into());
+        push(
+            &["capacity", "max"],
+            "capacity.max must be at least 1".into(),
+        );
     }
     validate_launch(&f.launch, f.auto_scaling_group.is_some(), &mut push);
     let s = &f.scaling;
@@ -467,20 +488,36 @@ fn validate_fleet(
                         "a step policy needs scale_out or scale_in steps".into(),
                     );
                 }
-                if st.scale_out.iter().any(|a| a.above.is_none() || a.below.is_some()) {
+                if st
+                    .scale_out
+                    .iter()
+                    .any(|a| a.above.is_none() || a.below.is_some())
+                {
                     push(
                         &["scaling", "policies", "scale_out"],
                         "each scale_out step needs `above: VALUE` (and no `below`)".into(),
                     );
                 }
-                if st.scale_in.iter().any(|a| a.below.is_none() || a.above.is_some()) {
+                if st
+                    .scale_in
+                    .iter()
+                    .any(|a| a.below.is_none() || a.above.is_some())
+                {
                     push(
                         &["scaling", "policies", "scale_in"],
                         "each scale_in step needs `below: VALUE` (and no `above`)".into(),
                     );
                 }
-                let lowest_out = st.scale_out.iter().filter_map(|a| a.above).fold(f64::INFINITY, f64::min);
-                let highest_in = st.scale_in.iter().filter_map(|a| a.below).fold(f64::NEG_INFINITY, f64::max);
+                let lowest_out = st
+                    .scale_out
+                    .iter()
+                    .filter_map(|a| a.above)
+                    .fold(f64::INFINITY, f64::min);
+                let highest_in = st
+                    .scale_in
+                    .iter()
+                    .filter_map(|a| a.below)
+                    .fold(f64::NEG_INFINITY, f64::max);
                 if highest_in >= lowest_out {
                     push(
                         &["scaling", "policies", "scale_in"],
@@ -496,7 +533,10 @@ fn validate_fleet(
                     );
                 }
                 if sc.duration.as_secs() == 0 {
-                    push(&["scaling", "policies", "duration"], "a scheduled window needs a duration above 0".into());
+                    push(
+                        &["scaling", "policies", "duration"],
+                        "a scheduled window needs a duration above 0".into(),
+                    );
                 }
                 if sc.min > f.capacity.max {
                     push(
@@ -523,7 +563,10 @@ fn validate_fleet(
                     );
                 }
                 if !(0.0..=1.0).contains(&t.noise) {
-                    push(&["simulation", "traffic", "noise"], "noise is a fraction between 0 and 1".into());
+                    push(
+                        &["simulation", "traffic", "noise"],
+                        "noise is a fraction between 0 and 1".into(),
+                    );
                 }
                 for b in &t.bursts {
                     if croner::Cron::from_str(&b.cron).is_err() {
@@ -533,13 +576,19 @@ fn validate_fleet(
                         );
                     }
                     if !(b.factor.is_finite() && b.factor > 0.0) {
-                        push(&["simulation", "traffic", "bursts", "factor"], "burst factor must be positive".into());
+                        push(
+                            &["simulation", "traffic", "bursts", "factor"],
+                            "burst factor must be positive".into(),
+                        );
                     }
                 }
             }
             TrafficSpec::Trace(t) => {
                 if !(t.scale.is_finite() && t.scale > 0.0) {
-                    push(&["simulation", "traffic", "trace", "scale"], "trace scale must be positive".into());
+                    push(
+                        &["simulation", "traffic", "trace", "scale"],
+                        "trace scale must be positive".into(),
+                    );
                 }
             }
         }

@@ -115,7 +115,10 @@ impl FleetSpec {
         match (&self.launch.launch_template, &self.launch.ami) {
             (Some(lt), _) => format!(
                 "{}:{}",
-                lt.id.as_deref().or(lt.name.as_deref()).unwrap_or("template"),
+                lt.id
+                    .as_deref()
+                    .or(lt.name.as_deref())
+                    .unwrap_or("template"),
                 lt.version
             ),
             (None, Some(ami)) => ami.clone(),

@@ -151,7 +151,10 @@ pub fn policy_label(p: &PolicySpec) -> String {
         PolicySpec::TargetTracking(t) => format!("target_tracking({})", t.metric.name),
         PolicySpec::Step(s) => format!("step({})", s.metric.name),
         PolicySpec::Scheduled(s) => {
-            format!("scheduled({})", s.name.clone().unwrap_or_else(|| s.cron.clone()))
+            format!(
+                "scheduled({})",
+                s.name.clone().unwrap_or_else(|| s.cron.clone())
+            )
         }
     }
 }
@@ -165,7 +168,9 @@ pub fn decide(spec: &FleetSpec, obs: &Observation, memory: &Memory) -> Decision 
     for (i, p) in scaling.policies.iter().enumerate() {
         let series = obs.metrics.get(i).and_then(|m| m.as_ref());
         let (vote, reason) = match p {
-            PolicySpec::TargetTracking(t) => target::vote(t, obs, series, scaling.metric_stale_after.chrono()),
+            PolicySpec::TargetTracking(t) => {
+                target::vote(t, obs, series, scaling.metric_stale_after.chrono())
+            }
             PolicySpec::Step(s) => step::vote(s, obs, series, scaling.metric_stale_after.chrono()),
             PolicySpec::Scheduled(s) => schedule::vote(s, obs.now),
         };
@@ -303,7 +308,9 @@ pub(crate) fn fresh_value(
     metric_name: &str,
 ) -> Result<f64, String> {
     let Some(series) = series else {
-        return Err(format!("{metric_name}: metric missing (read failed); holding"));
+        return Err(format!(
+            "{metric_name}: metric missing (read failed); holding"
+        ));
     };
     match series.latest() {
         None => Err(format!("{metric_name}: no datapoints; holding")),
@@ -312,7 +319,9 @@ pub(crate) fn fresh_value(
             (now - t).num_seconds(),
             stale_after.num_seconds()
         )),
-        Some((_, v)) if !v.is_finite() => Err(format!("{metric_name}: datapoint is not a number; holding")),
+        Some((_, v)) if !v.is_finite() => {
+            Err(format!("{metric_name}: datapoint is not a number; holding"))
+        }
         Some((_, v)) => Ok(v),
     }
 }

@@ -27,7 +27,11 @@ pub(super) fn vote(
         .scale_out
         .iter()
         .filter(|s| s.above.is_some_and(|a| value > a))
-        .max_by(|a, b| a.above.partial_cmp(&b.above).unwrap_or(std::cmp::Ordering::Equal));
+        .max_by(|a, b| {
+            a.above
+                .partial_cmp(&b.above)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
     if let Some(s) = out {
         // Add to the warm count, not the current one: instances still booting from an
         // earlier step already answer part of this alarm, so steps do not stack.
@@ -46,7 +50,11 @@ pub(super) fn vote(
         .scale_in
         .iter()
         .filter(|s| s.below.is_some_and(|b| value < b))
-        .min_by(|a, b| a.below.partial_cmp(&b.below).unwrap_or(std::cmp::Ordering::Equal));
+        .min_by(|a, b| {
+            a.below
+                .partial_cmp(&b.below)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
     if let Some(s) = inn {
         let remove = amount(s.change, obs.current);
         let wanted = obs.current.saturating_sub(remove);

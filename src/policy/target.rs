@@ -49,7 +49,10 @@ pub(super) fn vote(
     // Utilization if the load were spread over every current instance.
     let utilization = load / (f64::from(obs.current.max(1)) * spec.target);
     if spec.disable_scale_in {
-        return (Vote::Capacity(obs.current), format!("{shown}; scale-in disabled"));
+        return (
+            Vote::Capacity(obs.current),
+            format!("{shown}; scale-in disabled"),
+        );
     }
     if utilization > SCALE_IN_TOLERANCE {
         return (

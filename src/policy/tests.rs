@@ -42,7 +42,11 @@ fn obs(now: DateTime<Utc>, current: u32, warm: u32, m: Vec<Option<MetricSeries>>
 #[test]
 fn target_tracking_scales_out_to_load_over_target() {
     let f = fleet(TOTAL_RPM, "");
-    let d = decide(&f, &obs(t(0), 4, 4, vec![series(t(-1), 8200.0)]), &Memory::default());
+    let d = decide(
+        &f,
+        &obs(t(0), 4, 4, vec![series(t(-1), 8200.0)]),
+        &Memory::default(),
+    );
     assert_eq!(d.desired, 9);
     assert!(d.reason().contains("4 → 9"), "{}", d.reason());
 }
@@ -52,18 +56,30 @@ fn booting_instances_count_toward_capacity_but_not_the_average() {
     let f = fleet(CPU, "");
     // 4 warm at 90% CPU carry 3.6 instances' worth at 100%: at target 60% that is 6.
     // Two more are already booting: they count as capacity, so nothing more is launched.
-    let d = decide(&f, &obs(t(0), 6, 4, vec![series(t(-1), 90.0)]), &Memory::default());
+    let d = decide(
+        &f,
+        &obs(t(0), 6, 4, vec![series(t(-1), 90.0)]),
+        &Memory::default(),
+    );
     assert_eq!(d.desired, 6);
     // Had the average been taken over all 6 (booting ones at 0%), it would read 60% and
     // hide the load; with the warm count it still asks for more when load grows.
-    let d = decide(&f, &obs(t(0), 6, 4, vec![series(t(-1), 120.0)]), &Memory::default());
+    let d = decide(
+        &f,
+        &obs(t(0), 6, 4, vec![series(t(-1), 120.0)]),
+        &Memory::default(),
+    );
     assert_eq!(d.desired, 8);
 }
 
 #[test]
 fn per_instance_metric_with_no_warm_instance_holds() {
     let f = fleet(CPU, "");
-    let d = decide(&f, &obs(t(0), 3, 0, vec![series(t(-1), 99.0)]), &Memory::default());
+    let d = decide(
+        &f,
+        &obs(t(0), 3, 0, vec![series(t(-1), 99.0)]),
+        &Memory::default(),
+    );
     assert_eq!(d.desired, 3);
     assert_eq!(d.warnings.len(), 1);
 }
@@ -113,19 +129,40 @@ fn scale_in_needs_every_policy_to_agree() {
         m.record(t(k - 20), 2, chrono::Duration::minutes(10));
     }
     // Requests say 3 would do, but CPU is so low the step policy says 7: the larger wins.
-    let d = decide(&f, &obs(t(0), 8, 8, vec![series(t(-1), 3000.0), series(t(-1), 10.0)]), &m);
+    let d = decide(
+        &f,
+        &obs(t(0), 8, 8, vec![series(t(-1), 3000.0), series(t(-1), 10.0)]),
+        &m,
+    );
     assert_eq!(d.desired, 7, "{}", d.reason());
     // Requests want 10, the CPU step wants 7: scale out to 10.
-    let d = decide(&f, &obs(t(0), 8, 8, vec![series(t(-1), 10_000.0), series(t(-1), 10.0)]), &m);
+    let d = decide(
+        &f,
+        &obs(
+            t(0),
+            8,
+            8,
+            vec![series(t(-1), 10_000.0), series(t(-1), 10.0)],
+        ),
+        &m,
+    );
     assert_eq!(d.desired, 10, "{}", d.reason());
     // A policy without data holds, and blocks the other's scale-in.
     let d = decide(&f, &obs(t(0), 8, 8, vec![series(t(-1), 3000.0), None]), &m);
     assert_eq!(d.desired, 8, "{}", d.reason());
     // CPU between the step thresholds: that policy has no opinion, requests decide.
-    let d = decide(&f, &obs(t(0), 8, 8, vec![series(t(-1), 3000.0), series(t(-1), 50.0)]), &m);
+    let d = decide(
+        &f,
+        &obs(t(0), 8, 8, vec![series(t(-1), 3000.0), series(t(-1), 50.0)]),
+        &m,
+    );
     assert_eq!(d.desired, 3, "{}", d.reason());
     // CPU high: the largest scale-out wins (8 warm + 2).
-    let d = decide(&f, &obs(t(0), 8, 8, vec![series(t(-1), 3000.0), series(t(-1), 90.0)]), &m);
+    let d = decide(
+        &f,
+        &obs(t(0), 8, 8, vec![series(t(-1), 3000.0), series(t(-1), 90.0)]),
+        &m,
+    );
     assert_eq!(d.desired, 10, "{}", d.reason());
 }
 
@@ -133,13 +170,25 @@ fn scale_in_needs_every_policy_to_agree() {
 fn step_scale_outs_do_not_stack_while_instances_warm_up() {
     let policies = "    - step:\n        metric: { namespace: AWS/EC2, name: CPUUtilization }\n        scale_out: [{ above: 80, change: 2 }, { above: 95, change: \"50%\" }]\n";
     let f = fleet(policies, "");
-    let d = decide(&f, &obs(t(0), 4, 4, vec![series(t(-1), 85.0)]), &Memory::default());
+    let d = decide(
+        &f,
+        &obs(t(0), 4, 4, vec![series(t(-1), 85.0)]),
+        &Memory::default(),
+    );
     assert_eq!(d.desired, 6);
     // Next pass, the two new ones still boot and the alarm still fires: no more.
-    let d = decide(&f, &obs(t(1), 6, 4, vec![series(t(0), 85.0)]), &Memory::default());
+    let d = decide(
+        &f,
+        &obs(t(1), 6, 4, vec![series(t(0), 85.0)]),
+        &Memory::default(),
+    );
     assert_eq!(d.desired, 6);
     // The higher step applies on top of warm capacity: 4 + 50% of 6 = 7.
-    let d = decide(&f, &obs(t(1), 6, 4, vec![series(t(0), 99.0)]), &Memory::default());
+    let d = decide(
+        &f,
+        &obs(t(1), 6, 4, vec![series(t(0), 99.0)]),
+        &Memory::default(),
+    );
     assert_eq!(d.desired, 7);
     // Between thresholds, a step-only fleet keeps what it has.
     let mut m = Memory::default();
@@ -151,7 +200,11 @@ fn step_scale_outs_do_not_stack_while_instances_warm_up() {
 #[test]
 fn min_max_and_the_launch_limit_cap_the_result() {
     let f = fleet(TOTAL_RPM, "");
-    let d = decide(&f, &obs(t(0), 2, 2, vec![series(t(-1), 1e9)]), &Memory::default());
+    let d = decide(
+        &f,
+        &obs(t(0), 2, 2, vec![series(t(-1), 1e9)]),
+        &Memory::default(),
+    );
     assert_eq!(d.recommended, 20);
     assert_eq!(d.desired, 12, "launch limit of 10 per pass");
     assert!(d.limits.contains(&Limit::Max) && d.limits.contains(&Limit::LaunchLimit));
@@ -162,7 +215,11 @@ fn min_max_and_the_launch_limit_cap_the_result() {
 #[test]
 fn global_cap_trims_scale_outs_across_fleets() {
     let f = fleet(TOTAL_RPM, "");
-    let mut a = decide(&f, &obs(t(0), 5, 5, vec![series(t(-1), 9000.0)]), &Memory::default());
+    let mut a = decide(
+        &f,
+        &obs(t(0), 5, 5, vec![series(t(-1), 9000.0)]),
+        &Memory::default(),
+    );
     a.fleet = "a".into();
     let mut b = a.clone();
     b.fleet = "b".into();
@@ -181,9 +238,17 @@ fn scheduled_floor_holds_during_its_window_only() {
     let policies = format!("{TOTAL_RPM}    - scheduled:\n        cron: \"0 9 * * MON\"\n        duration: 2h\n        min: 12\n");
     let f = fleet(&policies, "");
     // 2026-01-05 is a Monday; t(0) is 09:00.
-    let d = decide(&f, &obs(t(30), 4, 4, vec![series(t(29), 1000.0)]), &Memory::default());
+    let d = decide(
+        &f,
+        &obs(t(30), 4, 4, vec![series(t(29), 1000.0)]),
+        &Memory::default(),
+    );
     assert_eq!(d.desired, 12);
-    let d = decide(&f, &obs(t(130), 4, 4, vec![series(t(129), 4000.0)]), &Memory::default());
+    let d = decide(
+        &f,
+        &obs(t(130), 4, 4, vec![series(t(129), 4000.0)]),
+        &Memory::default(),
+    );
     assert_eq!(d.desired, 4);
 }
 

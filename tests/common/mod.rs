@@ -92,7 +92,12 @@ impl Moto {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tools/aws_proxy.py");
         let mut proxy = Command::new(&python)
             .arg(&script)
-            .args(["--port", &proxy_port.to_string(), "--upstream", &moto_port.to_string()])
+            .args([
+                "--port",
+                &proxy_port.to_string(),
+                "--upstream",
+                &moto_port.to_string(),
+            ])
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", script.display()));
@@ -113,7 +118,8 @@ impl Moto {
     /// Inject faults: e.g. `[{"action":"DescribeInstances","count":2,"code":"RequestLimitExceeded","status":503}]`.
     pub fn inject(&self, rules: serde_json::Value) {
         let body = serde_json::json!({ "rules": rules }).to_string();
-        let (status, _) = http(self.proxy_port, "POST", "/__faults", &body).expect("proxy reachable");
+        let (status, _) =
+            http(self.proxy_port, "POST", "/__faults", &body).expect("proxy reachable");
         assert_eq!(status, 200);
     }
 

@@ -48,7 +48,11 @@ pub(super) async fn describe(
     Ok(out)
 }
 
-pub(super) async fn set_desired(client: &Client, group: &str, desired: u32) -> Result<(), CloudError> {
+pub(super) async fn set_desired(
+    client: &Client,
+    group: &str,
+    desired: u32,
+) -> Result<(), CloudError> {
     client
         .set_desired_capacity()
         .auto_scaling_group_name(group)

@@ -82,7 +82,7 @@ pub(super) async fn get_metrics(
         }
     }
     for s in &mut out {
-        s.points.sort_by(|a, b| a.0.cmp(&b.0));
+        s.points.sort_by_key(|p| p.0);
         s.points.dedup_by(|a, b| a.0 == b.0);
     }
     Ok(out)

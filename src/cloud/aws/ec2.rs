@@ -28,7 +28,12 @@ fn convert(i: &aws_sdk_ec2::types::Instance) -> Option<(Instance, HashMap<String
     let tags: HashMap<String, String> = i
         .tags()
         .iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
         .collect();
     let id = i.instance_id()?.to_string();
     let inst = Instance {
@@ -37,7 +42,10 @@ fn convert(i: &aws_sdk_ec2::types::Instance) -> Option<(Instance, HashMap<String
         build: tags.get(tags::BUILD).cloned().unwrap_or_default(),
         state: state(i.state().and_then(|s| s.name())),
         launched_at: i.launch_time().map(to_chrono).unwrap_or_default(),
-        instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+        instance_type: i
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
         subnet: i.subnet_id().map(str::to_string),
         availability_zone: i
             .placement()
@@ -76,7 +84,12 @@ pub(super) async fn list_owned(
                 .values(controller_id)
                 .build(),
         )
-        .filters(Filter::builder().name("tag-key").values(tags::FLEET).build())
+        .filters(
+            Filter::builder()
+                .name("tag-key")
+                .values(tags::FLEET)
+                .build(),
+        )
         .filters(live_states())
         .max_results(PAGE)
         .into_paginator()
@@ -147,7 +160,11 @@ async fn owned_subset(
             ids: foreign,
         });
     }
-    Ok(ids.iter().filter(|id| found.contains_key(*id)).cloned().collect())
+    Ok(ids
+        .iter()
+        .filter(|id| found.contains_key(*id))
+        .cloned()
+        .collect())
 }
 
 pub(super) async fn run(client: &Client, req: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
@@ -222,7 +239,12 @@ pub(super) async fn mark_retiring(
     client
         .create_tags()
         .set_resources(Some(ids))
-        .tags(Tag::builder().key(tags::RETIRING).value(at.to_rfc3339()).build())
+        .tags(
+            Tag::builder()
+                .key(tags::RETIRING)
+                .value(at.to_rfc3339())
+                .build(),
+        )
         .send()
         .await
         .map_err(|e| classify("CreateTags", e))?;
@@ -248,7 +270,13 @@ pub(super) async fn terminate(
     {
         Ok(_) => Ok(()),
         // Already gone is what we wanted.
-        Err(e) if e.as_service_error().and_then(|s| aws_sdk_ec2::error::ProvideErrorMetadata::code(s)).is_some_and(crate::cloud::errors::is_not_found_code) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .and_then(|s| aws_sdk_ec2::error::ProvideErrorMetadata::code(s))
+                .is_some_and(crate::cloud::errors::is_not_found_code) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(classify("TerminateInstances", e)),
     }
 }

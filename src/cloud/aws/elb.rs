@@ -23,7 +23,11 @@ pub(super) async fn register(client: &Client, tg: &str, ids: &[String]) -> Resul
     Ok(())
 }
 
-pub(super) async fn deregister(client: &Client, tg: &str, ids: &[String]) -> Result<(), CloudError> {
+pub(super) async fn deregister(
+    client: &Client,
+    tg: &str,
+    ids: &[String],
+) -> Result<(), CloudError> {
     client
         .deregister_targets()
         .target_group_arn(tg)
@@ -34,7 +38,10 @@ pub(super) async fn deregister(client: &Client, tg: &str, ids: &[String]) -> Res
     Ok(())
 }
 
-pub(super) async fn health(client: &Client, tg: &str) -> Result<Vec<(String, TargetHealth)>, CloudError> {
+pub(super) async fn health(
+    client: &Client,
+    tg: &str,
+) -> Result<Vec<(String, TargetHealth)>, CloudError> {
     let out = client
         .describe_target_health()
         .target_group_arn(tg)

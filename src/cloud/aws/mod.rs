@@ -12,8 +12,8 @@ mod elb;
 
 use super::errors::{is_capacity_code, is_throttling_code};
 use super::{
-    CallCounts, Cloud, CloudError, GroupState, Instance, LaunchRequest, MetricQuery,
-    MetricSeries, TargetHealth,
+    CallCounts, Cloud, CloudError, GroupState, Instance, LaunchRequest, MetricQuery, MetricSeries,
+    TargetHealth,
 };
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
@@ -65,7 +65,11 @@ impl AwsCloud {
         }
         if let Some((key, secret)) = &opts.static_credentials {
             loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                key, secret, None, None, "coxswain-static",
+                key,
+                secret,
+                None,
+                None,
+                "coxswain-static",
             ));
         }
         let shared = loader.load().await;
@@ -87,10 +91,12 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let code = err.code().map(str::to_string);
-    let message = err
-        .message()
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&err)));
+    let message = err.message().map(str::to_string).unwrap_or_else(|| {
+        format!(
+            "{}",
+            aws_smithy_types::error::display::DisplayErrorContext(&err)
+        )
+    });
     match code {
         Some(code) if is_throttling_code(&code) => CloudError::Throttled { operation, code },
         Some(code) if is_capacity_code(&code) => CloudError::InsufficientCapacity {
@@ -116,7 +122,11 @@ where
 fn is_server_fault(code: &str) -> bool {
     matches!(
         code,
-        "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable" | "InternalServiceError"
+        "InternalError"
+            | "InternalFailure"
+            | "ServiceUnavailable"
+            | "Unavailable"
+            | "InternalServiceError"
     )
 }
 
