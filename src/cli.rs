@@ -125,7 +125,9 @@ pub struct BenchArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    // The benchmark measures the controller, not the terminal: it logs warnings only.
+    let quiet = matches!(cli.command, Command::Bench(_));
+    logging::init(cli.log_format, quiet);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -10,12 +10,15 @@ pub enum LogFormat {
     Json,
 }
 
-/// Install the global subscriber. `RUST_LOG` overrides the default level (info; the
-/// AWS SDK's own chatter is kept at warn).
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_ec2=warn")
-    });
+/// Install the global subscriber. `RUST_LOG` overrides the default level (info, or warn
+/// when `quiet`; the AWS SDK's own chatter is kept at warn).
+pub fn init(format: LogFormat, quiet: bool) {
+    let default = if quiet {
+        "warn"
+    } else {
+        "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_ec2=warn"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

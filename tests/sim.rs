@@ -417,7 +417,7 @@ async fn a_stop_signal_ends_the_daemon_after_the_pass_in_flight() {
 #[tokio::test]
 async fn an_instance_being_retired_is_never_registered_again() {
     let config = manifest::load_str("t", SMALL).expect("valid");
-    let (clock, sim, mut controller) = setup(config);
+    let (clock, _sim, mut controller) = setup(config);
     clock.advance(Duration::from_secs(6 * 3600 + 1800));
     for _ in 0..15 {
         controller.reconcile_once().await;

@@ -423,14 +423,15 @@ impl SimCloud {
             .retain(|_, i| i.terminated_at.is_none_or(|t| now - t < KEEP_TERMINATED));
     }
 
+    /// The metric at the close `t` of a period. `lifetimes` are the fleet's instances as
+    /// (ready at, terminated at), gathered once per call rather than once per datapoint.
     fn value(
-        st: &State,
-        fleet: &str,
+        f: &SimFleet,
+        lifetimes: &[(DateTime<Utc>, Option<DateTime<Utc>>)],
         meaning: Meaning,
         t: DateTime<Utc>,
         period: i64,
     ) -> Option<f64> {
-        let f = st.fleets.get(fleet)?;
         // Average demand over the period ending at t, per minute.
         let minutes = (period / 60).max(1);
         let mut demand = 0.0;
@@ -438,7 +439,10 @@ impl SimCloud {
             demand += f.demand.at(t - chrono::Duration::minutes(minutes - k));
         }
         demand /= minutes as f64;
-        let ready = Self::ready_count(st, fleet, t);
+        let ready = lifetimes
+            .iter()
+            .filter(|(r, x)| *r <= t && x.is_none_or(|x| x > t))
+            .count() as u32;
         let served = demand.min(f64::from(ready) * f.capacity_per_instance);
         match meaning {
             Meaning::RequestCount => Some(demand * minutes as f64),
@@ -611,10 +615,26 @@ impl Cloud for SimCloud {
         self.take_fault(Op::Metrics, "GetMetricData")?;
         let st = self.lock();
         let readable_until = self.clock.now() - self.lag;
+        type Lifetimes = Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>;
+        let mut lifetimes: HashMap<&str, Lifetimes> = HashMap::new();
+        for i in st.instances.values() {
+            lifetimes
+                .entry(i.inst.fleet.as_str())
+                .or_default()
+                .push((i.ready_at, i.terminated_at));
+        }
         let mut out = Vec::with_capacity(queries.len());
         for q in queries {
             let mut series = MetricSeries::default();
-            if let Some((fleet, meaning)) = st.bindings.get(q) {
+            let bound = st
+                .bindings
+                .get(q)
+                .and_then(|(fleet, m)| st.fleets.get(fleet).map(|f| (fleet, f, m)));
+            if let Some((fleet, model, meaning)) = bound {
+                let lives = lifetimes
+                    .get(fleet.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
                 let period = i64::from(q.period_secs.max(60));
                 // Datapoints are stamped with the start of their period, like CloudWatch.
                 let first = start.timestamp().div_euclid(period) * period;
@@ -623,7 +643,7 @@ impl Cloud for SimCloud {
                     if let Some(ts) = DateTime::from_timestamp(t, 0) {
                         if ts >= start && ts < end {
                             let close = ts + chrono::Duration::seconds(period);
-                            if let Some(v) = Self::value(&st, fleet, *meaning, close, period) {
+                            if let Some(v) = Self::value(model, lives, *meaning, close, period) {
                                 series.points.push((ts, v));
                             }
                         }

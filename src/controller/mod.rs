@@ -24,8 +24,9 @@ use tracing::{debug, error, info, warn};
 
 /// Re-register a fleet's running instances this often even when nothing changed, to mend
 /// drift (a target removed by hand). RegisterTargets is idempotent, so this costs one call
-/// per fleet per interval and never a describe.
-const REGISTRATION_REFRESH: chrono::Duration = chrono::Duration::minutes(10);
+/// per fleet per interval and never a describe. 30 minutes keeps it to about one call per
+/// 30 fleets per minute; new instances are registered at once regardless.
+const REGISTRATION_REFRESH: chrono::Duration = chrono::Duration::minutes(30);
 
 /// Something the controller did (or, in dry-run, would have done).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -213,14 +214,11 @@ impl Controller {
                 spec.scaling.scale_in_stabilization.chrono(),
             );
             decisions.push(decision);
-            reports.push((shown, booting, retiring));
+            reports.push((spec, shown, booting, retiring));
         }
         policy::apply_global_cap(&mut decisions, config.controller.max_total_instances);
 
-        for (decision, (metrics, booting, retiring)) in decisions.into_iter().zip(reports) {
-            let Some(spec) = config.fleet(&decision.fleet) else {
-                continue;
-            };
+        for (decision, (spec, metrics, booting, retiring)) in decisions.into_iter().zip(reports) {
             for w in &decision.warnings {
                 warn!(fleet = %spec.name, "metric missing or stale, holding capacity: {w}");
             }
@@ -464,7 +462,7 @@ impl Controller {
             if got.is_empty() || got.iter().any(|i| i.state.is_live()) {
                 return Ok(got);
             }
-            warn!(fleet = %req.fleet, client_token = %req.client_token, "ClientToken answered by an earlier, finished launch; retrying under a new token");
+            info!(fleet = %req.fleet, client_token = %req.client_token, "ClientToken answered by an earlier, finished launch; retrying under a new token");
             req.client_token = format!("{base}-{attempt}");
         }
         Err(CloudError::Rejected {
@@ -637,9 +635,10 @@ impl Controller {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
+        let refreshed_at = refresh_mark(&spec.name, state.registered_refreshed, now);
         if ids.is_empty() {
             if refresh {
-                state.registered_refreshed = Some(now);
+                state.registered_refreshed = Some(refreshed_at);
             }
             return;
         }
@@ -653,7 +652,7 @@ impl Controller {
                     .collect();
                 state.registered.extend(ids.iter().cloned());
                 if refresh {
-                    state.registered_refreshed = Some(now);
+                    state.registered_refreshed = Some(refreshed_at);
                 }
                 if !new.is_empty() {
                     info!(fleet = %spec.name, ids = ?new, target_group = %tg, "action: registered with target group");
@@ -669,6 +668,20 @@ impl Controller {
             }
         }
     }
+}
+
+/// When a registration refresh counts as done. The first one (at start) is backdated by a
+/// per-fleet offset, so that later refreshes of many fleets spread over the interval
+/// instead of all landing on the same pass.
+fn refresh_mark(fleet: &str, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    if last.is_some() {
+        return now;
+    }
+    let h = fleet.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let span = REGISTRATION_REFRESH.num_seconds().max(1) as u64;
+    now - chrono::Duration::seconds((h % span) as i64)
 }
 
 /// In-service instances of a group past their warmup, counted from when each was first
