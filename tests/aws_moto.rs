@@ -485,3 +485,64 @@ async fn the_daemon_acts_within_two_poll_intervals_of_new_data() {
         "launched {waited:.2}s after the data"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_backed_by_an_auto_scaling_group_gets_its_desired_capacity_set() {
+    let moto = Moto::start();
+    let cfg = sdk_config(&moto.endpoint()).await;
+    let infra = create_infra(&cfg, "api").await;
+    let asg = aws_sdk_autoscaling::Client::new(&cfg);
+    asg.create_auto_scaling_group()
+        .auto_scaling_group_name("api-asg")
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_name(&infra.launch_template)
+                .version("1")
+                .build(),
+        )
+        .min_size(1)
+        .max_size(10)
+        .desired_capacity(2)
+        .vpc_zone_identifier(&infra.subnet)
+        .send()
+        .await
+        .expect("create group");
+    let text = "name: api\nenvironment: production\nregion: us-east-1\nauto_scaling_group: api-asg\ncapacity: { min: 1, max: 10 }\nscaling:\n  policies:\n    - target_tracking:\n        metric: { namespace: AWS/EC2, name: CPUUtilization, dimensions: { AutoScalingGroupName: api-asg } }\n        target: 50\n";
+    let config = manifest::load_str("api.yaml", text).expect("valid");
+    let clock = Arc::new(VirtualClock::new(Utc::now()));
+    let cloud = aws(&moto, "coxswain").await;
+    let mut controller = Controller::new(cloud, clock.clone(), config, false);
+    // Two instances at 90% CPU carry 3.6 instances' worth at the 50% target: 4.
+    put_metric(
+        &cfg,
+        "AWS/EC2",
+        "CPUUtilization",
+        &[("AutoScalingGroupName", "api-asg")],
+        clock.now() - chrono::Duration::seconds(60),
+        90.0,
+    )
+    .await;
+    let r = controller.reconcile_once().await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(
+        r.actions
+            .iter()
+            .any(|a| matches!(a, Action::SetDesired { from: 2, to: 4, .. })),
+        "{:?}",
+        r.actions
+    );
+    let groups = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names("api-asg")
+        .send()
+        .await
+        .expect("describe");
+    assert_eq!(groups.auto_scaling_groups()[0].desired_capacity(), Some(4));
+    let calls: Vec<_> = moto
+        .log()
+        .into_iter()
+        .filter(|e| e["action"] == "SetDesiredCapacity")
+        .collect();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["params"]["HonorCooldown"], "false");
+}

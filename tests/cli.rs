@@ -1,0 +1,130 @@
+//! The binary as a user runs it: plan, run on the simulated cloud, JSON logs, exit codes.
+
+use std::process::Command;
+
+fn coxswain() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_coxswain"))
+}
+
+#[test]
+fn plan_prints_each_fleet_with_metrics_and_a_reason_and_changes_nothing() {
+    let out = coxswain()
+        .args(["plan", "--start", "2026-01-05T07:45:00Z"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for fleet in ["web", "api"] {
+        assert!(text.lines().any(|l| l.starts_with(fleet)), "{text}");
+    }
+    assert!(text.contains("metric RequestCount = "), "{text}");
+    assert!(text.contains("reason "), "{text}");
+    let out = coxswain()
+        .args(["plan", "--fleet", "web", "--output", "json"])
+        .output()
+        .expect("run");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json plan");
+    assert_eq!(v["fleets"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v["fleets"][0]["fleet"], "web");
+    assert!(v["fleets"][0]["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("→")));
+}
+
+#[test]
+fn plan_for_an_unknown_fleet_is_refused_with_exit_2() {
+    let out = coxswain()
+        .args(["plan", "--fleet", "nope"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no fleet named 'nope'"));
+}
+
+#[test]
+fn run_on_the_sim_logs_one_json_line_per_decision_and_action() {
+    let out = coxswain()
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--virtual-clock",
+            "--duration",
+            "3h",
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let decisions: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("decision:"))
+        })
+        .collect();
+    let launches: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("action: launched"))
+        })
+        .collect();
+    let terminations: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("action: terminated"))
+        })
+        .collect();
+    assert!(!decisions.is_empty() && !launches.is_empty() && !terminations.is_empty());
+    for d in &decisions {
+        assert!(
+            d["fleet"].is_string() && d["from"].is_number() && d["to"].is_number(),
+            "{d}"
+        );
+    }
+    for a in launches.iter().chain(&terminations) {
+        assert!(a["fleet"].is_string() && a["ids"].is_string(), "{a}");
+    }
+}
+
+#[test]
+fn dry_run_on_the_sim_decides_but_launches_nothing() {
+    let out = coxswain()
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--virtual-clock",
+            "--duration",
+            "1h",
+            "--dry-run",
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("\"dry_run\":true"), "{log}");
+    assert!(!log.contains("action: "), "{log}");
+}
+
+#[test]
+fn aws_without_manifests_is_refused_with_a_sentence() {
+    let out = coxswain()
+        .args(["run", "--cloud", "aws"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cloud aws needs --manifests"));
+}
