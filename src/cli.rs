@@ -125,8 +125,9 @@ pub struct BenchArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The benchmark measures the controller, not the terminal: it logs warnings only.
-    let quiet = matches!(cli.command, Command::Bench(_));
+    // The benchmark measures the controller, not the terminal, and plan prints its own
+    // table: both log warnings only.
+    let quiet = matches!(cli.command, Command::Bench(_) | Command::Plan(_));
     logging::init(cli.log_format, quiet);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -295,6 +296,17 @@ pub async fn wire(a: &CloudArgs) -> Result<Wiring, String> {
     }
 }
 
+/// Whether an endpoint URL points at this machine (127.0.0.0/8, localhost or [::1]).
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = if let Some(v6) = rest.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        rest.split([':', '/']).next().unwrap_or_default()
+    };
+    host == "localhost" || host == "::1" || host.starts_with("127.")
+}
+
 async fn run(a: RunArgs) -> ExitCode {
     let w = match wire(&a.cloud).await {
         Ok(w) => w,
@@ -389,4 +401,18 @@ pub fn render_plan(report: &PassReport) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_url;
+
+    #[test]
+    fn loopback_endpoints_are_recognised() {
+        assert!(is_loopback_url("http://127.0.0.1:4566"));
+        assert!(is_loopback_url("http://localhost:5000/"));
+        assert!(is_loopback_url("http://[::1]:4566"));
+        assert!(!is_loopback_url("https://ec2.us-east-1.amazonaws.com"));
+        assert!(!is_loopback_url("http://10.0.0.5:4566"));
+    }
 }
