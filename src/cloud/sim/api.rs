@@ -1,0 +1,310 @@
+//! The simulated region's answers to the [`Cloud`] calls, with call counting and injected
+//! faults, behaving like the AWS APIs they stand for (pagination, 500 queries per metric
+//! call, idempotent client tokens, ownership checks).
+
+use super::{Op, SimCloud, Target, HEALTH_CHECK_DELAY};
+use crate::cloud::{
+    tags, CallCounts, Cloud, CloudError, GroupState, Instance, InstanceState, LaunchRequest,
+    MetricQuery, MetricSeries, TargetHealth,
+};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+#[async_trait::async_trait]
+impl Cloud for SimCloud {
+    async fn list_instances(&self) -> Result<Vec<Instance>, CloudError> {
+        CallCounts::bump(&self.calls.describe_instances);
+        self.take_fault(Op::List, "DescribeInstances")?;
+        let now = self.clock.now();
+        let mut st = self.lock();
+        Self::settle(&mut st, now, self.drain);
+        // Paginated like DescribeInstances: 1000 per page.
+        let owned: Vec<Instance> = st
+            .instances
+            .values()
+            .filter(|i| i.terminated_at.is_none() && self.owned(i))
+            .map(|i| i.inst.clone())
+            .collect();
+        let pages = owned.len().div_ceil(1000).max(1) as u64;
+        self.calls
+            .describe_instances
+            .fetch_add(pages - 1, std::sync::atomic::Ordering::Relaxed);
+        Ok(owned)
+    }
+
+    async fn launch(&self, req: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
+        CallCounts::bump(&self.calls.run_instances);
+        self.take_fault(Op::Launch, "RunInstances")?;
+        let now = self.clock.now();
+        let mut st = self.lock();
+        if let Some(ids) = st.tokens.get(&req.client_token) {
+            let ids = ids.clone();
+            return Ok(ids
+                .iter()
+                .filter_map(|id| st.instances.get(id).map(|i| i.inst.clone()))
+                .collect());
+        }
+        let ty = req
+            .instance_type
+            .clone()
+            .unwrap_or_else(|| "m6i.large".into());
+        if st.no_capacity.contains(&(ty.clone(), None))
+            || st.no_capacity.contains(&(ty.clone(), req.subnet.clone()))
+        {
+            return Err(CloudError::InsufficientCapacity {
+                operation: "RunInstances",
+                code: "InsufficientInstanceCapacity".into(),
+                message: format!("no {ty} capacity in {:?}", req.subnet),
+            });
+        }
+        let boot = st
+            .fleets
+            .get(&req.fleet)
+            .map(|f| f.boot)
+            .unwrap_or(chrono::Duration::minutes(3));
+        let mut out = Vec::new();
+        for _ in 0..req.count {
+            let id = Self::create(
+                &mut st,
+                &req.fleet,
+                &req.build,
+                Some(ty.clone()),
+                req.subnet.clone(),
+                req.tags.clone(),
+                now,
+                now + boot,
+            );
+            if let Some(i) = st.instances.get(&id) {
+                out.push(i.inst.clone());
+            }
+        }
+        st.tokens.insert(
+            req.client_token.clone(),
+            out.iter().map(|i| i.id.clone()).collect(),
+        );
+        Ok(out)
+    }
+
+    async fn mark_retiring(&self, ids: &[String], at: DateTime<Utc>) -> Result<(), CloudError> {
+        CallCounts::bump(&self.calls.create_tags);
+        let mut st = self.lock();
+        let foreign: Vec<String> = ids
+            .iter()
+            .filter(|id| !st.instances.get(*id).is_some_and(|i| self.owned(i)))
+            .cloned()
+            .collect();
+        if !foreign.is_empty() {
+            return Err(CloudError::NotOwned {
+                operation: "CreateTags",
+                ids: foreign,
+            });
+        }
+        for id in ids {
+            if let Some(i) = st.instances.get_mut(id) {
+                i.tags.insert(tags::RETIRING.into(), at.to_rfc3339());
+                i.inst.retiring_since = Some(at);
+            }
+        }
+        Ok(())
+    }
+
+    async fn terminate(&self, ids: &[String]) -> Result<(), CloudError> {
+        CallCounts::bump(&self.calls.terminate_instances);
+        self.take_fault(Op::Terminate, "TerminateInstances")?;
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let foreign: Vec<String> = ids
+            .iter()
+            .filter(|id| st.instances.get(*id).is_some_and(|i| !self.owned(i)))
+            .cloned()
+            .collect();
+        if !foreign.is_empty() {
+            return Err(CloudError::NotOwned {
+                operation: "TerminateInstances",
+                ids: foreign,
+            });
+        }
+        for id in ids {
+            if let Some(i) = st.instances.get_mut(id) {
+                if i.terminated_at.is_none() {
+                    i.terminated_at = Some(now);
+                    i.inst.state = InstanceState::Terminated;
+                    st.terminated_total += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_metrics(
+        &self,
+        queries: &[MetricQuery],
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<MetricSeries>, CloudError> {
+        // One GetMetricData call answers up to 500 queries.
+        let batches = queries.len().div_ceil(500).max(1) as u64;
+        self.calls
+            .get_metric_data
+            .fetch_add(batches, std::sync::atomic::Ordering::Relaxed);
+        self.take_fault(Op::Metrics, "GetMetricData")?;
+        let st = self.lock();
+        let readable_until = self.clock.now() - self.lag;
+        type Lifetimes = Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>;
+        let mut lifetimes: HashMap<&str, Lifetimes> = HashMap::new();
+        for i in st.instances.values() {
+            lifetimes
+                .entry(i.inst.fleet.as_str())
+                .or_default()
+                .push((i.ready_at, i.terminated_at));
+        }
+        let mut out = Vec::with_capacity(queries.len());
+        for q in queries {
+            let mut series = MetricSeries::default();
+            let bound = st
+                .bindings
+                .get(q)
+                .and_then(|(fleet, m)| st.fleets.get(fleet).map(|f| (fleet, f, m)));
+            if let Some((fleet, model, meaning)) = bound {
+                let lives = lifetimes
+                    .get(fleet.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                let period = i64::from(q.period_secs.max(60));
+                // Datapoints are stamped with the start of their period, like CloudWatch.
+                let first = start.timestamp().div_euclid(period) * period;
+                let mut t = first;
+                while t + period <= readable_until.timestamp().min(end.timestamp() + period) {
+                    if let Some(ts) = DateTime::from_timestamp(t, 0) {
+                        if ts >= start && ts < end {
+                            let close = ts + chrono::Duration::seconds(period);
+                            if let Some(v) = Self::value(model, lives, *meaning, close, period) {
+                                series.points.push((ts, v));
+                            }
+                        }
+                    }
+                    t += period;
+                }
+            }
+            out.push(series);
+        }
+        Ok(out)
+    }
+
+    async fn describe_groups(&self, names: &[String]) -> Result<Vec<GroupState>, CloudError> {
+        let batches = names.len().div_ceil(100).max(1) as u64;
+        self.calls
+            .describe_groups
+            .fetch_add(batches, std::sync::atomic::Ordering::Relaxed);
+        let now = self.clock.now();
+        let mut st = self.lock();
+        Self::settle(&mut st, now, self.drain);
+        Ok(names
+            .iter()
+            .filter_map(|n| {
+                st.groups.get(n).map(|g| GroupState {
+                    name: n.clone(),
+                    desired: g.desired,
+                    min: g.min,
+                    max: g.max,
+                    instances: g
+                        .members
+                        .iter()
+                        .filter_map(|id| st.instances.get(id))
+                        .map(|i| (i.inst.id.clone(), i.inst.state == InstanceState::Running))
+                        .collect(),
+                })
+            })
+            .collect())
+    }
+
+    async fn set_desired_capacity(&self, group: &str, desired: u32) -> Result<(), CloudError> {
+        CallCounts::bump(&self.calls.set_desired_capacity);
+        let exists = self.lock().groups.contains_key(group);
+        if !exists {
+            return Err(CloudError::Rejected {
+                operation: "SetDesiredCapacity",
+                code: "ValidationError".into(),
+                message: format!("AutoScalingGroup name not found - {group}"),
+            });
+        }
+        self.resize_group(group, desired, self.clock.now());
+        Ok(())
+    }
+
+    async fn register_targets(&self, target_group: &str, ids: &[String]) -> Result<(), CloudError> {
+        CallCounts::bump(&self.calls.register_targets);
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let group = st
+            .target_groups
+            .entry(target_group.to_string())
+            .or_default();
+        for id in ids {
+            let t = group.entry(id.clone()).or_insert(Target {
+                registered_at: now,
+                deregistered_at: None,
+            });
+            if t.deregistered_at.is_some() {
+                *t = Target {
+                    registered_at: now,
+                    deregistered_at: None,
+                };
+            }
+        }
+        Ok(())
+    }
+
+    async fn deregister_targets(
+        &self,
+        target_group: &str,
+        ids: &[String],
+    ) -> Result<(), CloudError> {
+        CallCounts::bump(&self.calls.deregister_targets);
+        let now = self.clock.now();
+        let mut st = self.lock();
+        if let Some(group) = st.target_groups.get_mut(target_group) {
+            for id in ids {
+                if let Some(t) = group.get_mut(id) {
+                    t.deregistered_at.get_or_insert(now);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn target_health(
+        &self,
+        target_group: &str,
+    ) -> Result<Vec<(String, TargetHealth)>, CloudError> {
+        CallCounts::bump(&self.calls.describe_target_health);
+        let now = self.clock.now();
+        let mut st = self.lock();
+        Self::settle(&mut st, now, self.drain);
+        let Some(group) = st.target_groups.get(target_group) else {
+            return Ok(vec![]);
+        };
+        Ok(group
+            .iter()
+            .map(|(id, t)| {
+                let ready_at = st.instances.get(id).map(|i| i.ready_at);
+                let h = if t.deregistered_at.is_some() {
+                    TargetHealth::Draining
+                } else {
+                    match ready_at {
+                        Some(r) if now >= r.max(t.registered_at) + HEALTH_CHECK_DELAY => {
+                            TargetHealth::Healthy
+                        }
+                        Some(_) => TargetHealth::Initial,
+                        None => TargetHealth::Unhealthy,
+                    }
+                };
+                (id.clone(), h)
+            })
+            .collect())
+    }
+
+    fn calls(&self) -> &CallCounts {
+        &self.calls
+    }
+}
