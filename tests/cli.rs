@@ -128,3 +128,52 @@ fn aws_without_manifests_is_refused_with_a_sentence() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cloud aws needs --manifests"));
 }
+
+fn wait_for(log: &std::path::Path, needle: &str, secs: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no '{needle}' in:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: sending a signal to our own child process.
+    let rc = unsafe { libc::kill(child.id() as i32, sig) };
+    assert_eq!(rc, 0);
+}
+
+#[test]
+fn sighup_with_an_invalid_manifest_keeps_the_running_config_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = dir.path().join("web.yaml");
+    let good = "name: web\nenvironment: production\nregion: us-east-1\nlaunch: { ami: ami-12345678, instance_types: [m6i.large] }\ncapacity: { min: 2, max: 10 }\nscaling:\n  policies:\n    - target_tracking:\n        metric: { namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total }\n        target: 1000\n";
+    std::fs::write(&manifest, good).expect("write");
+    let log = dir.path().join("log.txt");
+    let mut child = coxswain()
+        .args(["run", "--speed", "60", "-m"])
+        .arg(dir.path())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start daemon");
+    wait_for(&log, "coxswain daemon started", 20);
+    std::fs::write(&manifest, good.replace("max: 10", "max: 1")).expect("write");
+    signal(&child, libc::SIGHUP);
+    let text = wait_for(&log, "keeping the last good config", 20);
+    assert!(
+        text.contains("capacity.min (2) is above capacity.max (1)"),
+        "{text}"
+    );
+    signal(&child, libc::SIGTERM);
+    let status = child.wait().expect("daemon exits");
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("stopped cleanly"), "{text}");
+}
