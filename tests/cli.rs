@@ -63,30 +63,15 @@ fn run_on_the_sim_logs_one_json_line_per_decision_and_action() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
-    let decisions: Vec<_> = lines
-        .iter()
-        .filter(|l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("decision:"))
-        })
-        .collect();
-    let launches: Vec<_> = lines
-        .iter()
-        .filter(|l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("action: launched"))
-        })
-        .collect();
-    let terminations: Vec<_> = lines
-        .iter()
-        .filter(|l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("action: terminated"))
-        })
-        .collect();
+    let starting = |prefix: &str| -> Vec<&serde_json::Value> {
+        lines
+            .iter()
+            .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+            .collect()
+    };
+    let decisions = starting("decision:");
+    let launches = starting("action: launched");
+    let terminations = starting("action: terminated");
     assert!(!decisions.is_empty() && !launches.is_empty() && !terminations.is_empty());
     for d in &decisions {
         assert!(

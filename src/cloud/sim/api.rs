@@ -88,17 +88,7 @@ impl Cloud for SimCloud {
     async fn mark_retiring(&self, ids: &[String], at: DateTime<Utc>) -> Result<(), CloudError> {
         CallCounts::bump(&self.calls.create_tags);
         let mut st = self.lock();
-        let foreign: Vec<String> = ids
-            .iter()
-            .filter(|id| !st.instances.get(*id).is_some_and(|i| self.owned(i)))
-            .cloned()
-            .collect();
-        if !foreign.is_empty() {
-            return Err(CloudError::NotOwned {
-                operation: "CreateTags",
-                ids: foreign,
-            });
-        }
+        self.refuse_foreign(&st, ids, "CreateTags")?;
         for id in ids {
             if let Some(i) = st.instances.get_mut(id) {
                 i.tags.insert(tags::RETIRING.into(), at.to_rfc3339());
@@ -113,17 +103,7 @@ impl Cloud for SimCloud {
         self.take_fault(Op::Terminate, "TerminateInstances")?;
         let now = self.clock.now();
         let mut st = self.lock();
-        let foreign: Vec<String> = ids
-            .iter()
-            .filter(|id| st.instances.get(*id).is_some_and(|i| !self.owned(i)))
-            .cloned()
-            .collect();
-        if !foreign.is_empty() {
-            return Err(CloudError::NotOwned {
-                operation: "TerminateInstances",
-                ids: foreign,
-            });
-        }
+        self.refuse_foreign(&st, ids, "TerminateInstances")?;
         for id in ids {
             if let Some(i) = st.instances.get_mut(id) {
                 if i.terminated_at.is_none() {

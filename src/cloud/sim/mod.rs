@@ -362,6 +362,29 @@ impl SimCloud {
         Ok(())
     }
 
+    /// Like the AWS side: a mutating call naming any existing instance that is not ours
+    /// fails whole; ids that do not exist (any more) are ignored.
+    fn refuse_foreign(
+        &self,
+        st: &State,
+        ids: &[String],
+        operation: &'static str,
+    ) -> Result<(), CloudError> {
+        let foreign: Vec<String> = ids
+            .iter()
+            .filter(|id| st.instances.get(*id).is_some_and(|i| !self.owned(i)))
+            .cloned()
+            .collect();
+        if foreign.is_empty() {
+            Ok(())
+        } else {
+            Err(CloudError::NotOwned {
+                operation,
+                ids: foreign,
+            })
+        }
+    }
+
     fn owned(&self, i: &SimInstance) -> bool {
         i.tags.get(tags::CONTROLLER) == Some(&self.controller_id)
             && i.tags.contains_key(tags::FLEET)
