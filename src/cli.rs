@@ -220,6 +220,18 @@ pub struct Wiring {
     pub source: ConfigSource,
     pub cloud: Arc<dyn Cloud>,
     pub clock: Arc<dyn Clock>,
+    /// The AWS region this daemon manages (None on the simulator).
+    pub region: Option<String>,
+}
+
+impl Wiring {
+    pub fn controller(self, dry_run: bool) -> (Controller, Arc<dyn Clock>, ConfigSource) {
+        let mut c = Controller::new(self.cloud, self.clock.clone(), self.config, dry_run);
+        if let Some(r) = &self.region {
+            c = c.with_region(r);
+        }
+        (c, self.clock, self.source)
+    }
 }
 
 pub async fn wire(a: &CloudArgs) -> Result<Wiring, String> {
@@ -258,6 +270,7 @@ pub async fn wire(a: &CloudArgs) -> Result<Wiring, String> {
                 source,
                 cloud: Arc::new(sim),
                 clock,
+                region: None,
             })
         }
         CloudKind::Aws => {
@@ -280,9 +293,29 @@ pub async fn wire(a: &CloudArgs) -> Result<Wiring, String> {
             if config.fleets.len() < before {
                 tracing::warn!(region = %region, skipped = before - config.fleets.len(), "fleets in other regions are left to their own daemon");
             }
+            if config.fleets.is_empty() {
+                return Err(format!("no fleet in region {region}"));
+            }
+            // A local endpoint (moto, LocalStack) with no credentials configured gets
+            // dummy ones, so the SDK does not go looking for an instance role.
+            let local = a.endpoint_url.as_deref().is_some_and(is_loopback_url);
+            let configured = [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_PROFILE",
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+            ]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+            let static_credentials = (local && !configured).then(|| {
+                tracing::info!(
+                    "local endpoint and no AWS credentials configured: using dummy credentials"
+                );
+                ("testing".to_string(), "testing".to_string())
+            });
             let opts = AwsOptions {
                 region,
                 endpoint_url: a.endpoint_url.clone(),
+                static_credentials,
                 ..Default::default()
             };
             let cloud = AwsCloud::connect(&opts, &config.controller.controller_id).await;
@@ -291,6 +324,7 @@ pub async fn wire(a: &CloudArgs) -> Result<Wiring, String> {
                 source,
                 cloud: Arc::new(cloud),
                 clock: Arc::new(RealClock::new()),
+                region: Some(opts.region.clone()),
             })
         }
     }
@@ -315,14 +349,14 @@ async fn run(a: RunArgs) -> ExitCode {
     if a.cloud.cloud == CloudKind::Sim {
         tracing::info!(start = %w.clock.now(), virtual_clock = a.cloud.virtual_clock, "simulated cloud: instances boot after a delay, metrics lag a minute");
     }
-    let controller = Controller::new(w.cloud.clone(), w.clock.clone(), w.config, a.dry_run);
+    let (controller, clock, source) = w.controller(a.dry_run);
     let signals = daemon::spawn_signal_listener();
     let opts = daemon::Options {
         poll_interval: a.poll_interval,
         max_passes: a.passes,
         duration: a.duration,
     };
-    daemon::run(controller, w.clock, w.source, opts, signals).await;
+    daemon::run(controller, clock, source, opts, signals).await;
     ExitCode::SUCCESS
 }
 
@@ -337,7 +371,7 @@ async fn plan(a: PlanArgs) -> ExitCode {
         }
         w.config.fleets.retain(|x| &x.name == f);
     }
-    let mut controller = Controller::new(w.cloud, w.clock, w.config, true);
+    let (mut controller, _, _) = w.controller(true);
     let report = controller.reconcile_once().await;
     match a.output {
         Output::Table => print!("{}", render_plan(&report)),

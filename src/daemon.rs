@@ -150,8 +150,10 @@ pub fn reload_config(controller: &mut Controller, source: &ConfigSource, asked: 
                     fleets = new.fleets.len(),
                     "manifests changed; new config loaded"
                 );
-                controller.replace_config(new);
-                Reload::Applied
+                match controller.replace_config(new) {
+                    Ok(()) => Reload::Applied,
+                    Err(why) => Reload::Refused(why),
+                }
             } else {
                 if asked {
                     info!("reload requested; manifests unchanged");
@@ -187,6 +189,10 @@ pub fn spawn_signal_listener() -> watch::Receiver<Option<Signal>> {
                     _ = int.recv() => Signal::Stop,
                     _ = hup.recv() => Signal::Reload,
                 };
+                if sig == Signal::Reload && stops > 0 {
+                    // Stopping already: a reload must not replace the stop.
+                    continue;
+                }
                 if sig == Signal::Stop {
                     stops += 1;
                     if stops > 1 {

@@ -15,3 +15,4 @@ pub mod demo;
 pub mod logging;
 pub mod manifest;
 pub mod policy;
+pub mod store;

@@ -440,7 +440,7 @@ async fn the_daemon_acts_within_two_poll_intervals_of_new_data() {
         NS,
         METRIC,
         &[DIM],
-        Utc::now() - chrono::Duration::seconds(30),
+        Utc::now() - chrono::Duration::seconds(60),
         500.0,
     )
     .await;
@@ -545,4 +545,40 @@ async fn a_fleet_backed_by_an_auto_scaling_group_gets_its_desired_capacity_set()
         .collect();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0]["params"]["HonorCooldown"], "false");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_against_a_local_endpoint_needs_no_aws_credentials() {
+    let moto = Moto::start();
+    let cfg = sdk_config(&moto.endpoint()).await;
+    let infra = create_infra(&cfg, "web").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("web.yaml");
+    std::fs::write(&path, manifest_text(&infra)).expect("write manifest");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coxswain"))
+        .args([
+            "plan",
+            "--cloud",
+            "aws",
+            "--endpoint-url",
+            &moto.endpoint(),
+            "-m",
+        ])
+        .arg(&path)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .output()
+        .expect("run coxswain");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("web "), "{stdout}");
+    assert!(stdout.contains("0 → 1"), "{stdout}");
 }

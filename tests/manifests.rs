@@ -123,6 +123,26 @@ fn a_bad_cron_and_a_missing_field_are_reported() {
 }
 
 #[test]
+fn reserved_tags_and_a_target_group_on_a_group_backed_fleet_are_rejected() {
+    let text = GOOD.replace(
+        "  instance_types: [m6i.large]\n",
+        "  instance_types: [m6i.large]\n  tags: { \"coxswain:retiring\": now }\n",
+    );
+    let p = problems(&text);
+    assert!(p.iter().any(|p| p.contains("prefix is reserved")), "{p:?}");
+    let text = GOOD.replace(
+        "region: us-east-1\n",
+        "region: us-east-1\nauto_scaling_group: web-asg\ntarget_group_arn: arn:tg\n",
+    );
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|p| p.contains("an Auto Scaling group registers its own instances")),
+        "{p:?}"
+    );
+}
+
+#[test]
 fn duplicate_fleet_names_across_documents_are_rejected() {
     let text = format!("{GOOD}---\n{GOOD}");
     let p = problems(&text);

@@ -378,6 +378,17 @@ async fn an_invalid_manifest_on_reload_keeps_the_last_good_config() {
         Reload::Applied
     );
     assert_eq!(controller.config().fleets[0].capacity.max, 15);
+    // Ownership follows controller_id: changing it needs a restart.
+    std::fs::write(
+        &path,
+        SMALL.replace("controller_id: t", "controller_id: other"),
+    )
+    .expect("write");
+    match daemon::reload_config(&mut controller, &source, false) {
+        Reload::Refused(why) => assert!(why.contains("controller_id changed"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(controller.config().controller.controller_id, "t");
 }
 
 #[tokio::test]

@@ -11,13 +11,25 @@ use std::collections::{HashMap, HashSet};
 use tracing::{error, info, warn};
 
 impl Controller {
+    /// Set a group's desired capacity, within the group's own min and max (AWS refuses
+    /// anything outside them).
     pub(super) async fn act_group(
         &mut self,
         spec: &FleetSpec,
         group: &str,
+        group_limits: Option<(u32, u32)>,
         d: &Decision,
         report: &mut PassReport,
     ) {
+        let mut d = d.clone();
+        if let Some((min, max)) = group_limits {
+            let clamped = d.desired.clamp(min, max.max(min));
+            if clamped != d.desired {
+                warn!(fleet = %spec.name, group, wanted = d.desired, group_min = min, group_max = max, "desired capacity outside the group's own min/max; clamped (widen the group to let coxswain go further)");
+                d.desired = clamped;
+            }
+        }
+        let d = &d;
         if d.desired == d.current {
             return;
         }
@@ -61,7 +73,7 @@ impl Controller {
         let mut retired = Vec::new();
         if d.desired > d.current {
             launched = self
-                .launch(spec, &live, d.desired - d.current, now, report)
+                .launch(spec, &live, instances, d.desired - d.current, report)
                 .await;
         } else if d.desired < d.current {
             retired = self
@@ -82,12 +94,13 @@ impl Controller {
         &mut self,
         spec: &FleetSpec,
         live: &[&Instance],
+        observed: &[&Instance],
         n: u32,
-        now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Vec<Instance> {
         let controller_id = self.config.controller.controller_id.clone();
         let live_ids: Vec<&str> = live.iter().map(|i| i.id.as_str()).collect();
+        let observed: HashSet<&str> = observed.iter().map(|i| i.id.as_str()).collect();
         let types = plan::instance_type_choices(spec);
         let mut out = Vec::new();
         let mut pending: Vec<(Option<String>, u32)> = plan::spread(spec, live, n);
@@ -96,7 +109,6 @@ impl Controller {
             let mut placed = false;
             for ty in &types {
                 let req = plan::launch_request(
-                    now,
                     spec,
                     &controller_id,
                     &live_ids,
@@ -104,7 +116,7 @@ impl Controller {
                     ty.clone(),
                     count,
                 );
-                match self.run_idempotent(&req).await {
+                match self.run_idempotent(&req, &observed).await {
                     Ok(got) => {
                         let ids: Vec<String> = got.iter().map(|i| i.id.clone()).collect();
                         info!(fleet = %spec.name, build = %req.build, instance_type = ?ty, subnet = ?subnet, ids = ?ids, client_token = %req.client_token, "action: launched {} instance(s)", ids.len());
@@ -138,7 +150,12 @@ impl Controller {
                 match next {
                     Some(s) => {
                         warn!(fleet = %spec.name, from = ?subnet, to = %s, "no capacity in any instance type; moving {count} launch(es) to the next subnet");
-                        pending.push((Some(s.clone()), count));
+                        // One request per subnet: merged counts get their own token.
+                        let target = Some(s.clone());
+                        match pending.iter_mut().find(|(p, _)| *p == target) {
+                            Some((_, c)) => *c += count,
+                            None => pending.push((target, count)),
+                        }
                     }
                     None => {
                         error!(fleet = %spec.name, "no capacity in any instance type or subnet of the launch spec; {count} launch(es) not placed");
@@ -152,25 +169,37 @@ impl Controller {
         out
     }
 
-    /// RunInstances under the request's ClientToken. If EC2 answers with an earlier,
-    /// finished request under the same token (every instance it returns is terminated;
-    /// a live one would be in the observed set and change the token), nothing new was
-    /// launched, so the request is sent again under a derived token.
-    async fn run_idempotent(&self, req: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
+    /// RunInstances under the request's ClientToken. When EC2 answers with an earlier
+    /// request's instances (the same token came round again: the fleet is back to the same
+    /// instances after a scale-in), nothing new was launched: the answer holds instances
+    /// already observed, or only finished ones. Then the request is sent again under a token
+    /// chained from the old answer, which is as deterministic as the first.
+    async fn run_idempotent(
+        &self,
+        req: &LaunchRequest,
+        observed: &HashSet<&str>,
+    ) -> Result<Vec<Instance>, CloudError> {
         let mut req = req.clone();
-        let base = req.client_token.clone();
-        for attempt in 1..=3 {
+        for _ in 0..5 {
             let got = self.cloud.launch(&req).await?;
-            if got.is_empty() || got.iter().any(|i| i.state.is_live()) {
+            let stale = !got.is_empty()
+                && got
+                    .iter()
+                    .all(|i| !i.state.is_live() || observed.contains(i.id.as_str()));
+            if !stale {
                 return Ok(got);
             }
-            info!(fleet = %req.fleet, client_token = %req.client_token, "ClientToken answered by an earlier, finished launch; retrying under a new token");
-            req.client_token = format!("{base}-{attempt}");
+            info!(fleet = %req.fleet, client_token = %req.client_token, "ClientToken answered by an earlier launch; retrying under a chained token");
+            let first = got.first().map(|i| i.id.as_str()).unwrap_or_default();
+            req.client_token = plan::chained_token(&req.client_token, first);
         }
         Err(CloudError::Rejected {
             operation: "RunInstances",
             code: "ClientTokenReused".into(),
-            message: format!("every token derived from {base} was already used"),
+            message: format!(
+                "{}: five chained tokens were all answered by earlier launches",
+                req.fleet
+            ),
         })
     }
 

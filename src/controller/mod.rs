@@ -87,6 +87,8 @@ struct FleetState {
     /// gives no launch time, so warmup is counted from here. After a restart every
     /// instance already in service counts as warm.
     in_service_since: HashMap<String, DateTime<Utc>>,
+    /// Whether `in_service_since` has been filled once (see `group_warm`).
+    group_seen: bool,
     registered: HashSet<String>,
     registered_refreshed: Option<DateTime<Utc>>,
 }
@@ -98,6 +100,8 @@ pub struct Controller {
     dry_run: bool,
     fleets: HashMap<String, FleetState>,
     orphans: HashMap<String, DateTime<Utc>>,
+    /// Only fleets of this region are managed (the AWS side is one region per daemon).
+    region: Option<String>,
 }
 
 impl Controller {
@@ -114,6 +118,7 @@ impl Controller {
             dry_run,
             fleets: HashMap::new(),
             orphans: HashMap::new(),
+            region: None,
         }
     }
 
@@ -121,10 +126,29 @@ impl Controller {
         &self.config
     }
 
+    /// Manage only the fleets of `region`, now and after every reload.
+    pub fn with_region(mut self, region: &str) -> Self {
+        self.region = Some(region.to_string());
+        self.config.fleets.retain(|f| f.region == region);
+        self
+    }
+
     /// Swap in a new, already validated config. Memory of fleets that remain is kept.
-    pub fn replace_config(&mut self, config: Config) {
+    /// Refused when it changes the controller id: instances are owned through that tag,
+    /// and the cloud connection lists by it, so it changes only with a restart.
+    pub fn replace_config(&mut self, mut config: Config) -> Result<(), String> {
+        if config.controller.controller_id != self.config.controller.controller_id {
+            return Err(format!(
+                "controller_id changed from '{}' to '{}': ownership of instances follows that tag, so it changes only with a restart",
+                self.config.controller.controller_id, config.controller.controller_id
+            ));
+        }
+        if let Some(region) = &self.region {
+            config.fleets.retain(|f| &f.region == region);
+        }
         self.fleets.retain(|name, _| config.fleet(name).is_some());
         self.config = config;
+        Ok(())
     }
 
     pub fn cloud(&self) -> &Arc<dyn Cloud> {
@@ -231,7 +255,11 @@ impl Controller {
                     .cloned()
                     .unwrap_or_default();
                 match &spec.auto_scaling_group {
-                    Some(g) => self.act_group(spec, g, &decision, &mut report).await,
+                    Some(g) => {
+                        let limits = groups.get(g).map(|gs| (gs.min, gs.max));
+                        self.act_group(spec, g, limits, &decision, &mut report)
+                            .await
+                    }
                     None => {
                         self.act_direct(spec, &fleet_instances, &decision, now, &mut report)
                             .await
@@ -295,9 +323,16 @@ impl Controller {
             return HashMap::new();
         }
         match self.cloud.get_metrics(&queries, now - lookback, now).await {
+            // Only closed periods: the one still running would under-count a Sum and
+            // could look like a drop in load.
             Ok(series) => queries
                 .into_iter()
-                .zip(series.into_iter().map(Some))
+                .zip(series)
+                .map(|(q, mut s)| {
+                    let period = chrono::Duration::seconds(i64::from(q.period_secs.max(1)));
+                    s.points.retain(|(t, _)| *t + period <= now);
+                    (q, Some(s))
+                })
                 .collect(),
             Err(e) => {
                 error!(error = %e, "cannot read metrics; every metric policy holds this pass");
@@ -316,7 +351,8 @@ fn group_warm(
     warmup: chrono::Duration,
     now: DateTime<Utc>,
 ) -> u32 {
-    let first_pass = state.in_service_since.is_empty();
+    let first_pass = !state.group_seen;
+    state.group_seen = true;
     let in_service: HashSet<&str> = group
         .instances
         .iter()

@@ -36,21 +36,13 @@ pub fn spread(spec: &FleetSpec, live: &[&Instance], n: u32) -> Vec<(Option<Strin
         .collect()
 }
 
-/// ClientTokens are stable within a 10-minute bucket: long enough to cover SDK retries and
-/// a restart before new instances become visible in DescribeInstances (seconds), short
-/// enough that a later scale-out from the same observed set (the same instances, after
-/// the ones launched in between were retired) gets a fresh token instead of EC2's answer
-/// for the old request.
-pub const TOKEN_BUCKET_SECS: i64 = 600;
-
-/// A deterministic ClientToken: the same decision on the same observed fleet in the same
-/// time bucket gives the same token, so a retried or repeated RunInstances (after a
-/// timeout, or a restart before the new instances became visible) returns the instances
-/// already launched instead of launching more. Once they are visible the observed set
-/// changes, and so does the token.
-#[allow(clippy::too_many_arguments)]
+/// A deterministic ClientToken: the same decision on the same observed fleet gives the
+/// same token, so a retried or repeated RunInstances (after a timeout, or a restart before
+/// the new instances became visible) returns the instances already launched instead of
+/// launching more. Once they are visible the observed set changes, and so does the token.
+/// When the same observation comes round again later, EC2 answers with the old launch;
+/// the controller sees that and moves on to [`chained_token`].
 pub fn client_token(
-    now: chrono::DateTime<chrono::Utc>,
     controller_id: &str,
     fleet: &str,
     build: &str,
@@ -73,19 +65,31 @@ pub fn client_token(
         h.update([0]);
     }
     h.update(count.to_le_bytes());
-    h.update(now.timestamp().div_euclid(TOKEN_BUCKET_SECS).to_le_bytes());
     for id in ids {
         h.update(id.as_bytes());
         h.update([0]);
     }
+    finish(h)
+}
+
+fn finish(h: Sha256) -> String {
     let digest = h.finalize();
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("cox-{hex}")
 }
 
+/// The next token after `token` was answered by an earlier launch whose first instance is
+/// `answered_by`: deterministic, and different for every old answer.
+pub fn chained_token(token: &str, answered_by: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(token.as_bytes());
+    h.update([0]);
+    h.update(answered_by.as_bytes());
+    finish(h)
+}
+
 /// The launch request for `count` instances in `subnet` with `instance_type`.
 pub fn launch_request(
-    now: chrono::DateTime<chrono::Utc>,
     spec: &FleetSpec,
     controller_id: &str,
     live_ids: &[&str],
@@ -101,7 +105,6 @@ pub fn launch_request(
     t.entry("Name".into())
         .or_insert_with(|| format!("{}-{}", spec.name, spec.environment));
     let client_token = client_token(
-        now,
         controller_id,
         &spec.name,
         &build,
@@ -230,37 +233,16 @@ mod tests {
 
     #[test]
     fn client_token_is_stable_for_the_same_observation_and_changes_after_launch() {
-        let at = |m: u32| {
-            Utc.with_ymd_and_hms(2026, 1, 5, 7, m, 0)
-                .single()
-                .expect("valid")
-        };
-        let t1 = client_token(at(1), "c", "web", "v1", &["i-2", "i-1"], Some("s"), None, 2);
-        let t2 = client_token(at(3), "c", "web", "v1", &["i-1", "i-2"], Some("s"), None, 2);
-        let t3 = client_token(
-            at(3),
-            "c",
-            "web",
-            "v1",
-            &["i-1", "i-2", "i-3"],
-            Some("s"),
-            None,
-            2,
-        );
-        // The same fleet state, much later (the instances in between were retired).
-        let t4 = client_token(
-            at(45),
-            "c",
-            "web",
-            "v1",
-            &["i-1", "i-2"],
-            Some("s"),
-            None,
-            2,
-        );
+        let t1 = client_token("c", "web", "v1", &["i-2", "i-1"], Some("s"), None, 2);
+        let t2 = client_token("c", "web", "v1", &["i-1", "i-2"], Some("s"), None, 2);
+        let t3 = client_token("c", "web", "v1", &["i-1", "i-2", "i-3"], Some("s"), None, 2);
         assert_eq!(t1, t2);
         assert_ne!(t1, t3);
-        assert_ne!(t1, t4);
         assert!(t1.len() <= 64);
+        // Chained after an old answer: new, deterministic, different per old answer.
+        let c1 = chained_token(&t1, "i-9");
+        assert_ne!(c1, t1);
+        assert_eq!(c1, chained_token(&t1, "i-9"));
+        assert_ne!(c1, chained_token(&t1, "i-8"));
     }
 }

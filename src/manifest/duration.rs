@@ -6,7 +6,7 @@ use serde::de::{self, Visitor};
 use std::fmt;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
@@ -50,7 +50,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     if let Ok(n) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(n));
+        return check_bound(t, n);
     }
     let mut total: u64 = 0;
     let mut num = String::new();
@@ -81,7 +81,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "duration '{t}' needs a unit after every number (s, m, h or d)"
         ));
     }
-    Ok(Duration::from_secs(total))
+    check_bound(t, total)
+}
+
+/// No setting needs more than a year; larger values would overflow time arithmetic.
+const MAX_SECS: u64 = 366 * 86400;
+
+fn check_bound(t: &str, secs: u64) -> Result<Duration, String> {
+    if secs > MAX_SECS {
+        return Err(format!("duration '{t}' is longer than a year"));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 impl<'de> de::Deserialize<'de> for HumanDuration {
@@ -93,12 +103,13 @@ impl<'de> de::Deserialize<'de> for HumanDuration {
                 f.write_str("a duration such as 30s, 5m, 1h30m or a number of seconds")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(HumanDuration(Duration::from_secs(v)))
+                check_bound(&v.to_string(), v)
+                    .map(HumanDuration)
+                    .map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                u64::try_from(v)
-                    .map(|v| HumanDuration(Duration::from_secs(v)))
-                    .map_err(|_| E::custom("a duration cannot be negative"))
+                let v = u64::try_from(v).map_err(|_| E::custom("a duration cannot be negative"))?;
+                self.visit_u64(v)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 parse_duration(v)
@@ -130,5 +141,7 @@ mod tests {
         assert!(parse_duration("5m3").is_err());
         assert!(parse_duration("m").is_err());
         assert_eq!(HumanDuration::secs(5400).to_string(), "1h30m");
+        assert!(parse_duration("300000000d").is_err());
+        assert!(parse_duration("99999999999").is_err());
     }
 }

@@ -425,6 +425,20 @@ fn validate_fleet(
         );
     }
     validate_launch(&f.launch, f.auto_scaling_group.is_some(), &mut push);
+    if f.auto_scaling_group.is_some() && f.target_group_arn.is_some() {
+        push(
+            &["target_group_arn"],
+            "target_group_arn is for fleets coxswain launches itself; an Auto Scaling group registers its own instances (attach the target group to the group)".into(),
+        );
+    }
+    if let Some(k) = f.launch.tags.keys().find(|k| k.starts_with("coxswain:")) {
+        push(
+            &["launch", "tags"],
+            format!(
+                "tag '{k}': the coxswain: prefix is reserved for the tags coxswain sets itself"
+            ),
+        );
+    }
     let s = &f.scaling;
     if s.max_launch_per_cycle == 0 {
         push(

@@ -4,9 +4,11 @@
 //! and directories, and validation that reports `file:line:column` with a sentence on how
 //! to fix it. It does not decide anything: policies read the parsed spec.
 
+mod deploy;
 mod duration;
 pub mod load;
 
+pub use deploy::*;
 pub use duration::{parse_duration, HumanDuration};
 pub use load::{load_paths, load_str, Config, ManifestError, Problem};
 
@@ -89,6 +91,11 @@ pub struct FleetSpec {
     #[serde(default)]
     pub kind: Option<String>,
     pub name: String,
+    /// The application this fleet runs; builds are promoted per app across environments
+    /// (a build must pass the `web` fleet in staging before the `web` one in production).
+    /// Defaults to the fleet name.
+    #[serde(default)]
+    pub app: Option<String>,
     pub environment: String,
     pub region: String,
     /// Required unless the fleet is backed by an Auto Scaling group.
@@ -104,12 +111,19 @@ pub struct FleetSpec {
     pub capacity: CapacitySpec,
     #[serde(default)]
     pub scaling: ScalingSpec,
+    /// How builds roll out to this fleet (`coxswain deploy`).
+    #[serde(default)]
+    pub deploy: DeploySpec,
     /// Only for `--cloud sim`: how the simulated region serves this fleet.
     #[serde(default)]
     pub simulation: Option<SimulationSpec>,
 }
 
 impl FleetSpec {
+    pub fn app(&self) -> &str {
+        self.app.as_deref().unwrap_or(&self.name)
+    }
+
     /// The build label new instances get: the launch-template version or the AMI.
     pub fn build(&self) -> String {
         match (&self.launch.launch_template, &self.launch.ami) {
@@ -513,3 +527,4 @@ macro_rules! one_key_enum {
 
 one_key_enum!(PolicySpec, "scaling policy", "target_tracking" => TargetTracking, "step" => Step, "scheduled" => Scheduled);
 one_key_enum!(TrafficSpec, "traffic model", "synthetic" => Synthetic, "trace" => Trace);
+one_key_enum!(StrategySpec, "deploy strategy", "rolling" => Rolling, "canary" => Canary, "blue_green" => BlueGreen);

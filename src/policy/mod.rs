@@ -120,11 +120,16 @@ impl Decision {
 /// the scale-in stabilization window. Owned by the caller, updated with [`Memory::record`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Memory {
+    /// When the first recommendation was recorded: until a whole window has passed since,
+    /// the window's history is incomplete and nothing scales in (a restarted controller
+    /// does not know what the last minutes wanted).
+    since: Option<DateTime<Utc>>,
     recommendations: VecDeque<(DateTime<Utc>, u32)>,
 }
 
 impl Memory {
     pub fn record(&mut self, at: DateTime<Utc>, recommended: u32, window: chrono::Duration) {
+        self.since.get_or_insert(at);
         self.recommendations.push_back((at, recommended));
         while let Some(&(t, _)) = self.recommendations.front() {
             if at - t > window {
@@ -142,6 +147,10 @@ impl Memory {
             .filter(|(t, _)| now - *t <= window)
             .map(|(_, r)| *r)
             .max()
+    }
+
+    fn window_filled(&self, now: DateTime<Utc>, window: chrono::Duration) -> bool {
+        self.since.is_some_and(|s| now - s >= window)
     }
 }
 
@@ -224,14 +233,14 @@ fn combine(
         let window = scaling.scale_in_stabilization.chrono();
         let highest = memory
             .highest_since(obs.now, window)
-            .unwrap_or(obs.current)
+            .unwrap_or(recommended)
             .max(recommended);
-        // Before the window has history, do not scale in at all.
-        let window_filled = memory
-            .recommendations
-            .front()
-            .is_some_and(|(t, _)| obs.now - *t >= window);
-        let floor = if window_filled { highest } else { obs.current };
+        // Before a whole window of history exists, do not scale in at all.
+        let floor = if memory.window_filled(obs.now, window) {
+            highest
+        } else {
+            obs.current
+        };
         if floor > desired {
             desired = floor.min(obs.current);
             limits.push(Limit::Stabilization);
@@ -288,7 +297,7 @@ pub fn apply_global_cap(decisions: &mut [Decision], cap: Option<u32>) {
 }
 
 /// `ceil(x)` that tolerates float noise (11.0000000001 is 11, not 12).
-pub(crate) fn ceil_count(x: f64) -> u32 {
+pub fn ceil_count(x: f64) -> u32 {
     if !x.is_finite() || x <= 0.0 {
         return 0;
     }
@@ -301,12 +310,16 @@ pub(crate) fn ceil_count(x: f64) -> u32 {
 }
 
 /// Newest datapoint if it is fresh, else the reason it is unusable.
+/// A datapoint is stamped with the start of its period; its age counts from the period's
+/// end, when it was complete.
 pub(crate) fn fresh_value(
     series: Option<&MetricSeries>,
     now: DateTime<Utc>,
     stale_after: chrono::Duration,
-    metric_name: &str,
+    metric: &crate::manifest::MetricSpec,
 ) -> Result<f64, String> {
+    let metric_name = &metric.name;
+    let period = metric.period.chrono();
     let Some(series) = series else {
         return Err(format!(
             "{metric_name}: metric missing (read failed); holding"
@@ -314,9 +327,9 @@ pub(crate) fn fresh_value(
     };
     match series.latest() {
         None => Err(format!("{metric_name}: no datapoints; holding")),
-        Some((t, _)) if now - t > stale_after => Err(format!(
+        Some((t, _)) if now - (t + period) > stale_after => Err(format!(
             "{metric_name}: newest datapoint is {}s old (stale after {}s); holding",
-            (now - t).num_seconds(),
+            (now - (t + period)).num_seconds(),
             stale_after.num_seconds()
         )),
         Some((_, v)) if !v.is_finite() => {

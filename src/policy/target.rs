@@ -15,7 +15,7 @@ pub(super) fn vote(
     stale_after: chrono::Duration,
 ) -> (Vote, String) {
     let name = &spec.metric.name;
-    let value = match fresh_value(series, obs.now, stale_after, name) {
+    let value = match fresh_value(series, obs.now, stale_after, &spec.metric) {
         Ok(v) => v,
         Err(why) => return (Vote::Hold, why),
     };

@@ -263,3 +263,37 @@ fn within_tolerance_the_fleet_does_not_flap() {
     let d = decide(&f, &obs(t(0), 10, 10, vec![series(t(-1), 9500.0)]), &m);
     assert_eq!(d.desired, 10);
 }
+
+#[test]
+fn a_stabilization_window_shorter_than_the_poll_still_scales_in() {
+    let f = fleet(TOTAL_RPM, "");
+    let mut f = f;
+    f.scaling.scale_in_stabilization = crate::manifest::HumanDuration::secs(30);
+    let window = f.scaling.scale_in_stabilization.chrono();
+    let mut m = Memory::default();
+    let d = decide(&f, &obs(t(0), 10, 10, vec![series(t(-1), 3000.0)]), &m);
+    m.record(t(0), d.recommended, window);
+    assert_eq!(d.desired, 10, "no history yet: hold");
+    let d = decide(&f, &obs(t(1), 10, 10, vec![series(t(0), 3000.0)]), &m);
+    assert_eq!(d.desired, 5, "one window later: scale in (retire limit 5)");
+}
+
+#[test]
+fn staleness_counts_from_the_end_of_a_datapoints_period() {
+    let policies = "    - target_tracking:\n        metric: { namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total, period: 5m }\n        target: 5000\n";
+    let f = fleet(policies, "");
+    // The 5-minute period that started 9 minutes ago closed 4 minutes ago: fresh.
+    let d = decide(
+        &f,
+        &obs(t(0), 4, 4, vec![series(t(-9), 40_000.0)]),
+        &Memory::default(),
+    );
+    assert_eq!(d.desired, 8, "{}", d.reason());
+    // One that closed 6 minutes ago is stale (stale after 5m): hold.
+    let d = decide(
+        &f,
+        &obs(t(0), 4, 4, vec![series(t(-11), 40_000.0)]),
+        &Memory::default(),
+    );
+    assert_eq!(d.desired, 4, "{}", d.reason());
+}

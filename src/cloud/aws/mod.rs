@@ -41,6 +41,12 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 /// Five attempts ride out a burst of throttling (about 0.2+0.4+0.8+1.6 s of backoff)
 /// without stalling a pass for long.
 const DEFAULT_ATTEMPTS: u32 = 5;
+/// A stalled connection must not hang a pass (and with it SIGTERM): each attempt gets 20 s
+/// (a 1,000-instance DescribeInstances page takes a few), the whole call with its retries
+/// 60 s.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct AwsCloud {
     ec2: aws_sdk_ec2::Client,
@@ -55,6 +61,13 @@ impl AwsCloud {
     pub async fn connect(opts: &AwsOptions, controller_id: &str) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(opts.region.clone()))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .operation_timeout(OPERATION_TIMEOUT)
+                    .build(),
+            )
             .retry_config(
                 RetryConfig::standard()
                     .with_max_attempts(opts.max_attempts.unwrap_or(DEFAULT_ATTEMPTS))

@@ -1,0 +1,437 @@
+//! Durable state: the build ledger (what was deployed where, and how it ended), approvals,
+//! rollouts with their events. SQLite in WAL mode with synchronous commits: a row that was
+//! written survives a crash of the process or the machine.
+//!
+//! This module owns the schema and every query; nothing else writes SQL.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("state database holds a rollout that does not parse: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// How a deployment of a build to an environment ended (or that it has not yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    InProgress,
+    /// Live, every gate green.
+    Succeeded,
+    /// A gate failed or the rollout timed out; the previous build was restored.
+    RolledBack,
+    /// Replaced by a newer request before it finished (on_conflict: supersede).
+    Superseded,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::InProgress => "in_progress",
+            Outcome::Succeeded => "succeeded",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Superseded => "superseded",
+        }
+    }
+
+    fn parse(s: &str) -> Outcome {
+        match s {
+            "succeeded" => Outcome::Succeeded,
+            "rolled_back" => Outcome::RolledBack,
+            "superseded" => Outcome::Superseded,
+            _ => Outcome::InProgress,
+        }
+    }
+}
+
+/// One line of the ledger.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Deployment {
+    pub id: i64,
+    pub app: String,
+    pub env: String,
+    pub fleet: String,
+    pub build: String,
+    pub label: Option<String>,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Approval {
+    pub app: String,
+    pub build: String,
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A progress line of a rollout, as streamed to the CLI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub message: String,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL, env TEXT NOT NULL, fleet TEXT NOT NULL,
+    build TEXT NOT NULL, label TEXT,
+    outcome TEXT NOT NULL, reason TEXT,
+    started_at TEXT NOT NULL, finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS deployments_by_app ON deployments (app, env, build);
+CREATE TABLE IF NOT EXISTS approvals (
+    app TEXT NOT NULL, build TEXT NOT NULL, by TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (app, build, by)
+);
+CREATE TABLE IF NOT EXISTS rollouts (
+    id INTEGER PRIMARY KEY REFERENCES deployments(id),
+    fleet TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollouts_active ON rollouts (active, fleet);
+CREATE TABLE IF NOT EXISTS events (
+    rollout INTEGER NOT NULL, seq INTEGER NOT NULL, at TEXT NOT NULL, message TEXT NOT NULL,
+    PRIMARY KEY (rollout, seq)
+);
+";
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339()
+}
+
+fn parse_ts(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+impl Store {
+    /// Open (creating if needed) the database at `path`; `:memory:` for a throwaway one.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: shown.clone(),
+            source,
+        })?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(|source| StoreError::Open {
+                path: shown.clone(),
+                source,
+            })?;
+        tracing::debug!(journal_mode = %mode, path = %shown, "state database open");
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Self::open(Path::new(":memory:"))
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Start a deployment and its rollout in one transaction. Returns the id.
+    pub fn begin(&self, d: &Deployment, rollout_body: &str) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO deployments (app, env, fleet, build, label, outcome, reason, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7)",
+            params![
+                d.app,
+                d.env,
+                d.fleet,
+                d.build,
+                d.label,
+                Outcome::InProgress.as_str(),
+                ts(d.started_at)
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO rollouts (id, fleet, active, body) VALUES (?1, ?2, 1, ?3)",
+            params![id, d.fleet, rollout_body],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Save a rollout's state (and whether it still runs).
+    pub fn save_rollout(&self, id: i64, active: bool, body: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE rollouts SET active = ?2, body = ?3 WHERE id = ?1",
+            params![id, active as i64, body],
+        )?;
+        Ok(())
+    }
+
+    /// Record how a deployment ended, and its rollout's final state, together.
+    pub fn finish(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        reason: Option<&str>,
+        at: DateTime<Utc>,
+        rollout_body: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE deployments SET outcome = ?2, reason = ?3, finished_at = ?4 WHERE id = ?1",
+            params![id, outcome.as_str(), reason, ts(at)],
+        )?;
+        tx.execute(
+            "UPDATE rollouts SET active = 0, body = ?2 WHERE id = ?1",
+            params![id, rollout_body],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Bodies of rollouts still running, oldest first.
+    pub fn active_rollouts(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT id, body FROM rollouts WHERE active = 1 ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn rollout(&self, id: i64) -> Result<Option<(bool, String)>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT active, body FROM rollouts WHERE id = ?1",
+                [id],
+                |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    pub fn add_event(
+        &self,
+        rollout: i64,
+        at: DateTime<Utc>,
+        message: &str,
+    ) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        let seq: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE rollout = ?1",
+            [rollout],
+            |r| r.get(0),
+        )?;
+        conn.execute(
+            "INSERT INTO events (rollout, seq, at, message) VALUES (?1, ?2, ?3, ?4)",
+            params![rollout, seq, ts(at), message],
+        )?;
+        Ok(seq)
+    }
+
+    pub fn events_after(&self, rollout: i64, after: i64) -> Result<Vec<Event>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, at, message FROM events WHERE rollout = ?1 AND seq > ?2 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![rollout, after], |r| {
+            Ok(Event {
+                seq: r.get(0)?,
+                at: parse_ts(&r.get::<_, String>(1)?),
+                message: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn deployment_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
+        Ok(Deployment {
+            id: r.get(0)?,
+            app: r.get(1)?,
+            env: r.get(2)?,
+            fleet: r.get(3)?,
+            build: r.get(4)?,
+            label: r.get(5)?,
+            outcome: Outcome::parse(&r.get::<_, String>(6)?),
+            reason: r.get(7)?,
+            started_at: parse_ts(&r.get::<_, String>(8)?),
+            finished_at: r.get::<_, Option<String>>(9)?.map(|s| parse_ts(&s)),
+        })
+    }
+
+    const DEPLOYMENT_COLUMNS: &'static str =
+        "id, app, env, fleet, build, label, outcome, reason, started_at, finished_at";
+
+    pub fn deployment(&self, id: i64) -> Result<Option<Deployment>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM deployments WHERE id = ?1",
+            Self::DEPLOYMENT_COLUMNS
+        );
+        Ok(self
+            .conn()
+            .query_row(&sql, [id], Self::deployment_from_row)
+            .optional()?)
+    }
+
+    /// The ledger of an app, newest first.
+    pub fn history(&self, app: &str, limit: usize) -> Result<Vec<Deployment>, StoreError> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {} FROM deployments WHERE app = ?1 ORDER BY id DESC LIMIT ?2",
+            Self::DEPLOYMENT_COLUMNS
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![app, limit as i64], Self::deployment_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether `build` of `app` went live in `env` with every gate green.
+    pub fn passed(&self, app: &str, env: &str, build: &str) -> Result<bool, StoreError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM deployments WHERE app = ?1 AND env = ?2 AND build = ?3 AND outcome = 'succeeded'",
+            params![app, env, build],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// The build last made live in an environment for a fleet.
+    pub fn live_build(&self, fleet: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT build FROM deployments WHERE fleet = ?1 AND outcome = 'succeeded' ORDER BY id DESC LIMIT 1",
+                [fleet],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn approve(&self, a: &Approval) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO approvals (app, build, by, at) VALUES (?1, ?2, ?3, ?4)",
+            params![a.app, a.build, a.by, ts(a.at)],
+        )?;
+        Ok(())
+    }
+
+    pub fn approvals(&self, app: &str, build: &str) -> Result<Vec<Approval>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT app, build, by, at FROM approvals WHERE app = ?1 AND build = ?2 ORDER BY at",
+        )?;
+        let rows = stmt.query_map(params![app, build], |r| {
+            Ok(Approval {
+                app: r.get(0)?,
+                build: r.get(1)?,
+                by: r.get(2)?,
+                at: parse_ts(&r.get::<_, String>(3)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 5, 9, m, 0)
+            .single()
+            .expect("valid")
+    }
+
+    fn dep(env: &str, build: &str) -> Deployment {
+        Deployment {
+            id: 0,
+            app: "web".into(),
+            env: env.into(),
+            fleet: format!("web-{env}"),
+            build: build.into(),
+            label: Some("abc123".into()),
+            outcome: Outcome::InProgress,
+            reason: None,
+            started_at: at(0),
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn the_ledger_records_outcomes_and_answers_promotion_questions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        {
+            let s = Store::open(&path).expect("open");
+            let id = s.begin(&dep("staging", "ami-2"), "{}").expect("begin");
+            assert!(!s.passed("web", "staging", "ami-2").expect("query"));
+            assert_eq!(s.active_rollouts().expect("active").len(), 1);
+            s.finish(id, Outcome::Succeeded, None, at(5), "{\"done\":1}")
+                .expect("finish");
+            let id2 = s.begin(&dep("production", "ami-3"), "{}").expect("begin");
+            s.finish(id2, Outcome::RolledBack, Some("5xx over 1%"), at(9), "{}")
+                .expect("finish");
+            s.approve(&Approval {
+                app: "web".into(),
+                build: "ami-2".into(),
+                by: "ana".into(),
+                at: at(6),
+            })
+            .expect("approve");
+        }
+        // Reopened: everything is still there.
+        let s = Store::open(&path).expect("reopen");
+        assert!(s.passed("web", "staging", "ami-2").expect("query"));
+        assert!(!s.passed("web", "production", "ami-3").expect("query"));
+        assert!(s.active_rollouts().expect("active").is_empty());
+        assert_eq!(
+            s.live_build("web-staging").expect("live"),
+            Some("ami-2".into())
+        );
+        assert_eq!(s.live_build("web-production").expect("live"), None);
+        let h = s.history("web", 10).expect("history");
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].outcome, Outcome::RolledBack);
+        assert_eq!(h[0].reason.as_deref(), Some("5xx over 1%"));
+        assert_eq!(s.approvals("web", "ami-2").expect("approvals").len(), 1);
+    }
+
+    #[test]
+    fn events_are_numbered_per_rollout() {
+        let s = Store::in_memory().expect("open");
+        let id = s.begin(&dep("staging", "ami-2"), "{}").expect("begin");
+        s.add_event(id, at(1), "step 1").expect("event");
+        s.add_event(id, at(2), "step 2").expect("event");
+        let e = s.events_after(id, 1).expect("events");
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].seq, 2);
+        assert_eq!(e[0].message, "step 2");
+    }
+}
