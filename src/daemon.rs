@@ -3,6 +3,7 @@
 //! off when AWS throttles, and shuts down in two stages: the first SIGTERM/SIGINT lets the
 //! pass in flight finish, a second exits at once.
 
+use crate::api::Command;
 use crate::clock::Clock;
 use crate::controller::Controller;
 use crate::manifest::{self, Config};
@@ -10,7 +11,7 @@ use rand::Rng;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 /// Where the config comes from, so it can be read again.
@@ -65,11 +66,42 @@ pub fn next_delay(poll: Duration, throttled_passes: u32) -> Duration {
 
 /// Run until stopped. Returns the number of passes made.
 pub async fn run(
+    controller: Controller,
+    clock: Arc<dyn Clock>,
+    source: ConfigSource,
+    opts: Options,
+    signals: watch::Receiver<Option<Signal>>,
+) -> u64 {
+    let (_tx, rx) = mpsc::channel(1);
+    run_with_api(controller, clock, source, opts, signals, rx).await
+}
+
+/// Answer one API request. Deploys and aborts want a pass soon after.
+fn handle(controller: &mut Controller, now: chrono::DateTime<chrono::Utc>, cmd: Command) {
+    match cmd {
+        Command::Deploy(req, reply) => {
+            let _ = reply.send(controller.request_deploy(&req, now));
+        }
+        Command::Approve(req, reply) => {
+            let _ = reply.send(controller.request_approval(&req, now));
+        }
+        Command::Rollback(req, reply) => {
+            let _ = reply.send(controller.request_rollback(&req, now));
+        }
+        Command::Abort(id, reason, reply) => {
+            let _ = reply.send(controller.request_abort(id, &reason));
+        }
+    }
+}
+
+/// [`run`], also answering API requests between passes.
+pub async fn run_with_api(
     mut controller: Controller,
     clock: Arc<dyn Clock>,
     source: ConfigSource,
     opts: Options,
     mut signals: watch::Receiver<Option<Signal>>,
+    mut commands: mpsc::Receiver<Command>,
 ) -> u64 {
     let start = clock.now();
     let mut passes = 0u64;
@@ -98,6 +130,8 @@ pub async fn run(
         let poll = opts
             .poll_interval
             .unwrap_or(controller.config().controller.poll_interval.0);
+        // While a rollout runs, its gates are checked at their interval.
+        let poll = controller.rollout_interval().map_or(poll, |i| i.min(poll));
         let delay = next_delay(poll, throttled);
         if throttled > 0 {
             warn!(
@@ -110,6 +144,14 @@ pub async fn run(
             changed = signals.changed() => {
                 if changed.is_err() { break; }
                 true
+            }
+            Some(cmd) = commands.recv() => {
+                handle(&mut controller, clock.now(), cmd);
+                // Answer any others already waiting, then run a pass at once.
+                while let Ok(cmd) = commands.try_recv() {
+                    handle(&mut controller, clock.now(), cmd);
+                }
+                false
             }
         };
         if matches!(*signals.borrow(), Some(Signal::Stop)) {

@@ -5,13 +5,16 @@
 //! reconcile) → [`policy`] (pure decisions) and [`cloud`] (one narrow trait, `aws` and
 //! `sim` implementations). Time comes from an injected [`clock::Clock`].
 
+pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod cloud;
 pub mod controller;
 pub mod daemon;
 pub mod demo;
+pub mod deploy;
 pub mod logging;
 pub mod manifest;
 pub mod policy;

@@ -299,11 +299,11 @@ impl Store {
             .optional()?)
     }
 
-    /// The ledger of an app, newest first.
+    /// The ledger of an app (or of one fleet, by its name), newest first.
     pub fn history(&self, app: &str, limit: usize) -> Result<Vec<Deployment>, StoreError> {
         let conn = self.conn();
         let sql = format!(
-            "SELECT {} FROM deployments WHERE app = ?1 ORDER BY id DESC LIMIT ?2",
+            "SELECT {} FROM deployments WHERE app = ?1 OR fleet = ?1 ORDER BY id DESC LIMIT ?2",
             Self::DEPLOYMENT_COLUMNS
         );
         let mut stmt = conn.prepare(&sql)?;

@@ -67,6 +67,8 @@ pub struct Instance {
     pub instance_type: String,
     pub subnet: Option<String>,
     pub availability_zone: Option<String>,
+    /// Private IP address, for smoke commands (never connected to by coxswain itself).
+    pub private_ip: Option<String>,
     /// When the controller marked it for retirement (from the `coxswain:retiring` tag).
     pub retiring_since: Option<DateTime<Utc>>,
 }
@@ -140,6 +142,14 @@ pub enum TargetHealth {
     Other,
 }
 
+/// A CloudWatch alarm's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmState {
+    Ok,
+    Alarm,
+    InsufficientData,
+}
+
 /// Per-operation call counters, shared by both implementations: the benchmark and the
 /// metrics endpoint read them ("AWS-equivalent calls per pass").
 #[derive(Debug, Default)]
@@ -154,6 +164,8 @@ pub struct CallCounts {
     pub register_targets: AtomicU64,
     pub deregister_targets: AtomicU64,
     pub describe_target_health: AtomicU64,
+    pub describe_instance_status: AtomicU64,
+    pub describe_alarms: AtomicU64,
 }
 
 impl CallCounts {
@@ -175,6 +187,11 @@ impl CallCounts {
             ("RegisterTargets", get(&self.register_targets)),
             ("DeregisterTargets", get(&self.deregister_targets)),
             ("DescribeTargetHealth", get(&self.describe_target_health)),
+            (
+                "DescribeInstanceStatus",
+                get(&self.describe_instance_status),
+            ),
+            ("DescribeAlarms", get(&self.describe_alarms)),
         ]
     }
 
@@ -228,6 +245,14 @@ pub trait Cloud: Send + Sync {
         &self,
         target_group: &str,
     ) -> Result<Vec<(String, TargetHealth)>, CloudError>;
+
+    /// EC2 status checks of these instances: (id, both system and instance checks ok).
+    /// Instances not found are absent.
+    async fn instance_status(&self, ids: &[String]) -> Result<Vec<(String, bool)>, CloudError>;
+
+    /// States of the named alarms; alarms that do not exist are absent.
+    async fn alarm_states(&self, names: &[String])
+        -> Result<Vec<(String, AlarmState)>, CloudError>;
 
     /// Call counters, for the benchmark and `/metrics`.
     fn calls(&self) -> &CallCounts;

@@ -4,6 +4,7 @@
 
 use super::{note_error, plan, Action, Controller, PassReport, REGISTRATION_REFRESH};
 use crate::cloud::{CloudError, Instance, InstanceState, LaunchRequest, TargetHealth};
+use crate::deploy::{Build, Rollout};
 use crate::manifest::FleetSpec;
 use crate::policy::Decision;
 use chrono::{DateTime, Utc};
@@ -55,9 +56,15 @@ impl Controller {
         spec: &FleetSpec,
         instances: &[&Instance],
         d: &Decision,
+        rollout: Option<&Rollout>,
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) {
+        if let Some(r) = rollout {
+            self.act_rollout(spec, instances, d, r, now, report).await;
+            return;
+        }
+        let current = self.current_build(spec);
         let live: Vec<&Instance> = instances
             .iter()
             .copied()
@@ -73,11 +80,18 @@ impl Controller {
         let mut retired = Vec::new();
         if d.desired > d.current {
             launched = self
-                .launch(spec, &live, instances, d.desired - d.current, report)
+                .launch(
+                    spec,
+                    &current,
+                    &live,
+                    instances,
+                    d.desired - d.current,
+                    report,
+                )
                 .await;
         } else if d.desired < d.current {
             retired = self
-                .retire(spec, &live, d.current - d.desired, now, report)
+                .retire(spec, &current.id, &live, d.current - d.desired, now, report)
                 .await;
         }
         // An instance retired this pass must not be registered again by the refresh.
@@ -90,9 +104,10 @@ impl Controller {
 
     /// Launch `n`, spread over subnets; on InsufficientInstanceCapacity try the next
     /// instance type, then move the remainder to the next subnet.
-    async fn launch(
+    pub(super) async fn launch(
         &mut self,
         spec: &FleetSpec,
+        build: &Build,
         live: &[&Instance],
         observed: &[&Instance],
         n: u32,
@@ -110,6 +125,7 @@ impl Controller {
             for ty in &types {
                 let req = plan::launch_request(
                     spec,
+                    build,
                     &controller_id,
                     &live_ids,
                     subnet.clone(),
@@ -205,15 +221,16 @@ impl Controller {
 
     /// Start retiring `n` instances: tag them (durable intent), then deregister from the
     /// load balancer; they are terminated once drained (see `finish_retirements`).
-    async fn retire(
+    pub(super) async fn retire(
         &mut self,
         spec: &FleetSpec,
+        keep_build: &str,
         live: &[&Instance],
         n: u32,
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Vec<String> {
-        let victims = plan::choose_victims(live, &spec.build(), n);
+        let victims = plan::choose_victims(live, keep_build, n);
         let ids: Vec<String> = victims.iter().map(|i| i.id.clone()).collect();
         if ids.is_empty() {
             return ids;
@@ -257,7 +274,7 @@ impl Controller {
     /// Level-triggered drain: every pass, each retiring instance is deregistered if it is
     /// still registered, terminated once the target group no longer drains it (or the
     /// drain timeout passed), and left alone while it drains.
-    async fn finish_retirements(
+    pub(super) async fn finish_retirements(
         &mut self,
         spec: &FleetSpec,
         retiring: &[&Instance],
@@ -340,7 +357,7 @@ impl Controller {
 
     /// Register running instances that are not known to be registered. On the refresh
     /// interval every running instance is registered again (idempotent), mending drift.
-    async fn register(
+    pub(super) async fn register(
         &mut self,
         spec: &FleetSpec,
         live: &[&Instance],

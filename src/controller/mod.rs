@@ -10,11 +10,15 @@
 mod act;
 mod gc;
 pub mod plan;
+pub mod requests;
+mod rollout;
 
 use crate::clock::Clock;
 use crate::cloud::{Cloud, CloudError, GroupState, Instance, InstanceState, MetricQuery};
+use crate::deploy::Build;
 use crate::manifest::{Config, FleetSpec};
 use crate::policy::{self, Decision, Memory, Observation};
+use crate::store::Store;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -91,6 +95,8 @@ struct FleetState {
     group_seen: bool,
     registered: HashSet<String>,
     registered_refreshed: Option<DateTime<Utc>>,
+    /// New-build instances whose smoke command passed.
+    smoke_passed: HashSet<String>,
 }
 
 pub struct Controller {
@@ -102,6 +108,12 @@ pub struct Controller {
     orphans: HashMap<String, DateTime<Utc>>,
     /// Only fleets of this region are managed (the AWS side is one region per daemon).
     region: Option<String>,
+    /// Ledger, rollouts and events; None only if even an in-memory database failed.
+    store: Option<Arc<Store>>,
+    /// Each fleet's current build (cache of the ledger).
+    current: HashMap<String, Build>,
+    /// Whether the last pass ran a rollout (the daemon then polls at the gate interval).
+    rollout_interval: Option<std::time::Duration>,
 }
 
 impl Controller {
@@ -119,11 +131,35 @@ impl Controller {
             fleets: HashMap::new(),
             orphans: HashMap::new(),
             region: None,
+            store: match Store::in_memory() {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    error!(error = %e, "cannot open an in-memory state database; deploys are disabled");
+                    None
+                }
+            },
+            current: HashMap::new(),
+            rollout_interval: None,
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Use this state database (ledger, rollouts) instead of a throwaway one.
+    pub fn with_store(mut self, store: Arc<Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
+    /// While rollouts run, passes come at their gate interval instead of the poll interval.
+    pub fn rollout_interval(&self) -> Option<std::time::Duration> {
+        self.rollout_interval
     }
 
     /// Manage only the fleets of `region`, now and after every reload.
@@ -173,6 +209,8 @@ impl Controller {
         }
         let groups = self.observe_groups(&mut report).await;
         let metrics = self.observe_metrics(now, &mut report).await;
+        let rollouts = self.load_rollouts(now);
+        self.rollout_interval = rollouts.values().map(|r| r.deploy.gates.interval.0).min();
 
         let config = self.config.clone();
         let mut decisions = Vec::with_capacity(config.fleets.len());
@@ -261,8 +299,16 @@ impl Controller {
                             .await
                     }
                     None => {
-                        self.act_direct(spec, &fleet_instances, &decision, now, &mut report)
-                            .await
+                        let rollout = rollouts.get(&spec.name);
+                        self.act_direct(
+                            spec,
+                            &fleet_instances,
+                            &decision,
+                            rollout,
+                            now,
+                            &mut report,
+                        )
+                        .await
                     }
                 }
             }

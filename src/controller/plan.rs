@@ -2,6 +2,7 @@
 //! which idempotency token, and which instances to retire.
 
 use crate::cloud::{tags, Instance, LaunchRequest, LaunchTemplate};
+use crate::deploy::Build;
 use crate::manifest::FleetSpec;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -91,23 +92,23 @@ pub fn chained_token(token: &str, answered_by: &str) -> String {
 /// The launch request for `count` instances in `subnet` with `instance_type`.
 pub fn launch_request(
     spec: &FleetSpec,
+    build: &Build,
     controller_id: &str,
     live_ids: &[&str],
     subnet: Option<String>,
     instance_type: Option<String>,
     count: u32,
 ) -> LaunchRequest {
-    let build = spec.build();
     let mut t: BTreeMap<String, String> = spec.launch.tags.clone();
     t.insert(tags::CONTROLLER.into(), controller_id.into());
     t.insert(tags::FLEET.into(), spec.name.clone());
-    t.insert(tags::BUILD.into(), build.clone());
+    t.insert(tags::BUILD.into(), build.id.clone());
     t.entry("Name".into())
         .or_insert_with(|| format!("{}-{}", spec.name, spec.environment));
     let client_token = client_token(
         controller_id,
         &spec.name,
-        &build,
+        &build.id,
         live_ids,
         subnet.as_deref(),
         instance_type.as_deref(),
@@ -115,7 +116,7 @@ pub fn launch_request(
     );
     LaunchRequest {
         fleet: spec.name.clone(),
-        build,
+        build: build.id.clone(),
         count,
         template: spec
             .launch
@@ -124,9 +125,12 @@ pub fn launch_request(
             .map(|lt| LaunchTemplate {
                 id: lt.id.clone(),
                 name: lt.name.clone(),
-                version: lt.version.clone(),
+                version: build
+                    .template_version
+                    .clone()
+                    .unwrap_or_else(|| lt.version.clone()),
             }),
-        image_id: spec.launch.ami.clone(),
+        image_id: build.image.clone().or_else(|| spec.launch.ami.clone()),
         instance_type,
         subnet,
         security_groups: spec.launch.security_groups.clone(),
@@ -209,6 +213,7 @@ mod tests {
             instance_type: "m6i.large".into(),
             subnet: Some(format!("subnet-{az}")),
             availability_zone: Some(az.into()),
+            private_ip: None,
             retiring_since: None,
         }
     }

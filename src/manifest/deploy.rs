@@ -45,7 +45,7 @@ pub enum OnConflict {
 }
 
 /// How many instances: a count (`2`) or a share of the fleet's desired capacity (`"25%"`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Amount {
     Count(u32),
     Percent(f64),
@@ -57,6 +57,16 @@ impl Amount {
         match self {
             Amount::Count(n) => n,
             Amount::Percent(p) => crate::policy::ceil_count(f64::from(desired) * p / 100.0),
+        }
+    }
+}
+
+/// Written back the way it is read: `2` or `"25%"`.
+impl Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Amount::Count(n) => s.serialize_u32(*n),
+            Amount::Percent(p) => s.serialize_str(&format!("{p}%")),
         }
     }
 }
@@ -159,6 +169,16 @@ pub struct CanarySpec {
     /// Time each step runs with gates green before the next.
     #[serde(default = "default_bake")]
     pub bake: HumanDuration,
+}
+
+impl CanarySpec {
+    /// The default steps (1 instance, 10%, 50%, 100%) with no bake, for tests.
+    pub fn default_steps_for_test() -> CanarySpec {
+        CanarySpec {
+            steps: default_canary_steps(),
+            bake: HumanDuration::secs(0),
+        }
+    }
 }
 
 fn default_canary_steps() -> Vec<Amount> {
@@ -340,4 +360,29 @@ pub struct HookSpec {
 
 fn default_hook_timeout() -> HumanDuration {
     HumanDuration::secs(600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deploy_settings_survive_a_round_trip_through_json() {
+        let spec = DeploySpec {
+            strategy: StrategySpec::Canary(CanarySpec {
+                steps: vec![
+                    Amount::Count(1),
+                    Amount::Percent(12.5),
+                    Amount::Percent(100.0),
+                ],
+                bake: HumanDuration::secs(90),
+            }),
+            ..DeploySpec::default()
+        };
+        let text = serde_json::to_string(&spec).expect("serializes");
+        let back: DeploySpec = serde_json::from_str(&text).expect("deserializes");
+        assert_eq!(back, spec);
+        assert_eq!(Amount::Percent(25.0).of(6), 2);
+        assert_eq!(Amount::Count(3).of(100), 3);
+    }
 }

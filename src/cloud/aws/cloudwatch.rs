@@ -2,7 +2,7 @@
 //! (500 queries per call, the API's limit), never one call per fleet.
 
 use super::{classify, from_chrono, to_chrono};
-use crate::cloud::{CallCounts, CloudError, MetricQuery, MetricSeries};
+use crate::cloud::{AlarmState, CallCounts, CloudError, MetricQuery, MetricSeries};
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
 use aws_sdk_cloudwatch::Client;
 use chrono::{DateTime, Utc};
@@ -84,6 +84,45 @@ pub(super) async fn get_metrics(
     for s in &mut out {
         s.points.sort_by_key(|p| p.0);
         s.points.dedup_by(|a, b| a.0 == b.0);
+    }
+    Ok(out)
+}
+
+/// DescribeAlarms takes at most 100 names per call.
+const ALARMS_PER_CALL: usize = 100;
+
+pub(super) async fn alarm_states(
+    client: &Client,
+    names: &[String],
+    calls: &CallCounts,
+) -> Result<Vec<(String, AlarmState)>, CloudError> {
+    use aws_sdk_cloudwatch::types::StateValue;
+    let mut out = Vec::new();
+    for chunk in names.chunks(ALARMS_PER_CALL) {
+        let mut token: Option<String> = None;
+        loop {
+            CallCounts::bump(&calls.describe_alarms);
+            let resp = client
+                .describe_alarms()
+                .set_alarm_names(Some(chunk.to_vec()))
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| classify("DescribeAlarms", e))?;
+            for a in resp.metric_alarms() {
+                let Some(name) = a.alarm_name() else { continue };
+                let state = match a.state_value() {
+                    Some(StateValue::Ok) => AlarmState::Ok,
+                    Some(StateValue::Alarm) => AlarmState::Alarm,
+                    _ => AlarmState::InsufficientData,
+                };
+                out.push((name.to_string(), state));
+            }
+            token = resp.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
     }
     Ok(out)
 }

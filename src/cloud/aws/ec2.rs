@@ -47,6 +47,7 @@ fn convert(i: &aws_sdk_ec2::types::Instance) -> Option<(Instance, HashMap<String
             .map(|t| t.as_str().to_string())
             .unwrap_or_default(),
         subnet: i.subnet_id().map(str::to_string),
+        private_ip: i.private_ip_address().map(str::to_string),
         availability_zone: i
             .placement()
             .and_then(|p| p.availability_zone())
@@ -279,4 +280,48 @@ pub(super) async fn terminate(
         }
         Err(e) => Err(classify("TerminateInstances", e)),
     }
+}
+
+/// DescribeInstanceStatus takes at most 100 ids per call.
+const STATUS_IDS_PER_CALL: usize = 100;
+
+pub(super) async fn instance_status(
+    client: &Client,
+    ids: &[String],
+    calls: &CallCounts,
+) -> Result<Vec<(String, bool)>, CloudError> {
+    use aws_sdk_ec2::types::SummaryStatus;
+    let mut out = Vec::new();
+    for chunk in ids.chunks(STATUS_IDS_PER_CALL) {
+        CallCounts::bump(&calls.describe_instance_status);
+        let resp = client
+            .describe_instance_status()
+            .set_instance_ids(Some(chunk.to_vec()))
+            .include_all_instances(true)
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            // An id that is gone makes the whole call fail; report none of them as ok.
+            Err(e)
+                if e.as_service_error()
+                    .and_then(|s| aws_sdk_ec2::error::ProvideErrorMetadata::code(s))
+                    .is_some_and(crate::cloud::errors::is_not_found_code) =>
+            {
+                continue
+            }
+            Err(e) => return Err(classify("DescribeInstanceStatus", e)),
+        };
+        for st in resp.instance_statuses() {
+            let Some(id) = st.instance_id() else { continue };
+            let ok = |s: Option<&aws_sdk_ec2::types::InstanceStatusSummary>| {
+                s.and_then(|s| s.status()) == Some(&SummaryStatus::Ok)
+            };
+            out.push((
+                id.to_string(),
+                ok(st.instance_status()) && ok(st.system_status()),
+            ));
+        }
+    }
+    Ok(out)
 }

@@ -12,8 +12,8 @@ mod elb;
 
 use super::errors::{is_capacity_code, is_throttling_code};
 use super::{
-    CallCounts, Cloud, CloudError, GroupState, Instance, LaunchRequest, MetricQuery, MetricSeries,
-    TargetHealth,
+    AlarmState, CallCounts, Cloud, CloudError, GroupState, Instance, LaunchRequest, MetricQuery,
+    MetricSeries, TargetHealth,
 };
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
@@ -208,6 +208,17 @@ impl Cloud for AwsCloud {
     ) -> Result<Vec<(String, TargetHealth)>, CloudError> {
         CallCounts::bump(&self.calls.describe_target_health);
         elb::health(&self.elb, target_group).await
+    }
+
+    async fn instance_status(&self, ids: &[String]) -> Result<Vec<(String, bool)>, CloudError> {
+        ec2::instance_status(&self.ec2, ids, &self.calls).await
+    }
+
+    async fn alarm_states(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, AlarmState)>, CloudError> {
+        cloudwatch::alarm_states(&self.cw, names, &self.calls).await
     }
 
     fn calls(&self) -> &CallCounts {

@@ -4,8 +4,8 @@
 
 use super::{Op, SimCloud, Target, HEALTH_CHECK_DELAY};
 use crate::cloud::{
-    tags, CallCounts, Cloud, CloudError, GroupState, Instance, InstanceState, LaunchRequest,
-    MetricQuery, MetricSeries, TargetHealth,
+    tags, AlarmState, CallCounts, Cloud, CloudError, GroupState, Instance, InstanceState,
+    LaunchRequest, MetricQuery, MetricSeries, TargetHealth,
 };
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -145,7 +145,23 @@ impl Cloud for SimCloud {
                 .bindings
                 .get(q)
                 .and_then(|(fleet, m)| st.fleets.get(fleet).map(|f| (fleet, f, m)));
-            if let Some((fleet, model, meaning)) = bound {
+            let per_build = q.dimensions.values().find_map(|b| {
+                st.build_metrics
+                    .get(&(q.namespace.clone(), q.name.clone(), b.clone()))
+                    .copied()
+            });
+            if let Some(v) = per_build {
+                let period = i64::from(q.period_secs.max(60));
+                let mut t = start.timestamp().div_euclid(period) * period;
+                while t + period <= readable_until.timestamp() && t < end.timestamp() {
+                    if let Some(ts) = DateTime::from_timestamp(t, 0) {
+                        if ts >= start {
+                            series.points.push((ts, v));
+                        }
+                    }
+                    t += period;
+                }
+            } else if let Some((fleet, model, meaning)) = bound {
                 let lives = lifetimes
                     .get(fleet.as_str())
                     .map(Vec::as_slice)
@@ -281,6 +297,34 @@ impl Cloud for SimCloud {
                 };
                 (id.clone(), h)
             })
+            .collect())
+    }
+
+    async fn instance_status(&self, ids: &[String]) -> Result<Vec<(String, bool)>, CloudError> {
+        let batches = ids.len().div_ceil(100).max(1) as u64;
+        self.calls
+            .describe_instance_status
+            .fetch_add(batches, std::sync::atomic::Ordering::Relaxed);
+        let now = self.clock.now();
+        let st = self.lock();
+        Ok(ids
+            .iter()
+            .filter_map(|id| st.instances.get(id))
+            .filter(|i| i.terminated_at.is_none())
+            // Status checks pass once the instance has booted.
+            .map(|i| (i.inst.id.clone(), i.ready_at <= now))
+            .collect())
+    }
+
+    async fn alarm_states(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, AlarmState)>, CloudError> {
+        CallCounts::bump(&self.calls.describe_alarms);
+        let st = self.lock();
+        Ok(names
+            .iter()
+            .filter_map(|n| st.alarms.get(n).map(|s| (n.clone(), *s)))
             .collect())
     }
 

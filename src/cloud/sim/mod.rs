@@ -90,6 +90,9 @@ struct State {
     groups: HashMap<String, SimGroup>,
     faults: HashMap<Op, (u32, &'static str)>,
     no_capacity: HashSet<(String, Option<String>)>,
+    alarms: HashMap<String, super::AlarmState>,
+    /// (namespace, metric name, build id) -> constant value, for deploy gates in tests.
+    build_metrics: HashMap<(String, String, String), f64>,
     terminated_total: u64,
     launched_total: u64,
 }
@@ -245,6 +248,19 @@ impl SimCloud {
             .insert((instance_type.to_string(), subnet.map(str::to_string)));
     }
 
+    /// Create or set a CloudWatch alarm's state.
+    pub fn set_alarm(&self, name: &str, state: super::AlarmState) {
+        self.lock().alarms.insert(name.to_string(), state);
+    }
+
+    /// Make a per-build metric read `value` at every period: any query for `namespace` /
+    /// `name` with a dimension whose value is `build` (deploy gates put the build id there).
+    pub fn set_build_metric(&self, namespace: &str, name: &str, build: &str, value: f64) {
+        self.lock()
+            .build_metrics
+            .insert((namespace.into(), name.into(), build.into()), value);
+    }
+
     /// Create an instance that coxswain does not own (for ownership tests).
     pub fn add_foreign_instance(&self, tags_: BTreeMap<String, String>) -> String {
         let now = self.clock.now();
@@ -325,6 +341,7 @@ impl SimCloud {
                     instance_type: instance_type.unwrap_or_else(|| "m6i.large".into()),
                     subnet,
                     availability_zone: az,
+                    private_ip: Some(format!("sim-{}", st.next_id)),
                     retiring_since: None,
                 },
                 tags: tags_,

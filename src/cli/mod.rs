@@ -1,6 +1,8 @@
 //! Command-line interface: argument parsing and the wiring behind each command. `main.rs`
 //! only calls [`main`].
 
+mod deploy;
+
 use crate::clock::{Clock, RealClock, VirtualClock};
 use crate::cloud::aws::{AwsCloud, AwsOptions};
 use crate::cloud::sim::SimCloud;
@@ -43,6 +45,15 @@ pub enum Command {
     },
     /// Measure one reconcile pass over many fleets on the simulated cloud.
     Bench(BenchArgs),
+    /// Roll a build out to a fleet (through the daemon's API). Exit 0 live, 1 rolled
+    /// back, 2 refused, 3 --timeout reached (rolled back), 4 daemon unreachable.
+    Deploy(deploy::DeployArgs),
+    /// Sign off a build for environments that require approval.
+    Approve(deploy::ApproveArgs),
+    /// Roll a fleet back: abort the running rollout, or go back to an earlier build.
+    Rollback(deploy::RollbackArgs),
+    /// The build ledger of a fleet or app.
+    History(deploy::HistoryArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,6 +104,17 @@ pub struct RunArgs {
     /// Stop after this many passes.
     #[arg(long)]
     pub passes: Option<u64>,
+    /// Serve the API (deploys, approvals, history) here; `none` to serve nothing.
+    #[arg(long, env = "COXSWAIN_LISTEN", default_value = "127.0.0.1:7433")]
+    pub listen: String,
+    /// State database (SQLite). Default: in memory on the simulator, and
+    /// STATE_DIR/state.db on AWS.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// File with the API bearer token. Default: COXSWAIN_API_TOKEN, else STATE_DIR/api-token
+    /// (created with a random token if missing).
+    #[arg(long)]
+    pub api_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -127,7 +149,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The benchmark measures the controller, not the terminal, and plan prints its own
     // table: both log warnings only.
-    let quiet = matches!(cli.command, Command::Bench(_) | Command::Plan(_));
+    let quiet = !matches!(cli.command, Command::Run(_) | Command::Validate { .. });
     logging::init(cli.log_format, quiet);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -145,6 +167,10 @@ pub fn main() -> ExitCode {
             Command::Plan(a) => plan(a).await,
             Command::Validate { paths } => validate(paths),
             Command::Bench(a) => crate::bench::run(a.fleets, a.passes).await,
+            Command::Deploy(a) => deploy::deploy(a).await,
+            Command::Approve(a) => deploy::approve(a).await,
+            Command::Rollback(a) => deploy::rollback(a).await,
+            Command::History(a) => deploy::history(a).await,
         }
     })
 }
@@ -341,6 +367,59 @@ pub fn is_loopback_url(url: &str) -> bool {
     host == "localhost" || host == "::1" || host.starts_with("127.")
 }
 
+/// Where the daemon keeps its state and the CLI finds the API token:
+/// `COXSWAIN_STATE_DIR`, else `$XDG_STATE_HOME/coxswain`, else `~/.local/state/coxswain`.
+pub fn state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("COXSWAIN_STATE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(d).join("coxswain");
+    }
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".local/state/coxswain"))
+        .unwrap_or_else(|| PathBuf::from(".coxswain"))
+}
+
+/// The API token: COXSWAIN_API_TOKEN, or the token file (created, mode 0600, with a
+/// random token when missing so that the CLI on the same host finds it).
+fn api_token(file: Option<&PathBuf>) -> Result<String, String> {
+    if let Ok(t) = std::env::var("COXSWAIN_API_TOKEN") {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_string());
+        }
+    }
+    let path = file
+        .cloned()
+        .unwrap_or_else(|| state_dir().join("api-token"));
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_string());
+        }
+    }
+    use rand::Rng;
+    let token: String = (0..32)
+        .map(|_| format!("{:02x}", rand::thread_rng().gen::<u8>()))
+        .collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    use std::io::Write;
+    opts.open(&path)
+        .and_then(|mut f| f.write_all(token.as_bytes()))
+        .map_err(|e| format!("cannot write the API token to {}: {e}", path.display()))?;
+    tracing::info!(path = %path.display(), "created an API token for the CLI");
+    Ok(token)
+}
+
 async fn run(a: RunArgs) -> ExitCode {
     let w = match wire(&a.cloud).await {
         Ok(w) => w,
@@ -349,14 +428,70 @@ async fn run(a: RunArgs) -> ExitCode {
     if a.cloud.cloud == CloudKind::Sim {
         tracing::info!(start = %w.clock.now(), virtual_clock = a.cloud.virtual_clock, "simulated cloud: instances boot after a delay, metrics lag a minute");
     }
+    let state_path = match (&a.state, a.cloud.cloud) {
+        (Some(p), _) => p.clone(),
+        (None, CloudKind::Sim) => PathBuf::from(":memory:"),
+        (None, CloudKind::Aws) => state_dir().join("state.db"),
+    };
+    if let Some(dir) = state_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return fail(format!("cannot create {}: {e}", dir.display()));
+        }
+    }
+    let store = match crate::store::Store::open(&state_path) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return fail(e),
+    };
     let (controller, clock, source) = w.controller(a.dry_run);
+    let controller = controller.with_store(store.clone());
     let signals = daemon::spawn_signal_listener();
     let opts = daemon::Options {
         poll_interval: a.poll_interval,
         max_passes: a.passes,
         duration: a.duration,
     };
-    daemon::run(controller, clock, source, opts, signals).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    if a.listen != "none" {
+        let token = match api_token(a.api_token_file.as_ref()) {
+            Ok(t) => t,
+            Err(e) => return fail(e),
+        };
+        let listener = match tokio::net::TcpListener::bind(&a.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                return fail(format!(
+                    "cannot listen on {}: {e} (pass --listen ADDR, or --listen none)",
+                    a.listen
+                ))
+            }
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(address = %addr, "API listening");
+        let state = crate::api::ApiState {
+            commands: tx,
+            store,
+            token: Arc::new(token),
+        };
+        let mut stop = signals.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                while stop.changed().await.is_ok() {
+                    if matches!(*stop.borrow(), Some(daemon::Signal::Stop)) {
+                        break;
+                    }
+                }
+            };
+            if let Err(e) = crate::api::serve(listener, state, shutdown).await {
+                tracing::error!(error = %e, "API server stopped");
+            }
+        });
+    } else {
+        drop(tx);
+    }
+    daemon::run_with_api(controller, clock, source, opts, signals, rx).await;
     ExitCode::SUCCESS
 }
 

@@ -1,0 +1,334 @@
+//! The daemon's HTTP API, used by `coxswain deploy`, `approve`, `rollback` and `history`.
+//!
+//! Every `/v1` call needs `Authorization: Bearer TOKEN`, compared in constant time.
+//! Request bodies are limited to 16 KiB; bad input gets a 4xx with a JSON `error`.
+//! Requests that change something are handed to the controller (which owns the config and
+//! the state database) over a channel; reads go to the state database directly.
+
+use crate::controller::requests::{
+    Accepted, ApproveRequest, DeployRequest, Refusal, RollbackRequest,
+};
+use crate::deploy::{Phase, Rollout};
+use crate::store::{Outcome, Store};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+use tokio::sync::{mpsc, oneshot};
+
+/// Largest request body accepted.
+const BODY_LIMIT: usize = 16 * 1024;
+/// Longest a client may wait for new events in one request.
+const MAX_WAIT: Duration = Duration::from_secs(25);
+
+/// A request for the controller, with where to send its answer.
+#[derive(Debug)]
+pub enum Command {
+    Deploy(DeployRequest, oneshot::Sender<Result<Accepted, Refusal>>),
+    Approve(ApproveRequest, oneshot::Sender<Result<(), Refusal>>),
+    Rollback(RollbackRequest, oneshot::Sender<Result<Accepted, Refusal>>),
+    Abort(i64, String, oneshot::Sender<Result<(), Refusal>>),
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub commands: mpsc::Sender<Command>,
+    pub store: Arc<Store>,
+    pub token: Arc<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    error: String,
+    /// The request is valid but policy refuses it (the CLI exits 2).
+    refused: bool,
+}
+
+fn error(status: StatusCode, msg: impl Into<String>, refused: bool) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            error: msg.into(),
+            refused,
+        }),
+    )
+        .into_response()
+}
+
+fn refusal(r: Refusal) -> Response {
+    match r {
+        Refusal::Refused(m) => error(StatusCode::UNPROCESSABLE_ENTITY, m, true),
+        Refusal::NotFound(m) => error(StatusCode::NOT_FOUND, m, true),
+        Refusal::Internal(m) => error(StatusCode::INTERNAL_SERVER_ERROR, m, false),
+    }
+}
+
+async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let ok: bool = given.as_bytes().ct_eq(st.token.as_bytes()).into();
+    if !ok || st.token.is_empty() {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid bearer token",
+            false,
+        );
+    }
+    next.run(req).await
+}
+
+/// The router; `serve` binds it.
+pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/deploys", post(deploy))
+        .route("/v1/rollouts/{id}", get(rollout))
+        .route("/v1/rollouts/{id}/events", get(events))
+        .route("/v1/rollouts/{id}/abort", post(abort))
+        .route("/v1/approvals", post(approve))
+        .route("/v1/rollbacks", post(rollback))
+        .route("/v1/history/{app}", get(history))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(v1)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Serve on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn ask<T>(
+    st: &ApiState,
+    make: impl FnOnce(oneshot::Sender<Result<T, Refusal>>) -> Command,
+) -> Result<T, Response> {
+    let (tx, rx) = oneshot::channel();
+    if st.commands.send(make(tx)).await.is_err() {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the controller is shutting down",
+            false,
+        ));
+    }
+    match tokio::time::timeout(Duration::from_secs(30), rx).await {
+        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Ok(Err(r))) => Err(refusal(r)),
+        _ => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the controller did not answer",
+            false,
+        )),
+    }
+}
+
+fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, Response> {
+    body.map(|Json(b)| b).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("bad request body: {}", e.body_text()),
+            false,
+        )
+    })
+}
+
+async fn deploy(
+    State(st): State<ApiState>,
+    body: Result<Json<DeployRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let req = match json_body(body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    if req.build.trim().is_empty() || req.env.trim().is_empty() || req.fleet.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "fleet, env and build are required",
+            false,
+        );
+    }
+    match ask(&st, |tx| Command::Deploy(req, tx)).await {
+        Ok(a) => (StatusCode::ACCEPTED, Json(a)).into_response(),
+        Err(resp) => resp,
+    }
+}
+
+async fn approve(
+    State(st): State<ApiState>,
+    body: Result<Json<ApproveRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let req = match json_body(body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match ask(&st, |tx| Command::Approve(req, tx)).await {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"approved": true}))).into_response(),
+        Err(resp) => resp,
+    }
+}
+
+async fn rollback(
+    State(st): State<ApiState>,
+    body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let req = match json_body(body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match ask(&st, |tx| Command::Rollback(req, tx)).await {
+        Ok(a) => (StatusCode::ACCEPTED, Json(a)).into_response(),
+        Err(resp) => resp,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AbortBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn abort(
+    State(st): State<ApiState>,
+    Path(id): Path<i64>,
+    body: Result<Json<AbortBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let reason = json_body(body)
+        .ok()
+        .and_then(|b| b.reason)
+        .unwrap_or_else(|| "aborted by request".into());
+    match ask(&st, |tx| Command::Abort(id, reason, tx)).await {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"aborting": id})),
+        )
+            .into_response(),
+        Err(resp) => resp,
+    }
+}
+
+/// A rollout's state as the CLI sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RolloutView {
+    pub id: i64,
+    pub fleet: String,
+    pub env: String,
+    pub build: String,
+    pub from: String,
+    pub phase: String,
+    pub finished: bool,
+    pub outcome: Option<Outcome>,
+    pub reason: Option<String>,
+    pub timed_out: bool,
+}
+
+fn view(store: &Store, id: i64) -> Result<Option<RolloutView>, Response> {
+    let internal = |e: crate::store::StoreError| {
+        error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false)
+    };
+    let Some((active, body)) = store.rollout(id).map_err(internal)? else {
+        return Ok(None);
+    };
+    let r: Rollout = serde_json::from_str(&body)
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false))?;
+    let d = store.deployment(id).map_err(internal)?;
+    let phase = match &r.phase {
+        Phase::Queued => "queued",
+        Phase::Rolling => "rolling",
+        Phase::KeepingOld { .. } => "keeping_old",
+        Phase::RollingBack { .. } => "rolling_back",
+        Phase::Succeeded => "succeeded",
+        Phase::RolledBack { .. } => "rolled_back",
+    };
+    Ok(Some(RolloutView {
+        id,
+        fleet: r.fleet,
+        env: r.env,
+        build: r.to.id,
+        from: r.from.id,
+        phase: phase.into(),
+        finished: !active,
+        outcome: d.as_ref().map(|d| d.outcome),
+        reason: d.and_then(|d| d.reason),
+        timed_out: r.timed_out,
+    }))
+}
+
+async fn rollout(State(st): State<ApiState>, Path(id): Path<i64>) -> Response {
+    match view(&st.store, id) {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no rollout #{id}"), false),
+        Err(resp) => resp,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: i64,
+    /// Seconds to wait for something new (long poll).
+    #[serde(default)]
+    wait: u64,
+}
+
+/// Events after `after`; waits up to `wait` seconds when there are none and the rollout
+/// still runs.
+async fn events(
+    State(st): State<ApiState>,
+    Path(id): Path<i64>,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait).min(MAX_WAIT);
+    loop {
+        let v = match view(&st.store, id) {
+            Ok(Some(v)) => v,
+            Ok(None) => return error(StatusCode::NOT_FOUND, format!("no rollout #{id}"), false),
+            Err(resp) => return resp,
+        };
+        let evs = match st.store.events_after(id, q.after) {
+            Ok(e) => e,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false),
+        };
+        if !evs.is_empty() || v.finished || tokio::time::Instant::now() >= deadline {
+            return Json(serde_json::json!({ "rollout": v, "events": evs })).into_response();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn history(State(st): State<ApiState>, Path(app): Path<String>) -> Response {
+    match st.store.history(&app, 100) {
+        Ok(h) => {
+            let mut approvals = Vec::new();
+            let mut builds: Vec<&str> = h.iter().map(|d| d.build.as_str()).collect();
+            builds.sort_unstable();
+            builds.dedup();
+            for b in builds {
+                if let Ok(a) = st.store.approvals(&app, b) {
+                    approvals.extend(a);
+                }
+            }
+            Json(serde_json::json!({ "app": app, "deployments": h, "approvals": approvals }))
+                .into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false),
+    }
+}

@@ -1,0 +1,357 @@
+//! `deploy`, `approve`, `rollback`, `history`: the CI-facing commands, talking to the
+//! daemon's API. Output is one line per step for CI logs (or JSON lines), and the exit
+//! code says how it ended: 0 live, 1 rolled back, 2 refused, 3 timed out (and rolled
+//! back), 4 could not talk to the daemon.
+
+use super::Output;
+use crate::client::Client;
+use clap::Args;
+use serde_json::{json, Value};
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub const EXIT_LIVE: u8 = 0;
+pub const EXIT_ROLLED_BACK: u8 = 1;
+pub const EXIT_REFUSED: u8 = 2;
+pub const EXIT_TIMEOUT: u8 = 3;
+pub const EXIT_UNREACHABLE: u8 = 4;
+
+#[derive(Debug, Args, Clone)]
+pub struct ServerArgs {
+    /// The daemon's API.
+    #[arg(long, env = "COXSWAIN_SERVER", default_value = "http://127.0.0.1:7433")]
+    pub server: String,
+    /// Bearer token (or COXSWAIN_API_TOKEN, or the file --token-file).
+    #[arg(long, env = "COXSWAIN_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the token (default: the one the daemon writes in its state directory).
+    #[arg(long)]
+    pub token_file: Option<std::path::PathBuf>,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+impl ServerArgs {
+    fn client(&self) -> Result<Client, String> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => t.clone(),
+            (None, path) => {
+                let path = path
+                    .clone()
+                    .unwrap_or_else(|| super::state_dir().join("api-token"));
+                std::fs::read_to_string(&path)
+                    .map(|t| t.trim().to_string())
+                    .map_err(|e| format!("no API token: pass --token, set COXSWAIN_API_TOKEN, or make {} readable ({e})", path.display()))?
+            }
+        };
+        Client::new(&self.server, &token).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Fleet name or app.
+    pub fleet: String,
+    /// AMI id, or launch-template version.
+    #[arg(long)]
+    pub build: String,
+    #[arg(long)]
+    pub env: String,
+    /// A human label for the build (commit, version).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Follow the rollout until it ends, and exit with its outcome.
+    #[arg(long)]
+    pub wait: bool,
+    /// Abort and roll back if not live within this long (e.g. 30m).
+    #[arg(long, value_parser = crate::manifest::parse_duration)]
+    pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    pub fleet: String,
+    #[arg(long)]
+    pub build: String,
+    #[arg(long)]
+    pub by: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    pub fleet: String,
+    #[arg(long)]
+    pub env: String,
+    /// Build to roll back to (default: the one live before the current one).
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Fleet name or app.
+    pub fleet: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+fn line(out: Output, kind: &str, text: &str, extra: Value) {
+    match out {
+        Output::Json => {
+            let mut v = json!({ "type": kind, "message": text });
+            if let (Some(obj), Value::Object(more)) = (v.as_object_mut(), extra) {
+                obj.extend(more);
+            }
+            println!("{v}");
+        }
+        Output::Table => println!("{text}"),
+    }
+}
+
+fn unreachable(e: impl std::fmt::Display) -> u8 {
+    eprintln!("error: {e}");
+    EXIT_UNREACHABLE
+}
+
+/// A 4xx/5xx answer: refusals exit 2, the rest 4.
+fn failed(status: u16, body: &Value) -> u8 {
+    let msg = body["error"].as_str().unwrap_or("unknown error");
+    if status == 401 {
+        eprintln!("error: the daemon rejected the token ({msg})");
+        return EXIT_REFUSED;
+    }
+    if body["refused"].as_bool() == Some(true) {
+        eprintln!("refused: {msg}");
+        return EXIT_REFUSED;
+    }
+    eprintln!("error: daemon answered {status}: {msg}");
+    EXIT_UNREACHABLE
+}
+
+pub async fn deploy(a: DeployArgs) -> ExitCode {
+    let client = match a.server.client() {
+        Ok(c) => c,
+        Err(e) => return ExitCode::from(unreachable(e)),
+    };
+    let req = json!({
+        "fleet": a.fleet, "env": a.env, "build": a.build, "label": a.label,
+        "timeout_secs": a.timeout.map(|t| t.as_secs()),
+    });
+    let (status, body) = match client.call("POST", "/v1/deploys", Some(&req)).await {
+        Ok(r) => r,
+        Err(e) => return ExitCode::from(unreachable(e)),
+    };
+    if status >= 400 {
+        return ExitCode::from(failed(status, &body));
+    }
+    ExitCode::from(
+        started(&client, &body, a.wait, a.server.output, &a.build)
+            .await
+            .0,
+    )
+}
+
+/// Follow an accepted request when asked to. Returns the exit code and the final reason.
+async fn started(
+    client: &Client,
+    body: &Value,
+    wait: bool,
+    out: Output,
+    build: &str,
+) -> (u8, String) {
+    match body["status"].as_str() {
+        Some("already_live") => {
+            line(
+                out,
+                "result",
+                &format!(
+                    "{} is already live on {}: nothing to do",
+                    body["build"].as_str().unwrap_or(build),
+                    body["fleet"].as_str().unwrap_or("?")
+                ),
+                json!({"outcome": "succeeded"}),
+            );
+            (EXIT_LIVE, String::new())
+        }
+        Some("started") => {
+            let id = body["id"].as_i64().unwrap_or_default();
+            if !wait {
+                line(
+                    out,
+                    "accepted",
+                    &format!("rollout #{id} accepted; follow it with --wait"),
+                    json!({"id": id}),
+                );
+                return (EXIT_LIVE, String::new());
+            }
+            follow(client, id, out).await
+        }
+        _ => {
+            eprintln!("error: unexpected answer: {body}");
+            (EXIT_UNREACHABLE, String::new())
+        }
+    }
+}
+
+/// Print the rollout's events as they come; its exit code and final reason.
+async fn follow(client: &Client, id: i64, out: Output) -> (u8, String) {
+    let mut after = 0;
+    loop {
+        let path = format!("/v1/rollouts/{id}/events?after={after}&wait=20");
+        let (status, body) = match client.call("GET", &path, None).await {
+            Ok(r) => r,
+            Err(e) => return (unreachable(e), String::new()),
+        };
+        if status >= 400 {
+            return (failed(status, &body), String::new());
+        }
+        for e in body["events"].as_array().into_iter().flatten() {
+            after = after.max(e["seq"].as_i64().unwrap_or(after));
+            let at = e["at"].as_str().unwrap_or("");
+            let time = at.get(11..19).unwrap_or(at);
+            let msg = e["message"].as_str().unwrap_or("");
+            line(
+                out,
+                "step",
+                &format!("[{time}] {msg}"),
+                json!({"rollout": id, "at": at}),
+            );
+        }
+        let r = &body["rollout"];
+        if r["finished"].as_bool() == Some(true) {
+            let outcome = r["outcome"].as_str().unwrap_or("");
+            let reason = r["reason"].as_str().unwrap_or("");
+            let (code, text) = match outcome {
+                "succeeded" => (
+                    EXIT_LIVE,
+                    format!(
+                        "live: {} on {} ({})",
+                        r["build"].as_str().unwrap_or("?"),
+                        r["fleet"].as_str().unwrap_or("?"),
+                        r["env"].as_str().unwrap_or("?")
+                    ),
+                ),
+                _ if r["timed_out"].as_bool() == Some(true) => {
+                    (EXIT_TIMEOUT, format!("timed out and rolled back: {reason}"))
+                }
+                "superseded" => (EXIT_ROLLED_BACK, format!("superseded: {reason}")),
+                _ => (EXIT_ROLLED_BACK, format!("rolled back: {reason}")),
+            };
+            line(
+                out,
+                "result",
+                &text,
+                json!({"rollout": id, "outcome": outcome, "exit_code": code}),
+            );
+            return (code, reason.to_string());
+        }
+    }
+}
+
+pub async fn approve(a: ApproveArgs) -> ExitCode {
+    let client = match a.server.client() {
+        Ok(c) => c,
+        Err(e) => return ExitCode::from(unreachable(e)),
+    };
+    let req = json!({ "fleet": a.fleet, "build": a.build, "by": a.by });
+    match client.call("POST", "/v1/approvals", Some(&req)).await {
+        Ok((s, body)) if s >= 400 => ExitCode::from(failed(s, &body)),
+        Ok(_) => {
+            line(
+                a.server.output,
+                "approved",
+                &format!("approved {} of {} by {}", a.build, a.fleet, a.by),
+                json!({}),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => ExitCode::from(unreachable(e)),
+    }
+}
+
+pub async fn rollback(a: RollbackArgs) -> ExitCode {
+    let client = match a.server.client() {
+        Ok(c) => c,
+        Err(e) => return ExitCode::from(unreachable(e)),
+    };
+    let req = json!({ "fleet": a.fleet, "env": a.env, "to": a.to });
+    let (status, body) = match client.call("POST", "/v1/rollbacks", Some(&req)).await {
+        Ok(r) => r,
+        Err(e) => return ExitCode::from(unreachable(e)),
+    };
+    if status >= 400 {
+        return ExitCode::from(failed(status, &body));
+    }
+    let (code, reason) = started(
+        &client,
+        &body,
+        a.wait,
+        a.server.output,
+        a.to.as_deref().unwrap_or("previous"),
+    )
+    .await;
+    // Aborting a running rollout ends "rolled back" when it works: success here.
+    if code == EXIT_ROLLED_BACK && reason.contains("rollback requested by hand") {
+        return ExitCode::SUCCESS;
+    }
+    ExitCode::from(code)
+}
+
+pub async fn history(a: HistoryArgs) -> ExitCode {
+    let client = match a.server.client() {
+        Ok(c) => c,
+        Err(e) => return ExitCode::from(unreachable(e)),
+    };
+    let (status, body) = match client
+        .call("GET", &format!("/v1/history/{}", a.fleet), None)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return ExitCode::from(unreachable(e)),
+    };
+    if status >= 400 {
+        return ExitCode::from(failed(status, &body));
+    }
+    match a.server.output {
+        Output::Json => println!("{body}"),
+        Output::Table => {
+            println!(
+                "{:<5} {:<12} {:<16} {:<24} {:<12} {:<20} REASON",
+                "ID", "ENV", "FLEET", "BUILD", "OUTCOME", "STARTED"
+            );
+            for d in body["deployments"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<5} {:<12} {:<16} {:<24} {:<12} {:<20} {}",
+                    d["id"],
+                    d["env"].as_str().unwrap_or(""),
+                    d["fleet"].as_str().unwrap_or(""),
+                    d["build"].as_str().unwrap_or(""),
+                    d["outcome"].as_str().unwrap_or(""),
+                    d["started_at"]
+                        .as_str()
+                        .unwrap_or("")
+                        .get(..19)
+                        .unwrap_or(""),
+                    d["reason"].as_str().unwrap_or(""),
+                );
+            }
+            for ap in body["approvals"].as_array().into_iter().flatten() {
+                println!(
+                    "approved {} by {} at {}",
+                    ap["build"].as_str().unwrap_or(""),
+                    ap["by"].as_str().unwrap_or(""),
+                    ap["at"].as_str().unwrap_or("").get(..19).unwrap_or("")
+                );
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,316 @@
+//! Requests from the API (deploy, approve, rollback, abort), handled by the controller
+//! between passes: it owns the config and the state database, so admission sees exactly
+//! what the next pass will act on.
+
+use super::Controller;
+use crate::deploy::{admit, Build, Phase, Rollout};
+use crate::manifest::{OnConflict, StrategySpec};
+use crate::store::{Approval, Deployment, Outcome, Store};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DeployRequest {
+    /// Fleet name or app.
+    pub fleet: String,
+    pub env: String,
+    pub build: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Abort and roll back if not live within this many seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ApproveRequest {
+    pub fleet: String,
+    pub build: String,
+    pub by: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RollbackRequest {
+    pub fleet: String,
+    pub env: String,
+    /// Build to go back to; default: the one live before the current one.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// The answer to a deploy or rollback request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Accepted {
+    /// A rollout was created (it may wait behind another one of the fleet).
+    Started {
+        id: i64,
+        fleet: String,
+        queued_behind: Option<i64>,
+    },
+    /// The build is already live there; nothing to do.
+    AlreadyLive { fleet: String, build: String },
+}
+
+/// Why a request was not accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
+pub enum Refusal {
+    /// The request is fine but policy says no (promotion, approval, freeze): exit 2.
+    Refused(String),
+    /// Nothing by that name.
+    NotFound(String),
+    /// The controller could not do it (database error).
+    Internal(String),
+}
+
+impl Controller {
+    fn store_or_err(&self) -> Result<Arc<Store>, Refusal> {
+        self.store
+            .clone()
+            .ok_or_else(|| Refusal::Internal("no state database: deploys are disabled".into()))
+    }
+
+    fn rollouts_of(&self, fleet: &str) -> Result<Vec<Rollout>, Refusal> {
+        let store = self.store_or_err()?;
+        let rows = store
+            .active_rollouts()
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(_, body)| serde_json::from_str::<Rollout>(&body).ok())
+            .filter(|r| r.fleet == fleet)
+            .collect())
+    }
+
+    /// Admit a deploy: checks, then a queued rollout in the state database.
+    pub fn request_deploy(
+        &mut self,
+        req: &DeployRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Accepted, Refusal> {
+        self.start_rollout(req, now, true)
+    }
+
+    fn start_rollout(
+        &mut self,
+        req: &DeployRequest,
+        now: DateTime<Utc>,
+        checks: bool,
+    ) -> Result<Accepted, Refusal> {
+        let store = self.store_or_err()?;
+        let spec = admit::find_fleet(&self.config, &req.fleet, &req.env)
+            .map_err(Refusal::NotFound)?
+            .clone();
+        let build = Build::parse(&spec, &req.build, req.label.clone()).map_err(Refusal::Refused)?;
+        if matches!(spec.deploy.strategy, StrategySpec::BlueGreen(_)) {
+            return Err(Refusal::Refused(format!(
+                "fleet {}: the blue_green strategy is not implemented yet; use rolling or canary",
+                spec.name
+            )));
+        }
+        if checks {
+            admit::check(&spec, &build, &store, now).map_err(Refusal::Refused)?;
+        }
+        let active = self.rollouts_of(&spec.name)?;
+        let current = self.current_build(&spec);
+        if active.is_empty() && current.id == build.id {
+            return Ok(Accepted::AlreadyLive {
+                fleet: spec.name.clone(),
+                build: build.id,
+            });
+        }
+        let mut queued_behind = active.iter().map(|r| r.id).max();
+        if spec.deploy.on_conflict == OnConflict::Supersede {
+            for mut r in active {
+                let why = format!("superseded by a deploy of {}", build.id);
+                if r.phase == Phase::Queued {
+                    let body =
+                        serde_json::to_string(&r).map_err(|e| Refusal::Internal(e.to_string()))?;
+                    store
+                        .finish(r.id, Outcome::Superseded, Some(&why), now, &body)
+                        .map_err(|e| Refusal::Internal(e.to_string()))?;
+                } else {
+                    r.abort = Some(why);
+                    let body =
+                        serde_json::to_string(&r).map_err(|e| Refusal::Internal(e.to_string()))?;
+                    store
+                        .save_rollout(r.id, true, &body)
+                        .map_err(|e| Refusal::Internal(e.to_string()))?;
+                }
+            }
+        }
+        if spec.deploy.on_conflict == OnConflict::Supersede {
+            queued_behind = None;
+        }
+        let mut rollout = Rollout {
+            id: 0,
+            fleet: spec.name.clone(),
+            app: spec.app().to_string(),
+            env: spec.environment.clone(),
+            from: current,
+            to: build.clone(),
+            deploy: spec.deploy.clone(),
+            phase: Phase::Queued,
+            step: 0,
+            step_started: now,
+            green_since: None,
+            started: now,
+            deadline: req
+                .timeout_secs
+                .map(|s| now + chrono::Duration::seconds(s.min(86_400 * 7) as i64)),
+            abort: None,
+            timed_out: false,
+        };
+        let body = serde_json::to_string(&rollout).map_err(|e| Refusal::Internal(e.to_string()))?;
+        let id = store
+            .begin(
+                &Deployment {
+                    id: 0,
+                    app: spec.app().to_string(),
+                    env: spec.environment.clone(),
+                    fleet: spec.name.clone(),
+                    build: build.id.clone(),
+                    label: build.label.clone(),
+                    outcome: Outcome::InProgress,
+                    reason: None,
+                    started_at: now,
+                    finished_at: None,
+                },
+                &body,
+            )
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
+        rollout.id = id;
+        let body = serde_json::to_string(&rollout).map_err(|e| Refusal::Internal(e.to_string()))?;
+        store
+            .save_rollout(id, true, &body)
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
+        let msg = match queued_behind {
+            Some(other) => format!(
+                "deploy of {} to {} accepted; queued behind rollout #{other}",
+                build.id, spec.name
+            ),
+            None => format!("deploy of {} to {} accepted", build.id, spec.name),
+        };
+        let _ = store.add_event(id, now, &msg);
+        tracing::info!(fleet = %spec.name, rollout = id, build = %build.id, "{msg}");
+        Ok(Accepted::Started {
+            id,
+            fleet: spec.name.clone(),
+            queued_behind,
+        })
+    }
+
+    pub fn request_approval(
+        &mut self,
+        req: &ApproveRequest,
+        now: DateTime<Utc>,
+    ) -> Result<(), Refusal> {
+        let store = self.store_or_err()?;
+        let spec = self
+            .config
+            .fleets
+            .iter()
+            .find(|f| f.name == req.fleet || f.app() == req.fleet)
+            .ok_or_else(|| Refusal::NotFound(format!("no fleet or app named '{}'", req.fleet)))?
+            .clone();
+        if req.by.trim().is_empty() {
+            return Err(Refusal::Refused(
+                "an approval needs a name: --by NAME".into(),
+            ));
+        }
+        let build = Build::parse(&spec, &req.build, None).map_err(Refusal::Refused)?;
+        store
+            .approve(&Approval {
+                app: spec.app().to_string(),
+                build: build.id.clone(),
+                by: req.by.clone(),
+                at: now,
+            })
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
+        tracing::info!(app = %spec.app(), build = %build.id, by = %req.by, "approval recorded");
+        Ok(())
+    }
+
+    /// Roll back by hand: abort the running rollout, or roll to an earlier build.
+    pub fn request_rollback(
+        &mut self,
+        req: &RollbackRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Accepted, Refusal> {
+        let store = self.store_or_err()?;
+        let spec = admit::find_fleet(&self.config, &req.fleet, &req.env)
+            .map_err(Refusal::NotFound)?
+            .clone();
+        let active = self.rollouts_of(&spec.name)?;
+        if let Some(mut r) = active.into_iter().find(|r| r.phase != Phase::Queued) {
+            if req.to.is_none() || req.to.as_deref() == Some(r.from.id.as_str()) {
+                r.abort = Some("rollback requested by hand".into());
+                let body =
+                    serde_json::to_string(&r).map_err(|e| Refusal::Internal(e.to_string()))?;
+                store
+                    .save_rollout(r.id, true, &body)
+                    .map_err(|e| Refusal::Internal(e.to_string()))?;
+                return Ok(Accepted::Started {
+                    id: r.id,
+                    fleet: spec.name.clone(),
+                    queued_behind: None,
+                });
+            }
+        }
+        let to = match &req.to {
+            Some(b) => b.clone(),
+            None => {
+                let current = self.current_build(&spec);
+                let history = store
+                    .history(spec.app(), 200)
+                    .map_err(|e| Refusal::Internal(e.to_string()))?;
+                history
+                    .into_iter()
+                    .filter(|d| {
+                        d.fleet == spec.name
+                            && d.outcome == Outcome::Succeeded
+                            && d.build != current.id
+                    })
+                    .map(|d| d.build)
+                    .next()
+                    .unwrap_or_else(|| Build::from_manifest(&spec).id)
+            }
+        };
+        let deploy = DeployRequest {
+            fleet: spec.name.clone(),
+            env: req.env.clone(),
+            build: to,
+            label: Some("rollback".into()),
+            timeout_secs: None,
+        };
+        // A rollback is the way out of trouble: it skips promotion and approval checks.
+        self.start_rollout(&deploy, now, false)
+    }
+
+    /// Abort a rollout (the CLI's --timeout): it rolls back.
+    pub fn request_abort(&mut self, id: i64, reason: &str) -> Result<(), Refusal> {
+        let store = self.store_or_err()?;
+        let Some((active, body)) = store
+            .rollout(id)
+            .map_err(|e| Refusal::Internal(e.to_string()))?
+        else {
+            return Err(Refusal::NotFound(format!("no rollout #{id}")));
+        };
+        if !active {
+            return Ok(());
+        }
+        let mut r: Rollout =
+            serde_json::from_str(&body).map_err(|e| Refusal::Internal(e.to_string()))?;
+        r.abort = Some(reason.to_string());
+        if reason.contains("timeout") {
+            r.timed_out = true;
+        }
+        let body = serde_json::to_string(&r).map_err(|e| Refusal::Internal(e.to_string()))?;
+        store
+            .save_rollout(id, true, &body)
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
+        Ok(())
+    }
+}

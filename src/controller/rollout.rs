@@ -1,0 +1,523 @@
+//! Running rollouts inside the reconcile pass: load them from the store, observe instance
+//! health and the fleet gates, let the pure state machine (`crate::deploy::advance`)
+//! decide, persist its new state and events, then converge instances per build.
+
+use super::{note_error, Controller, PassReport};
+use crate::cloud::{AlarmState, Instance, InstanceState, MetricQuery, TargetHealth};
+use crate::deploy::{self, stats, Build, Gates, Observed, Phase, Rollout};
+use crate::manifest::{FleetSpec, MetricSpec};
+use crate::policy::Decision;
+use crate::store::Outcome;
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
+use tracing::{error, info, warn};
+
+impl Controller {
+    /// The build new instances of `spec` get outside a rollout: the last one made live
+    /// by a deploy, else the manifest's.
+    pub(super) fn current_build(&mut self, spec: &FleetSpec) -> Build {
+        if let Some(b) = self.current.get(&spec.name) {
+            return b.clone();
+        }
+        let live = self
+            .store
+            .as_ref()
+            .and_then(|s| s.live_build(&spec.name).ok().flatten());
+        let b = match live {
+            Some(id) => Build::from_id(spec, &id),
+            None => Build::from_manifest(spec),
+        };
+        self.current.insert(spec.name.clone(), b.clone());
+        b
+    }
+
+    /// The rollout each fleet is running this pass. A queued one starts when its fleet
+    /// has none running; it rolls from whatever build is current at that moment.
+    pub(super) fn load_rollouts(&mut self, now: DateTime<Utc>) -> HashMap<String, Rollout> {
+        let Some(store) = self.store.clone() else {
+            return HashMap::new();
+        };
+        let rows = match store.active_rollouts() {
+            Ok(r) => r,
+            Err(e) => {
+                error!(error = %e, "cannot read rollouts from the state database");
+                return HashMap::new();
+            }
+        };
+        let mut running: HashMap<String, Rollout> = HashMap::new();
+        let mut queued: Vec<Rollout> = Vec::new();
+        for (id, body) in rows {
+            match serde_json::from_str::<Rollout>(&body) {
+                Ok(r) if r.phase == Phase::Queued => queued.push(r),
+                Ok(r) => {
+                    running.insert(r.fleet.clone(), r);
+                }
+                Err(e) => {
+                    error!(rollout = id, error = %e, "rollout in the state database does not parse; ignoring it")
+                }
+            }
+        }
+        for mut r in queued {
+            if running.contains_key(&r.fleet) {
+                continue;
+            }
+            let Some(spec) = self.config.fleet(&r.fleet).cloned() else {
+                continue;
+            };
+            r.from = self.current_build(&spec);
+            r.phase = Phase::Rolling;
+            r.step = 0;
+            r.step_started = now;
+            r.green_since = None;
+            let msg = format!(
+                "rollout #{} started: {} → {} on {} ({}), {}",
+                r.id,
+                r.from.id,
+                r.to.id,
+                r.fleet,
+                r.env,
+                strategy_name(&r)
+            );
+            self.record(&r, now, &msg);
+            self.save(&r, now);
+            running.insert(r.fleet.clone(), r);
+        }
+        running
+    }
+
+    /// Log a progress line and append it to the rollout's events.
+    fn record(&self, r: &Rollout, now: DateTime<Utc>, message: &str) {
+        info!(fleet = %r.fleet, rollout = r.id, build = %r.to.id, "rollout: {message}");
+        if let Some(store) = &self.store {
+            if let Err(e) = store.add_event(r.id, now, message) {
+                error!(rollout = r.id, error = %e, "cannot record rollout event");
+            }
+        }
+    }
+
+    fn save(&self, r: &Rollout, now: DateTime<Utc>) {
+        let Some(store) = &self.store else { return };
+        let body = match serde_json::to_string(r) {
+            Ok(b) => b,
+            Err(e) => {
+                error!(rollout = r.id, error = %e, "cannot serialize rollout");
+                return;
+            }
+        };
+        let result = match &r.phase {
+            Phase::Succeeded => store.finish(r.id, Outcome::Succeeded, None, now, &body),
+            Phase::RolledBack { reason } => {
+                store.finish(r.id, Outcome::RolledBack, Some(reason), now, &body)
+            }
+            _ => store.save_rollout(r.id, true, &body),
+        };
+        if let Err(e) = result {
+            error!(rollout = r.id, error = %e, "cannot save rollout state");
+        }
+    }
+
+    /// New instances that pass the instance gates: running, EC2 status checks, target
+    /// group health, smoke command.
+    async fn healthy_new(
+        &mut self,
+        spec: &FleetSpec,
+        new: &[&Instance],
+        report: &mut PassReport,
+    ) -> HashSet<String> {
+        let gates = &spec.deploy.gates.instance;
+        let mut ok: HashSet<String> = new
+            .iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .map(|i| i.id.clone())
+            .collect();
+        if ok.is_empty() {
+            return ok;
+        }
+        if gates.status_checks {
+            let ids: Vec<String> = ok.iter().cloned().collect();
+            match self.cloud.instance_status(&ids).await {
+                Ok(st) => {
+                    let good: HashSet<String> = st
+                        .into_iter()
+                        .filter(|(_, g)| *g)
+                        .map(|(id, _)| id)
+                        .collect();
+                    ok.retain(|id| good.contains(id));
+                }
+                Err(e) => {
+                    note_error(report, &spec.name, &e);
+                    return HashSet::new();
+                }
+            }
+        }
+        if let (true, Some(tg)) = (gates.target_healthy, &spec.target_group_arn) {
+            match self.cloud.target_health(tg).await {
+                Ok(h) => {
+                    let good: HashSet<String> = h
+                        .into_iter()
+                        .filter(|(_, s)| *s == TargetHealth::Healthy)
+                        .map(|(id, _)| id)
+                        .collect();
+                    ok.retain(|id| good.contains(id));
+                }
+                Err(e) => {
+                    note_error(report, &spec.name, &e);
+                    return HashSet::new();
+                }
+            }
+        }
+        if let Some(cmd) = &gates.smoke_command {
+            let state = self.fleets.entry(spec.name.clone()).or_default();
+            let todo: Vec<&Instance> = new
+                .iter()
+                .copied()
+                .filter(|i| ok.contains(&i.id) && !state.smoke_passed.contains(&i.id))
+                .collect();
+            for i in todo {
+                if smoke(cmd, i).await {
+                    self.fleets
+                        .entry(spec.name.clone())
+                        .or_default()
+                        .smoke_passed
+                        .insert(i.id.clone());
+                }
+            }
+            let state = self.fleets.entry(spec.name.clone()).or_default();
+            ok.retain(|id| state.smoke_passed.contains(id));
+        }
+        ok
+    }
+
+    /// The fleet gates: alarms, metric conditions, canary analysis.
+    async fn fleet_gates(&self, spec: &FleetSpec, r: &Rollout, now: DateTime<Utc>) -> Gates {
+        let g = &r.deploy.gates;
+        let mut passed = Vec::new();
+        if !g.alarms.is_empty() {
+            match self.cloud.alarm_states(&g.alarms).await {
+                Ok(states) => {
+                    let states: HashMap<String, AlarmState> = states.into_iter().collect();
+                    for name in &g.alarms {
+                        match states.get(name) {
+                            Some(AlarmState::Alarm) => {
+                                return Gates::Fail(format!("alarm {name} is in ALARM"))
+                            }
+                            Some(AlarmState::Ok) => {}
+                            Some(AlarmState::InsufficientData) => {
+                                return Gates::Waiting(format!(
+                                    "alarm {name} has insufficient data"
+                                ))
+                            }
+                            None => return Gates::Waiting(format!("alarm {name} not found")),
+                        }
+                    }
+                    passed.push(format!("{} alarm(s) OK", g.alarms.len()));
+                }
+                Err(e) => return Gates::Waiting(format!("cannot read alarms: {e}")),
+            }
+        }
+        let bake = match &r.deploy.strategy {
+            crate::manifest::StrategySpec::Rolling(x) => x.bake.chrono(),
+            crate::manifest::StrategySpec::Canary(x) => x.bake.chrono(),
+            crate::manifest::StrategySpec::BlueGreen(x) => x.bake.chrono(),
+        };
+        for m in &g.metrics {
+            let q = for_build(&m.metric, &r.to.id);
+            let window = bake.max(m.metric.period.chrono() * 2) + m.metric.period.chrono();
+            let points = match self.read(&q, &m.metric, now - window, now).await {
+                Ok(p) => p,
+                Err(w) => return Gates::Waiting(w),
+            };
+            if points.is_empty() {
+                return Gates::Waiting(format!("no data yet for {} of {}", m.metric.name, r.to.id));
+            }
+            for v in &points {
+                if m.below.is_some_and(|b| *v >= b) {
+                    return Gates::Fail(format!(
+                        "{} = {v:.3} (limit below {})",
+                        m.metric.name,
+                        m.below.unwrap_or_default()
+                    ));
+                }
+                if m.above.is_some_and(|a| *v <= a) {
+                    return Gates::Fail(format!(
+                        "{} = {v:.3} (limit above {})",
+                        m.metric.name,
+                        m.above.unwrap_or_default()
+                    ));
+                }
+            }
+            let worst = points.iter().copied().fold(f64::NAN, f64::max);
+            passed.push(format!(
+                "{} max {worst:.3} over {} point(s)",
+                m.metric.name,
+                points.len()
+            ));
+        }
+        if let Some(c) = &g.canary_analysis {
+            let window = bake.max(c.metric.period.chrono() * (c.min_samples as i32 + 1));
+            let canary = self
+                .read(
+                    &for_build(&c.metric, &r.to.id),
+                    &c.metric,
+                    now - window,
+                    now,
+                )
+                .await;
+            let baseline = self
+                .read(
+                    &for_build(&c.metric, &r.from.id),
+                    &c.metric,
+                    now - window,
+                    now,
+                )
+                .await;
+            let (canary, baseline) = match (canary, baseline) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(w), _) | (_, Err(w)) => return Gates::Waiting(w),
+            };
+            if canary.len() < c.min_samples || baseline.len() < c.min_samples {
+                return Gates::Waiting(format!(
+                    "canary analysis needs {} samples a side (have {} canary, {} baseline)",
+                    c.min_samples,
+                    canary.len(),
+                    baseline.len()
+                ));
+            }
+            let Some(t) = stats::mann_whitney(&canary, &baseline, c.higher_is_worse) else {
+                return Gates::Waiting("canary analysis: samples are not numbers".into());
+            };
+            let verdict = format!(
+                "Mann-Whitney on {}: canary median {:.3} (n={}) vs baseline {:.3} (n={}), U={:.1}, z={:.2}, p={:.4}, alpha {}",
+                c.metric.name, t.canary_median, t.n_canary, t.baseline_median, t.n_baseline, t.u, t.z, t.p, c.alpha
+            );
+            if t.p < c.alpha {
+                return Gates::Fail(format!("canary worse than baseline: {verdict}"));
+            }
+            passed.push(verdict);
+        }
+        let _ = spec;
+        Gates::Pass(if passed.is_empty() {
+            "instance gates".into()
+        } else {
+            passed.join("; ")
+        })
+    }
+
+    /// Closed-period datapoints of one query, or why there are none.
+    async fn read(
+        &self,
+        q: &MetricQuery,
+        m: &MetricSpec,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<f64>, String> {
+        match self
+            .cloud
+            .get_metrics(std::slice::from_ref(q), start, end)
+            .await
+        {
+            Ok(mut s) => {
+                let period = m.period.chrono();
+                Ok(s.pop()
+                    .map(|s| {
+                        s.points
+                            .into_iter()
+                            .filter(|(t, _)| *t + period <= end)
+                            .map(|(_, v)| v)
+                            .collect()
+                    })
+                    .unwrap_or_default())
+            }
+            Err(e) => Err(format!("cannot read {}: {e}", m.name)),
+        }
+    }
+
+    /// One pass of a rollout on a directly managed fleet.
+    pub(super) async fn act_rollout(
+        &mut self,
+        spec: &FleetSpec,
+        instances: &[&Instance],
+        d: &Decision,
+        rollout: &Rollout,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) {
+        let retiring: Vec<&Instance> = instances
+            .iter()
+            .copied()
+            .filter(|i| i.state.is_live() && i.retiring_since.is_some())
+            .collect();
+        self.finish_retirements(spec, &retiring, now, report).await;
+        let live: Vec<&Instance> = instances
+            .iter()
+            .copied()
+            .filter(|i| i.state.is_live() && i.retiring_since.is_none())
+            .collect();
+        let (new, old): (Vec<&Instance>, Vec<&Instance>) =
+            live.iter().copied().partition(|i| i.build == rollout.to.id);
+        let healthy_new = self.healthy_new(spec, &new, report).await;
+        let old_healthy = old
+            .iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .count() as u32;
+        let gates = if healthy_new.is_empty() && rollout.phase == Phase::Rolling {
+            Gates::Waiting(format!("no instance of {} healthy yet", rollout.to.id))
+        } else {
+            self.fleet_gates(spec, rollout, now).await
+        };
+        let observed = Observed {
+            now,
+            desired: d.desired,
+            new_live: new.len() as u32,
+            new_healthy: healthy_new.len() as u32,
+            old_live: old.len() as u32,
+            old_healthy,
+            gates,
+        };
+        let (next, events, targets) = deploy::advance(rollout, &observed);
+        for e in &events {
+            self.record(&next, now, e);
+        }
+        if next != *rollout {
+            self.save(&next, now);
+        }
+        if self.dry_run {
+            return;
+        }
+        let limit = spec.scaling.max_launch_per_cycle;
+        let room = targets.max_total.saturating_sub(live.len() as u32);
+        let mut launched = Vec::new();
+        // Launch new-build instances up to the step's share, within the surge.
+        let want_new = targets
+            .new
+            .saturating_sub(new.len() as u32)
+            .min(room)
+            .min(limit);
+        if want_new > 0 && !targets.restore_first {
+            launched.extend(
+                self.launch(spec, &rollout.to, &live, instances, want_new, report)
+                    .await,
+            );
+        }
+        // Restore the previous build (rolling back, or the fleet grew mid-step).
+        let room = room.saturating_sub(launched.len() as u32);
+        let want_old = targets
+            .old
+            .saturating_sub(old.len() as u32)
+            .min(room.max(if targets.restore_first { limit } else { 0 }))
+            .min(limit);
+        if want_old > 0 {
+            launched.extend(
+                self.launch(spec, &rollout.from, &live, instances, want_old, report)
+                    .await,
+            );
+        }
+        // Retire old-build instances above their share, never going below min healthy.
+        let healthy_total = old_healthy + healthy_new.len() as u32;
+        let spare = healthy_total.saturating_sub(targets.min_healthy);
+        let excess_old = (old.len() as u32).saturating_sub(targets.old);
+        let retire_old = excess_old.min(spare).min(spec.scaling.max_retire_per_cycle);
+        let mut retired = Vec::new();
+        if retire_old > 0 {
+            retired.extend(
+                self.retire(spec, &rollout.to.id, &old, retire_old, now, report)
+                    .await,
+            );
+        }
+        // Retire new-build instances above theirs; rolling back, only once the old build
+        // is back at full healthy capacity.
+        let excess_new = (new.len() as u32).saturating_sub(targets.new);
+        let may_retire_new = !targets.restore_first || old_healthy >= targets.old;
+        if excess_new > 0 && may_retire_new {
+            let n = excess_new.min(spec.scaling.max_retire_per_cycle);
+            retired.extend(
+                self.retire(spec, &rollout.from.id, &new, n, now, report)
+                    .await,
+            );
+        }
+        let staying: Vec<&Instance> = live
+            .iter()
+            .copied()
+            .filter(|i| !retired.contains(&i.id))
+            .filter(|i| {
+                if i.build == rollout.to.id {
+                    targets.register_new
+                } else {
+                    targets.register_old
+                }
+            })
+            .collect();
+        self.register(spec, &staying, &launched, now, report).await;
+        if next.phase.is_finished() {
+            self.rollout_finished(spec, &next, now);
+        }
+    }
+
+    fn rollout_finished(&mut self, spec: &FleetSpec, r: &Rollout, now: DateTime<Utc>) {
+        match &r.phase {
+            Phase::Succeeded => {
+                self.current.insert(spec.name.clone(), r.to.clone());
+                self.record(
+                    r,
+                    now,
+                    &format!(
+                        "rollout #{} succeeded: {} is live on {}",
+                        r.id, r.to.id, r.fleet
+                    ),
+                );
+            }
+            Phase::RolledBack { reason } => {
+                self.current.insert(spec.name.clone(), r.from.clone());
+                warn!(fleet = %spec.name, rollout = r.id, "rollout rolled back: {reason}");
+                self.record(r, now, &format!("rollout #{} rolled back: {reason}", r.id));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The query for a build: `{build}` in dimension values becomes the build id.
+fn for_build(m: &MetricSpec, build: &str) -> MetricQuery {
+    let mut q = m.query();
+    for v in q.dimensions.values_mut() {
+        *v = v.replace("{build}", build);
+    }
+    q
+}
+
+fn strategy_name(r: &Rollout) -> &'static str {
+    match r.deploy.strategy {
+        crate::manifest::StrategySpec::Rolling(_) => "rolling",
+        crate::manifest::StrategySpec::Canary(_) => "canary",
+        crate::manifest::StrategySpec::BlueGreen(_) => "blue/green",
+    }
+}
+
+/// Run the smoke command for one instance; exit 0 within a minute is a pass.
+async fn smoke(cmd: &[String], i: &Instance) -> bool {
+    let Some((prog, args)) = cmd.split_first() else {
+        return false;
+    };
+    let fill = |s: &String| {
+        s.replace("{id}", &i.id)
+            .replace("{address}", i.private_ip.as_deref().unwrap_or(""))
+    };
+    let mut c = tokio::process::Command::new(fill(prog));
+    c.args(args.iter().map(fill)).kill_on_drop(true);
+    match tokio::time::timeout(std::time::Duration::from_secs(60), c.output()).await {
+        Ok(Ok(out)) => {
+            if !out.status.success() {
+                warn!(instance = %i.id, status = ?out.status, stderr = %String::from_utf8_lossy(&out.stderr), "smoke command failed");
+            }
+            out.status.success()
+        }
+        Ok(Err(e)) => {
+            warn!(instance = %i.id, error = %e, "smoke command could not run");
+            false
+        }
+        Err(_) => {
+            warn!(instance = %i.id, "smoke command timed out");
+            false
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! Deploys: what a build is, and the rollout state machine as a pure function.
+//!
+//! A rollout never fixes instance counts. Each pass it answers "what share of the fleet's
+//! desired capacity, as the scaling policy decides it *now*, should run the new build?",
+//! so scaling and deploying never fight. The controller then reconciles instances per
+//! build towards those targets, within surge and minimum-healthy limits.
+//!
+//! This module decides; it does not call any cloud (see `controller::rollout`).
+
+pub mod admit;
+pub mod stats;
+
+use crate::manifest::{Amount, DeploySpec, FleetSpec, StrategySpec};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A build: an AMI, or a launch-template version, with an optional human label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Build {
+    /// The value of the `coxswain:build` tag: `ami-…` or `TEMPLATE:VERSION`.
+    pub id: String,
+    pub image: Option<String>,
+    pub template_version: Option<String>,
+    pub label: Option<String>,
+}
+
+impl Build {
+    /// The build a fleet's manifest names.
+    pub fn from_manifest(spec: &FleetSpec) -> Build {
+        Build {
+            id: spec.build(),
+            image: spec.launch.ami.clone(),
+            template_version: spec
+                .launch
+                .launch_template
+                .as_ref()
+                .map(|l| l.version.clone()),
+            label: None,
+        }
+    }
+
+    /// The build of an instance tag or a ledger entry, for a fleet.
+    pub fn from_id(spec: &FleetSpec, id: &str) -> Build {
+        let mut b = Build {
+            id: id.to_string(),
+            image: None,
+            template_version: None,
+            label: None,
+        };
+        if spec.launch.launch_template.is_some() {
+            b.template_version = id.rsplit_once(':').map(|(_, v)| v.to_string());
+        } else {
+            b.image = Some(id.to_string());
+        }
+        b
+    }
+
+    /// Parse `--build` for a fleet: an AMI id for AMI fleets; a version number (or
+    /// `TEMPLATE:VERSION`) for launch-template fleets.
+    pub fn parse(spec: &FleetSpec, arg: &str, label: Option<String>) -> Result<Build, String> {
+        let arg = arg.trim();
+        if spec.auto_scaling_group.is_some() {
+            return Err(format!(
+                "fleet {} is backed by an Auto Scaling group; deploy by changing the group's launch template (instance refresh) — coxswain deploys only to fleets it launches",
+                spec.name
+            ));
+        }
+        if let Some(lt) = &spec.launch.launch_template {
+            let name = lt
+                .id
+                .as_deref()
+                .or(lt.name.as_deref())
+                .unwrap_or("template");
+            let version = arg.strip_prefix(&format!("{name}:")).unwrap_or(arg);
+            if version.parse::<u64>().is_err() {
+                return Err(format!(
+                    "fleet {} launches from launch template {name}: --build is a template version number (e.g. 13), not '{arg}'",
+                    spec.name
+                ));
+            }
+            return Ok(Build {
+                id: format!("{name}:{version}"),
+                image: None,
+                template_version: Some(version.to_string()),
+                label,
+            });
+        }
+        if !arg.starts_with("ami-") || arg.len() < 8 {
+            return Err(format!(
+                "fleet {} launches from an AMI: --build is an AMI id (ami-…), not '{arg}'",
+                spec.name
+            ));
+        }
+        Ok(Build {
+            id: arg.to_string(),
+            image: Some(arg.to_string()),
+            template_version: None,
+            label,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// Waiting for another rollout of the fleet to finish (or to be superseded).
+    Queued,
+    /// Moving instances to the new build, step by step.
+    Rolling,
+    /// Blue/green: traffic is on the new set; the old one waits, deregistered, until `until`.
+    KeepingOld {
+        until: DateTime<Utc>,
+    },
+    /// Restoring the previous build to full capacity, then retiring the new instances.
+    RollingBack {
+        reason: String,
+    },
+    Succeeded,
+    RolledBack {
+        reason: String,
+    },
+}
+
+impl Phase {
+    pub fn is_finished(&self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::RolledBack { .. })
+    }
+}
+
+/// A rollout, as stored (JSON) and advanced each pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub id: i64,
+    pub fleet: String,
+    pub app: String,
+    pub env: String,
+    pub from: Build,
+    pub to: Build,
+    /// The fleet's deploy settings when the rollout was requested.
+    pub deploy: DeploySpec,
+    pub phase: Phase,
+    /// 0-based step of the strategy.
+    pub step: usize,
+    pub step_started: DateTime<Utc>,
+    /// Since when this step has been complete with every gate green (for the bake time).
+    pub green_since: Option<DateTime<Utc>>,
+    pub started: DateTime<Utc>,
+    /// Abort and roll back if still running then (`deploy --timeout`).
+    pub deadline: Option<DateTime<Utc>>,
+    /// A rollback asked for by hand or by a superseding request.
+    pub abort: Option<String>,
+    /// Whether the rollout was aborted because its deadline passed (exit code 3).
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+/// What the controller should converge to this pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Targets {
+    pub new: u32,
+    pub old: u32,
+    /// Most live instances (both builds) while the step runs.
+    pub max_total: u32,
+    /// Fewest healthy instances (both builds) at any moment.
+    pub min_healthy: u32,
+    /// New instances get registered with the target group (blue/green waits for the switch).
+    pub register_new: bool,
+    /// Old instances stay registered (blue/green deregisters them at the switch).
+    pub register_old: bool,
+    /// Rolling back: new instances may only go once the old build is healthy at `old`.
+    pub restore_first: bool,
+}
+
+/// What the controller saw this pass, for one rollout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub now: DateTime<Utc>,
+    /// The fleet's desired capacity from its scaling policy this pass.
+    pub desired: u32,
+    pub new_live: u32,
+    pub new_healthy: u32,
+    pub old_live: u32,
+    pub old_healthy: u32,
+    pub gates: Gates,
+}
+
+/// The fleet-level gates' verdict this pass.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Gates {
+    Pass(String),
+    /// Not enough to decide yet (no data, instances still booting): not a pass.
+    Waiting(String),
+    Fail(String),
+}
+
+/// The share of `desired` on the new build at `step`, and how many steps there are.
+pub fn step_target(strategy: &StrategySpec, step: usize, desired: u32) -> (u32, usize) {
+    match strategy {
+        StrategySpec::Rolling(r) => {
+            let batch = r.batch.of(desired).max(1);
+            let steps = desired.div_ceil(batch).max(1) as usize;
+            let n = (step as u32 + 1).saturating_mul(batch).min(desired);
+            (n, steps)
+        }
+        StrategySpec::Canary(c) => {
+            let steps = c.steps.len().max(1);
+            let amount = c.steps.get(step).copied().unwrap_or(Amount::Percent(100.0));
+            let n = if step + 1 >= steps {
+                desired
+            } else {
+                amount.of(desired).min(desired)
+            };
+            (n.max(1).min(desired.max(1)), steps)
+        }
+        StrategySpec::BlueGreen(_) => (desired, 1),
+    }
+}
+
+fn bake(strategy: &StrategySpec) -> chrono::Duration {
+    match strategy {
+        StrategySpec::Rolling(r) => r.bake.chrono(),
+        StrategySpec::Canary(c) => c.bake.chrono(),
+        StrategySpec::BlueGreen(b) => b.bake.chrono(),
+    }
+}
+
+/// Advance a rollout by one pass. Returns the new state, progress lines for the log and
+/// the CLI, and the targets to converge to.
+pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
+    let mut r = r.clone();
+    let mut events = Vec::new();
+    let d = o.desired;
+    let strategy = r.deploy.strategy.clone();
+    let gates = &r.deploy.gates;
+
+    let phase_before = r.phase.clone();
+    // Requests from outside come first.
+    if matches!(r.phase, Phase::Rolling | Phase::KeepingOld { .. }) {
+        if let Some(why) = r.abort.take() {
+            events.push(format!(
+                "aborting: {why}; restoring {} to full capacity",
+                r.from.id
+            ));
+            r.phase = Phase::RollingBack { reason: why };
+        } else if r.deadline.is_some_and(|t| o.now >= t) {
+            let why = "deploy --timeout reached".to_string();
+            events.push(format!("{why}; rolling back to {}", r.from.id));
+            r.timed_out = true;
+            r.phase = Phase::RollingBack { reason: why };
+        }
+    }
+
+    let targets = match r.phase.clone() {
+        Phase::Rolling => {
+            let (want, steps) = step_target(&strategy, r.step, d);
+            let blue_green = matches!(strategy, StrategySpec::BlueGreen(_));
+            let old_want = if blue_green { d } else { d - want.min(d) };
+            let complete = o.new_healthy >= want && (blue_green || o.old_live <= old_want);
+            let mut next_phase = None;
+            match &o.gates {
+                Gates::Fail(why) => {
+                    let why = format!("step {}/{steps}: gate failed: {why}", r.step + 1);
+                    events.push(format!("{why}; rolling back to {}", r.from.id));
+                    next_phase = Some(Phase::RollingBack { reason: why });
+                }
+                Gates::Pass(detail) if complete => {
+                    let since = *r.green_since.get_or_insert_with(|| {
+                        events.push(format!(
+                            "step {}/{steps}: {want} of {d} on {}; gates green ({detail})",
+                            r.step + 1,
+                            r.to.id
+                        ));
+                        o.now
+                    });
+                    if o.now - since >= bake(&strategy) {
+                        if blue_green {
+                            let keep = match &strategy {
+                                StrategySpec::BlueGreen(b) => b.keep_old.chrono(),
+                                _ => chrono::Duration::zero(),
+                            };
+                            events.push(format!(
+                                "switched traffic to {} ({d} instances); keeping {} until {}",
+                                r.to.id,
+                                r.from.id,
+                                (o.now + keep).format("%H:%M:%S")
+                            ));
+                            next_phase = Some(Phase::KeepingOld {
+                                until: o.now + keep,
+                            });
+                        } else if r.step + 1 >= steps {
+                            events.push(format!("live: {d} of {d} on {}", r.to.id));
+                            next_phase = Some(Phase::Succeeded);
+                        } else {
+                            r.step += 1;
+                            r.step_started = o.now;
+                            r.green_since = None;
+                        }
+                    }
+                }
+                other => {
+                    r.green_since = None;
+                    if o.now - r.step_started > gates.timeout.chrono() {
+                        let waiting = match other {
+                            Gates::Waiting(w) => w.clone(),
+                            _ => format!(
+                                "{} of {want} new instances healthy, {} old left",
+                                o.new_healthy, o.old_live
+                            ),
+                        };
+                        let why = format!(
+                            "step {}/{steps} timed out after {}: {waiting}",
+                            r.step + 1,
+                            gates.timeout
+                        );
+                        events.push(format!("{why}; rolling back to {}", r.from.id));
+                        next_phase = Some(Phase::RollingBack { reason: why });
+                    }
+                }
+            }
+            if let Some(p) = next_phase {
+                r.phase = p;
+            }
+            let surge = match &strategy {
+                StrategySpec::Rolling(x) => x.max_surge.of(d),
+                StrategySpec::Canary(_) => want,
+                StrategySpec::BlueGreen(_) => d,
+            };
+            let max_unavailable = match &strategy {
+                StrategySpec::Rolling(x) => x.max_unavailable.of(d),
+                _ => 0,
+            };
+            // After a switch the targets below are recomputed next pass.
+            Targets {
+                new: want,
+                old: old_want,
+                max_total: d + surge.max(1),
+                min_healthy: d.saturating_sub(max_unavailable),
+                register_new: !blue_green,
+                register_old: true,
+                restore_first: false,
+            }
+        }
+        Phase::KeepingOld { until } => {
+            if let Gates::Fail(why) = &o.gates {
+                let why = format!("after the switch: gate failed: {why}");
+                events.push(format!("{why}; switching back to {}", r.from.id));
+                r.phase = Phase::RollingBack { reason: why };
+            } else if o.now >= until {
+                events.push(format!(
+                    "live: {d} of {d} on {}; retiring {}",
+                    r.to.id, r.from.id
+                ));
+                r.phase = Phase::Succeeded;
+            }
+            Targets {
+                new: d,
+                old: if r.phase == Phase::Succeeded { 0 } else { d },
+                max_total: 2 * d,
+                min_healthy: d,
+                register_new: true,
+                register_old: false,
+                restore_first: false,
+            }
+        }
+        Phase::RollingBack { reason } => {
+            if o.new_live == 0 && o.old_healthy >= d {
+                events.push(format!(
+                    "rolled back: {d} of {d} on {} ({reason})",
+                    r.from.id
+                ));
+                r.phase = Phase::RolledBack { reason };
+            }
+            Targets {
+                new: 0,
+                old: d,
+                max_total: d + o.new_live + d,
+                min_healthy: d,
+                register_new: false,
+                register_old: true,
+                restore_first: true,
+            }
+        }
+        // Not started: the controller does not advance queued rollouts.
+        Phase::Queued | Phase::Succeeded => Targets {
+            new: d,
+            old: 0,
+            max_total: d,
+            min_healthy: d,
+            register_new: true,
+            register_old: false,
+            restore_first: false,
+        },
+        Phase::RolledBack { .. } => Targets {
+            new: 0,
+            old: d,
+            max_total: d,
+            min_healthy: d,
+            register_new: false,
+            register_old: true,
+            restore_first: false,
+        },
+    };
+    // A phase that changed this pass acts at once: a failed gate must not launch the
+    // next batch first.
+    let targets = if r.phase != phase_before && !matches!(r.phase, Phase::Rolling) {
+        let (again, _, t) = advance(&r, &Observed { gates: Gates::Waiting(String::new()), ..o.clone() });
+        debug_assert_eq!(again.phase, r.phase);
+        t
+    } else {
+        targets
+    };
+    (r, events, targets)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+//! The rollout state machine as a pure function.
+
+use super::*;
+use crate::manifest::{CanarySpec, DeploySpec, HumanDuration, RollingSpec};
+use chrono::TimeZone;
+
+fn t(s: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 5, 9, 0, 0)
+        .single()
+        .expect("valid")
+        + chrono::Duration::seconds(s)
+}
+
+fn build(id: &str) -> Build {
+    Build {
+        id: id.into(),
+        image: Some(id.into()),
+        template_version: None,
+        label: None,
+    }
+}
+
+fn rollout(strategy: StrategySpec) -> Rollout {
+    Rollout {
+        id: 1,
+        fleet: "web".into(),
+        app: "web".into(),
+        env: "production".into(),
+        from: build("ami-old"),
+        to: build("ami-new"),
+        deploy: DeploySpec {
+            strategy,
+            ..DeploySpec::default()
+        },
+        phase: Phase::Rolling,
+        step: 0,
+        step_started: t(0),
+        green_since: None,
+        started: t(0),
+        deadline: None,
+        abort: None,
+        timed_out: false,
+    }
+}
+
+fn obs(now: i64, desired: u32, new: (u32, u32), old: (u32, u32), gates: Gates) -> Observed {
+    Observed {
+        now: t(now),
+        desired,
+        new_live: new.0,
+        new_healthy: new.1,
+        old_live: old.0,
+        old_healthy: old.1,
+        gates,
+    }
+}
+
+fn pass() -> Gates {
+    Gates::Pass("ok".into())
+}
+
+#[test]
+fn rolling_steps_follow_the_current_desired_capacity() {
+    let s = StrategySpec::Rolling(RollingSpec::default());
+    assert_eq!(step_target(&s, 0, 8), (2, 4));
+    assert_eq!(step_target(&s, 3, 8), (8, 4));
+    // The fleet grew from 8 to 12 mid-rollout: step 2 is now 6 of 12, not 4 of 8.
+    assert_eq!(step_target(&s, 1, 12), (6, 4));
+    let c = StrategySpec::Canary(CanarySpec::default_steps_for_test());
+    assert_eq!(step_target(&c, 0, 20).0, 1);
+    assert_eq!(step_target(&c, 1, 20).0, 2);
+    assert_eq!(step_target(&c, 2, 20).0, 10);
+    assert_eq!(step_target(&c, 3, 20).0, 20);
+}
+
+#[test]
+fn a_step_completes_only_with_new_instances_healthy_old_ones_gone_and_gates_green() {
+    let r = rollout(StrategySpec::Rolling(RollingSpec::default()));
+    // New ones still booting: waiting.
+    let (r1, ev, tg) = advance(
+        &r,
+        &obs(10, 8, (2, 0), (8, 8), Gates::Waiting("booting".into())),
+    );
+    assert_eq!((r1.step, ev.len()), (0, 0));
+    assert_eq!(
+        (tg.new, tg.old, tg.min_healthy, tg.max_total),
+        (2, 6, 8, 10)
+    );
+    // Healthy, but two old ones still there: not complete.
+    let (r2, _, _) = advance(&r1, &obs(20, 8, (2, 2), (8, 8), pass()));
+    assert_eq!(r2.step, 0);
+    // Complete and green, no bake: next step.
+    let (r3, ev, _) = advance(&r2, &obs(30, 8, (2, 2), (6, 6), pass()));
+    assert_eq!(r3.step, 1);
+    assert!(ev[0].starts_with("step 1/4: 2 of 8"), "{ev:?}");
+}
+
+#[test]
+fn the_last_step_green_makes_the_build_live() {
+    let mut r = rollout(StrategySpec::Rolling(RollingSpec::default()));
+    r.step = 3;
+    let (r, ev, tg) = advance(&r, &obs(30, 8, (8, 8), (0, 0), pass()));
+    assert_eq!(r.phase, Phase::Succeeded);
+    assert_eq!((tg.new, tg.old), (8, 0));
+    assert!(ev.iter().any(|e| e.starts_with("live: 8 of 8")));
+}
+
+#[test]
+fn bake_time_needs_gates_green_throughout() {
+    let s = StrategySpec::Canary(CanarySpec {
+        steps: CanarySpec::default_steps_for_test().steps,
+        bake: HumanDuration::secs(300),
+    });
+    let r = rollout(s);
+    let (r, _, _) = advance(&r, &obs(0, 10, (1, 1), (9, 9), pass()));
+    assert_eq!(r.green_since, Some(t(0)));
+    let (r, _, _) = advance(
+        &r,
+        &obs(200, 10, (1, 1), (9, 9), Gates::Waiting("no data".into())),
+    );
+    assert_eq!(r.green_since, None, "waiting resets the bake");
+    let (r, _, _) = advance(&r, &obs(250, 10, (1, 1), (9, 9), pass()));
+    let (r, _, _) = advance(&r, &obs(500, 10, (1, 1), (9, 9), pass()));
+    assert_eq!(r.step, 0, "only 250 s green so far");
+    let (r, _, _) = advance(&r, &obs(560, 10, (1, 1), (9, 9), pass()));
+    assert_eq!(r.step, 1);
+}
+
+#[test]
+fn a_failed_gate_rolls_back_restoring_the_old_build_first() {
+    let r = rollout(StrategySpec::Rolling(RollingSpec::default()));
+    let (r, ev, tg) = advance(
+        &r,
+        &obs(10, 8, (2, 2), (6, 6), Gates::Fail("5xx 4% > 1%".into())),
+    );
+    assert!(matches!(r.phase, Phase::RollingBack { .. }));
+    assert!(ev[0].contains("gate failed: 5xx 4% > 1%"), "{ev:?}");
+    assert_eq!((tg.new, tg.old, tg.restore_first), (0, 8, true));
+    // Still rolling back while the new ones run.
+    let (r, _, _) = advance(&r, &obs(20, 8, (2, 2), (8, 8), pass()));
+    assert!(matches!(r.phase, Phase::RollingBack { .. }));
+    let (r, ev, _) = advance(&r, &obs(30, 8, (0, 0), (8, 8), pass()));
+    assert!(matches!(r.phase, Phase::RolledBack { .. }));
+    assert!(
+        ev[0].starts_with("rolled back: 8 of 8 on ami-old"),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn a_step_that_never_goes_green_times_out_and_rolls_back() {
+    let r = rollout(StrategySpec::Rolling(RollingSpec::default()));
+    let timeout = r.deploy.gates.timeout.as_secs() as i64;
+    let (r, _, _) = advance(
+        &r,
+        &obs(
+            timeout - 1,
+            8,
+            (2, 0),
+            (8, 8),
+            Gates::Waiting("no data yet for 5xx".into()),
+        ),
+    );
+    assert_eq!(r.phase, Phase::Rolling);
+    let (r, ev, _) = advance(
+        &r,
+        &obs(
+            timeout + 1,
+            8,
+            (2, 0),
+            (8, 8),
+            Gates::Waiting("no data yet for 5xx".into()),
+        ),
+    );
+    match &r.phase {
+        Phase::RollingBack { reason } => assert!(
+            reason.contains("timed out") && reason.contains("no data yet"),
+            "{reason}"
+        ),
+        p => panic!("{p:?} {ev:?}"),
+    }
+}
+
+#[test]
+fn a_deadline_or_an_abort_rolls_back_and_the_deadline_says_so() {
+    let mut r = rollout(StrategySpec::Rolling(RollingSpec::default()));
+    r.deadline = Some(t(60));
+    let (r2, _, _) = advance(&r, &obs(61, 8, (2, 2), (6, 6), pass()));
+    assert!(matches!(r2.phase, Phase::RollingBack { .. }) && r2.timed_out);
+    r.deadline = None;
+    r.abort = Some("superseded".into());
+    let (r3, _, _) = advance(&r, &obs(10, 8, (2, 2), (6, 6), pass()));
+    assert!(matches!(r3.phase, Phase::RollingBack { .. }) && !r3.timed_out);
+}
