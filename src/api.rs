@@ -44,24 +44,36 @@ pub struct ApiState {
 }
 
 #[derive(Debug, Serialize)]
-struct ErrorBody {
+pub struct ErrorBody {
     error: String,
     /// The request is valid but policy refuses it (the CLI exits 2).
     refused: bool,
 }
 
-fn error(status: StatusCode, msg: impl Into<String>, refused: bool) -> Response {
-    (
-        status,
-        Json(ErrorBody {
-            error: msg.into(),
-            refused,
-        }),
-    )
-        .into_response()
+/// An error answer: status and a JSON body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
 }
 
-fn refusal(r: Refusal) -> Response {
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+fn error(status: StatusCode, msg: impl Into<String>, refused: bool) -> ApiError {
+    ApiError {
+        status,
+        body: ErrorBody {
+            error: msg.into(),
+            refused,
+        },
+    }
+}
+
+fn refusal(r: Refusal) -> ApiError {
     match r {
         Refusal::Refused(m) => error(StatusCode::UNPROCESSABLE_ENTITY, m, true),
         Refusal::NotFound(m) => error(StatusCode::NOT_FOUND, m, true),
@@ -82,7 +94,8 @@ async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response 
             StatusCode::UNAUTHORIZED,
             "missing or invalid bearer token",
             false,
-        );
+        )
+        .into_response();
     }
     next.run(req).await
 }
@@ -119,7 +132,7 @@ pub async fn serve(
 async fn ask<T>(
     st: &ApiState,
     make: impl FnOnce(oneshot::Sender<Result<T, Refusal>>) -> Command,
-) -> Result<T, Response> {
+) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
     if st.commands.send(make(tx)).await.is_err() {
         return Err(error(
@@ -141,7 +154,7 @@ async fn ask<T>(
 
 fn json_body<T>(
     body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
-) -> Result<T, Response> {
+) -> Result<T, ApiError> {
     body.map(|Json(b)| b).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
@@ -157,18 +170,19 @@ async fn deploy(
 ) -> Response {
     let req = match json_body(body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     if req.build.trim().is_empty() || req.env.trim().is_empty() || req.fleet.trim().is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
             "fleet, env and build are required",
             false,
-        );
+        )
+        .into_response();
     }
     match ask(&st, |tx| Command::Deploy(req, tx)).await {
         Ok(a) => (StatusCode::ACCEPTED, Json(a)).into_response(),
-        Err(resp) => resp,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -178,11 +192,11 @@ async fn approve(
 ) -> Response {
     let req = match json_body(body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     match ask(&st, |tx| Command::Approve(req, tx)).await {
         Ok(()) => (StatusCode::OK, Json(serde_json::json!({"approved": true}))).into_response(),
-        Err(resp) => resp,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -192,11 +206,11 @@ async fn rollback(
 ) -> Response {
     let req = match json_body(body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     match ask(&st, |tx| Command::Rollback(req, tx)).await {
         Ok(a) => (StatusCode::ACCEPTED, Json(a)).into_response(),
-        Err(resp) => resp,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -221,7 +235,7 @@ async fn abort(
             Json(serde_json::json!({"aborting": id})),
         )
             .into_response(),
-        Err(resp) => resp,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -240,7 +254,7 @@ pub struct RolloutView {
     pub timed_out: bool,
 }
 
-fn view(store: &Store, id: i64) -> Result<Option<RolloutView>, Response> {
+fn view(store: &Store, id: i64) -> Result<Option<RolloutView>, ApiError> {
     let internal = |e: crate::store::StoreError| {
         error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false)
     };
@@ -275,8 +289,10 @@ fn view(store: &Store, id: i64) -> Result<Option<RolloutView>, Response> {
 async fn rollout(State(st): State<ApiState>, Path(id): Path<i64>) -> Response {
     match view(&st.store, id) {
         Ok(Some(v)) => Json(v).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no rollout #{id}"), false),
-        Err(resp) => resp,
+        Ok(None) => {
+            error(StatusCode::NOT_FOUND, format!("no rollout #{id}"), false).into_response()
+        }
+        Err(e) => e.into_response(),
     }
 }
 
@@ -300,12 +316,18 @@ async fn events(
     loop {
         let v = match view(&st.store, id) {
             Ok(Some(v)) => v,
-            Ok(None) => return error(StatusCode::NOT_FOUND, format!("no rollout #{id}"), false),
-            Err(resp) => return resp,
+            Ok(None) => {
+                return error(StatusCode::NOT_FOUND, format!("no rollout #{id}"), false)
+                    .into_response()
+            }
+            Err(e) => return e.into_response(),
         };
         let evs = match st.store.events_after(id, q.after) {
             Ok(e) => e,
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false),
+            Err(e) => {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false)
+                    .into_response()
+            }
         };
         if !evs.is_empty() || v.finished || tokio::time::Instant::now() >= deadline {
             return Json(serde_json::json!({ "rollout": v, "events": evs })).into_response();
@@ -329,6 +351,6 @@ async fn history(State(st): State<ApiState>, Path(app): Path<String>) -> Respons
             Json(serde_json::json!({ "app": app, "deployments": h, "approvals": approvals }))
                 .into_response()
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false).into_response(),
     }
 }

@@ -52,6 +52,8 @@ fn run_on_the_sim_logs_one_json_line_per_decision_and_action() {
             "--log-format",
             "json",
             "run",
+            "--listen",
+            "none",
             "--virtual-clock",
             "--duration",
             "3h",
@@ -91,6 +93,8 @@ fn dry_run_on_the_sim_decides_but_launches_nothing() {
             "--log-format",
             "json",
             "run",
+            "--listen",
+            "none",
             "--virtual-clock",
             "--duration",
             "1h",
@@ -143,7 +147,7 @@ fn sighup_with_an_invalid_manifest_keeps_the_running_config_and_sigterm_stops_cl
     std::fs::write(&manifest, good).expect("write");
     let log = dir.path().join("log.txt");
     let mut child = coxswain()
-        .args(["run", "--speed", "60", "-m"])
+        .args(["run", "--listen", "none", "--speed", "60", "-m"])
         .arg(dir.path())
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()

@@ -97,6 +97,9 @@ struct FleetState {
     registered_refreshed: Option<DateTime<Utc>>,
     /// New-build instances whose smoke command passed.
     smoke_passed: HashSet<String>,
+    /// The desired capacity decided last pass (rollouts scale against it, not the
+    /// live count, which includes the surge).
+    base_desired: Option<u32>,
 }
 
 pub struct Controller {
@@ -260,14 +263,23 @@ impl Controller {
                     })
                 })
                 .collect();
+            let state = self.fleets.entry(spec.name.clone()).or_default();
+            // During a rollout the fleet runs extra instances (the surge, the new build
+            // warming up). The policy must not take those for capacity it asked for, or
+            // desired would grow with every batch: it decides from the desired capacity
+            // it set last, and the rollout works in proportions of that.
+            let current = match (rollouts.contains_key(&spec.name), state.base_desired) {
+                (true, Some(base)) => base,
+                _ => current,
+            };
             let obs = Observation {
                 now,
                 current,
                 warm,
                 metrics: series,
             };
-            let state = self.fleets.entry(spec.name.clone()).or_default();
             let decision = policy::decide(spec, &obs, &state.memory);
+            state.base_desired = Some(decision.desired);
             state.memory.record(
                 now,
                 decision.recommended,

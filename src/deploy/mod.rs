@@ -403,7 +403,13 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
     // A phase that changed this pass acts at once: a failed gate must not launch the
     // next batch first.
     let targets = if r.phase != phase_before && !matches!(r.phase, Phase::Rolling) {
-        let (again, _, t) = advance(&r, &Observed { gates: Gates::Waiting(String::new()), ..o.clone() });
+        let (again, _, t) = advance(
+            &r,
+            &Observed {
+                gates: Gates::Waiting(String::new()),
+                ..o.clone()
+            },
+        );
         debug_assert_eq!(again.phase, r.phase);
         t
     } else {

@@ -1,0 +1,395 @@
+//! Deploys on the simulated cloud with a virtual clock: each strategy's steps, the
+//! never-below-minimum-healthy invariant at every pass, gates, rollback, admission.
+
+use coxswain::clock::{Clock, VirtualClock};
+use coxswain::cloud::sim::SimCloud;
+use coxswain::cloud::{AlarmState, InstanceState};
+use coxswain::controller::requests::{Accepted, ApproveRequest, DeployRequest, Refusal};
+use coxswain::controller::Controller;
+use coxswain::manifest;
+use coxswain::store::Outcome;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A fleet with constant traffic that needs exactly `n` instances.
+fn fleet(name: &str, env: &str, n: u32, deploy: &str) -> String {
+    let rpm = f64::from(n) * 1000.0;
+    format!(
+        "name: {name}\napp: web\nenvironment: {env}\nregion: us-east-1\nlaunch:\n  ami: ami-00000001\n  instance_types: [m6i.large]\n  subnets: [subnet-a, subnet-b]\ntarget_group_arn: tg-{name}\ncapacity: {{ min: 2, max: 40 }}\nscaling:\n  warmup: 2m\n  policies:\n    - target_tracking:\n        metric: {{ namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total }}\n        target: 1000\nsimulation:\n  capacity_per_instance: 1000\n  boot: 2m\n  traffic:\n    synthetic: {{ base: {rpm}, peak: {rpm}, noise: 0 }}\ndeploy:\n{deploy}"
+    )
+}
+
+const ROLLING: &str = "  strategy:\n    rolling: { batch: \"25%\", max_surge: \"25%\", max_unavailable: 0 }\n  gates:\n    interval: 15s\n    timeout: 10m\n";
+
+struct World {
+    clock: Arc<VirtualClock>,
+    sim: Arc<SimCloud>,
+    controller: Controller,
+}
+
+fn world(manifest_text: &str) -> World {
+    let config = manifest::load_str("fleet.yaml", manifest_text).expect("valid manifest");
+    let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
+    let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
+    let controller = Controller::new(sim.clone(), clock.clone(), config, false);
+    World {
+        clock,
+        sim,
+        controller,
+    }
+}
+
+/// (instances on `build`, serving instances of any build) of a fleet.
+fn counts(w: &World, fleet: &str, build: &str) -> (usize, usize) {
+    let live: Vec<_> = w
+        .sim
+        .all_live()
+        .into_iter()
+        .filter(|i| i.fleet == fleet)
+        .collect();
+    let on = live
+        .iter()
+        .filter(|i| i.build == build && i.retiring_since.is_none())
+        .count();
+    let serving = live
+        .iter()
+        .filter(|i| i.state == InstanceState::Running && i.retiring_since.is_none())
+        .count();
+    (on, serving)
+}
+
+/// Passes every 15 s until the fleet is steady at `n`.
+async fn settle(w: &mut World, fleet: &str, n: usize) {
+    for _ in 0..80 {
+        w.controller.reconcile_once().await;
+        w.clock.advance(Duration::from_secs(15));
+    }
+    assert_eq!(
+        w.sim.all_live().iter().filter(|i| i.fleet == fleet).count(),
+        n,
+        "fleet did not settle"
+    );
+}
+
+fn deploy(w: &mut World, fleet: &str, env: &str, build: &str) -> Result<Accepted, Refusal> {
+    let req = DeployRequest {
+        fleet: fleet.into(),
+        env: env.into(),
+        build: build.into(),
+        label: None,
+        timeout_secs: None,
+    };
+    let now = w.clock.now();
+    w.controller.request_deploy(&req, now)
+}
+
+fn id_of(a: Accepted) -> i64 {
+    match a {
+        Accepted::Started { id, .. } => id,
+        other => panic!("not started: {other:?}"),
+    }
+}
+
+/// Run passes until rollout `id` ends, checking at every pass that serving capacity never
+/// drops below `min_healthy`. Returns the outcome and the event messages.
+async fn run_to_end(
+    w: &mut World,
+    fleet: &str,
+    id: i64,
+    min_healthy: usize,
+) -> (Outcome, Vec<String>) {
+    let store = w.controller.store().expect("store").clone();
+    for pass in 0..400 {
+        w.controller.reconcile_once().await;
+        let (_, serving) = counts(w, fleet, "");
+        assert!(
+            serving >= min_healthy,
+            "pass {pass}: {serving} serving < {min_healthy}"
+        );
+        let d = store.deployment(id).expect("query").expect("exists");
+        if d.outcome != Outcome::InProgress {
+            let events = store
+                .events_after(id, 0)
+                .expect("events")
+                .into_iter()
+                .map(|e| e.message)
+                .collect();
+            return (d.outcome, events);
+        }
+        w.clock.advance(Duration::from_secs(15));
+    }
+    let events: Vec<String> = store
+        .events_after(id, 0)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    panic!(
+        "rollout {id} did not finish: {events:#?}; on new: {:?}",
+        counts(w, fleet, "")
+    );
+}
+
+#[tokio::test]
+async fn a_rolling_deploy_moves_25_percent_at_a_time_and_never_drops_below_desired() {
+    let mut w = world(&fleet("web", "production", 8, ROLLING));
+    settle(&mut w, "web", 8).await;
+    let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
+    let (outcome, events) = run_to_end(&mut w, "web", id, 8).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
+    let steps: Vec<&String> = events.iter().filter(|e| e.starts_with("step ")).collect();
+    assert_eq!(steps.len(), 4, "{events:#?}");
+    for (k, e) in steps.iter().enumerate() {
+        assert!(
+            e.starts_with(&format!(
+                "step {}/4: {} of 8 on ami-00000002",
+                k + 1,
+                2 * (k + 1)
+            )),
+            "{e}"
+        );
+    }
+    for _ in 0..40 {
+        w.controller.reconcile_once().await;
+        w.clock.advance(Duration::from_secs(15));
+    }
+    assert_eq!(counts(&w, "web", "ami-00000002"), (8, 8));
+    // Scale-outs after the deploy use the new build.
+    let fresh = w
+        .sim
+        .all_live()
+        .into_iter()
+        .filter(|i| i.fleet == "web")
+        .all(|i| i.build == "ami-00000002");
+    assert!(fresh);
+}
+
+#[tokio::test]
+async fn a_canary_deploy_goes_1_then_10_50_100_percent_with_bake_times() {
+    let canary = "  strategy:\n    canary: { steps: [1, \"10%\", \"50%\", \"100%\"], bake: 2m }\n  gates:\n    interval: 15s\n";
+    let mut w = world(&fleet("web", "production", 20, canary));
+    settle(&mut w, "web", 20).await;
+    let started = w.clock.now();
+    let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
+    let (outcome, events) = run_to_end(&mut w, "web", id, 20).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
+    let steps: Vec<&String> = events.iter().filter(|e| e.starts_with("step ")).collect();
+    let shares: Vec<&str> = steps
+        .iter()
+        .map(|e| e.split(": ").nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(
+        shares,
+        [
+            "1 of 20 on ami-00000002; gates green (instance gates)",
+            "2 of 20 on ami-00000002; gates green (instance gates)",
+            "10 of 20 on ami-00000002; gates green (instance gates)",
+            "20 of 20 on ami-00000002; gates green (instance gates)"
+        ]
+    );
+    // Four bakes of 2 minutes at least.
+    assert!(w.clock.now() - started >= chrono::Duration::minutes(8));
+}
+
+#[tokio::test]
+async fn a_bad_build_fails_its_metric_gate_and_the_old_build_is_restored_to_full_capacity() {
+    let gates = "  strategy:\n    rolling: { batch: \"25%\" }\n  gates:\n    interval: 15s\n    metrics:\n      - metric: { namespace: Web, name: 5xxRate, dimensions: { Build: \"{build}\" }, stat: Average }\n        below: 1.0\n";
+    let mut w = world(&fleet("web", "production", 8, gates));
+    settle(&mut w, "web", 8).await;
+    w.sim
+        .set_build_metric("Web", "5xxRate", "ami-00000002", 4.2);
+    let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
+    let (outcome, events) = run_to_end(&mut w, "web", id, 8).await;
+    assert_eq!(outcome, Outcome::RolledBack, "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("gate failed: 5xxRate = 4.200 (limit below 1)")),
+        "{events:#?}"
+    );
+    let (on_old, serving) = counts(&w, "web", "ami-00000001");
+    assert_eq!((on_old, serving), (8, 8));
+    assert_eq!(counts(&w, "web", "ami-00000002").0, 0);
+    let d = w
+        .controller
+        .store()
+        .expect("store")
+        .deployment(id)
+        .expect("q")
+        .expect("row");
+    assert!(
+        d.reason.as_deref().is_some_and(|r| r.contains("5xxRate")),
+        "{d:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_canary_is_caught_within_one_gate_interval_of_the_bad_data() {
+    let canary = "  strategy:\n    canary: { steps: [1, \"50%\", \"100%\"], bake: 10m }\n  gates:\n    interval: 15s\n    canary_analysis:\n      metric: { namespace: Web, name: Latency, dimensions: { Build: \"{build}\" }, stat: p99 }\n      min_samples: 5\n";
+    let mut w = world(&fleet("web", "production", 10, canary));
+    settle(&mut w, "web", 10).await;
+    // Baseline and canary alike at first: the analysis passes.
+    w.sim
+        .set_build_metric("Web", "Latency", "ami-00000001", 120.0);
+    w.sim
+        .set_build_metric("Web", "Latency", "ami-00000002", 120.0);
+    let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
+    let store = w.controller.store().expect("store").clone();
+    for _ in 0..40 {
+        w.controller.reconcile_once().await;
+        w.clock.advance(Duration::from_secs(15));
+    }
+    assert_eq!(
+        store.deployment(id).expect("q").expect("row").outcome,
+        Outcome::InProgress
+    );
+    // The canary turns slow.
+    w.sim
+        .set_build_metric("Web", "Latency", "ami-00000002", 900.0);
+    let bad_at = w.clock.now();
+    let mut caught = None;
+    for _ in 0..40 {
+        w.controller.reconcile_once().await;
+        let events = store.events_after(id, 0).expect("events");
+        if let Some(e) = events
+            .iter()
+            .find(|e| e.message.contains("canary worse than baseline"))
+        {
+            caught = Some((e.at, e.message.clone()));
+            break;
+        }
+        w.clock.advance(Duration::from_secs(15));
+    }
+    let (at, msg) = caught.expect("the canary was caught");
+    assert!(msg.contains("Mann-Whitney") && msg.contains("p="), "{msg}");
+    // The simulated metric lags a minute (CloudWatch); from when the bad data is
+    // readable, the next gate check (15 s) catches it.
+    assert!(
+        at - bad_at <= chrono::Duration::seconds(60 + 60 + 15),
+        "caught {}s after",
+        (at - bad_at).num_seconds()
+    );
+}
+
+#[tokio::test]
+async fn an_alarm_in_alarm_rolls_the_deploy_back() {
+    let gates = "  gates:\n    interval: 15s\n    alarms: [web-5xx]\n";
+    let mut w = world(&fleet("web", "production", 4, gates));
+    settle(&mut w, "web", 4).await;
+    w.sim.set_alarm("web-5xx", AlarmState::Alarm);
+    let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
+    let (outcome, events) = run_to_end(&mut w, "web", id, 4).await;
+    assert_eq!(outcome, Outcome::RolledBack);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("alarm web-5xx is in ALARM")),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test]
+async fn production_refuses_builds_that_have_not_passed_staging_or_lack_approval() {
+    let prod = "  promotion: { requires: [staging], approval: true }\n  gates: { interval: 15s }\n";
+    let text = format!(
+        "{}\n---\n{}",
+        fleet("web-staging", "staging", 2, "  gates: { interval: 15s }\n"),
+        fleet("web", "production", 2, prod)
+    );
+    let mut w = world(&text);
+    let err = deploy(&mut w, "web", "production", "ami-00000002").expect_err("not validated");
+    assert!(
+        matches!(&err, Refusal::Refused(m) if m.contains("has not passed staging")),
+        "{err:?}"
+    );
+    let id = id_of(deploy(&mut w, "web", "staging", "ami-00000002").expect("staging accepts"));
+    let (outcome, _) = run_to_end(&mut w, "web-staging", id, 2).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    let err = deploy(&mut w, "web", "production", "ami-00000002").expect_err("no approval yet");
+    assert!(
+        matches!(&err, Refusal::Refused(m) if m.contains("needs a sign-off")),
+        "{err:?}"
+    );
+    let now = w.clock.now();
+    w.controller
+        .request_approval(
+            &ApproveRequest {
+                fleet: "web".into(),
+                build: "ami-00000002".into(),
+                by: "qa-ana".into(),
+            },
+            now,
+        )
+        .expect("approved");
+    let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("now it may go"));
+    let (outcome, _) = run_to_end(&mut w, "web", id, 2).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    // A build that failed staging stays refused.
+    w.sim.set_alarm("gone", AlarmState::Alarm);
+    assert!(deploy(&mut w, "web", "production", "ami-00000003").is_err());
+}
+
+#[tokio::test]
+async fn a_freeze_window_refuses_deploys() {
+    // The demo clock starts Monday 07:30 UTC.
+    let frozen = "  freeze: [{ cron: \"0 7 * * MON\", duration: 2h, reason: exam week }]\n";
+    let mut w = world(&fleet("web", "production", 2, frozen));
+    let err = deploy(&mut w, "web", "production", "ami-00000002").expect_err("frozen");
+    assert!(
+        matches!(&err, Refusal::Refused(m) if m.contains("frozen until 2026-01-05 09:00") && m.contains("exam week")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_request_queues_or_supersedes_as_the_manifest_says() {
+    let mut w = world(&fleet("web", "production", 4, ROLLING));
+    settle(&mut w, "web", 4).await;
+    let first = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("first"));
+    let second = deploy(&mut w, "web", "production", "ami-00000003").expect("second");
+    assert!(
+        matches!(second, Accepted::Started { queued_behind: Some(q), .. } if q == first),
+        "{second:?}"
+    );
+    let second = id_of(second);
+    let (o1, _) = run_to_end(&mut w, "web", first, 4).await;
+    assert_eq!(o1, Outcome::Succeeded);
+    let (o2, _) = run_to_end(&mut w, "web", second, 4).await;
+    assert_eq!(o2, Outcome::Succeeded);
+    assert_eq!(counts(&w, "web", "ami-00000003").0, 4);
+
+    let supersede = format!("{ROLLING}  on_conflict: supersede\n");
+    let mut w = world(&fleet("web", "production", 4, &supersede));
+    settle(&mut w, "web", 4).await;
+    let first = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("first"));
+    for _ in 0..4 {
+        w.controller.reconcile_once().await;
+        w.clock.advance(Duration::from_secs(15));
+    }
+    let second = id_of(deploy(&mut w, "web", "production", "ami-00000003").expect("second"));
+    let (o1, _) = run_to_end(&mut w, "web", first, 4).await;
+    assert_eq!(o1, Outcome::RolledBack);
+    let (o2, _) = run_to_end(&mut w, "web", second, 4).await;
+    assert_eq!(o2, Outcome::Succeeded);
+    assert_eq!(counts(&w, "web", "ami-00000003").0, 4);
+}
+
+#[tokio::test]
+async fn a_deploy_during_a_scale_out_ends_with_the_new_count_all_on_the_new_build() {
+    // Demand doubles while the rollout runs: 6 → 12 instances.
+    let text = fleet("web", "production", 6, ROLLING);
+    let text = text.replace("synthetic: { base: 6000, peak: 6000, noise: 0 }", "synthetic: { base: 6000, peak: 6000, noise: 0, bursts: [{ cron: \"40 7 * * MON\", duration: 4h, factor: 2.0 }] }");
+    let mut w = world(&text);
+    for _ in 0..10 {
+        w.controller.reconcile_once().await;
+        w.clock.advance(Duration::from_secs(15));
+    }
+    let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
+    let (outcome, events) = run_to_end(&mut w, "web", id, 2).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
+    for _ in 0..60 {
+        w.controller.reconcile_once().await;
+        w.clock.advance(Duration::from_secs(15));
+    }
+    assert_eq!(counts(&w, "web", "ami-00000002"), (12, 12));
+}
