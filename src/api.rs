@@ -112,7 +112,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/history/{app}", get(history))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .merge(v1)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -155,9 +158,15 @@ async fn ask<T>(
 fn json_body<T>(
     body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
 ) -> Result<T, ApiError> {
+    // The rejection knows its status: 413 past the size limit, 415 without JSON, 400/422
+    // for bad JSON or missing fields.
     body.map(|Json(b)| b).map_err(|e| {
+        let status = match e.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            s => s,
+        };
         error(
-            StatusCode::BAD_REQUEST,
+            status,
             format!("bad request body: {}", e.body_text()),
             false,
         )

@@ -166,3 +166,100 @@ fn sighup_with_an_invalid_manifest_keeps_the_running_config_and_sigterm_stops_cl
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("stopped cleanly"), "{text}");
 }
+
+/// The README's CI snippet, run line by line as written against the demo daemon.
+#[test]
+fn the_readme_ci_pipeline_works_as_written_against_the_sim_daemon() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let block = readme
+        .split("<!-- ci-snippet: run by tests/cli.rs -->")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README has the CI snippet");
+    let commands: Vec<&str> = block
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("coxswain "))
+        .collect();
+    assert_eq!(commands.len(), 3, "{block}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "ci-test-token-0123456789";
+    let log = dir.path().join("daemon.log");
+    let mut daemon = coxswain()
+        .args([
+            "run",
+            "--speed",
+            "120",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("COXSWAIN_API_TOKEN", token)
+        .env("COXSWAIN_STATE_DIR", dir.path())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start daemon");
+    wait_for(&log, "API listening", 20);
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_coxswain"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut outputs = Vec::new();
+    for c in &commands {
+        let out = Command::new("sh")
+            .args(["-c", c])
+            .env("PATH", &path)
+            .env("COXSWAIN_SERVER", format!("http://127.0.0.1:{port}"))
+            .env("COXSWAIN_API_TOKEN", token)
+            .env("BUILD", "13")
+            .env("GIT_SHA", "4f2a9c1")
+            .env("QA_APPROVER", "qa-ana")
+            .output()
+            .expect("run snippet line");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "`{c}` failed:\n{text}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        outputs.push(text);
+    }
+    assert!(
+        outputs[0].contains("live: web-server:13 on web-staging (staging)"),
+        "{}",
+        outputs[0]
+    );
+    assert!(
+        outputs[2].contains("live: web-server:13 on web (production)"),
+        "{}",
+        outputs[2]
+    );
+    // Skipping staging is refused with exit 2 and a sentence.
+    let out = coxswain()
+        .args(["deploy", "web", "--env", "production", "--build", "14"])
+        .env("COXSWAIN_SERVER", format!("http://127.0.0.1:{port}"))
+        .env("COXSWAIN_API_TOKEN", token)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has not passed staging"));
+    signal(&daemon, libc::SIGTERM);
+    let _ = daemon.wait();
+}
