@@ -428,3 +428,44 @@ async fn twenty_instances_roll_in_25_percent_batches_on_the_daemon_loop() {
     assert_eq!(f.len(), 20);
     assert!(f.iter().all(|(b, _)| b.ends_with(":2")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_build_rolls_through_blue_green_on_moto() {
+    let deploy = "  strategy:\n    blue_green: { keep_old: 2m }\n  gates: { interval: 15s }\n";
+    let (_m, cfg, infra, clock, mut c) = setup(4, deploy).await;
+    let now = clock.now();
+    let id = started(c.request_deploy(&req("production", "2"), now));
+    let (outcome, events) = drive(&mut c, &clock, &cfg, id, |_| 200.0).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
+    assert!(
+        events.iter().any(|e| e.starts_with("switched traffic to")),
+        "{events:#?}"
+    );
+    // The target group holds only the green set.
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&cfg);
+    let health = elb
+        .describe_target_health()
+        .target_group_arn(&infra.target_group_arn)
+        .send()
+        .await
+        .expect("health");
+    let registered: Vec<String> = health
+        .target_health_descriptions()
+        .iter()
+        .filter(|d| {
+            d.target_health()
+                .and_then(|h| h.state())
+                .is_some_and(|s| s.as_str() != "draining")
+        })
+        .filter_map(|d| d.target().and_then(|t| t.id()).map(String::from))
+        .collect();
+    assert_eq!(registered.len(), 4, "{registered:?}");
+    for _ in 0..8 {
+        c.reconcile_once().await;
+        clock.advance(Duration::from_secs(15));
+    }
+    let f = fleet(&cfg).await;
+    let lt2 = format!("{}:2", infra.launch_template);
+    assert_eq!(f.len(), 4, "{f:?}");
+    assert!(f.iter().all(|(b, _)| *b == lt2), "{f:?}");
+}

@@ -393,3 +393,67 @@ async fn a_deploy_during_a_scale_out_ends_with_the_new_count_all_on_the_new_buil
     }
     assert_eq!(counts(&w, "web", "ami-00000002"), (12, 12));
 }
+
+#[tokio::test]
+async fn a_blue_green_deploy_switches_then_keeps_the_old_set_for_its_window() {
+    let bg = "  strategy:\n    blue_green: { keep_old: 10m }\n  gates: { interval: 15s }\n";
+    let mut w = world(&fleet("web", "production", 6, bg));
+    settle(&mut w, "web", 6).await;
+    let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
+    let store = w.controller.store().expect("store").clone();
+    let mut switched_at = None;
+    for pass in 0..200 {
+        w.controller.reconcile_once().await;
+        let (_, serving) = counts(&w, "web", "");
+        assert!(serving >= 6, "pass {pass}: {serving} serving");
+        let registered = w.sim.registered("tg-web");
+        let live = w.sim.all_live();
+        let build_of = |id: &String| {
+            live.iter()
+                .find(|i| &i.id == id)
+                .map(|i| i.build.clone())
+                .unwrap_or_default()
+        };
+        let on_new = registered
+            .iter()
+            .filter(|id| build_of(id) == "ami-00000002")
+            .count();
+        let on_old = registered
+            .iter()
+            .filter(|id| build_of(id) == "ami-00000001")
+            .count();
+        // Never a mix in the target group: all blue, or all green.
+        assert!(
+            on_new == 0 || on_old == 0,
+            "pass {pass}: {on_new} green and {on_old} blue registered"
+        );
+        if on_new == 6 && switched_at.is_none() {
+            switched_at = Some(w.clock.now());
+            assert_eq!(
+                counts(&w, "web", "ami-00000001").0,
+                6,
+                "the blue set stays running after the switch"
+            );
+        }
+        if store.deployment(id).expect("q").expect("row").outcome != Outcome::InProgress {
+            break;
+        }
+        w.clock.advance(Duration::from_secs(15));
+    }
+    assert_eq!(
+        store.deployment(id).expect("q").expect("row").outcome,
+        Outcome::Succeeded
+    );
+    let kept = w.clock.now() - switched_at.expect("switched");
+    assert!(
+        kept >= chrono::Duration::minutes(10),
+        "old set kept {}s",
+        kept.num_seconds()
+    );
+    for _ in 0..20 {
+        w.controller.reconcile_once().await;
+        w.clock.advance(Duration::from_secs(15));
+    }
+    assert_eq!(counts(&w, "web", "ami-00000001").0, 0);
+    assert_eq!(counts(&w, "web", "ami-00000002").0, 6);
+}

@@ -399,6 +399,9 @@ impl Controller {
                     .cloned()
                     .collect();
                 state.registered.extend(ids.iter().cloned());
+                for id in &ids {
+                    state.standby.remove(id);
+                }
                 if refresh {
                     state.registered_refreshed = Some(refreshed_at);
                 }

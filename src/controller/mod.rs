@@ -97,6 +97,8 @@ struct FleetState {
     registered_refreshed: Option<DateTime<Utc>>,
     /// New-build instances whose smoke command passed.
     smoke_passed: HashSet<String>,
+    /// Blue/green: old instances deregistered but kept running after the switch.
+    standby: HashSet<String>,
     /// The desired capacity decided last pass (rollouts scale against it, not the
     /// live count, which includes the surge).
     base_desired: Option<u32>,

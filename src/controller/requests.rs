@@ -4,7 +4,7 @@
 
 use super::Controller;
 use crate::deploy::{admit, Build, Phase, Rollout};
-use crate::manifest::{OnConflict, StrategySpec};
+use crate::manifest::OnConflict;
 use crate::store::{Approval, Deployment, Outcome, Store};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -104,12 +104,6 @@ impl Controller {
             .map_err(Refusal::NotFound)?
             .clone();
         let build = Build::parse(&spec, &req.build, req.label.clone()).map_err(Refusal::Refused)?;
-        if matches!(spec.deploy.strategy, StrategySpec::BlueGreen(_)) {
-            return Err(Refusal::Refused(format!(
-                "fleet {}: the blue_green strategy is not implemented yet; use rolling or canary",
-                spec.name
-            )));
-        }
         if checks {
             admit::check(&spec, &build, &store, now).map_err(Refusal::Refused)?;
         }

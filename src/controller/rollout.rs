@@ -118,10 +118,13 @@ impl Controller {
 
     /// New instances that pass the instance gates: running, EC2 status checks, target
     /// group health, smoke command.
+    /// Target-group health is skipped for instances not meant to be registered yet (the
+    /// green set of a blue/green deploy before the switch).
     async fn healthy_new(
         &mut self,
         spec: &FleetSpec,
         new: &[&Instance],
+        check_target: bool,
         report: &mut PassReport,
     ) -> HashSet<String> {
         let gates = &spec.deploy.gates.instance;
@@ -150,7 +153,8 @@ impl Controller {
                 }
             }
         }
-        if let (true, Some(tg)) = (gates.target_healthy, &spec.target_group_arn) {
+        if let (true, true, Some(tg)) = (check_target, gates.target_healthy, &spec.target_group_arn)
+        {
             match self.cloud.target_health(tg).await {
                 Ok(h) => {
                     let good: HashSet<String> = h
@@ -355,13 +359,23 @@ impl Controller {
             .collect();
         let (new, old): (Vec<&Instance>, Vec<&Instance>) =
             live.iter().copied().partition(|i| i.build == rollout.to.id);
-        let healthy_new = self.healthy_new(spec, &new, report).await;
+        let green_unswitched = matches!(
+            rollout.deploy.strategy,
+            crate::manifest::StrategySpec::BlueGreen(_)
+        ) && rollout.phase == Phase::Rolling;
+        let healthy_new = self
+            .healthy_new(spec, &new, !green_unswitched, report)
+            .await;
         let old_healthy = old
             .iter()
             .filter(|i| i.state == InstanceState::Running)
             .count() as u32;
         let gates = if healthy_new.is_empty() && rollout.phase == Phase::Rolling {
             Gates::Waiting(format!("no instance of {} healthy yet", rollout.to.id))
+        } else if green_unswitched {
+            // The green set serves no traffic before the switch: only its instance gates
+            // count; the fleet gates judge it after the switch.
+            Gates::Pass("green set healthy; fleet gates run after the switch".into())
         } else {
             self.fleet_gates(spec, rollout, now).await
         };
@@ -447,9 +461,83 @@ impl Controller {
                 }
             })
             .collect();
+        let launched: Vec<Instance> = launched
+            .into_iter()
+            .filter(|i| {
+                if i.build == rollout.to.id {
+                    targets.register_new
+                } else {
+                    targets.register_old
+                }
+            })
+            .collect();
         self.register(spec, &staying, &launched, now, report).await;
+        // Blue/green after the switch: the old set stays running, out of the target group.
+        if !targets.register_old {
+            let standby: Vec<String> = old
+                .iter()
+                .filter(|i| !retired.contains(&i.id))
+                .map(|i| i.id.clone())
+                .collect();
+            self.stand_by(spec, &standby, report).await;
+        }
         if next.phase.is_finished() {
             self.rollout_finished(spec, &next, now);
+        }
+    }
+
+    /// Deregister instances kept as a standby (not retired), once each.
+    async fn stand_by(&mut self, spec: &FleetSpec, ids: &[String], report: &mut PassReport) {
+        let Some(tg) = &spec.target_group_arn else {
+            return;
+        };
+        let state = self.fleets.entry(spec.name.clone()).or_default();
+        let mut todo: Vec<String> = ids
+            .iter()
+            .filter(|id| !state.standby.contains(*id))
+            .cloned()
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        // Only what the target group holds (an instance launched just before the switch
+        // was never registered, and deregistering it is an error).
+        match self.cloud.target_health(tg).await {
+            Ok(h) => {
+                let held: HashSet<String> = h
+                    .into_iter()
+                    .filter(|(_, s)| !matches!(s, TargetHealth::Draining | TargetHealth::Unused))
+                    .map(|(id, _)| id)
+                    .collect();
+                let state = self.fleets.entry(spec.name.clone()).or_default();
+                for id in todo.iter().filter(|id| !held.contains(*id)) {
+                    state.registered.remove(id);
+                    state.standby.insert(id.clone());
+                }
+                todo.retain(|id| held.contains(id));
+            }
+            Err(e) => {
+                note_error(report, &spec.name, &e);
+                return;
+            }
+        }
+        if todo.is_empty() {
+            return;
+        }
+        match self.cloud.deregister_targets(tg, &todo).await {
+            Ok(()) => {
+                info!(fleet = %spec.name, ids = ?todo, "action: deregistered the old set; it stays running for instant rollback");
+                let state = self.fleets.entry(spec.name.clone()).or_default();
+                for id in &todo {
+                    state.registered.remove(id);
+                    state.standby.insert(id.clone());
+                }
+                report.actions.push(super::Action::Deregister {
+                    fleet: spec.name.clone(),
+                    ids: todo,
+                });
+            }
+            Err(e) => note_error(report, &spec.name, &e),
         }
     }
 

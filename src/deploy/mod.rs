@@ -341,16 +341,30 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
             }
         }
         Phase::KeepingOld { until } => {
-            if let Gates::Fail(why) = &o.gates {
-                let why = format!("after the switch: gate failed: {why}");
-                events.push(format!("{why}; switching back to {}", r.from.id));
-                r.phase = Phase::RollingBack { reason: why };
-            } else if o.now >= until {
-                events.push(format!(
-                    "live: {d} of {d} on {}; retiring {}",
-                    r.to.id, r.from.id
-                ));
-                r.phase = Phase::Succeeded;
+            // Traffic is on the new set now: its fleet gates decide. It goes live at the
+            // end of the window only with them green; missing data is not a pass.
+            match &o.gates {
+                Gates::Fail(why) => {
+                    let why = format!("after the switch: gate failed: {why}");
+                    events.push(format!("{why}; switching back to {}", r.from.id));
+                    r.phase = Phase::RollingBack { reason: why };
+                }
+                Gates::Pass(detail) if o.now >= until => {
+                    events.push(format!(
+                        "live: {d} of {d} on {} ({detail}); retiring {}",
+                        r.to.id, r.from.id
+                    ));
+                    r.phase = Phase::Succeeded;
+                }
+                Gates::Waiting(w) if o.now >= until + gates.timeout.chrono() => {
+                    let why = format!(
+                        "after the switch: gates not green within {}: {w}",
+                        gates.timeout
+                    );
+                    events.push(format!("{why}; switching back to {}", r.from.id));
+                    r.phase = Phase::RollingBack { reason: why };
+                }
+                _ => {}
             }
             Targets {
                 new: d,

@@ -192,3 +192,54 @@ fn a_deadline_or_an_abort_rolls_back_and_the_deadline_says_so() {
     let (r3, _, _) = advance(&r, &obs(10, 8, (2, 2), (6, 6), pass()));
     assert!(matches!(r3.phase, Phase::RollingBack { .. }) && !r3.timed_out);
 }
+
+#[test]
+fn blue_green_switches_keeps_the_old_set_and_retires_it_only_with_gates_green() {
+    use crate::manifest::BlueGreenSpec;
+    let s = StrategySpec::BlueGreen(BlueGreenSpec {
+        keep_old: HumanDuration::secs(600),
+        bake: HumanDuration::secs(0),
+    });
+    let r = rollout(s);
+    // The full green set first, unregistered, old set untouched.
+    let (r, _, tg) = advance(
+        &r,
+        &obs(0, 6, (0, 0), (6, 6), Gates::Waiting("booting".into())),
+    );
+    assert_eq!(
+        (
+            tg.new,
+            tg.old,
+            tg.register_new,
+            tg.register_old,
+            tg.max_total
+        ),
+        (6, 6, false, true, 12)
+    );
+    let (r, ev, _) = advance(&r, &obs(60, 6, (6, 6), (6, 6), pass()));
+    assert!(matches!(r.phase, Phase::KeepingOld { .. }), "{:?}", r.phase);
+    assert!(
+        ev.iter()
+            .any(|e| e.starts_with("switched traffic to ami-new")),
+        "{ev:?}"
+    );
+    let (_, _, tg) = advance(&r, &obs(70, 6, (6, 6), (6, 6), pass()));
+    assert_eq!((tg.register_new, tg.register_old, tg.old), (true, false, 6));
+    // Missing data at the end of the window does not make it live.
+    let (r2, _, _) = advance(
+        &r,
+        &obs(700, 6, (6, 6), (6, 6), Gates::Waiting("no data".into())),
+    );
+    assert!(
+        matches!(r2.phase, Phase::KeepingOld { .. }),
+        "{:?}",
+        r2.phase
+    );
+    let (r3, _, tg) = advance(&r2, &obs(710, 6, (6, 6), (6, 6), pass()));
+    assert_eq!(r3.phase, Phase::Succeeded);
+    assert_eq!(tg.old, 0);
+    // A failed gate in the window switches back: old registered, new retired.
+    let (r4, _, tg) = advance(&r, &obs(300, 6, (6, 6), (6, 6), Gates::Fail("5xx".into())));
+    assert!(matches!(r4.phase, Phase::RollingBack { .. }));
+    assert_eq!((tg.new, tg.old, tg.register_old), (0, 6, true));
+}

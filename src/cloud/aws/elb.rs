@@ -3,6 +3,7 @@
 
 use super::classify;
 use crate::cloud::{CloudError, TargetHealth};
+use aws_sdk_elasticloadbalancingv2::error::ProvideErrorMetadata;
 use aws_sdk_elasticloadbalancingv2::types::{TargetDescription, TargetHealthStateEnum};
 use aws_sdk_elasticloadbalancingv2::Client;
 
@@ -28,14 +29,19 @@ pub(super) async fn deregister(
     tg: &str,
     ids: &[String],
 ) -> Result<(), CloudError> {
-    client
+    let result = client
         .deregister_targets()
         .target_group_arn(tg)
         .set_targets(Some(targets(ids)))
         .send()
-        .await
-        .map_err(|e| classify("DeregisterTargets", e))?;
-    Ok(())
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        // Not registered (any more): there is nothing to drain, which is what we wanted.
+        // Deregistration is therefore safe to repeat.
+        Err(e) if e.code() == Some("InvalidTarget") => Ok(()),
+        Err(e) => Err(classify("DeregisterTargets", e)),
+    }
 }
 
 pub(super) async fn health(
