@@ -275,6 +275,7 @@ fn view(store: &Store, id: i64) -> Result<Option<RolloutView>, ApiError> {
     let d = store.deployment(id).map_err(internal)?;
     let phase = match &r.phase {
         Phase::Queued => "queued",
+        Phase::PreDeploy => "pre_deploy_hooks",
         Phase::Rolling => "rolling",
         Phase::KeepingOld { .. } => "keeping_old",
         Phase::RollingBack { .. } => "rolling_back",

@@ -457,3 +457,82 @@ async fn a_blue_green_deploy_switches_then_keeps_the_old_set_for_its_window() {
     assert_eq!(counts(&w, "web", "ami-00000001").0, 0);
     assert_eq!(counts(&w, "web", "ami-00000002").0, 6);
 }
+
+#[tokio::test]
+async fn a_failing_pre_deploy_hook_aborts_before_any_instance_changes() {
+    let hooks = "  gates: { interval: 15s }\n  hooks:\n    pre_deploy:\n      - { command: [sh, -c, \"echo migrating {build}; exit 4\"], timeout: 30s }\n";
+    let mut w = world(&fleet("web", "production", 4, hooks));
+    settle(&mut w, "web", 4).await;
+    let launched_before = w.sim.totals().0;
+    let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
+    let mut outcome = Outcome::InProgress;
+    let store = w.controller.store().expect("store").clone();
+    for _ in 0..200 {
+        w.controller.reconcile_once().await;
+        outcome = store.deployment(id).expect("q").expect("row").outcome;
+        if outcome != Outcome::InProgress {
+            break;
+        }
+        // The hook runs as a real process: give it real time.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        w.clock.advance(Duration::from_secs(15));
+    }
+    assert_eq!(outcome, Outcome::RolledBack);
+    let events: Vec<String> = store
+        .events_after(id, 0)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        events.iter().any(|e| e.contains("migrating ami-00000002")),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("pre-deploy hook failed before any instance changed")),
+        "{events:#?}"
+    );
+    assert_eq!(
+        w.sim.totals().0,
+        launched_before,
+        "no instance was launched"
+    );
+    assert_eq!(counts(&w, "web", "ami-00000001").0, 4);
+}
+
+#[tokio::test]
+async fn a_passing_pre_deploy_hook_runs_first_then_the_rollout() {
+    let hooks = "  gates: { interval: 15s }\n  hooks:\n    pre_deploy:\n      - { command: [echo, \"migrated for {build}\"], timeout: 30s }\n";
+    let mut w = world(&fleet("web", "production", 4, hooks));
+    settle(&mut w, "web", 4).await;
+    let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
+    let store = w.controller.store().expect("store").clone();
+    let mut outcome = Outcome::InProgress;
+    for _ in 0..300 {
+        w.controller.reconcile_once().await;
+        outcome = store.deployment(id).expect("q").expect("row").outcome;
+        if outcome != Outcome::InProgress {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        w.clock.advance(Duration::from_secs(15));
+    }
+    assert_eq!(outcome, Outcome::Succeeded);
+    let events: Vec<String> = store
+        .events_after(id, 0)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    let hook = events
+        .iter()
+        .position(|e| e.contains("migrated for ami-00000002"))
+        .expect("hook output");
+    let first_step = events
+        .iter()
+        .position(|e| e.starts_with("step 1/"))
+        .expect("steps");
+    assert!(hook < first_step, "{events:#?}");
+}

@@ -119,6 +119,8 @@ pub struct Controller {
     current: HashMap<String, Build>,
     /// Whether the last pass ran a rollout (the daemon then polls at the gate interval).
     rollout_interval: Option<std::time::Duration>,
+    /// Pre-deploy hooks running, by rollout id.
+    hooks: HashMap<i64, tokio::task::JoinHandle<crate::deploy::hooks::HookRun>>,
 }
 
 impl Controller {
@@ -145,6 +147,7 @@ impl Controller {
             },
             current: HashMap::new(),
             rollout_interval: None,
+            hooks: HashMap::new(),
         }
     }
 

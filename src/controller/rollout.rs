@@ -10,6 +10,7 @@ use crate::policy::Decision;
 use crate::store::Outcome;
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use tracing::{error, info, warn};
 
 impl Controller {
@@ -65,7 +66,11 @@ impl Controller {
                 continue;
             };
             r.from = self.current_build(&spec);
-            r.phase = Phase::Rolling;
+            r.phase = if r.deploy.hooks.pre_deploy.is_empty() {
+                Phase::Rolling
+            } else {
+                Phase::PreDeploy
+            };
             r.step = 0;
             r.step_started = now;
             r.green_since = None;
@@ -336,6 +341,63 @@ impl Controller {
         }
     }
 
+    /// Pre-deploy hooks: start them (again, after a restart: hooks must be safe to
+    /// repeat, like migrations), and when they end, start rolling or give up. Returns
+    /// whether the rollout may act on instances this pass.
+    fn pre_deploy(&mut self, r: &Rollout, now: DateTime<Utc>) -> bool {
+        if r.phase != Phase::PreDeploy {
+            return true;
+        }
+        let Some(handle) = self.hooks.get(&r.id) else {
+            let (hooks, build, fleet, env) = (
+                r.deploy.hooks.pre_deploy.clone(),
+                r.to.id.clone(),
+                r.fleet.clone(),
+                r.env.clone(),
+            );
+            self.record(
+                r,
+                now,
+                &format!("running {} pre-deploy hook(s)", hooks.len()),
+            );
+            let task =
+                tokio::spawn(async move { deploy::hooks::run(&hooks, &build, &fleet, &env).await });
+            self.hooks.insert(r.id, task);
+            return false;
+        };
+        if !handle.is_finished() {
+            return false;
+        }
+        let Some(handle) = self.hooks.remove(&r.id) else {
+            return false;
+        };
+        let run = match take_finished(handle) {
+            Some(run) => run,
+            None => deploy::hooks::HookRun {
+                lines: vec![],
+                failure: Some("the hook task panicked".into()),
+            },
+        };
+        for l in &run.lines {
+            self.record(r, now, l);
+        }
+        let mut next = r.clone();
+        match run.failure {
+            None => {
+                next.phase = Phase::Rolling;
+                next.step_started = now;
+                self.record(&next, now, "pre-deploy hooks done; rolling");
+            }
+            Some(why) => {
+                let reason = format!("pre-deploy hook failed before any instance changed: {why}");
+                self.record(&next, now, &reason);
+                next.phase = Phase::RolledBack { reason };
+            }
+        }
+        self.save(&next, now);
+        false
+    }
+
     /// One pass of a rollout on a directly managed fleet.
     pub(super) async fn act_rollout(
         &mut self,
@@ -352,6 +414,10 @@ impl Controller {
             .filter(|i| i.state.is_live() && i.retiring_since.is_some())
             .collect();
         self.finish_retirements(spec, &retiring, now, report).await;
+        if !self.pre_deploy(rollout, now) {
+            // Hooks running (or just failed): the fleet scales on its current build.
+            return Box::pin(self.act_direct(spec, instances, d, None, now, report)).await;
+        }
         let live: Vec<&Instance> = instances
             .iter()
             .copied()
@@ -545,6 +611,29 @@ impl Controller {
         match &r.phase {
             Phase::Succeeded => {
                 self.current.insert(spec.name.clone(), r.to.clone());
+                if !r.deploy.hooks.post_deploy.is_empty() {
+                    let (hooks, build, fleet, env, id) = (
+                        r.deploy.hooks.post_deploy.clone(),
+                        r.to.id.clone(),
+                        r.fleet.clone(),
+                        r.env.clone(),
+                        r.id,
+                    );
+                    let store = self.store.clone();
+                    tokio::spawn(async move {
+                        let run = deploy::hooks::run(&hooks, &build, &fleet, &env).await;
+                        let at = chrono::Utc::now();
+                        for l in run.lines.iter().chain(run.failure.iter()) {
+                            info!(fleet = %fleet, rollout = id, "post-deploy: {l}");
+                            if let Some(s) = &store {
+                                let _ = s.add_event(id, at, &format!("post-deploy {l}"));
+                            }
+                        }
+                        if let Some(f) = run.failure {
+                            warn!(fleet = %fleet, rollout = id, "post-deploy hook failed (the build stays live): {f}");
+                        }
+                    });
+                }
                 self.record(
                     r,
                     now,
@@ -607,5 +696,16 @@ async fn smoke(cmd: &[String], i: &Instance) -> bool {
             warn!(instance = %i.id, "smoke command timed out");
             false
         }
+    }
+}
+
+/// The result of a finished task, without waiting (the caller checked `is_finished`).
+fn take_finished<T>(handle: tokio::task::JoinHandle<T>) -> Option<T> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut handle = handle;
+    match std::pin::Pin::new(&mut handle).poll(&mut cx) {
+        std::task::Poll::Ready(Ok(v)) => Some(v),
+        _ => None,
     }
 }

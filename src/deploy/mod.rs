@@ -8,6 +8,7 @@
 //! This module decides; it does not call any cloud (see `controller::rollout`).
 
 pub mod admit;
+pub mod hooks;
 pub mod stats;
 
 use crate::manifest::{Amount, DeploySpec, FleetSpec, StrategySpec};
@@ -105,6 +106,8 @@ impl Build {
 pub enum Phase {
     /// Waiting for another rollout of the fleet to finish (or to be superseded).
     Queued,
+    /// Running the pre-deploy hooks; no instance has changed yet.
+    PreDeploy,
     /// Moving instances to the new build, step by step.
     Rolling,
     /// Blue/green: traffic is on the new set; the old one waits, deregistered, until `until`.
@@ -394,8 +397,17 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
                 restore_first: true,
             }
         }
-        // Not started: the controller does not advance queued rollouts.
-        Phase::Queued | Phase::Succeeded => Targets {
+        // Not started, or hooks running: the fleet keeps its current build.
+        Phase::Queued | Phase::PreDeploy => Targets {
+            new: 0,
+            old: d,
+            max_total: d,
+            min_healthy: d,
+            register_new: false,
+            register_old: true,
+            restore_first: false,
+        },
+        Phase::Succeeded => Targets {
             new: d,
             old: 0,
             max_total: d,
