@@ -203,6 +203,10 @@ async fn started(
 
 /// Print the rollout's events as they come; its exit code and final reason.
 async fn follow(client: &Client, id: i64, out: Output) -> (u8, String) {
+    use std::io::IsTerminal;
+    // A progress bar on a terminal; plain lines in CI logs and pipes.
+    let tty = out == Output::Table && std::io::stdout().is_terminal();
+    let mut progress = (0, 0);
     let mut after = 0;
     loop {
         let path = format!("/v1/rollouts/{id}/events?after={after}&wait=20");
@@ -218,15 +222,32 @@ async fn follow(client: &Client, id: i64, out: Output) -> (u8, String) {
             let at = e["at"].as_str().unwrap_or("");
             let time = at.get(11..19).unwrap_or(at);
             let msg = e["message"].as_str().unwrap_or("");
+            if tty {
+                // Clear the bar, print the line, draw the bar again below it.
+                print!("\r\x1b[2K");
+            }
             line(
                 out,
                 "step",
                 &format!("[{time}] {msg}"),
                 json!({"rollout": id, "at": at}),
             );
+            if let Some(p) = step_of(msg) {
+                progress = p;
+            }
+        }
+        if tty {
+            print!(
+                "\r\x1b[2K{}",
+                bar(progress, body["rollout"]["phase"].as_str().unwrap_or(""))
+            );
+            let _ = std::io::Write::flush(&mut std::io::stdout());
         }
         let r = &body["rollout"];
         if r["finished"].as_bool() == Some(true) {
+            if tty {
+                print!("\r\x1b[2K");
+            }
             let outcome = r["outcome"].as_str().unwrap_or("");
             let reason = r["reason"].as_str().unwrap_or("");
             let (code, text) = match outcome {
@@ -354,4 +375,42 @@ pub async fn history(a: HistoryArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// (step, of) from a "step K/N: ..." progress line.
+fn step_of(msg: &str) -> Option<(u32, u32)> {
+    let rest = msg.strip_prefix("step ")?;
+    let (k, rest) = rest.split_once('/')?;
+    let n = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+    Some((k.parse().ok()?, n.parse().ok()?))
+}
+
+fn bar((k, n): (u32, u32), phase: &str) -> String {
+    const WIDTH: u32 = 30;
+    let filled = (k * WIDTH).checked_div(n).unwrap_or(0).min(WIDTH);
+    format!(
+        "[{}{}] step {k}/{} {phase}",
+        "#".repeat(filled as usize),
+        "-".repeat((WIDTH - filled) as usize),
+        if n == 0 {
+            "?".to_string()
+        } else {
+            n.to_string()
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_give_the_step_and_the_bar_fills() {
+        assert_eq!(
+            step_of("step 2/4: 4 of 8 on ami-2; gates green"),
+            Some((2, 4))
+        );
+        assert_eq!(step_of("live: 8 of 8"), None);
+        assert!(bar((2, 4), "rolling").starts_with("[###############---------------] step 2/4"));
+    }
 }
