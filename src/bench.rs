@@ -130,3 +130,92 @@ pub async fn run(fleets: usize, passes: usize) -> ExitCode {
     println!("    {:<26} {:.2}", "total", total as f64 / n);
     ExitCode::SUCCESS
 }
+
+/// `coxswain bench --rollout`: a 20-instance fleet rolls a new build in 25% batches with
+/// zero bake on the simulated cloud (virtual clock, a pass every 15 s): CPU time of the
+/// controller per pass and per step, passes per step, and AWS-equivalent calls per rollout.
+pub async fn rollout() -> ExitCode {
+    use crate::controller::requests::{Accepted, DeployRequest};
+    use crate::store::Outcome;
+    let text = "name: web\nenvironment: production\nregion: us-east-1\nlaunch:\n  ami: ami-00000001\n  instance_types: [m6i.large]\n  subnets: [subnet-a, subnet-b]\ntarget_group_arn: tg-web\ncapacity: { min: 20, max: 40 }\nscaling:\n  max_launch_per_cycle: 20\n  policies:\n    - target_tracking:\n        metric: { namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total }\n        target: 1000\nsimulation:\n  capacity_per_instance: 1000\n  boot: 1m\n  traffic:\n    synthetic: { base: 20000, peak: 20000, noise: 0 }\ndeploy:\n  strategy:\n    rolling: { batch: \"25%\", max_surge: \"25%\", max_unavailable: 0, bake: 0s }\n  gates: { interval: 15s }\n";
+    let config = match manifest::load_str("<bench>", text) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let clock = Arc::new(VirtualClock::new(crate::demo::start()));
+    let sim = match SimCloud::for_config(clock.clone(), &config) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cloud: Arc<dyn Cloud> = sim.clone();
+    let mut c = Controller::new(cloud.clone(), clock.clone(), config, false);
+    for _ in 0..4 {
+        c.reconcile_once().await;
+        clock.advance(Duration::from_secs(15));
+    }
+    let before = cloud.calls().snapshot();
+    let req = DeployRequest {
+        fleet: "web".into(),
+        env: "production".into(),
+        build: "ami-00000002".into(),
+        label: None,
+        timeout_secs: None,
+    };
+    let id = match c.request_deploy(&req, clock.now()) {
+        Ok(Accepted::Started { id, .. }) => id,
+        other => {
+            eprintln!("error: deploy not started: {other:?}");
+            return ExitCode::from(1);
+        }
+    };
+    let Some(store) = c.store().cloned() else {
+        return ExitCode::from(1);
+    };
+    let mut times = Vec::new();
+    let mut passes = 0;
+    loop {
+        let t0 = cpu_time();
+        c.reconcile_once().await;
+        times.push(cpu_time().saturating_sub(t0));
+        passes += 1;
+        let done = store.deployment(id).ok().flatten().map(|d| d.outcome);
+        if done != Some(Outcome::InProgress) || passes > 400 {
+            break;
+        }
+        clock.advance(Duration::from_secs(15));
+    }
+    let after = cloud.calls().snapshot();
+    let steps = store
+        .events_after(id, 0)
+        .map(|e| e.iter().filter(|e| e.message.starts_with("step ")).count())
+        .unwrap_or(0)
+        .max(1);
+    let total: Duration = times.iter().sum();
+    println!("rollout of 20 instances, 25% batches, zero bake, on the sim cloud (virtual clock, a pass every 15 s, boot 1 min)");
+    println!(
+        "  passes: {passes} ({:.1} per step, {steps} steps)",
+        passes as f64 / steps as f64
+    );
+    println!(
+        "  controller CPU per pass: median {:.3} ms; per step {:.3} ms; whole rollout {:.2} ms",
+        median(&mut times.clone()).as_secs_f64() * 1e3,
+        total.as_secs_f64() * 1e3 / steps as f64,
+        total.as_secs_f64() * 1e3
+    );
+    println!("  AWS-equivalent calls for the whole rollout:");
+    let mut sum = 0;
+    for ((name, a), (_, b)) in after.iter().zip(&before) {
+        if a > b {
+            println!("    {name:<26} {}", a - b);
+            sum += a - b;
+        }
+    }
+    println!("    {:<26} {sum}", "total");
+    ExitCode::SUCCESS
+}

@@ -143,6 +143,9 @@ pub struct BenchArgs {
     /// Passes to measure (after one warm-up pass).
     #[arg(long, default_value_t = 20)]
     pub passes: usize,
+    /// Measure a 20-instance rolling deploy instead.
+    #[arg(long)]
+    pub rollout: bool,
 }
 
 pub fn main() -> ExitCode {
@@ -166,6 +169,7 @@ pub fn main() -> ExitCode {
             Command::Run(a) => run(a).await,
             Command::Plan(a) => plan(a).await,
             Command::Validate { paths } => validate(paths),
+            Command::Bench(a) if a.rollout => crate::bench::rollout().await,
             Command::Bench(a) => crate::bench::run(a.fleets, a.passes).await,
             Command::Deploy(a) => deploy::deploy(a).await,
             Command::Approve(a) => deploy::approve(a).await,
