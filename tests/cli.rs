@@ -185,28 +185,9 @@ fn the_readme_ci_pipeline_works_as_written_against_the_sim_daemon() {
         .collect();
     assert_eq!(commands.len(), 3, "{block}");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
     let dir = tempfile::tempdir().expect("tempdir");
     let token = "ci-test-token-0123456789";
-    let log = dir.path().join("daemon.log");
-    let mut daemon = coxswain()
-        .args([
-            "run",
-            "--speed",
-            "120",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("COXSWAIN_API_TOKEN", token)
-        .env("COXSWAIN_STATE_DIR", dir.path())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("start daemon");
-    wait_for(&log, "API listening", 20);
+    let (mut daemon, server, log) = demo_daemon(dir.path(), token, "120");
     let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_coxswain"))
         .parent()
         .expect("bin dir")
@@ -221,7 +202,7 @@ fn the_readme_ci_pipeline_works_as_written_against_the_sim_daemon() {
         let out = Command::new("sh")
             .args(["-c", c])
             .env("PATH", &path)
-            .env("COXSWAIN_SERVER", format!("http://127.0.0.1:{port}"))
+            .env("COXSWAIN_SERVER", &server)
             .env("COXSWAIN_API_TOKEN", token)
             .env("BUILD", "13")
             .env("GIT_SHA", "4f2a9c1")
@@ -254,12 +235,115 @@ fn the_readme_ci_pipeline_works_as_written_against_the_sim_daemon() {
     // Skipping staging is refused with exit 2 and a sentence.
     let out = coxswain()
         .args(["deploy", "web", "--env", "production", "--build", "14"])
-        .env("COXSWAIN_SERVER", format!("http://127.0.0.1:{port}"))
+        .env("COXSWAIN_SERVER", &server)
         .env("COXSWAIN_API_TOKEN", token)
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has not passed staging"));
+    signal(&daemon, libc::SIGTERM);
+    let _ = daemon.wait();
+}
+
+/// A demo daemon on 127.0.0.1 (sim, sped up) for CLI tests. Returns (child, server, log).
+fn demo_daemon(
+    dir: &std::path::Path,
+    token: &str,
+    speed: &str,
+) -> (std::process::Child, String, std::path::PathBuf) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let log = dir.join("daemon.log");
+    let child = coxswain()
+        .args([
+            "run",
+            "--speed",
+            speed,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("COXSWAIN_API_TOKEN", token)
+        .env("COXSWAIN_STATE_DIR", dir)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start daemon");
+    wait_for(&log, "API listening", 20);
+    (child, format!("http://127.0.0.1:{port}"), log)
+}
+
+#[test]
+fn a_deploy_past_its_timeout_is_rolled_back_and_exits_3_and_rollback_by_hand_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut daemon, server, _log) = demo_daemon(dir.path(), "t0ken-for-timeout-test", "60");
+    let run = |args: &[&str]| {
+        coxswain()
+            .args(args)
+            .env("COXSWAIN_SERVER", &server)
+            .env("COXSWAIN_API_TOKEN", "t0ken-for-timeout-test")
+            .output()
+            .expect("run")
+    };
+    // Staging instances take 2 simulated minutes to boot: 30 s is not enough.
+    let out = run(&[
+        "deploy",
+        "web",
+        "--env",
+        "staging",
+        "--build",
+        "13",
+        "--wait",
+        "--timeout",
+        "30s",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("timed out and rolled back"), "{text}");
+    // A good deploy, then a rollback by hand to the build before it.
+    let out = run(&[
+        "deploy", "web", "--env", "staging", "--build", "14", "--wait", "--output", "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let last: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .expect("JSON lines");
+    assert_eq!(last["type"], "result");
+    assert_eq!(last["outcome"], "succeeded");
+    let out = run(&["rollback", "web", "--env", "staging", "--wait"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("live: web-server:12 on web-staging"),
+        "{text}"
+    );
+    let out = run(&["history", "web-staging", "--output", "json"]);
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let outcomes: Vec<&str> = h["deployments"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|d| d["outcome"].as_str())
+        .collect();
+    assert_eq!(outcomes, ["succeeded", "succeeded", "rolled_back"], "{h}");
     signal(&daemon, libc::SIGTERM);
     let _ = daemon.wait();
 }
