@@ -1,5 +1,7 @@
 //! The binary as a user runs it: plan, run on the simulated cloud, JSON logs, exit codes.
 
+mod common;
+
 use std::process::Command;
 
 fn coxswain() -> Command {
@@ -170,56 +172,24 @@ fn sighup_with_an_invalid_manifest_keeps_the_running_config_and_sigterm_stops_cl
 /// The README's CI snippet, run line by line as written against the demo daemon.
 #[test]
 fn the_readme_ci_pipeline_works_as_written_against_the_sim_daemon() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
-    let block = readme
-        .split("<!-- ci-snippet: run by tests/cli.rs -->")
-        .nth(1)
-        .and_then(|rest| rest.split("```sh").nth(1))
-        .and_then(|rest| rest.split("```").next())
-        .expect("the README has the CI snippet");
-    let commands: Vec<&str> = block
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("coxswain "))
-        .collect();
-    assert_eq!(commands.len(), 3, "{block}");
+    let commands = common::readme_ci_snippet();
+    assert_eq!(commands.len(), 3, "{commands:?}");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let token = "ci-test-token-0123456789";
     let (mut daemon, server, log) = demo_daemon(dir.path(), token, "120");
-    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_coxswain"))
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     let mut outputs = Vec::new();
     for c in &commands {
-        let out = Command::new("sh")
-            .args(["-c", c])
-            .env("PATH", &path)
-            .env("COXSWAIN_SERVER", &server)
-            .env("COXSWAIN_API_TOKEN", token)
-            .env("BUILD", "13")
-            .env("GIT_SHA", "4f2a9c1")
-            .env("QA_APPROVER", "qa-ana")
-            .output()
-            .expect("run snippet line");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "`{c}` failed:\n{text}\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        let envs = [
+            ("COXSWAIN_SERVER", server.as_str()),
+            ("COXSWAIN_API_TOKEN", token),
+            ("BUILD", "13"),
+            ("GIT_SHA", "4f2a9c1"),
+            ("QA_APPROVER", "qa-ana"),
+        ];
+        let (code, text) = common::run_line(c, &envs);
+        let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(code, Some(0), "`{c}` failed:\n{text}\n{log_text}");
         outputs.push(text);
     }
     assert!(

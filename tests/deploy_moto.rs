@@ -469,3 +469,126 @@ async fn a_good_build_rolls_through_blue_green_on_moto() {
     assert_eq!(f.len(), 4, "{f:?}");
     assert!(f.iter().all(|(b, _)| *b == lt2), "{f:?}");
 }
+
+/// The README's CI snippet, as written, against a daemon on moto (`run --cloud aws`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_ci_pipeline_works_as_written_against_moto() {
+    let moto = Moto::start();
+    let cfg = sdk_config(&moto.endpoint()).await;
+    let infra = create_infra(&cfg, "web").await;
+    new_template_version(&cfg, &infra).await;
+    let fleet = |name: &str, env: &str, extra: &str| {
+        format!(
+            "name: {name}\napp: web\nenvironment: {env}\nregion: us-east-1\nlaunch:\n  launch_template: {{ name: {lt}, version: \"1\" }}\n  subnets: [{subnet}]\ntarget_group_arn: {tg}\ncapacity: {{ min: 2, max: 4 }}\nscaling:\n  policies:\n    - target_tracking:\n        metric: {{ namespace: AWS/ApplicationELB, name: RequestCount, dimensions: {{ TargetGroup: {DIM} }}, stat: Sum, kind: total }}\n        target: 100\ndeploy:\n  strategy:\n    rolling: {{ batch: 1 }}\n  gates: {{ interval: 1s }}\n{extra}",
+            lt = infra.launch_template,
+            subnet = infra.subnet,
+            tg = infra.target_group_arn,
+        )
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).expect("dir");
+    std::fs::write(
+        manifests.join("staging.yaml"),
+        fleet("web-staging", "staging", ""),
+    )
+    .expect("write");
+    std::fs::write(
+        manifests.join("production.yaml"),
+        fleet(
+            "web",
+            "production",
+            "  promotion: { requires: [staging], approval: true }\n",
+        ),
+    )
+    .expect("write");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let token = "moto-ci-token-0123456789";
+    let log = dir.path().join("daemon.log");
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_coxswain"))
+        .args([
+            "run",
+            "--cloud",
+            "aws",
+            "--endpoint-url",
+            &moto.endpoint(),
+            "--poll-interval",
+            "2s",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "-m",
+        ])
+        .arg(&manifests)
+        .arg("--state")
+        .arg(dir.path().join("state.db"))
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("COXSWAIN_API_TOKEN", token)
+        .env("COXSWAIN_STATE_DIR", dir.path())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start daemon");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("API listening")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let server = format!("http://127.0.0.1:{port}");
+    let lines = common::readme_ci_snippet();
+    let mut outputs = Vec::new();
+    for line in &lines {
+        let envs = [
+            ("COXSWAIN_SERVER", server.as_str()),
+            ("COXSWAIN_API_TOKEN", token),
+            ("BUILD", "2"),
+            ("GIT_SHA", "4f2a9c1"),
+            ("QA_APPROVER", "qa-ana"),
+        ];
+        let line = line.clone();
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (code, text) = tokio::task::spawn_blocking(move || {
+            let envs: Vec<(&str, &str)> =
+                envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            common::run_line(&line, &envs)
+        })
+        .await
+        .expect("line ran");
+        assert_eq!(
+            code,
+            Some(0),
+            "{text}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        outputs.push(text);
+    }
+    let _ = std::process::Command::new("kill")
+        .arg(daemon.id().to_string())
+        .status();
+    let _ = daemon.wait();
+    let lt2 = format!("{}:2", infra.launch_template);
+    assert!(
+        outputs[0].contains(&format!("live: {lt2} on web-staging (staging)")),
+        "{}",
+        outputs[0]
+    );
+    assert!(
+        outputs[2].contains(&format!("live: {lt2} on web (production)")),
+        "{}",
+        outputs[2]
+    );
+}

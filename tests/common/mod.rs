@@ -259,3 +259,48 @@ pub async fn put_metric(
         .await
         .expect("put metric data through the bridge");
 }
+
+/// The command lines of the README's CI snippet (the block after its marker).
+pub fn readme_ci_snippet() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let block = readme
+        .split("<!-- ci-snippet: run by tests/cli.rs -->")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README has the CI snippet");
+    block
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("coxswain "))
+        .map(String::from)
+        .collect()
+}
+
+/// Run one snippet line with `sh`, the coxswain binary first on PATH.
+pub fn run_line(line: &str, envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_coxswain"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut c = Command::new("sh");
+    c.args(["-c", line]).env("PATH", path);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run snippet line");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
