@@ -132,6 +132,17 @@ pub async fn serve(
         .await
 }
 
+/// Serve HTTPS on `listener` until `shutdown` resolves.
+pub async fn serve_tls(
+    listener: crate::tls::TlsListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 async fn ask<T>(
     st: &ApiState,
     make: impl FnOnce(oneshot::Sender<Result<T, Refusal>>) -> Command,

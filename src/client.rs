@@ -29,6 +29,8 @@ pub struct Client {
     host: String,
     port: u16,
     token: String,
+    /// Set for https:// servers.
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 /// Longest one request may take (long polls wait up to 25 s on the server).
@@ -36,9 +38,23 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(40);
 
 impl Client {
     pub fn new(server: &str, token: &str) -> Result<Client, ClientError> {
-        let rest = server
-            .strip_prefix("http://")
-            .ok_or_else(|| ClientError::BadUrl(server.into()))?;
+        Self::with_ca(server, token, None)
+    }
+
+    /// `https://` servers are checked against `ca_file` (PEM) or the system's roots.
+    pub fn with_ca(
+        server: &str,
+        token: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Client, ClientError> {
+        let (rest, tls) = if let Some(r) = server.strip_prefix("https://") {
+            let c = crate::tls::connector(ca_file).map_err(ClientError::Http)?;
+            (r, Some(c))
+        } else if let Some(r) = server.strip_prefix("http://") {
+            (r, None)
+        } else {
+            return Err(ClientError::BadUrl(server.into()));
+        };
         let hostport = rest.split('/').next().unwrap_or_default();
         let (host, port) = hostport
             .rsplit_once(':')
@@ -48,6 +64,7 @@ impl Client {
             host,
             port,
             token: token.to_string(),
+            tls,
         })
     }
 
@@ -76,12 +93,6 @@ impl Client {
                 addr: addr.clone(),
                 source,
             })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         let bytes = match body {
             Some(b) => serde_json::to_vec(b)?,
             None => Vec::new(),
@@ -94,10 +105,17 @@ impl Client {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(bytes)))
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = match &self.tls {
+            Some(tls) => {
+                let name = crate::tls::server_name(&self.host).map_err(ClientError::Http)?;
+                let stream = tls
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| ClientError::Http(format!("TLS: {e}")))?;
+                send(stream, req).await?
+            }
+            None => send(stream, req).await?,
+        };
         let status = resp.status().as_u16();
         let body = resp
             .into_body()
@@ -112,4 +130,24 @@ impl Client {
         };
         Ok((status, json))
     }
+}
+
+/// One request over an open connection (plain or TLS).
+async fn send<IO>(
+    io: IO,
+    req: Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, ClientError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))
 }

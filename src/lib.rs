@@ -19,3 +19,4 @@ pub mod logging;
 pub mod manifest;
 pub mod policy;
 pub mod store;
+pub mod tls;

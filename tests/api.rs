@@ -161,3 +161,115 @@ async fn a_valid_deploy_is_accepted_and_can_be_followed() {
         "{resp}"
     );
 }
+
+#[tokio::test]
+async fn the_api_serves_over_tls_with_a_certificate_the_client_trusts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = issue_certificate(dir.path(), "ca");
+    let acceptor = coxswain::tls::acceptor(&cert, &key).expect("certificate loads");
+    let (tx, _rx) = tokio::sync::mpsc::channel(1);
+    let config = manifest::load_str("demo", coxswain::demo::MANIFEST).expect("demo");
+    let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
+    let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
+    let controller = Controller::new(sim, clock, config, false);
+    let store = controller.store().expect("store").clone();
+    let state = ApiState {
+        commands: tx,
+        store,
+        token: Arc::new(TOKEN.into()),
+    };
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = tcp.local_addr().expect("addr").port();
+    let listener = coxswain::tls::TlsListener { tcp, acceptor };
+    tokio::spawn(api::serve_tls(listener, state, std::future::pending()));
+    let url = format!("https://localhost:{port}");
+    let c = Client::with_ca(&url, TOKEN, Some(&ca)).expect("client");
+    let (status, resp) = c
+        .call("GET", "/v1/history/web", None)
+        .await
+        .expect("TLS answer");
+    assert_eq!(status, 200, "{resp}");
+    // Trusting another CA, the client refuses to talk.
+    let (other_ca, _, _) = issue_certificate(dir.path(), "other");
+    let c = Client::with_ca(&url, TOKEN, Some(&other_ca)).expect("client");
+    assert!(c.call("GET", "/v1/history/web", None).await.is_err());
+    // Plain HTTP to the TLS port gets no answer.
+    let c = Client::new(&format!("http://localhost:{port}"), TOKEN).expect("client");
+    assert!(c.call("GET", "/healthz", None).await.is_err());
+}
+
+/// A test CA and a server certificate for `localhost` signed by it, made with openssl.
+/// Returns (CA certificate, server certificate, server key) paths.
+fn issue_certificate(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let s = |x: &std::path::PathBuf| x.display().to_string();
+    let (ca, ca_key, key) = (p("ca.pem"), p("ca.key"), p("key.pem"));
+    let (csr, cert, ext) = (p("csr.pem"), p("cert.pem"), p("ext.cnf"));
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write ext");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca_args = [
+        "-days",
+        "1",
+        "-subj",
+        "/CN=coxswain test CA",
+        "-keyout",
+        &s(&ca_key),
+        "-out",
+        &s(&ca),
+    ];
+    openssl(&[&["req", "-x509"][..], &ec, &ca_args].concat());
+    let leaf_args = [
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        &s(&key),
+        "-out",
+        &s(&csr),
+    ];
+    openssl(&[&["req"][..], &ec, &leaf_args].concat());
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-CA",
+        &s(&ca),
+        "-CAkey",
+        &s(&ca_key),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &s(&ext),
+        "-out",
+        &s(&cert),
+    ]);
+    (ca, cert, key)
+}

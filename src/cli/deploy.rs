@@ -27,6 +27,9 @@ pub struct ServerArgs {
     /// File holding the token (default: the one the daemon writes in its state directory).
     #[arg(long)]
     pub token_file: Option<std::path::PathBuf>,
+    /// For an https:// server: the CA certificate (PEM) to trust; default: system roots.
+    #[arg(long, env = "COXSWAIN_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
@@ -44,7 +47,7 @@ impl ServerArgs {
                     .map_err(|e| format!("no API token: pass --token, set COXSWAIN_API_TOKEN, or make {} readable ({e})", path.display()))?
             }
         };
-        Client::new(&self.server, &token).map_err(|e| e.to_string())
+        Client::with_ca(&self.server, &token, self.ca_file.as_deref()).map_err(|e| e.to_string())
     }
 }
 

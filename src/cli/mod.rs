@@ -111,6 +111,12 @@ pub struct RunArgs {
     /// STATE_DIR/state.db on AWS.
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// Serve the API over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// File with the API bearer token. Default: COXSWAIN_API_TOKEN, else STATE_DIR/api-token
     /// (created with a random token if missing).
     #[arg(long)]
@@ -473,7 +479,14 @@ async fn run(a: RunArgs) -> ExitCode {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        tracing::info!(address = %addr, "API listening");
+        let tls = match (&a.tls_cert, &a.tls_key) {
+            (Some(c), Some(k)) => match crate::tls::acceptor(c, k) {
+                Ok(acc) => Some(acc),
+                Err(e) => return fail(e),
+            },
+            _ => None,
+        };
+        tracing::info!(address = %addr, tls = tls.is_some(), "API listening");
         let state = crate::api::ApiState {
             commands: tx,
             store,
@@ -488,7 +501,17 @@ async fn run(a: RunArgs) -> ExitCode {
                     }
                 }
             };
-            if let Err(e) = crate::api::serve(listener, state, shutdown).await {
+            let served = match tls {
+                Some(acceptor) => {
+                    let listener = crate::tls::TlsListener {
+                        tcp: listener,
+                        acceptor,
+                    };
+                    crate::api::serve_tls(listener, state, shutdown).await
+                }
+                None => crate::api::serve(listener, state, shutdown).await,
+            };
+            if let Err(e) = served {
                 tracing::error!(error = %e, "API server stopped");
             }
         });
