@@ -210,26 +210,35 @@ async fn approve(
     State(st): State<ApiState>,
     body: Result<Json<ApproveRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let req = match json_body(body) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    match ask(&st, |tx| Command::Approve(req, tx)).await {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"approved": true}))).into_response(),
-        Err(e) => e.into_response(),
-    }
+    handle(&st, body, Command::Approve, |()| {
+        (StatusCode::OK, Json(serde_json::json!({"approved": true}))).into_response()
+    })
+    .await
 }
 
 async fn rollback(
     State(st): State<ApiState>,
     body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
+    handle(&st, body, Command::Rollback, |a| {
+        (StatusCode::ACCEPTED, Json(a)).into_response()
+    })
+    .await
+}
+
+/// Parse a JSON body, hand it to the controller, and answer with `ok` or the refusal.
+async fn handle<B, T>(
+    st: &ApiState,
+    body: Result<Json<B>, axum::extract::rejection::JsonRejection>,
+    make: impl FnOnce(B, oneshot::Sender<Result<T, Refusal>>) -> Command,
+    ok: impl FnOnce(T) -> Response,
+) -> Response {
     let req = match json_body(body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    match ask(&st, |tx| Command::Rollback(req, tx)).await {
-        Ok(a) => (StatusCode::ACCEPTED, Json(a)).into_response(),
+    match ask(st, |tx| make(req, tx)).await {
+        Ok(v) => ok(v),
         Err(e) => e.into_response(),
     }
 }

@@ -25,6 +25,27 @@ pub fn fleets_manifest(n: usize) -> String {
     s
 }
 
+/// A controller on a simulated region for `manifest` (virtual clock at the demo's start).
+fn simulated(manifest_text: &str) -> Option<(Arc<VirtualClock>, Arc<dyn Cloud>, Controller)> {
+    let config: Config = match manifest::load_str("<bench>", manifest_text) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: bench manifest invalid: {e}");
+            return None;
+        }
+    };
+    let clock = Arc::new(VirtualClock::new(crate::demo::start()));
+    let cloud: Arc<dyn Cloud> = match SimCloud::for_config(clock.clone(), &config) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    let controller = Controller::new(cloud.clone(), clock.clone(), config, false);
+    Some((clock, cloud, controller))
+}
+
 fn cpu_time() -> Duration {
     // SAFETY: getrusage only writes into the struct we pass.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
@@ -55,24 +76,9 @@ fn median(v: &mut [Duration]) -> Duration {
 }
 
 pub async fn run(fleets: usize, passes: usize) -> ExitCode {
-    let text = fleets_manifest(fleets);
-    let config: Config = match manifest::load_str("<bench>", &text) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: bench manifest invalid: {e}");
-            return ExitCode::from(1);
-        }
+    let Some((clock, cloud, mut controller)) = simulated(&fleets_manifest(fleets)) else {
+        return ExitCode::from(1);
     };
-    let clock = Arc::new(VirtualClock::new(crate::demo::start()));
-    let sim = match SimCloud::for_config(clock.clone(), &config) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let cloud: Arc<dyn Cloud> = sim.clone();
-    let mut controller = Controller::new(cloud.clone(), clock.clone(), config, false);
     // Warm-up pass (first registration of every fleet's targets).
     controller.reconcile_once().await;
     clock.advance(Duration::from_secs(60));
@@ -138,23 +144,9 @@ pub async fn rollout() -> ExitCode {
     use crate::controller::requests::{Accepted, DeployRequest};
     use crate::store::Outcome;
     let text = "name: web\nenvironment: production\nregion: us-east-1\nlaunch:\n  ami: ami-00000001\n  instance_types: [m6i.large]\n  subnets: [subnet-a, subnet-b]\ntarget_group_arn: tg-web\ncapacity: { min: 20, max: 40 }\nscaling:\n  max_launch_per_cycle: 20\n  policies:\n    - target_tracking:\n        metric: { namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total }\n        target: 1000\nsimulation:\n  capacity_per_instance: 1000\n  boot: 1m\n  traffic:\n    synthetic: { base: 20000, peak: 20000, noise: 0 }\ndeploy:\n  strategy:\n    rolling: { batch: \"25%\", max_surge: \"25%\", max_unavailable: 0, bake: 0s }\n  gates: { interval: 15s }\n";
-    let config = match manifest::load_str("<bench>", text) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+    let Some((clock, cloud, mut c)) = simulated(text) else {
+        return ExitCode::from(1);
     };
-    let clock = Arc::new(VirtualClock::new(crate::demo::start()));
-    let sim = match SimCloud::for_config(clock.clone(), &config) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let cloud: Arc<dyn Cloud> = sim.clone();
-    let mut c = Controller::new(cloud.clone(), clock.clone(), config, false);
     for _ in 0..4 {
         c.reconcile_once().await;
         clock.advance(Duration::from_secs(15));

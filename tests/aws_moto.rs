@@ -7,7 +7,6 @@ mod common;
 use chrono::{DateTime, Utc};
 use common::{create_infra, put_metric, sdk_config, Infra, Moto};
 use coxswain::clock::{Clock, VirtualClock};
-use coxswain::cloud::aws::{AwsCloud, AwsOptions};
 use coxswain::cloud::{Cloud, CloudError};
 use coxswain::controller::{Action, Controller};
 use coxswain::manifest;
@@ -51,13 +50,7 @@ scaling:
 }
 
 async fn aws(m: &Moto, controller_id: &str) -> Arc<dyn Cloud> {
-    let opts = AwsOptions {
-        region: "us-east-1".into(),
-        endpoint_url: Some(m.endpoint()),
-        static_credentials: Some(("testing".into(), "testing".into())),
-        max_attempts: None,
-    };
-    Arc::new(AwsCloud::connect(&opts, controller_id).await)
+    common::aws_cloud(m, controller_id).await
 }
 
 struct Setup {

@@ -6,7 +6,7 @@ mod common;
 use chrono::Utc;
 use common::{create_infra, put_metric, sdk_config, Infra, Moto};
 use coxswain::clock::{Clock, RealClock, VirtualClock};
-use coxswain::cloud::aws::{AwsCloud, AwsOptions};
+use coxswain::cloud::aws::AwsCloud;
 use coxswain::cloud::Cloud;
 use coxswain::controller::requests::{Accepted, DeployRequest, Refusal};
 use coxswain::controller::Controller;
@@ -43,13 +43,7 @@ async fn new_template_version(cfg: &aws_config::SdkConfig, infra: &Infra) {
 }
 
 async fn aws(m: &Moto) -> Arc<AwsCloud> {
-    let opts = AwsOptions {
-        region: "us-east-1".into(),
-        endpoint_url: Some(m.endpoint()),
-        static_credentials: Some(("testing".into(), "testing".into())),
-        max_attempts: None,
-    };
-    Arc::new(AwsCloud::connect(&opts, "coxswain").await)
+    common::aws_cloud(m, "coxswain").await
 }
 
 /// Builds (tag) and types of coxswain's live instances.

@@ -304,3 +304,17 @@ pub fn run_line(line: &str, envs: &[(&str, &str)]) -> (Option<i32>, String) {
         ),
     )
 }
+
+/// coxswain's AWS cloud, pointed at the proxy in front of moto.
+pub async fn aws_cloud(
+    m: &Moto,
+    controller_id: &str,
+) -> std::sync::Arc<coxswain::cloud::aws::AwsCloud> {
+    let opts = coxswain::cloud::aws::AwsOptions {
+        region: "us-east-1".into(),
+        endpoint_url: Some(m.endpoint()),
+        static_credentials: Some(("testing".into(), "testing".into())),
+        max_attempts: None,
+    };
+    std::sync::Arc::new(coxswain::cloud::aws::AwsCloud::connect(&opts, controller_id).await)
+}
