@@ -298,6 +298,7 @@ fn view(store: &Store, id: i64) -> Result<Option<RolloutView>, ApiError> {
         Phase::PreDeploy => "pre_deploy_hooks",
         Phase::Rolling => "rolling",
         Phase::KeepingOld { .. } => "keeping_old",
+        Phase::Promoting => "promoting",
         Phase::RollingBack { .. } => "rolling_back",
         Phase::Succeeded => "succeeded",
         Phase::RolledBack { .. } => "rolled_back",

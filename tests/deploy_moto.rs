@@ -586,3 +586,111 @@ async fn the_readme_ci_pipeline_works_as_written_against_moto() {
         outputs[2]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_shifts_listener_weights_between_target_groups_on_moto() {
+    use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum};
+    let moto = Moto::start();
+    let cfg = sdk_config(&moto.endpoint()).await;
+    let infra = create_infra(&cfg, "web").await;
+    new_template_version(&cfg, &infra).await;
+    let ec2 = aws_sdk_ec2::Client::new(&cfg);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&cfg);
+    let subnet_b = ec2
+        .create_subnet()
+        .vpc_id(&infra.vpc)
+        .cidr_block("10.0.2.0/24")
+        .availability_zone("us-east-1b")
+        .send()
+        .await
+        .expect("subnet")
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .expect("id")
+        .to_string();
+    let lb = elb
+        .create_load_balancer()
+        .name("web-lb")
+        .subnets(&infra.subnet)
+        .subnets(&subnet_b)
+        .send()
+        .await
+        .expect("load balancer");
+    let lb_arn = lb.load_balancers()[0]
+        .load_balancer_arn()
+        .expect("arn")
+        .to_string();
+    let canary_tg = elb
+        .create_target_group()
+        .name("web-canary")
+        .protocol(ProtocolEnum::Http)
+        .port(80)
+        .vpc_id(&infra.vpc)
+        .send()
+        .await
+        .expect("canary tg");
+    let canary_tg = canary_tg.target_groups()[0]
+        .target_group_arn()
+        .expect("arn")
+        .to_string();
+    let listener = elb
+        .create_listener()
+        .load_balancer_arn(&lb_arn)
+        .protocol(ProtocolEnum::Http)
+        .port(80)
+        .default_actions(
+            Action::builder()
+                .r#type(ActionTypeEnum::Forward)
+                .target_group_arn(&infra.target_group_arn)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("listener");
+    let listener = listener.listeners()[0]
+        .listener_arn()
+        .expect("arn")
+        .to_string();
+    let deploy = format!("  strategy:\n    canary:\n      steps: [1, \"50%\", \"100%\"]\n      bake: 30s\n      traffic: {{ listener_arn: \"{listener}\", canary_target_group_arn: \"{canary_tg}\" }}\n  gates: {{ interval: 15s }}\n");
+    let config = manifest::load_str("web.yaml", &manifest_text(&infra, 4, &deploy)).expect("valid");
+    let clock = Arc::new(VirtualClock::new(Utc::now()));
+    let cloud: Arc<dyn Cloud> = aws(&moto).await;
+    let mut c = Controller::new(cloud, clock.clone(), config, false);
+    let now = clock.now();
+    let id = started(c.request_deploy(&req("production", "2"), now));
+    let (outcome, events) = drive(&mut c, &clock, &cfg, id, |_| 200.0).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
+    let weights = |d: &aws_sdk_elasticloadbalancingv2::operation::describe_listeners::DescribeListenersOutput| -> Vec<(String, i32)> {
+        d.listeners()[0].default_actions()[0]
+            .forward_config()
+            .map(|f| f.target_groups().iter().map(|t| (t.target_group_arn().unwrap_or("").to_string(), t.weight().unwrap_or(0))).collect())
+            .unwrap_or_default()
+    };
+    let d = elb
+        .describe_listeners()
+        .listener_arns(&listener)
+        .send()
+        .await
+        .expect("listener");
+    let w = weights(&d);
+    assert!(
+        w.contains(&(infra.target_group_arn.clone(), 100)) && w.contains(&(canary_tg.clone(), 0)),
+        "{w:?}"
+    );
+    let calls: Vec<_> = moto
+        .log()
+        .into_iter()
+        .filter(|e| e["action"] == "ModifyListener")
+        .collect();
+    let shares: Vec<String> = calls
+        .iter()
+        .filter_map(|e| {
+            e["params"]["DefaultActions.member.1.ForwardConfig.TargetGroups.member.2.Weight"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert!(shares.len() >= 4, "{shares:?} {calls:?}");
+    assert_eq!(shares.last().map(String::as_str), Some("0"));
+    assert!(shares.iter().any(|s| s == "100"), "{shares:?}");
+}

@@ -536,3 +536,51 @@ async fn a_passing_pre_deploy_hook_runs_first_then_the_rollout() {
         .expect("steps");
     assert!(hook < first_step, "{events:#?}");
 }
+
+#[tokio::test]
+async fn a_canary_with_a_listener_shifts_traffic_by_weight_then_hands_back_the_main_group() {
+    let canary = "  strategy:\n    canary:\n      steps: [1, \"50%\", \"100%\"]\n      bake: 1m\n      traffic: { listener_arn: listener-web, canary_target_group_arn: tg-web-canary }\n  gates: { interval: 15s }\n";
+    let mut w = world(&fleet("web", "production", 10, canary));
+    settle(&mut w, "web", 10).await;
+    let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
+    let store = w.controller.store().expect("store").clone();
+    let mut shares = Vec::new();
+    for pass in 0..300 {
+        w.controller.reconcile_once().await;
+        let (_, serving) = counts(&w, "web", "");
+        assert!(serving >= 10, "pass {pass}: {serving} serving");
+        let weights = w.sim.listener_weights("listener-web");
+        if let Some((_, canary)) = weights.iter().find(|(tg, _)| tg == "tg-web-canary") {
+            if shares.last() != Some(canary) {
+                shares.push(*canary);
+            }
+            // The weights always add up to 100 and name the fleet's own group.
+            assert!(weights.iter().any(|(tg, _)| tg == "tg-web"));
+            assert_eq!(weights.iter().map(|(_, w)| w).sum::<u32>(), 100);
+        }
+        if store.deployment(id).expect("q").expect("row").outcome != Outcome::InProgress {
+            break;
+        }
+        w.clock.advance(Duration::from_secs(15));
+    }
+    let events: Vec<String> = store
+        .events_after(id, 0)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(
+        store.deployment(id).expect("q").expect("row").outcome,
+        Outcome::Succeeded,
+        "{events:#?}"
+    );
+    // 0% until the first new instance is healthy in the canary group.
+    assert_eq!(shares, [0, 10, 50, 100, 0], "{events:#?}");
+    let live = w.sim.all_live();
+    let main = w.sim.registered("tg-web");
+    assert_eq!(main.len(), 10);
+    assert!(main.iter().all(|id| live
+        .iter()
+        .any(|i| &i.id == id && i.build == "ami-00000002")));
+    assert!(w.sim.registered("tg-web-canary").is_empty());
+}

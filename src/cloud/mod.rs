@@ -166,6 +166,7 @@ pub struct CallCounts {
     pub describe_target_health: AtomicU64,
     pub describe_instance_status: AtomicU64,
     pub describe_alarms: AtomicU64,
+    pub modify_listener: AtomicU64,
 }
 
 impl CallCounts {
@@ -192,6 +193,7 @@ impl CallCounts {
                 get(&self.describe_instance_status),
             ),
             ("DescribeAlarms", get(&self.describe_alarms)),
+            ("ModifyListener", get(&self.modify_listener)),
         ]
     }
 
@@ -245,6 +247,14 @@ pub trait Cloud: Send + Sync {
         &self,
         target_group: &str,
     ) -> Result<Vec<(String, TargetHealth)>, CloudError>;
+
+    /// Make a listener's default action forward to these target groups with these
+    /// weights (canary traffic shifting). Setting the same weights again is a no-op.
+    async fn set_forward_weights(
+        &self,
+        listener_arn: &str,
+        weights: &[(String, u32)],
+    ) -> Result<(), CloudError>;
 
     /// EC2 status checks of these instances: (id, both system and instance checks ok).
     /// Instances not found are absent.

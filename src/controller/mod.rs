@@ -99,6 +99,8 @@ struct FleetState {
     smoke_passed: HashSet<String>,
     /// Blue/green: old instances deregistered but kept running after the switch.
     standby: HashSet<String>,
+    /// Canary traffic shifting: the share last set on the listener.
+    canary_share: Option<u32>,
     /// The desired capacity decided last pass (rollouts scale against it, not the
     /// live count, which includes the surge).
     base_desired: Option<u32>,

@@ -429,14 +429,41 @@ impl Controller {
             rollout.deploy.strategy,
             crate::manifest::StrategySpec::BlueGreen(_)
         ) && rollout.phase == Phase::Rolling;
+        // Canary with traffic shifting: the new build serves from its own target group.
+        let traffic = match &rollout.deploy.strategy {
+            crate::manifest::StrategySpec::Canary(c) => c.traffic.clone(),
+            _ => None,
+        };
+        let canary_spec = traffic.as_ref().map(|t| {
+            let mut c = spec.clone();
+            c.name = format!("{}#canary", spec.name);
+            c.target_group_arn = Some(t.canary_target_group_arn.clone());
+            c
+        });
+        let health_spec = match (&canary_spec, &rollout.phase) {
+            (Some(c), Phase::Rolling) => c,
+            _ => spec,
+        };
         let healthy_new = self
-            .healthy_new(spec, &new, !green_unswitched, report)
+            .healthy_new(health_spec, &new, !green_unswitched, report)
             .await;
         let old_healthy = old
             .iter()
             .filter(|i| i.state == InstanceState::Running)
             .count() as u32;
-        let gates = if healthy_new.is_empty() && rollout.phase == Phase::Rolling {
+        let gates = if rollout.phase == Phase::Promoting {
+            let n = healthy_new.len();
+            if n >= new.len() && n as u32 >= d.desired {
+                Gates::Pass(format!(
+                    "{n} new instances healthy in the fleet's target group"
+                ))
+            } else {
+                Gates::Waiting(format!(
+                    "{n} of {} new instances healthy in the fleet's target group",
+                    new.len()
+                ))
+            }
+        } else if healthy_new.is_empty() && rollout.phase == Phase::Rolling {
             Gates::Waiting(format!("no instance of {} healthy yet", rollout.to.id))
         } else if green_unswitched {
             // The green set serves no traffic before the switch: only its instance gates
@@ -537,7 +564,36 @@ impl Controller {
                 }
             })
             .collect();
-        self.register(spec, &staying, &launched, now, report).await;
+        match (&canary_spec, &next.phase) {
+            (Some(c), Phase::Rolling) => {
+                // New instances go to the canary target group, old ones stay in the main.
+                let (to_canary, to_main): (Vec<&Instance>, Vec<&Instance>) = staying
+                    .iter()
+                    .copied()
+                    .partition(|i| i.build == rollout.to.id);
+                let (l_canary, l_main): (Vec<Instance>, Vec<Instance>) =
+                    launched.into_iter().partition(|i| i.build == rollout.to.id);
+                self.register(c, &to_canary, &l_canary, now, report).await;
+                self.register(spec, &to_main, &l_main, now, report).await;
+            }
+            _ => self.register(spec, &staying, &launched, now, report).await,
+        }
+        if let (Some(t), Some(c)) = (&traffic, &canary_spec) {
+            let share = match &next.phase {
+                Phase::Rolling => {
+                    let serving = (healthy_new.len() as u32).min(targets.new);
+                    (serving * 100).checked_div(d.desired).unwrap_or(0).min(100)
+                }
+                Phase::Promoting => 100,
+                _ => 0,
+            };
+            self.shift_traffic(spec, t, share, report).await;
+            if share == 0 && !matches!(next.phase, Phase::Rolling) {
+                // Done with the canary group: take the new instances out of it.
+                let ids: Vec<String> = new.iter().map(|i| i.id.clone()).collect();
+                self.leave_canary_group(c, &ids, report).await;
+            }
+        }
         // Blue/green after the switch: the old set stays running, out of the target group.
         if !targets.register_old {
             let standby: Vec<String> = old
@@ -549,6 +605,72 @@ impl Controller {
         }
         if next.phase.is_finished() {
             self.rollout_finished(spec, &next, now);
+        }
+    }
+
+    /// Set the listener's weights: `canary_share` percent to the canary target group, the
+    /// rest to the fleet's own. Only when it changes.
+    async fn shift_traffic(
+        &mut self,
+        spec: &FleetSpec,
+        t: &crate::manifest::CanaryTraffic,
+        canary_share: u32,
+        report: &mut PassReport,
+    ) {
+        let Some(main) = &spec.target_group_arn else {
+            return;
+        };
+        let state = self.fleets.entry(spec.name.clone()).or_default();
+        if state.canary_share == Some(canary_share) {
+            return;
+        }
+        let weights = [
+            (main.clone(), 100 - canary_share),
+            (t.canary_target_group_arn.clone(), canary_share),
+        ];
+        match self
+            .cloud
+            .set_forward_weights(&t.listener_arn, &weights)
+            .await
+        {
+            Ok(()) => {
+                info!(fleet = %spec.name, canary_share, listener = %t.listener_arn, "action: listener weights set");
+                self.fleets
+                    .entry(spec.name.clone())
+                    .or_default()
+                    .canary_share = Some(canary_share);
+            }
+            Err(e) => note_error(report, &spec.name, &e),
+        }
+    }
+
+    /// Deregister the new instances from the canary target group (no traffic goes there).
+    async fn leave_canary_group(
+        &mut self,
+        canary: &FleetSpec,
+        ids: &[String],
+        report: &mut PassReport,
+    ) {
+        let Some(tg) = &canary.target_group_arn else {
+            return;
+        };
+        let state = self.fleets.entry(canary.name.clone()).or_default();
+        let todo: Vec<String> = ids
+            .iter()
+            .filter(|id| state.registered.contains(*id))
+            .cloned()
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        match self.cloud.deregister_targets(tg, &todo).await {
+            Ok(()) => {
+                let state = self.fleets.entry(canary.name.clone()).or_default();
+                for id in &todo {
+                    state.registered.remove(id);
+                }
+            }
+            Err(e) => note_error(report, &canary.name, &e),
         }
     }
 

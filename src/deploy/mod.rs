@@ -114,6 +114,9 @@ pub enum Phase {
     KeepingOld {
         until: DateTime<Utc>,
     },
+    /// Canary with traffic shifting, every step done: the new instances join the fleet's
+    /// own target group; once healthy there, the listener forwards everything to it.
+    Promoting,
     /// Restoring the previous build to full capacity, then retiring the new instances.
     RollingBack {
         reason: String,
@@ -219,6 +222,11 @@ pub fn step_target(strategy: &StrategySpec, step: usize, desired: u32) -> (u32, 
     }
 }
 
+/// Whether a canary shifts traffic by listener weights (a target group per build).
+pub fn shifts_traffic(strategy: &StrategySpec) -> bool {
+    matches!(strategy, StrategySpec::Canary(c) if c.traffic.is_some())
+}
+
 fn bake(strategy: &StrategySpec) -> chrono::Duration {
     match strategy {
         StrategySpec::Rolling(r) => r.bake.chrono(),
@@ -290,6 +298,12 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
                             next_phase = Some(Phase::KeepingOld {
                                 until: o.now + keep,
                             });
+                        } else if r.step + 1 >= steps && shifts_traffic(&strategy) {
+                            events.push(format!(
+                                "all traffic on {}; moving it back to the fleet's target group",
+                                r.to.id
+                            ));
+                            next_phase = Some(Phase::Promoting);
                         } else if r.step + 1 >= steps {
                             events.push(format!("live: {d} of {d} on {}", r.to.id));
                             next_phase = Some(Phase::Succeeded);
@@ -376,6 +390,34 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
                 min_healthy: d,
                 register_new: true,
                 register_old: false,
+                restore_first: false,
+            }
+        }
+        Phase::Promoting => {
+            match &o.gates {
+                Gates::Pass(_) => {
+                    events.push(format!("live: {d} of {d} on {}", r.to.id));
+                    r.phase = Phase::Succeeded;
+                }
+                Gates::Fail(why) => {
+                    let why = format!("moving traffic back: {why}");
+                    events.push(format!("{why}; rolling back to {}", r.from.id));
+                    r.phase = Phase::RollingBack { reason: why };
+                }
+                Gates::Waiting(w) if o.now - r.step_started > gates.timeout.chrono() => {
+                    let why = format!("moving traffic back timed out: {w}");
+                    events.push(format!("{why}; rolling back to {}", r.from.id));
+                    r.phase = Phase::RollingBack { reason: why };
+                }
+                Gates::Waiting(_) => {}
+            }
+            Targets {
+                new: d,
+                old: 0,
+                max_total: d,
+                min_healthy: d,
+                register_new: true,
+                register_old: true,
                 restore_first: false,
             }
         }

@@ -110,6 +110,7 @@ fn bake_time_needs_gates_green_throughout() {
     let s = StrategySpec::Canary(CanarySpec {
         steps: CanarySpec::default_steps_for_test().steps,
         bake: HumanDuration::secs(300),
+        traffic: None,
     });
     let r = rollout(s);
     let (r, _, _) = advance(&r, &obs(0, 10, (1, 1), (9, 9), pass()));

@@ -169,6 +169,20 @@ pub struct CanarySpec {
     /// Time each step runs with gates green before the next.
     #[serde(default = "default_bake")]
     pub bake: HumanDuration,
+    /// Shift traffic by weight on an ALB listener: the new build serves from its own
+    /// target group, and the listener forwards each step's share to it. Without this,
+    /// traffic follows the instance share in the fleet's one target group.
+    #[serde(default)]
+    pub traffic: Option<CanaryTraffic>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryTraffic {
+    /// The listener whose default action forwards to the fleet's target group.
+    pub listener_arn: String,
+    /// A second target group (same port and health check) for the new build.
+    pub canary_target_group_arn: String,
 }
 
 impl CanarySpec {
@@ -177,6 +191,7 @@ impl CanarySpec {
         CanarySpec {
             steps: default_canary_steps(),
             bake: HumanDuration::secs(0),
+            traffic: None,
         }
     }
 }
@@ -376,6 +391,10 @@ mod tests {
                     Amount::Percent(100.0),
                 ],
                 bake: HumanDuration::secs(90),
+                traffic: Some(CanaryTraffic {
+                    listener_arn: "arn:listener".into(),
+                    canary_target_group_arn: "arn:tg-canary".into(),
+                }),
             }),
             ..DeploySpec::default()
         };

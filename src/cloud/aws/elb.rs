@@ -71,3 +71,38 @@ pub(super) async fn health(
         })
         .collect())
 }
+
+pub(super) async fn set_weights(
+    client: &Client,
+    listener_arn: &str,
+    weights: &[(String, u32)],
+) -> Result<(), CloudError> {
+    use aws_sdk_elasticloadbalancingv2::types::{
+        Action, ActionTypeEnum, ForwardActionConfig, TargetGroupTuple,
+    };
+    let groups: Vec<TargetGroupTuple> = weights
+        .iter()
+        .map(|(tg, w)| {
+            TargetGroupTuple::builder()
+                .target_group_arn(tg)
+                .weight(i32::try_from(*w).unwrap_or(999))
+                .build()
+        })
+        .collect();
+    let action = Action::builder()
+        .r#type(ActionTypeEnum::Forward)
+        .forward_config(
+            ForwardActionConfig::builder()
+                .set_target_groups(Some(groups))
+                .build(),
+        )
+        .build();
+    client
+        .modify_listener()
+        .listener_arn(listener_arn)
+        .default_actions(action)
+        .send()
+        .await
+        .map_err(|e| classify("ModifyListener", e))?;
+    Ok(())
+}

@@ -210,6 +210,15 @@ impl Cloud for AwsCloud {
         elb::health(&self.elb, target_group).await
     }
 
+    async fn set_forward_weights(
+        &self,
+        listener_arn: &str,
+        weights: &[(String, u32)],
+    ) -> Result<(), CloudError> {
+        CallCounts::bump(&self.calls.modify_listener);
+        elb::set_weights(&self.elb, listener_arn, weights).await
+    }
+
     async fn instance_status(&self, ids: &[String]) -> Result<Vec<(String, bool)>, CloudError> {
         ec2::instance_status(&self.ec2, ids, &self.calls).await
     }

@@ -300,6 +300,18 @@ impl Cloud for SimCloud {
             .collect())
     }
 
+    async fn set_forward_weights(
+        &self,
+        listener_arn: &str,
+        weights: &[(String, u32)],
+    ) -> Result<(), CloudError> {
+        CallCounts::bump(&self.calls.modify_listener);
+        self.lock()
+            .listeners
+            .insert(listener_arn.to_string(), weights.to_vec());
+        Ok(())
+    }
+
     async fn instance_status(&self, ids: &[String]) -> Result<Vec<(String, bool)>, CloudError> {
         let batches = ids.len().div_ceil(100).max(1) as u64;
         self.calls

@@ -91,6 +91,8 @@ struct State {
     faults: HashMap<Op, (u32, &'static str)>,
     no_capacity: HashSet<(String, Option<String>)>,
     alarms: HashMap<String, super::AlarmState>,
+    /// Listener ARN -> (target group, weight) of its default forward action.
+    listeners: HashMap<String, Vec<(String, u32)>>,
     /// (namespace, metric name, build id) -> constant value, for deploy gates in tests.
     build_metrics: HashMap<(String, String, String), f64>,
     terminated_total: u64,
@@ -246,6 +248,15 @@ impl SimCloud {
         self.lock()
             .no_capacity
             .insert((instance_type.to_string(), subnet.map(str::to_string)));
+    }
+
+    /// A listener's forward weights, as last set.
+    pub fn listener_weights(&self, listener_arn: &str) -> Vec<(String, u32)> {
+        self.lock()
+            .listeners
+            .get(listener_arn)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Create or set a CloudWatch alarm's state.
