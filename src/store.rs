@@ -158,8 +158,13 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Start a deployment and its rollout in one transaction. Returns the id.
-    pub fn begin(&self, d: &Deployment, rollout_body: &str) -> Result<i64, StoreError> {
+    /// Start a deployment and its rollout in one transaction. The rollout's body is made
+    /// from the new id, so it is stored whole or not at all. Returns the id.
+    pub fn begin(
+        &self,
+        d: &Deployment,
+        rollout_body: impl FnOnce(i64) -> Result<String, StoreError>,
+    ) -> Result<i64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
@@ -176,9 +181,10 @@ impl Store {
             ],
         )?;
         let id = tx.last_insert_rowid();
+        let body = rollout_body(id)?;
         tx.execute(
             "INSERT INTO rollouts (id, fleet, active, body) VALUES (?1, ?2, 1, ?3)",
-            params![id, d.fleet, rollout_body],
+            params![id, d.fleet, body],
         )?;
         tx.commit()?;
         Ok(id)
@@ -390,12 +396,16 @@ mod tests {
         let path = dir.path().join("state.db");
         {
             let s = Store::open(&path).expect("open");
-            let id = s.begin(&dep("staging", "ami-2"), "{}").expect("begin");
+            let id = s
+                .begin(&dep("staging", "ami-2"), |_| Ok("{}".into()))
+                .expect("begin");
             assert!(!s.passed("web", "staging", "ami-2").expect("query"));
             assert_eq!(s.active_rollouts().expect("active").len(), 1);
             s.finish(id, Outcome::Succeeded, None, at(5), "{\"done\":1}")
                 .expect("finish");
-            let id2 = s.begin(&dep("production", "ami-3"), "{}").expect("begin");
+            let id2 = s
+                .begin(&dep("production", "ami-3"), |_| Ok("{}".into()))
+                .expect("begin");
             s.finish(id2, Outcome::RolledBack, Some("5xx over 1%"), at(9), "{}")
                 .expect("finish");
             s.approve(&Approval {
@@ -426,7 +436,9 @@ mod tests {
     #[test]
     fn events_are_numbered_per_rollout() {
         let s = Store::in_memory().expect("open");
-        let id = s.begin(&dep("staging", "ami-2"), "{}").expect("begin");
+        let id = s
+            .begin(&dep("staging", "ami-2"), |_| Ok("{}".into()))
+            .expect("begin");
         s.add_event(id, at(1), "step 1").expect("event");
         s.add_event(id, at(2), "step 2").expect("event");
         let e = s.events_after(id, 1).expect("events");

@@ -584,3 +584,28 @@ async fn a_canary_with_a_listener_shifts_traffic_by_weight_then_hands_back_the_m
         .any(|i| &i.id == id && i.build == "ami-00000002")));
     assert!(w.sim.registered("tg-web-canary").is_empty());
 }
+
+#[tokio::test]
+async fn deploying_the_build_that_is_already_live_again_changes_nothing() {
+    let mut w = world(&fleet("web", "production", 6, ROLLING));
+    settle(&mut w, "web", 6).await;
+    let first = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("first"));
+    // Revert queued behind it: by the time it starts, the live build is ami-00000002
+    // again only if the first succeeded; here the first is aborted, so the revert finds
+    // ami-00000001 live and must not touch a single instance.
+    let revert = id_of(deploy(&mut w, "web", "production", "ami-00000001").expect("revert"));
+    let now = w.clock.now();
+    w.controller
+        .request_abort(first, "changed our mind")
+        .expect("abort");
+    let _ = now;
+    let (o1, _) = run_to_end(&mut w, "web", first, 6).await;
+    assert_eq!(o1, Outcome::RolledBack);
+    let (o2, events) = run_to_end(&mut w, "web", revert, 6).await;
+    assert_eq!(o2, Outcome::Succeeded);
+    assert!(
+        events.iter().any(|e| e.contains("already live")),
+        "{events:#?}"
+    );
+    assert_eq!(counts(&w, "web", "ami-00000001"), (6, 6));
+}

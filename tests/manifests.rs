@@ -189,3 +189,19 @@ fn validate_command_exits_nonzero_on_a_bad_file_and_zero_on_examples() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("fleet name 'web' is already used"));
 }
+
+#[test]
+fn a_bad_freeze_cron_or_an_empty_canary_is_rejected() {
+    let text = format!("{GOOD}deploy:\n  freeze: [{{ cron: \"not a cron\", duration: 1h }}]\n  strategy:\n    canary: {{ steps: [] }}\n");
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|p| p.contains("freeze cron 'not a cron' does not parse")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.contains("a canary needs at least one step")),
+        "{p:?}"
+    );
+}

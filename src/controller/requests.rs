@@ -157,7 +157,6 @@ impl Controller {
             abort: None,
             timed_out: false,
         };
-        let body = serde_json::to_string(&rollout).map_err(|e| Refusal::Internal(e.to_string()))?;
         let id = store
             .begin(
                 &Deployment {
@@ -172,13 +171,11 @@ impl Controller {
                     started_at: now,
                     finished_at: None,
                 },
-                &body,
+                |id| {
+                    rollout.id = id;
+                    Ok(serde_json::to_string(&rollout)?)
+                },
             )
-            .map_err(|e| Refusal::Internal(e.to_string()))?;
-        rollout.id = id;
-        let body = serde_json::to_string(&rollout).map_err(|e| Refusal::Internal(e.to_string()))?;
-        store
-            .save_rollout(id, true, &body)
             .map_err(|e| Refusal::Internal(e.to_string()))?;
         let msg = match queued_behind {
             Some(other) => format!(

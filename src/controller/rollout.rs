@@ -10,7 +10,6 @@ use crate::policy::Decision;
 use crate::store::Outcome;
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use tracing::{error, info, warn};
 
 impl Controller {
@@ -84,6 +83,18 @@ impl Controller {
                 strategy_name(&r)
             );
             self.record(&r, now, &msg);
+            if r.from.id == r.to.id {
+                // Deploying what is live (say, a revert that another rollout already
+                // restored): nothing to move, and every instance would count as new.
+                r.phase = Phase::Succeeded;
+                self.record(
+                    &r,
+                    now,
+                    &format!("{} is already live on {}: nothing to do", r.to.id, r.fleet),
+                );
+                self.save(&r, now);
+                continue;
+            }
             self.save(&r, now);
             running.insert(r.fleet.clone(), r);
         }
@@ -344,7 +355,7 @@ impl Controller {
     /// Pre-deploy hooks: start them (again, after a restart: hooks must be safe to
     /// repeat, like migrations), and when they end, start rolling or give up. Returns
     /// whether the rollout may act on instances this pass.
-    fn pre_deploy(&mut self, r: &Rollout, now: DateTime<Utc>) -> bool {
+    async fn pre_deploy(&mut self, r: &Rollout, now: DateTime<Utc>) -> bool {
         if r.phase != Phase::PreDeploy {
             return true;
         }
@@ -371,13 +382,15 @@ impl Controller {
         let Some(handle) = self.hooks.remove(&r.id) else {
             return false;
         };
-        let run = match take_finished(handle) {
-            Some(run) => run,
-            None => deploy::hooks::HookRun {
+        // Finished: awaiting returns at once.
+        let run = match handle.await {
+            Ok(run) => run,
+            Err(e) => deploy::hooks::HookRun {
                 lines: vec![],
-                failure: Some("the hook task panicked".into()),
+                failure: Some(format!("the hook task failed: {e}")),
             },
         };
+
         for l in &run.lines {
             self.record(r, now, l);
         }
@@ -414,7 +427,7 @@ impl Controller {
             .filter(|i| i.state.is_live() && i.retiring_since.is_some())
             .collect();
         self.finish_retirements(spec, &retiring, now, report).await;
-        if !self.pre_deploy(rollout, now) {
+        if !self.pre_deploy(rollout, now).await {
             // Hooks running (or just failed): the fleet scales on its current build.
             return Box::pin(self.act_direct(spec, instances, d, None, now, report)).await;
         }
@@ -447,9 +460,30 @@ impl Controller {
         let healthy_new = self
             .healthy_new(health_spec, &new, !green_unswitched, report)
             .await;
+        // Old instances count as healthy when running and, where the fleet has a target
+        // group, healthy in it: a rollback is done only once the old build serves again.
+        let main_health: Option<HashSet<String>> = match (
+            &spec.target_group_arn,
+            spec.deploy.gates.instance.target_healthy,
+        ) {
+            (Some(tg), true) => match self.cloud.target_health(tg).await {
+                Ok(h) => Some(
+                    h.into_iter()
+                        .filter(|(_, s)| *s == TargetHealth::Healthy)
+                        .map(|(id, _)| id)
+                        .collect(),
+                ),
+                Err(e) => {
+                    note_error(report, &spec.name, &e);
+                    Some(HashSet::new())
+                }
+            },
+            _ => None,
+        };
         let old_healthy = old
             .iter()
             .filter(|i| i.state == InstanceState::Running)
+            .filter(|i| main_health.as_ref().is_none_or(|h| h.contains(&i.id)))
             .count() as u32;
         let gates = if rollout.phase == Phase::Promoting {
             let n = healthy_new.len();
@@ -523,7 +557,13 @@ impl Controller {
         let healthy_total = old_healthy + healthy_new.len() as u32;
         let spare = healthy_total.saturating_sub(targets.min_healthy);
         let excess_old = (old.len() as u32).saturating_sub(targets.old);
-        let retire_old = excess_old.min(spare).min(spec.scaling.max_retire_per_cycle);
+        // Once live, whatever is left of the old build (a blue/green standby set) goes at
+        // once: it serves nothing, and must not be re-registered by the next pass.
+        let retire_old = if next.phase == Phase::Succeeded {
+            excess_old
+        } else {
+            excess_old.min(spare).min(spec.scaling.max_retire_per_cycle)
+        };
         let mut retired = Vec::new();
         if retire_old > 0 {
             retired.extend(
@@ -536,7 +576,16 @@ impl Controller {
         let excess_new = (new.len() as u32).saturating_sub(targets.new);
         let may_retire_new = !targets.restore_first || old_healthy >= targets.old;
         if excess_new > 0 && may_retire_new {
-            let n = excess_new.min(spec.scaling.max_retire_per_cycle);
+            // Rolling (the fleet shrank mid-step), keep min healthy; rolling back, the
+            // old build is already whole.
+            let spare_left = if targets.restore_first {
+                u32::MAX
+            } else {
+                spare.saturating_sub(retire_old)
+            };
+            let n = excess_new
+                .min(spec.scaling.max_retire_per_cycle)
+                .min(spare_left);
             retired.extend(
                 self.retire(spec, &rollout.from.id, &new, n, now, report)
                     .await,
@@ -585,6 +634,12 @@ impl Controller {
                     (serving * 100).checked_div(d.desired).unwrap_or(0).min(100)
                 }
                 Phase::Promoting => 100,
+                // Rolling back: the new build keeps its share until the old one is whole
+                // again in the main group.
+                Phase::RollingBack { .. } if old_healthy < d.desired => {
+                    let state = self.fleets.entry(spec.name.clone()).or_default();
+                    state.canary_share.unwrap_or(0)
+                }
                 _ => 0,
             };
             self.shift_traffic(spec, t, share, report).await;
@@ -818,16 +873,5 @@ async fn smoke(cmd: &[String], i: &Instance) -> bool {
             warn!(instance = %i.id, "smoke command timed out");
             false
         }
-    }
-}
-
-/// The result of a finished task, without waiting (the caller checked `is_finished`).
-fn take_finished<T>(handle: tokio::task::JoinHandle<T>) -> Option<T> {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    let mut handle = handle;
-    match std::pin::Pin::new(&mut handle).poll(&mut cx) {
-        std::task::Poll::Ready(Ok(v)) => Some(v),
-        _ => None,
     }
 }

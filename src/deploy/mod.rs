@@ -246,7 +246,10 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
 
     let phase_before = r.phase.clone();
     // Requests from outside come first.
-    if matches!(r.phase, Phase::Rolling | Phase::KeepingOld { .. }) {
+    if matches!(
+        r.phase,
+        Phase::Rolling | Phase::KeepingOld { .. } | Phase::Promoting
+    ) {
         if let Some(why) = r.abort.take() {
             events.push(format!(
                 "aborting: {why}; restoring {} to full capacity",
@@ -303,6 +306,7 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
                                 "all traffic on {}; moving it back to the fleet's target group",
                                 r.to.id
                             ));
+                            r.step_started = o.now;
                             next_phase = Some(Phase::Promoting);
                         } else if r.step + 1 >= steps {
                             events.push(format!("live: {d} of {d} on {}", r.to.id));
@@ -366,7 +370,7 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
                     events.push(format!("{why}; switching back to {}", r.from.id));
                     r.phase = Phase::RollingBack { reason: why };
                 }
-                Gates::Pass(detail) if o.now >= until => {
+                Gates::Pass(detail) if o.now >= until && o.new_healthy >= d => {
                     events.push(format!(
                         "live: {d} of {d} on {} ({detail}); retiring {}",
                         r.to.id, r.from.id
@@ -471,14 +475,15 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
     // A phase that changed this pass acts at once: a failed gate must not launch the
     // next batch first.
     let targets = if r.phase != phase_before && !matches!(r.phase, Phase::Rolling) {
-        let (again, _, t) = advance(
+        // Targets only: a further transition (straight to rolled back, say) waits for
+        // the next pass, which observes again.
+        let (_, _, t) = advance(
             &r,
             &Observed {
                 gates: Gates::Waiting(String::new()),
                 ..o.clone()
             },
         );
-        debug_assert_eq!(again.phase, r.phase);
         t
     } else {
         targets

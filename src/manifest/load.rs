@@ -561,6 +561,7 @@ fn validate_fleet(
             }
         }
     }
+    validate_deploy(&f.deploy, &mut push);
     if let Some(sim) = &f.simulation {
         if !(sim.capacity_per_instance.is_finite() && sim.capacity_per_instance > 0.0) {
             push(
@@ -605,6 +606,50 @@ fn validate_fleet(
                     );
                 }
             }
+        }
+    }
+}
+
+fn validate_deploy(d: &super::DeploySpec, push: &mut impl FnMut(&[&str], String)) {
+    for f in &d.freeze {
+        if croner::Cron::from_str(&f.cron).is_err() {
+            push(
+                &["deploy", "freeze", "cron"],
+                format!(
+                    "freeze cron '{}' does not parse; write 5 fields like \"0 17 * * FRI\"",
+                    f.cron
+                ),
+            );
+        }
+    }
+    if let super::StrategySpec::Canary(c) = &d.strategy {
+        if c.steps.is_empty() {
+            push(
+                &["deploy", "strategy", "steps"],
+                "a canary needs at least one step, e.g. [1, \"10%\", \"100%\"]".into(),
+            );
+        }
+    }
+    if d.gates.timeout.as_secs() == 0 || d.gates.interval.as_secs() == 0 {
+        push(
+            &["deploy", "gates"],
+            "gates.timeout and gates.interval must be above 0".into(),
+        );
+    }
+    if let Some(c) = &d.gates.canary_analysis {
+        if !(c.alpha > 0.0 && c.alpha < 1.0) || c.min_samples < 2 {
+            push(
+                &["deploy", "gates", "canary_analysis"],
+                "canary_analysis needs 0 < alpha < 1 and min_samples of at least 2".into(),
+            );
+        }
+    }
+    for h in d.hooks.pre_deploy.iter().chain(&d.hooks.post_deploy) {
+        if h.command.is_empty() {
+            push(
+                &["deploy", "hooks"],
+                "a hook needs a command: [program, args...]".into(),
+            );
         }
     }
 }
