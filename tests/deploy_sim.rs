@@ -422,9 +422,10 @@ async fn a_blue_green_deploy_switches_then_keeps_the_old_set_for_its_window() {
             .iter()
             .filter(|id| build_of(id) == "ami-00000001")
             .count();
-        // Never a mix in the target group: all blue, or all green.
+        // The target group always holds a full set of one build: green joins, and blue
+        // leaves only once green is healthy in it.
         assert!(
-            on_new == 0 || on_old == 0,
+            on_new == 6 || on_old == 6,
             "pass {pass}: {on_new} green and {on_old} blue registered"
         );
         if on_new == 6 && switched_at.is_none() {

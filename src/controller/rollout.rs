@@ -58,6 +58,20 @@ impl Controller {
             }
         }
         for mut r in queued {
+            if r.deadline.is_some_and(|t| now >= t) || r.abort.is_some() {
+                // Its deadline passed (or it was aborted) while it waited: it never starts.
+                let why = match r.abort.take() {
+                    Some(a) => a,
+                    None => {
+                        r.timed_out = true;
+                        "deploy --timeout reached while queued; nothing was changed".to_string()
+                    }
+                };
+                self.record(&r, now, &why);
+                r.phase = Phase::RolledBack { reason: why };
+                self.save(&r, now);
+                continue;
+            }
             if running.contains_key(&r.fleet) {
                 continue;
             }
@@ -650,7 +664,12 @@ impl Controller {
             }
         }
         // Blue/green after the switch: the old set stays running, out of the target group.
-        if !targets.register_old {
+        // The old set leaves the target group only once the green set is healthy in it,
+        // so traffic always has healthy targets.
+        let green_in_group = main_health.as_ref().map_or(new.len(), |h| {
+            new.iter().filter(|i| h.contains(&i.id)).count()
+        });
+        if !targets.register_old && green_in_group as u32 >= d.desired {
             let standby: Vec<String> = old
                 .iter()
                 .filter(|i| !retired.contains(&i.id))
