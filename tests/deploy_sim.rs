@@ -610,3 +610,42 @@ async fn deploying_the_build_that_is_already_live_again_changes_nothing() {
     );
     assert_eq!(counts(&w, "web", "ami-00000001"), (6, 6));
 }
+
+#[tokio::test]
+async fn a_queued_deploy_waits_out_a_freeze_that_began_while_it_was_queued() {
+    let frozen = format!(
+        "{ROLLING}  freeze: [{{ cron: \"0 8 * * MON\", duration: 30m, reason: course launch }}]\n"
+    );
+    let mut w = world(&fleet("web", "production", 8, &frozen));
+    settle(&mut w, "web", 8).await; // 07:50
+    let first = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("first"));
+    let second =
+        id_of(deploy(&mut w, "web", "production", "ami-00000003").expect("second, queued"));
+    let (o1, _) = run_to_end(&mut w, "web", first, 8).await;
+    assert_eq!(o1, Outcome::Succeeded);
+    assert!(
+        w.clock.now() > coxswain::demo::start() + chrono::Duration::minutes(30),
+        "the first must end inside the freeze for this test"
+    );
+    let (o2, events) = run_to_end(&mut w, "web", second, 8).await;
+    assert_eq!(o2, Outcome::Succeeded);
+    let store = w.controller.store().expect("store").clone();
+    let started = store
+        .events_after(second, 0)
+        .expect("events")
+        .into_iter()
+        .find(|e| e.message.contains("started"))
+        .expect("started");
+    let freeze_end = coxswain::demo::start() + chrono::Duration::minutes(60);
+    assert!(
+        started.at >= freeze_end,
+        "started at {} {events:#?}",
+        started.at
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("waiting: deploys to web are frozen")),
+        "{events:#?}"
+    );
+}

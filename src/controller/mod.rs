@@ -101,6 +101,8 @@ struct FleetState {
     standby: HashSet<String>,
     /// Canary traffic shifting: the share last set on the listener.
     canary_share: Option<u32>,
+    /// The freeze a queued rollout was last reported waiting for.
+    frozen_note: Option<String>,
     /// The desired capacity decided last pass (rollouts scale against it, not the
     /// live count, which includes the surge).
     base_desired: Option<u32>,

@@ -78,6 +78,15 @@ impl Controller {
             let Some(spec) = self.config.fleet(&r.fleet).cloned() else {
                 continue;
             };
+            if let Some(why) = deploy::admit::frozen(&spec, now) {
+                // A freeze began while it waited: it waits on, visibly.
+                let state = self.fleets.entry(spec.name.clone()).or_default();
+                if state.frozen_note.as_deref() != Some(why.as_str()) {
+                    state.frozen_note = Some(why.clone());
+                    self.record(&r, now, &format!("waiting: {why}"));
+                }
+                continue;
+            }
             r.from = self.current_build(&spec);
             r.phase = if r.deploy.hooks.pre_deploy.is_empty() {
                 Phase::Rolling
@@ -207,13 +216,19 @@ impl Controller {
                 .copied()
                 .filter(|i| ok.contains(&i.id) && !state.smoke_passed.contains(&i.id))
                 .collect();
+            // All at once: a pass waits for the slowest command, not for their sum.
+            let mut checks = tokio::task::JoinSet::new();
             for i in todo {
-                if smoke(cmd, i).await {
+                let (cmd, inst) = (cmd.clone(), i.clone());
+                checks.spawn(async move { (inst.id.clone(), smoke(&cmd, &inst).await) });
+            }
+            while let Some(done) = checks.join_next().await {
+                if let Ok((id, true)) = done {
                     self.fleets
                         .entry(spec.name.clone())
                         .or_default()
                         .smoke_passed
-                        .insert(i.id.clone());
+                        .insert(id);
                 }
             }
             let state = self.fleets.entry(spec.name.clone()).or_default();
