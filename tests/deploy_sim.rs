@@ -60,10 +60,7 @@ fn counts(w: &World, fleet: &str, build: &str) -> (usize, usize) {
 
 /// Passes every 15 s until the fleet is steady at `n`.
 async fn settle(w: &mut World, fleet: &str, n: usize) {
-    for _ in 0..80 {
-        w.controller.reconcile_once().await;
-        w.clock.advance(Duration::from_secs(15));
-    }
+    passes(w, 80).await;
     assert_eq!(
         w.sim.all_live().iter().filter(|i| i.fleet == fleet).count(),
         n,
@@ -90,6 +87,25 @@ fn id_of(a: Accepted) -> i64 {
     }
 }
 
+/// `n` passes, 15 s apart.
+async fn passes(w: &mut World, n: usize) {
+    for _ in 0..n {
+        w.controller.reconcile_once().await;
+        w.clock.advance(Duration::from_secs(15));
+    }
+}
+
+/// A rollout's event messages.
+fn events_of(w: &World, id: i64) -> Vec<String> {
+    let store = w.controller.store().expect("store");
+    store
+        .events_after(id, 0)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.message)
+        .collect()
+}
+
 /// Run passes until rollout `id` ends, checking at every pass that serving capacity never
 /// drops below `min_healthy`. Returns the outcome and the event messages.
 async fn run_to_end(
@@ -108,14 +124,10 @@ async fn run_to_end(
         );
         let d = store.deployment(id).expect("query").expect("exists");
         if d.outcome != Outcome::InProgress {
-            let events = store
-                .events_after(id, 0)
-                .expect("events")
-                .into_iter()
-                .map(|e| e.message)
-                .collect();
-            return (d.outcome, events);
+            return (d.outcome, events_of(w, id));
         }
+        // Real time too, for hook processes the pass started.
+        tokio::time::sleep(Duration::from_millis(2)).await;
         w.clock.advance(Duration::from_secs(15));
     }
     let events: Vec<String> = store
@@ -149,10 +161,7 @@ async fn a_rolling_deploy_moves_25_percent_at_a_time_and_never_drops_below_desir
             "{e}"
         );
     }
-    for _ in 0..40 {
-        w.controller.reconcile_once().await;
-        w.clock.advance(Duration::from_secs(15));
-    }
+    passes(&mut w, 40).await;
     assert_eq!(counts(&w, "web", "ami-00000002"), (8, 8));
     // Scale-outs after the deploy use the new build.
     let fresh = w
@@ -235,10 +244,7 @@ async fn a_failing_canary_is_caught_within_one_gate_interval_of_the_bad_data() {
         .set_build_metric("Web", "Latency", "ami-00000002", 120.0);
     let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
     let store = w.controller.store().expect("store").clone();
-    for _ in 0..40 {
-        w.controller.reconcile_once().await;
-        w.clock.advance(Duration::from_secs(15));
-    }
+    passes(&mut w, 40).await;
     assert_eq!(
         store.deployment(id).expect("q").expect("row").outcome,
         Outcome::InProgress
@@ -362,10 +368,7 @@ async fn a_second_request_queues_or_supersedes_as_the_manifest_says() {
     let mut w = world(&fleet("web", "production", 4, &supersede));
     settle(&mut w, "web", 4).await;
     let first = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("first"));
-    for _ in 0..4 {
-        w.controller.reconcile_once().await;
-        w.clock.advance(Duration::from_secs(15));
-    }
+    passes(&mut w, 4).await;
     let second = id_of(deploy(&mut w, "web", "production", "ami-00000003").expect("second"));
     let (o1, _) = run_to_end(&mut w, "web", first, 4).await;
     assert_eq!(o1, Outcome::RolledBack);
@@ -380,17 +383,11 @@ async fn a_deploy_during_a_scale_out_ends_with_the_new_count_all_on_the_new_buil
     let text = fleet("web", "production", 6, ROLLING);
     let text = text.replace("synthetic: { base: 6000, peak: 6000, noise: 0 }", "synthetic: { base: 6000, peak: 6000, noise: 0, bursts: [{ cron: \"40 7 * * MON\", duration: 4h, factor: 2.0 }] }");
     let mut w = world(&text);
-    for _ in 0..10 {
-        w.controller.reconcile_once().await;
-        w.clock.advance(Duration::from_secs(15));
-    }
+    passes(&mut w, 10).await;
     let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
     let (outcome, events) = run_to_end(&mut w, "web", id, 2).await;
     assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
-    for _ in 0..60 {
-        w.controller.reconcile_once().await;
-        w.clock.advance(Duration::from_secs(15));
-    }
+    passes(&mut w, 60).await;
     assert_eq!(counts(&w, "web", "ami-00000002"), (12, 12));
 }
 
@@ -451,10 +448,7 @@ async fn a_blue_green_deploy_switches_then_keeps_the_old_set_for_its_window() {
         "old set kept {}s",
         kept.num_seconds()
     );
-    for _ in 0..20 {
-        w.controller.reconcile_once().await;
-        w.clock.advance(Duration::from_secs(15));
-    }
+    passes(&mut w, 20).await;
     assert_eq!(counts(&w, "web", "ami-00000001").0, 0);
     assert_eq!(counts(&w, "web", "ami-00000002").0, 6);
 }
@@ -466,25 +460,8 @@ async fn a_failing_pre_deploy_hook_aborts_before_any_instance_changes() {
     settle(&mut w, "web", 4).await;
     let launched_before = w.sim.totals().0;
     let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
-    let mut outcome = Outcome::InProgress;
-    let store = w.controller.store().expect("store").clone();
-    for _ in 0..200 {
-        w.controller.reconcile_once().await;
-        outcome = store.deployment(id).expect("q").expect("row").outcome;
-        if outcome != Outcome::InProgress {
-            break;
-        }
-        // The hook runs as a real process: give it real time.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        w.clock.advance(Duration::from_secs(15));
-    }
+    let (outcome, events) = run_to_end(&mut w, "web", id, 4).await;
     assert_eq!(outcome, Outcome::RolledBack);
-    let events: Vec<String> = store
-        .events_after(id, 0)
-        .expect("events")
-        .into_iter()
-        .map(|e| e.message)
-        .collect();
     assert!(
         events.iter().any(|e| e.contains("migrating ami-00000002")),
         "{events:#?}"
@@ -509,24 +486,8 @@ async fn a_passing_pre_deploy_hook_runs_first_then_the_rollout() {
     let mut w = world(&fleet("web", "production", 4, hooks));
     settle(&mut w, "web", 4).await;
     let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
-    let store = w.controller.store().expect("store").clone();
-    let mut outcome = Outcome::InProgress;
-    for _ in 0..300 {
-        w.controller.reconcile_once().await;
-        outcome = store.deployment(id).expect("q").expect("row").outcome;
-        if outcome != Outcome::InProgress {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        w.clock.advance(Duration::from_secs(15));
-    }
+    let (outcome, events) = run_to_end(&mut w, "web", id, 4).await;
     assert_eq!(outcome, Outcome::Succeeded);
-    let events: Vec<String> = store
-        .events_after(id, 0)
-        .expect("events")
-        .into_iter()
-        .map(|e| e.message)
-        .collect();
     let hook = events
         .iter()
         .position(|e| e.contains("migrated for ami-00000002"))

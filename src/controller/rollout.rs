@@ -270,10 +270,9 @@ impl Controller {
             crate::manifest::StrategySpec::BlueGreen(x) => x.bake.chrono(),
         };
         for m in &g.metrics {
-            let q = for_build(&m.metric, &r.to.id);
             let window = bake.max(m.metric.period.chrono() * 2) + m.metric.period.chrono();
-            let points = match self.read(&q, &m.metric, now - window, now).await {
-                Ok(p) => p,
+            let points = match self.read(&m.metric, &[&r.to.id], now - window, now).await {
+                Ok(mut p) => p.pop().unwrap_or_default(),
                 Err(w) => return Gates::Waiting(w),
             };
             if points.is_empty() {
@@ -304,25 +303,16 @@ impl Controller {
         }
         if let Some(c) = &g.canary_analysis {
             let window = bake.max(c.metric.period.chrono() * (c.min_samples as i32 + 1));
-            let canary = self
-                .read(
-                    &for_build(&c.metric, &r.to.id),
-                    &c.metric,
-                    now - window,
-                    now,
-                )
+            let read = self
+                .read(&c.metric, &[&r.to.id, &r.from.id], now - window, now)
                 .await;
-            let baseline = self
-                .read(
-                    &for_build(&c.metric, &r.from.id),
-                    &c.metric,
-                    now - window,
-                    now,
-                )
-                .await;
-            let (canary, baseline) = match (canary, baseline) {
-                (Ok(a), Ok(b)) => (a, b),
-                (Err(w), _) | (_, Err(w)) => return Gates::Waiting(w),
+            let (canary, baseline) = match read {
+                Ok(mut v) if v.len() == 2 => {
+                    let baseline = v.pop().unwrap_or_default();
+                    (v.pop().unwrap_or_default(), baseline)
+                }
+                Ok(_) => return Gates::Waiting("canary analysis: incomplete metric answer".into()),
+                Err(w) => return Gates::Waiting(w),
             };
             if canary.len() < c.min_samples || baseline.len() < c.min_samples {
                 return Gates::Waiting(format!(
@@ -355,30 +345,29 @@ impl Controller {
     /// Closed-period datapoints of one query, or why there are none.
     async fn read(
         &self,
-        q: &MetricQuery,
         m: &MetricSpec,
+        builds: &[&str],
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> Result<Vec<f64>, String> {
-        match self
+    ) -> Result<Vec<Vec<f64>>, String> {
+        // One GetMetricData call for every build asked about.
+        let queries: Vec<MetricQuery> = builds.iter().map(|b| for_build(m, b)).collect();
+        let series = self
             .cloud
-            .get_metrics(std::slice::from_ref(q), start, end)
+            .get_metrics(&queries, start, end)
             .await
-        {
-            Ok(mut s) => {
-                let period = m.period.chrono();
-                Ok(s.pop()
-                    .map(|s| {
-                        s.points
-                            .into_iter()
-                            .filter(|(t, _)| *t + period <= end)
-                            .map(|(_, v)| v)
-                            .collect()
-                    })
-                    .unwrap_or_default())
-            }
-            Err(e) => Err(format!("cannot read {}: {e}", m.name)),
-        }
+            .map_err(|e| format!("cannot read {}: {e}", m.name))?;
+        let period = m.period.chrono();
+        Ok(series
+            .into_iter()
+            .map(|s| {
+                s.points
+                    .into_iter()
+                    .filter(|(t, _)| *t + period <= end)
+                    .map(|(_, v)| v)
+                    .collect()
+            })
+            .collect())
     }
 
     /// Pre-deploy hooks: start them (again, after a restart: hooks must be safe to
