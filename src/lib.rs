@@ -18,5 +18,6 @@ pub mod deploy;
 pub mod logging;
 pub mod manifest;
 pub mod policy;
+pub mod simulate;
 pub mod store;
 pub mod tls;

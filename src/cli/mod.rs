@@ -2,6 +2,7 @@
 //! only calls [`main`].
 
 mod deploy;
+pub mod simulate;
 
 use crate::clock::{Clock, RealClock, VirtualClock};
 use crate::cloud::aws::{AwsCloud, AwsOptions};
@@ -54,6 +55,9 @@ pub enum Command {
     Rollback(deploy::RollbackArgs),
     /// The build ledger of a fleet or app.
     History(deploy::HistoryArgs),
+    /// Replay a traffic trace through a fleet's policies and the alternatives (AWS target
+    /// tracking, Kubernetes HPA, a static fleet): cost and requests lost, per policy.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -181,6 +185,7 @@ pub fn main() -> ExitCode {
             Command::Approve(a) => deploy::approve(a).await,
             Command::Rollback(a) => deploy::rollback(a).await,
             Command::History(a) => deploy::history(a).await,
+            Command::Simulate(a) => simulate::simulate(a),
         }
     })
 }

@@ -287,6 +287,7 @@ impl Controller {
                 warm,
                 metrics: series,
             };
+            state.memory.observe(spec, &obs);
             let decision = policy::decide(spec, &obs, &state.memory);
             state.base_desired = Some(decision.desired);
             state.memory.record(
@@ -389,24 +390,62 @@ impl Controller {
         if queries.is_empty() {
             return HashMap::new();
         }
-        match self.cloud.get_metrics(&queries, now - lookback, now).await {
+        let closed = |q: &MetricQuery, mut s: crate::cloud::MetricSeries| {
             // Only closed periods: the one still running would under-count a Sum and
             // could look like a drop in load.
-            Ok(series) => queries
-                .into_iter()
-                .zip(series)
-                .map(|(q, mut s)| {
-                    let period = chrono::Duration::seconds(i64::from(q.period_secs.max(1)));
-                    s.points.retain(|(t, _)| *t + period <= now);
-                    (q, Some(s))
-                })
-                .collect(),
-            Err(e) => {
-                error!(error = %e, "cannot read metrics; every metric policy holds this pass");
-                note_error(report, "read metrics", &e);
-                queries.into_iter().map(|q| (q, None)).collect()
+            let period = chrono::Duration::seconds(i64::from(q.period_secs.max(1)));
+            s.points.retain(|(t, _)| *t + period <= now);
+            s
+        };
+        let mut out: HashMap<MetricQuery, Option<crate::cloud::MetricSeries>> =
+            match self.cloud.get_metrics(&queries, now - lookback, now).await {
+                Ok(series) => queries
+                    .into_iter()
+                    .zip(series)
+                    .map(|(q, s)| {
+                        let s = closed(&q, s);
+                        (q, Some(s))
+                    })
+                    .collect(),
+                Err(e) => {
+                    error!(error = %e, "cannot read metrics; every metric policy holds this pass");
+                    note_error(report, "read metrics", &e);
+                    return queries.into_iter().map(|q| (q, None)).collect();
+                }
+            };
+        // Predictive policies without history (first pass, new fleet, changed policy)
+        // read their whole history window once; later passes extend it.
+        let mut backfill: Vec<MetricQuery> = Vec::new();
+        let mut history = chrono::Duration::zero();
+        for f in &self.config.fleets {
+            let memory = self.fleets.get(&f.name).map(|s| &s.memory);
+            for (i, p) in f.scaling.policies.iter().enumerate() {
+                if let crate::manifest::PolicySpec::Predictive(pr) = p {
+                    if memory.is_none_or(|m| m.needs_history(f, i)) {
+                        backfill.push(pr.metric.query());
+                        history = history.max(pr.history.chrono());
+                    }
+                }
             }
         }
+        backfill.sort();
+        backfill.dedup();
+        if !backfill.is_empty() {
+            match self.cloud.get_metrics(&backfill, now - history, now).await {
+                Ok(series) => {
+                    for (q, s) in backfill.into_iter().zip(series) {
+                        info!(metric = %q.name, datapoints = s.points.len(), "read demand history for predictive scaling");
+                        let s = closed(&q, s);
+                        out.insert(q, Some(s));
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot read demand history; predictive policies use what the next passes read");
+                    note_error(report, "read demand history", &e);
+                }
+            }
+        }
+        out
     }
 }
 

@@ -455,7 +455,7 @@ fn validate_fleet(
     if s.policies.is_empty() {
         push(
             &["scaling", "policies"],
-            "no scaling policies: add at least one (target_tracking, step or scheduled), or the fleet stays at capacity.min".into(),
+            "no scaling policies: add at least one (predictive, target_tracking, step or scheduled), or the fleet stays at capacity.min".into(),
         );
     }
     for p in &s.policies {
@@ -536,6 +536,45 @@ fn validate_fleet(
                     push(
                         &["scaling", "policies", "scale_in"],
                         format!("scale_in threshold {highest_in} is not below scale_out threshold {lowest_out}: the fleet would flap"),
+                    );
+                }
+            }
+            PolicySpec::Predictive(pr) => {
+                match pr.capacity(f) {
+                    Some(c) if c.is_finite() && c > 0.0 => {}
+                    Some(c) => push(
+                        &["scaling", "policies", "capacity_per_instance"],
+                        format!("capacity_per_instance {c} must be a positive number"),
+                    ),
+                    None => push(
+                        &["scaling", "policies", "predictive"],
+                        "a predictive policy needs capacity_per_instance: the requests per metric period one instance serves at 100%".into(),
+                    ),
+                }
+                if pr.metric.kind != crate::manifest::MetricKind::Total {
+                    push(
+                        &["scaling", "policies", "kind"],
+                        "a predictive policy reads the fleet's total demand: use a request count with `stat: Sum` and `kind: total`".into(),
+                    );
+                }
+                let p_secs = pr.metric.period.as_secs();
+                if p_secs < 60 || 86_400 % p_secs != 0 {
+                    push(
+                        &["scaling", "policies", "period"],
+                        format!("a predictive policy needs a period of a whole number of minutes that divides a day (1m, 5m, 15m, ...), not {}", pr.metric.period),
+                    );
+                }
+                let h = pr.history.as_secs();
+                if !(86_400..=15 * 86_400).contains(&h) {
+                    push(
+                        &["scaling", "policies", "history"],
+                        format!("history {} must be between 1d and 15d (CloudWatch keeps 1-minute data 15 days)", pr.history),
+                    );
+                }
+                if !(pr.loss_budget.0 > 0.0 && pr.loss_budget.0 <= 0.1) {
+                    push(
+                        &["scaling", "policies", "loss_budget"],
+                        format!("loss_budget {} must be above 0 and at most 10%", pr.loss_budget.0),
                     );
                 }
             }

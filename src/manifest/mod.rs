@@ -257,6 +257,94 @@ pub enum PolicySpec {
     TargetTracking(TargetTrackingSpec),
     Step(StepSpec),
     Scheduled(ScheduledSpec),
+    Predictive(PredictiveSpec),
+}
+
+/// Forecast demand one boot time (plus the metric's lag) ahead from the fleet's own
+/// history (daily and weekly seasonality, the recent trend, the latest value), and keep
+/// enough instances for it plus a headroom sized from how wrong recent forecasts were.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictiveSpec {
+    /// The fleet's demand: a total request count per period (e.g. the target group's
+    /// RequestCount, stat Sum, kind total).
+    pub metric: MetricSpec,
+    /// Requests per metric period that one instance serves at 100%. May be left out on
+    /// the simulated cloud, where `simulation.capacity_per_instance` is used.
+    #[serde(default)]
+    pub capacity_per_instance: Option<f64>,
+    /// Time from launch to serving: how far ahead capacity has to be decided.
+    #[serde(default = "default_boot")]
+    pub boot: HumanDuration,
+    /// The share of requests the headroom may fail to cover, judged on recent forecast
+    /// errors: "0.05%" (or 0.0005). Smaller costs more instances.
+    #[serde(default = "default_loss_budget")]
+    pub loss_budget: Fraction,
+    /// How much history to read at start (CloudWatch keeps 1-minute data 15 days).
+    #[serde(default = "default_history")]
+    pub history: HumanDuration,
+}
+
+fn default_loss_budget() -> Fraction {
+    Fraction(0.0005)
+}
+fn default_history() -> HumanDuration {
+    HumanDuration::secs(14 * 86_400)
+}
+
+impl PredictiveSpec {
+    /// The capacity per instance this policy sizes with, in requests per metric period.
+    pub fn capacity(&self, fleet: &FleetSpec) -> Option<f64> {
+        self.capacity_per_instance.or_else(|| {
+            fleet.simulation.as_ref().map(|s| {
+                s.capacity_per_instance * self.metric.period.as_secs() as f64 / 60.0
+            })
+        })
+    }
+}
+
+/// A share between 0 and 1, written as a number (0.0005) or a percentage ("0.05%").
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Fraction(pub f64);
+
+impl<'de> Deserialize<'de> for Fraction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, Visitor};
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Fraction;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a share such as 0.0005 or \"0.05%\"")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Fraction, E> {
+                if v.is_finite() && (0.0..1.0).contains(&v) {
+                    Ok(Fraction(v))
+                } else {
+                    Err(E::custom(format!("{v} is not a share between 0 and 1")))
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Fraction, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Fraction, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Fraction, E> {
+                let t = v.trim();
+                let parsed = match t.strip_suffix('%') {
+                    Some(p) => p.trim().parse::<f64>().map(|x| x / 100.0),
+                    None => t.parse::<f64>(),
+                };
+                match parsed {
+                    Ok(x) => self.visit_f64(x),
+                    Err(_) => Err(E::custom(format!(
+                        "'{t}' is not a share: write 0.0005 or \"0.05%\""
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -404,6 +492,7 @@ impl PolicySpec {
             PolicySpec::TargetTracking(t) => Some(&t.metric),
             PolicySpec::Step(s) => Some(&s.metric),
             PolicySpec::Scheduled(_) => None,
+            PolicySpec::Predictive(p) => Some(&p.metric),
         }
     }
 }
@@ -525,6 +614,6 @@ macro_rules! one_key_enum {
     };
 }
 
-one_key_enum!(PolicySpec, "scaling policy", "target_tracking" => TargetTracking, "step" => Step, "scheduled" => Scheduled);
+one_key_enum!(PolicySpec, "scaling policy", "target_tracking" => TargetTracking, "step" => Step, "scheduled" => Scheduled, "predictive" => Predictive);
 one_key_enum!(TrafficSpec, "traffic model", "synthetic" => Synthetic, "trace" => Trace);
 one_key_enum!(StrategySpec, "deploy strategy", "rolling" => Rolling, "canary" => Canary, "blue_green" => BlueGreen);

@@ -11,16 +11,18 @@
 //! - the result is clamped to min/max, a per-pass launch and retire limit, and the hard
 //!   cost caps (per fleet: `capacity.max`; across fleets: [`apply_global_cap`]).
 
+mod predictive;
 mod schedule;
 mod step;
 mod target;
 
+pub use predictive::DemandModel;
 pub use schedule::scheduled_floor;
 
 use crate::cloud::MetricSeries;
 use crate::manifest::{FleetSpec, PolicySpec};
 use chrono::{DateTime, Utc};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 /// What the controller saw of one fleet, reduced to what policies need.
@@ -125,9 +127,41 @@ pub struct Memory {
     /// does not know what the last minutes wanted).
     since: Option<DateTime<Utc>>,
     recommendations: VecDeque<(DateTime<Utc>, u32)>,
+    /// Demand history and forecast errors of each predictive policy, by policy index.
+    models: BTreeMap<usize, DemandModel>,
 }
 
 impl Memory {
+    /// Take this pass's metrics into the history that predictive policies forecast from.
+    /// Call before [`decide`]; a policy that changed on reload starts a fresh history.
+    pub fn observe(&mut self, spec: &FleetSpec, obs: &Observation) {
+        let policies = &spec.scaling.policies;
+        self.models
+            .retain(|i, _| matches!(policies.get(*i), Some(PolicySpec::Predictive(_))));
+        for (i, p) in policies.iter().enumerate() {
+            let PolicySpec::Predictive(pr) = p else {
+                continue;
+            };
+            let model = self
+                .models
+                .entry(i)
+                .or_insert_with(|| DemandModel::new(pr));
+            if !model.fits(pr) {
+                *model = DemandModel::new(pr);
+            }
+            if let Some(Some(series)) = obs.metrics.get(i) {
+                model.ingest(series);
+            }
+        }
+    }
+
+    /// Whether policy `index` is predictive and has no history yet: the controller then
+    /// reads its whole `history` window instead of the last minutes.
+    pub fn needs_history(&self, spec: &FleetSpec, index: usize) -> bool {
+        matches!(spec.scaling.policies.get(index), Some(PolicySpec::Predictive(_)))
+            && self.models.get(&index).is_none_or(DemandModel::is_empty)
+    }
+
     pub fn record(&mut self, at: DateTime<Utc>, recommended: u32, window: chrono::Duration) {
         self.since.get_or_insert(at);
         self.recommendations.push_back((at, recommended));
@@ -165,6 +199,7 @@ pub fn policy_label(p: &PolicySpec) -> String {
                 s.name.clone().unwrap_or_else(|| s.cron.clone())
             )
         }
+        PolicySpec::Predictive(p) => format!("predictive({})", p.metric.name),
     }
 }
 
@@ -182,6 +217,13 @@ pub fn decide(spec: &FleetSpec, obs: &Observation, memory: &Memory) -> Decision 
             }
             PolicySpec::Step(s) => step::vote(s, obs, series, scaling.metric_stale_after.chrono()),
             PolicySpec::Scheduled(s) => schedule::vote(s, obs.now),
+            PolicySpec::Predictive(pr) => predictive::vote(
+                pr,
+                spec,
+                obs,
+                memory.models.get(&i),
+                scaling.metric_stale_after.chrono(),
+            ),
         };
         if vote == Vote::Hold {
             warnings.push(format!("{}: {}", policy_label(p), reason));

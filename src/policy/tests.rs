@@ -297,3 +297,119 @@ fn staleness_counts_from_the_end_of_a_datapoints_period() {
     );
     assert_eq!(d.desired, 4, "{}", d.reason());
 }
+
+// --- predictive ---------------------------------------------------------------------
+
+const PREDICTIVE: &str = "    - predictive:\n        metric: { namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total }\n        capacity_per_instance: 1000\n        boot: 3m\n        loss_budget: \"0.1%\"\n";
+
+/// A daily cycle between 2,000 and 18,000 requests per minute, peaking at 15:00, with
+/// deterministic ±4% noise.
+fn daily(minute: i64) -> f64 {
+    let hour = (minute.rem_euclid(1440)) as f64 / 60.0;
+    let shape = (1.0 + ((hour - 15.0) / 24.0 * std::f64::consts::TAU).cos()) / 2.0;
+    let noise = ((minute * 7919) % 101) as f64 / 100.0 - 0.5;
+    (2_000.0 + 16_000.0 * shape) * (1.0 + 0.08 * noise)
+}
+
+fn history(from: i64, to: i64) -> MetricSeries {
+    MetricSeries {
+        points: (from..to).map(|m| (t(m), daily(m))).collect(),
+    }
+}
+
+#[test]
+fn predictive_holds_without_history_and_when_it_goes_stale() {
+    let f = fleet(PREDICTIVE, "");
+    let d = decide(&f, &obs(t(0), 4, 4, vec![None]), &Memory::default());
+    assert_eq!(d.desired, 4, "{}", d.reason());
+    assert!(d.reason().contains("no history"), "{}", d.reason());
+    let mut memory = Memory::default();
+    let o = obs(t(0), 4, 4, vec![Some(history(-60, -1))]);
+    memory.observe(&f, &o);
+    let later = obs(t(10), 4, 4, vec![None]);
+    let d = decide(&f, &later, &memory);
+    assert_eq!(d.desired, 4);
+    assert!(d.reason().contains("stale"), "{}", d.reason());
+}
+
+#[test]
+fn predictive_without_calibration_uses_a_wide_headroom() {
+    let f = fleet(PREDICTIVE, "");
+    let mut memory = Memory::default();
+    // Flat 5,000/min for an hour: forecast 5,000, +50% before calibration → 8 instances.
+    let flat = MetricSeries {
+        points: (-60..-1).map(|m| (t(m), 5_000.0)).collect(),
+    };
+    let o = obs(t(0), 4, 4, vec![Some(flat)]);
+    memory.observe(&f, &o);
+    let d = decide(&f, &o, &memory);
+    assert_eq!(d.desired, 8, "{}", d.reason());
+}
+
+#[test]
+fn predictive_sees_the_daily_ramp_before_it_arrives() {
+    let f = fleet(PREDICTIVE, "");
+    let mut memory = Memory::default();
+    // Four days of history, then decide at 10:00 on the ramp: what is needed by 10:04
+    // is more than the last minute shows.
+    let now = 4 * 1440 + 600;
+    let o = obs(t(now), 10, 10, vec![Some(history(0, now - 1))]);
+    memory.observe(&f, &o);
+    let d = decide(&f, &o, &memory);
+    let latest = daily(now - 2);
+    let ahead = daily(now + 3);
+    assert!(ahead > latest * 1.02, "the test needs a ramp");
+    assert!(
+        f64::from(d.desired) * 1000.0 >= ahead,
+        "{} instances for {ahead:.0}/min by 10:04: {}",
+        d.desired,
+        d.reason()
+    );
+    // And not wildly more: within 25% of what the ramp needs.
+    assert!(
+        f64::from(d.desired) * 1000.0 <= ahead * 1.25 + 1000.0,
+        "{}",
+        d.reason()
+    );
+}
+
+#[test]
+fn predictive_headroom_meets_its_loss_budget_on_what_it_scored() {
+    let f = fleet(PREDICTIVE, "");
+    let mut memory = Memory::default();
+    let now = 5 * 1440;
+    let o = obs(t(now), 10, 10, vec![Some(history(0, now - 1))]);
+    memory.observe(&f, &o);
+    let model = memory.models.get(&0).expect("a model");
+    let budget = model.budget();
+    let z = model.calibrated().expect("calibrated after days of history");
+    let (lost, total) = model.replay_loss(z);
+    assert!(lost <= budget * total * 1.000_001, "{lost} > {budget} × {total}");
+    // The smallest such headroom: a little less would break the budget.
+    let (lost_less, _) = model.replay_loss(z - 0.05);
+    assert!(lost_less > budget * total, "{lost_less} <= {budget} × {total}");
+}
+
+#[test]
+fn predictive_after_a_restart_decides_as_if_it_had_never_stopped() {
+    let f = fleet(PREDICTIVE, "");
+    let now = 4 * 1440 + 900;
+    // One controller fed minute by minute...
+    let mut running = Memory::default();
+    for m in (3 * 1440)..now {
+        let o = obs(t(m), 10, 10, vec![Some(history(0.max(m - 5), m - 1))]);
+        if m == 3 * 1440 {
+            running.observe(&f, &obs(t(m), 10, 10, vec![Some(history(0, m - 1))]));
+        } else {
+            running.observe(&f, &o);
+        }
+    }
+    // ...and one restarted that read the whole history back at once.
+    let mut restarted = Memory::default();
+    let o = obs(t(now - 1), 10, 10, vec![Some(history(0, now - 2))]);
+    restarted.observe(&f, &o);
+    let o = obs(t(now - 1), 10, 10, vec![Some(history(now - 10, now - 2))]);
+    let a = decide(&f, &o, &running);
+    let b = decide(&f, &o, &restarted);
+    assert_eq!(a.desired, b.desired, "{} vs {}", a.reason(), b.reason());
+}

@@ -1,0 +1,271 @@
+//! `coxswain simulate`: replay a trace through a fleet's policies and the baselines.
+
+use super::{fail, Output};
+use crate::cloud::traffic::Trace;
+use crate::manifest::{self, parse_duration, FleetSpec, PolicySpec};
+use crate::policy::ceil_count;
+use crate::simulate::{self, Autoscaler, AwsTargetTracking, Hpa, ManifestPolicy, StaticFleet, World};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// The manifest simulated when none is given.
+pub const DEFAULT_MANIFEST: &str = include_str!("../../manifests/examples/simulate.yaml");
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Traffic trace: CSV `timestamp,requests`, per minute or coarser.
+    #[arg(long)]
+    pub trace: PathBuf,
+    /// Manifest with the fleet whose policies are tested (default: a web fleet on the
+    /// predictive policy, manifests/examples/simulate.yaml).
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// The fleet to simulate, if the manifest has several.
+    #[arg(long)]
+    pub fleet: Option<String>,
+    /// Multiply the trace's demand by this.
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Requests per minute one instance serves at 100% (default: the fleet's
+    /// simulation.capacity_per_instance).
+    #[arg(long, conflicts_with = "p999_instances")]
+    pub capacity: Option<f64>,
+    /// Choose the capacity so that the 99.9th-percentile minute of demand needs this many
+    /// instances.
+    #[arg(long)]
+    pub p999_instances: Option<u32>,
+    /// Launch to serving (default: the fleet's simulation.boot, else 3m).
+    #[arg(long, value_parser = parse_duration)]
+    pub boot: Option<Duration>,
+    /// Delay before a closed metric minute is readable.
+    #[arg(long, value_parser = parse_duration, default_value = "1m")]
+    pub lag: Duration,
+    /// Utilization the target-tracking and HPA baselines aim for (0..1).
+    #[arg(long, default_value_t = 0.7)]
+    pub baseline_utilization: f64,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Write the tested policy's minute-by-minute timeline here (CSV).
+    #[arg(long)]
+    pub timeline: Option<PathBuf>,
+    /// Write a chart of demand against each policy's capacity here (SVG).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+fn whole_minutes(d: Duration, what: &str) -> Result<u32, String> {
+    let s = d.as_secs();
+    if s % 60 != 0 || s > 24 * 3600 {
+        return Err(format!(
+            "{what} must be whole minutes up to a day (the model steps a minute at a time)"
+        ));
+    }
+    Ok((s / 60) as u32)
+}
+
+fn pick_fleet(config: manifest::Config, name: Option<&str>) -> Result<FleetSpec, String> {
+    let names: Vec<String> = config.fleets.iter().map(|f| f.name.clone()).collect();
+    match name {
+        Some(n) => config
+            .fleets
+            .into_iter()
+            .find(|f| f.name == n)
+            .ok_or_else(|| format!("no fleet '{n}' in the manifest (fleets: {})", names.join(", "))),
+        None => {
+            let mut with_policies = config
+                .fleets
+                .into_iter()
+                .filter(|f| !f.scaling.policies.is_empty());
+            match (with_policies.next(), with_policies.next()) {
+                (Some(f), None) => Ok(f),
+                (None, _) => Err("the manifest has no fleet with scaling policies".into()),
+                (Some(_), Some(_)) => Err(format!(
+                    "the manifest has several fleets; choose one with --fleet ({})",
+                    names.join(", ")
+                )),
+            }
+        }
+    }
+}
+
+pub fn simulate(a: SimulateArgs) -> ExitCode {
+    match simulate_inner(a) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
+    let config = match &a.manifest {
+        Some(p) => manifest::load_paths(std::slice::from_ref(p)).map_err(|e| e.to_string())?,
+        None => manifest::load_str("manifests/examples/simulate.yaml", DEFAULT_MANIFEST)
+            .map_err(|e| e.to_string())?,
+    };
+    let mut fleet = pick_fleet(config, a.fleet.as_deref())?;
+    if !(a.scale.is_finite() && a.scale > 0.0) {
+        return Err(format!("--scale {} must be a positive number", a.scale));
+    }
+    if !(a.baseline_utilization > 0.0 && a.baseline_utilization <= 1.0) {
+        return Err("--baseline-utilization must be above 0 and at most 1".into());
+    }
+    let trace = Trace::load(&a.trace).map_err(|e| e.to_string())?;
+    let demand: Vec<f64> = trace.per_minute.iter().map(|d| d * a.scale).collect();
+    let capacity = match (a.capacity, a.p999_instances) {
+        (Some(c), _) => c,
+        (None, Some(0)) => return Err("--p999-instances must be at least 1".into()),
+        (None, Some(n)) => simulate::percentile(&demand, 0.999) / f64::from(n),
+        (None, None) => fleet
+            .simulation
+            .as_ref()
+            .map(|s| s.capacity_per_instance)
+            .ok_or("give --capacity or --p999-instances (the fleet has no simulation section)")?,
+    };
+    if !(capacity.is_finite() && capacity > 0.0) {
+        return Err(format!(
+            "capacity per instance {capacity} must be a positive number (is the trace all zeros?)"
+        ));
+    }
+    let boot = match (a.boot, &fleet.simulation) {
+        (Some(b), _) => whole_minutes(b, "--boot")?,
+        (None, Some(s)) => whole_minutes(Duration::from_secs(s.boot.as_secs()), "simulation.boot")?,
+        (None, None) => 3,
+    };
+    let lag = whole_minutes(a.lag, "--lag")?;
+    // The fleet's policies size with the simulated capacity unless they name their own.
+    for p in &fleet.scaling.policies {
+        if let PolicySpec::Predictive(pr) = p {
+            if let Some(c) = pr.capacity_per_instance {
+                let per_minute = c * 60.0 / pr.metric.period.as_secs() as f64;
+                if (per_minute - capacity).abs() > 1e-9 * capacity {
+                    eprintln!("warning: the predictive policy sizes with capacity_per_instance {c}, but the simulated instances serve {capacity:.1} per minute");
+                }
+            }
+        }
+    }
+    match fleet.simulation.as_mut() {
+        Some(s) => s.capacity_per_instance = capacity,
+        None => {
+            fleet.simulation = Some(manifest::SimulationSpec {
+                capacity_per_instance: capacity,
+                boot: manifest::HumanDuration::secs(u64::from(boot) * 60),
+                traffic: manifest::TrafficSpec::Trace(manifest::TraceTraffic {
+                    path: a.trace.clone(),
+                    scale: a.scale,
+                }),
+            })
+        }
+    }
+    let world = World {
+        capacity,
+        boot,
+        lag,
+    };
+    let (min, max) = (fleet.capacity.min, fleet.capacity.max);
+    let peak = demand.iter().copied().fold(0.0, f64::max);
+    let initial = demand
+        .first()
+        .map(|d| ceil_count(d / capacity))
+        .unwrap_or(0)
+        .clamp(min, max);
+    let tested = ManifestPolicy::new(fleet.clone(), trace.start);
+    for m in &tested.unmodelled {
+        eprintln!("warning: metric {m} is not modelled by the simulator (RequestCount, RequestCountPerTarget and CPUUtilization are); its policy holds");
+    }
+    let target = capacity * a.baseline_utilization;
+    let mut policies: Vec<Box<dyn Autoscaler + Send>> = vec![
+        Box::new(tested),
+        Box::new(AwsTargetTracking::new(target, boot + lag, min, max)),
+        Box::new(Hpa::new(a.baseline_utilization, min, max)),
+        Box::new(StaticFleet {
+            size: ceil_count(peak / capacity).max(min),
+            label: "static (peak)".into(),
+        }),
+    ];
+    let started = Instant::now();
+    let runs = run_all(&mut policies, &demand, trace.start, world, initial);
+    let elapsed = started.elapsed();
+    let limit = simulate::zero_loss_limit(&demand, capacity);
+    let summaries: Vec<simulate::Summary> =
+        runs.iter().map(|r| simulate::summarize(r, limit)).collect();
+
+    if let Some(path) = &a.timeline {
+        let mut f = std::fs::File::create(path)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        simulate::timeline_csv(&mut f, &runs[0], trace.start)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &a.plot {
+        let title = format!(
+            "{} — {} minutes, {capacity:.1} req/min per instance, boot {boot}m, lag {lag}m",
+            a.trace.display(),
+            demand.len()
+        );
+        std::fs::write(
+            path,
+            simulate::plot_svg(&runs, &summaries, world, trace.start, &title),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    match a.output {
+        Output::Json => {
+            let doc = serde_json::json!({
+                "trace": a.trace.display().to_string(),
+                "minutes": demand.len(),
+                "resolution_minutes": trace.resolution_minutes,
+                "start": trace.start,
+                "scale": a.scale,
+                "capacity_per_instance": capacity,
+                "boot_minutes": boot,
+                "lag_minutes": lag,
+                "baseline_utilization": a.baseline_utilization,
+                "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
+                "policies": summaries,
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?
+            );
+        }
+        Output::Table => {
+            println!(
+                "{}: {} minutes from {}, capacity {capacity:.1} requests/min per instance, boot {boot}m, lag {lag}m",
+                a.trace.display(),
+                demand.len(),
+                trace.start.format("%Y-%m-%d %H:%M")
+            );
+            print!("{}", simulate::table(&summaries));
+            println!(
+                "{} policies simulated in {:.0} ms",
+                runs.len(),
+                elapsed.as_secs_f64() * 1000.0
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every policy over the same trace, spread over the machine's cores (the runs are
+/// independent). The result is in the order given.
+pub fn run_all(
+    policies: &mut [Box<dyn Autoscaler + Send>],
+    demand: &[f64],
+    start: chrono::DateTime<chrono::Utc>,
+    world: World,
+    initial: u32,
+) -> Vec<simulate::Run> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = policies
+            .iter_mut()
+            .map(|p| scope.spawn(move || simulate::run(p.as_mut(), demand, start, world, initial)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}

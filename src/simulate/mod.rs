@@ -1,0 +1,337 @@
+//! `coxswain simulate`: replay a traffic trace through a fleet's scaling policies, with the
+//! same decision code the daemon runs, against a minute-by-minute model of a fleet, next to
+//! the alternatives (AWS target tracking, the Kubernetes HPA, a static fleet for the peak).
+//!
+//! The model, minute by minute (see the README):
+//! - an instance launched at minute m serves from minute m + boot and is billed for every
+//!   minute from m until it is retired;
+//! - served = min(demand, ready instances × capacity);
+//! - the datapoint of minute m (demand, requests per ready instance, CPU) is visible to
+//!   decisions from minute m + 1 + lag: the minute has to close, then CloudWatch publishes;
+//! - each minute, one decision: launches start booting; a scale-in cancels booting
+//!   instances first (newest first), then retires ready ones, at once.
+
+mod baselines;
+mod report;
+
+pub use baselines::{AwsTargetTracking, Hpa, StaticFleet};
+pub use report::{plot_svg, table, timeline_csv};
+
+use crate::cloud::MetricSeries;
+use crate::manifest::FleetSpec;
+use crate::policy::{self, ceil_count, Memory, Observation};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::VecDeque;
+
+/// The simulated world every policy runs in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct World {
+    /// Requests per minute one instance serves at 100%.
+    pub capacity: f64,
+    /// Minutes from launch to serving.
+    pub boot: u32,
+    /// Minutes between a metric minute closing and the datapoint being readable.
+    pub lag: u32,
+}
+
+/// What happened in one minute of one policy's run.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Minute {
+    pub demand: f64,
+    /// Instances serving this minute.
+    pub ready: u32,
+    /// Instances launched but not yet serving (billed all the same).
+    pub booting: u32,
+    pub served: f64,
+}
+
+/// What a policy sees when it decides at the start of a minute.
+pub struct View<'a> {
+    pub minute: usize,
+    pub now: DateTime<Utc>,
+    /// Every minute so far; only `past[..visible]` has been published as metrics.
+    pub past: &'a [Minute],
+    pub visible: usize,
+    pub ready: u32,
+    pub booting: u32,
+    /// Instances launched at least `warmup` minutes ago, for policies that use one.
+    pub launched_minutes_ago: &'a dyn Fn(u32) -> u32,
+    pub world: World,
+}
+
+impl View<'_> {
+    pub fn current(&self) -> u32 {
+        self.ready + self.booting
+    }
+}
+
+/// A scaling policy under simulation.
+pub trait Autoscaler {
+    fn name(&self) -> String;
+    /// The instance count wanted from this minute on.
+    fn desired(&mut self, view: &View) -> u32;
+}
+
+/// The fleet's own policies from its manifest, through [`policy::decide`] — the function
+/// the daemon calls each pass.
+pub struct ManifestPolicy {
+    spec: FleetSpec,
+    memory: Memory,
+    start: DateTime<Utc>,
+    /// Policy indexes whose metric the model cannot produce (warned once).
+    pub unmodelled: Vec<String>,
+}
+
+impl ManifestPolicy {
+    pub fn new(spec: FleetSpec, start: DateTime<Utc>) -> ManifestPolicy {
+        let unmodelled = spec
+            .scaling
+            .policies
+            .iter()
+            .filter_map(|p| p.metric())
+            .filter(|m| meaning(&m.name).is_none())
+            .map(|m| m.name.clone())
+            .collect();
+        ManifestPolicy {
+            spec,
+            memory: Memory::default(),
+            start,
+            unmodelled,
+        }
+    }
+
+    fn series(&self, metric: &crate::manifest::MetricSpec, view: &View) -> Option<MetricSeries> {
+        let meaning = meaning(&metric.name)?;
+        let p = (metric.period.as_secs() / 60).max(1) as usize;
+        // Closed and published slots only; a few are enough (the policies keep their own
+        // history where they need one).
+        let slots = view.visible / p;
+        let from = slots.saturating_sub(6);
+        let mut series = MetricSeries::default();
+        for s in from..slots {
+            let minutes = &view.past[s * p..(s + 1) * p];
+            let demand: f64 = minutes.iter().map(|m| m.demand).sum();
+            let ready: f64 = minutes.iter().map(|m| f64::from(m.ready)).sum::<f64>() / p as f64;
+            let v = match meaning {
+                Meaning::RequestCount => demand,
+                Meaning::RequestCountPerTarget if ready > 0.0 => demand / ready,
+                Meaning::Cpu if ready > 0.0 => {
+                    minutes
+                        .iter()
+                        .map(|m| {
+                            if m.ready == 0 {
+                                100.0
+                            } else {
+                                (m.demand / (f64::from(m.ready) * view.world.capacity) * 100.0)
+                                    .min(100.0)
+                            }
+                        })
+                        .sum::<f64>()
+                        / p as f64
+                }
+                _ => continue,
+            };
+            let t = self.start + chrono::Duration::minutes((s * p) as i64);
+            series.points.push((t, v));
+        }
+        Some(series)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meaning {
+    RequestCount,
+    RequestCountPerTarget,
+    Cpu,
+}
+
+fn meaning(name: &str) -> Option<Meaning> {
+    match name {
+        "RequestCount" => Some(Meaning::RequestCount),
+        "RequestCountPerTarget" => Some(Meaning::RequestCountPerTarget),
+        "CPUUtilization" => Some(Meaning::Cpu),
+        _ => None,
+    }
+}
+
+impl Autoscaler for ManifestPolicy {
+    fn name(&self) -> String {
+        let labels: Vec<String> = self
+            .spec
+            .scaling
+            .policies
+            .iter()
+            .map(policy::policy_label)
+            .collect();
+        format!("{} [{}]", self.spec.name, labels.join(" + "))
+    }
+
+    fn desired(&mut self, view: &View) -> u32 {
+        let metrics = self
+            .spec
+            .scaling
+            .policies
+            .iter()
+            .map(|p| p.metric().and_then(|m| self.series(m, view)))
+            .collect();
+        let warmup = (self.spec.scaling.warmup.as_secs() / 60) as u32;
+        let obs = Observation {
+            now: view.now,
+            current: view.current(),
+            warm: (view.launched_minutes_ago)(warmup).min(view.ready),
+            metrics,
+        };
+        self.memory.observe(&self.spec, &obs);
+        let d = policy::decide(&self.spec, &obs, &self.memory);
+        self.memory.record(
+            view.now,
+            d.recommended,
+            self.spec.scaling.scale_in_stabilization.chrono(),
+        );
+        d.desired
+    }
+}
+
+/// One policy's run over the whole trace.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub policy: String,
+    pub minutes: Vec<Minute>,
+    pub launches: u64,
+}
+
+/// Replay `demand` (requests per minute, from `start`) through `policy`.
+pub fn run(
+    policy: &mut dyn Autoscaler,
+    demand: &[f64],
+    start: DateTime<Utc>,
+    world: World,
+    initial: u32,
+) -> Run {
+    let boot = i64::from(world.boot);
+    // Launch minutes, oldest first. The fleet starts warm and serving.
+    let mut launched: VecDeque<i64> = std::iter::repeat_n(-boot - 60, initial as usize).collect();
+    let mut minutes: Vec<Minute> = Vec::with_capacity(demand.len());
+    let mut launches = 0u64;
+    for (m, &d) in demand.iter().enumerate() {
+        let mi = m as i64;
+        let ready = launched.partition_point(|&l| l + boot <= mi) as u32;
+        let booting = launched.len() as u32 - ready;
+        let visible = (m + 1).saturating_sub(1 + world.lag as usize).min(m);
+        let wanted = {
+            let launched_ref = &launched;
+            let ago = move |w: u32| launched_ref.partition_point(|&l| l + i64::from(w) <= mi) as u32;
+            let view = View {
+                minute: m,
+                now: start + chrono::Duration::minutes(mi),
+                past: &minutes,
+                visible,
+                ready,
+                booting,
+                launched_minutes_ago: &ago,
+                world,
+            };
+            policy.desired(&view)
+        };
+        let have = launched.len() as u32;
+        if wanted > have {
+            for _ in have..wanted {
+                launched.push_back(mi);
+            }
+            launches += u64::from(wanted - have);
+        } else {
+            // Newest first: booting instances go before serving ones.
+            for _ in wanted..have {
+                launched.pop_back();
+            }
+        }
+        let ready = launched.partition_point(|&l| l + boot <= mi) as u32;
+        let booting = launched.len() as u32 - ready;
+        let served = d.min(f64::from(ready) * world.capacity);
+        minutes.push(Minute {
+            demand: d,
+            ready,
+            booting,
+            served,
+        });
+    }
+    Run {
+        policy: policy.name(),
+        minutes,
+        launches,
+    }
+}
+
+/// What the issue calls the zero-loss limit: Σ ceil(demand / capacity) instance-minutes.
+pub fn zero_loss_limit(demand: &[f64], capacity: f64) -> u64 {
+    demand
+        .iter()
+        .map(|d| u64::from(ceil_count(d / capacity)))
+        .sum()
+}
+
+/// The numbers a run is judged by. Everything here can be recomputed from the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub policy: String,
+    pub instance_minutes: u64,
+    pub limit_instance_minutes: u64,
+    pub cost_ratio: f64,
+    pub unserved_fraction: f64,
+    pub overload_minutes: u64,
+    pub launches: u64,
+    pub requests: f64,
+    pub unserved_requests: f64,
+    pub peak_instances: u32,
+}
+
+pub fn summarize(run: &Run, limit: u64) -> Summary {
+    let mut s = Summary {
+        policy: run.policy.clone(),
+        instance_minutes: 0,
+        limit_instance_minutes: limit,
+        cost_ratio: 0.0,
+        unserved_fraction: 0.0,
+        overload_minutes: 0,
+        launches: run.launches,
+        requests: 0.0,
+        unserved_requests: 0.0,
+        peak_instances: 0,
+    };
+    for m in &run.minutes {
+        let live = m.ready + m.booting;
+        s.instance_minutes += u64::from(live);
+        s.peak_instances = s.peak_instances.max(live);
+        s.requests += m.demand;
+        s.unserved_requests += m.demand - m.served;
+        if m.served < m.demand {
+            s.overload_minutes += 1;
+        }
+    }
+    s.cost_ratio = if limit > 0 {
+        s.instance_minutes as f64 / limit as f64
+    } else {
+        0.0
+    };
+    s.unserved_fraction = if s.requests > 0.0 {
+        s.unserved_requests / s.requests
+    } else {
+        0.0
+    };
+    s
+}
+
+/// `p` (0..1) percentile of `values`, nearest rank.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+#[cfg(test)]
+mod tests;

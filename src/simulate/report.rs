@@ -1,0 +1,249 @@
+//! How a simulation is shown: a terminal table, the per-minute timeline as CSV, and an SVG
+//! chart of demand against each policy's serving capacity.
+
+use super::{Run, Summary, World};
+use chrono::{DateTime, Utc};
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+/// A fixed-width table, one row per policy.
+pub fn table(summaries: &[Summary]) -> String {
+    let width = summaries
+        .iter()
+        .map(|s| s.policy.chars().count())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut out = format!(
+        "{:<width$}  {:>10}  {:>10}  {:>13}  {:>9}  {:>9}  {:>14}\n",
+        "policy", "cost×limit", "unserved", "overload min", "launches", "peak", "instance-min"
+    );
+    for s in summaries {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>10.3}  {:>9.4}%  {:>13}  {:>9}  {:>9}  {:>14}",
+            s.policy,
+            s.cost_ratio,
+            s.unserved_fraction * 100.0,
+            s.overload_minutes,
+            s.launches,
+            s.peak_instances,
+            s.instance_minutes
+        );
+    }
+    if let Some(s) = summaries.first() {
+        let _ = writeln!(
+            out,
+            "zero-loss limit: {} instance-minutes (Σ ceil(demand / capacity))",
+            s.limit_instance_minutes
+        );
+    }
+    out
+}
+
+/// `minute,timestamp,demand,capacity_ready,instances_booting,served`: `capacity_ready` is
+/// the number of instances serving that minute; billed instances are
+/// `capacity_ready + instances_booting`.
+pub fn timeline_csv<W: Write>(out: &mut W, run: &Run, start: DateTime<Utc>) -> io::Result<()> {
+    let mut w = io::BufWriter::new(out);
+    writeln!(
+        w,
+        "minute,timestamp,demand,capacity_ready,instances_booting,served"
+    )?;
+    for (i, m) in run.minutes.iter().enumerate() {
+        let t = start + chrono::Duration::minutes(i as i64);
+        writeln!(
+            w,
+            "{i},{},{},{},{},{}",
+            t.format("%Y-%m-%dT%H:%M:%SZ"),
+            m.demand,
+            m.ready,
+            m.booting,
+            m.served
+        )?;
+    }
+    w.flush()
+}
+
+const COLORS: [&str; 6] = [
+    "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Demand (grey, filled) against each policy's serving capacity (ready × capacity) over the
+/// whole trace. Long traces are cut into at most 1,500 columns; each column shows the
+/// largest demand and the smallest capacity in it, so a shortfall is never averaged away.
+pub fn plot_svg(
+    runs: &[Run],
+    summaries: &[Summary],
+    world: World,
+    start: DateTime<Utc>,
+    title: &str,
+) -> String {
+    let (w, h) = (1200.0_f64, 520.0_f64);
+    let (left, right, top, bottom) = (70.0, 20.0, 40.0, 150.0);
+    let pw = w - left - right;
+    let ph = h - top - bottom;
+    let n = runs.first().map(|r| r.minutes.len()).unwrap_or(0);
+    let columns = n.clamp(1, 1500);
+    let per = n.div_ceil(columns).max(1);
+    let columns = n.div_ceil(per).max(1);
+    let demand_max: Vec<f64> = (0..columns)
+        .map(|c| {
+            runs.first()
+                .map(|r| {
+                    r.minutes[c * per..((c + 1) * per).min(n)]
+                        .iter()
+                        .map(|m| m.demand)
+                        .fold(0.0, f64::max)
+                })
+                .unwrap_or(0.0)
+        })
+        .collect();
+    let cap_min: Vec<Vec<f64>> = runs
+        .iter()
+        .map(|r| {
+            (0..columns)
+                .map(|c| {
+                    r.minutes[c * per..((c + 1) * per).min(n)]
+                        .iter()
+                        .map(|m| f64::from(m.ready) * world.capacity)
+                        .fold(f64::INFINITY, f64::min)
+                })
+                .collect()
+        })
+        .collect();
+    let ymax = demand_max
+        .iter()
+        .copied()
+        .chain(cap_min.iter().flatten().copied().filter(|v| v.is_finite()))
+        .fold(1.0, f64::max)
+        * 1.05;
+    let x = |c: usize| left + pw * c as f64 / columns as f64;
+    let y = |v: f64| top + ph * (1.0 - (v / ymax).clamp(0.0, 1.0));
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(
+        s,
+        r#"<rect width="{w}" height="{h}" fill="white"/><text x="{left}" y="24" font-size="15">{}</text>"#,
+        esc(title)
+    );
+    // Axes and grid.
+    for i in 0..=4 {
+        let v = ymax * f64::from(i) / 4.0;
+        let yy = y(v);
+        let _ = write!(
+            s,
+            r##"<line x1="{left}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+            left + pw,
+            left - 6.0,
+            yy + 4.0,
+            short(v)
+        );
+    }
+    let days = n as f64 / 1440.0;
+    let ticks = 8usize;
+    for i in 0..=ticks {
+        let minute = (n as f64 * i as f64 / ticks as f64) as i64;
+        let xx = left + pw * i as f64 / ticks as f64;
+        let label = (start + chrono::Duration::minutes(minute)).format(if days > 2.0 {
+            "%Y-%m-%d"
+        } else {
+            "%m-%d %H:%M"
+        });
+        let _ = write!(
+            s,
+            r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{top}" y2="{}" stroke="#eee"/><text x="{xx:.1}" y="{}" text-anchor="middle">{label}</text>"##,
+            top + ph,
+            top + ph + 16.0
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">requests per minute</text>"##,
+        top + ph / 2.0,
+        top + ph / 2.0
+    );
+    // Demand as a filled area.
+    let mut d = format!("M{:.1},{:.1}", x(0), y(0.0));
+    for (c, v) in demand_max.iter().enumerate() {
+        let _ = write!(d, " L{:.1},{:.1} L{:.1},{:.1}", x(c), y(*v), x(c + 1), y(*v));
+    }
+    let _ = write!(d, " L{:.1},{:.1} Z", x(columns), y(0.0));
+    let _ = write!(s, r##"<path d="{d}" fill="#bbb" stroke="none"/>"##);
+    // Capacities as steps.
+    for (i, caps) in cap_min.iter().enumerate() {
+        let mut d = String::new();
+        for (c, v) in caps.iter().enumerate() {
+            let v = if v.is_finite() { *v } else { 0.0 };
+            let cmd = if c == 0 { 'M' } else { 'L' };
+            let _ = write!(
+                d,
+                "{cmd}{:.1},{:.1} L{:.1},{:.1} ",
+                x(c),
+                y(v),
+                x(c + 1),
+                y(v)
+            );
+        }
+        let _ = write!(
+            s,
+            r#"<path d="{}" fill="none" stroke="{}" stroke-width="1" opacity="0.85"/>"#,
+            d.trim_end(),
+            COLORS[i % COLORS.len()]
+        );
+    }
+    // Legend with each policy's numbers.
+    let mut ly = top + ph + 40.0;
+    let _ = write!(
+        s,
+        r##"<rect x="{left}" y="{:.1}" width="14" height="10" fill="#bbb"/><text x="{}" y="{:.1}">demand (largest minute per column)</text>"##,
+        ly - 9.0,
+        left + 20.0,
+        ly
+    );
+    for (i, r) in runs.iter().enumerate() {
+        ly += 18.0;
+        let numbers = summaries
+            .get(i)
+            .map(|s| {
+                format!(
+                    " — cost {:.3}× limit, unserved {:.4}%",
+                    s.cost_ratio,
+                    s.unserved_fraction * 100.0
+                )
+            })
+            .unwrap_or_default();
+        let _ = write!(
+            s,
+            r#"<rect x="{left}" y="{:.1}" width="14" height="3" fill="{}"/><text x="{}" y="{:.1}">{} capacity{}</text>"#,
+            ly - 5.0,
+            COLORS[i % COLORS.len()],
+            left + 20.0,
+            ly,
+            esc(&r.policy),
+            esc(&numbers)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn short(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.0}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}

@@ -1,0 +1,244 @@
+use super::*;
+use crate::cloud::traffic::Demand;
+use crate::manifest::{SyntheticTraffic, TrafficSpec};
+
+fn start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-05T00:00:00Z")
+        .expect("literal")
+        .with_timezone(&Utc)
+}
+
+const WORLD: World = World {
+    capacity: 100.0,
+    boot: 3,
+    lag: 1,
+};
+
+/// Wants a fixed schedule of counts, and records what it was shown.
+struct Scripted {
+    wants: Vec<u32>,
+    seen_visible: Vec<usize>,
+}
+
+impl Autoscaler for Scripted {
+    fn name(&self) -> String {
+        "scripted".into()
+    }
+    fn desired(&mut self, view: &View) -> u32 {
+        self.seen_visible.push(view.visible);
+        self.wants.get(view.minute).copied().unwrap_or(0)
+    }
+}
+
+#[test]
+fn launches_serve_after_boot_and_bill_from_launch() {
+    let demand = vec![150.0; 8];
+    let mut p = Scripted {
+        wants: vec![2; 8],
+        seen_visible: vec![],
+    };
+    let r = run(&mut p, &demand, start(), WORLD, 1);
+    // The second instance, launched at minute 0, serves from minute 3.
+    let ready: Vec<u32> = r.minutes.iter().map(|m| m.ready).collect();
+    assert_eq!(ready, vec![1, 1, 1, 2, 2, 2, 2, 2]);
+    let booting: Vec<u32> = r.minutes.iter().map(|m| m.booting).collect();
+    assert_eq!(booting, vec![1, 1, 1, 0, 0, 0, 0, 0]);
+    assert_eq!(r.minutes[0].served, 100.0);
+    assert_eq!(r.minutes[3].served, 150.0);
+    assert_eq!(r.launches, 1);
+    let s = summarize(&r, zero_loss_limit(&demand, WORLD.capacity));
+    assert_eq!(s.instance_minutes, 16);
+    assert_eq!(s.limit_instance_minutes, 16);
+    assert_eq!(s.overload_minutes, 3);
+    assert!((s.unserved_fraction - 150.0 / 1200.0).abs() < 1e-12);
+}
+
+#[test]
+fn a_minute_is_visible_one_lag_after_it_closes() {
+    let demand = vec![10.0; 6];
+    let mut p = Scripted {
+        wants: vec![1; 6],
+        seen_visible: vec![],
+    };
+    run(&mut p, &demand, start(), WORLD, 1);
+    // At minute m the newest readable minute is m - 2 (closed at m - 1, published at m).
+    assert_eq!(p.seen_visible, vec![0, 0, 1, 2, 3, 4]);
+    let mut p0 = Scripted {
+        wants: vec![1; 6],
+        seen_visible: vec![],
+    };
+    run(&mut p0, &demand, start(), World { lag: 0, ..WORLD }, 1);
+    assert_eq!(p0.seen_visible, vec![0, 1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn scale_in_cancels_booting_instances_before_serving_ones() {
+    let demand = vec![100.0; 5];
+    let mut p = Scripted {
+        wants: vec![3, 1, 1, 1, 1],
+        seen_visible: vec![],
+    };
+    let r = run(&mut p, &demand, start(), WORLD, 1);
+    assert_eq!(r.minutes[1].ready, 1, "the serving instance stays");
+    assert_eq!(r.minutes[1].booting, 0);
+    assert_eq!(r.launches, 2);
+}
+
+#[test]
+fn zero_loss_limit_rounds_each_minute_up() {
+    assert_eq!(zero_loss_limit(&[0.0, 1.0, 100.0, 100.0000000001, 250.0], 100.0), 6);
+}
+
+#[test]
+fn percentile_is_nearest_rank() {
+    let v: Vec<f64> = (1..=1000).map(f64::from).collect();
+    assert_eq!(percentile(&v, 0.999), 999.0);
+    assert_eq!(percentile(&v, 1.0), 1000.0);
+    assert_eq!(percentile(&[5.0], 0.999), 5.0);
+}
+
+#[test]
+fn target_tracking_scales_out_after_three_datapoints_and_in_after_fifteen() {
+    // Demand jumps from 500 to 1500 at minute 10 and back at minute 60; target 100/instance.
+    let mut demand = vec![500.0; 10];
+    demand.extend(vec![1500.0; 50]);
+    demand.extend(vec![500.0; 60]);
+    let mut tt = AwsTargetTracking::new(100.0, 4, 1, 100);
+    let r = run(&mut tt, &demand, start(), World { capacity: 1000.0, ..WORLD }, 5);
+    let first_launch = r
+        .minutes
+        .iter()
+        .position(|m| m.ready + m.booting > 5)
+        .expect("scales out");
+    // Minute 10's datapoint is readable at 12; the third high one (minute 12) at 14.
+    assert_eq!(first_launch, 14);
+    assert_eq!(r.minutes[14].booting, 10);
+    let first_retire = r
+        .minutes
+        .iter()
+        .skip(60)
+        .position(|m| m.ready + m.booting < 15)
+        .map(|p| p + 60)
+        .expect("scales in");
+    // Minute 60 is readable at 62; the fifteenth low datapoint (minute 74) at 76.
+    assert_eq!(first_retire, 76);
+    assert_eq!(r.minutes[first_retire].ready, 5);
+}
+
+#[test]
+fn hpa_ignores_changes_within_tolerance_and_stabilizes_scale_down() {
+    let mut h = Hpa::new(0.5, 1, 100);
+    // 10 instances of 100 at 52.5% against a 50% target: within 10%, no change.
+    let demand = vec![525.0; 20];
+    let r = run(&mut h, &demand, start(), WORLD, 10);
+    assert!(r.minutes.iter().all(|m| m.ready + m.booting == 10));
+    // A drop to 20% wants 4, but only after the 5-minute window has forgotten the 10s.
+    let mut demand = vec![500.0; 10];
+    demand.extend(vec![200.0; 20]);
+    let mut h = Hpa::new(0.5, 1, 100);
+    let r = run(&mut h, &demand, start(), WORLD, 10);
+    let shrink = r
+        .minutes
+        .iter()
+        .position(|m| m.ready + m.booting < 10)
+        .expect("scales down");
+    // Minute 10 is readable at 12; recommendations of 10 until then, kept for 5 minutes.
+    assert_eq!(shrink, 16);
+    assert_eq!(r.minutes[shrink].ready, 4);
+}
+
+fn synthetic_days(days: usize, seed: u64) -> Vec<f64> {
+    let spec = SyntheticTraffic {
+        base: 3_000.0,
+        peak: 40_000.0,
+        peak_hour: 15.0,
+        weekend_factor: 0.6,
+        bursts: vec![crate::manifest::BurstSpec {
+            cron: "30 18 * * TUE,THU".into(),
+            duration: crate::manifest::HumanDuration::secs(3600),
+            factor: 1.8,
+        }],
+        noise: 0.08,
+        seed,
+    };
+    let d = Demand::from_spec(&TrafficSpec::Synthetic(spec), start()).expect("synthetic");
+    (0..days * 1440)
+        .map(|m| d.at(start() + chrono::Duration::minutes(m as i64)))
+        .collect()
+}
+
+fn predictive_fleet(capacity: f64) -> FleetSpec {
+    let config = crate::manifest::load_str(
+        "simulate.yaml",
+        crate::cli::simulate::DEFAULT_MANIFEST,
+    )
+    .expect("the embedded manifest is valid");
+    let mut fleet = config.fleets.into_iter().next().expect("one fleet");
+    if let Some(s) = fleet.simulation.as_mut() {
+        s.capacity_per_instance = capacity;
+    }
+    fleet
+}
+
+#[test]
+fn predictive_policy_beats_target_tracking_on_cost_and_loss() {
+    // Two weeks of a web-shaped week: daily swing, quiet weekends, evening bursts, noise.
+    let demand = synthetic_days(14, 7);
+    let capacity = percentile(&demand, 0.999) / 40.0;
+    let world = World {
+        capacity,
+        boot: 3,
+        lag: 1,
+    };
+    let limit = zero_loss_limit(&demand, capacity);
+    let mut pred = ManifestPolicy::new(predictive_fleet(capacity), start());
+    let p = summarize(&run(&mut pred, &demand, start(), world, 3), limit);
+    let mut tt = AwsTargetTracking::new(capacity * 0.7, 4, 1, 500);
+    let t = summarize(&run(&mut tt, &demand, start(), world, 3), limit);
+    assert!(
+        p.cost_ratio < t.cost_ratio,
+        "predictive {p:?} vs target tracking {t:?}"
+    );
+    assert!(
+        p.unserved_fraction < t.unserved_fraction,
+        "predictive {p:?} vs target tracking {t:?}"
+    );
+    assert!(p.cost_ratio <= 1.3, "{p:?}");
+    assert!(p.unserved_fraction <= 0.001, "{p:?}");
+}
+
+#[test]
+fn timeline_recomputes_the_summary() {
+    let demand = synthetic_days(3, 1);
+    let capacity = percentile(&demand, 0.999) / 40.0;
+    let world = World {
+        capacity,
+        boot: 3,
+        lag: 1,
+    };
+    let mut pred = ManifestPolicy::new(predictive_fleet(capacity), start());
+    let r = run(&mut pred, &demand, start(), world, 3);
+    let s = summarize(&r, zero_loss_limit(&demand, capacity));
+    let mut csv = Vec::new();
+    timeline_csv(&mut csv, &r, start()).expect("in memory");
+    let text = String::from_utf8(csv).expect("utf-8");
+    let (mut billed, mut requests, mut unserved, mut overload) = (0u64, 0.0, 0.0, 0u64);
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("minute,timestamp,demand,capacity_ready,instances_booting,served")
+    );
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let num = |i: usize| f[i].parse::<f64>().expect("a number");
+        billed += (num(3) + num(4)) as u64;
+        requests += num(2);
+        unserved += num(2) - num(5);
+        if num(5) < num(2) {
+            overload += 1;
+        }
+    }
+    assert_eq!(billed, s.instance_minutes);
+    assert_eq!(overload, s.overload_minutes);
+    assert!((unserved / requests - s.unserved_fraction).abs() < 1e-12);
+}
