@@ -4,7 +4,9 @@ use super::{fail, Output};
 use crate::cloud::traffic::Trace;
 use crate::manifest::{self, parse_duration, FleetSpec, PolicySpec};
 use crate::policy::ceil_count;
-use crate::simulate::{self, Autoscaler, AwsTargetTracking, Hpa, ManifestPolicy, StaticFleet, World};
+use crate::simulate::{
+    self, Autoscaler, AwsTargetTracking, Hpa, ManifestPolicy, StaticFleet, World,
+};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,7 +59,7 @@ pub struct SimulateArgs {
 
 fn whole_minutes(d: Duration, what: &str) -> Result<u32, String> {
     let s = d.as_secs();
-    if s % 60 != 0 || s > 24 * 3600 {
+    if !s.is_multiple_of(60) || s > 24 * 3600 {
         return Err(format!(
             "{what} must be whole minutes up to a day (the model steps a minute at a time)"
         ));
@@ -72,7 +74,12 @@ fn pick_fleet(config: manifest::Config, name: Option<&str>) -> Result<FleetSpec,
             .fleets
             .into_iter()
             .find(|f| f.name == n)
-            .ok_or_else(|| format!("no fleet '{n}' in the manifest (fleets: {})", names.join(", "))),
+            .ok_or_else(|| {
+                format!(
+                    "no fleet '{n}' in the manifest (fleets: {})",
+                    names.join(", ")
+                )
+            }),
         None => {
             let mut with_policies = config
                 .fleets
@@ -111,11 +118,12 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
         return Err("--baseline-utilization must be above 0 and at most 1".into());
     }
     let trace = Trace::load(&a.trace).map_err(|e| e.to_string())?;
-    let demand: Vec<f64> = trace.per_minute.iter().map(|d| d * a.scale).collect();
+    let replay = simulate::Replay::from_trace(&trace, a.scale);
+    let demand = &replay.demand;
     let capacity = match (a.capacity, a.p999_instances) {
         (Some(c), _) => c,
         (None, Some(0)) => return Err("--p999-instances must be at least 1".into()),
-        (None, Some(n)) => simulate::percentile(&demand, 0.999) / f64::from(n),
+        (None, Some(n)) => simulate::percentile(demand, 0.999) / f64::from(n),
         (None, None) => fleet
             .simulation
             .as_ref()
@@ -169,7 +177,7 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
         .map(|d| ceil_count(d / capacity))
         .unwrap_or(0)
         .clamp(min, max);
-    let tested = ManifestPolicy::new(fleet.clone(), trace.start);
+    let tested = ManifestPolicy::new(fleet.clone());
     for m in &tested.unmodelled {
         eprintln!("warning: metric {m} is not modelled by the simulator (RequestCount, RequestCountPerTarget and CPUUtilization are); its policy holds");
     }
@@ -184,16 +192,16 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
         }),
     ];
     let started = Instant::now();
-    let runs = run_all(&mut policies, &demand, trace.start, world, initial);
+    let runs = run_all(&mut policies, &replay, world, initial);
     let elapsed = started.elapsed();
-    let limit = simulate::zero_loss_limit(&demand, capacity);
+    let limit = simulate::zero_loss_limit(demand, capacity);
     let summaries: Vec<simulate::Summary> =
         runs.iter().map(|r| simulate::summarize(r, limit)).collect();
 
     if let Some(path) = &a.timeline {
         let mut f = std::fs::File::create(path)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        simulate::timeline_csv(&mut f, &runs[0], trace.start)
+        simulate::timeline_csv(&mut f, &runs[0], &replay)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     if let Some(path) = &a.plot {
@@ -204,7 +212,7 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
         );
         std::fs::write(
             path,
-            simulate::plot_svg(&runs, &summaries, world, trace.start, &title),
+            simulate::plot_svg(&runs, &summaries, world, &replay, &title),
         )
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
@@ -213,6 +221,7 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
             let doc = serde_json::json!({
                 "trace": a.trace.display().to_string(),
                 "minutes": demand.len(),
+                "gaps_left_out": trace.gaps.len(),
                 "resolution_minutes": trace.resolution_minutes,
                 "start": trace.start,
                 "scale": a.scale,
@@ -250,15 +259,14 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
 /// independent). The result is in the order given.
 pub fn run_all(
     policies: &mut [Box<dyn Autoscaler + Send>],
-    demand: &[f64],
-    start: chrono::DateTime<chrono::Utc>,
+    replay: &simulate::Replay,
     world: World,
     initial: u32,
 ) -> Vec<simulate::Run> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = policies
             .iter_mut()
-            .map(|p| scope.spawn(move || simulate::run(p.as_mut(), demand, start, world, initial)))
+            .map(|p| scope.spawn(move || simulate::run(p.as_mut(), replay, world, initial)))
             .collect();
         handles
             .into_iter()

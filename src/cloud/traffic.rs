@@ -30,7 +30,14 @@ pub struct Trace {
     pub per_minute: Vec<f64>,
     /// The resolution found in the file, in minutes.
     pub resolution_minutes: u32,
+    /// Stretches with no rows for more than [`GAP_MINUTES`] (a logging outage, a window
+    /// left out of the file), as minute ranges `[from, to)`. They read as zero in
+    /// `per_minute`, but they are not traffic: `simulate` leaves them out.
+    pub gaps: Vec<(usize, usize)>,
 }
+
+/// Missing rows up to this long are quiet minutes (zero requests); longer is a gap.
+pub const GAP_MINUTES: i64 = 60;
 
 impl Trace {
     /// Read `timestamp,requests` (header optional). The resolution is the smallest gap
@@ -87,6 +94,14 @@ impl Trace {
         let last = rows.last().map(|r| r.0).unwrap_or(start);
         let minutes = (last - start).num_minutes() as usize + resolution_minutes as usize;
         let mut per_minute = vec![0.0; minutes];
+        let gaps = rows
+            .windows(2)
+            .filter_map(|w| {
+                let from = (w[0].0 - start).num_minutes() + i64::from(resolution_minutes);
+                let to = (w[1].0 - start).num_minutes();
+                (to - from > GAP_MINUTES).then_some((from as usize, to as usize))
+            })
+            .collect();
         for (t, n) in rows {
             let at = (t - start).num_minutes() as usize;
             let share = n / f64::from(resolution_minutes);
@@ -102,6 +117,7 @@ impl Trace {
             start,
             per_minute,
             resolution_minutes,
+            gaps,
         })
     }
 }
@@ -228,6 +244,11 @@ mod tests {
         assert_eq!(t.per_minute[7], 20.0);
         assert_eq!(t.per_minute[12], 0.0);
         assert_eq!(t.per_minute[17], 2.0);
+        assert!(t.gaps.is_empty(), "5 missing minutes are quiet, not a gap");
+        let long = "2020-01-01T00:00:00,5\n2020-01-01T00:01:00,5\n2020-01-01T03:00:00,7\n";
+        let t = Trace::parse(Path::new("t.csv"), long).expect("valid trace");
+        assert_eq!(t.gaps, vec![(2, 180)]);
+        assert_eq!(t.per_minute.len(), 181);
     }
 
     #[test]

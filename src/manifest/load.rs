@@ -574,7 +574,10 @@ fn validate_fleet(
                 if !(pr.loss_budget.0 > 0.0 && pr.loss_budget.0 <= 0.1) {
                     push(
                         &["scaling", "policies", "loss_budget"],
-                        format!("loss_budget {} must be above 0 and at most 10%", pr.loss_budget.0),
+                        format!(
+                            "loss_budget {} must be above 0 and at most 10%",
+                            pr.loss_budget.0
+                        ),
                     );
                 }
             }

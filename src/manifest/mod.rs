@@ -296,9 +296,10 @@ impl PredictiveSpec {
     /// The capacity per instance this policy sizes with, in requests per metric period.
     pub fn capacity(&self, fleet: &FleetSpec) -> Option<f64> {
         self.capacity_per_instance.or_else(|| {
-            fleet.simulation.as_ref().map(|s| {
-                s.capacity_per_instance * self.metric.period.as_secs() as f64 / 60.0
-            })
+            fleet
+                .simulation
+                .as_ref()
+                .map(|s| s.capacity_per_instance * self.metric.period.as_secs() as f64 / 60.0)
         })
     }
 }

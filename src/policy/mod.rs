@@ -142,12 +142,13 @@ impl Memory {
             let PolicySpec::Predictive(pr) = p else {
                 continue;
             };
+            let capacity = pr.capacity(spec).unwrap_or(0.0);
             let model = self
                 .models
                 .entry(i)
-                .or_insert_with(|| DemandModel::new(pr));
-            if !model.fits(pr) {
-                *model = DemandModel::new(pr);
+                .or_insert_with(|| DemandModel::new(pr, capacity));
+            if !model.fits(pr, capacity) {
+                *model = DemandModel::new(pr, capacity);
             }
             if let Some(Some(series)) = obs.metrics.get(i) {
                 model.ingest(series);
@@ -158,8 +159,10 @@ impl Memory {
     /// Whether policy `index` is predictive and has no history yet: the controller then
     /// reads its whole `history` window instead of the last minutes.
     pub fn needs_history(&self, spec: &FleetSpec, index: usize) -> bool {
-        matches!(spec.scaling.policies.get(index), Some(PolicySpec::Predictive(_)))
-            && self.models.get(&index).is_none_or(DemandModel::is_empty)
+        matches!(
+            spec.scaling.policies.get(index),
+            Some(PolicySpec::Predictive(_))
+        ) && self.models.get(&index).is_none_or(DemandModel::is_empty)
     }
 
     pub fn record(&mut self, at: DateTime<Utc>, recommended: u32, window: chrono::Duration) {

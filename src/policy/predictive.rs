@@ -11,12 +11,16 @@
 //!   seasons do not know (a launch, a flash crowd).
 //! - **latest**: the newest value, so a step up is followed on the next pass.
 //!
-//! The headroom is calibrated, not guessed: every closed slot is scored against the
-//! forecast that would have been made for it one lead time earlier, and the residuals
-//! `z = (actual - forecast) / forecast^0.75` of the last 3 days are kept. The headroom
-//! multiplier `Z` is the smallest one for which those residuals would have left at most
-//! `loss_budget` of the requests unserved. The exponent sits between Poisson noise (0.5)
-//! and purely proportional noise (1): busy minutes are relatively calmer than quiet ones.
+//! The headroom is calibrated, not guessed. Every closed slot is scored against the
+//! forecast that would have been made for it one lead time earlier. Its error is measured
+//! in units of `forecast^0.5 × turbulence`, where turbulence is the recent (half-life 30
+//! slots) root mean square of the relative errors: a match kicking off or a morning ramp
+//! widens the headroom, a calm night narrows it. The last 3 days of scores are kept, split
+//! by whether demand was climbing when the forecast was made. The headroom multiplier of
+//! each regime leaves the same share of that regime's errors above it, and that share is
+//! the largest for which the scored requests would have lost at most `loss_budget`, but
+//! never more headroom than leaves 0.2% above it: past that, instances buy almost nothing,
+//! and one flash crowd would otherwise set the headroom for days.
 //!
 //! Because the scores come from history alone, a restarted daemon that reads 14 days of
 //! history back is calibrated on its first pass.
@@ -39,21 +43,101 @@ const MIN_SCORES: usize = 360;
 const COLD_HEADROOM: f64 = 0.5;
 /// The calibration is redone every this many newly scored slots.
 const RECALIBRATE_EVERY: i64 = 30;
+/// Turbulence is weighted with a half-life of 30 slots.
+const VOL_DECAY: f64 = 0.977_160_4;
+/// Slots scored before the window only to warm the turbulence estimate up.
+const VOL_WARMUP: i64 = 300;
+const VOL_FLOOR: f64 = 0.25;
+/// Growth over 5 slots that counts as climbing.
+const RISE: f64 = 0.03;
+/// Fewer scores than this in a regime: one headroom for both.
+const MIN_REGIME: usize = 60;
 
-fn noise_exponent() -> f64 {
-    std::env::var("COXSWAIN_ALPHA")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.75)
+/// Residuals sorted from the largest, with running sums, to price any headroom quickly.
+struct Tail {
+    z: Vec<f64>,
+    /// `sum_s[i]`, `sum_sz[i]`: sums of `s` and `s * z` over the first `i` residuals.
+    sum_s: Vec<f64>,
+    sum_sz: Vec<f64>,
 }
 
-/// Noise scale of a forecast `f`: residuals are measured in these units.
-fn scale(f: f64, alpha: f64) -> f64 {
-    f.max(1.0).powf(alpha)
+impl Tail {
+    fn new<'a>(scores: impl Iterator<Item = &'a Score>) -> Tail {
+        let mut v: Vec<(f64, f64)> = scores.map(|s| (s.z, s.s)).collect();
+        v.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut t = Tail {
+            z: Vec::with_capacity(v.len()),
+            sum_s: Vec::with_capacity(v.len() + 1),
+            sum_sz: Vec::with_capacity(v.len() + 1),
+        };
+        let (mut ss, mut ssz) = (0.0, 0.0);
+        t.sum_s.push(0.0);
+        t.sum_sz.push(0.0);
+        for (z, s) in v {
+            ss += s;
+            ssz += s * z;
+            t.z.push(z);
+            t.sum_s.push(ss);
+            t.sum_sz.push(ssz);
+        }
+        t
+    }
+
+    fn len(&self) -> usize {
+        self.z.len()
+    }
+
+    /// Requests that headroom `z` would have left unserved.
+    fn loss(&self, z: f64) -> f64 {
+        let above = self.z.partition_point(|x| *x > z);
+        self.sum_sz[above] - z * self.sum_s[above]
+    }
+
+    /// The headroom that leaves share `e` of the residual weight above it.
+    fn z_at(&self, e: f64) -> f64 {
+        let total = self.sum_s.last().copied().unwrap_or(0.0);
+        let i = self.sum_s[1..].partition_point(|c| *c <= e * total);
+        self.z.get(i).or(self.z.last()).copied().unwrap_or(0.0)
+    }
+
+    /// The smallest headroom whose loss is within `budget` (loss falls as z grows).
+    fn z_for_budget(&self, budget: f64) -> f64 {
+        // Walking down from the largest residual, loss(Z) = sum(s z) - Z sum(s) over the
+        // residuals above Z; stop at the first one where the budget breaks.
+        for (i, z) in self.z.iter().enumerate() {
+            if self.sum_sz[i] - z * self.sum_s[i] > budget {
+                return (self.sum_sz[i] - budget) / self.sum_s[i];
+            }
+        }
+        let n = self.z.len();
+        if self.sum_s[n] > 0.0 {
+            (self.sum_sz[n] - budget) / self.sum_s[n]
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Headroom never goes past the point where this share of the residual weight lies above
+/// it: beyond, more instances buy almost nothing back.
+const MAX_EXCEEDANCE: f64 = 0.002;
+/// Residuals are measured in units of forecast^ALPHA: 0.5 is Poisson-like noise, 1 purely
+/// proportional; request counts sit near the first once the turbulence term is divided out.
+const ALPHA: f64 = 0.5;
+
+/// Noise scale of a forecast `f`: residuals are measured in these units. Below one
+/// instance's capacity the scale stays at that of one instance: a fleet is sized in whole
+/// instances, and a near-zero forecast must not turn every small surprise into a huge one.
+fn scale(f: f64, floor: f64, alpha: f64) -> f64 {
+    f.max(floor).max(1.0).powf(alpha)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Score {
+    /// Demand was climbing when the forecast was made.
+    rising: bool,
+    /// Error relative to the forecast's base scale (before turbulence).
+    r: f64,
     z: f64,
     s: f64,
     actual: f64,
@@ -69,6 +153,8 @@ pub struct DemandModel {
     /// metric's publication lag: how far ahead of the newest datapoint a forecast looks.
     lead: i64,
     alpha: f64,
+    /// One instance's capacity, per period: the smallest noise scale.
+    floor: f64,
     loss_budget: f64,
     /// Slot number (unix time / period) of `values[0]`.
     base: i64,
@@ -79,19 +165,24 @@ pub struct DemandModel {
     scored: Option<i64>,
     scores: VecDeque<Score>,
     score_window: usize,
-    /// The calibrated headroom multiplier, once enough slots are scored.
-    z: Option<f64>,
+    /// The calibrated headroom multipliers (steady, climbing), once enough slots are scored.
+    z: Option<(f64, f64)>,
+    /// Recent squared relative error (exponentially weighted): how turbulent demand is now.
+    vol2: f64,
+    /// Root mean square relative error over the scored window: the long-run turbulence.
+    vol_long: f64,
 }
 
 impl DemandModel {
-    pub fn new(spec: &PredictiveSpec) -> DemandModel {
+    pub fn new(spec: &PredictiveSpec, capacity: f64) -> DemandModel {
         let period = spec.metric.period.as_secs().max(60) as i64;
         let per_day = 86_400 / period;
         let keep = (spec.history.as_secs() as i64 / period).max(8 * per_day) as usize;
         DemandModel {
             period,
             lead: (spec.boot.as_secs() as i64 + period - 1) / period + 2,
-            alpha: noise_exponent(),
+            alpha: ALPHA,
+            floor: capacity,
             loss_budget: spec.loss_budget.0,
             base: 0,
             values: VecDeque::new(),
@@ -100,16 +191,30 @@ impl DemandModel {
             scores: VecDeque::new(),
             score_window: (SCORE_DAYS * per_day) as usize,
             z: None,
+            vol2: 0.0,
+            vol_long: 0.0,
+        }
+    }
+
+    /// Current turbulence in relative-error units, never below a quarter of the long run
+    /// (a calm hour must not shrink the headroom to nothing).
+    fn volatility(&self) -> f64 {
+        let v = self.vol2.sqrt().max(VOL_FLOOR * self.vol_long);
+        if v > 0.0 && v.is_finite() {
+            v
+        } else {
+            1.0
         }
     }
 
     /// Whether this model was built for `spec` (a reload may change the policy).
-    pub fn fits(&self, spec: &PredictiveSpec) -> bool {
-        let fresh = DemandModel::new(spec);
+    pub fn fits(&self, spec: &PredictiveSpec, capacity: f64) -> bool {
+        let fresh = DemandModel::new(spec, capacity);
         fresh.period == self.period
             && fresh.lead == self.lead
             && fresh.loss_budget == self.loss_budget
             && fresh.keep == self.keep
+            && fresh.floor == self.floor
     }
 
     pub fn is_empty(&self) -> bool {
@@ -189,14 +294,25 @@ impl DemandModel {
             Some(s) => s + 1,
             None => self.base + self.lead + LEVEL,
         }
-        .max(newest.saturating_sub(self.score_window as i64));
+        .max(newest.saturating_sub(self.score_window as i64 + VOL_WARMUP));
+        let keep_from = newest - self.score_window as i64;
         for k in first..=newest {
             self.scored = Some(k);
             let (Some(actual), Some(f)) = (self.at(k), self.forecast(k - self.lead, k)) else {
                 continue;
             };
-            let s = scale(f, self.alpha);
+            let base = scale(f, self.floor, self.alpha);
+            let r = (actual - f) / base;
+            let vol = self.volatility();
+            self.vol2 = VOL_DECAY * self.vol2 + (1.0 - VOL_DECAY) * r * r;
+            if k < keep_from {
+                continue;
+            }
+            let s = base * vol;
+            let rising = self.rising_at(k - self.lead);
             self.scores.push_back(Score {
+                rising,
+                r,
                 z: (actual - f) / s,
                 s,
                 actual,
@@ -219,27 +335,46 @@ impl DemandModel {
             return;
         }
         let total: f64 = self.scores.iter().map(|s| s.actual).sum();
+        self.vol_long =
+            (self.scores.iter().map(|s| s.r * s.r).sum::<f64>() / self.scores.len() as f64).sqrt();
         let budget = total * self.loss_budget;
-        let mut sorted: Vec<Score> = self.scores.iter().copied().collect();
-        sorted.sort_by(|a, b| b.z.total_cmp(&a.z));
-        // Walking down from the largest residual: with the residuals above Z active,
-        // loss(Z) = sum(s * z) - Z * sum(s), which grows as Z falls. Stop at the first
-        // residual whose own value would already exceed the budget: the crossing lies
-        // between it and the one before.
-        let (mut sum_s, mut sum_sz) = (0.0, 0.0);
-        for sc in &sorted {
-            if sum_sz - sc.z * sum_s > budget {
+        let calm = Tail::new(self.scores.iter().filter(|s| !s.rising));
+        let rising = Tail::new(self.scores.iter().filter(|s| s.rising));
+        let cap = MAX_EXCEEDANCE;
+        if calm.len() < MIN_REGIME || rising.len() < MIN_REGIME {
+            let all = Tail::new(self.scores.iter());
+            let z = all.z_for_budget(budget).min(all.z_at(cap)).max(-2.0);
+            self.z = Some((z, z));
+            return;
+        }
+        // The same share of each regime's residual weight is left above its headroom (the
+        // cheapest way to meet a budget across regimes), as large a share as the budget
+        // allows, but never above the cap: past it, more headroom buys almost nothing, and
+        // one rare surprise would set the headroom for days.
+        let mut e = 0.5_f64;
+        let step = (cap / e).powf(1.0 / 64.0);
+        while e > cap {
+            if calm.loss(calm.z_at(e)) + rising.loss(rising.z_at(e)) <= budget {
                 break;
             }
-            sum_s += sc.s;
-            sum_sz += sc.s * sc.z;
+            e = (e * step).max(cap);
         }
-        let z = if sum_s > 0.0 {
-            (sum_sz - budget) / sum_s
-        } else {
-            0.0
-        };
-        self.z = Some(z.max(-2.0));
+        self.z = Some((calm.z_at(e).max(-2.0), rising.z_at(e).max(-2.0)));
+    }
+
+    /// Whether demand at slot `j` is climbing: the last 3 slots above the 5 before the
+    /// last 5 by more than 3%. Forecasts made on a climb miss more, and get more headroom.
+    fn rising_at(&self, j: i64) -> bool {
+        match (self.mean(j - 2, j), self.mean(j - 9, j - 5)) {
+            (Some(now), Some(before)) => now > before * (1.0 + RISE),
+            _ => false,
+        }
+    }
+
+    /// The headroom multiplier for a forecast made at slot `j`.
+    fn headroom_z(&self, j: i64) -> Option<f64> {
+        self.z
+            .map(|(calm, rising)| if self.rising_at(j) { rising } else { calm })
     }
 
     /// Demand forecast for slot `k` from data through slot `j`.
@@ -329,16 +464,23 @@ pub(super) fn vote(
                 format!("{name}: too few recent datapoints to forecast; holding"),
             );
         };
-        let with_headroom = match model.z {
-            Some(z) => f + z * scale(f, model.alpha),
+        let with_headroom = match model.headroom_z(j) {
+            Some(z) => f + z * scale(f, model.floor, model.alpha) * model.volatility(),
             None => f * (1.0 + COLD_HEADROOM),
         };
         need = need.max(with_headroom);
         peak_forecast = peak_forecast.max(f);
     }
     let wanted = ceil_count(need / capacity);
-    let headroom = match model.z {
-        Some(z) => format!("headroom z={z:.2} from recent errors"),
+    let headroom = match model.headroom_z(j) {
+        Some(z) => format!(
+            "headroom z={z:.2} from recent errors{}",
+            if model.rising_at(j) {
+                " (climbing)"
+            } else {
+                ""
+            }
+        ),
         None => format!("{:.0}% headroom until calibrated", COLD_HEADROOM * 100.0),
     };
     (
@@ -358,13 +500,16 @@ impl DemandModel {
         self.loss_budget
     }
 
-    pub(super) fn calibrated(&self) -> Option<f64> {
+    /// (steady, climbing) headroom multipliers.
+    pub(super) fn calibrated(&self) -> Option<(f64, f64)> {
         self.z
     }
 
-    /// (requests lost, requests) had `forecast + z × scale` been served on every scored slot.
-    pub(super) fn replay_loss(&self, z: f64) -> (f64, f64) {
+    /// (requests lost, requests) had `forecast + z × scale` been served on every scored
+    /// slot, with `z` per regime.
+    pub(super) fn replay_loss(&self, (calm, rising): (f64, f64)) -> (f64, f64) {
         self.scores.iter().fold((0.0, 0.0), |(lost, total), s| {
+            let z = if s.rising { rising } else { calm };
             (lost + (s.s * (s.z - z)).max(0.0), total + s.actual)
         })
     }

@@ -144,7 +144,8 @@ impl Autoscaler for Hpa {
             ceil_count(base * ratio)
         }
         .clamp(self.min, self.max);
-        self.recommendations.push_back((view.minute, recommendation));
+        self.recommendations
+            .push_back((view.minute, recommendation));
         while let Some(&(t, _)) = self.recommendations.front() {
             if view.minute - t >= HPA_STABILIZATION_MINUTES {
                 self.recommendations.pop_front();
@@ -179,6 +180,10 @@ impl Autoscaler for StaticFleet {
     }
 
     fn desired(&mut self, _view: &View) -> u32 {
+        self.size
+    }
+
+    fn initial(&self, _suggested: u32) -> u32 {
         self.size
     }
 }

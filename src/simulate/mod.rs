@@ -35,6 +35,45 @@ pub struct World {
     pub lag: u32,
 }
 
+/// The demand to replay: requests per minute, and each minute's time. Gaps in the trace
+/// are left out, so consecutive minutes may be far apart in time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replay {
+    pub demand: Vec<f64>,
+    pub times: Vec<DateTime<Utc>>,
+}
+
+impl Replay {
+    /// Every minute of the trace except its gaps, demand times `scale`.
+    pub fn from_trace(trace: &crate::cloud::traffic::Trace, scale: f64) -> Replay {
+        let mut gaps = trace.gaps.iter().peekable();
+        let mut r = Replay {
+            demand: Vec::with_capacity(trace.per_minute.len()),
+            times: Vec::with_capacity(trace.per_minute.len()),
+        };
+        for (i, d) in trace.per_minute.iter().enumerate() {
+            while gaps.peek().is_some_and(|g| g.1 <= i) {
+                gaps.next();
+            }
+            if gaps.peek().is_some_and(|g| g.0 <= i) {
+                continue;
+            }
+            r.demand.push(d * scale);
+            r.times
+                .push(trace.start + chrono::Duration::minutes(i as i64));
+        }
+        r
+    }
+
+    /// Minutes one after the other from `start`.
+    pub fn contiguous(start: DateTime<Utc>, demand: Vec<f64>) -> Replay {
+        let times = (0..demand.len())
+            .map(|i| start + chrono::Duration::minutes(i as i64))
+            .collect();
+        Replay { demand, times }
+    }
+}
+
 /// What happened in one minute of one policy's run.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Minute {
@@ -52,6 +91,8 @@ pub struct View<'a> {
     pub now: DateTime<Utc>,
     /// Every minute so far; only `past[..visible]` has been published as metrics.
     pub past: &'a [Minute],
+    /// The time of each minute of the replay.
+    pub times: &'a [DateTime<Utc>],
     pub visible: usize,
     pub ready: u32,
     pub booting: u32,
@@ -71,6 +112,10 @@ pub trait Autoscaler {
     fn name(&self) -> String;
     /// The instance count wanted from this minute on.
     fn desired(&mut self, view: &View) -> u32;
+    /// Instances serving when the replay starts (`suggested` covers the first minute).
+    fn initial(&self, suggested: u32) -> u32 {
+        suggested
+    }
 }
 
 /// The fleet's own policies from its manifest, through [`policy::decide`] — the function
@@ -78,13 +123,12 @@ pub trait Autoscaler {
 pub struct ManifestPolicy {
     spec: FleetSpec,
     memory: Memory,
-    start: DateTime<Utc>,
     /// Policy indexes whose metric the model cannot produce (warned once).
     pub unmodelled: Vec<String>,
 }
 
 impl ManifestPolicy {
-    pub fn new(spec: FleetSpec, start: DateTime<Utc>) -> ManifestPolicy {
+    pub fn new(spec: FleetSpec) -> ManifestPolicy {
         let unmodelled = spec
             .scaling
             .policies
@@ -96,7 +140,6 @@ impl ManifestPolicy {
         ManifestPolicy {
             spec,
             memory: Memory::default(),
-            start,
             unmodelled,
         }
     }
@@ -132,8 +175,7 @@ impl ManifestPolicy {
                 }
                 _ => continue,
             };
-            let t = self.start + chrono::Duration::minutes((s * p) as i64);
-            series.points.push((t, v));
+            series.points.push((view.times[s * p], v));
         }
         Some(series)
     }
@@ -201,15 +243,11 @@ pub struct Run {
     pub launches: u64,
 }
 
-/// Replay `demand` (requests per minute, from `start`) through `policy`.
-pub fn run(
-    policy: &mut dyn Autoscaler,
-    demand: &[f64],
-    start: DateTime<Utc>,
-    world: World,
-    initial: u32,
-) -> Run {
+/// Replay the demand through `policy`, starting with `initial` instances serving.
+pub fn run(policy: &mut dyn Autoscaler, replay: &Replay, world: World, initial: u32) -> Run {
+    let demand = &replay.demand;
     let boot = i64::from(world.boot);
+    let initial = policy.initial(initial);
     // Launch minutes, oldest first. The fleet starts warm and serving.
     let mut launched: VecDeque<i64> = std::iter::repeat_n(-boot - 60, initial as usize).collect();
     let mut minutes: Vec<Minute> = Vec::with_capacity(demand.len());
@@ -221,11 +259,13 @@ pub fn run(
         let visible = (m + 1).saturating_sub(1 + world.lag as usize).min(m);
         let wanted = {
             let launched_ref = &launched;
-            let ago = move |w: u32| launched_ref.partition_point(|&l| l + i64::from(w) <= mi) as u32;
+            let ago =
+                move |w: u32| launched_ref.partition_point(|&l| l + i64::from(w) <= mi) as u32;
             let view = View {
                 minute: m,
-                now: start + chrono::Duration::minutes(mi),
+                now: replay.times[m],
                 past: &minutes,
+                times: &replay.times,
                 visible,
                 ready,
                 booting,

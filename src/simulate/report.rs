@@ -1,8 +1,7 @@
 //! How a simulation is shown: a terminal table, the per-minute timeline as CSV, and an SVG
 //! chart of demand against each policy's serving capacity.
 
-use super::{Run, Summary, World};
-use chrono::{DateTime, Utc};
+use super::{Replay, Run, Summary, World};
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
@@ -44,14 +43,16 @@ pub fn table(summaries: &[Summary]) -> String {
 /// `minute,timestamp,demand,capacity_ready,instances_booting,served`: `capacity_ready` is
 /// the number of instances serving that minute; billed instances are
 /// `capacity_ready + instances_booting`.
-pub fn timeline_csv<W: Write>(out: &mut W, run: &Run, start: DateTime<Utc>) -> io::Result<()> {
+pub fn timeline_csv<W: Write>(out: &mut W, run: &Run, replay: &Replay) -> io::Result<()> {
     let mut w = io::BufWriter::new(out);
     writeln!(
         w,
         "minute,timestamp,demand,capacity_ready,instances_booting,served"
     )?;
     for (i, m) in run.minutes.iter().enumerate() {
-        let t = start + chrono::Duration::minutes(i as i64);
+        let Some(t) = replay.times.get(i) else {
+            break;
+        };
         writeln!(
             w,
             "{i},{},{},{},{},{}",
@@ -83,7 +84,7 @@ pub fn plot_svg(
     runs: &[Run],
     summaries: &[Summary],
     world: World,
-    start: DateTime<Utc>,
+    replay: &Replay,
     title: &str,
 ) -> String {
     let (w, h) = (1200.0_f64, 520.0_f64);
@@ -153,13 +154,20 @@ pub fn plot_svg(
     let days = n as f64 / 1440.0;
     let ticks = 8usize;
     for i in 0..=ticks {
-        let minute = (n as f64 * i as f64 / ticks as f64) as i64;
+        let minute = ((n as f64 * i as f64 / ticks as f64) as usize).min(n.saturating_sub(1));
         let xx = left + pw * i as f64 / ticks as f64;
-        let label = (start + chrono::Duration::minutes(minute)).format(if days > 2.0 {
-            "%Y-%m-%d"
-        } else {
-            "%m-%d %H:%M"
-        });
+        let label = replay
+            .times
+            .get(minute)
+            .map(|t| {
+                t.format(if days > 2.0 {
+                    "%Y-%m-%d"
+                } else {
+                    "%m-%d %H:%M"
+                })
+                .to_string()
+            })
+            .unwrap_or_default();
         let _ = write!(
             s,
             r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{top}" y2="{}" stroke="#eee"/><text x="{xx:.1}" y="{}" text-anchor="middle">{label}</text>"##,
@@ -176,7 +184,14 @@ pub fn plot_svg(
     // Demand as a filled area.
     let mut d = format!("M{:.1},{:.1}", x(0), y(0.0));
     for (c, v) in demand_max.iter().enumerate() {
-        let _ = write!(d, " L{:.1},{:.1} L{:.1},{:.1}", x(c), y(*v), x(c + 1), y(*v));
+        let _ = write!(
+            d,
+            " L{:.1},{:.1} L{:.1},{:.1}",
+            x(c),
+            y(*v),
+            x(c + 1),
+            y(*v)
+        );
     }
     let _ = write!(d, " L{:.1},{:.1} Z", x(columns), y(0.0));
     let _ = write!(s, r##"<path d="{d}" fill="#bbb" stroke="none"/>"##);
