@@ -456,3 +456,72 @@ async fn an_instance_being_retired_is_never_registered_again() {
     }
     assert!(retiring.len() >= 5);
 }
+
+const PREDICTIVE: &str = "kind: Controller
+controller_id: t
+---
+name: web
+environment: production
+region: us-east-1
+launch:
+  launch_template: { name: web, version: \"3\" }
+  subnets: [subnet-a, subnet-b]
+target_group_arn: tg-web
+capacity: { min: 2, max: 40 }
+scaling:
+  scale_in_stabilization: 2m
+  max_launch_per_cycle: 40
+  max_retire_per_cycle: 40
+  policies:
+    - predictive:
+        metric: { namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total }
+        boot: 3m
+simulation:
+  capacity_per_instance: 1000
+  boot: 3m
+  traffic:
+    synthetic: { base: 2000, peak: 20000, peak_hour: 14, noise: 0.04, seed: 5 }
+";
+
+#[tokio::test]
+async fn a_predictive_fleet_reads_its_history_once_and_stays_ahead_of_the_day() {
+    let config = manifest::load_str("predictive.yaml", PREDICTIVE).expect("valid");
+    let (clock, sim, mut controller) = setup(config);
+    // The demo's clock starts Monday 07:30, on the morning ramp.
+    let before = sim.calls().get_metric_data.load(std::sync::atomic::Ordering::Relaxed);
+    let first = controller.reconcile_once().await;
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    // One read for the last minutes, one for 14 days of history.
+    assert_eq!(sim.calls().get_metric_data.load(std::sync::atomic::Ordering::Relaxed) - before, 2);
+    let reason = first.fleets[0].decision.reason();
+    assert!(
+        reason.contains("headroom z="),
+        "calibrated from the history on the first pass: {reason}"
+    );
+    clock.advance(Duration::from_secs(60));
+    let before = sim.calls().get_metric_data.load(std::sync::atomic::Ordering::Relaxed);
+    controller.reconcile_once().await;
+    assert_eq!(
+        sim.calls().get_metric_data.load(std::sync::atomic::Ordering::Relaxed) - before,
+        1,
+        "history is kept, not read again"
+    );
+    let (mut demand_total, mut unserved_total, mut billed, mut limit) = (0.0, 0.0, 0u64, 0u64);
+    for _ in 0..12 * 60 {
+        clock.advance(Duration::from_secs(60));
+        let report = controller.reconcile_once().await;
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let (demand, capacity) = sim
+            .demand_and_capacity("web", clock.now())
+            .expect("fleet");
+        demand_total += demand;
+        unserved_total += (demand - capacity).max(0.0);
+        billed += live(&sim, "web") as u64;
+        limit += (demand / 1000.0).ceil().max(2.0) as u64;
+    }
+    let unserved = unserved_total / demand_total;
+    let cost = billed as f64 / limit as f64;
+    println!("12 h predictive: unserved {:.4}%, cost {cost:.3}× the limit", unserved * 100.0);
+    assert!(unserved < 0.001, "unserved {unserved}");
+    assert!(cost < 1.5, "cost {cost}");
+}

@@ -1,0 +1,180 @@
+//! `coxswain simulate` end to end: the binary on a generated trace, its JSON summary
+//! recomputed from its timeline, the chart, and bad input refused with a sentence.
+
+use std::path::Path;
+use std::process::Command;
+
+fn coxswain() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_coxswain"))
+}
+
+/// Eight days of per-minute web traffic: a daily swing, an evening burst on two days, a
+/// 2-hour hole in the logs on day 5, and deterministic noise.
+fn write_trace(path: &Path) {
+    let mut s = String::from("timestamp,requests\n");
+    let start = chrono::NaiveDate::from_ymd_opt(2026, 3, 2)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .expect("valid date");
+    for m in 0..8 * 1440i64 {
+        if (5 * 1440 + 600..5 * 1440 + 720).contains(&m) {
+            continue; // the gap
+        }
+        let hour = (m % 1440) as f64 / 60.0;
+        let shape = (1.0 + ((hour - 14.0) / 24.0 * std::f64::consts::TAU).cos()) / 2.0;
+        let burst = if (m / 1440 == 3 || m / 1440 == 6) && (1140..1200).contains(&(m % 1440)) {
+            1.7
+        } else {
+            1.0
+        };
+        let noise = 1.0 + 0.1 * (((m * 7919) % 101) as f64 / 100.0 - 0.5);
+        let r = ((500.0 + 9_500.0 * shape * shape) * burst * noise).round();
+        let t = start + chrono::Duration::minutes(m);
+        s.push_str(&format!("{},{r}\n", t.format("%Y-%m-%dT%H:%M:%S")));
+    }
+    std::fs::write(path, s).expect("write trace");
+}
+
+#[test]
+fn json_summary_agrees_with_the_timeline_and_the_plot_shows_every_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = dir.path().join("trace.csv");
+    let timeline = dir.path().join("timeline.csv");
+    let plot = dir.path().join("plot.svg");
+    write_trace(&trace);
+    let out = coxswain()
+        .args(["simulate", "--trace"])
+        .arg(&trace)
+        .args(["--p999-instances", "40", "--output", "json", "--timeline"])
+        .arg(&timeline)
+        .arg("--plot")
+        .arg(&plot)
+        .output()
+        .expect("run coxswain");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let policies = doc["policies"].as_array().expect("policies");
+    let names: Vec<&str> = policies
+        .iter()
+        .filter_map(|p| p["policy"].as_str())
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names[0].contains("predictive"), "policy under test first: {names:?}");
+    assert!(names[1].starts_with("aws-target-tracking"), "{names:?}");
+    assert!(names[2].starts_with("k8s-hpa"), "{names:?}");
+    assert!(names[3].starts_with("static"), "{names:?}");
+    // The 2-hour hole is left out, not replayed as 120 quiet minutes.
+    assert_eq!(doc["minutes"], 8 * 1440 - 120);
+    assert_eq!(doc["gaps_left_out"], 1);
+
+    // Recompute the tested policy's numbers from the timeline.
+    let capacity = doc["capacity_per_instance"].as_f64().expect("capacity");
+    let text = std::fs::read_to_string(&timeline).expect("timeline written");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("minute,timestamp,demand,capacity_ready,instances_booting,served")
+    );
+    let (mut billed, mut limit, mut demand, mut served, mut overload, mut rows) =
+        (0u64, 0u64, 0.0, 0.0, 0u64, 0usize);
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 6, "{line}");
+        let n = |i: usize| f[i].parse::<f64>().expect("number");
+        let (d, ready, booting, s) = (n(2), n(3), n(4), n(5));
+        assert!(s <= d && s <= ready * capacity + 1e-6, "{line}");
+        billed += (ready + booting) as u64;
+        limit += (d / capacity - 1e-9).ceil().max(0.0) as u64;
+        demand += d;
+        served += s;
+        overload += u64::from(s < d);
+        rows += 1;
+    }
+    let p = &policies[0];
+    assert_eq!(rows as u64, doc["minutes"].as_u64().expect("minutes"));
+    assert_eq!(p["instance_minutes"].as_u64(), Some(billed));
+    assert_eq!(p["limit_instance_minutes"].as_u64(), Some(limit));
+    assert_eq!(p["overload_minutes"].as_u64(), Some(overload));
+    let cost = billed as f64 / limit as f64;
+    assert!((p["cost_ratio"].as_f64().expect("cost") - cost).abs() < 1e-9);
+    let unserved = (demand - served) / demand;
+    assert!((p["unserved_fraction"].as_f64().expect("unserved") - unserved).abs() < 1e-9);
+    // Every policy is judged against the same limit, and the static fleet loses nothing.
+    for q in policies {
+        assert_eq!(q["limit_instance_minutes"].as_u64(), Some(limit));
+    }
+    assert_eq!(policies[3]["unserved_fraction"].as_f64(), Some(0.0));
+
+    let svg = std::fs::read_to_string(&plot).expect("plot written");
+    assert!(svg.starts_with("<svg"), "{}", &svg[..80.min(svg.len())]);
+    assert!(svg.trim_end().ends_with("</svg>"));
+    // Demand plus one line per policy, each named in the legend.
+    assert_eq!(svg.matches("<path").count(), 5);
+    for name in names {
+        let escaped = name.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        assert!(svg.contains(&escaped), "legend lacks {name}");
+    }
+}
+
+#[test]
+fn the_table_names_each_policy_and_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = dir.path().join("trace.csv");
+    write_trace(&trace);
+    let out = coxswain()
+        .args(["simulate", "--capacity", "400", "--trace"])
+        .arg(&trace)
+        .output()
+        .expect("run coxswain");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "cost×limit",
+        "predictive",
+        "aws-target-tracking",
+        "k8s-hpa",
+        "static (peak)",
+        "zero-loss limit",
+        "capacity 400.0 requests/min",
+    ] {
+        assert!(text.contains(needle), "no {needle} in:\n{text}");
+    }
+}
+
+#[test]
+fn bad_traces_and_flags_are_refused_with_a_sentence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "timestamp,requests\n2026-01-01T00:00:00,12\n2026-01-01T00:01:00,lots\n")
+        .expect("write");
+    let out = coxswain()
+        .args(["simulate", "--capacity", "10", "--trace"])
+        .arg(&bad)
+        .output()
+        .expect("run coxswain");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.csv:3"), "{err}");
+
+    let missing = dir.path().join("nope.csv");
+    let out = coxswain()
+        .args(["simulate", "--trace"])
+        .arg(&missing)
+        .output()
+        .expect("run coxswain");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read trace"));
+
+    let trace = dir.path().join("trace.csv");
+    write_trace(&trace);
+    let out = coxswain()
+        .args(["simulate", "--boot", "90s", "--capacity", "10", "--trace"])
+        .arg(&trace)
+        .output()
+        .expect("run coxswain");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("whole minutes"));
+}
