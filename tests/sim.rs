@@ -488,21 +488,36 @@ async fn a_predictive_fleet_reads_its_history_once_and_stays_ahead_of_the_day() 
     let config = manifest::load_str("predictive.yaml", PREDICTIVE).expect("valid");
     let (clock, sim, mut controller) = setup(config);
     // The demo's clock starts Monday 07:30, on the morning ramp.
-    let before = sim.calls().get_metric_data.load(std::sync::atomic::Ordering::Relaxed);
+    let before = sim
+        .calls()
+        .get_metric_data
+        .load(std::sync::atomic::Ordering::Relaxed);
     let first = controller.reconcile_once().await;
     assert!(first.errors.is_empty(), "{:?}", first.errors);
     // One read for the last minutes, one for 14 days of history.
-    assert_eq!(sim.calls().get_metric_data.load(std::sync::atomic::Ordering::Relaxed) - before, 2);
+    assert_eq!(
+        sim.calls()
+            .get_metric_data
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - before,
+        2
+    );
     let reason = first.fleets[0].decision.reason();
     assert!(
         reason.contains("headroom z="),
         "calibrated from the history on the first pass: {reason}"
     );
     clock.advance(Duration::from_secs(60));
-    let before = sim.calls().get_metric_data.load(std::sync::atomic::Ordering::Relaxed);
+    let before = sim
+        .calls()
+        .get_metric_data
+        .load(std::sync::atomic::Ordering::Relaxed);
     controller.reconcile_once().await;
     assert_eq!(
-        sim.calls().get_metric_data.load(std::sync::atomic::Ordering::Relaxed) - before,
+        sim.calls()
+            .get_metric_data
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - before,
         1,
         "history is kept, not read again"
     );
@@ -511,9 +526,7 @@ async fn a_predictive_fleet_reads_its_history_once_and_stays_ahead_of_the_day() 
         clock.advance(Duration::from_secs(60));
         let report = controller.reconcile_once().await;
         assert!(report.errors.is_empty(), "{:?}", report.errors);
-        let (demand, capacity) = sim
-            .demand_and_capacity("web", clock.now())
-            .expect("fleet");
+        let (demand, capacity) = sim.demand_and_capacity("web", clock.now()).expect("fleet");
         demand_total += demand;
         unserved_total += (demand - capacity).max(0.0);
         billed += live(&sim, "web") as u64;
@@ -521,7 +534,10 @@ async fn a_predictive_fleet_reads_its_history_once_and_stays_ahead_of_the_day() 
     }
     let unserved = unserved_total / demand_total;
     let cost = billed as f64 / limit as f64;
-    println!("12 h predictive: unserved {:.4}%, cost {cost:.3}× the limit", unserved * 100.0);
+    println!(
+        "12 h predictive: unserved {:.4}%, cost {cost:.3}× the limit",
+        unserved * 100.0
+    );
     assert!(unserved < 0.001, "unserved {unserved}");
     assert!(cost < 1.5, "cost {cost}");
 }

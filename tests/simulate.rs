@@ -62,7 +62,10 @@ fn json_summary_agrees_with_the_timeline_and_the_plot_shows_every_policy() {
         .filter_map(|p| p["policy"].as_str())
         .collect();
     assert_eq!(names.len(), 4, "{names:?}");
-    assert!(names[0].contains("predictive"), "policy under test first: {names:?}");
+    assert!(
+        names[0].contains("predictive"),
+        "policy under test first: {names:?}"
+    );
     assert!(names[1].starts_with("aws-target-tracking"), "{names:?}");
     assert!(names[2].starts_with("k8s-hpa"), "{names:?}");
     assert!(names[3].starts_with("static"), "{names:?}");
@@ -114,7 +117,10 @@ fn json_summary_agrees_with_the_timeline_and_the_plot_shows_every_policy() {
     // Demand plus one line per policy, each named in the legend.
     assert_eq!(svg.matches("<path").count(), 5);
     for name in names {
-        let escaped = name.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let escaped = name
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
         assert!(svg.contains(&escaped), "legend lacks {name}");
     }
 }
@@ -129,7 +135,11 @@ fn the_table_names_each_policy_and_the_limit() {
         .arg(&trace)
         .output()
         .expect("run coxswain");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in [
         "cost×limit",
@@ -148,8 +158,11 @@ fn the_table_names_each_policy_and_the_limit() {
 fn bad_traces_and_flags_are_refused_with_a_sentence() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.csv");
-    std::fs::write(&bad, "timestamp,requests\n2026-01-01T00:00:00,12\n2026-01-01T00:01:00,lots\n")
-        .expect("write");
+    std::fs::write(
+        &bad,
+        "timestamp,requests\n2026-01-01T00:00:00,12\n2026-01-01T00:01:00,lots\n",
+    )
+    .expect("write");
     let out = coxswain()
         .args(["simulate", "--capacity", "10", "--trace"])
         .arg(&bad)

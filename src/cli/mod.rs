@@ -156,6 +156,12 @@ pub struct BenchArgs {
     /// Measure a 20-instance rolling deploy instead.
     #[arg(long)]
     pub rollout: bool,
+    /// Measure `simulate` on this trace instead (all policies, median of --runs).
+    #[arg(long, value_name = "TRACE")]
+    pub simulate: Option<PathBuf>,
+    /// Runs for --simulate.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
 }
 
 pub fn main() -> ExitCode {
@@ -180,6 +186,11 @@ pub fn main() -> ExitCode {
             Command::Plan(a) => plan(a).await,
             Command::Validate { paths } => validate(paths),
             Command::Bench(a) if a.rollout => crate::bench::rollout().await,
+            Command::Bench(BenchArgs {
+                simulate: Some(t),
+                runs,
+                ..
+            }) => simulate::bench(&t, runs),
             Command::Bench(a) => crate::bench::run(a.fleets, a.passes).await,
             Command::Deploy(a) => deploy::deploy(a).await,
             Command::Approve(a) => deploy::approve(a).await,

@@ -181,16 +181,14 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
     for m in &tested.unmodelled {
         eprintln!("warning: metric {m} is not modelled by the simulator (RequestCount, RequestCountPerTarget and CPUUtilization are); its policy holds");
     }
-    let target = capacity * a.baseline_utilization;
-    let mut policies: Vec<Box<dyn Autoscaler + Send>> = vec![
-        Box::new(tested),
-        Box::new(AwsTargetTracking::new(target, boot + lag, min, max)),
-        Box::new(Hpa::new(a.baseline_utilization, min, max)),
-        Box::new(StaticFleet {
-            size: ceil_count(peak / capacity).max(min),
-            label: "static (peak)".into(),
-        }),
-    ];
+    let mut policies = lineup(
+        tested,
+        capacity,
+        boot + lag,
+        a.baseline_utilization,
+        peak,
+        (min, max),
+    );
     let started = Instant::now();
     let runs = run_all(&mut policies, &replay, world, initial);
     let elapsed = started.elapsed();
@@ -276,4 +274,128 @@ pub fn run_all(
             })
             .collect()
     })
+}
+
+/// The policy under test, then the baselines, in the order reported.
+fn lineup(
+    tested: ManifestPolicy,
+    capacity: f64,
+    warmup: u32,
+    utilization: f64,
+    peak: f64,
+    (min, max): (u32, u32),
+) -> Vec<Box<dyn Autoscaler + Send>> {
+    vec![
+        Box::new(tested),
+        Box::new(AwsTargetTracking::new(
+            capacity * utilization,
+            warmup,
+            min,
+            max,
+        )),
+        Box::new(Hpa::new(utilization, min, max)),
+        Box::new(StaticFleet {
+            size: ceil_count(peak / capacity).max(min),
+            label: "static (peak)".into(),
+        }),
+    ]
+}
+
+/// `coxswain bench --simulate TRACE`: the whole replay (the default manifest, capacity for
+/// 40 instances at the 99.9th-percentile minute, all four policies) `runs` times; the
+/// median wall time with the policies on parallel threads, and each policy alone.
+pub fn bench(trace_path: &std::path::Path, runs: usize) -> ExitCode {
+    let runs = runs.max(1);
+    let t0 = Instant::now();
+    let trace = match Trace::load(trace_path) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    let load = t0.elapsed();
+    let fleet = match manifest::load_str("manifests/examples/simulate.yaml", DEFAULT_MANIFEST)
+        .map_err(|e| e.to_string())
+        .and_then(|c| pick_fleet(c, None))
+    {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    let replay = simulate::Replay::from_trace(&trace, 1.0);
+    let capacity = simulate::percentile(&replay.demand, 0.999) / 40.0;
+    if !capacity.is_finite() || capacity <= 0.0 {
+        return fail("the trace has no traffic");
+    }
+    let mut fleet = fleet;
+    if let Some(s) = fleet.simulation.as_mut() {
+        s.capacity_per_instance = capacity;
+    }
+    let world = World {
+        capacity,
+        boot: 3,
+        lag: 1,
+    };
+    let peak = replay.demand.iter().copied().fold(0.0, f64::max);
+    let bounds = (fleet.capacity.min, fleet.capacity.max);
+    let initial = replay
+        .demand
+        .first()
+        .map(|d| ceil_count(d / capacity))
+        .unwrap_or(0)
+        .clamp(bounds.0, bounds.1);
+    let make = || {
+        lineup(
+            ManifestPolicy::new(fleet.clone()),
+            capacity,
+            4,
+            0.7,
+            peak,
+            bounds,
+        )
+    };
+    let mut parallel = Vec::with_capacity(runs);
+    let mut alone: Vec<Vec<Duration>> = (0..4).map(|_| Vec::with_capacity(runs)).collect();
+    let mut names = Vec::new();
+    for _ in 0..runs {
+        let mut ps = make();
+        let t = Instant::now();
+        let out = run_all(&mut ps, &replay, world, initial);
+        parallel.push(t.elapsed());
+        names = out.iter().map(|r| r.policy.clone()).collect();
+        for (i, p) in make().iter_mut().enumerate() {
+            let t = Instant::now();
+            let r = simulate::run(p.as_mut(), &replay, world, initial);
+            if let Some(v) = alone.get_mut(i) {
+                v.push(t.elapsed());
+            }
+            std::hint::black_box(r);
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let (_, peak_rss) = crate::bench::rss_kib();
+    println!(
+        "simulate bench: {} ({} minutes), {runs} runs, medians",
+        trace_path.display(),
+        replay.demand.len()
+    );
+    println!("  load and parse the trace       {:>9.1} ms", ms(load));
+    println!(
+        "  all {} policies (threads)       {:>9.1} ms",
+        names.len(),
+        ms(median(&mut parallel))
+    );
+    let mut sum = Duration::ZERO;
+    for (name, v) in names.iter().zip(alone.iter_mut()) {
+        let m = median(v);
+        sum += m;
+        println!("  {name:<48} {:>9.1} ms alone", ms(m));
+    }
+    println!("  sum of the policies alone      {:>9.1} ms", ms(sum));
+    println!(
+        "  peak RSS                       {:>9.1} MiB",
+        peak_rss as f64 / 1024.0
+    );
+    ExitCode::SUCCESS
 }
