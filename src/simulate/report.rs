@@ -78,8 +78,8 @@ fn esc(s: &str) -> String {
 }
 
 /// Demand (grey, filled) against each policy's serving capacity (ready × capacity) over the
-/// whole trace. Long traces are cut into at most 1,500 columns; each column shows the
-/// largest demand and the smallest capacity in it, so a shortfall is never averaged away.
+/// whole trace. Long traces are cut into at most 1,500 columns, each drawn at its busiest
+/// minute.
 pub fn plot_svg(
     runs: &[Run],
     summaries: &[Summary],
@@ -95,28 +95,29 @@ pub fn plot_svg(
     let columns = n.clamp(1, 1500);
     let per = n.div_ceil(columns).max(1);
     let columns = n.div_ceil(per).max(1);
-    let demand_max: Vec<f64> = (0..columns)
+    // Each column is drawn at its busiest minute: demand then, and each policy's serving
+    // capacity at that same minute, so a shortfall at a peak is never averaged away.
+    let busiest: Vec<usize> = (0..columns)
         .map(|c| {
+            let from = c * per;
+            let to = ((c + 1) * per).min(n);
             runs.first()
-                .map(|r| {
-                    r.minutes[c * per..((c + 1) * per).min(n)]
-                        .iter()
-                        .map(|m| m.demand)
-                        .fold(0.0, f64::max)
+                .and_then(|r| {
+                    (from..to).max_by(|a, b| r.minutes[*a].demand.total_cmp(&r.minutes[*b].demand))
                 })
-                .unwrap_or(0.0)
+                .unwrap_or(from)
         })
+        .collect();
+    let demand_max: Vec<f64> = busiest
+        .iter()
+        .map(|&i| runs.first().map(|r| r.minutes[i].demand).unwrap_or(0.0))
         .collect();
     let cap_min: Vec<Vec<f64>> = runs
         .iter()
         .map(|r| {
-            (0..columns)
-                .map(|c| {
-                    r.minutes[c * per..((c + 1) * per).min(n)]
-                        .iter()
-                        .map(|m| f64::from(m.ready) * world.capacity)
-                        .fold(f64::INFINITY, f64::min)
-                })
+            busiest
+                .iter()
+                .map(|&i| f64::from(r.minutes[i].ready) * world.capacity)
                 .collect()
         })
         .collect();
@@ -221,7 +222,7 @@ pub fn plot_svg(
     let mut ly = top + ph + 40.0;
     let _ = write!(
         s,
-        r##"<rect x="{left}" y="{:.1}" width="14" height="10" fill="#bbb"/><text x="{}" y="{:.1}">demand (largest minute per column)</text>"##,
+        r##"<rect x="{left}" y="{:.1}" width="14" height="10" fill="#bbb"/><text x="{}" y="{:.1}">demand (each column at its busiest minute, capacities at that minute)</text>"##,
         ly - 9.0,
         left + 20.0,
         ly
