@@ -264,7 +264,16 @@ impl DemandModel {
                 continue;
             }
             let slot = self.slot_of(t);
-            if self.values.is_empty() {
+            // A datapoint further ahead than the whole kept history (a clock jump) starts
+            // the history over instead of filling the distance with unknowns.
+            let too_far = self
+                .newest_slot()
+                .is_some_and(|n| slot - n > self.keep as i64);
+            if self.values.is_empty() || too_far {
+                self.values.clear();
+                self.scores.clear();
+                self.scored = None;
+                self.z = None;
                 self.base = slot;
             }
             if slot < self.base {
