@@ -317,3 +317,75 @@ fn a_deploy_past_its_timeout_is_rolled_back_and_exits_3_and_rollback_by_hand_wor
     signal(&daemon, libc::SIGTERM);
     let _ = daemon.wait();
 }
+
+/// The API token and AWS credentials never reach the logs or the CLI's output, even at
+/// trace level, with a wrong token tried and a deploy made with the right one.
+#[test]
+fn secrets_never_appear_in_logs_or_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "s3cret-api-token-7f3a9c21d4";
+    let wrong = "wr0ng-guess-token-55e1b8a0";
+    let aws_secret = "aws-secret-AKIAEXAMPLEKEY9z8y7x";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let log = dir.path().join("daemon.log");
+    let mut daemon = coxswain()
+        .args(["--log-format", "json", "run", "--speed", "120", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "trace")
+        .env("COXSWAIN_API_TOKEN", token)
+        .env("AWS_SECRET_ACCESS_KEY", aws_secret)
+        .env("AWS_SESSION_TOKEN", aws_secret)
+        .env("COXSWAIN_STATE_DIR", dir.path())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .stdout(std::fs::File::create(dir.path().join("stdout.log")).expect("log"))
+        .spawn()
+        .expect("start daemon");
+    wait_for(&log, "API listening", 20);
+    let server = format!("http://127.0.0.1:{port}");
+    let mut outputs = String::new();
+    let bad = coxswain()
+        .args(["deploy", "web-staging", "--env", "staging", "--build", "13"])
+        .env("COXSWAIN_SERVER", &server)
+        .env("COXSWAIN_API_TOKEN", wrong)
+        .output()
+        .expect("run");
+    assert_ne!(bad.status.code(), Some(0), "a wrong token is refused");
+    outputs.push_str(&String::from_utf8_lossy(&bad.stdout));
+    outputs.push_str(&String::from_utf8_lossy(&bad.stderr));
+    let good = coxswain()
+        .args([
+            "deploy",
+            "web-staging",
+            "--env",
+            "staging",
+            "--build",
+            "13",
+            "--wait",
+            "--output",
+            "json",
+        ])
+        .env("COXSWAIN_SERVER", &server)
+        .env("COXSWAIN_API_TOKEN", token)
+        .output()
+        .expect("run");
+    outputs.push_str(&String::from_utf8_lossy(&good.stdout));
+    outputs.push_str(&String::from_utf8_lossy(&good.stderr));
+    assert_eq!(good.status.code(), Some(0), "{outputs}");
+    signal(&daemon, libc::SIGTERM);
+    let _ = daemon.wait();
+    let mut logs = std::fs::read_to_string(&log).expect("log");
+    logs.push_str(&std::fs::read_to_string(dir.path().join("stdout.log")).unwrap_or_default());
+    assert!(
+        logs.lines().count() > 50,
+        "trace logging was on: {} lines",
+        logs.lines().count()
+    );
+    for secret in [token, wrong, aws_secret] {
+        assert!(!logs.contains(secret), "{secret} is in the daemon's log");
+        assert!(!outputs.contains(secret), "{secret} is in the CLI's output");
+    }
+}
