@@ -50,8 +50,15 @@ fn actions_the_code_calls() -> BTreeSet<String> {
         for line in text.lines() {
             let t = line.trim_start();
             for verb in [
-                "describe_", "run_", "terminate_", "create_", "set_", "get_", "register_",
-                "deregister_", "modify_",
+                "describe_",
+                "run_",
+                "terminate_",
+                "create_",
+                "set_",
+                "get_",
+                "register_",
+                "deregister_",
+                "modify_",
             ] {
                 let Some(rest) = t.strip_prefix('.').filter(|r| r.starts_with(verb)) else {
                     continue;
@@ -86,7 +93,10 @@ fn the_iam_policy_allows_every_call_the_code_makes_and_no_wildcard_action() {
         "the scan found too few calls to be right: {called:?}"
     );
     for c in &called {
-        assert!(allowed.contains(c), "the code calls {c}, the policy does not allow it");
+        assert!(
+            allowed.contains(c),
+            "the code calls {c}, the policy does not allow it"
+        );
     }
 }
 
@@ -124,7 +134,9 @@ fn terminate_tag_and_resize_are_allowed_only_on_resources_tagged_as_coxswains() 
         .iter()
         .find(|s| {
             strings(&s["Action"]).contains(&"ec2:RunInstances".to_string())
-                && strings(&s["Resource"]).iter().any(|r| r.contains(":instance/"))
+                && strings(&s["Resource"])
+                    .iter()
+                    .any(|r| r.contains(":instance/"))
         })
         .expect("a RunInstances statement for instances");
     assert!(
