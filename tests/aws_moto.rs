@@ -575,3 +575,131 @@ async fn plan_against_a_local_endpoint_needs_no_aws_credentials() {
     assert!(stdout.starts_with("web "), "{stdout}");
     assert!(stdout.contains("0 → 1"), "{stdout}");
 }
+
+/// Throttling (each service's own code), 500s, slow answers and dropped connections on a
+/// random share of every call coxswain makes, for a scale-out and a scale-in; then calm.
+/// The caps hold at every pass, nothing is launched untagged or twice, and the fleet
+/// converges once the faults stop. Prints the figures recorded in BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_faults_keeps_the_caps_and_converges_once_it_stops() {
+    let mut s = setup().await;
+    let throttle = [
+        ("DescribeInstances", "RequestLimitExceeded", 503),
+        ("RunInstances", "RequestLimitExceeded", 503),
+        ("TerminateInstances", "RequestLimitExceeded", 503),
+        ("CreateTags", "RequestLimitExceeded", 503),
+        ("GetMetricData", "ThrottlingException", 400),
+        ("RegisterTargets", "Throttling", 400),
+        ("DeregisterTargets", "Throttling", 400),
+        ("DescribeTargetHealth", "Throttling", 400),
+    ];
+    let mut rules = Vec::new();
+    for (action, code, status) in throttle {
+        rules.push(serde_json::json!({"action": action, "count": 100000, "rate": 0.12, "code": code, "status": status}));
+        rules.push(serde_json::json!({"action": action, "count": 100000, "rate": 0.12, "code": "InternalError", "status": 500}));
+        rules.push(
+            serde_json::json!({"action": action, "count": 100000, "rate": 0.1, "delay": 1.0}),
+        );
+        rules.push(
+            serde_json::json!({"action": action, "count": 100000, "rate": 0.12, "drop": true}),
+        );
+    }
+    let started = std::time::Instant::now();
+    let (mut pass_errors, mut peak) = (0usize, 0usize);
+    // Out to 8 instances (800 requests/min at target 100), in to 2, out to 6.
+    let load = |p: usize| match p {
+        0..10 => 800.0,
+        10..22 => 150.0,
+        _ => 600.0,
+    };
+    for p in 0..30 {
+        put(&s, s.clock.now() - chrono::Duration::seconds(60), load(p)).await;
+        s.moto
+            .faults(serde_json::json!({"seed": p, "clear": true, "rules": rules}));
+        let r = pass(&mut s).await;
+        s.moto.faults(serde_json::json!({"clear": true}));
+        pass_errors += usize::from(!r.errors.is_empty());
+        let live = fleet_instances(&s.cfg).await;
+        peak = peak.max(live.len());
+        assert!(
+            live.len() <= 10,
+            "pass {p}: {} above capacity.max",
+            live.len()
+        );
+        assert!(!live.is_empty(), "pass {p}: below capacity.min");
+        for i in &live {
+            assert_eq!(
+                tag(i, "coxswain:controller"),
+                Some("coxswain"),
+                "untagged {:?}",
+                i.instance_id()
+            );
+        }
+    }
+    assert!(peak >= 6, "the storm still scaled out: peak {peak}");
+    // Calm: converge to 6 instances, all registered, none retiring left.
+    let calm_from = s.moto.log().len();
+    let mut converged_after = None;
+    for p in 0..12 {
+        put(&s, s.clock.now() - chrono::Duration::seconds(60), 600.0).await;
+        let r = pass(&mut s).await;
+        assert!(r.errors.is_empty(), "no faults, no errors: {:?}", r.errors);
+        let live = fleet_instances(&s.cfg).await;
+        let reg = registered(&s.cfg, &s.infra.target_group_arn).await;
+        if live.len() == 6
+            && reg.len() == 6
+            && live.iter().all(|i| tag(i, "coxswain:retiring").is_none())
+        {
+            converged_after = Some(p + 1);
+            break;
+        }
+    }
+    let converged_after = converged_after.expect("converges within 12 calm passes");
+    let log = s.moto.log();
+    let storm = &log[..calm_from];
+    let kind = |e: &serde_json::Value| -> Option<&'static str> {
+        match e.get("injected").and_then(|v| v.as_str()) {
+            Some("drop") => Some("dropped connection"),
+            Some("InternalError") => Some("500 InternalError"),
+            Some(_) => Some("throttled"),
+            None if e.get("delayed").is_some() => Some("slow (1 s)"),
+            None => None,
+        }
+    };
+    let mut by_kind: std::collections::BTreeMap<&str, usize> = Default::default();
+    for e in storm {
+        if let Some(k) = kind(e) {
+            *by_kind.entry(k).or_default() += 1;
+        }
+    }
+    let failed = storm.iter().filter(|e| e.get("injected").is_some()).count();
+    // A failed call is retried if the same action is called again in the same pass (the
+    // SDK's retries come within seconds; the next pass is a virtual minute later).
+    let retried = storm
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.get("injected").is_some())
+        .filter(|(i, e)| {
+            storm[i + 1..]
+                .iter()
+                .take_while(|n| {
+                    n["time"].as_f64().unwrap_or(0.0) - e["time"].as_f64().unwrap_or(0.0) < 10.0
+                })
+                .any(|n| n["action"] == e["action"])
+        })
+        .count();
+    println!(
+        "FAULT-FIGURES storm passes=30 calls={} faults={by_kind:?} failed_calls={failed} retried={retried} passes_with_errors={pass_errors} peak_instances={peak} invariants_checked=30x(max,min,tags) converged_after_calm_passes={converged_after} wall={:?}",
+        storm.len(),
+        started.elapsed()
+    );
+    assert!(
+        by_kind.len() == 4,
+        "every kind of fault was injected: {by_kind:?}"
+    );
+    assert!(failed >= 10, "enough faults to mean something: {failed}");
+    assert!(
+        retried * 10 >= failed * 8,
+        "most failed calls were retried: {retried}/{failed}"
+    );
+}

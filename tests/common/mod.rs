@@ -123,6 +123,13 @@ impl Moto {
         assert_eq!(status, 200);
     }
 
+    /// Send a whole fault document: `{"seed": 7, "clear": true, "rules": [...]}`.
+    pub fn faults(&self, doc: serde_json::Value) {
+        let (status, _) =
+            http(self.proxy_port, "POST", "/__faults", &doc.to_string()).expect("proxy reachable");
+        assert_eq!(status, 200);
+    }
+
     /// Every call the proxy saw, in order.
     pub fn log(&self) -> Vec<serde_json::Value> {
         let (_, body) = http(self.proxy_port, "GET", "/__log", "").expect("proxy reachable");

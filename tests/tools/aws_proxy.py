@@ -9,7 +9,11 @@
 2. Fault injection. POST /__faults with {"rules": [{"action": "DescribeInstances",
    "count": 2, "code": "RequestLimitExceeded", "status": 503, "delay": 0}]} makes the next
    `count` calls of that action fail with that AWS error code in the service's own error
-   format (EC2 XML, awsQuery XML, or CBOR), or wait `delay` seconds first.
+   format (EC2 XML, awsQuery XML, or CBOR), or wait `delay` seconds first. `"drop": true`
+   closes the connection without an answer. `"rate": 0.2` makes a rule fire on that share
+   of matching calls only, drawn from a generator seeded by `"seed"` in the same POST
+   (deterministic for a given order of calls). `"action": "*"` matches every call.
+   POST /__faults with {"clear": true} removes the rules but keeps the log.
 3. Request log. GET /__log returns every call seen: service, action, parameters, status,
    and whether a fault was injected. POST /__reset clears the log and the rules.
 
@@ -20,6 +24,8 @@ import argparse
 import datetime as dt
 import http.client
 import json
+import random
+import socket
 import sys
 import threading
 import time
@@ -31,6 +37,7 @@ import cbor2
 LOCK = threading.Lock()
 RULES = []
 LOG = []
+RNG = random.Random(0)
 
 # JSON fields that are timestamps in CloudWatch's model (requests and responses).
 TIMESTAMP_FIELDS = {
@@ -126,9 +133,13 @@ class Handler(BaseHTTPRequestHandler):
                 data = json.dumps(LOG).encode()
             return self._reply(200, data, "application/json")
         if self.path == "/__faults" and self.command == "POST":
-            rules = json.loads(body or b"{}").get("rules", [])
+            doc = json.loads(body or b"{}")
             with LOCK:
-                RULES.extend(rules)
+                if doc.get("clear"):
+                    RULES.clear()
+                if "seed" in doc:
+                    RNG.seed(doc["seed"])
+                RULES.extend(doc.get("rules", []))
             return self._reply(200, b"{}", "application/json")
         if self.path == "/__reset" and self.command == "POST":
             with LOCK:
@@ -152,6 +163,8 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             for r in RULES:
                 if r.get("action") in (action, "*") and r.get("count", 0) > 0:
+                    if "rate" in r and RNG.random() >= float(r["rate"]):
+                        continue
                     r["count"] -= 1
                     return dict(r)
         return None
@@ -175,6 +188,17 @@ class Handler(BaseHTTPRequestHandler):
         if fault:
             if fault.get("delay"):
                 time.sleep(float(fault["delay"]))
+                entry["delayed"] = float(fault["delay"])
+            if fault.get("drop"):
+                entry.update(status=0, injected="drop")
+                with LOCK:
+                    LOG.append(entry)
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return None
             if fault.get("code"):
                 status = int(fault.get("status", 400))
                 data, ctype = error_body(service, "cbor" if is_cbor else "xml", fault["code"], "injected by aws_proxy")
