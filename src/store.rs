@@ -116,7 +116,30 @@ CREATE TABLE IF NOT EXISTS events (
     rollout INTEGER NOT NULL, seq INTEGER NOT NULL, at TEXT NOT NULL, message TEXT NOT NULL,
     PRIMARY KEY (rollout, seq)
 );
+CREATE TABLE IF NOT EXISTS fleet_state (
+    fleet TEXT PRIMARY KEY,
+    base_desired INTEGER NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL, fleet TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL,
+    outcome TEXT, done_at TEXT
+);
+CREATE INDEX IF NOT EXISTS actions_open ON actions (done_at);
 ";
+
+/// One entry of the action journal: written as an intent before the cloud call, completed
+/// with its outcome after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionRecord {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub fleet: String,
+    pub action: String,
+    pub detail: String,
+    pub outcome: Option<String>,
+}
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339()
@@ -240,6 +263,100 @@ impl Store {
                 |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?)),
             )
             .optional()?)
+    }
+
+    /// The desired capacity the policy set last for `fleet` (rollouts size against it).
+    pub fn base_desired(&self, fleet: &str) -> Result<Option<u32>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT base_desired FROM fleet_state WHERE fleet = ?1",
+                [fleet],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .and_then(|v| u32::try_from(v).ok()))
+    }
+
+    pub fn set_base_desired(
+        &self,
+        fleet: &str,
+        desired: u32,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO fleet_state (fleet, base_desired, at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(fleet) DO UPDATE SET base_desired = excluded.base_desired, at = excluded.at",
+            params![fleet, i64::from(desired), ts(at)],
+        )?;
+        Ok(())
+    }
+
+    /// Record an intent before acting; returns its id for [`Store::action_done`].
+    pub fn action_intent(
+        &self,
+        at: DateTime<Utc>,
+        fleet: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO actions (at, fleet, action, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![ts(at), fleet, action, detail],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Record how an intent ended ("ok: ...", "failed: ...").
+    pub fn action_done(&self, id: i64, at: DateTime<Utc>, outcome: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE actions SET outcome = ?2, done_at = ?3 WHERE id = ?1",
+            params![id, outcome, ts(at)],
+        )?;
+        Ok(())
+    }
+
+    /// Intents without an outcome: what was in flight when the daemon last stopped.
+    pub fn unfinished_actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
+        self.actions_where("done_at IS NULL", 1000)
+    }
+
+    /// The newest `limit` journal entries, oldest first.
+    pub fn recent_actions(&self, limit: usize) -> Result<Vec<ActionRecord>, StoreError> {
+        let mut v = self.actions_where("1 = 1", limit)?;
+        v.reverse();
+        Ok(v)
+    }
+
+    fn actions_where(&self, cond: &str, limit: usize) -> Result<Vec<ActionRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT id, at, fleet, action, detail, outcome FROM actions WHERE {cond} ORDER BY id DESC LIMIT ?1"
+        ))?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(ActionRecord {
+                id: r.get(0)?,
+                at: parse_ts(&r.get::<_, String>(1)?),
+                fleet: r.get(2)?,
+                action: r.get(3)?,
+                detail: r.get(4)?,
+                outcome: r.get(5)?,
+            })
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?);
+        }
+        Ok(out)
+    }
+
+    /// Mark intents left open by a crash as interrupted (after they were reported).
+    pub fn close_interrupted(&self, at: DateTime<Utc>) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE actions SET outcome = 'interrupted: the daemon stopped before the outcome was known; reconciled by tags on restart', done_at = ?1 WHERE done_at IS NULL",
+            params![ts(at)],
+        )?)
     }
 
     pub fn add_event(

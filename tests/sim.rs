@@ -541,3 +541,57 @@ async fn a_predictive_fleet_reads_its_history_once_and_stays_ahead_of_the_day() 
     assert!(unserved < 0.001, "unserved {unserved}");
     assert!(cost < 1.5, "cost {cost}");
 }
+
+#[tokio::test]
+async fn every_change_is_journaled_as_an_intent_then_its_outcome_and_open_intents_are_closed_on_restart(
+) {
+    let config = manifest::load_str("small.yaml", SMALL).expect("valid");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.db");
+    let store = Arc::new(coxswain::store::Store::open(&path).expect("store"));
+    let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
+    let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
+    let mut controller = Controller::new(sim.clone(), clock.clone(), config.clone(), false)
+        .with_store(store.clone());
+    let r = controller.reconcile_once().await;
+    let launched: usize = r
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Launch { .. }))
+        .count();
+    assert!(launched > 0, "{:?}", r.actions);
+    let journal = store.recent_actions(100).expect("journal");
+    let runs: Vec<_> = journal
+        .iter()
+        .filter(|a| a.action == "RunInstances")
+        .collect();
+    assert_eq!(runs.len(), launched, "{journal:?}");
+    for a in &runs {
+        assert_eq!(a.fleet, "web");
+        let outcome = a.outcome.as_deref().expect("an outcome after the call");
+        assert!(outcome.starts_with("ok: i-"), "{outcome}");
+    }
+    assert!(
+        journal.iter().any(|a| a.action == "RegisterTargets"),
+        "{journal:?}"
+    );
+    assert!(store.unfinished_actions().expect("read").is_empty());
+    // A crash between intent and outcome leaves an open intent; the next start closes it.
+    store
+        .action_intent(clock.now(), "web", "TerminateInstances", "i-crashed")
+        .expect("intent");
+    drop(controller);
+    let store2 = Arc::new(coxswain::store::Store::open(&path).expect("reopen"));
+    assert_eq!(store2.unfinished_actions().expect("read").len(), 1);
+    let _restarted =
+        Controller::new(sim.clone(), clock.clone(), config, false).with_store(store2.clone());
+    assert!(store2.unfinished_actions().expect("read").is_empty());
+    let closed = store2.recent_actions(1).expect("journal");
+    assert!(
+        closed[0]
+            .outcome
+            .as_deref()
+            .is_some_and(|o| o.starts_with("interrupted")),
+        "{closed:?}"
+    );
+}

@@ -9,6 +9,7 @@
 
 mod act;
 mod gc;
+pub mod journal;
 pub mod plan;
 pub mod requests;
 mod rollout;
@@ -109,6 +110,8 @@ struct FleetState {
 }
 
 pub struct Controller {
+    /// The cloud as given; `cloud` is it behind the action journal.
+    raw_cloud: Arc<dyn Cloud>,
     cloud: Arc<dyn Cloud>,
     clock: Arc<dyn Clock>,
     config: Config,
@@ -134,21 +137,31 @@ impl Controller {
         config: Config,
         dry_run: bool,
     ) -> Self {
+        let store = match Store::in_memory() {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                error!(error = %e, "cannot open an in-memory state database; deploys are disabled");
+                None
+            }
+        };
+        let journaled: Arc<dyn Cloud> = match &store {
+            Some(s) => Arc::new(journal::Journaled::new(
+                cloud.clone(),
+                s.clone(),
+                clock.clone(),
+            )),
+            None => cloud.clone(),
+        };
         Self {
-            cloud,
+            raw_cloud: cloud,
+            cloud: journaled,
             clock,
             config,
             dry_run,
             fleets: HashMap::new(),
             orphans: HashMap::new(),
             region: None,
-            store: match Store::in_memory() {
-                Ok(s) => Some(Arc::new(s)),
-                Err(e) => {
-                    error!(error = %e, "cannot open an in-memory state database; deploys are disabled");
-                    None
-                }
-            },
+            store,
             current: HashMap::new(),
             rollout_interval: None,
             hooks: HashMap::new(),
@@ -159,8 +172,35 @@ impl Controller {
         &self.config
     }
 
-    /// Use this state database (ledger, rollouts) instead of a throwaway one.
+    /// Use this state database (ledger, rollouts, action journal) instead of a throwaway
+    /// one. Intents a previous run left without an outcome are reported: the pass that
+    /// follows reconciles them by tags (launches carry their ownership tags from the first
+    /// moment, retirements are tags, ClientTokens make a repeated launch a no-op).
     pub fn with_store(mut self, store: Arc<Store>) -> Self {
+        match store.unfinished_actions() {
+            Ok(open) => {
+                for a in &open {
+                    warn!(
+                        action = %a.action,
+                        fleet = %a.fleet,
+                        detail = %a.detail,
+                        since = %a.at,
+                        "an action was in flight when the daemon last stopped; reconciling by tags"
+                    );
+                }
+                if !open.is_empty() {
+                    if let Err(e) = store.close_interrupted(self.clock.now()) {
+                        error!(error = %e, "cannot close interrupted actions in the journal");
+                    }
+                }
+            }
+            Err(e) => error!(error = %e, "cannot read the action journal"),
+        }
+        self.cloud = Arc::new(journal::Journaled::new(
+            self.raw_cloud.clone(),
+            store.clone(),
+            self.clock.clone(),
+        ));
         self.store = Some(store);
         self
     }
@@ -277,6 +317,13 @@ impl Controller {
             // warming up). The policy must not take those for capacity it asked for, or
             // desired would grow with every batch: it decides from the desired capacity
             // it set last, and the rollout works in proportions of that.
+            if state.base_desired.is_none() {
+                // After a restart: what this fleet's policy last set, from the state file.
+                state.base_desired = self
+                    .store
+                    .as_ref()
+                    .and_then(|st| st.base_desired(&spec.name).ok().flatten());
+            }
             let current = match (rollouts.contains_key(&spec.name), state.base_desired) {
                 (true, Some(base)) => base,
                 _ => current,
@@ -289,6 +336,13 @@ impl Controller {
             };
             state.memory.observe(spec, &obs);
             let decision = policy::decide(spec, &obs, &state.memory);
+            if state.base_desired != Some(decision.desired) && !self.dry_run {
+                if let Some(st) = &self.store {
+                    if let Err(e) = st.set_base_desired(&spec.name, decision.desired, now) {
+                        error!(error = %e, fleet = %spec.name, "cannot save the desired capacity");
+                    }
+                }
+            }
             state.base_desired = Some(decision.desired);
             state.memory.record(
                 now,
