@@ -55,6 +55,8 @@ pub enum Command {
     Rollback(deploy::RollbackArgs),
     /// The build ledger of a fleet or app.
     History(deploy::HistoryArgs),
+    /// Create the DynamoDB tables that replicas share (leases and state). Idempotent.
+    Init(InitArgs),
     /// Replay a traffic trace through a fleet's policies and the alternatives (AWS target
     /// tracking, Kubernetes HPA, a static fleet): cost and requests lost, per policy.
     Simulate(simulate::SimulateArgs),
@@ -139,6 +141,18 @@ pub struct PlanArgs {
     pub output: Output,
 }
 
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Table name prefix: creates PREFIX-leases and PREFIX-state.
+    #[arg(long, default_value = "coxswain")]
+    pub prefix: String,
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// Send the calls here instead of AWS (moto, LocalStack).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Table,
@@ -197,6 +211,7 @@ pub fn main() -> ExitCode {
             Command::Rollback(a) => deploy::rollback(a).await,
             Command::History(a) => deploy::history(a).await,
             Command::Simulate(a) => simulate::simulate(a),
+            Command::Init(a) => init(a).await,
         }
     })
 }
@@ -613,6 +628,41 @@ pub fn render_plan(report: &PassReport) -> String {
         }
     }
     s
+}
+
+async fn init(a: InitArgs) -> ExitCode {
+    let Some(region) = a.region.clone() else {
+        return fail("give --region (or set AWS_REGION): the tables live in one region");
+    };
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region));
+    if let Some(url) = &a.endpoint_url {
+        loader = loader.endpoint_url(url);
+        if is_loopback_url(url) && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "local", "local", None, None, "loopback",
+            ));
+        }
+    }
+    let cfg = loader.load().await;
+    let client = aws_sdk_dynamodb::Client::new(&cfg);
+    match crate::lease::create_tables(&client, &a.prefix).await {
+        Ok(created) => {
+            let (leases, state) = crate::lease::table_names(&a.prefix);
+            for t in [leases, state] {
+                if created.contains(&t) {
+                    println!("created {t}");
+                } else {
+                    println!("exists  {t}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 #[cfg(test)]
