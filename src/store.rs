@@ -121,6 +121,10 @@ CREATE TABLE IF NOT EXISTS fleet_state (
     base_desired INTEGER NOT NULL,
     at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS fleet_memory (
+    fleet TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS actions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL, fleet TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL,
@@ -288,6 +292,27 @@ impl Store {
             "INSERT INTO fleet_state (fleet, base_desired, at) VALUES (?1, ?2, ?3)
              ON CONFLICT(fleet) DO UPDATE SET base_desired = excluded.base_desired, at = excluded.at",
             params![fleet, i64::from(desired), ts(at)],
+        )?;
+        Ok(())
+    }
+
+    /// What a fleet's rollout state in memory was at the end of the last pass (JSON).
+    pub fn fleet_memory(&self, fleet: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT body FROM fleet_memory WHERE fleet = ?1",
+                [fleet],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn set_fleet_memory(&self, fleet: &str, body: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO fleet_memory (fleet, body) VALUES (?1, ?2)
+             ON CONFLICT(fleet) DO UPDATE SET body = excluded.body",
+            params![fleet, body],
         )?;
         Ok(())
     }

@@ -610,3 +610,60 @@ async fn a_queued_deploy_waits_out_a_freeze_that_began_while_it_was_queued() {
         "{events:#?}"
     );
 }
+
+/// A daemon restarted (same state file) after the blue/green switch: green stays the only
+/// registered set, blue stays running for its window, and the rollout ends as it would have.
+#[tokio::test]
+async fn a_blue_green_rollout_survives_a_restart_after_the_switch() {
+    let bg = "  strategy:\n    blue_green: { keep_old: 10m }\n  gates: { interval: 15s }\n";
+    let text = fleet("web", "production", 6, bg);
+    let config = manifest::load_str("fleet.yaml", &text).expect("valid manifest");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.db");
+    let open = || Arc::new(coxswain::store::Store::open(&path).expect("store"));
+    let mut w = world(&text);
+    w.controller =
+        Controller::new(w.sim.clone(), w.clock.clone(), config.clone(), false).with_store(open());
+    settle(&mut w, "web", 6).await;
+    let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
+    let mut restarted = false;
+    for pass in 0..200 {
+        w.controller.reconcile_once().await;
+        let registered = w.sim.registered("tg-web");
+        let live = w.sim.all_live();
+        let build_of = |id: &String| {
+            live.iter()
+                .find(|i| &i.id == id)
+                .map(|i| i.build.clone())
+                .unwrap_or_default()
+        };
+        let on_old = registered
+            .iter()
+            .filter(|id| build_of(id) == "ami-00000001")
+            .count();
+        let on_new = registered.len() - on_old;
+        if restarted {
+            assert_eq!(
+                on_old, 0,
+                "pass {pass}: blue registered again after the restart"
+            );
+        }
+        if on_new == 6 && on_old == 0 && !restarted {
+            // Kill and start again on the same state file.
+            w.controller = Controller::new(w.sim.clone(), w.clock.clone(), config.clone(), false)
+                .with_store(open());
+            restarted = true;
+            assert_eq!(counts(&w, "web", "ami-00000001").0, 6, "blue still running");
+        }
+        let outcome = open().deployment(id).expect("q").expect("row").outcome;
+        if outcome != Outcome::InProgress {
+            assert_eq!(outcome, Outcome::Succeeded);
+            break;
+        }
+        w.clock.advance(Duration::from_secs(15));
+    }
+    assert!(restarted, "the switch happened");
+    passes(&mut w, 20).await;
+    assert_eq!(counts(&w, "web", "ami-00000001").0, 0);
+    assert_eq!(counts(&w, "web", "ami-00000002").0, 6);
+}

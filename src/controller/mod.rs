@@ -107,6 +107,50 @@ struct FleetState {
     /// The desired capacity decided last pass (rollouts scale against it, not the
     /// live count, which includes the surge).
     base_desired: Option<u32>,
+    /// The rollout memory (standby, canary share, smoke passes) as last saved.
+    saved_memory: Option<String>,
+}
+
+/// The part of a fleet's in-memory state a restarted daemon needs back to continue a
+/// rollout exactly: which old instances were put on standby (so they are not registered
+/// again), the canary traffic share, and which instances passed their smoke test.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct RolloutMemory {
+    standby: std::collections::BTreeSet<String>,
+    canary_share: Option<u32>,
+    smoke_passed: std::collections::BTreeSet<String>,
+}
+
+impl FleetState {
+    fn rollout_memory(&self) -> String {
+        let m = RolloutMemory {
+            standby: self.standby.iter().cloned().collect(),
+            canary_share: self.canary_share,
+            smoke_passed: self.smoke_passed.iter().cloned().collect(),
+        };
+        serde_json::to_string(&m).unwrap_or_default()
+    }
+
+    /// A fleet's state as a restarted daemon finds it in the state file.
+    fn restored(fleet: &str, store: Option<&Store>) -> FleetState {
+        let mut s = FleetState::default();
+        let Some(store) = store else { return s };
+        s.base_desired = store.base_desired(fleet).ok().flatten();
+        if let Some(body) = store.fleet_memory(fleet).ok().flatten() {
+            match serde_json::from_str::<RolloutMemory>(&body) {
+                Ok(m) => {
+                    s.standby = m.standby.into_iter().collect();
+                    s.canary_share = m.canary_share;
+                    s.smoke_passed = m.smoke_passed.into_iter().collect();
+                    s.saved_memory = Some(body);
+                }
+                Err(e) => {
+                    warn!(fleet, error = %e, "the saved rollout state does not parse; starting without it")
+                }
+            }
+        }
+        s
+    }
 }
 
 pub struct Controller {
@@ -265,6 +309,12 @@ impl Controller {
         self.rollout_interval = rollouts.values().map(|r| r.deploy.gates.interval.0).min();
 
         let config = self.config.clone();
+        for spec in &config.fleets {
+            if !self.fleets.contains_key(&spec.name) {
+                let restored = FleetState::restored(&spec.name, self.store.as_deref());
+                self.fleets.insert(spec.name.clone(), restored);
+            }
+        }
         let mut decisions = Vec::with_capacity(config.fleets.len());
         let mut reports = Vec::with_capacity(config.fleets.len());
         for spec in &config.fleets {
@@ -317,13 +367,6 @@ impl Controller {
             // warming up). The policy must not take those for capacity it asked for, or
             // desired would grow with every batch: it decides from the desired capacity
             // it set last, and the rollout works in proportions of that.
-            if state.base_desired.is_none() {
-                // After a restart: what this fleet's policy last set, from the state file.
-                state.base_desired = self
-                    .store
-                    .as_ref()
-                    .and_then(|st| st.base_desired(&spec.name).ok().flatten());
-            }
             let current = match (rollouts.contains_key(&spec.name), state.base_desired) {
                 (true, Some(base)) => base,
                 _ => current,
@@ -397,8 +440,25 @@ impl Controller {
         }
         if !self.dry_run {
             self.collect_garbage(&instances, now, &mut report).await;
+            self.save_rollout_memory();
         }
         report
+    }
+
+    /// Save each fleet's rollout memory when it changed, so a restart continues exactly.
+    fn save_rollout_memory(&mut self) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        for (name, state) in self.fleets.iter_mut() {
+            let body = state.rollout_memory();
+            if state.saved_memory.as_deref() != Some(body.as_str()) {
+                match store.set_fleet_memory(name, &body) {
+                    Ok(()) => state.saved_memory = Some(body),
+                    Err(e) => error!(fleet = %name, error = %e, "cannot save the rollout state"),
+                }
+            }
+        }
     }
 
     async fn observe_groups(&self, report: &mut PassReport) -> HashMap<String, GroupState> {

@@ -661,6 +661,7 @@ impl Controller {
                 _ => 0,
             };
             self.shift_traffic(spec, t, share, report).await;
+            self.save_rollout_memory();
             if share == 0 && !matches!(next.phase, Phase::Rolling) {
                 // Done with the canary group: take the new instances out of it.
                 let ids: Vec<String> = new.iter().map(|i| i.id.clone()).collect();
@@ -680,6 +681,7 @@ impl Controller {
                 .map(|i| i.id.clone())
                 .collect();
             self.stand_by(spec, &standby, report).await;
+            self.save_rollout_memory();
         }
         if next.phase.is_finished() {
             self.rollout_finished(spec, &next, now);
