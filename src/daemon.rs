@@ -46,6 +46,8 @@ pub struct Options {
     pub max_passes: Option<u64>,
     /// Stop when the clock passes this much time since the start (`--duration`).
     pub duration: Option<Duration>,
+    /// Run as one of several replicas: act only on fleets whose lease this one holds.
+    pub replica: Option<Arc<crate::replica::Replica>>,
 }
 
 /// Longest pause between passes when backing off from throttling.
@@ -121,7 +123,14 @@ pub async fn run_with_api(
                 break;
             }
         }
+        let owned = match &opts.replica {
+            Some(r) => take_leases(r, &mut controller, clock.as_ref()).await,
+            None => Vec::new(),
+        };
         let report = controller.reconcile_once().await;
+        if let Some(r) = &opts.replica {
+            export_fleets(r, &controller, &owned, clock.as_ref()).await;
+        }
         passes += 1;
         throttled = if report.throttled { throttled + 1 } else { 0 };
         if opts.max_passes.is_some_and(|m| passes >= m) {
@@ -132,7 +141,10 @@ pub async fn run_with_api(
             .unwrap_or(controller.config().controller.poll_interval.0);
         // While a rollout runs, its gates are checked at their interval.
         let poll = controller.rollout_interval().map_or(poll, |i| i.min(poll));
-        let delay = next_delay(poll, throttled);
+        let mut delay = next_delay(poll, throttled);
+        if let Some(r) = &opts.replica {
+            delay = delay.min(r.renew_every());
+        }
         if throttled > 0 {
             warn!(
                 ?delay,
@@ -166,11 +178,69 @@ pub async fn run_with_api(
             _ => last_refused = None,
         }
     }
+    if let Some(r) = &opts.replica {
+        r.release_all().await;
+    }
     info!(
         passes,
         "coxswain daemon stopped cleanly: no step was left half-done"
     );
     passes
+}
+
+/// Replicas, before a pass: renew and take leases; import the state of fleets just taken
+/// over. Returns the fleets this replica acts on in this pass.
+async fn take_leases(
+    r: &crate::replica::Replica,
+    controller: &mut Controller,
+    clock: &dyn Clock,
+) -> Vec<String> {
+    let mut names: Vec<String> = controller
+        .config()
+        .fleets
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
+    names.push(crate::replica::GC_LEASE.to_string());
+    let (owned, taken) = r.tick(&names, clock.now()).await;
+    for fleet in taken.iter().filter(|f| *f != crate::replica::GC_LEASE) {
+        if let Some(body) = r.import(fleet).await {
+            if let Some(store) = controller.store() {
+                match store.import_fleet(fleet, &body, clock.now()) {
+                    Ok(()) => {
+                        info!(fleet = %fleet, "took over the fleet's state from the previous owner")
+                    }
+                    Err(e) => error!(fleet = %fleet, error = %e, "cannot import the fleet's state"),
+                }
+            }
+        }
+        controller.forget_fleet(fleet);
+    }
+    let list: Vec<String> = owned.iter().cloned().collect();
+    controller.set_owned(Some(owned));
+    list
+}
+
+/// Replicas, after a pass: export each owned fleet's state (fenced) for a successor.
+async fn export_fleets(
+    r: &crate::replica::Replica,
+    controller: &Controller,
+    owned: &[String],
+    clock: &dyn Clock,
+) {
+    let Some(store) = controller.store() else {
+        return;
+    };
+    for fleet in owned.iter().filter(|f| *f != crate::replica::GC_LEASE) {
+        match store.export_fleet(fleet) {
+            Ok(body) => {
+                if !r.export(fleet, &body, clock.now()).await {
+                    warn!(fleet = %fleet, "state not exported (the lease is no longer held)");
+                }
+            }
+            Err(e) => error!(fleet = %fleet, error = %e, "cannot read the fleet's state to export"),
+        }
+    }
 }
 
 /// What a reload did.

@@ -19,6 +19,7 @@ pub mod lease;
 pub mod logging;
 pub mod manifest;
 pub mod policy;
+pub mod replica;
 pub mod simulate;
 pub mod store;
 pub mod tls;

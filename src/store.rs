@@ -296,6 +296,94 @@ impl Store {
         Ok(())
     }
 
+    /// Everything another replica needs to carry on with `fleet`: the desired capacity,
+    /// the rollout memory, and the active rollout with its ledger row (JSON).
+    pub fn export_fleet(&self, fleet: &str) -> Result<String, StoreError> {
+        let base = self.base_desired(fleet)?;
+        let memory = self.fleet_memory(fleet)?;
+        let mut rollout = serde_json::Value::Null;
+        for (id, body) in self.active_rollouts()? {
+            if let Some(d) = self.deployment(id)? {
+                if d.fleet == fleet {
+                    rollout = serde_json::json!({
+                        "id": d.id, "app": d.app, "env": d.env, "fleet": d.fleet,
+                        "build": d.build, "label": d.label, "started_at": ts(d.started_at),
+                        "body": body,
+                    });
+                }
+            }
+        }
+        Ok(
+            serde_json::json!({"base_desired": base, "memory": memory, "rollout": rollout})
+                .to_string(),
+        )
+    }
+
+    /// Take in what [`Store::export_fleet`] wrote on another replica. The rollout keeps its
+    /// id (the API and the CLI follow it by id).
+    pub fn import_fleet(
+        &self,
+        fleet: &str,
+        text: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let v: serde_json::Value = serde_json::from_str(text)?;
+        if let Some(b) = v["base_desired"]
+            .as_u64()
+            .and_then(|b| u32::try_from(b).ok())
+        {
+            self.set_base_desired(fleet, b, at)?;
+        }
+        if let Some(m) = v["memory"].as_str() {
+            self.set_fleet_memory(fleet, m)?;
+        }
+        let r = &v["rollout"];
+        if let (Some(id), Some(body)) = (r["id"].as_i64(), r["body"].as_str()) {
+            let text_of = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO deployments (id, app, env, fleet, build, label, outcome, reason, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8)
+                 ON CONFLICT(id) DO UPDATE SET outcome = excluded.outcome",
+                params![
+                    id,
+                    text_of("app"),
+                    text_of("env"),
+                    text_of("fleet"),
+                    text_of("build"),
+                    r["label"].as_str(),
+                    Outcome::InProgress.as_str(),
+                    text_of("started_at")
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO rollouts (id, fleet, active, body) VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT(id) DO UPDATE SET active = 1, body = excluded.body",
+                params![id, fleet, body],
+            )?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Start this database's deployment ids at `from` or later, so replicas never hand out
+    /// the same id.
+    pub fn start_ids_at(&self, from: i64) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let max: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM deployments", [], |r| {
+            r.get(0)
+        })?;
+        if max < from {
+            conn.execute("DELETE FROM sqlite_sequence WHERE name = 'deployments'", [])?;
+            conn.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES ('deployments', ?1)",
+                [from - 1],
+            )?;
+        }
+        Ok(())
+    }
+
     /// What a fleet's rollout state in memory was at the end of the last pass (JSON).
     pub fn fleet_memory(&self, fleet: &str) -> Result<Option<String>, StoreError> {
         Ok(self

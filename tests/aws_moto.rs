@@ -413,6 +413,7 @@ async fn the_daemon_acts_within_two_poll_intervals_of_new_data() {
         poll_interval: Some(poll),
         max_passes: None,
         duration: None,
+        replica: None,
     };
     let daemon = tokio::spawn(daemon::run(
         controller,

@@ -346,6 +346,7 @@ async fn twenty_instances_roll_in_25_percent_batches_on_the_daemon_loop() {
         poll_interval: Some(Duration::from_secs(5)),
         max_passes: None,
         duration: None,
+        replica: None,
     };
     let handle = tokio::spawn(daemon::run_with_api(
         controller,

@@ -175,3 +175,327 @@ async fn replicas_that_stop_heartbeating_drop_out() {
     a.heartbeat(t1).await.expect("hb");
     assert_eq!(b.live_replicas(t1).await.expect("scan"), vec!["replica-a"]);
 }
+
+const DIM: &str = "targetgroup/web-tg/0123456789abcdef";
+
+fn start_replica(
+    moto: &Moto,
+    dir: &std::path::Path,
+    manifests: &std::path::Path,
+    port: u16,
+    id: &str,
+) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_coxswain"))
+        .args([
+            "run",
+            "--cloud",
+            "aws",
+            "--endpoint-url",
+            &moto.endpoint(),
+            "--poll-interval",
+            "1s",
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--replica-id",
+            id,
+            "--lease-ttl",
+            "6s",
+            "-m",
+        ])
+        .arg(manifests)
+        .arg("--state")
+        .arg(dir.join("state.db"))
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("COXSWAIN_API_TOKEN", "replica-test-token-0123456789")
+        .env("COXSWAIN_STATE_DIR", dir)
+        .stderr(std::fs::File::create(dir.join("daemon.log")).expect("log"))
+        .spawn()
+        .expect("start replica")
+}
+
+/// (id, state, build) of every instance of the fleet.
+async fn instances(cfg: &aws_config::SdkConfig) -> Vec<(String, String, String)> {
+    let out = aws_sdk_ec2::Client::new(cfg)
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:coxswain:fleet")
+                .values("web")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe");
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances().to_vec())
+        .map(|i| {
+            let build = i
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some("coxswain:build"))
+                .and_then(|t| t.value())
+                .unwrap_or("")
+                .to_string();
+            let state = i
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string())
+                .unwrap_or_default();
+            (i.instance_id().unwrap_or("").to_string(), state, build)
+        })
+        .collect()
+}
+
+async fn registered(cfg: &aws_config::SdkConfig, tg: &str) -> usize {
+    aws_sdk_elasticloadbalancingv2::Client::new(cfg)
+        .describe_target_health()
+        .target_group_arn(tg)
+        .send()
+        .await
+        .expect("health")
+        .target_health_descriptions()
+        .iter()
+        .filter(|d| {
+            d.target_health()
+                .and_then(|h| h.state())
+                .is_some_and(|s| s.as_str() != "draining")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_killed_mid_rollout_the_other_replica_takes_over_and_finishes() {
+    let moto = Moto::start();
+    let cfg = sdk_config(&moto.endpoint()).await;
+    let infra = common::create_infra(&cfg, "web").await;
+    aws_sdk_ec2::Client::new(&cfg)
+        .create_launch_template_version()
+        .launch_template_name(&infra.launch_template)
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(&infra.image_id)
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Small)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("template version 2");
+    create_tables(&aws_sdk_dynamodb::Client::new(&cfg), "coxswain")
+        .await
+        .expect("tables");
+    let root = tempfile::tempdir().expect("tempdir");
+    let manifests = root.path().join("manifests");
+    std::fs::create_dir_all(&manifests).expect("dir");
+    std::fs::write(
+        manifests.join("web.yaml"),
+        format!(
+            "name: web\nenvironment: staging\nregion: us-east-1\nlaunch:\n  launch_template: {{ name: {lt}, version: \"1\" }}\n  subnets: [{subnet}]\ntarget_group_arn: {tg}\ncapacity: {{ min: 2, max: 12 }}\nscaling:\n  warmup: 0s\n  policies:\n    - target_tracking:\n        metric: {{ namespace: AWS/ApplicationELB, name: RequestCount, dimensions: {{ TargetGroup: {DIM} }}, stat: Average, kind: total }}\n        target: 100\ndeploy:\n  strategy:\n    rolling: {{ batch: 1, max_surge: 1 }}\n  gates: {{ interval: 1s, timeout: 5m }}\n",
+            lt = infra.launch_template,
+            subnet = infra.subnet,
+            tg = infra.target_group_arn,
+        ),
+    )
+    .expect("manifest");
+    let now = Utc::now();
+    for m in -5..20 {
+        common::put_metric(
+            &cfg,
+            "AWS/ApplicationELB",
+            "RequestCount",
+            &[("TargetGroup", DIM)],
+            now + Duration::minutes(m),
+            600.0,
+        )
+        .await;
+    }
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let ids = ["replica-a", "replica-b"];
+    let ports = [port(), port()];
+    let dirs: Vec<std::path::PathBuf> = ids.iter().map(|id| root.path().join(id)).collect();
+    let mut children = Vec::new();
+    for i in 0..2 {
+        std::fs::create_dir_all(&dirs[i]).expect("dir");
+        children.push(Some(start_replica(
+            &moto, &dirs[i], &manifests, ports[i], ids[i],
+        )));
+    }
+    let watcher = leases(&moto, "watcher").await;
+    // One replica takes the fleet and brings it to 6 on version 1.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let owner = loop {
+        let lease = watcher.current("web").await.expect("read");
+        let live = instances(&cfg)
+            .await
+            .into_iter()
+            .filter(|i| i.1 == "running")
+            .count();
+        if let Some(l) = lease {
+            if live == 6 && registered(&cfg, &infra.target_group_arn).await == 6 {
+                break l;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no replica converged the fleet"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    let o = ids
+        .iter()
+        .position(|id| *id == owner.owner)
+        .expect("an owner we started");
+    let other = 1 - o;
+    let new = format!("{}:2", infra.launch_template);
+    let deploy = |i: usize| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_coxswain"))
+            .args(["deploy", "web", "--env", "staging", "--build", &new])
+            .env("COXSWAIN_SERVER", format!("http://127.0.0.1:{}", ports[i]))
+            .env("COXSWAIN_API_TOKEN", "replica-test-token-0123456789")
+            .output()
+            .expect("deploy")
+    };
+    // The replica without the lease refuses; the owner takes it.
+    let refused = deploy(other);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("another replica"));
+    let accepted = deploy(o);
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    // Mid-rollout (a new-build instance is up), kill the owner.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !instances(&cfg)
+        .await
+        .iter()
+        .any(|i| i.2 == new && i.1 == "running")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollout never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let mut owner_child = children[o].take().expect("owner");
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(owner_child.id() as i32, libc::SIGKILL);
+    }
+    let _ = owner_child.wait();
+    let killed_at = Utc::now();
+    let mid = instances(&cfg).await;
+    let builds_mid: std::collections::BTreeSet<_> = mid
+        .iter()
+        .filter(|i| i.1 == "running")
+        .map(|i| i.2.clone())
+        .collect();
+    assert_eq!(builds_mid.len(), 2, "killed mid-rollout: {mid:?}");
+    // The other replica takes the lease over within the lease time (plus a pass).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let takeover = loop {
+        if let Some(l) = watcher.current("web").await.expect("read") {
+            if l.owner == ids[other] {
+                break (Utc::now() - killed_at, l);
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no takeover");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        takeover.0 <= Duration::seconds(6 + 3),
+        "took {:?}",
+        takeover.0
+    );
+    assert!(takeover.1.version > owner.version, "a new fencing token");
+    // It finishes the rollout (or rolls it back): one build, 6 instances, all registered.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let (finished_on, converged) = loop {
+        let live: Vec<_> = instances(&cfg)
+            .await
+            .into_iter()
+            .filter(|i| i.1 == "running" || i.1 == "pending")
+            .collect();
+        let builds: std::collections::BTreeSet<_> = live.iter().map(|i| i.2.clone()).collect();
+        if live.len() == 6
+            && builds.len() == 1
+            && registered(&cfg, &infra.target_group_arn).await == 6
+        {
+            break (
+                builds.into_iter().next().unwrap_or_default(),
+                Utc::now() - killed_at,
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            let log = std::fs::read_to_string(dirs[other].join("daemon.log")).unwrap_or_default();
+            panic!(
+                "did not converge: {live:?}\n{}",
+                log.lines().rev().take(40).collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    let log = std::fs::read_to_string(dirs[other].join("daemon.log")).unwrap_or_default();
+    assert!(
+        log.contains("took over the fleet's state"),
+        "the rollout state came from the shared table"
+    );
+    assert!(
+        log.contains("succeeded") || log.contains("rolled back"),
+        "the survivor ended the rollout"
+    );
+    if let Some(mut c) = children[other].take() {
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let _ = c.wait();
+    }
+    // Never two at once: every action the dead owner journaled came before the kill, every
+    // one of the survivor's after it.
+    let journal = |i: usize| {
+        coxswain::store::Store::open(&dirs[i].join("state.db"))
+            .expect("state")
+            .recent_actions(10_000)
+            .expect("journal")
+            .into_iter()
+            .filter(|a| a.fleet == "web")
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (journal(o), journal(other));
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "both acted: {} / {}",
+        a.len(),
+        b.len()
+    );
+    assert!(
+        a.iter().all(|x| x.at <= killed_at),
+        "the owner acted after it was killed?"
+    );
+    assert!(
+        b.iter().all(|x| x.at > killed_at),
+        "the survivor acted while the owner held the lease: {:?}",
+        b.first()
+    );
+    println!(
+        "REPLICA-FIGURES owner={} survivor={} takeover_after_kill={:?} converged_after_kill={:?} ended_on={finished_on} owner_actions={} survivor_actions={}",
+        ids[o], ids[other], takeover.0, converged, a.len(), b.len()
+    );
+}

@@ -127,6 +127,17 @@ pub struct RunArgs {
     /// (created with a random token if missing).
     #[arg(long)]
     pub api_token_file: Option<PathBuf>,
+    /// Run as one of several replicas under this name (unique per replica): fleets are
+    /// shared out through leases in DynamoDB (`coxswain init` creates the tables).
+    #[arg(long, env = "COXSWAIN_REPLICA_ID")]
+    pub replica_id: Option<String>,
+    /// Table name prefix of the replicas' tables.
+    #[arg(long, default_value = "coxswain")]
+    pub replica_prefix: String,
+    /// How long a fleet's lease lasts without renewal: the longest a dead replica's fleets
+    /// wait before another takes them over.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub lease_ttl: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -289,6 +300,8 @@ pub struct Wiring {
     pub clock: Arc<dyn Clock>,
     /// The AWS region this daemon manages (None on the simulator).
     pub region: Option<String>,
+    /// DynamoDB, for replicas (None on the simulator).
+    pub dynamodb: Option<aws_sdk_dynamodb::Client>,
 }
 
 impl Wiring {
@@ -338,6 +351,7 @@ pub async fn wire(a: &CloudArgs) -> Result<Wiring, String> {
                 cloud: Arc::new(sim),
                 clock,
                 region: None,
+                dynamodb: None,
             })
         }
         CloudKind::Aws => {
@@ -386,12 +400,14 @@ pub async fn wire(a: &CloudArgs) -> Result<Wiring, String> {
                 ..Default::default()
             };
             let cloud = AwsCloud::connect(&opts, &config.controller.controller_id).await;
+            let dynamodb = Some(cloud.dynamodb());
             Ok(Wiring {
                 config,
                 source,
                 cloud: Arc::new(cloud),
                 clock: Arc::new(RealClock::new()),
                 region: Some(opts.region.clone()),
+                dynamodb,
             })
         }
     }
@@ -483,13 +499,44 @@ async fn run(a: RunArgs) -> ExitCode {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(e),
     };
+    let replica = match (&a.replica_id, &w.dynamodb) {
+        (None, _) => None,
+        (Some(_), None) => return fail("--replica-id needs --cloud aws (leases live in DynamoDB)"),
+        (Some(id), Some(ddb)) => {
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return fail("--replica-id must be letters, digits, '-' or '_'");
+            }
+            let ttl =
+                chrono::Duration::from_std(a.lease_ttl).unwrap_or(chrono::Duration::seconds(30));
+            if ttl < chrono::Duration::seconds(3) {
+                return fail("--lease-ttl must be at least 3s");
+            }
+            // Deployment ids from this replica do not collide with another's.
+            let offset = 1 + (i64::from(crate::controller::plan::stable_hash32(id)) << 20);
+            if let Err(e) = store.start_ids_at(offset) {
+                return fail(e);
+            }
+            let leases = crate::lease::Leases::new(ddb.clone(), &a.replica_prefix, id, ttl);
+            Some(Arc::new(crate::replica::Replica::new(leases, ttl)))
+        }
+    };
     let (controller, clock, source) = w.controller(a.dry_run);
-    let controller = controller.with_store(store.clone());
+    let mut controller = controller.with_store(store.clone());
+    if let Some(r) = &replica {
+        tracing::info!(replica = %r.id(), "running as a replica: acting only on fleets whose lease this one holds");
+        controller.set_fence(r.clone());
+        controller.set_owned(Some(Default::default()));
+    }
     let signals = daemon::spawn_signal_listener();
     let opts = daemon::Options {
         poll_interval: a.poll_interval,
         max_passes: a.passes,
         duration: a.duration,
+        replica,
     };
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     if a.listen != "none" {

@@ -13,13 +13,26 @@ use crate::cloud::{
 };
 use crate::store::Store;
 use chrono::{DateTime, Utc};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 use tracing::error;
+
+/// Asked before every change to the cloud: may this daemon act on `fleet` now? With
+/// replicas, the answer is a fenced write of the intent (see `crate::replica`).
+#[async_trait::async_trait]
+pub trait Fence: Send + Sync {
+    async fn allow(&self, fleet: &str, detail: &str) -> bool;
+}
 
 pub struct Journaled {
     inner: Arc<dyn Cloud>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
+    fence: RwLock<Option<Arc<dyn Fence>>>,
+    /// Instance ids, target groups, listeners and groups → the fleet they belong to.
+    fleet_of: RwLock<HashMap<String, String>>,
+    /// Fleets in the config; anything else (orphans) is the garbage collector's.
+    fleets: RwLock<HashSet<String>>,
 }
 
 impl Journaled {
@@ -28,6 +41,60 @@ impl Journaled {
             inner,
             store,
             clock,
+            fence: RwLock::new(None),
+            fleet_of: RwLock::new(HashMap::new()),
+            fleets: RwLock::new(HashSet::new()),
+        }
+    }
+
+    pub fn set_fence(&self, fence: Option<Arc<dyn Fence>>) {
+        if let Ok(mut f) = self.fence.write() {
+            *f = fence;
+        }
+    }
+
+    /// The configured fleets and the resources (target groups, listeners, Auto Scaling
+    /// groups) that belong to each.
+    pub fn set_fleets(&self, fleets: HashSet<String>, resources: HashMap<String, String>) {
+        if let Ok(mut f) = self.fleets.write() {
+            *f = fleets;
+        }
+        if let Ok(mut m) = self.fleet_of.write() {
+            m.extend(resources);
+        }
+    }
+
+    /// The fleet a call acts on, from the first resource it names that is known.
+    fn fleet_for(&self, keys: &[&str]) -> String {
+        let found = self
+            .fleet_of
+            .read()
+            .ok()
+            .and_then(|m| keys.iter().find_map(|k| m.get(*k).cloned()));
+        let configured = |f: &str| self.fleets.read().map(|s| s.contains(f)).unwrap_or(false);
+        match found {
+            Some(f) if configured(&f) => f,
+            _ => crate::replica::GC_LEASE.to_string(),
+        }
+    }
+
+    /// Passes the fence (if any) or refuses the call.
+    async fn fenced(
+        &self,
+        operation: &'static str,
+        fleet: &str,
+        detail: &str,
+    ) -> Result<(), CloudError> {
+        let fence = self.fence.read().ok().and_then(|f| f.clone());
+        match fence {
+            Some(f) if !f.allow(fleet, &format!("{operation} {detail}")).await => {
+                Err(CloudError::Rejected {
+                    operation,
+                    code: "LeaseNotHeld".into(),
+                    message: format!("this replica does not hold the lease of {fleet}; not acting"),
+                })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -68,10 +135,18 @@ fn ids(ids: &[String]) -> String {
 #[async_trait::async_trait]
 impl Cloud for Journaled {
     async fn list_instances(&self) -> Result<Vec<Instance>, CloudError> {
-        self.inner.list_instances().await
+        let r = self.inner.list_instances().await;
+        if let (Ok(list), Ok(mut m)) = (&r, self.fleet_of.write()) {
+            for i in list {
+                m.insert(i.id.clone(), i.fleet.clone());
+            }
+        }
+        r
     }
 
     async fn launch(&self, req: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
+        self.fenced("RunInstances", &req.fleet, &req.client_token)
+            .await?;
         let id = self.intent(
             "RunInstances",
             &req.fleet,
@@ -85,6 +160,11 @@ impl Cloud for Journaled {
             ),
         )?;
         let r = self.inner.launch(req).await;
+        if let (Ok(list), Ok(mut m)) = (&r, self.fleet_of.write()) {
+            for i in list {
+                m.insert(i.id.clone(), req.fleet.clone());
+            }
+        }
         self.outcome(id, &r, |v| {
             v.iter()
                 .map(|i| i.id.as_str())
@@ -95,14 +175,21 @@ impl Cloud for Journaled {
     }
 
     async fn mark_retiring(&self, ids_: &[String], at: DateTime<Utc>) -> Result<(), CloudError> {
-        let id = self.intent("TagRetiring", "", ids(ids_))?;
+        let refs: Vec<&str> = ids_.iter().map(String::as_str).collect();
+        let fleet = self.fleet_for(&refs);
+        self.fenced("TagRetiring", &fleet, &ids(ids_)).await?;
+        let id = self.intent("TagRetiring", &fleet, ids(ids_))?;
         let r = self.inner.mark_retiring(ids_, at).await;
         self.outcome(id, &r, |_| String::new());
         r
     }
 
     async fn terminate(&self, ids_: &[String]) -> Result<(), CloudError> {
-        let id = self.intent("TerminateInstances", "", ids(ids_))?;
+        let refs: Vec<&str> = ids_.iter().map(String::as_str).collect();
+        let fleet = self.fleet_for(&refs);
+        self.fenced("TerminateInstances", &fleet, &ids(ids_))
+            .await?;
+        let id = self.intent("TerminateInstances", &fleet, ids(ids_))?;
         let r = self.inner.terminate(ids_).await;
         self.outcome(id, &r, |_| String::new());
         r
@@ -122,7 +209,13 @@ impl Cloud for Journaled {
     }
 
     async fn set_desired_capacity(&self, group: &str, desired: u32) -> Result<(), CloudError> {
-        let id = self.intent("SetDesiredCapacity", "", format!("{group} -> {desired}"))?;
+        let fleet = self.fleet_for(&[group]);
+        self.fenced("SetDesiredCapacity", &fleet, group).await?;
+        let id = self.intent(
+            "SetDesiredCapacity",
+            &fleet,
+            format!("{group} -> {desired}"),
+        )?;
         let r = self.inner.set_desired_capacity(group, desired).await;
         self.outcome(id, &r, |_| String::new());
         r
@@ -148,9 +241,13 @@ impl Cloud for Journaled {
         target_group: &str,
         ids_: &[String],
     ) -> Result<(), CloudError> {
+        let mut refs: Vec<&str> = ids_.iter().map(String::as_str).collect();
+        refs.push(target_group);
+        let fleet = self.fleet_for(&refs);
+        self.fenced("DeregisterTargets", &fleet, &ids(ids_)).await?;
         let id = self.intent(
             "DeregisterTargets",
-            "",
+            &fleet,
             format!("{target_group}: {}", ids(ids_)),
         )?;
         let r = self.inner.deregister_targets(target_group, ids_).await;
@@ -171,9 +268,11 @@ impl Cloud for Journaled {
         weights: &[(String, u32)],
     ) -> Result<(), CloudError> {
         let shown: Vec<String> = weights.iter().map(|(tg, w)| format!("{tg}={w}")).collect();
+        let fleet = self.fleet_for(&[listener_arn]);
+        self.fenced("ModifyListener", &fleet, listener_arn).await?;
         let id = self.intent(
             "ModifyListener",
-            "",
+            &fleet,
             format!("{listener_arn}: {}", shown.join(",")),
         )?;
         let r = self.inner.set_forward_weights(listener_arn, weights).await;

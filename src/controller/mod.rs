@@ -157,6 +157,9 @@ pub struct Controller {
     /// The cloud as given; `cloud` is it behind the action journal.
     raw_cloud: Arc<dyn Cloud>,
     cloud: Arc<dyn Cloud>,
+    journal: Option<Arc<journal::Journaled>>,
+    /// Replicas: the fleets this daemon holds the lease of (None: every fleet).
+    owned: Option<HashSet<String>>,
     clock: Arc<dyn Clock>,
     config: Config,
     dry_run: bool,
@@ -188,17 +191,24 @@ impl Controller {
                 None
             }
         };
-        let journaled: Arc<dyn Cloud> = match &store {
-            Some(s) => Arc::new(journal::Journaled::new(
+        let journal = store.as_ref().map(|s| {
+            let j = Arc::new(journal::Journaled::new(
                 cloud.clone(),
                 s.clone(),
                 clock.clone(),
-            )),
+            ));
+            j.set_fleets(fleet_names(&config), fleet_resources(&config));
+            j
+        });
+        let journaled: Arc<dyn Cloud> = match &journal {
+            Some(j) => j.clone(),
             None => cloud.clone(),
         };
         Self {
             raw_cloud: cloud,
             cloud: journaled,
+            journal,
+            owned: None,
             clock,
             config,
             dry_run,
@@ -240,13 +250,38 @@ impl Controller {
             }
             Err(e) => error!(error = %e, "cannot read the action journal"),
         }
-        self.cloud = Arc::new(journal::Journaled::new(
+        let j = Arc::new(journal::Journaled::new(
             self.raw_cloud.clone(),
             store.clone(),
             self.clock.clone(),
         ));
+        j.set_fleets(fleet_names(&self.config), fleet_resources(&self.config));
+        self.cloud = j.clone();
+        self.journal = Some(j);
         self.store = Some(store);
         self
+    }
+
+    /// Ask `fence` before every change to the cloud (replicas: the lease's fenced write).
+    pub fn set_fence(&mut self, fence: Arc<dyn journal::Fence>) {
+        if let Some(j) = &self.journal {
+            j.set_fence(Some(fence));
+        }
+    }
+
+    /// Act only on these fleets (replicas: those whose lease this one holds); `None`: all.
+    pub fn set_owned(&mut self, owned: Option<HashSet<String>>) {
+        self.owned = owned;
+    }
+
+    pub fn owns(&self, fleet: &str) -> bool {
+        self.owned.as_ref().is_none_or(|o| o.contains(fleet))
+    }
+
+    /// Drop what is in memory about a fleet, so the next pass restores it from the state
+    /// file (after importing the state another replica exported).
+    pub fn forget_fleet(&mut self, fleet: &str) {
+        self.fleets.remove(fleet);
     }
 
     pub fn store(&self) -> Option<&Arc<Store>> {
@@ -279,6 +314,9 @@ impl Controller {
             config.fleets.retain(|f| &f.region == region);
         }
         self.fleets.retain(|name, _| config.fleet(name).is_some());
+        if let Some(j) = &self.journal {
+            j.set_fleets(fleet_names(&config), fleet_resources(&config));
+        }
         self.config = config;
         Ok(())
     }
@@ -308,7 +346,10 @@ impl Controller {
         let rollouts = self.load_rollouts(now);
         self.rollout_interval = rollouts.values().map(|r| r.deploy.gates.interval.0).min();
 
-        let config = self.config.clone();
+        let mut config = self.config.clone();
+        if let Some(owned) = &self.owned {
+            config.fleets.retain(|f| owned.contains(&f.name));
+        }
         for spec in &config.fleets {
             if !self.fleets.contains_key(&spec.name) {
                 let restored = FleetState::restored(&spec.name, self.store.as_deref());
@@ -439,7 +480,9 @@ impl Controller {
             });
         }
         if !self.dry_run {
-            self.collect_garbage(&instances, now, &mut report).await;
+            if self.owns(crate::replica::GC_LEASE) {
+                self.collect_garbage(&instances, now, &mut report).await;
+            }
             self.save_rollout_memory();
         }
         report
@@ -626,4 +669,30 @@ pub(super) fn note_error(report: &mut PassReport, what: &str, e: &CloudError) {
         report.throttled = true;
     }
     report.errors.push(format!("{what}: {e}"));
+}
+
+fn fleet_names(config: &Config) -> HashSet<String> {
+    config.fleets.iter().map(|f| f.name.clone()).collect()
+}
+
+/// Target groups, listeners and Auto Scaling groups → the fleet they belong to.
+fn fleet_resources(config: &Config) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    for f in &config.fleets {
+        for r in [&f.target_group_arn, &f.auto_scaling_group]
+            .into_iter()
+            .flatten()
+        {
+            m.insert(r.clone(), f.name.clone());
+        }
+        if let crate::manifest::StrategySpec::Canary(crate::manifest::CanarySpec {
+            traffic: Some(t),
+            ..
+        }) = &f.deploy.strategy
+        {
+            m.insert(t.listener_arn.clone(), f.name.clone());
+            m.insert(t.canary_target_group_arn.clone(), f.name.clone());
+        }
+    }
+    m
 }

@@ -194,6 +194,12 @@ pub fn choose_victims<'a>(live: &[&'a Instance], build: &str, n: u32) -> Vec<&'a
     out
 }
 
+/// A stable 31-bit number from a string (the same on every machine and run).
+pub fn stable_hash32(s: &str) -> u32 {
+    let d = Sha256::digest(s.as_bytes());
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]]) >> 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,6 +66,17 @@ pub enum Refusal {
 }
 
 impl Controller {
+    /// Replicas: only the holder of a fleet's lease takes requests for it.
+    fn check_owned(&self, fleet: &str) -> Result<(), Refusal> {
+        if self.owns(fleet) {
+            Ok(())
+        } else {
+            Err(Refusal::Refused(format!(
+                "fleet {fleet} is managed by another replica right now; send the request to the daemon that holds its lease"
+            )))
+        }
+    }
+
     fn store_or_err(&self) -> Result<Arc<Store>, Refusal> {
         self.store
             .clone()
@@ -103,6 +114,7 @@ impl Controller {
         let spec = admit::find_fleet(&self.config, &req.fleet, &req.env)
             .map_err(Refusal::NotFound)?
             .clone();
+        self.check_owned(&spec.name)?;
         let build = Build::parse(&spec, &req.build, req.label.clone()).map_err(Refusal::Refused)?;
         if checks {
             admit::check(&spec, &build, &store, now).map_err(Refusal::Refused)?;
@@ -234,6 +246,7 @@ impl Controller {
         let spec = admit::find_fleet(&self.config, &req.fleet, &req.env)
             .map_err(Refusal::NotFound)?
             .clone();
+        self.check_owned(&spec.name)?;
         let active = self.rollouts_of(&spec.name)?;
         if let Some(mut r) = active.into_iter().find(|r| r.phase != Phase::Queued) {
             if req.to.is_none() || req.to.as_deref() == Some(r.from.id.as_str()) {

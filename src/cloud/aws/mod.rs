@@ -53,6 +53,8 @@ pub struct AwsCloud {
     asg: aws_sdk_autoscaling::Client,
     cw: aws_sdk_cloudwatch::Client,
     elb: aws_sdk_elasticloadbalancingv2::Client,
+    /// For replicas' leases (same endpoint, credentials and retry settings).
+    ddb: aws_sdk_dynamodb::Client,
     controller_id: String,
     calls: CallCounts,
 }
@@ -91,9 +93,17 @@ impl AwsCloud {
             asg: aws_sdk_autoscaling::Client::new(&shared),
             cw: aws_sdk_cloudwatch::Client::new(&shared),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&shared),
+            ddb: aws_sdk_dynamodb::Client::new(&shared),
             controller_id: controller_id.to_string(),
             calls: CallCounts::default(),
         }
+    }
+}
+
+impl AwsCloud {
+    /// A DynamoDB client configured like the rest (replicas' leases and shared state).
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        self.ddb.clone()
     }
 }
 

@@ -1,0 +1,214 @@
+//! Running as one of several replicas: which fleets this daemon may act on, from leases in
+//! DynamoDB (see [`crate::lease`]), and the fence every action passes first.
+//!
+//! Each pass: heartbeat; renew the leases held; take free or expired leases of the fleets
+//! this replica is preferred for (or any lease its preferred owner has left expired for a
+//! whole TTL). A fleet newly taken has its state (desired capacity, rollout and rollout
+//! memory) imported from the shared state table, where its previous owner exported it
+//! after each pass with a fenced write. Before each change to the cloud, the action
+//! journal asks [`Fence::allow`], which writes the intent with a fenced write: a replica
+//! whose lease has lapsed or moved cannot, and does not act.
+
+use crate::controller::journal::Fence;
+use crate::lease::{preferred, Lease, Leases};
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use tracing::{info, warn};
+
+/// The pseudo-fleet whose lease lets one replica collect orphans.
+pub const GC_LEASE: &str = "__gc";
+
+pub struct Replica {
+    leases: Leases,
+    ttl: chrono::Duration,
+    margin: chrono::Duration,
+    held: Mutex<HashMap<String, Lease>>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("id", &self.leases.replica())
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl Replica {
+    pub fn new(leases: Leases, ttl: chrono::Duration) -> Self {
+        Self {
+            leases,
+            ttl,
+            margin: ttl / 3,
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        self.leases.replica()
+    }
+
+    /// How often leases must be renewed at least.
+    pub fn renew_every(&self) -> std::time::Duration {
+        (self.ttl / 3)
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(1))
+    }
+
+    fn held(&self) -> HashMap<String, Lease> {
+        self.held.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    fn set_held(&self, fleet: &str, lease: Option<Lease>) {
+        if let Ok(mut h) = self.held.lock() {
+            match lease {
+                Some(l) => h.insert(fleet.to_string(), l),
+                None => h.remove(fleet),
+            };
+        }
+    }
+
+    /// Renew and take leases. Returns (fleets this replica may act on now, fleets it took
+    /// this time and must import the state of).
+    pub async fn tick(
+        &self,
+        fleets: &[String],
+        now: DateTime<Utc>,
+    ) -> (HashSet<String>, Vec<String>) {
+        if let Err(e) = self.leases.heartbeat(now).await {
+            warn!(error = %e, "cannot heartbeat; acting on no fleet this pass");
+            return (HashSet::new(), Vec::new());
+        }
+        let live = match self.leases.live_replicas(now).await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "cannot list replicas");
+                vec![self.id().to_string()]
+            }
+        };
+        let held = self.held();
+        let mut taken = Vec::new();
+        for fleet in fleets {
+            if let Some(lease) = held.get(fleet) {
+                match self.leases.renew(lease, now).await {
+                    Ok(Some(l)) => self.set_held(fleet, Some(l)),
+                    Ok(None) => {
+                        warn!(fleet = %fleet, "lease lost; no longer acting on this fleet");
+                        self.set_held(fleet, None);
+                    }
+                    Err(e) => warn!(fleet = %fleet, error = %e, "cannot renew the lease"),
+                }
+                continue;
+            }
+            let current = match self.leases.current(fleet).await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(fleet = %fleet, error = %e, "cannot read the lease");
+                    continue;
+                }
+            };
+            let mine = preferred(fleet, &live) == Some(self.id());
+            let want = match &current {
+                None => mine,
+                Some(l) if l.expires >= now => false,
+                Some(l) => mine || now - l.expires > self.ttl,
+            };
+            if !want {
+                continue;
+            }
+            match self.leases.take(fleet, now).await {
+                Ok(Some(l)) => {
+                    info!(fleet = %fleet, version = l.version, previous = ?current.map(|c| c.owner), "lease taken");
+                    self.set_held(fleet, Some(l));
+                    taken.push(fleet.clone());
+                }
+                Ok(None) => {}
+                Err(e) => warn!(fleet = %fleet, error = %e, "cannot take the lease"),
+            }
+        }
+        let owned = self
+            .held()
+            .into_iter()
+            .filter(|(_, l)| l.usable(self.id(), now, self.margin))
+            .map(|(f, _)| f)
+            .collect();
+        (owned, taken)
+    }
+
+    /// Write a fleet's state for whoever holds its lease next (only while this one does).
+    pub async fn export(&self, fleet: &str, body: &str, now: DateTime<Utc>) -> bool {
+        let Some(lease) = self.held().get(fleet).cloned() else {
+            return false;
+        };
+        match self
+            .leases
+            .fenced_put(&lease, &format!("state#{fleet}"), body, now)
+            .await
+        {
+            Ok(ok) => ok,
+            Err(e) => {
+                warn!(fleet, error = %e, "cannot export the fleet's state");
+                false
+            }
+        }
+    }
+
+    /// The state the previous owner of `fleet` exported.
+    pub async fn import(&self, fleet: &str) -> Option<String> {
+        match self.leases.get_state(&format!("state#{fleet}")).await {
+            Ok(s) => s.map(|(body, _, _)| body),
+            Err(e) => {
+                warn!(fleet, error = %e, "cannot read the fleet's exported state");
+                None
+            }
+        }
+    }
+
+    /// Give every lease up (clean shutdown), so others take over without waiting.
+    pub async fn release_all(&self) {
+        for (fleet, lease) in self.held() {
+            if let Err(e) = self.leases.release(&lease).await {
+                warn!(fleet = %fleet, error = %e, "cannot release the lease");
+            }
+            self.set_held(&fleet, None);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Fence for Replica {
+    async fn allow(&self, fleet: &str, detail: &str) -> bool {
+        let now = Utc::now();
+        let Some(lease) = self.held().get(fleet).cloned() else {
+            warn!(
+                fleet,
+                detail, "not acting: this replica holds no lease on the fleet"
+            );
+            return false;
+        };
+        if !lease.usable(self.id(), now, chrono::Duration::zero()) {
+            warn!(fleet, detail, "not acting: the lease has expired");
+            return false;
+        }
+        match self
+            .leases
+            .fenced_put(&lease, &format!("intent#{fleet}"), detail, now)
+            .await
+        {
+            Ok(true) => true,
+            Ok(false) => {
+                warn!(
+                    fleet,
+                    detail, "not acting: the lease moved to another replica"
+                );
+                self.set_held(fleet, None);
+                false
+            }
+            Err(e) => {
+                warn!(fleet, detail, error = %e, "not acting: cannot write the fenced intent");
+                false
+            }
+        }
+    }
+}
