@@ -41,6 +41,7 @@ fn actions_the_code_calls() -> BTreeSet<String> {
         ("asg.rs", "autoscaling"),
         ("cloudwatch.rs", "cloudwatch"),
         ("elb.rs", "elasticloadbalancing"),
+        ("../../lease.rs", "dynamodb"),
     ];
     let mut out = BTreeSet::new();
     for (file, service) in services {
@@ -59,6 +60,10 @@ fn actions_the_code_calls() -> BTreeSet<String> {
                 "register_",
                 "deregister_",
                 "modify_",
+                "update_",
+                "put_",
+                "scan",
+                "transact_",
             ] {
                 let Some(rest) = t.strip_prefix('.').filter(|r| r.starts_with(verb)) else {
                     continue;
@@ -93,11 +98,19 @@ fn the_iam_policy_allows_every_call_the_code_makes_and_no_wildcard_action() {
         "the scan found too few calls to be right: {called:?}"
     );
     for c in &called {
+        // Creating tables is `coxswain init`, run once by an administrator, not the daemon.
+        if c == "dynamodb:CreateTable" {
+            continue;
+        }
         assert!(
             allowed.contains(c),
             "the code calls {c}, the policy does not allow it"
         );
     }
+    assert!(
+        called.contains("dynamodb:TransactWriteItems"),
+        "the scan sees the lease calls: {called:?}"
+    );
 }
 
 #[test]
@@ -145,4 +158,33 @@ fn terminate_tag_and_resize_are_allowed_only_on_resources_tagged_as_coxswains() 
             .contains("aws:RequestTag/coxswain:controller"),
         "{launch}"
     );
+}
+
+#[test]
+fn the_cloudformation_tables_match_what_coxswain_init_creates() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/replica-tables.yaml"),
+    )
+    .expect("deploy/replica-tables.yaml exists");
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
+    let (leases, state) = coxswain::lease::table_names("PREFIX");
+    for (resource, name, key) in [
+        ("LeaseTable", leases, "fleet"),
+        ("StateTable", state, "key"),
+    ] {
+        let props = &doc["Resources"][resource]["Properties"];
+        let table_name = serde_yaml::to_string(&props["TableName"]).expect("name");
+        let want = name.replace("PREFIX", "${TablePrefix}");
+        assert!(
+            table_name.contains(&want),
+            "{resource}: {table_name} vs {want}"
+        );
+        assert_eq!(props["KeySchema"][0]["AttributeName"].as_str(), Some(key));
+        assert_eq!(props["KeySchema"][0]["KeyType"].as_str(), Some("HASH"));
+        assert_eq!(
+            props["AttributeDefinitions"][0]["AttributeType"].as_str(),
+            Some("S")
+        );
+        assert_eq!(props["BillingMode"].as_str(), Some("PAY_PER_REQUEST"));
+    }
 }
