@@ -452,14 +452,22 @@ async fn the_owner_killed_mid_rollout_the_other_replica_takes_over_and_finishes(
         }
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     };
-    let log = std::fs::read_to_string(dirs[other].join("daemon.log")).unwrap_or_default();
+    // The survivor records the end of the rollout (a pass after the fleet is whole).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let log = loop {
+        let log = std::fs::read_to_string(dirs[other].join("daemon.log")).unwrap_or_default();
+        if log.contains("succeeded: ") || log.contains("rolled back") {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the survivor never ended the rollout"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
     assert!(
         log.contains("took over the fleet's state"),
         "the rollout state came from the shared table"
-    );
-    assert!(
-        log.contains("succeeded") || log.contains("rolled back"),
-        "the survivor ended the rollout"
     );
     if let Some(mut c) = children[other].take() {
         unsafe {
@@ -494,6 +502,24 @@ async fn the_owner_killed_mid_rollout_the_other_replica_takes_over_and_finishes(
         "the survivor acted while the owner held the lease: {:?}",
         b.first()
     );
+    // Every kind of change went through the fence under the fleet's name.
+    for kind in ["RunInstances", "RegisterTargets"] {
+        assert!(
+            a.iter().any(|x| x.action == kind),
+            "owner journaled no {kind}: {a:?}"
+        );
+    }
+    for kind in [
+        "RunInstances",
+        "RegisterTargets",
+        "DeregisterTargets",
+        "TerminateInstances",
+    ] {
+        assert!(
+            b.iter().any(|x| x.action == kind),
+            "survivor journaled no {kind}"
+        );
+    }
     println!(
         "REPLICA-FIGURES owner={} survivor={} takeover_after_kill={:?} converged_after_kill={:?} ended_on={finished_on} owner_actions={} survivor_actions={}",
         ids[o], ids[other], takeover.0, converged, a.len(), b.len()

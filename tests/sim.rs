@@ -597,3 +597,63 @@ async fn every_change_is_journaled_as_an_intent_then_its_outcome_and_open_intent
         "{closed:?}"
     );
 }
+
+/// A fence that says no stops every kind of change before it reaches the cloud.
+#[tokio::test]
+async fn with_the_fence_closed_no_change_reaches_the_cloud() {
+    use coxswain::cloud::{Cloud, LaunchRequest};
+    use coxswain::controller::journal::{Fence, Journaled};
+    struct Closed(std::sync::atomic::AtomicU32);
+    #[async_trait::async_trait]
+    impl Fence for Closed {
+        async fn allow(&self, _fleet: &str, _detail: &str) -> bool {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            false
+        }
+    }
+    let config = manifest::load_str("small.yaml", SMALL).expect("valid");
+    let (clock, sim, mut controller) = setup(config.clone());
+    controller.reconcile_once().await;
+    let live = sim.all_live();
+    assert!(!live.is_empty());
+    let store = Arc::new(coxswain::store::Store::in_memory().expect("store"));
+    let j = Journaled::new(sim.clone(), store.clone(), clock.clone());
+    let closed = Arc::new(Closed(Default::default()));
+    j.set_fence(Some(closed.clone()));
+    let ids: Vec<String> = live.iter().map(|i| i.id.clone()).collect();
+    let req = LaunchRequest {
+        fleet: "web".into(),
+        build: "web:3".into(),
+        count: 1,
+        template: None,
+        image_id: Some("ami-1".into()),
+        instance_type: Some("m6i.large".into()),
+        subnet: Some("subnet-a".into()),
+        security_groups: vec![],
+        key_name: None,
+        tags: Default::default(),
+        client_token: "t".into(),
+    };
+    let before = sim.totals();
+    assert!(j.launch(&req).await.is_err());
+    assert!(j.mark_retiring(&ids, clock.now()).await.is_err());
+    assert!(j.terminate(&ids).await.is_err());
+    assert!(j.register_targets("tg-web", &ids).await.is_err());
+    assert!(j.deregister_targets("tg-web", &ids).await.is_err());
+    assert!(j.set_desired_capacity("grp", 3).await.is_err());
+    assert!(j
+        .set_forward_weights("listener", &[("tg-web".into(), 100)])
+        .await
+        .is_err());
+    assert_eq!(
+        closed.0.load(std::sync::atomic::Ordering::SeqCst),
+        7,
+        "every change asked"
+    );
+    assert_eq!(sim.totals(), before, "nothing launched or terminated");
+    assert!(sim.all_live().iter().all(|i| i.retiring_since.is_none()));
+    assert!(
+        store.recent_actions(10).expect("journal").is_empty(),
+        "no intent written"
+    );
+}

@@ -226,9 +226,13 @@ impl Cloud for Journaled {
         target_group: &str,
         ids_: &[String],
     ) -> Result<(), CloudError> {
+        let mut refs: Vec<&str> = ids_.iter().map(String::as_str).collect();
+        refs.push(target_group);
+        let fleet = self.fleet_for(&refs);
+        self.fenced("RegisterTargets", &fleet, &ids(ids_)).await?;
         let id = self.intent(
             "RegisterTargets",
-            "",
+            &fleet,
             format!("{target_group}: {}", ids(ids_)),
         )?;
         let r = self.inner.register_targets(target_group, ids_).await;
