@@ -125,6 +125,11 @@ CREATE TABLE IF NOT EXISTS fleet_memory (
     fleet TEXT PRIMARY KEY,
     body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL, fleet TEXT NOT NULL,
+    current INTEGER NOT NULL, desired INTEGER NOT NULL, reason TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS actions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL, fleet TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL,
@@ -403,6 +408,48 @@ impl Store {
             params![fleet, body],
         )?;
         Ok(())
+    }
+
+    /// Record a scaling decision that changes capacity, with its reason (the audit log).
+    pub fn record_decision(
+        &self,
+        at: DateTime<Utc>,
+        fleet: &str,
+        current: u32,
+        desired: u32,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO decisions (at, fleet, current, desired, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![ts(at), fleet, i64::from(current), i64::from(desired), reason],
+        )?;
+        Ok(())
+    }
+
+    /// The newest `limit` decisions of `fleet`, oldest first: (at, current, desired, reason).
+    pub fn decisions(
+        &self,
+        fleet: &str,
+        limit: usize,
+    ) -> Result<Vec<(DateTime<Utc>, u32, u32, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT at, current, desired, reason FROM decisions WHERE fleet = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![fleet, limit as i64], |r| {
+            Ok((
+                parse_ts(&r.get::<_, String>(0)?),
+                u32::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                u32::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?);
+        }
+        out.reverse();
+        Ok(out)
     }
 
     /// Record an intent before acting; returns its id for [`Store::action_done`].

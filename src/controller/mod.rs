@@ -420,6 +420,19 @@ impl Controller {
             };
             state.memory.observe(spec, &obs);
             let decision = policy::decide(spec, &obs, &state.memory);
+            if decision.change() != 0 && !self.dry_run {
+                if let Some(st) = &self.store {
+                    if let Err(e) = st.record_decision(
+                        now,
+                        &spec.name,
+                        decision.current,
+                        decision.desired,
+                        &decision.reason(),
+                    ) {
+                        error!(error = %e, fleet = %spec.name, "cannot record the decision");
+                    }
+                }
+            }
             if state.base_desired != Some(decision.desired) && !self.dry_run {
                 if let Some(st) = &self.store {
                     if let Err(e) = st.set_base_desired(&spec.name, decision.desired, now) {
