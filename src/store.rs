@@ -138,6 +138,9 @@ CREATE TABLE IF NOT EXISTS actions (
 CREATE INDEX IF NOT EXISTS actions_open ON actions (done_at);
 ";
 
+/// A recorded decision: (when, from, to, reason).
+pub type DecisionRow = (DateTime<Utc>, u32, u32, String);
+
 /// One entry of the action journal: written as an intent before the cloud call, completed
 /// with its outcome after.
 #[derive(Debug, Clone, PartialEq)]
@@ -427,11 +430,7 @@ impl Store {
     }
 
     /// The newest `limit` decisions of `fleet`, oldest first: (at, current, desired, reason).
-    pub fn decisions(
-        &self,
-        fleet: &str,
-        limit: usize,
-    ) -> Result<Vec<(DateTime<Utc>, u32, u32, String)>, StoreError> {
+    pub fn decisions(&self, fleet: &str, limit: usize) -> Result<Vec<DecisionRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT at, current, desired, reason FROM decisions WHERE fleet = ?1 ORDER BY id DESC LIMIT ?2",
