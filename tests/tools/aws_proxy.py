@@ -17,7 +17,8 @@
 3. Request log. GET /__log returns every call seen: service, action, parameters, status,
    and whether a fault was injected. POST /__reset clears the log and the rules.
 
-Everything else is forwarded to moto unchanged.
+Everything else is forwarded to moto unchanged, except that DynamoDB calls are forwarded
+one at a time: DynamoDB applies a conditional write atomically, moto server does not.
 """
 
 import argparse
@@ -38,6 +39,7 @@ LOCK = threading.Lock()
 RULES = []
 LOG = []
 RNG = random.Random(0)
+DDB_LOCK = threading.Lock()
 
 # JSON fields that are timestamps in CloudWatch's model (requests and responses).
 TIMESTAMP_FIELDS = {
@@ -227,7 +229,14 @@ class Handler(BaseHTTPRequestHandler):
                 LOG.append(entry)
             return self._reply(status, out, "application/cbor", {"smithy-protocol": "rpc-v2-cbor"})
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("content-length", "host")}
-        status, data, rh = self._forward(self.command, self.path, headers, body)
+        if self.headers.get("X-Amz-Target", "").startswith("DynamoDB"):
+            # DynamoDB evaluates a conditional write atomically; moto server handles
+            # requests on threads without that guarantee, so two racing conditional
+            # updates can both pass. Serialize DynamoDB calls to get DynamoDB's semantics.
+            with DDB_LOCK:
+                status, data, rh = self._forward(self.command, self.path, headers, body)
+        else:
+            status, data, rh = self._forward(self.command, self.path, headers, body)
         entry["status"] = status
         with LOCK:
             LOG.append(entry)
