@@ -132,6 +132,36 @@ fn ids(ids: &[String]) -> String {
     ids.join(",")
 }
 
+impl Journaled {
+    /// Every change goes through here: the fence, then the intent, then the call, then its
+    /// outcome. One path, so no kind of change can skip a step.
+    async fn change<T>(
+        &self,
+        operation: &'static str,
+        fleet: &str,
+        detail: String,
+        call: impl std::future::Future<Output = Result<T, CloudError>>,
+        ok: impl FnOnce(&T) -> String,
+    ) -> Result<T, CloudError> {
+        self.fenced(operation, fleet, &detail).await?;
+        let id = self.intent(operation, fleet, detail)?;
+        let r = call.await;
+        self.outcome(id, &r, ok);
+        r
+    }
+
+    /// The fleet of a call on instances (and optionally the target group they are in).
+    fn fleet_of_ids(&self, ids_: &[String], also: Option<&str>) -> String {
+        let mut refs: Vec<&str> = ids_.iter().map(String::as_str).collect();
+        refs.extend(also);
+        self.fleet_for(&refs)
+    }
+}
+
+fn nothing<T>(_: &T) -> String {
+    String::new()
+}
+
 #[async_trait::async_trait]
 impl Cloud for Journaled {
     async fn list_instances(&self) -> Result<Vec<Instance>, CloudError> {
@@ -145,54 +175,48 @@ impl Cloud for Journaled {
     }
 
     async fn launch(&self, req: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
-        self.fenced("RunInstances", &req.fleet, &req.client_token)
-            .await?;
-        let id = self.intent(
-            "RunInstances",
-            &req.fleet,
-            format!(
-                "{} x {} type={} subnet={} token={}",
-                req.count,
-                req.build,
-                req.instance_type.as_deref().unwrap_or("-"),
-                req.subnet.as_deref().unwrap_or("-"),
-                req.client_token
-            ),
-        )?;
-        let r = self.inner.launch(req).await;
+        let detail = format!(
+            "{} x {} type={} subnet={} token={}",
+            req.count,
+            req.build,
+            req.instance_type.as_deref().unwrap_or("-"),
+            req.subnet.as_deref().unwrap_or("-"),
+            req.client_token
+        );
+        let r = self
+            .change(
+                "RunInstances",
+                &req.fleet,
+                detail,
+                self.inner.launch(req),
+                |v| {
+                    v.iter()
+                        .map(|i| i.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+            )
+            .await;
         if let (Ok(list), Ok(mut m)) = (&r, self.fleet_of.write()) {
             for i in list {
                 m.insert(i.id.clone(), req.fleet.clone());
             }
         }
-        self.outcome(id, &r, |v| {
-            v.iter()
-                .map(|i| i.id.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        });
         r
     }
 
     async fn mark_retiring(&self, ids_: &[String], at: DateTime<Utc>) -> Result<(), CloudError> {
-        let refs: Vec<&str> = ids_.iter().map(String::as_str).collect();
-        let fleet = self.fleet_for(&refs);
-        self.fenced("TagRetiring", &fleet, &ids(ids_)).await?;
-        let id = self.intent("TagRetiring", &fleet, ids(ids_))?;
-        let r = self.inner.mark_retiring(ids_, at).await;
-        self.outcome(id, &r, |_| String::new());
-        r
+        let fleet = self.fleet_of_ids(ids_, None);
+        let call = self.inner.mark_retiring(ids_, at);
+        self.change("TagRetiring", &fleet, ids(ids_), call, nothing)
+            .await
     }
 
     async fn terminate(&self, ids_: &[String]) -> Result<(), CloudError> {
-        let refs: Vec<&str> = ids_.iter().map(String::as_str).collect();
-        let fleet = self.fleet_for(&refs);
-        self.fenced("TerminateInstances", &fleet, &ids(ids_))
-            .await?;
-        let id = self.intent("TerminateInstances", &fleet, ids(ids_))?;
-        let r = self.inner.terminate(ids_).await;
-        self.outcome(id, &r, |_| String::new());
-        r
+        let fleet = self.fleet_of_ids(ids_, None);
+        let call = self.inner.terminate(ids_);
+        self.change("TerminateInstances", &fleet, ids(ids_), call, nothing)
+            .await
     }
 
     async fn get_metrics(
@@ -210,15 +234,10 @@ impl Cloud for Journaled {
 
     async fn set_desired_capacity(&self, group: &str, desired: u32) -> Result<(), CloudError> {
         let fleet = self.fleet_for(&[group]);
-        self.fenced("SetDesiredCapacity", &fleet, group).await?;
-        let id = self.intent(
-            "SetDesiredCapacity",
-            &fleet,
-            format!("{group} -> {desired}"),
-        )?;
-        let r = self.inner.set_desired_capacity(group, desired).await;
-        self.outcome(id, &r, |_| String::new());
-        r
+        let call = self.inner.set_desired_capacity(group, desired);
+        let detail = format!("{group} -> {desired}");
+        self.change("SetDesiredCapacity", &fleet, detail, call, nothing)
+            .await
     }
 
     async fn register_targets(
@@ -226,18 +245,11 @@ impl Cloud for Journaled {
         target_group: &str,
         ids_: &[String],
     ) -> Result<(), CloudError> {
-        let mut refs: Vec<&str> = ids_.iter().map(String::as_str).collect();
-        refs.push(target_group);
-        let fleet = self.fleet_for(&refs);
-        self.fenced("RegisterTargets", &fleet, &ids(ids_)).await?;
-        let id = self.intent(
-            "RegisterTargets",
-            &fleet,
-            format!("{target_group}: {}", ids(ids_)),
-        )?;
-        let r = self.inner.register_targets(target_group, ids_).await;
-        self.outcome(id, &r, |_| String::new());
-        r
+        let fleet = self.fleet_of_ids(ids_, Some(target_group));
+        let call = self.inner.register_targets(target_group, ids_);
+        let detail = format!("{target_group}: {}", ids(ids_));
+        self.change("RegisterTargets", &fleet, detail, call, nothing)
+            .await
     }
 
     async fn deregister_targets(
@@ -245,18 +257,11 @@ impl Cloud for Journaled {
         target_group: &str,
         ids_: &[String],
     ) -> Result<(), CloudError> {
-        let mut refs: Vec<&str> = ids_.iter().map(String::as_str).collect();
-        refs.push(target_group);
-        let fleet = self.fleet_for(&refs);
-        self.fenced("DeregisterTargets", &fleet, &ids(ids_)).await?;
-        let id = self.intent(
-            "DeregisterTargets",
-            &fleet,
-            format!("{target_group}: {}", ids(ids_)),
-        )?;
-        let r = self.inner.deregister_targets(target_group, ids_).await;
-        self.outcome(id, &r, |_| String::new());
-        r
+        let fleet = self.fleet_of_ids(ids_, Some(target_group));
+        let call = self.inner.deregister_targets(target_group, ids_);
+        let detail = format!("{target_group}: {}", ids(ids_));
+        self.change("DeregisterTargets", &fleet, detail, call, nothing)
+            .await
     }
 
     async fn target_health(
@@ -273,15 +278,10 @@ impl Cloud for Journaled {
     ) -> Result<(), CloudError> {
         let shown: Vec<String> = weights.iter().map(|(tg, w)| format!("{tg}={w}")).collect();
         let fleet = self.fleet_for(&[listener_arn]);
-        self.fenced("ModifyListener", &fleet, listener_arn).await?;
-        let id = self.intent(
-            "ModifyListener",
-            &fleet,
-            format!("{listener_arn}: {}", shown.join(",")),
-        )?;
-        let r = self.inner.set_forward_weights(listener_arn, weights).await;
-        self.outcome(id, &r, |_| String::new());
-        r
+        let call = self.inner.set_forward_weights(listener_arn, weights);
+        let detail = format!("{listener_arn}: {}", shown.join(","));
+        self.change("ModifyListener", &fleet, detail, call, nothing)
+            .await
     }
 
     async fn instance_status(&self, ids_: &[String]) -> Result<Vec<(String, bool)>, CloudError> {
