@@ -16,59 +16,12 @@ const DIM: &str = "targetgroup/web-tg/0123456789abcdef";
 const TOKEN: &str = "crash-test-token-0123456789";
 const DESIRED: usize = 6;
 
-/// (id, state, build) of every instance coxswain ever launched for the fleet.
 async fn all_instances(cfg: &aws_config::SdkConfig) -> Vec<(String, String, String)> {
-    let out = aws_sdk_ec2::Client::new(cfg)
-        .describe_instances()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:coxswain:fleet")
-                .values("web")
-                .build(),
-        )
-        .send()
-        .await
-        .expect("describe");
-    out.reservations()
-        .iter()
-        .flat_map(|r| r.instances().to_vec())
-        .map(|i| {
-            let tag = |k: &str| {
-                i.tags()
-                    .iter()
-                    .find(|t| t.key() == Some(k))
-                    .and_then(|t| t.value())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            (
-                i.instance_id().unwrap_or("").to_string(),
-                i.state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_string())
-                    .unwrap_or_default(),
-                tag("coxswain:build"),
-            )
-        })
-        .collect()
+    common::instance_states(cfg, "web").await
 }
 
 async fn registered(cfg: &aws_config::SdkConfig, tg: &str) -> Vec<String> {
-    let out = aws_sdk_elasticloadbalancingv2::Client::new(cfg)
-        .describe_target_health()
-        .target_group_arn(tg)
-        .send()
-        .await
-        .expect("target health");
-    out.target_health_descriptions()
-        .iter()
-        .filter(|d| {
-            d.target_health()
-                .and_then(|h| h.state())
-                .is_some_and(|s| s.as_str() != "draining")
-        })
-        .filter_map(|d| d.target().and_then(|t| t.id()).map(String::from))
-        .collect()
+    common::registered_ids(cfg, tg).await
 }
 
 fn start_daemon(moto: &Moto, dir: &Path, port: u16, run: usize) -> Child {
@@ -122,18 +75,7 @@ async fn killed_at_random_points_of_a_rollout_it_converges_on_one_build_without_
     let moto = Moto::start();
     let cfg = sdk_config(&moto.endpoint()).await;
     let infra = create_infra(&cfg, "web").await;
-    aws_sdk_ec2::Client::new(&cfg)
-        .create_launch_template_version()
-        .launch_template_name(&infra.launch_template)
-        .launch_template_data(
-            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                .image_id(&infra.image_id)
-                .instance_type(aws_sdk_ec2::types::InstanceType::T3Small)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("template version 2");
+    common::new_template_version(&cfg, &infra).await;
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("manifests")).expect("dir");
     std::fs::write(

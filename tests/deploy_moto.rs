@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::Utc;
-use common::{create_infra, put_metric, sdk_config, Infra, Moto};
+use common::{create_infra, new_template_version, put_metric, sdk_config, Infra, Moto};
 use coxswain::clock::{Clock, RealClock, VirtualClock};
 use coxswain::cloud::aws::AwsCloud;
 use coxswain::cloud::Cloud;
@@ -25,21 +25,6 @@ fn manifest_text(infra: &Infra, min: u32, deploy: &str) -> String {
         subnet = infra.subnet,
         tg = infra.target_group_arn,
     )
-}
-
-async fn new_template_version(cfg: &aws_config::SdkConfig, infra: &Infra) {
-    aws_sdk_ec2::Client::new(cfg)
-        .create_launch_template_version()
-        .launch_template_name(&infra.launch_template)
-        .launch_template_data(
-            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                .image_id(&infra.image_id)
-                .instance_type(aws_sdk_ec2::types::InstanceType::T3Small)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("create template version 2");
 }
 
 async fn aws(m: &Moto) -> Arc<AwsCloud> {

@@ -217,55 +217,12 @@ fn start_replica(
         .expect("start replica")
 }
 
-/// (id, state, build) of every instance of the fleet.
 async fn instances(cfg: &aws_config::SdkConfig) -> Vec<(String, String, String)> {
-    let out = aws_sdk_ec2::Client::new(cfg)
-        .describe_instances()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:coxswain:fleet")
-                .values("web")
-                .build(),
-        )
-        .send()
-        .await
-        .expect("describe");
-    out.reservations()
-        .iter()
-        .flat_map(|r| r.instances().to_vec())
-        .map(|i| {
-            let build = i
-                .tags()
-                .iter()
-                .find(|t| t.key() == Some("coxswain:build"))
-                .and_then(|t| t.value())
-                .unwrap_or("")
-                .to_string();
-            let state = i
-                .state()
-                .and_then(|s| s.name())
-                .map(|n| n.as_str().to_string())
-                .unwrap_or_default();
-            (i.instance_id().unwrap_or("").to_string(), state, build)
-        })
-        .collect()
+    common::instance_states(cfg, "web").await
 }
 
 async fn registered(cfg: &aws_config::SdkConfig, tg: &str) -> usize {
-    aws_sdk_elasticloadbalancingv2::Client::new(cfg)
-        .describe_target_health()
-        .target_group_arn(tg)
-        .send()
-        .await
-        .expect("health")
-        .target_health_descriptions()
-        .iter()
-        .filter(|d| {
-            d.target_health()
-                .and_then(|h| h.state())
-                .is_some_and(|s| s.as_str() != "draining")
-        })
-        .count()
+    common::registered_ids(cfg, tg).await.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,18 +230,7 @@ async fn the_owner_killed_mid_rollout_the_other_replica_takes_over_and_finishes(
     let moto = Moto::start();
     let cfg = sdk_config(&moto.endpoint()).await;
     let infra = common::create_infra(&cfg, "web").await;
-    aws_sdk_ec2::Client::new(&cfg)
-        .create_launch_template_version()
-        .launch_template_name(&infra.launch_template)
-        .launch_template_data(
-            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                .image_id(&infra.image_id)
-                .instance_type(aws_sdk_ec2::types::InstanceType::T3Small)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("template version 2");
+    common::new_template_version(&cfg, &infra).await;
     create_tables(&aws_sdk_dynamodb::Client::new(&cfg), "coxswain")
         .await
         .expect("tables");

@@ -325,3 +325,78 @@ pub async fn aws_cloud(
     };
     std::sync::Arc::new(coxswain::cloud::aws::AwsCloud::connect(&opts, controller_id).await)
 }
+
+/// Launch template version 2 (the "new build" of deploy tests).
+pub async fn new_template_version(cfg: &aws_config::SdkConfig, infra: &Infra) {
+    aws_sdk_ec2::Client::new(cfg)
+        .create_launch_template_version()
+        .launch_template_name(&infra.launch_template)
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(&infra.image_id)
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Small)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create template version 2");
+}
+
+/// (id, state, coxswain:build) of every instance of `fleet`, terminated ones included.
+pub async fn instance_states(
+    cfg: &aws_config::SdkConfig,
+    fleet: &str,
+) -> Vec<(String, String, String)> {
+    let out = aws_sdk_ec2::Client::new(cfg)
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:coxswain:fleet")
+                .values(fleet)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe");
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances().to_vec())
+        .map(|i| {
+            let build = i
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some("coxswain:build"))
+                .and_then(|t| t.value())
+                .unwrap_or("")
+                .to_string();
+            let state = i
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string())
+                .unwrap_or_default();
+            (i.instance_id().unwrap_or("").to_string(), state, build)
+        })
+        .collect()
+}
+
+/// Targets of `tg` that are not draining, sorted.
+pub async fn registered_ids(cfg: &aws_config::SdkConfig, tg: &str) -> Vec<String> {
+    let out = aws_sdk_elasticloadbalancingv2::Client::new(cfg)
+        .describe_target_health()
+        .target_group_arn(tg)
+        .send()
+        .await
+        .expect("target health");
+    let mut ids: Vec<String> = out
+        .target_health_descriptions()
+        .iter()
+        .filter(|d| {
+            d.target_health()
+                .and_then(|h| h.state())
+                .is_some_and(|s| s.as_str() != "draining")
+        })
+        .filter_map(|d| d.target().and_then(|t| t.id()).map(String::from))
+        .collect();
+    ids.sort();
+    ids
+}
