@@ -349,7 +349,17 @@ impl Leases {
 
     /// Replicas whose heartbeat has not expired, sorted.
     pub async fn live_replicas(&self, now: DateTime<Utc>) -> Result<Vec<String>, LeaseError> {
-        let mut out = Vec::new();
+        Ok(self.snapshot(now).await?.0)
+    }
+
+    /// One consistent scan of the lease table: the live replicas (sorted) and every
+    /// fleet's lease, so a pass needs no read per fleet.
+    pub async fn snapshot(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<String>, HashMap<String, Lease>), LeaseError> {
+        let mut live = Vec::new();
+        let mut fleets = HashMap::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
             let page = self
@@ -365,12 +375,14 @@ impl Leases {
                 let Some(key) = item.get("fleet").and_then(|v| v.as_s().ok()) else {
                     continue;
                 };
-                let Some(id) = key.strip_prefix("replica#") else {
+                let Ok(l) = Self::parse(key, item) else {
                     continue;
                 };
-                if let Ok(l) = Self::parse(key, item) {
-                    if l.expires > now {
-                        out.push(id.to_string());
+                match key.strip_prefix("replica#") {
+                    Some(id) if l.expires > now => live.push(id.to_string()),
+                    Some(_) => {}
+                    None => {
+                        fleets.insert(key.clone(), l);
                     }
                 }
             }
@@ -379,8 +391,8 @@ impl Leases {
                 _ => break,
             }
         }
-        out.sort();
-        Ok(out)
+        live.sort();
+        Ok((live, fleets))
     }
 }
 

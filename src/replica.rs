@@ -80,11 +80,11 @@ impl Replica {
             warn!(error = %e, "cannot heartbeat; acting on no fleet this pass");
             return (HashSet::new(), Vec::new());
         }
-        let live = match self.leases.live_replicas(now).await {
-            Ok(l) => l,
+        let (live, leases) = match self.leases.snapshot(now).await {
+            Ok(snap) => snap,
             Err(e) => {
-                warn!(error = %e, "cannot list replicas");
-                vec![self.id().to_string()]
+                warn!(error = %e, "cannot read the lease table; acting on no fleet this pass");
+                return (HashSet::new(), Vec::new());
             }
         };
         let held = self.held();
@@ -101,13 +101,7 @@ impl Replica {
                 }
                 continue;
             }
-            let current = match self.leases.current(fleet).await {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(fleet = %fleet, error = %e, "cannot read the lease");
-                    continue;
-                }
-            };
+            let current = leases.get(fleet).cloned();
             let mine = preferred(fleet, &live) == Some(self.id());
             let want = match &current {
                 None => mine,
