@@ -19,7 +19,7 @@ pub struct Moto {
     pub proxy_port: u16,
 }
 
-fn venv() -> PathBuf {
+pub fn venv() -> PathBuf {
     std::env::var_os("COXSWAIN_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv"))
