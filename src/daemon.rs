@@ -5,9 +5,12 @@
 
 use crate::api::Command;
 use crate::clock::Clock;
+use crate::controller::requests::{Accepted, Refusal};
 use crate::controller::Controller;
 use crate::manifest::{self, Config};
+use crate::store::Outcome;
 use rand::Rng;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,13 +82,55 @@ pub async fn run(
 }
 
 /// Answer one API request. Deploys and aborts want a pass soon after.
-fn handle(controller: &mut Controller, now: chrono::DateTime<chrono::Utc>, cmd: Command) {
+/// Answer one API request (the daemon does this between passes; tests call it too).
+pub async fn handle(
+    controller: &mut Controller,
+    replica: Option<&crate::replica::Replica>,
+    now: chrono::DateTime<chrono::Utc>,
+    cmd: Command,
+) {
     match cmd {
         Command::Deploy(req, reply) => {
-            let _ = reply.send(controller.request_deploy(&req, now));
+            let answer = match replica {
+                Some(r) => match pull_shared_ledger(controller, r, &req).await {
+                    Ok(()) => {
+                        let answer = controller.request_deploy(&req, now);
+                        // An accepted rollout is in the shared table at once, not after
+                        // the next pass: a successor sees it even if this replica dies now.
+                        if let (Ok(Accepted::Started { fleet, .. }), Some(store)) =
+                            (&answer, controller.store())
+                        {
+                            match store.export_fleet(fleet) {
+                                Ok(body) => {
+                                    if !r.export(fleet, &body, now).await {
+                                        warn!(fleet = %fleet, "accepted rollout not exported yet (lease not held)");
+                                    }
+                                }
+                                Err(e) => {
+                                    error!(fleet = %fleet, error = %e, "cannot read the fleet's state to export")
+                                }
+                            }
+                        }
+                        answer
+                    }
+                    Err(e) => Err(Refusal::Internal(format!(
+                        "cannot read the shared ledger (DynamoDB): {e}"
+                    ))),
+                },
+                None => controller.request_deploy(&req, now),
+            };
+            let _ = reply.send(answer);
         }
         Command::Approve(req, reply) => {
-            let _ = reply.send(controller.request_approval(&req, now));
+            let answer = match (controller.request_approval(&req, now), replica) {
+                (Ok(a), Some(r)) => r.share_approval(&a).await.map_err(|e| {
+                    Refusal::Internal(format!(
+                        "approval recorded on this replica but not shared with the others (DynamoDB): {e}; approve again"
+                    ))
+                }),
+                (answer, _) => answer.map(|_| ()),
+            };
+            let _ = reply.send(answer);
         }
         Command::Rollback(req, reply) => {
             let _ = reply.send(controller.request_rollback(&req, now));
@@ -94,6 +139,49 @@ fn handle(controller: &mut Controller, now: chrono::DateTime<chrono::Utc>, cmd: 
             let _ = reply.send(controller.request_abort(id, &reason));
         }
     }
+}
+
+/// Replicas, before admitting a deploy: bring in from the shared table what the admission
+/// check reads, the passes of the environments the build must have gone through and the
+/// approvals of the build, wherever they were recorded.
+async fn pull_shared_ledger(
+    controller: &mut Controller,
+    r: &crate::replica::Replica,
+    req: &crate::controller::requests::DeployRequest,
+) -> Result<(), crate::lease::LeaseError> {
+    let Ok(spec) = crate::deploy::admit::find_fleet(controller.config(), &req.fleet, &req.env)
+    else {
+        return Ok(()); // refused by the request itself, with its own message
+    };
+    let Ok(build) = crate::deploy::Build::parse(spec, &req.build, None) else {
+        return Ok(());
+    };
+    let (app, requires, approval) = (
+        spec.app().to_string(),
+        spec.deploy.promotion.requires.clone(),
+        spec.deploy.promotion.approval,
+    );
+    let Some(store) = controller.store().cloned() else {
+        return Ok(());
+    };
+    for env in &requires {
+        if store.passed(&app, env, &build.id).unwrap_or(false) {
+            continue;
+        }
+        if let Some(d) = r.shared_pass(&app, env, &build.id).await? {
+            if let Err(e) = store.upsert_deployment(&d) {
+                error!(error = %e, "cannot record a shared ledger row");
+            }
+        }
+    }
+    if approval {
+        for a in r.shared_approvals(&app, &build.id).await? {
+            if let Err(e) = store.approve(&a) {
+                error!(error = %e, "cannot record a shared approval");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// [`run`], also answering API requests between passes.
@@ -109,6 +197,8 @@ pub async fn run_with_api(
     let mut passes = 0u64;
     let mut throttled = 0u32;
     let mut last_refused: Option<String> = None;
+    // Replicas: ledger rows already written to the shared table.
+    let mut shared: HashSet<i64> = HashSet::new();
     info!(
         fleets = controller.config().fleets.len(),
         poll = ?opts.poll_interval.unwrap_or(controller.config().controller.poll_interval.0),
@@ -129,7 +219,7 @@ pub async fn run_with_api(
         };
         let report = controller.reconcile_once().await;
         if let Some(r) = &opts.replica {
-            export_fleets(r, &controller, &owned, clock.as_ref()).await;
+            export_fleets(r, &controller, &owned, &mut shared, clock.as_ref()).await;
         }
         passes += 1;
         throttled = if report.throttled { throttled + 1 } else { 0 };
@@ -158,10 +248,10 @@ pub async fn run_with_api(
                 true
             }
             Some(cmd) = commands.recv() => {
-                handle(&mut controller, clock.now(), cmd);
+                handle(&mut controller, opts.replica.as_deref(), clock.now(), cmd).await;
                 // Answer any others already waiting, then run a pass at once.
                 while let Ok(cmd) = commands.try_recv() {
-                    handle(&mut controller, clock.now(), cmd);
+                    handle(&mut controller, opts.replica.as_deref(), clock.now(), cmd).await;
                 }
                 false
             }
@@ -226,6 +316,7 @@ async fn export_fleets(
     r: &crate::replica::Replica,
     controller: &Controller,
     owned: &[String],
+    shared: &mut HashSet<i64>,
     clock: &dyn Clock,
 ) {
     let Some(store) = controller.store() else {
@@ -239,6 +330,30 @@ async fn export_fleets(
                 }
             }
             Err(e) => error!(fleet = %fleet, error = %e, "cannot read the fleet's state to export"),
+        }
+        // Builds that went live here, for promotion checks on every replica.
+        let rows = match store.history(fleet, 20) {
+            Ok(rows) => rows,
+            Err(e) => {
+                error!(fleet = %fleet, error = %e, "cannot read the ledger to share it");
+                continue;
+            }
+        };
+        for d in rows
+            .iter()
+            .filter(|d| d.fleet == *fleet && d.outcome == Outcome::Succeeded)
+        {
+            if shared.contains(&d.id) {
+                continue;
+            }
+            match r.share_pass(d).await {
+                Ok(()) => {
+                    shared.insert(d.id);
+                }
+                Err(e) => {
+                    warn!(fleet = %fleet, deployment = d.id, error = %e, "cannot share the ledger row; will retry")
+                }
+            }
         }
     }
 }

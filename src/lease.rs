@@ -48,6 +48,8 @@ pub enum LeaseError {
     },
     #[error("the lease item for {0} is malformed")]
     Malformed(String),
+    #[error("a shared ledger item is malformed: {0}")]
+    SharedItem(String),
 }
 
 fn service(operation: &'static str, e: impl std::fmt::Display) -> LeaseError {
@@ -316,6 +318,74 @@ impl Leases {
             let writer = i.get("writer")?.as_s().ok()?.clone();
             Some((body, fence, writer))
         }))
+    }
+
+    /// Shared facts (the build ledger's passes, approvals) live in the state table under
+    /// `ledger#...` and `approval#...` keys. They only ever grow and every write is
+    /// idempotent, so they need no fence: any replica may add one.
+    pub async fn put_fact(&self, key: &str, body: &str) -> Result<(), LeaseError> {
+        self.client
+            .put_item()
+            .table_name(&self.state_table)
+            .item("key", s(key))
+            .item("body", s(body))
+            .item("writer", s(&self.replica))
+            .send()
+            .await
+            .map_err(|e| service("PutItem", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    /// The body of a fact written by [`Leases::put_fact`].
+    pub async fn get_fact(&self, key: &str) -> Result<Option<String>, LeaseError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.state_table)
+            .key("key", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| service("GetItem", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        Ok(out.item().and_then(|i| i.get("body")?.as_s().ok().cloned()))
+    }
+
+    /// Add `member` to the string set under `key` (created on first use). Atomic, so two
+    /// replicas adding at once both land.
+    pub async fn add_member(&self, key: &str, member: &str) -> Result<(), LeaseError> {
+        self.client
+            .update_item()
+            .table_name(&self.state_table)
+            .key("key", s(key))
+            .update_expression("ADD #m :m")
+            .expression_attribute_names("#m", "members")
+            .expression_attribute_values(":m", AttributeValue::Ss(vec![member.to_string()]))
+            .send()
+            .await
+            .map_err(|e| {
+                service(
+                    "UpdateItem",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
+                )
+            })?;
+        Ok(())
+    }
+
+    /// The members of the set under `key` (empty if there is none).
+    pub async fn members(&self, key: &str) -> Result<Vec<String>, LeaseError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.state_table)
+            .key("key", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| service("GetItem", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        Ok(out
+            .item()
+            .and_then(|i| i.get("members")?.as_ss().ok().cloned())
+            .unwrap_or_default())
     }
 
     /// The lease item of `fleet`, as stored.

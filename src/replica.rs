@@ -8,9 +8,15 @@
 //! after each pass with a fenced write. Before each change to the cloud, the action
 //! journal asks [`Fence::allow`], which writes the intent with a fenced write: a replica
 //! whose lease has lapsed or moved cannot, and does not act.
+//!
+//! The build ledger's facts that other fleets depend on are shared too: a build that went
+//! live in an environment (promotion checks it) and approvals. They are written when
+//! they happen and read when a deploy is admitted, so a build that passed staging on one
+//! replica can be promoted on another, and an approval given to any replica counts.
 
 use crate::controller::journal::Fence;
-use crate::lease::{preferred, Lease, Leases};
+use crate::lease::{preferred, Lease, LeaseError, Leases};
+use crate::store::{Approval, Deployment, Outcome};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -159,6 +165,58 @@ impl Replica {
         }
     }
 
+    /// Record in the shared table that `d` went live (only successes are shared: they
+    /// are what promotion asks for). Idempotent.
+    pub async fn share_pass(&self, d: &Deployment) -> Result<(), LeaseError> {
+        if d.outcome != Outcome::Succeeded {
+            return Ok(());
+        }
+        let body = serde_json::to_string(d).map_err(|e| LeaseError::SharedItem(e.to_string()))?;
+        self.leases
+            .put_fact(&pass_key(&d.app, &d.env, &d.build), &body)
+            .await
+    }
+
+    /// The deployment that made `build` of `app` live in `env`, on any replica.
+    pub async fn shared_pass(
+        &self,
+        app: &str,
+        env: &str,
+        build: &str,
+    ) -> Result<Option<Deployment>, LeaseError> {
+        match self.leases.get_fact(&pass_key(app, env, build)).await? {
+            Some(body) => serde_json::from_str(&body)
+                .map(Some)
+                .map_err(|e| LeaseError::SharedItem(format!("ledger row: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Add an approval to the shared set of `app`'s `build`.
+    pub async fn share_approval(&self, a: &Approval) -> Result<(), LeaseError> {
+        let body = serde_json::to_string(a).map_err(|e| LeaseError::SharedItem(e.to_string()))?;
+        self.leases
+            .add_member(&approval_key(&a.app, &a.build), &body)
+            .await
+    }
+
+    /// Every approval of `app`'s `build`, given to any replica.
+    pub async fn shared_approvals(
+        &self,
+        app: &str,
+        build: &str,
+    ) -> Result<Vec<Approval>, LeaseError> {
+        self.leases
+            .members(&approval_key(app, build))
+            .await?
+            .iter()
+            .map(|m| {
+                serde_json::from_str(m)
+                    .map_err(|e| LeaseError::SharedItem(format!("approval: {e}")))
+            })
+            .collect()
+    }
+
     /// Give every lease up (clean shutdown), so others take over without waiting.
     pub async fn release_all(&self) {
         for (fleet, lease) in self.held() {
@@ -168,6 +226,16 @@ impl Replica {
             self.set_held(&fleet, None);
         }
     }
+}
+
+/// Keys of shared facts. The parts are JSON-encoded, so no app, environment or build name
+/// can make two keys collide.
+fn pass_key(app: &str, env: &str, build: &str) -> String {
+    format!("ledger#{}", serde_json::json!([app, env, build]))
+}
+
+fn approval_key(app: &str, build: &str) -> String {
+    format!("approval#{}", serde_json::json!([app, build]))
 }
 
 #[async_trait::async_trait]

@@ -58,7 +58,7 @@ impl Outcome {
 }
 
 /// One line of the ledger.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
     pub id: i64,
     pub app: String,
@@ -72,7 +72,7 @@ pub struct Deployment {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Approval {
     pub app: String,
     pub build: String,
@@ -91,6 +91,9 @@ pub struct Event {
 pub struct Store {
     conn: Mutex<Connection>,
 }
+
+/// How many finished ledger rows of a fleet travel with it to another replica.
+const EXPORTED_LEDGER_ROWS: usize = 50;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS deployments (
@@ -305,8 +308,14 @@ impl Store {
     }
 
     /// Everything another replica needs to carry on with `fleet`: the desired capacity,
-    /// the rollout memory, and the active rollout with its ledger row (JSON).
+    /// the rollout memory, the active rollout with its ledger row, and the fleet's recent
+    /// finished ledger rows (its live build among them) (JSON).
     pub fn export_fleet(&self, fleet: &str) -> Result<String, StoreError> {
+        let recent: Vec<Deployment> = self
+            .history(fleet, EXPORTED_LEDGER_ROWS)?
+            .into_iter()
+            .filter(|d| d.fleet == fleet && d.outcome != Outcome::InProgress)
+            .collect();
         let base = self.base_desired(fleet)?;
         let memory = self.fleet_memory(fleet)?;
         let mut rollout = serde_json::Value::Null;
@@ -322,7 +331,7 @@ impl Store {
             }
         }
         Ok(
-            serde_json::json!({"base_desired": base, "memory": memory, "rollout": rollout})
+            serde_json::json!({"base_desired": base, "memory": memory, "rollout": rollout, "recent": recent})
                 .to_string(),
         )
     }
@@ -344,6 +353,36 @@ impl Store {
         }
         if let Some(m) = v["memory"].as_str() {
             self.set_fleet_memory(fleet, m)?;
+        }
+        // The ledger as the previous owner left it: finished rows (the live build among
+        // them). A rollout this database still has open for the fleet, other than the one
+        // handed over, finished elsewhere: close it, with its outcome when it is known.
+        let recent: Vec<Deployment> =
+            serde_json::from_value(v["recent"].clone()).unwrap_or_default();
+        for d in &recent {
+            self.upsert_deployment(d)?;
+        }
+        let handed_over = v["rollout"]["id"].as_i64();
+        for (id, _) in self.active_rollouts()? {
+            let Some(d) = self.deployment(id)? else {
+                continue;
+            };
+            if d.fleet != fleet || Some(id) == handed_over {
+                continue;
+            }
+            let conn = self.conn();
+            if d.outcome == Outcome::InProgress {
+                conn.execute(
+                    "UPDATE deployments SET outcome = ?2, reason = ?3, finished_at = ?4 WHERE id = ?1",
+                    params![
+                        id,
+                        Outcome::Superseded.as_str(),
+                        "left behind when the fleet moved to another replica",
+                        ts(at)
+                    ],
+                )?;
+            }
+            conn.execute("UPDATE rollouts SET active = 0 WHERE id = ?1", [id])?;
         }
         let r = &v["rollout"];
         if let (Some(id), Some(body)) = (r["id"].as_i64(), r["body"].as_str()) {
@@ -615,6 +654,30 @@ impl Store {
             .optional()?)
     }
 
+    /// Write a ledger row as another replica recorded it (same id), or bring a row this
+    /// database has up to date with it. Rollout bodies are not touched.
+    pub fn upsert_deployment(&self, d: &Deployment) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO deployments (id, app, env, fleet, build, label, outcome, reason, started_at, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT(id) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason,
+                 finished_at = excluded.finished_at",
+            params![
+                d.id,
+                d.app,
+                d.env,
+                d.fleet,
+                d.build,
+                d.label,
+                d.outcome.as_str(),
+                d.reason,
+                ts(d.started_at),
+                d.finished_at.map(ts)
+            ],
+        )?;
+        Ok(())
+    }
+
     pub fn approve(&self, a: &Approval) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT OR REPLACE INTO approvals (app, build, by, at) VALUES (?1, ?2, ?3, ?4)",
@@ -721,5 +784,76 @@ mod tests {
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].seq, 2);
         assert_eq!(e[0].message, "step 2");
+    }
+
+    /// Replica A ran a staging rollout, B took the fleet over and finished it, then went
+    /// on to roll back another; A takes the fleet back. A must not resume its stale copy of
+    /// the first rollout, and must know the live build B left.
+    #[test]
+    fn a_fleet_taken_back_closes_rollouts_finished_elsewhere_and_knows_the_live_build() {
+        let a = Store::in_memory().expect("a");
+        let b = Store::in_memory().expect("b");
+        b.start_ids_at(1_000_000).expect("ids");
+        let id = a
+            .begin(&dep("staging", "ami-2"), |_| Ok("{\"step\":1}".into()))
+            .expect("begin");
+        // B takes over mid-rollout and finishes it.
+        b.import_fleet(
+            "web-staging",
+            &a.export_fleet("web-staging").expect("export"),
+            at(2),
+        )
+        .expect("import");
+        assert_eq!(b.active_rollouts().expect("active").len(), 1);
+        b.finish(id, Outcome::Succeeded, None, at(5), "{\"done\":1}")
+            .expect("finish");
+        let id2 = b
+            .begin(&dep("staging", "ami-3"), |_| Ok("{}".into()))
+            .expect("begin");
+        b.finish(id2, Outcome::RolledBack, Some("gate failed"), at(8), "{}")
+            .expect("finish");
+        // A, whose database still has the first rollout open, takes the fleet back.
+        assert_eq!(a.active_rollouts().expect("active").len(), 1);
+        a.import_fleet(
+            "web-staging",
+            &b.export_fleet("web-staging").expect("export"),
+            at(9),
+        )
+        .expect("import");
+        assert!(a.active_rollouts().expect("active").is_empty());
+        assert_eq!(
+            a.live_build("web-staging").expect("live"),
+            Some("ami-2".into())
+        );
+        assert!(a.passed("web", "staging", "ami-2").expect("passed"));
+        let h = a.history("web-staging", 10).expect("history");
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h[0].id, id2);
+        assert_eq!(h[0].outcome, Outcome::RolledBack);
+        assert_eq!(h[1].outcome, Outcome::Succeeded);
+    }
+
+    /// A rollout left open here that the exporter never saw finish is closed, not resumed.
+    #[test]
+    fn an_unknown_open_rollout_is_closed_as_left_behind_on_takeover() {
+        let a = Store::in_memory().expect("a");
+        let b = Store::in_memory().expect("b");
+        let id = a
+            .begin(&dep("staging", "ami-2"), |_| Ok("{}".into()))
+            .expect("begin");
+        a.import_fleet(
+            "web-staging",
+            &b.export_fleet("web-staging").expect("export"),
+            at(3),
+        )
+        .expect("import");
+        assert!(a.active_rollouts().expect("active").is_empty());
+        let d = a.deployment(id).expect("read").expect("row");
+        assert_eq!(d.outcome, Outcome::Superseded);
+        assert!(d
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("another replica"));
     }
 }

@@ -1,6 +1,6 @@
 //! The daemon's API: bearer token in constant time, size limits, clear 4xx on bad input.
 
-use coxswain::api::{self, ApiState, Command};
+use coxswain::api::{self, ApiState};
 use coxswain::client::Client;
 use coxswain::clock::{Clock, VirtualClock};
 use coxswain::cloud::sim::SimCloud;
@@ -21,19 +21,7 @@ async fn start() -> String {
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         while let Some(cmd) = rx.recv().await {
-            let now = clock.now();
-            match cmd {
-                Command::Deploy(r, reply) => drop(reply.send(controller.request_deploy(&r, now))),
-                Command::Approve(r, reply) => {
-                    drop(reply.send(controller.request_approval(&r, now)))
-                }
-                Command::Rollback(r, reply) => {
-                    drop(reply.send(controller.request_rollback(&r, now)))
-                }
-                Command::Abort(id, why, reply) => {
-                    drop(reply.send(controller.request_abort(id, &why)))
-                }
-            }
+            coxswain::daemon::handle(&mut controller, None, clock.now(), cmd).await;
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

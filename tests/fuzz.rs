@@ -1,7 +1,7 @@
 //! Bad input, generated: mutated manifests, random traces and durations, and random API
 //! requests give errors, never panics, and never a 5xx.
 
-use coxswain::api::{self, ApiState, Command};
+use coxswain::api::{self, ApiState};
 use coxswain::clock::{Clock, VirtualClock};
 use coxswain::cloud::sim::SimCloud;
 use coxswain::cloud::traffic::Trace;
@@ -154,21 +154,7 @@ fn start_api(rt: &tokio::runtime::Runtime) -> std::net::SocketAddr {
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             while let Some(cmd) = rx.recv().await {
-                let now = clock.now();
-                match cmd {
-                    Command::Deploy(r, reply) => {
-                        drop(reply.send(controller.request_deploy(&r, now)))
-                    }
-                    Command::Approve(r, reply) => {
-                        drop(reply.send(controller.request_approval(&r, now)))
-                    }
-                    Command::Rollback(r, reply) => {
-                        drop(reply.send(controller.request_rollback(&r, now)))
-                    }
-                    Command::Abort(id, why, reply) => {
-                        drop(reply.send(controller.request_abort(id, &why)))
-                    }
-                }
+                coxswain::daemon::handle(&mut controller, None, clock.now(), cmd).await;
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -471,3 +471,177 @@ async fn the_owner_killed_mid_rollout_the_other_replica_takes_over_and_finishes(
         ids[o], ids[other], takeover.0, converged, a.len(), b.len()
     );
 }
+
+/// The build ledger is shared: a build that went live in staging on one replica can be
+/// promoted to production on another, and an approval given to either counts. Each
+/// replica owns one of the two fleets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_and_approvals_work_across_replicas_that_own_different_fleets() {
+    let moto = Moto::start();
+    let cfg = sdk_config(&moto.endpoint()).await;
+    let infra = common::create_infra(&cfg, "web").await;
+    common::new_template_version(&cfg, &infra).await;
+    let prod_tg = aws_sdk_elasticloadbalancingv2::Client::new(&cfg)
+        .create_target_group()
+        .name("web-prod-tg")
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(80)
+        .vpc_id(&infra.vpc)
+        .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance)
+        .send()
+        .await
+        .expect("prod target group")
+        .target_groups()
+        .first()
+        .and_then(|t| t.target_group_arn())
+        .expect("arn")
+        .to_string();
+    create_tables(&aws_sdk_dynamodb::Client::new(&cfg), "coxswain")
+        .await
+        .expect("tables");
+    let root = tempfile::tempdir().expect("tempdir");
+    let manifests = root.path().join("manifests");
+    std::fs::create_dir_all(&manifests).expect("dir");
+    let fleet = |name: &str, env: &str, tg: &str, promotion: &str| {
+        format!(
+            "name: {name}\napp: web\nenvironment: {env}\nregion: us-east-1\nlaunch:\n  launch_template: {{ name: {lt}, version: \"1\" }}\n  subnets: [{subnet}]\ntarget_group_arn: {tg}\ncapacity: {{ min: 1, max: 2 }}\nscaling:\n  warmup: 0s\n  policies:\n    - target_tracking:\n        metric: {{ namespace: AWS/ApplicationELB, name: RequestCount, dimensions: {{ TargetGroup: {DIM} }}, stat: Average, kind: total }}\n        target: 100\ndeploy:\n{promotion}  strategy:\n    rolling: {{ batch: 1, max_surge: 1 }}\n  gates: {{ interval: 1s, timeout: 5m }}\n",
+            lt = infra.launch_template,
+            subnet = infra.subnet,
+        )
+    };
+    std::fs::write(
+        manifests.join("staging.yaml"),
+        fleet("web-staging", "staging", &infra.target_group_arn, ""),
+    )
+    .expect("manifest");
+    std::fs::write(
+        manifests.join("production.yaml"),
+        fleet(
+            "web-prod",
+            "production",
+            &prod_tg,
+            "  promotion: { requires: [staging], approval: true }\n",
+        ),
+    )
+    .expect("manifest");
+    // Two replica ids that rendezvous hashing splits: staging to one, production to the
+    // other. Both heartbeat before the daemons start, so each takes only its own fleet.
+    let a = "replica-a".to_string();
+    let b = (0..1000)
+        .map(|i| format!("replica-b{i}"))
+        .find(|b| {
+            let mut live = vec![a.clone(), b.clone()];
+            live.sort();
+            coxswain::lease::preferred("web-staging", &live) == Some(a.as_str())
+                && coxswain::lease::preferred("web-prod", &live) == Some(b.as_str())
+        })
+        .expect("a pair of ids that splits the fleets");
+    let ids = [a.as_str(), b.as_str()];
+    for id in ids {
+        leases(&moto, id)
+            .await
+            .heartbeat(Utc::now())
+            .await
+            .expect("heartbeat");
+    }
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let ports = [port(), port()];
+    let dirs: Vec<std::path::PathBuf> = ids.iter().map(|id| root.path().join(id)).collect();
+    let mut children = Vec::new();
+    for i in 0..2 {
+        std::fs::create_dir_all(&dirs[i]).expect("dir");
+        children.push(common::KillOnDrop(start_replica(
+            &moto, &dirs[i], &manifests, ports[i], ids[i],
+        )));
+    }
+    let watcher = leases(&moto, "watcher").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let s = watcher.current("web-staging").await.expect("read");
+        let p = watcher.current("web-prod").await.expect("read");
+        if s.is_some_and(|l| l.owner == ids[0]) && p.is_some_and(|l| l.owner == ids[1]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fleets were not split between the replicas"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let build = format!("{}:2", infra.launch_template);
+    let cli = |i: usize, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_coxswain"))
+            .args(args)
+            .env("COXSWAIN_SERVER", format!("http://127.0.0.1:{}", ports[i]))
+            .env("COXSWAIN_API_TOKEN", "replica-test-token-0123456789")
+            .output()
+            .expect("run coxswain");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let to_prod = [
+        "deploy",
+        "web",
+        "--env",
+        "production",
+        "--build",
+        &build,
+        "--wait",
+    ];
+    // Not yet through staging: refused by the production owner.
+    let (code, text) = cli(1, &to_prod);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("has not passed staging"), "{text}");
+    // Staging, on the other replica, all the way.
+    let (code, text) = cli(
+        0,
+        &[
+            "deploy", "web", "--env", "staging", "--build", &build, "--wait",
+        ],
+    );
+    assert_eq!(code, Some(0), "staging deploy: {text}");
+    // Production now knows staging passed, and asks for the sign-off.
+    let (code, text) = cli(1, &to_prod);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("needs a sign-off"), "{text}");
+    // The sign-off is given to the staging replica, which does not own production.
+    let (code, text) = cli(0, &["approve", "web", "--build", &build, "--by", "qa-lead"]);
+    assert_eq!(code, Some(0), "approve: {text}");
+    // And production goes.
+    let (code, text) = cli(1, &to_prod);
+    assert_eq!(code, Some(0), "production deploy: {text}");
+    let prod_builds: std::collections::BTreeSet<String> = common::instance_states(&cfg, "web-prod")
+        .await
+        .into_iter()
+        .filter(|i| i.1 == "running")
+        .map(|i| i.2)
+        .collect();
+    assert_eq!(
+        prod_builds.into_iter().collect::<Vec<_>>(),
+        vec![build.clone()]
+    );
+    drop(children); // SIGTERM: each stops cleanly
+                    // Each replica's own ledger has only its own fleet's rollout.
+    let ledger = |i: usize| {
+        coxswain::store::Store::open(&dirs[i].join("state.db"))
+            .expect("state")
+            .history("web", 10)
+            .expect("history")
+            .into_iter()
+            .filter(|d| d.outcome == coxswain::store::Outcome::Succeeded)
+            .map(|d| (d.env, d.build))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ledger(0), vec![("staging".to_string(), build.clone())]);
+    assert!(ledger(1).contains(&("production".to_string(), build.clone())));
+}

@@ -280,8 +280,11 @@ impl Controller {
 
     /// Drop what is in memory about a fleet, so the next pass restores it from the state
     /// file (after importing the state another replica exported).
+    /// Drop what this controller remembers of `fleet` (its state and current build), to be
+    /// read again from the state database: after another replica had it.
     pub fn forget_fleet(&mut self, fleet: &str) {
         self.fleets.remove(fleet);
+        self.current.remove(fleet);
     }
 
     pub fn store(&self) -> Option<&Arc<Store>> {

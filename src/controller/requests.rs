@@ -209,7 +209,7 @@ impl Controller {
         &mut self,
         req: &ApproveRequest,
         now: DateTime<Utc>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Approval, Refusal> {
         let store = self.store_or_err()?;
         let spec = self
             .config
@@ -224,16 +224,17 @@ impl Controller {
             ));
         }
         let build = Build::parse(&spec, &req.build, None).map_err(Refusal::Refused)?;
+        let approval = Approval {
+            app: spec.app().to_string(),
+            build: build.id.clone(),
+            by: req.by.clone(),
+            at: now,
+        };
         store
-            .approve(&Approval {
-                app: spec.app().to_string(),
-                build: build.id.clone(),
-                by: req.by.clone(),
-                at: now,
-            })
+            .approve(&approval)
             .map_err(|e| Refusal::Internal(e.to_string()))?;
         tracing::info!(app = %spec.app(), build = %build.id, by = %req.by, "approval recorded");
-        Ok(())
+        Ok(approval)
     }
 
     /// Roll back by hand: abort the running rollout, or roll to an earlier build.

@@ -400,3 +400,25 @@ pub async fn registered_ids(cfg: &aws_config::SdkConfig, tg: &str) -> Vec<String
     ids.sort();
     ids
 }
+
+/// A child process (a daemon under test) that is killed when dropped, so a failing
+/// assertion does not leave it running and holding the test's output open.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child; SIGTERM lets it release its leases.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
