@@ -1,5 +1,6 @@
 //! Crash safety: the daemon (the real binary, on moto through the real SDK) is killed with
-//! SIGKILL at random points of a rolling deploy and restarted on the same state file, again
+//! SIGKILL at random points of a scale-out and of a rolling deploy, and restarted on the same
+//! state file, again
 //! and again. After the last restart the rollout finishes (or rolls back), the fleet
 //! converges to its desired count on one build, nothing is orphaned and nothing was
 //! launched twice.
@@ -110,9 +111,28 @@ async fn killed_at_random_points_of_a_rollout_it_converges_on_one_build_without_
     let old = format!("{}:1", infra.launch_template);
     let new = format!("{}:2", infra.launch_template);
 
-    // Converge on the old build first.
+    // Scale out from nothing to the desired count (a scale action), killed at random
+    // points of it too, then converge on the old build.
+    let mut seed: u64 = 20261122;
+    println!("kill schedule seed {seed}");
     let mut run = 0;
     let mut daemon = start_daemon(&moto, dir.path(), port, run);
+    let mut scale_kills = 0;
+    for _ in 0..6 {
+        let wait = 0.1 + 0.7 * next(&mut seed);
+        tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        kill9(&mut daemon);
+        let live = all_instances(&cfg)
+            .await
+            .iter()
+            .filter(|i| i.1 == "running" || i.1 == "pending")
+            .count();
+        assert!(live <= DESIRED, "{live} live during the scale-out");
+        let reg = registered(&cfg, &infra.target_group_arn).await.len();
+        scale_kills += usize::from(live < DESIRED || reg < DESIRED);
+        run += 1;
+        daemon = start_daemon(&moto, dir.path(), port, run);
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let live: Vec<_> = all_instances(&cfg)
@@ -148,8 +168,6 @@ async fn killed_at_random_points_of_a_rollout_it_converges_on_one_build_without_
     assert!(admitted, "deploy admitted");
 
     // Kill it at random points, restarting on the same state file each time.
-    let mut seed: u64 = 20261122;
-    println!("kill schedule seed {seed}");
     let deploy_started = Instant::now();
     let mut kills = Vec::new();
     let mut max_live = 0;
@@ -247,7 +265,7 @@ async fn killed_at_random_points_of_a_rollout_it_converges_on_one_build_without_
         "new build launched more than once per slot: {launched:?}"
     );
     println!(
-        "CRASH-FIGURES kills={} ended_on={build} converged_after_last_restart={converged_in:?} max_live_at_a_kill={max_live} launched_per_build={launched:?}",
+        "CRASH-FIGURES scale_out_kills=6 (before every instance was up and registered: {scale_kills}) rollout_kills={} ended_on={build} converged_after_last_restart={converged_in:?} max_live_at_a_kill={max_live} launched_per_build={launched:?}",
         kills.len()
     );
     for (i, (at, live, last)) in kills.iter().enumerate() {
