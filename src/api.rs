@@ -1,4 +1,6 @@
-//! The daemon's HTTP API, used by `coxswain deploy`, `approve`, `rollback` and `history`.
+//! The daemon's HTTP API, used by `coxswain deploy`, `approve`, `rollback`, `history` and
+//! `status`; and what operators read without a token: `/healthz`, `/readyz`, `/metrics`
+//! (Prometheus) and the dashboard (`/`, `/dashboard/data`), all read-only.
 //!
 //! Every `/v1` call needs `Authorization: Bearer TOKEN`, compared in constant time.
 //! Request bodies are limited to 16 KiB; bad input gets a 4xx with a JSON `error`.
@@ -41,6 +43,7 @@ pub struct ApiState {
     pub commands: mpsc::Sender<Command>,
     pub store: Arc<Store>,
     pub token: Arc<String>,
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 #[derive(Debug, Serialize)]
@@ -110,12 +113,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/approvals", post(approve))
         .route("/v1/rollbacks", post(rollback))
         .route("/v1/history/{app}", get(history))
+        .route("/v1/status", get(status))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/", get(dashboard))
+        .route("/dashboard", get(dashboard))
+        .route("/dashboard/data", get(dashboard_data))
         .merge(v1)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -365,6 +374,123 @@ async fn events(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Ready: the control loop has finished a pass recently (503 with the reason if not).
+async fn readyz(State(st): State<ApiState>) -> Response {
+    match st.telemetry.ready() {
+        Ok(passes) => {
+            Json(serde_json::json!({"status": "ready", "passes": passes})).into_response()
+        }
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "not ready", "reason": why})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(st): State<ApiState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.telemetry.encode(),
+    )
+        .into_response()
+}
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:",
+            ),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
+}
+
+async fn dashboard_data(State(st): State<ApiState>) -> Response {
+    match status_of(&st) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e, false).into_response(),
+    }
+}
+
+async fn status(State(st): State<ApiState>) -> Response {
+    dashboard_data(State(st)).await
+}
+
+/// Every fleet as the last pass saw it, with its builds, running rollout (gate verdict
+/// and latest events), recent decisions and chart: what `status` and the dashboard show.
+pub fn status_of(st: &ApiState) -> Result<serde_json::Value, String> {
+    let snap = st.telemetry.snapshot();
+    let mut fleets = Vec::new();
+    for f in &snap.fleets {
+        let history = st.store.history(&f.fleet, 50).map_err(|e| e.to_string())?;
+        let mut succeeded = history
+            .iter()
+            .filter(|d| d.fleet == f.fleet && d.outcome == Outcome::Succeeded)
+            .map(|d| d.build.clone());
+        let live = succeeded.next();
+        let previous = match &live {
+            Some(l) => succeeded
+                .find(|b| b != l)
+                .or(Some(f.manifest_build.clone())),
+            None => None,
+        }
+        .filter(|p| Some(p) != live.as_ref());
+        let live = live.unwrap_or_else(|| f.manifest_build.clone());
+        let last = history
+            .iter()
+            .find(|d| d.fleet == f.fleet && d.outcome != Outcome::InProgress);
+        let rollout = match snap.rollouts.iter().find(|r| r.fleet == f.fleet) {
+            Some(r) => {
+                let events = st.store.events_after(r.id, 0).map_err(|e| e.to_string())?;
+                let tail: Vec<_> = events.iter().rev().take(8).rev().collect();
+                serde_json::json!({
+                    "id": r.id, "from": r.from, "to": r.to, "phase": r.phase, "step": r.step,
+                    "gate": r.gate, "gate_reason": r.gate_reason, "events": tail,
+                })
+            }
+            None => serde_json::Value::Null,
+        };
+        let decisions: Vec<serde_json::Value> = st
+            .store
+            .decisions(&f.fleet, 10)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(at, current, desired, reason)| {
+                serde_json::json!({"at": at, "current": current, "desired": desired, "reason": reason})
+            })
+            .collect();
+        fleets.push(serde_json::json!({
+            "fleet": f.fleet, "environment": f.environment, "app": f.app,
+            "current": f.current, "desired": f.desired, "ready": f.ready,
+            "booting": f.booting, "retiring": f.retiring, "capped": f.capped,
+            "reason": f.reason, "warnings": f.warnings, "demand_metric": f.demand_metric,
+            "live_build": live, "previous_build": previous,
+            "last_deploy": last.map(|d| serde_json::json!({
+                "id": d.id, "build": d.build, "outcome": d.outcome, "reason": d.reason,
+                "finished_at": d.finished_at,
+            })),
+            "rollout": rollout,
+            "decisions": decisions,
+            "series": snap.series.get(&f.fleet).cloned().unwrap_or_default(),
+        }));
+    }
+    Ok(serde_json::json!({
+        "passes": snap.passes,
+        "last_pass_errors": snap.last_pass_errors,
+        "fleets": fleets,
+    }))
 }
 
 async fn history(State(st): State<ApiState>, Path(app): Path<String>) -> Response {

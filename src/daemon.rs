@@ -51,6 +51,8 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// Run as one of several replicas: act only on fleets whose lease this one holds.
     pub replica: Option<Arc<crate::replica::Replica>>,
+    /// Where each pass's report goes for /metrics, /readyz and the dashboard.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 /// Longest pause between passes when backing off from throttling.
@@ -218,6 +220,10 @@ pub async fn run_with_api(
             None => Vec::new(),
         };
         let report = controller.reconcile_once().await;
+        if let Some(t) = &opts.telemetry {
+            let fleets = crate::telemetry::FleetInfo::of(controller.config());
+            t.observe(&report, &fleets, clock.now());
+        }
         if let Some(r) = &opts.replica {
             export_fleets(r, &controller, &owned, &mut shared, clock.as_ref()).await;
         }

@@ -22,4 +22,5 @@ pub mod policy;
 pub mod replica;
 pub mod simulate;
 pub mod store;
+pub mod telemetry;
 pub mod tls;

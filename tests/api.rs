@@ -32,6 +32,9 @@ async fn start() -> String {
         commands: tx,
         store,
         token: Arc::new(TOKEN.into()),
+        telemetry: Arc::new(coxswain::telemetry::Telemetry::new(
+            std::time::Duration::from_secs(15),
+        )),
     };
     tokio::spawn(api::serve(listener, state, std::future::pending()));
     format!("http://{addr}")
@@ -165,6 +168,9 @@ async fn the_api_serves_over_tls_with_a_certificate_the_client_trusts() {
         commands: tx,
         store,
         token: Arc::new(TOKEN.into()),
+        telemetry: Arc::new(coxswain::telemetry::Telemetry::new(
+            std::time::Duration::from_secs(15),
+        )),
     };
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

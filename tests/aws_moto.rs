@@ -414,6 +414,7 @@ async fn the_daemon_acts_within_two_poll_intervals_of_new_data() {
         max_passes: None,
         duration: None,
         replica: None,
+        telemetry: None,
     };
     let daemon = tokio::spawn(daemon::run(
         controller,

@@ -332,6 +332,7 @@ async fn twenty_instances_roll_in_25_percent_batches_on_the_daemon_loop() {
         max_passes: None,
         duration: None,
         replica: None,
+        telemetry: None,
     };
     let handle = tokio::spawn(daemon::run_with_api(
         controller,

@@ -165,6 +165,9 @@ fn start_api(rt: &tokio::runtime::Runtime) -> std::net::SocketAddr {
             commands: tx,
             store,
             token: Arc::new(TOKEN.into()),
+            telemetry: Arc::new(coxswain::telemetry::Telemetry::new(
+                std::time::Duration::from_secs(15),
+            )),
         };
         tokio::spawn(api::serve(listener, state, std::future::pending()));
         addr

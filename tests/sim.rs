@@ -127,6 +127,7 @@ async fn the_daemon_loop_on_a_virtual_clock_stops_after_its_duration() {
         max_passes: None,
         duration: Some(Duration::from_secs(24 * 3600)),
         replica: None,
+        telemetry: None,
     };
     let passes = daemon::run(controller, clock.clone(), ConfigSource::Embedded, opts, rx).await;
     assert_eq!(passes, 24 * 60);
@@ -403,6 +404,7 @@ async fn a_stop_signal_ends_the_daemon_after_the_pass_in_flight() {
         max_passes: None,
         duration: None,
         replica: None,
+        telemetry: None,
     };
     let clock2: Arc<dyn Clock> = clock.clone();
     let handle = tokio::spawn(daemon::run(

@@ -532,11 +532,16 @@ async fn run(a: RunArgs) -> ExitCode {
         controller.set_owned(Some(Default::default()));
     }
     let signals = daemon::spawn_signal_listener();
+    let telemetry = Arc::new(crate::telemetry::Telemetry::new(
+        a.poll_interval
+            .unwrap_or(controller.config().controller.poll_interval.0),
+    ));
     let opts = daemon::Options {
         poll_interval: a.poll_interval,
         max_passes: a.passes,
         duration: a.duration,
         replica,
+        telemetry: Some(telemetry.clone()),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     if a.listen != "none" {
@@ -569,6 +574,7 @@ async fn run(a: RunArgs) -> ExitCode {
             commands: tx,
             store,
             token: Arc::new(token),
+            telemetry,
         };
         let mut stop = signals.clone();
         tokio::spawn(async move {

@@ -76,10 +76,23 @@ pub struct FleetReport {
     pub retiring: u32,
 }
 
+/// A running rollout's state and gate verdict in a pass.
+#[derive(Debug, Clone)]
+pub struct RolloutReport {
+    pub id: i64,
+    pub fleet: String,
+    pub from: String,
+    pub to: String,
+    pub phase: String,
+    pub step: usize,
+    pub gates: crate::deploy::Gates,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct PassReport {
     pub fleets: Vec<FleetReport>,
     pub actions: Vec<Action>,
+    pub rollouts: Vec<RolloutReport>,
     pub errors: Vec<String>,
     /// AWS asked us to slow down during this pass.
     pub throttled: bool,

@@ -524,6 +524,15 @@ impl Controller {
         } else {
             self.fleet_gates(spec, rollout, now).await
         };
+        report.rollouts.push(super::RolloutReport {
+            id: rollout.id,
+            fleet: rollout.fleet.clone(),
+            from: rollout.from.id.clone(),
+            to: rollout.to.id.clone(),
+            phase: format!("{:?}", rollout.phase).to_lowercase(),
+            step: rollout.step,
+            gates: gates.clone(),
+        });
         let observed = Observed {
             now,
             desired: d.desired,

@@ -88,12 +88,34 @@ impl AwsCloud {
             ));
         }
         let shared = loader.load().await;
+        // Every client counts its calls (each attempt) for /metrics.
+        let meter = crate::telemetry::AwsCallMeter;
         Self {
-            ec2: aws_sdk_ec2::Client::new(&shared),
-            asg: aws_sdk_autoscaling::Client::new(&shared),
-            cw: aws_sdk_cloudwatch::Client::new(&shared),
-            elb: aws_sdk_elasticloadbalancingv2::Client::new(&shared),
-            ddb: aws_sdk_dynamodb::Client::new(&shared),
+            ec2: aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::config::Builder::from(&shared)
+                    .interceptor(meter.clone())
+                    .build(),
+            ),
+            asg: aws_sdk_autoscaling::Client::from_conf(
+                aws_sdk_autoscaling::config::Builder::from(&shared)
+                    .interceptor(meter.clone())
+                    .build(),
+            ),
+            cw: aws_sdk_cloudwatch::Client::from_conf(
+                aws_sdk_cloudwatch::config::Builder::from(&shared)
+                    .interceptor(meter.clone())
+                    .build(),
+            ),
+            elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(
+                aws_sdk_elasticloadbalancingv2::config::Builder::from(&shared)
+                    .interceptor(meter.clone())
+                    .build(),
+            ),
+            ddb: aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&shared)
+                    .interceptor(meter)
+                    .build(),
+            ),
             controller_id: controller_id.to_string(),
             calls: CallCounts::default(),
         }

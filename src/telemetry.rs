@@ -1,0 +1,559 @@
+//! What the daemon tells operators: Prometheus metrics (`/metrics`), readiness
+//! (`/readyz`) and the dashboard's data (`/dashboard/data`).
+//!
+//! The daemon hands every pass's report to [`Telemetry::observe`]; the HTTP side only
+//! reads. AWS calls are counted per operation and outcome by an SDK interceptor
+//! ([`AwsCallMeter`]) on every client, retries included, so the numbers are what AWS saw.
+
+use crate::controller::{Action, PassReport};
+use crate::deploy::Gates;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FleetLabels {
+    fleet: String,
+    environment: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DemandLabels {
+    fleet: String,
+    metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    fleet: String,
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    fleet: String,
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AwsLabels {
+    service: String,
+    operation: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutLabels {
+    fleet: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GateLabels {
+    fleet: String,
+    result: String,
+}
+
+/// One point of a fleet's chart.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub desired: u32,
+    pub ready: u32,
+    pub booting: u32,
+    /// The first demand metric's newest value, if the fleet has one.
+    pub demand: Option<f64>,
+}
+
+/// A fleet's latest state, as the dashboard shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetNow {
+    pub fleet: String,
+    pub environment: String,
+    pub app: String,
+    /// The build the manifest names (what runs when no deploy has happened).
+    pub manifest_build: String,
+    pub current: u32,
+    pub desired: u32,
+    pub ready: u32,
+    pub booting: u32,
+    pub retiring: u32,
+    pub reason: String,
+    pub demand_metric: Option<String>,
+    pub warnings: Vec<String>,
+    pub capped: bool,
+}
+
+/// A rollout's state this pass, with its gate verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutNow {
+    pub id: i64,
+    pub fleet: String,
+    pub from: String,
+    pub to: String,
+    pub phase: String,
+    pub step: usize,
+    pub gate: String,
+    pub gate_reason: String,
+}
+
+/// What the config says of a fleet (labels and the dashboard).
+#[derive(Debug, Clone, Default)]
+pub struct FleetInfo {
+    pub environment: String,
+    pub app: String,
+    pub manifest_build: String,
+}
+
+impl FleetInfo {
+    pub fn of(config: &crate::manifest::Config) -> HashMap<String, FleetInfo> {
+        config
+            .fleets
+            .iter()
+            .map(|f| {
+                (
+                    f.name.clone(),
+                    FleetInfo {
+                        environment: f.environment.clone(),
+                        app: f.app().to_string(),
+                        manifest_build: f.build(),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// How many points each fleet's chart keeps, and how far apart (clock time).
+const SERIES_POINTS: usize = 720;
+const SERIES_EVERY: chrono::Duration = chrono::Duration::seconds(30);
+
+#[derive(Default)]
+struct Live {
+    series: HashMap<String, VecDeque<Sample>>,
+    fleets: BTreeMap<String, FleetNow>,
+    rollouts: BTreeMap<String, RolloutNow>,
+    last_pass: Option<Instant>,
+    last_pass_errors: Vec<String>,
+    passes: u64,
+}
+
+pub struct Telemetry {
+    registry: Registry,
+    desired: Family<FleetLabels, Gauge>,
+    current: Family<FleetLabels, Gauge>,
+    ready: Family<FleetLabels, Gauge>,
+    booting: Family<FleetLabels, Gauge>,
+    retiring: Family<FleetLabels, Gauge>,
+    capped: Family<FleetLabels, Gauge>,
+    metrics_missing: Family<FleetLabels, Gauge>,
+    demand: Family<DemandLabels, Gauge<f64, AtomicU64>>,
+    decisions: Family<DecisionLabels, Counter>,
+    actions: Family<ActionLabels, Counter>,
+    rollout_phase: Family<RolloutLabels, Gauge>,
+    gate_results: Family<GateLabels, Counter>,
+    passes: Counter,
+    pass_errors: Counter,
+    aws_calls: Family<AwsLabels, Counter>,
+    /// What the interceptor had counted when last copied into `aws_calls`.
+    aws_seen: Mutex<HashMap<(String, String, String), u64>>,
+    live: Mutex<Live>,
+    /// `/readyz` fails when no pass has ended for this long.
+    stale_after: Duration,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
+impl Telemetry {
+    /// `poll` is the daemon's poll interval: `/readyz` fails after three missed passes
+    /// (and never sooner than a minute).
+    pub fn new(poll: Duration) -> Self {
+        let mut registry = Registry::with_prefix("coxswain");
+        let t = Telemetry {
+            desired: Family::default(),
+            current: Family::default(),
+            ready: Family::default(),
+            booting: Family::default(),
+            retiring: Family::default(),
+            capped: Family::default(),
+            metrics_missing: Family::default(),
+            demand: Family::default(),
+            decisions: Family::default(),
+            actions: Family::default(),
+            rollout_phase: Family::default(),
+            gate_results: Family::default(),
+            passes: Counter::default(),
+            pass_errors: Counter::default(),
+            aws_calls: Family::default(),
+            aws_seen: Mutex::new(HashMap::new()),
+            live: Mutex::new(Live::default()),
+            stale_after: (poll * 3).max(Duration::from_secs(60)),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "fleet_desired_instances",
+            "Capacity the controller decided on",
+            t.desired.clone(),
+        );
+        registry.register(
+            "fleet_current_instances",
+            "Instances in the fleet (booting included, retiring not)",
+            t.current.clone(),
+        );
+        registry.register(
+            "fleet_ready_instances",
+            "Instances past boot and warmup",
+            t.ready.clone(),
+        );
+        registry.register(
+            "fleet_booting_instances",
+            "Instances launched but not yet ready",
+            t.booting.clone(),
+        );
+        registry.register(
+            "fleet_retiring_instances",
+            "Instances draining before termination",
+            t.retiring.clone(),
+        );
+        registry.register(
+            "fleet_capped",
+            "1 when capacity.max or the global cap held the fleet below what its policies asked",
+            t.capped.clone(),
+        );
+        registry.register(
+            "fleet_metrics_missing",
+            "Metrics missing or stale in the last decision",
+            t.metrics_missing.clone(),
+        );
+        registry.register(
+            "fleet_demand",
+            "Newest value of each metric a fleet's policies read",
+            t.demand.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Capacity changes decided, by direction",
+            t.decisions.clone(),
+        );
+        registry.register(
+            "actions",
+            "Changes made to the cloud, by kind",
+            t.actions.clone(),
+        );
+        registry.register(
+            "rollout_phase",
+            "1 for the phase of each fleet's running rollout",
+            t.rollout_phase.clone(),
+        );
+        registry.register(
+            "rollout_gate_results",
+            "Gate verdicts of running rollouts, one per pass",
+            t.gate_results.clone(),
+        );
+        registry.register("passes", "Reconcile passes made", t.passes.clone());
+        registry.register(
+            "pass_errors",
+            "Errors met during passes",
+            t.pass_errors.clone(),
+        );
+        registry.register(
+            "aws_calls",
+            "Calls to AWS (each attempt, retries included), by operation and outcome",
+            t.aws_calls.clone(),
+        );
+        Telemetry { registry, ..t }
+    }
+
+    /// Take in one pass. `fleets` describes the fleets of the current config.
+    pub fn observe(
+        &self,
+        report: &PassReport,
+        fleets: &HashMap<String, FleetInfo>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        self.passes.inc();
+        self.pass_errors.inc_by(report.errors.len() as u64);
+        let Ok(mut live) = self.live.lock() else {
+            return;
+        };
+        live.passes += 1;
+        live.last_pass = Some(Instant::now());
+        live.last_pass_errors = report.errors.clone();
+        for f in &report.fleets {
+            let d = &f.decision;
+            let info = fleets.get(&d.fleet).cloned().unwrap_or_default();
+            let labels = FleetLabels {
+                fleet: d.fleet.clone(),
+                environment: info.environment.clone(),
+            };
+            let ready = d.current.saturating_sub(f.booting);
+            self.desired
+                .get_or_create(&labels)
+                .set(i64::from(d.desired));
+            self.current
+                .get_or_create(&labels)
+                .set(i64::from(d.current));
+            self.ready.get_or_create(&labels).set(i64::from(ready));
+            self.booting
+                .get_or_create(&labels)
+                .set(i64::from(f.booting));
+            self.retiring
+                .get_or_create(&labels)
+                .set(i64::from(f.retiring));
+            let capped = d.recommended > d.desired
+                && d.limits.iter().any(|l| {
+                    matches!(
+                        l,
+                        crate::policy::Limit::Max | crate::policy::Limit::GlobalCap
+                    )
+                });
+            self.capped.get_or_create(&labels).set(i64::from(capped));
+            self.metrics_missing
+                .get_or_create(&labels)
+                .set(d.warnings.len() as i64);
+            for (metric, value) in &f.metrics {
+                if let Some(v) = value {
+                    self.demand
+                        .get_or_create(&DemandLabels {
+                            fleet: d.fleet.clone(),
+                            metric: metric.clone(),
+                        })
+                        .set(*v);
+                }
+            }
+            if d.desired != d.current {
+                let direction = if d.desired > d.current { "out" } else { "in" };
+                self.decisions
+                    .get_or_create(&DecisionLabels {
+                        fleet: d.fleet.clone(),
+                        direction: direction.into(),
+                    })
+                    .inc();
+            }
+            let sample = Sample {
+                at: now,
+                desired: d.desired,
+                ready,
+                booting: f.booting,
+                demand: f.metrics.first().and_then(|m| m.1),
+            };
+            let series = live.series.entry(d.fleet.clone()).or_default();
+            // Points stay at least SERIES_EVERY apart; the newest pass always shows, by
+            // replacing the last point while it is too close to the one before.
+            let n = series.len();
+            let too_close = n >= 2 && now - series[n - 2].at < SERIES_EVERY;
+            if too_close {
+                series[n - 1] = sample;
+            } else {
+                series.push_back(sample);
+                if series.len() > SERIES_POINTS {
+                    series.pop_front();
+                }
+            }
+            live.fleets.insert(
+                d.fleet.clone(),
+                FleetNow {
+                    fleet: d.fleet.clone(),
+                    environment: info.environment,
+                    app: info.app,
+                    manifest_build: info.manifest_build,
+                    current: d.current,
+                    desired: d.desired,
+                    ready,
+                    booting: f.booting,
+                    retiring: f.retiring,
+                    reason: d.reason(),
+                    demand_metric: f.metrics.first().map(|m| m.0.clone()),
+                    warnings: d.warnings.clone(),
+                    capped,
+                },
+            );
+        }
+        for a in &report.actions {
+            let (fleet, kind) = action_kind(a);
+            self.actions
+                .get_or_create(&ActionLabels {
+                    fleet: fleet.to_string(),
+                    action: kind.into(),
+                })
+                .inc();
+        }
+        // Rollouts: the phase gauge is level-triggered (cleared, then set).
+        self.rollout_phase.clear();
+        live.rollouts.clear();
+        for r in &report.rollouts {
+            self.rollout_phase
+                .get_or_create(&RolloutLabels {
+                    fleet: r.fleet.clone(),
+                    phase: r.phase.clone(),
+                })
+                .set(1);
+            let (gate, reason) = match &r.gates {
+                Gates::Pass(w) => ("pass", w.clone()),
+                Gates::Waiting(w) => ("waiting", w.clone()),
+                Gates::Fail(w) => ("fail", w.clone()),
+            };
+            self.gate_results
+                .get_or_create(&GateLabels {
+                    fleet: r.fleet.clone(),
+                    result: gate.into(),
+                })
+                .inc();
+            live.rollouts.insert(
+                r.fleet.clone(),
+                RolloutNow {
+                    id: r.id,
+                    fleet: r.fleet.clone(),
+                    from: r.from.clone(),
+                    to: r.to.clone(),
+                    phase: r.phase.clone(),
+                    step: r.step,
+                    gate: gate.into(),
+                    gate_reason: reason,
+                },
+            );
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        self.copy_aws_calls();
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            return "# encoding failed\n".into();
+        }
+        out
+    }
+
+    /// Copy the interceptor's counts into the `aws_calls` family (counters only grow).
+    fn copy_aws_calls(&self) {
+        let Ok(mut seen) = self.aws_seen.lock() else {
+            return;
+        };
+        for (key, n) in aws_call_counts() {
+            let before = seen.insert(key.clone(), n).unwrap_or(0);
+            if n > before {
+                self.aws_calls
+                    .get_or_create(&AwsLabels {
+                        service: key.0,
+                        operation: key.1,
+                        outcome: key.2,
+                    })
+                    .inc_by(n - before);
+            }
+        }
+    }
+
+    /// Ready: a pass has ended, recently. Err is the reason.
+    pub fn ready(&self) -> Result<u64, String> {
+        let live = self.live.lock().map_err(|_| "telemetry lock poisoned")?;
+        match live.last_pass {
+            None => Err("no reconcile pass has finished yet".into()),
+            Some(t) if t.elapsed() > self.stale_after => Err(format!(
+                "the last pass ended {}s ago (limit {}s): the control loop is stuck",
+                t.elapsed().as_secs(),
+                self.stale_after.as_secs()
+            )),
+            Some(_) => Ok(live.passes),
+        }
+    }
+
+    /// Each fleet's latest state, chart and rollout.
+    pub fn snapshot(&self) -> Snapshot {
+        let Ok(live) = self.live.lock() else {
+            return Snapshot::default();
+        };
+        Snapshot {
+            passes: live.passes,
+            last_pass_errors: live.last_pass_errors.clone(),
+            fleets: live.fleets.values().cloned().collect(),
+            series: live
+                .series
+                .iter()
+                .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
+                .collect(),
+            rollouts: live.rollouts.values().cloned().collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    pub passes: u64,
+    pub last_pass_errors: Vec<String>,
+    pub fleets: Vec<FleetNow>,
+    pub series: BTreeMap<String, Vec<Sample>>,
+    pub rollouts: Vec<RolloutNow>,
+}
+
+fn action_kind(a: &Action) -> (&str, &'static str) {
+    match a {
+        Action::Launch { fleet, .. } => (fleet, "launch"),
+        Action::SetDesired { fleet, .. } => (fleet, "set_desired"),
+        Action::MarkRetiring { fleet, .. } => (fleet, "retire"),
+        Action::Deregister { fleet, .. } => (fleet, "deregister"),
+        Action::Register { fleet, .. } => (fleet, "register"),
+        Action::Terminate { fleet, .. } => (fleet, "terminate"),
+    }
+}
+
+type CallKey = (String, String, String);
+
+fn call_table() -> &'static Mutex<HashMap<CallKey, u64>> {
+    static CALLS: OnceLock<Mutex<HashMap<CallKey, u64>>> = OnceLock::new();
+    CALLS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Every AWS call attempt counted so far in this process: ((service, operation, outcome), n).
+pub fn aws_call_counts() -> Vec<(CallKey, u64)> {
+    call_table()
+        .lock()
+        .map(|t| t.iter().map(|(k, v)| (k.clone(), *v)).collect())
+        .unwrap_or_default()
+}
+
+/// Counts each attempt of each AWS call by service, operation and outcome (`ok`,
+/// `client_error` for 4xx, throttling included, `server_error` for 5xx, `network` when
+/// no response came back).
+#[derive(Debug, Default, Clone)]
+pub struct AwsCallMeter;
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for AwsCallMeter {
+    fn name(&self) -> &'static str {
+        "coxswain-aws-call-meter"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let (service, operation) = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map(|m| (m.service().to_string(), m.name().to_string()))
+            .unwrap_or_else(|| ("unknown".into(), "unknown".into()));
+        let outcome = match context.response().map(|r| r.status().as_u16()) {
+            None => "network",
+            Some(s) if s >= 500 => "server_error",
+            Some(s) if s >= 400 => "client_error",
+            Some(_) => "ok",
+        };
+        if let Ok(mut t) = call_table().lock() {
+            *t.entry((service, operation, outcome.to_string()))
+                .or_default() += 1;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,220 @@
+//! The operator's view, end to end: the real daemon on the simulated cloud with
+//! `--listen 127.0.0.1:PORT` serves `/healthz`, `/readyz`, `/metrics` and the dashboard;
+//! headless Chromium (Debian's `chromium`) renders the dashboard while a deploy is rolling,
+//! and a screenshot is written to `target/screenshots/dashboard.png`.
+//!
+//! Chromium missing is a failure, never a skip: `scripts/test` installs it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "dashboard-test-token-0123456789";
+
+fn chromium() -> PathBuf {
+    let path = std::env::var_os("COXSWAIN_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        path.exists(),
+        "Chromium is not installed at {}: run scripts/test (it installs Debian's chromium), or set COXSWAIN_CHROMIUM",
+        path.display()
+    );
+    path
+}
+
+/// Headless Chromium with the flags that keep it off the network (only 127.0.0.1 is
+/// loaded) and a fresh profile.
+fn headless(profile: &Path) -> Command {
+    let mut c = Command::new(chromium());
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        // Let the page's script fetch its data and render before the DOM is read.
+        "--virtual-time-budget=8000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
+fn get(port: u16, path: &str) -> (u16, String) {
+    common::http(port, "GET", path, "").expect("GET")
+}
+
+#[test]
+fn the_daemon_serves_health_metrics_and_a_dashboard_that_renders_in_chromium() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let daemon = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_coxswain"))
+            .args(["run", "--cloud", "sim", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .env("COXSWAIN_STATE_DIR", dir.path())
+            .env("COXSWAIN_API_TOKEN", TOKEN)
+            .stderr(std::fs::File::create(dir.path().join("daemon.log")).expect("log"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the daemon"),
+    );
+    // Ready once a pass has finished.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok((200, body)) = common::http(port, "GET", "/readyz", "") {
+            assert!(body.contains("\"ready\""), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, body) = get(port, "/healthz");
+    assert_eq!(code, 200, "{body}");
+
+    // A deploy rolling while we look.
+    let deploy = Command::new(env!("CARGO_BIN_EXE_coxswain"))
+        .args(["deploy", "web", "--env", "staging", "--build", "13"])
+        .env("COXSWAIN_SERVER", format!("http://127.0.0.1:{port}"))
+        .env("COXSWAIN_API_TOKEN", TOKEN)
+        .output()
+        .expect("deploy");
+    assert!(
+        deploy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deploy.stderr)
+    );
+    // Let a few simulated minutes pass (60x), so charts have points and the rollout runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let data = loop {
+        let (code, body) = get(port, "/dashboard/data");
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("dashboard json");
+        let points = v["fleets"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["fleet"] == "web"))
+            .and_then(|f| f["series"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        let rolling = v["fleets"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| !f["rollout"].is_null()));
+        if points >= 5 && rolling {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no chart points or no rollout: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let fleets: Vec<&str> = data["fleets"]
+        .as_array()
+        .expect("fleets")
+        .iter()
+        .filter_map(|f| f["fleet"].as_str())
+        .collect();
+    assert_eq!(fleets.len(), 3, "{fleets:?}");
+
+    // Prometheus text: per-fleet gauges, decisions, actions, the rollout and its gates.
+    let (code, metrics) = get(port, "/metrics");
+    assert_eq!(code, 200);
+    for needle in [
+        "# TYPE coxswain_fleet_desired_instances gauge",
+        "coxswain_fleet_ready_instances{fleet=\"web\",environment=\"production\"}",
+        "coxswain_fleet_booting_instances{",
+        "coxswain_decisions_total{",
+        "coxswain_actions_total{fleet=\"web\",action=\"launch\"}",
+        "coxswain_rollout_phase{fleet=\"web-staging\"",
+        "coxswain_rollout_gate_results_total{fleet=\"web-staging\"",
+        "coxswain_passes_total ",
+    ] {
+        assert!(metrics.contains(needle), "no {needle} in\n{metrics}");
+    }
+    // Every sample line parses as NAME{LABELS} VALUE with a number.
+    for line in metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let value = line.rsplit(' ').next().unwrap_or_default();
+        assert!(value.parse::<f64>().is_ok(), "bad sample line: {line}");
+    }
+
+    // The page, rendered by Chromium: its DOM once the script has run.
+    let profile = tempfile::tempdir().expect("profile");
+    let url = format!("http://127.0.0.1:{port}/");
+    let out = headless(profile.path())
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("data-loaded=\"1\""),
+        "the dashboard's script did not render: {}\n{dom}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for fleet in &fleets {
+        assert!(
+            dom.contains(&format!("data-fleet=\"{fleet}\"")),
+            "no card for {fleet}"
+        );
+        assert!(
+            dom.contains(&format!("data-build-row=\"{fleet}\"")),
+            "no build row for {fleet}"
+        );
+    }
+    // Charts with real lines (points drawn), a rollout with its gate, decisions, builds.
+    let drawn = dom
+        .match_indices("class=\"desired\" points=\"")
+        .filter(|(i, m)| {
+            dom[i + m.len()..]
+                .split('"')
+                .next()
+                .is_some_and(|p| p.split(' ').count() >= 2)
+        })
+        .count();
+    assert!(drawn >= 1, "no capacity line drawn");
+    assert!(dom.contains("class=\"demand\""), "no demand line");
+    assert!(dom.contains("data-rollout="), "no rollout shown");
+    assert!(dom.contains("gates: "), "no gate result shown");
+    assert!(dom.contains("class=\"decisions\""), "no decisions table");
+    assert!(dom.contains("web-server:12"), "the live build is not shown");
+
+    // The screenshot CI keeps.
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let png = shots.join("dashboard.png");
+    let _ = std::fs::remove_file(&png);
+    let profile = tempfile::tempdir().expect("profile");
+    let out = headless(profile.path())
+        .arg("--window-size=1400,1900")
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(&url)
+        .output()
+        .expect("run chromium");
+    let bytes = std::fs::read(&png).unwrap_or_else(|e| {
+        panic!(
+            "no screenshot ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert!(bytes.len() > 20_000, "a blank page? {} bytes", bytes.len());
+    println!(
+        "dashboard screenshot: {} ({} bytes)",
+        png.display(),
+        bytes.len()
+    );
+    drop(daemon);
+}
