@@ -76,6 +76,12 @@ fn actions_the_code_calls() -> BTreeSet<String> {
             }
         }
     }
+    // TransactWriteItems is not an IAM action: IAM authorizes each item of a transaction
+    // by its own action. Ours are a ConditionCheck and a Put (lease.rs, fenced_put).
+    if out.remove("dynamodb:TransactWriteItems") {
+        out.insert("dynamodb:ConditionCheckItem".into());
+        out.insert("dynamodb:PutItem".into());
+    }
     out
 }
 
@@ -108,8 +114,12 @@ fn the_iam_policy_allows_every_call_the_code_makes_and_no_wildcard_action() {
         );
     }
     assert!(
-        called.contains("dynamodb:TransactWriteItems"),
-        "the scan sees the lease calls: {called:?}"
+        called.contains("dynamodb:ConditionCheckItem"),
+        "the scan sees the lease calls (the fenced transaction): {called:?}"
+    );
+    assert!(
+        !allowed.contains("dynamodb:TransactWriteItems"),
+        "TransactWriteItems is not an IAM action; allow the item actions instead"
     );
 }
 
@@ -186,5 +196,220 @@ fn the_cloudformation_tables_match_what_coxswain_init_creates() {
             Some("S")
         );
         assert_eq!(props["BillingMode"].as_str(), Some("PAY_PER_REQUEST"));
+    }
+}
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn venv_tool(name: &str) -> std::path::PathBuf {
+    let venv = std::env::var_os("COXSWAIN_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+    let tool = venv.join("bin").join(name);
+    assert!(
+        tool.exists(),
+        "{name} is not installed at {}: run scripts/test (it installs tests/tools/requirements.txt)",
+        tool.display()
+    );
+    tool
+}
+
+/// The command line a deploy file starts coxswain with must be one the CLI accepts.
+fn assert_cli_accepts(args: &[&str]) {
+    use clap::Parser;
+    if let Err(e) = coxswain::cli::Cli::try_parse_from(args) {
+        panic!("coxswain does not accept {args:?}: {e}");
+    }
+}
+
+#[test]
+fn cfn_lint_passes_on_every_template() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let templates: Vec<_> = std::fs::read_dir(&dir)
+        .expect("deploy/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    assert!(templates.len() >= 2, "{templates:?}");
+    let out = std::process::Command::new(venv_tool("cfn-lint"))
+        .args(&templates)
+        .output()
+        .expect("run cfn-lint");
+    assert!(
+        out.status.success(),
+        "cfn-lint found problems:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify_and_starts_a_command_line_coxswain_accepts() {
+    let unit = repo_file("deploy/coxswain.service");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart=");
+    let args: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(args[0], "/usr/local/bin/coxswain");
+    assert_cli_accepts(&args);
+    for needed in [
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "DynamicUser=yes",
+        "StateDirectory=coxswain",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(unit.contains(needed), "the unit lacks {needed}");
+    }
+    // systemd-analyze checks that ExecStart's binary exists: point it at the one cargo
+    // built, and verify the rest of the unit exactly as shipped.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("coxswain.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/coxswain", env!("CARGO_BIN_EXE_coxswain")),
+    )
+    .expect("write unit");
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian's systemd) must be installed");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_cloudformation_stack_carries_the_same_policy_tables_and_unit_as_deploy() {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&repo_file("deploy/coxswain.yaml")).expect("YAML");
+    // The role's policy is deploy/iam-policy.json; only the tables' ARNs are the stack's.
+    let role_policies = doc["Resources"]["Role"]["Properties"]["Policies"]
+        .as_sequence()
+        .expect("policies");
+    let ours = role_policies
+        .iter()
+        .find(|p| p["PolicyName"] == "coxswain")
+        .expect("the coxswain policy");
+    let stack: Vec<serde_json::Value> = ours["PolicyDocument"]["Statement"]
+        .as_sequence()
+        .expect("statements")
+        .iter()
+        .map(|s| serde_json::to_value(s).expect("json"))
+        .collect();
+    let file = policy();
+    let file = file["Statement"].as_array().expect("statements");
+    assert_eq!(stack.len(), file.len());
+    for (a, b) in stack.iter().zip(file) {
+        assert_eq!(a["Sid"], b["Sid"]);
+        assert_eq!(a["Action"], b["Action"], "{}", a["Sid"]);
+        assert_eq!(a["Condition"], b["Condition"], "{}", a["Sid"]);
+        if a["Sid"] != "ReplicaLeasesAndSharedState" {
+            assert_eq!(a["Resource"], b["Resource"], "{}", a["Sid"]);
+        }
+    }
+    // The tables are deploy/replica-tables.yaml's.
+    let tables: serde_yaml::Value =
+        serde_yaml::from_str(&repo_file("deploy/replica-tables.yaml")).expect("YAML");
+    for t in ["LeaseTable", "StateTable"] {
+        assert_eq!(
+            doc["Resources"][t]["Properties"], tables["Resources"][t]["Properties"],
+            "{t}"
+        );
+    }
+    // The instance installs deploy/coxswain.service verbatim.
+    let user_data = serde_yaml::to_string(&doc["Resources"]["Instance"]["Properties"]["UserData"])
+        .expect("user data");
+    let user_data: serde_yaml::Value = serde_yaml::from_str(&user_data).expect("yaml");
+    let script = match &user_data["Fn::Base64"] {
+        serde_yaml::Value::Tagged(t) => t.value.as_str().unwrap_or_default().to_string(),
+        other => other.as_str().unwrap_or_default().to_string(),
+    };
+    let unit = repo_file("deploy/coxswain.service");
+    assert!(
+        script.contains(&unit),
+        "UserData does not embed deploy/coxswain.service as it is"
+    );
+    // And sets what the unit reads: a region, the replica id and the tables' prefix.
+    for var in [
+        "AWS_REGION=",
+        "COXSWAIN_REPLICA_ID=",
+        "COXSWAIN_REPLICA_PREFIX=",
+    ] {
+        assert!(script.contains(var), "UserData sets no {var}");
+    }
+}
+
+#[test]
+fn the_container_recipe_builds_with_our_toolchain_and_runs_a_command_line_coxswain_accepts() {
+    let recipe = repo_file("deploy/Dockerfile");
+    let cargo = repo_file("Cargo.toml");
+    let msrv = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .expect("rust-version in Cargo.toml");
+    let image = recipe
+        .lines()
+        .find_map(|l| l.strip_prefix("FROM rust:"))
+        .expect("a rust build stage");
+    let version = image.split(['-', ' ']).next().unwrap_or_default();
+    let parse = |v: &str| -> Vec<u32> { v.split('.').filter_map(|p| p.parse().ok()).collect() };
+    assert!(
+        parse(version) >= parse(&msrv),
+        "the build image (rust {version}) is older than rust-version {msrv}"
+    );
+    assert!(recipe.contains("--locked"), "builds from Cargo.lock");
+    let user = recipe
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("USER");
+    assert!(
+        !user.starts_with('0') && !user.starts_with("root"),
+        "runs as root"
+    );
+    let json_array = |prefix: &str| -> Vec<String> {
+        let line = recipe
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("{prefix}"));
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{prefix} is not exec form: {e}"))
+    };
+    let mut args = json_array("ENTRYPOINT ");
+    args.extend(json_array("CMD "));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(args[0], "/usr/local/bin/coxswain");
+    assert_cli_accepts(&args);
+    // The port it exposes is the one it listens on.
+    let listen = recipe
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("COXSWAIN_LISTEN="))
+        .expect("COXSWAIN_LISTEN");
+    let port = listen.rsplit(':').next().unwrap_or_default();
+    assert!(
+        recipe.lines().any(|l| l.trim() == format!("EXPOSE {port}")),
+        "EXPOSE {port}"
+    );
+    // Everything the build copies exists.
+    for line in recipe
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        for src in &parts[1..parts.len() - 1] {
+            assert!(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(src).exists(),
+                "COPY {src}: no such file"
+            );
+        }
     }
 }

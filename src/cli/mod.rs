@@ -110,7 +110,8 @@ pub struct RunArgs {
     /// Stop after this many passes.
     #[arg(long)]
     pub passes: Option<u64>,
-    /// Serve the API (deploys, approvals, history) here; `none` to serve nothing.
+    /// Serve the API (deploys, approvals, history, status), /metrics, /healthz, /readyz and
+    /// the dashboard here; `none` to serve nothing.
     #[arg(long, env = "COXSWAIN_LISTEN", default_value = "127.0.0.1:7433")]
     pub listen: String,
     /// State database (SQLite). Default: in memory on the simulator, and
@@ -132,7 +133,7 @@ pub struct RunArgs {
     #[arg(long, env = "COXSWAIN_REPLICA_ID")]
     pub replica_id: Option<String>,
     /// Table name prefix of the replicas' tables.
-    #[arg(long, default_value = "coxswain")]
+    #[arg(long, env = "COXSWAIN_REPLICA_PREFIX", default_value = "coxswain")]
     pub replica_prefix: String,
     /// How long a fleet's lease lasts without renewal: the longest a dead replica's fleets
     /// wait before another takes them over.
