@@ -1,5 +1,6 @@
 //! The operator's view, end to end: the real daemon on the simulated cloud with
-//! `--listen 127.0.0.1:PORT` serves `/healthz`, `/readyz`, `/metrics` and the dashboard;
+//! `--listen 127.0.0.1:PORT` serves `/healthz`, `/readyz`, `/metrics`, `status`, `history`
+//! and the dashboard;
 //! headless Chromium (Debian's `chromium`) renders the dashboard while a deploy is rolling,
 //! and a screenshot is written to `target/screenshots/dashboard.png`.
 //!
@@ -149,6 +150,63 @@ fn the_daemon_serves_health_metrics_and_a_dashboard_that_renders_in_chromium() {
         let value = line.rsplit(' ').next().unwrap_or_default();
         assert!(value.parse::<f64>().is_ok(), "bad sample line: {line}");
     }
+
+    // `coxswain status` and `history`, as tables and as JSON.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_coxswain"))
+            .args(args)
+            .env("COXSWAIN_SERVER", format!("http://127.0.0.1:{port}"))
+            .env("COXSWAIN_API_TOKEN", TOKEN)
+            .output()
+            .expect("run coxswain");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let table = cli(&["status"]);
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    for col in [
+        "FLEET",
+        "ENV",
+        "DESIRED",
+        "READY",
+        "BOOTING",
+        "LIVE BUILD",
+        "ROLLOUT",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    for fleet in &fleets {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(fleet)),
+            "{fleet} missing from\n{table}"
+        );
+    }
+    assert!(
+        table.contains("web-server:12 → web-server:13"),
+        "the rollout is not in\n{table}"
+    );
+    assert!(table.contains("  reason: "), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&cli(&["status", "web", "--output", "json"])).expect("status json");
+    let only = json["fleets"].as_array().expect("fleets");
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0]["fleet"], "web");
+    assert!(only[0]["desired"].as_u64().is_some());
+    let history: serde_json::Value =
+        serde_json::from_str(&cli(&["history", "web-staging", "--output", "json"]))
+            .expect("history json");
+    assert_eq!(history["deployments"][0]["build"], "web-server:13");
+    assert!(cli(&["history", "web-staging"]).contains("web-server:13"));
+    // Status is behind the token, like the rest of /v1.
+    let (code, _) = get(port, "/v1/status");
+    assert_eq!(code, 401);
 
     // The page, rendered by Chromium: its DOM once the script has run.
     let profile = tempfile::tempdir().expect("profile");

@@ -380,6 +380,91 @@ pub async fn history(a: HistoryArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Only this fleet (default: all).
+    pub fleet: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Every fleet as the daemon's last pass saw it: capacity, builds, rollout and reason.
+pub async fn status(a: StatusArgs) -> ExitCode {
+    let client = match a.server.client() {
+        Ok(c) => c,
+        Err(e) => return ExitCode::from(unreachable(e)),
+    };
+    let (code, mut body) = match client.call("GET", "/v1/status", None).await {
+        Ok(r) => r,
+        Err(e) => return ExitCode::from(unreachable(e)),
+    };
+    if code >= 400 {
+        return ExitCode::from(failed(code, &body));
+    }
+    if let Some(name) = &a.fleet {
+        let fleets = body["fleets"].as_array().cloned().unwrap_or_default();
+        let kept: Vec<Value> = fleets
+            .into_iter()
+            .filter(|f| f["fleet"].as_str() == Some(name))
+            .collect();
+        if kept.is_empty() {
+            eprintln!(
+                "error: no fleet named '{name}' on this daemon (or it has not made a pass yet)"
+            );
+            return ExitCode::from(2);
+        }
+        body["fleets"] = Value::Array(kept);
+    }
+    match a.server.output {
+        Output::Json => println!("{body}"),
+        Output::Table => print!("{}", status_table(&body)),
+    }
+    ExitCode::SUCCESS
+}
+
+/// The status answer as a table: one line per fleet, then its rollout and reason.
+pub fn status_table(body: &Value) -> String {
+    let mut out = format!(
+        "{:<14} {:<11} {:>7} {:>5} {:>7} {:>8}  {:<22} {}\n",
+        "FLEET", "ENV", "DESIRED", "READY", "BOOTING", "RETIRING", "LIVE BUILD", "ROLLOUT"
+    );
+    let num = |v: &Value| v.as_u64().map(|n| n.to_string()).unwrap_or_default();
+    for f in body["fleets"].as_array().into_iter().flatten() {
+        let r = &f["rollout"];
+        let rollout = if r.is_null() {
+            "-".to_string()
+        } else {
+            format!(
+                "#{} {} → {}: {}, gates {}",
+                r["id"],
+                r["from"].as_str().unwrap_or(""),
+                r["to"].as_str().unwrap_or(""),
+                r["phase"].as_str().unwrap_or(""),
+                r["gate"].as_str().unwrap_or("")
+            )
+        };
+        out.push_str(&format!(
+            "{:<14} {:<11} {:>7} {:>5} {:>7} {:>8}  {:<22} {}\n",
+            f["fleet"].as_str().unwrap_or(""),
+            f["environment"].as_str().unwrap_or(""),
+            num(&f["desired"]),
+            num(&f["ready"]),
+            num(&f["booting"]),
+            num(&f["retiring"]),
+            f["live_build"].as_str().unwrap_or(""),
+            rollout
+        ));
+        out.push_str(&format!(
+            "  reason: {}\n",
+            f["reason"].as_str().unwrap_or("")
+        ));
+        for w in f["warnings"].as_array().into_iter().flatten() {
+            out.push_str(&format!("  warning: {}\n", w.as_str().unwrap_or("")));
+        }
+    }
+    out
+}
+
 /// (step, of) from a "step K/N: ..." progress line.
 fn step_of(msg: &str) -> Option<(u32, u32)> {
     let rest = msg.strip_prefix("step ")?;

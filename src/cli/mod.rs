@@ -55,6 +55,9 @@ pub enum Command {
     Rollback(deploy::RollbackArgs),
     /// The build ledger of a fleet or app.
     History(deploy::HistoryArgs),
+    /// Show each fleet as the daemon sees it: capacity, live build, rollout and the reason
+    /// for the last decision.
+    Status(deploy::StatusArgs),
     /// Create the DynamoDB tables that replicas share (leases and state). Idempotent.
     Init(InitArgs),
     /// Replay a traffic trace through a fleet's policies and the alternatives (AWS target
@@ -222,6 +225,7 @@ pub fn main() -> ExitCode {
             Command::Approve(a) => deploy::approve(a).await,
             Command::Rollback(a) => deploy::rollback(a).await,
             Command::History(a) => deploy::history(a).await,
+            Command::Status(a) => deploy::status(a).await,
             Command::Simulate(a) => simulate::simulate(a),
             Command::Init(a) => init(a).await,
         }
