@@ -201,6 +201,9 @@ pub async fn run_with_api(
     let mut last_refused: Option<String> = None;
     // Replicas: ledger rows already written to the shared table.
     let mut shared: HashSet<i64> = HashSet::new();
+    // Notifications: what was already told, and the sinks (restarted when they change).
+    let mut watch = crate::notify::Watch::default();
+    let mut notifier = start_notifier(controller.config(), None);
     info!(
         fleets = controller.config().fleets.len(),
         poll = ?opts.poll_interval.unwrap_or(controller.config().controller.poll_interval.0),
@@ -223,6 +226,11 @@ pub async fn run_with_api(
         if let Some(t) = &opts.telemetry {
             let fleets = crate::telemetry::FleetInfo::of(controller.config());
             t.observe(&report, &fleets, clock.now());
+        }
+        if let Some((_, n)) = &notifier {
+            for note in watch.news(&report, controller.store().map(|s| s.as_ref()), n.threshold) {
+                n.send(&note);
+            }
         }
         if let Some(r) = &opts.replica {
             export_fleets(r, &controller, &owned, &mut shared, clock.as_ref()).await;
@@ -265,7 +273,11 @@ pub async fn run_with_api(
         if matches!(*signals.borrow(), Some(Signal::Stop)) {
             break;
         }
-        match reload_config(&mut controller, &source, reload) {
+        let reloaded = reload_config(&mut controller, &source, reload);
+        if reloaded == Reload::Applied {
+            notifier = start_notifier(controller.config(), notifier);
+        }
+        match reloaded {
             Reload::Refused(why) if reload || last_refused.as_ref() != Some(&why) => {
                 error!("manifests are invalid; keeping the last good config.\n{why}");
                 last_refused = Some(why);
@@ -282,6 +294,32 @@ pub async fn run_with_api(
         "coxswain daemon stopped cleanly: no step was left half-done"
     );
     passes
+}
+
+/// The notifier for `config`'s sinks; the running one is kept if they did not change.
+fn start_notifier(
+    config: &Config,
+    running: Option<(crate::manifest::NotificationsSpec, crate::notify::Notifier)>,
+) -> Option<(crate::manifest::NotificationsSpec, crate::notify::Notifier)> {
+    let spec = &config.controller.notifications;
+    if let Some((old, n)) = running {
+        if &old == spec {
+            return Some((old, n));
+        }
+    }
+    if spec.sinks.is_empty() {
+        return None;
+    }
+    match crate::notify::Notifier::start(spec, &config.controller.controller_id) {
+        Ok(n) => {
+            info!(sinks = spec.sinks.len(), "notifications on");
+            Some((spec.clone(), n))
+        }
+        Err(e) => {
+            error!("notifications off: {e}");
+            None
+        }
+    }
 }
 
 /// Replicas, before a pass: renew and take leases; import the state of fleets just taken

@@ -18,6 +18,7 @@ pub mod deploy;
 pub mod lease;
 pub mod logging;
 pub mod manifest;
+pub mod notify;
 pub mod policy;
 pub mod replica;
 pub mod simulate;

@@ -205,3 +205,28 @@ fn a_bad_freeze_cron_or_an_empty_canary_is_rejected() {
         "{p:?}"
     );
 }
+
+#[test]
+fn notification_sinks_are_checked_at_load() {
+    let with =
+        |sinks: &str| format!("kind: Controller\nnotifications:\n  sinks:\n{sinks}---\n{GOOD}");
+    let ok = manifest::load_str(
+        "ok.yaml",
+        &with("    - slack: { url_env: SLACK_URL, events: [rollout_rolled_back, cost_cap] }\n    - opsgenie: { api_key_env: OG_KEY }\n"),
+    )
+    .expect("valid sinks");
+    assert_eq!(ok.controller.notifications.sinks.len(), 2);
+    assert_eq!(ok.controller.notifications.scale_threshold, 5);
+    let p = problems(&with(
+        "    - slack: { url: \"http://hooks.example.com/x\" }\n",
+    ));
+    assert!(p.iter().any(|p| p.contains("use https://")), "{p:?}");
+    let p = problems(&with(
+        "    - slack: { url: \"https://hooks.example.com/x\", url_env: X }\n",
+    ));
+    assert!(p.iter().any(|p| p.contains("exactly one of")), "{p:?}");
+    let p = problems(&with("    - teams: { url: \"https://x\" }\n"));
+    assert!(p.iter().any(|p| p.contains("`slack` or `opsgenie`")), "{p:?}");
+    let p = problems(&with("    - slack: { url_env: X, events: [deploys] }\n"));
+    assert!(p.iter().any(|p| p.contains("rollout_started")), "{p:?}");
+}

@@ -338,6 +338,27 @@ fn validate_controller(c: &ControllerSpec, file: &str, problems: &mut Vec<Proble
                 .into(),
         });
     }
+    for (i, sink) in c.notifications.sinks.iter().enumerate() {
+        let (url, url_env) = match sink {
+            super::SinkSpec::Slack(s) => (s.url.as_deref(), s.url_env.as_deref()),
+            super::SinkSpec::Opsgenie(o) => (Some(o.url.as_str()), None),
+        };
+        let problem = match (url, url_env) {
+            (Some(_), Some(_)) | (None, None) => Some(
+                "a slack sink needs exactly one of `url` and `url_env` (an environment variable holding the URL)".to_string(),
+            ),
+            (Some(u), None) => webhook_url_problem(u),
+            (None, Some(_)) => None,
+        };
+        if let Some(p) = problem {
+            problems.push(Problem {
+                file: file.into(),
+                line: 1,
+                column: 1,
+                message: format!("notifications.sinks[{i}]: {p}"),
+            });
+        }
+    }
     if c.max_total_instances == Some(0) {
         problems.push(Problem {
             file: file.into(),
@@ -734,4 +755,22 @@ fn validate_launch(l: &LaunchSpec, has_group: bool, push: &mut impl FnMut(&[&str
         }
         (None, None) => {}
     }
+}
+
+/// Webhooks carry secrets and alerts: https, or plain http to this host only (tests,
+/// a local relay).
+pub fn webhook_url_problem(url: &str) -> Option<String> {
+    if url.starts_with("https://") {
+        return None;
+    }
+    if let Some(rest) = url.strip_prefix("http://") {
+        let host = rest.split(['/', ':']).next().unwrap_or_default();
+        if host == "127.0.0.1" || host == "localhost" || rest.starts_with("[::1]") {
+            return None;
+        }
+        return Some(format!(
+            "'{url}' is plain http to another host: webhooks carry secrets and alerts, use https://"
+        ));
+    }
+    Some(format!("'{url}' is not an http(s) URL"))
 }

@@ -32,6 +32,9 @@ pub struct ControllerSpec {
     pub max_total_instances: Option<u32>,
     #[serde(default)]
     pub gc: GcSpec,
+    /// Where to tell people what happened: chat and on-call webhooks.
+    #[serde(default)]
+    pub notifications: NotificationsSpec,
 }
 
 impl Default for ControllerSpec {
@@ -42,8 +45,97 @@ impl Default for ControllerSpec {
             poll_interval: default_poll(),
             max_total_instances: None,
             gc: GcSpec::default(),
+            notifications: NotificationsSpec::default(),
         }
     }
+}
+
+/// Notifications: webhook sinks and what counts as news.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsSpec {
+    #[serde(default)]
+    pub sinks: Vec<SinkSpec>,
+    /// A decision that changes a fleet by at least this many instances is a scale event.
+    #[serde(default = "default_scale_threshold")]
+    pub scale_threshold: u32,
+}
+
+impl Default for NotificationsSpec {
+    fn default() -> Self {
+        Self {
+            sinks: Vec::new(),
+            scale_threshold: default_scale_threshold(),
+        }
+    }
+}
+
+fn default_scale_threshold() -> u32 {
+    5
+}
+
+/// What a notification is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    RolloutStarted,
+    RolloutSucceeded,
+    RolloutRolledBack,
+    Scale,
+    CostCap,
+    MetricsMissing,
+}
+
+impl NotifyEvent {
+    pub const ALL: [NotifyEvent; 6] = [
+        NotifyEvent::RolloutStarted,
+        NotifyEvent::RolloutSucceeded,
+        NotifyEvent::RolloutRolledBack,
+        NotifyEvent::Scale,
+        NotifyEvent::CostCap,
+        NotifyEvent::MetricsMissing,
+    ];
+}
+
+/// A webhook. Secrets (the Slack URL, the OpsGenie key) are best given by the name of an
+/// environment variable holding them, so they stay out of manifests and logs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkSpec {
+    /// A Slack-compatible incoming webhook (`{"text": ...}`): Slack, Mattermost, Rocket.Chat.
+    Slack(SlackSink),
+    /// OpsGenie's Alert API (`POST /v2/alerts`, `Authorization: GenieKey KEY`).
+    Opsgenie(OpsgenieSink),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSink {
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Environment variable holding the webhook URL (preferred: the URL is a secret).
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// Default: every event.
+    #[serde(default)]
+    pub events: Option<Vec<NotifyEvent>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsgenieSink {
+    /// Default: OpsGenie's US endpoint; EU accounts use their own.
+    #[serde(default = "default_opsgenie_url")]
+    pub url: String,
+    /// Environment variable holding the API integration key.
+    pub api_key_env: String,
+    /// Default: the ones worth waking someone for: rollbacks, the cost cap, missing metrics.
+    #[serde(default)]
+    pub events: Option<Vec<NotifyEvent>>,
+}
+
+fn default_opsgenie_url() -> String {
+    "https://api.opsgenie.com/v2/alerts".into()
 }
 
 fn default_controller_id() -> String {
@@ -618,3 +710,4 @@ macro_rules! one_key_enum {
 one_key_enum!(PolicySpec, "scaling policy", "target_tracking" => TargetTracking, "step" => Step, "scheduled" => Scheduled, "predictive" => Predictive);
 one_key_enum!(TrafficSpec, "traffic model", "synthetic" => Synthetic, "trace" => Trace);
 one_key_enum!(StrategySpec, "deploy strategy", "rolling" => Rolling, "canary" => Canary, "blue_green" => BlueGreen);
+one_key_enum!(SinkSpec, "notification sink", "slack" => Slack, "opsgenie" => Opsgenie);

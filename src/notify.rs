@@ -1,0 +1,494 @@
+//! Notifications: what happened, told to chat (Slack-compatible webhooks) and to on-call
+//! (OpsGenie's Alert API).
+//!
+//! - [`Watch`] turns passes into news, edge-triggered: a rollout started, succeeded or
+//!   rolled back; a decision moved a fleet by at least the threshold; a fleet hit its cost
+//!   cap; a fleet's metrics went missing (and came back). Pure: tested without a network.
+//! - [`Notifier`] delivers. Each sink has its own queue and task; the control loop only
+//!   puts a note on the queue ([`Notifier::send`] never waits). A delivery is retried with
+//!   backoff and jitter on network errors, 429 and 5xx; a full queue drops the note and
+//!   says so in the log rather than slow the daemon down.
+
+use crate::controller::PassReport;
+use crate::manifest::{NotificationsSpec, NotifyEvent, SinkSpec};
+use crate::store::{Outcome, Store};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use rand::Rng;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+/// How urgent a note is (OpsGenie priority, the Slack emoji).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+/// One piece of news.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Note {
+    pub event: NotifyEvent,
+    pub severity: Severity,
+    pub fleet: String,
+    /// One line.
+    pub title: String,
+    /// More detail (the decision's reason, the gate that failed).
+    pub detail: String,
+    /// Same alias, same incident (OpsGenie de-duplicates on it).
+    pub alias: String,
+}
+
+/// Remembers what was already announced, so each change is told once.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// Rollouts seen running: id → (fleet, from, to).
+    running: BTreeMap<i64, (String, String, String)>,
+    /// Fleets told to be at their cap: how many passes in a row they have been below it.
+    capped: BTreeMap<String, u32>,
+    missing: BTreeSet<String>,
+}
+
+/// A fleet that hovers at its cap would be announced every other pass; it counts as off
+/// the cap only after this many passes in a row below it.
+const CAP_CLEARS_AFTER: u32 = 10;
+
+impl Watch {
+    /// The news in one pass. `store` answers how a rollout that stopped running ended.
+    pub fn news(
+        &mut self,
+        report: &PassReport,
+        store: Option<&Store>,
+        scale_threshold: u32,
+    ) -> Vec<Note> {
+        let mut out = Vec::new();
+        let now_running: BTreeSet<i64> = report.rollouts.iter().map(|r| r.id).collect();
+        for r in &report.rollouts {
+            if self.running.contains_key(&r.id) {
+                continue;
+            }
+            self.running
+                .insert(r.id, (r.fleet.clone(), r.from.clone(), r.to.clone()));
+            out.push(Note {
+                event: NotifyEvent::RolloutStarted,
+                severity: Severity::Info,
+                fleet: r.fleet.clone(),
+                title: format!(
+                    "rollout #{} started on {}: {} → {}",
+                    r.id, r.fleet, r.from, r.to
+                ),
+                detail: format!("phase {}", r.phase),
+                alias: format!("coxswain-rollout-{}", r.id),
+            });
+        }
+        let ended: Vec<i64> = self
+            .running
+            .keys()
+            .filter(|id| !now_running.contains(id))
+            .copied()
+            .collect();
+        for id in ended {
+            let Some((fleet, from, to)) = self.running.remove(&id) else {
+                continue;
+            };
+            let row = store.and_then(|s| s.deployment(id).ok().flatten());
+            let (outcome, reason) = match &row {
+                Some(d) => (d.outcome, d.reason.clone().unwrap_or_default()),
+                None => (Outcome::InProgress, String::new()),
+            };
+            let note = match outcome {
+                Outcome::Succeeded => Note {
+                    event: NotifyEvent::RolloutSucceeded,
+                    severity: Severity::Info,
+                    fleet: fleet.clone(),
+                    title: format!("rollout #{id} succeeded: {to} is live on {fleet}"),
+                    detail: format!("replaced {from}"),
+                    alias: format!("coxswain-rollout-{id}"),
+                },
+                Outcome::RolledBack => Note {
+                    event: NotifyEvent::RolloutRolledBack,
+                    severity: Severity::Critical,
+                    fleet: fleet.clone(),
+                    title: format!("rollout #{id} rolled back on {fleet}: {to} → {from}"),
+                    detail: reason,
+                    alias: format!("coxswain-rollout-{id}"),
+                },
+                // Superseded by a newer deploy, or moved to another replica: no news.
+                _ => continue,
+            };
+            out.push(note);
+        }
+        for f in &report.fleets {
+            let d = &f.decision;
+            let change = d.desired.abs_diff(d.current);
+            if scale_threshold > 0 && change >= scale_threshold {
+                let verb = if d.desired > d.current { "out" } else { "in" };
+                out.push(Note {
+                    event: NotifyEvent::Scale,
+                    severity: Severity::Info,
+                    fleet: d.fleet.clone(),
+                    title: format!(
+                        "{} scaling {verb} by {change}: {} → {} instances",
+                        d.fleet, d.current, d.desired
+                    ),
+                    detail: d.reason(),
+                    alias: format!("coxswain-scale-{}", d.fleet),
+                });
+            }
+            let capped = d.recommended > d.desired
+                && d.limits.iter().any(|l| {
+                    matches!(
+                        l,
+                        crate::policy::Limit::Max | crate::policy::Limit::GlobalCap
+                    )
+                });
+            let told = self.capped.contains_key(&d.fleet);
+            if capped {
+                self.capped.insert(d.fleet.clone(), 0);
+            } else if let Some(streak) = self.capped.get_mut(&d.fleet) {
+                *streak += 1;
+                if *streak >= CAP_CLEARS_AFTER {
+                    self.capped.remove(&d.fleet);
+                }
+            }
+            if capped && !told {
+                out.push(Note {
+                    event: NotifyEvent::CostCap,
+                    severity: Severity::Warning,
+                    fleet: d.fleet.clone(),
+                    title: format!(
+                        "{} is at its cost cap: its policies want {} instances, it is held at {}",
+                        d.fleet, d.recommended, d.desired
+                    ),
+                    detail: d.reason(),
+                    alias: format!("coxswain-cost-cap-{}", d.fleet),
+                });
+            }
+            let missing = !d.warnings.is_empty();
+            if missing && self.missing.insert(d.fleet.clone()) {
+                out.push(Note {
+                    event: NotifyEvent::MetricsMissing,
+                    severity: Severity::Critical,
+                    fleet: d.fleet.clone(),
+                    title: format!(
+                        "{}: metrics missing; scaling holds on what it last knew",
+                        d.fleet
+                    ),
+                    detail: d.warnings.join("; "),
+                    alias: format!("coxswain-metrics-{}", d.fleet),
+                });
+            } else if !missing && self.missing.remove(&d.fleet) {
+                out.push(Note {
+                    event: NotifyEvent::MetricsMissing,
+                    severity: Severity::Info,
+                    fleet: d.fleet.clone(),
+                    title: format!("{}: metrics are back", d.fleet),
+                    detail: String::new(),
+                    alias: format!("coxswain-metrics-{}", d.fleet),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// A sink ready to post: where, how, and what it wants to hear about.
+#[derive(Debug, Clone)]
+enum Target {
+    Slack { url: String },
+    Opsgenie { url: String, key: String },
+}
+
+impl Target {
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Slack { .. } => "slack",
+            Target::Opsgenie { .. } => "opsgenie",
+        }
+    }
+
+    fn url(&self) -> &str {
+        match self {
+            Target::Slack { url } | Target::Opsgenie { url, .. } => url,
+        }
+    }
+
+    /// The request body, in the sink's shape.
+    fn body(&self, n: &Note, controller: &str) -> serde_json::Value {
+        match self {
+            Target::Slack { .. } => {
+                let icon = match n.severity {
+                    Severity::Info => ":information_source:",
+                    Severity::Warning => ":warning:",
+                    Severity::Critical => ":rotating_light:",
+                };
+                let text = if n.detail.is_empty() {
+                    format!("{icon} *{}*", n.title)
+                } else {
+                    format!("{icon} *{}*\n{}", n.title, n.detail)
+                };
+                serde_json::json!({ "text": text })
+            }
+            Target::Opsgenie { .. } => {
+                let priority = match n.severity {
+                    Severity::Info => "P5",
+                    Severity::Warning => "P3",
+                    Severity::Critical => "P2",
+                };
+                // OpsGenie cuts message at 130 characters and description at 15000.
+                let message: String = n.title.chars().take(130).collect();
+                let description: String = n.detail.chars().take(15_000).collect();
+                serde_json::json!({
+                    "message": message,
+                    "alias": n.alias,
+                    "description": description,
+                    "priority": priority,
+                    "source": format!("coxswain/{controller}"),
+                    "entity": n.fleet,
+                    "tags": ["coxswain", n.fleet, serde_json::to_value(n.event).unwrap_or_default()],
+                    "details": { "fleet": n.fleet, "event": n.event },
+                })
+            }
+        }
+    }
+}
+
+/// Queue length per sink; beyond it notes are dropped (and counted), never waited on.
+const QUEUE: usize = 256;
+const ATTEMPTS: u32 = 6;
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+struct Sink {
+    events: BTreeSet<NotifyEvent>,
+    tx: mpsc::Sender<Note>,
+    name: &'static str,
+}
+
+/// Delivery counts, for logs and tests.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    pub delivered: AtomicU64,
+    pub retried: AtomicU64,
+    pub failed: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+pub struct Notifier {
+    sinks: Vec<Sink>,
+    pub threshold: u32,
+    pub stats: Arc<Deliveries>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("sinks", &self.sinks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Notifier {
+    /// Start one delivery task per sink (needs a tokio runtime). Secrets are read from the
+    /// environment here; a missing one is an error naming the variable, never its value.
+    pub fn start(spec: &NotificationsSpec, controller: &str) -> Result<Notifier, String> {
+        let stats = Arc::new(Deliveries::default());
+        let mut sinks = Vec::new();
+        for (i, s) in spec.sinks.iter().enumerate() {
+            let env = |var: &str| {
+                std::env::var(var).map_err(|_| {
+                    format!("notifications.sinks[{i}]: environment variable {var} is not set")
+                })
+            };
+            let (target, events) = match s {
+                SinkSpec::Slack(s) => {
+                    let url = match (&s.url, &s.url_env) {
+                        (Some(u), _) => u.clone(),
+                        (None, Some(var)) => env(var)?,
+                        (None, None) => {
+                            return Err(format!("notifications.sinks[{i}]: slack needs a url"))
+                        }
+                    };
+                    if let Some(p) = crate::manifest::load::webhook_url_problem(&url) {
+                        return Err(format!("notifications.sinks[{i}]: {p}"));
+                    }
+                    let events = s
+                        .events
+                        .clone()
+                        .unwrap_or_else(|| NotifyEvent::ALL.to_vec());
+                    (Target::Slack { url }, events)
+                }
+                SinkSpec::Opsgenie(o) => {
+                    let key = env(&o.api_key_env)?;
+                    let events = o.events.clone().unwrap_or_else(|| {
+                        vec![
+                            NotifyEvent::RolloutRolledBack,
+                            NotifyEvent::CostCap,
+                            NotifyEvent::MetricsMissing,
+                        ]
+                    });
+                    (
+                        Target::Opsgenie {
+                            url: o.url.clone(),
+                            key,
+                        },
+                        events,
+                    )
+                }
+            };
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let name = target.name();
+            tokio::spawn(deliver_all(
+                target,
+                rx,
+                controller.to_string(),
+                stats.clone(),
+            ));
+            sinks.push(Sink {
+                events: events.into_iter().collect(),
+                tx,
+                name,
+            });
+        }
+        Ok(Notifier {
+            sinks,
+            threshold: spec.scale_threshold,
+            stats,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+
+    /// Queue `note` for every sink that wants its event. Never waits.
+    pub fn send(&self, note: &Note) {
+        for s in self.sinks.iter().filter(|s| s.events.contains(&note.event)) {
+            if s.tx.try_send(note.clone()).is_err() {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(sink = s.name, title = %note.title, "notification dropped: the sink's queue is full (is it down?)");
+            }
+        }
+    }
+}
+
+async fn deliver_all(
+    target: Target,
+    mut rx: mpsc::Receiver<Note>,
+    controller: String,
+    stats: Arc<Deliveries>,
+) {
+    while let Some(note) = rx.recv().await {
+        let body = target.body(&note, &controller);
+        let mut backoff = FIRST_BACKOFF;
+        for attempt in 1..=ATTEMPTS {
+            let result = tokio::time::timeout(ATTEMPT_TIMEOUT, post(&target, &body)).await;
+            let (retry, why) = match result {
+                Ok(Ok(status)) if (200..300).contains(&status) => {
+                    stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    info!(sink = target.name(), title = %note.title, "notification delivered");
+                    break;
+                }
+                Ok(Ok(status)) => (
+                    status == 429 || status >= 500,
+                    format!("answered HTTP {status}"),
+                ),
+                Ok(Err(e)) => (true, e),
+                Err(_) => (true, format!("no answer within {ATTEMPT_TIMEOUT:?}")),
+            };
+            if !retry || attempt == ATTEMPTS {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                error!(sink = target.name(), title = %note.title, attempts = attempt, "notification not delivered: {why}");
+                break;
+            }
+            stats.retried.fetch_add(1, Ordering::Relaxed);
+            let jittered = backoff.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
+            warn!(sink = target.name(), attempt, retry_in = ?jittered, "notification delivery failed: {why}; retrying");
+            tokio::time::sleep(jittered).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// POST JSON to the sink; the HTTP status, or why there was none.
+async fn post(target: &Target, body: &serde_json::Value) -> Result<u16, String> {
+    let url = target.url();
+    let (rest, tls) = if let Some(r) = url.strip_prefix("https://") {
+        (r, true)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (r, false)
+    } else {
+        return Err("not an http(s) URL".into());
+    };
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+            Ok(p) => (h.to_string(), p),
+            Err(_) => (hostport.to_string(), if tls { 443 } else { 80 }),
+        },
+        _ => (hostport.to_string(), if tls { 443 } else { 80 }),
+    };
+    let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+    let mut req = hyper::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", hostport)
+        .header("content-type", "application/json")
+        .header(
+            "user-agent",
+            concat!("coxswain/", env!("CARGO_PKG_VERSION")),
+        );
+    if let Target::Opsgenie { key, .. } = target {
+        req = req.header("authorization", format!("GenieKey {key}"));
+    }
+    let req = req
+        .body(Full::new(Bytes::from(bytes)))
+        .map_err(|e| e.to_string())?;
+    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| format!("connect {hostport}: {e}"))?;
+    let status = if tls {
+        let connector = crate::tls::connector(None)?;
+        let name = crate::tls::server_name(&host)?;
+        let stream = connector
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        exchange(stream, req).await?
+    } else {
+        exchange(stream, req).await?
+    };
+    Ok(status)
+}
+
+async fn exchange<IO>(io: IO, req: hyper::Request<Full<Bytes>>) -> Result<u16, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    // Read the answer to the end so the connection closes cleanly.
+    let _ = resp.into_body().collect().await;
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,171 @@
+use super::*;
+use crate::controller::{FleetReport, RolloutReport};
+use crate::deploy::Gates;
+use crate::policy::{Decision, Limit};
+use crate::store::Deployment;
+
+fn fleet(name: &str, current: u32, desired: u32) -> FleetReport {
+    FleetReport {
+        decision: Decision {
+            fleet: name.into(),
+            current,
+            desired,
+            recommended: desired,
+            votes: Vec::new(),
+            limits: Vec::new(),
+            warnings: Vec::new(),
+        },
+        metrics: Vec::new(),
+        booting: 0,
+        retiring: 0,
+    }
+}
+
+fn rollout(id: i64) -> RolloutReport {
+    RolloutReport {
+        id,
+        fleet: "web".into(),
+        from: "v1".into(),
+        to: "v2".into(),
+        phase: "rolling".into(),
+        step: 0,
+        gates: Gates::Waiting("booting".into()),
+    }
+}
+
+fn events(notes: &[Note]) -> Vec<NotifyEvent> {
+    notes.iter().map(|n| n.event).collect()
+}
+
+#[test]
+fn a_rollout_is_announced_when_it_starts_and_once_when_it_ends_with_its_outcome() {
+    let store = Store::in_memory().expect("store");
+    let dep = |build: &str| Deployment {
+        id: 0,
+        app: "web".into(),
+        env: "production".into(),
+        fleet: "web".into(),
+        build: build.into(),
+        label: None,
+        outcome: Outcome::InProgress,
+        reason: None,
+        started_at: chrono::Utc::now(),
+        finished_at: None,
+    };
+    let ok = store.begin(&dep("v2"), |_| Ok("{}".into())).expect("begin");
+    let bad = store.begin(&dep("v3"), |_| Ok("{}".into())).expect("begin");
+    let mut w = Watch::default();
+    let pass = |ids: &[i64]| PassReport {
+        rollouts: ids.iter().map(|i| rollout(*i)).collect(),
+        ..Default::default()
+    };
+    assert_eq!(
+        events(&w.news(&pass(&[ok]), Some(&store), 5)),
+        vec![NotifyEvent::RolloutStarted]
+    );
+    assert!(
+        w.news(&pass(&[ok]), Some(&store), 5).is_empty(),
+        "told once"
+    );
+    store
+        .finish(ok, Outcome::Succeeded, None, chrono::Utc::now(), "{}")
+        .expect("finish");
+    let n = w.news(&pass(&[bad]), Some(&store), 5);
+    assert_eq!(
+        events(&n),
+        vec![NotifyEvent::RolloutStarted, NotifyEvent::RolloutSucceeded]
+    );
+    store
+        .finish(
+            bad,
+            Outcome::RolledBack,
+            Some("5xx rate 4% over 1%"),
+            chrono::Utc::now(),
+            "{}",
+        )
+        .expect("finish");
+    let n = w.news(&pass(&[]), Some(&store), 5);
+    assert_eq!(events(&n), vec![NotifyEvent::RolloutRolledBack]);
+    assert_eq!(n[0].severity, Severity::Critical);
+    assert!(n[0].detail.contains("5xx rate"), "{:?}", n[0]);
+    assert!(w.news(&pass(&[]), Some(&store), 5).is_empty());
+}
+
+#[test]
+fn scale_events_need_the_threshold_and_cap_and_missing_metrics_are_edge_triggered() {
+    let mut w = Watch::default();
+    let pass = |f: FleetReport| PassReport {
+        fleets: vec![f],
+        ..Default::default()
+    };
+    assert!(w.news(&pass(fleet("web", 10, 14)), None, 5).is_empty());
+    let n = w.news(&pass(fleet("web", 10, 15)), None, 5);
+    assert_eq!(events(&n), vec![NotifyEvent::Scale]);
+    assert!(n[0].title.contains("scaling out by 5"), "{}", n[0].title);
+    assert_eq!(
+        events(&w.news(&pass(fleet("web", 20, 12)), None, 8)),
+        vec![NotifyEvent::Scale]
+    );
+
+    let mut capped = fleet("web", 40, 40);
+    capped.decision.recommended = 55;
+    capped.decision.limits = vec![Limit::Max];
+    let n = w.news(&pass(capped.clone()), None, 100);
+    assert_eq!(events(&n), vec![NotifyEvent::CostCap]);
+    assert!(n[0].title.contains("want 55"), "{}", n[0].title);
+    assert!(w.news(&pass(capped.clone()), None, 100).is_empty(), "once");
+    // Hovering at the cap is one incident: a pass or two below it clears nothing.
+    assert!(w.news(&pass(fleet("web", 40, 40)), None, 100).is_empty());
+    assert!(w.news(&pass(capped.clone()), None, 100).is_empty());
+    for _ in 0..CAP_CLEARS_AFTER {
+        assert!(w.news(&pass(fleet("web", 40, 40)), None, 100).is_empty());
+    }
+    assert_eq!(
+        events(&w.news(&pass(capped), None, 100)),
+        vec![NotifyEvent::CostCap],
+        "again once it was off the cap long enough"
+    );
+
+    let mut blind = fleet("api", 4, 4);
+    blind.decision.warnings = vec!["CPUUtilization: no datapoint in 10m".into()];
+    let n = w.news(&pass(blind.clone()), None, 100);
+    assert_eq!(events(&n), vec![NotifyEvent::MetricsMissing]);
+    assert_eq!(n[0].severity, Severity::Critical);
+    assert!(w.news(&pass(blind), None, 100).is_empty());
+    let n = w.news(&pass(fleet("api", 4, 4)), None, 100);
+    assert_eq!(events(&n), vec![NotifyEvent::MetricsMissing]);
+    assert_eq!(n[0].severity, Severity::Info, "recovered");
+}
+
+#[test]
+fn bodies_have_the_shapes_slack_and_opsgenie_expect() {
+    let note = Note {
+        event: NotifyEvent::RolloutRolledBack,
+        severity: Severity::Critical,
+        fleet: "web".into(),
+        title: "x".repeat(200),
+        detail: "gate failed".into(),
+        alias: "coxswain-rollout-7".into(),
+    };
+    let slack = Target::Slack {
+        url: "https://hooks.example/1".into(),
+    }
+    .body(&note, "prod");
+    assert!(slack["text"]
+        .as_str()
+        .is_some_and(|t| t.contains("gate failed")));
+    let og = Target::Opsgenie {
+        url: "https://api.example/v2/alerts".into(),
+        key: "k".into(),
+    }
+    .body(&note, "prod");
+    assert_eq!(og["message"].as_str().map(|m| m.chars().count()), Some(130));
+    assert_eq!(og["alias"], "coxswain-rollout-7");
+    assert_eq!(og["priority"], "P2");
+    assert_eq!(og["entity"], "web");
+    assert_eq!(og["source"], "coxswain/prod");
+    assert!(
+        og.to_string().find("\"k\"").is_none(),
+        "the key is a header, not in the body"
+    );
+}
