@@ -44,6 +44,8 @@ pub struct Note {
     pub detail: String,
     /// Same alias, same incident (OpsGenie de-duplicates on it).
     pub alias: String,
+    /// The incident under `alias` is over (OpsGenie closes the alert).
+    pub resolves: bool,
 }
 
 /// Remembers what was already announced, so each change is told once.
@@ -86,6 +88,7 @@ impl Watch {
                 ),
                 detail: format!("phase {}", r.phase),
                 alias: format!("coxswain-rollout-{}", r.id),
+                resolves: false,
             });
         }
         let ended: Vec<i64> = self
@@ -111,6 +114,7 @@ impl Watch {
                     title: format!("rollout #{id} succeeded: {to} is live on {fleet}"),
                     detail: format!("replaced {from}"),
                     alias: format!("coxswain-rollout-{id}"),
+                    resolves: false,
                 },
                 Outcome::RolledBack => Note {
                     event: NotifyEvent::RolloutRolledBack,
@@ -119,6 +123,7 @@ impl Watch {
                     title: format!("rollout #{id} rolled back on {fleet}: {to} → {from}"),
                     detail: reason,
                     alias: format!("coxswain-rollout-{id}"),
+                    resolves: false,
                 },
                 // Superseded by a newer deploy, or moved to another replica: no news.
                 _ => continue,
@@ -140,6 +145,7 @@ impl Watch {
                     ),
                     detail: d.reason(),
                     alias: format!("coxswain-scale-{}", d.fleet),
+                    resolves: false,
                 });
             }
             let capped = d.recommended > d.desired
@@ -169,6 +175,7 @@ impl Watch {
                     ),
                     detail: d.reason(),
                     alias: format!("coxswain-cost-cap-{}", d.fleet),
+                    resolves: false,
                 });
             }
             let missing = !d.warnings.is_empty();
@@ -183,6 +190,7 @@ impl Watch {
                     ),
                     detail: d.warnings.join("; "),
                     alias: format!("coxswain-metrics-{}", d.fleet),
+                    resolves: false,
                 });
             } else if !missing && self.missing.remove(&d.fleet) {
                 out.push(Note {
@@ -192,6 +200,7 @@ impl Watch {
                     title: format!("{}: metrics are back", d.fleet),
                     detail: String::new(),
                     alias: format!("coxswain-metrics-{}", d.fleet),
+                    resolves: true,
                 });
             }
         }
@@ -214,9 +223,16 @@ impl Target {
         }
     }
 
-    fn url(&self) -> &str {
+    /// Where `n` goes: OpsGenie closes a resolved incident by its alias.
+    fn url(&self, n: &Note) -> String {
         match self {
-            Target::Slack { url } | Target::Opsgenie { url, .. } => url,
+            Target::Slack { url } => url.clone(),
+            Target::Opsgenie { url, .. } if n.resolves => format!(
+                "{}/{}/close?identifierType=alias",
+                url.trim_end_matches('/'),
+                n.alias
+            ),
+            Target::Opsgenie { url, .. } => url.clone(),
         }
     }
 
@@ -236,6 +252,10 @@ impl Target {
                 };
                 serde_json::json!({ "text": text })
             }
+            Target::Opsgenie { .. } if n.resolves => serde_json::json!({
+                "source": format!("coxswain/{controller}"),
+                "note": n.title,
+            }),
             Target::Opsgenie { .. } => {
                 let priority = match n.severity {
                     Severity::Info => "P5",
@@ -390,7 +410,8 @@ async fn deliver_all(
         let body = target.body(&note, &controller);
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=ATTEMPTS {
-            let result = tokio::time::timeout(ATTEMPT_TIMEOUT, post(&target, &body)).await;
+            let url = target.url(&note);
+            let result = tokio::time::timeout(ATTEMPT_TIMEOUT, post(&target, &url, &body)).await;
             let (retry, why) = match result {
                 Ok(Ok(status)) if (200..300).contains(&status) => {
                     stats.delivered.fetch_add(1, Ordering::Relaxed);
@@ -419,8 +440,7 @@ async fn deliver_all(
 }
 
 /// POST JSON to the sink; the HTTP status, or why there was none.
-async fn post(target: &Target, body: &serde_json::Value) -> Result<u16, String> {
-    let url = target.url();
+async fn post(target: &Target, url: &str, body: &serde_json::Value) -> Result<u16, String> {
     let (rest, tls) = if let Some(r) = url.strip_prefix("https://") {
         (r, true)
     } else if let Some(r) = url.strip_prefix("http://") {

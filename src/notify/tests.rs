@@ -146,6 +146,7 @@ fn bodies_have_the_shapes_slack_and_opsgenie_expect() {
         title: "x".repeat(200),
         detail: "gate failed".into(),
         alias: "coxswain-rollout-7".into(),
+        resolves: false,
     };
     let slack = Target::Slack {
         url: "https://hooks.example/1".into(),
@@ -168,4 +169,31 @@ fn bodies_have_the_shapes_slack_and_opsgenie_expect() {
         og.to_string().find("\"k\"").is_none(),
         "the key is a header, not in the body"
     );
+}
+
+#[test]
+fn opsgenie_closes_a_resolved_incident_by_its_alias() {
+    let og = Target::Opsgenie {
+        url: "https://api.example/v2/alerts".into(),
+        key: "k".into(),
+    };
+    let back = Note {
+        event: NotifyEvent::MetricsMissing,
+        severity: Severity::Info,
+        fleet: "api".into(),
+        title: "api: metrics are back".into(),
+        detail: String::new(),
+        alias: "coxswain-metrics-api".into(),
+        resolves: true,
+    };
+    assert_eq!(
+        og.url(&back),
+        "https://api.example/v2/alerts/coxswain-metrics-api/close?identifierType=alias"
+    );
+    assert_eq!(og.body(&back, "prod")["note"], "api: metrics are back");
+    let open = Note {
+        resolves: false,
+        ..back
+    };
+    assert_eq!(og.url(&open), "https://api.example/v2/alerts");
 }
