@@ -695,6 +695,26 @@ async fn a_storm_of_faults_keeps_the_caps_and_converges_once_it_stops() {
         storm.len(),
         started.elapsed()
     );
+    // /metrics counts what AWS answered, per attempt: the SDK interceptor saw at least
+    // the faults the proxy injected (faults are on only during the daemon's passes; the
+    // counts are process-wide, and other tests only add to them).
+    let mut seen: std::collections::BTreeMap<String, u64> = Default::default();
+    for ((_, _, outcome), n) in coxswain::telemetry::aws_call_counts() {
+        *seen.entry(outcome).or_default() += n;
+    }
+    let count = |k: &str| seen.get(k).copied().unwrap_or(0);
+    // (Throttling is a 400 or, for EC2's RequestLimitExceeded, a 503.)
+    let injected = |k: &str| by_kind.get(k).copied().unwrap_or(0) as u64;
+    assert!(
+        count("server_error") + count("client_error")
+            >= injected("500 InternalError") + injected("throttled"),
+        "{seen:?} vs {by_kind:?}"
+    );
+    assert!(
+        count("network") >= injected("dropped connection"),
+        "{seen:?} vs {by_kind:?}"
+    );
+    assert!(count("ok") > 0, "{seen:?}");
     assert!(
         by_kind.len() == 4,
         "every kind of fault was injected: {by_kind:?}"
