@@ -226,7 +226,10 @@ fn notification_sinks_are_checked_at_load() {
     ));
     assert!(p.iter().any(|p| p.contains("exactly one of")), "{p:?}");
     let p = problems(&with("    - teams: { url: \"https://x\" }\n"));
-    assert!(p.iter().any(|p| p.contains("`slack` or `opsgenie`")), "{p:?}");
+    assert!(
+        p.iter().any(|p| p.contains("`slack` or `opsgenie`")),
+        "{p:?}"
+    );
     let p = problems(&with("    - slack: { url_env: X, events: [deploys] }\n"));
     assert!(p.iter().any(|p| p.contains("rollout_started")), "{p:?}");
 }
