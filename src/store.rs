@@ -80,6 +80,17 @@ pub struct Approval {
     pub at: DateTime<Utc>,
 }
 
+/// One point of a fleet's capacity-against-demand chart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplePoint {
+    pub at: DateTime<Utc>,
+    pub desired: u32,
+    pub ready: u32,
+    pub booting: u32,
+    /// The fleet's first demand metric, if it has one.
+    pub demand: Option<f64>,
+}
+
 /// A progress line of a rollout, as streamed to the CLI.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -139,6 +150,11 @@ CREATE TABLE IF NOT EXISTS actions (
     outcome TEXT, done_at TEXT
 );
 CREATE INDEX IF NOT EXISTS actions_open ON actions (done_at);
+CREATE TABLE IF NOT EXISTS samples (
+    fleet TEXT NOT NULL, at TEXT NOT NULL,
+    desired INTEGER NOT NULL, ready INTEGER NOT NULL, booting INTEGER NOT NULL, demand REAL,
+    PRIMARY KEY (fleet, at)
+);
 ";
 
 /// A recorded decision: (when, from, to, reason).
@@ -676,6 +692,48 @@ impl Store {
             ],
         )?;
         Ok(())
+    }
+
+    /// One point of a fleet's chart (the dashboard's history survives restarts).
+    pub fn add_sample(&self, fleet: &str, p: &SamplePoint) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO samples (fleet, at, desired, ready, booting, demand)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                fleet,
+                ts(p.at),
+                i64::from(p.desired),
+                i64::from(p.ready),
+                i64::from(p.booting),
+                p.demand
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Chart points since `since`, oldest first, by fleet; older ones are deleted.
+    pub fn samples_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, SamplePoint)>, StoreError> {
+        let conn = self.conn();
+        conn.execute("DELETE FROM samples WHERE at < ?1", [ts(since)])?;
+        let mut stmt = conn.prepare(
+            "SELECT fleet, at, desired, ready, booting, demand FROM samples ORDER BY fleet, at",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                SamplePoint {
+                    at: parse_ts(&r.get::<_, String>(1)?),
+                    desired: r.get(2)?,
+                    ready: r.get(3)?,
+                    booting: r.get(4)?,
+                    demand: r.get(5)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn approve(&self, a: &Approval) -> Result<(), StoreError> {

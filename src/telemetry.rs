@@ -62,15 +62,7 @@ struct GateLabels {
 }
 
 /// One point of a fleet's chart.
-#[derive(Debug, Clone, Serialize)]
-pub struct Sample {
-    pub at: chrono::DateTime<chrono::Utc>,
-    pub desired: u32,
-    pub ready: u32,
-    pub booting: u32,
-    /// The first demand metric's newest value, if the fleet has one.
-    pub demand: Option<f64>,
-}
+pub type Sample = crate::store::SamplePoint;
 
 /// A fleet's latest state, as the dashboard shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -165,6 +157,8 @@ pub struct Telemetry {
     /// What the interceptor had counted when last copied into `aws_calls`.
     aws_seen: Mutex<HashMap<(String, String, String), u64>>,
     live: Mutex<Live>,
+    /// Where chart points are kept across restarts.
+    store: Option<std::sync::Arc<crate::store::Store>>,
     /// `/readyz` fails when no pass has ended for this long.
     stale_after: Duration,
 }
@@ -198,6 +192,7 @@ impl Telemetry {
             aws_calls: Family::default(),
             aws_seen: Mutex::new(HashMap::new()),
             live: Mutex::new(Live::default()),
+            store: None,
             stale_after: (poll * 3).max(Duration::from_secs(60)),
             registry: Registry::default(),
         };
@@ -275,6 +270,31 @@ impl Telemetry {
         Telemetry { registry, ..t }
     }
 
+    /// Keep chart points in `store`, and start from the ones it has (the last hours).
+    pub fn with_history(
+        mut self,
+        store: std::sync::Arc<crate::store::Store>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        let since = now - SERIES_EVERY * SERIES_POINTS as i32;
+        match store.samples_since(since) {
+            Ok(points) => {
+                if let Ok(mut live) = self.live.lock() {
+                    for (fleet, p) in points {
+                        let series = live.series.entry(fleet).or_default();
+                        series.push_back(p);
+                        if series.len() > SERIES_POINTS {
+                            series.pop_front();
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the dashboard's chart history"),
+        }
+        self.store = Some(store);
+        self
+    }
+
     /// Take in one pass. `fleets` describes the fleets of the current config.
     pub fn observe(
         &self,
@@ -349,13 +369,19 @@ impl Telemetry {
                 demand: f.metrics.first().and_then(|m| m.1),
             };
             let series = live.series.entry(d.fleet.clone()).or_default();
-            // Points stay at least SERIES_EVERY apart; the newest pass always shows, by
-            // replacing the last point while it is too close to the one before.
+            // Points stay at least SERIES_EVERY apart, and the newest pass always shows:
+            // the last point is provisional, replaced while it is closer than that to the
+            // one before it.
             let n = series.len();
-            let too_close = n >= 2 && now - series[n - 2].at < SERIES_EVERY;
+            let too_close = n >= 2 && series[n - 1].at - series[n - 2].at < SERIES_EVERY;
             if too_close {
                 series[n - 1] = sample;
             } else {
+                if let Some(store) = &self.store {
+                    if let Err(e) = store.add_sample(&d.fleet, &sample) {
+                        tracing::warn!(fleet = %d.fleet, error = %e, "cannot save a chart point");
+                    }
+                }
                 series.push_back(sample);
                 if series.len() > SERIES_POINTS {
                     series.pop_front();
@@ -555,5 +581,76 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for AwsCallMeter {
                 .or_default() += 1;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::FleetReport;
+    use crate::policy::Decision;
+    use chrono::TimeZone;
+
+    fn pass(desired: u32, demand: f64) -> PassReport {
+        PassReport {
+            fleets: vec![FleetReport {
+                decision: Decision {
+                    fleet: "web".into(),
+                    current: desired,
+                    desired,
+                    recommended: desired,
+                    votes: Vec::new(),
+                    limits: Vec::new(),
+                    warnings: Vec::new(),
+                },
+                metrics: vec![("RequestCount".into(), Some(demand))],
+                booting: 1,
+                retiring: 0,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn chart_points_are_spaced_keep_the_newest_pass_and_survive_a_restart() {
+        let store = std::sync::Arc::new(crate::store::Store::in_memory().expect("store"));
+        let t0 = chrono::Utc
+            .with_ymd_and_hms(2026, 1, 5, 8, 0, 0)
+            .single()
+            .expect("time");
+        let t = Telemetry::new(Duration::from_secs(10)).with_history(store.clone(), t0);
+        let fleets = HashMap::new();
+        // A pass every 10 s for 5 minutes: points 30 s apart, the last one the newest.
+        for i in 0..=30 {
+            t.observe(
+                &pass(3 + i / 10, 100.0 * f64::from(i)),
+                &fleets,
+                t0 + chrono::Duration::seconds(10 * i64::from(i)),
+            );
+        }
+        let series = &t.snapshot().series["web"];
+        let last = series.last().expect("points");
+        assert_eq!(last.demand, Some(3000.0), "the newest pass shows");
+        assert_eq!(last.ready, 5, "ready excludes booting");
+        for w in series.windows(2).take(series.len().saturating_sub(2)) {
+            assert!(
+                w[1].at - w[0].at >= SERIES_EVERY,
+                "{:?}",
+                (w[0].at, w[1].at)
+            );
+        }
+        assert!(series.len() >= 10 && series.len() <= 12, "{}", series.len());
+        // A restart: the saved points come back.
+        let again = Telemetry::new(Duration::from_secs(10))
+            .with_history(store, t0 + chrono::Duration::minutes(6));
+        let restored = &again.snapshot().series["web"];
+        assert!(restored.len() >= series.len() - 1, "{}", restored.len());
+        assert_eq!(restored[0], series[0]);
+        // Nothing is ready before a pass; the text exposition names each fleet.
+        assert!(again.ready().is_err());
+        assert!(t.ready().is_ok());
+        assert!(t
+            .encode()
+            .contains("coxswain_fleet_desired_instances{fleet=\"web\",environment=\"\"} 6"));
     }
 }

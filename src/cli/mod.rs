@@ -537,10 +537,13 @@ async fn run(a: RunArgs) -> ExitCode {
         controller.set_owned(Some(Default::default()));
     }
     let signals = daemon::spawn_signal_listener();
-    let telemetry = Arc::new(crate::telemetry::Telemetry::new(
-        a.poll_interval
-            .unwrap_or(controller.config().controller.poll_interval.0),
-    ));
+    let telemetry = Arc::new(
+        crate::telemetry::Telemetry::new(
+            a.poll_interval
+                .unwrap_or(controller.config().controller.poll_interval.0),
+        )
+        .with_history(store.clone(), clock.now()),
+    );
     let opts = daemon::Options {
         poll_interval: a.poll_interval,
         max_passes: a.passes,
