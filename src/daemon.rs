@@ -310,16 +310,16 @@ fn start_notifier(
     if spec.sinks.is_empty() {
         return None;
     }
-    match crate::notify::Notifier::start(spec, &config.controller.controller_id) {
-        Ok(n) => {
-            info!(sinks = spec.sinks.len(), "notifications on");
-            Some((spec.clone(), n))
-        }
-        Err(e) => {
-            error!("notifications off: {e}");
-            None
-        }
+    let (n, problems) = crate::notify::Notifier::start(spec, &config.controller.controller_id);
+    for p in &problems {
+        error!("notification sink left out: {p}");
     }
+    info!(
+        sinks = spec.sinks.len() - problems.len(),
+        left_out = problems.len(),
+        "notifications on"
+    );
+    Some((spec.clone(), n))
 }
 
 /// Replicas, before a pass: renew and take leases; import the state of fleets just taken

@@ -318,71 +318,96 @@ impl std::fmt::Debug for Notifier {
 
 impl Notifier {
     /// Start one delivery task per sink (needs a tokio runtime). Secrets are read from the
-    /// environment here; a missing one is an error naming the variable, never its value.
-    pub fn start(spec: &NotificationsSpec, controller: &str) -> Result<Notifier, String> {
+    /// environment here. A sink that cannot start (its variable is not set) is left out
+    /// and named in the returned problems, never with a secret; the others run.
+    pub fn start(spec: &NotificationsSpec, controller: &str) -> (Notifier, Vec<String>) {
         let stats = Arc::new(Deliveries::default());
         let mut sinks = Vec::new();
+        let mut problems = Vec::new();
         for (i, s) in spec.sinks.iter().enumerate() {
-            let env = |var: &str| {
-                std::env::var(var).map_err(|_| {
-                    format!("notifications.sinks[{i}]: environment variable {var} is not set")
-                })
-            };
-            let (target, events) = match s {
-                SinkSpec::Slack(s) => {
-                    let url = match (&s.url, &s.url_env) {
-                        (Some(u), _) => u.clone(),
-                        (None, Some(var)) => env(var)?,
-                        (None, None) => {
-                            return Err(format!("notifications.sinks[{i}]: slack needs a url"))
-                        }
-                    };
-                    if let Some(p) = crate::manifest::load::webhook_url_problem(&url) {
-                        return Err(format!("notifications.sinks[{i}]: {p}"));
-                    }
-                    let events = s
-                        .events
-                        .clone()
-                        .unwrap_or_else(|| NotifyEvent::ALL.to_vec());
-                    (Target::Slack { url }, events)
-                }
-                SinkSpec::Opsgenie(o) => {
-                    let key = env(&o.api_key_env)?;
-                    let events = o.events.clone().unwrap_or_else(|| {
-                        vec![
-                            NotifyEvent::RolloutRolledBack,
-                            NotifyEvent::CostCap,
-                            NotifyEvent::MetricsMissing,
-                        ]
+            match Self::target(i, s) {
+                Ok((target, events)) => {
+                    let (tx, rx) = mpsc::channel(QUEUE);
+                    let name = target.name();
+                    tokio::spawn(deliver_all(
+                        target,
+                        rx,
+                        controller.to_string(),
+                        stats.clone(),
+                    ));
+                    sinks.push(Sink {
+                        events: events.into_iter().collect(),
+                        tx,
+                        name,
                     });
-                    (
-                        Target::Opsgenie {
-                            url: o.url.clone(),
-                            key,
-                        },
-                        events,
-                    )
                 }
-            };
-            let (tx, rx) = mpsc::channel(QUEUE);
-            let name = target.name();
-            tokio::spawn(deliver_all(
-                target,
-                rx,
-                controller.to_string(),
-                stats.clone(),
-            ));
-            sinks.push(Sink {
-                events: events.into_iter().collect(),
-                tx,
-                name,
-            });
+                Err(e) => problems.push(e),
+            }
         }
-        Ok(Notifier {
-            sinks,
-            threshold: spec.scale_threshold,
-            stats,
-        })
+        (
+            Notifier {
+                sinks,
+                threshold: spec.scale_threshold,
+                stats,
+            },
+            problems,
+        )
+    }
+
+    /// Where sink `i` posts, and the events it wants.
+    fn target(i: usize, s: &SinkSpec) -> Result<(Target, Vec<NotifyEvent>), String> {
+        let env = |var: &str| {
+            std::env::var(var).map_err(|_| {
+                format!("notifications.sinks[{i}]: environment variable {var} is not set")
+            })
+        };
+        match s {
+            SinkSpec::Slack(s) => {
+                let url = match (&s.url, &s.url_env) {
+                    (Some(u), _) => {
+                        if let Some(p) = crate::manifest::load::webhook_url_problem(u) {
+                            return Err(format!("notifications.sinks[{i}]: {p}"));
+                        }
+                        u.clone()
+                    }
+                    (None, Some(var)) => {
+                        let u = env(var)?;
+                        // The URL is the secret: say what is wrong without it.
+                        if crate::manifest::load::webhook_url_problem(&u).is_some() {
+                            return Err(format!(
+                                "notifications.sinks[{i}]: the URL in {var} is not https:// (plain http only to 127.0.0.1)"
+                            ));
+                        }
+                        u
+                    }
+                    (None, None) => {
+                        return Err(format!("notifications.sinks[{i}]: slack needs a url"))
+                    }
+                };
+                let events = s
+                    .events
+                    .clone()
+                    .unwrap_or_else(|| NotifyEvent::ALL.to_vec());
+                Ok((Target::Slack { url }, events))
+            }
+            SinkSpec::Opsgenie(o) => {
+                let key = env(&o.api_key_env)?;
+                let events = o.events.clone().unwrap_or_else(|| {
+                    vec![
+                        NotifyEvent::RolloutRolledBack,
+                        NotifyEvent::CostCap,
+                        NotifyEvent::MetricsMissing,
+                    ]
+                });
+                Ok((
+                    Target::Opsgenie {
+                        url: o.url.clone(),
+                        key,
+                    },
+                    events,
+                ))
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -22,10 +22,6 @@ const HOWTO: &str = "docs/adding-a-fleet.md";
 /// instance tags): their own key is checked, the keys inside are not.
 const FREE_FORM: &[&str] = &["dimensions", "tags"];
 
-/// A step's `change` is written as a scalar (`2`, `"20%"`), but its derived `Serialize`
-/// writes a one-key map (`{"Count": 2}`): those variant names are not manifest keys.
-const SCALAR_IN_MANIFESTS: &[&str] = &["change"];
-
 fn read_doc(rel: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
@@ -122,7 +118,7 @@ fn walk_keys(v: &Value, keys: &mut BTreeSet<String>) {
         Value::Object(map) => {
             for (k, child) in map {
                 keys.insert(k.clone());
-                if !FREE_FORM.contains(&k.as_str()) && !SCALAR_IN_MANIFESTS.contains(&k.as_str()) {
+                if !FREE_FORM.contains(&k.as_str()) {
                     walk_keys(child, keys);
                 }
             }

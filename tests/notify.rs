@@ -104,7 +104,7 @@ fn rollouts_scale_events_and_the_cost_cap_reach_chat_and_on_call_and_a_dead_sink
     let manifests = dir.path().join("manifests");
     std::fs::create_dir_all(&manifests).expect("dir");
     let controller = format!(
-        "max_total_instances: 9\nnotifications:\n  scale_threshold: 1\n  sinks:\n    - slack: {{ url_env: TEST_SLACK_URL }}\n    - opsgenie:\n        url: http://127.0.0.1:{og_port}/v2/alerts\n        api_key_env: TEST_GENIE_KEY\n        events: [rollout_started, cost_cap]\n    - slack: {{ url: \"http://127.0.0.1:{hole}/hooks/never-answers\" }}\n"
+        "max_total_instances: 9\nnotifications:\n  scale_threshold: 1\n  sinks:\n    - slack: {{ url_env: TEST_SLACK_URL }}\n    - opsgenie:\n        url: http://127.0.0.1:{og_port}/v2/alerts\n        api_key_env: TEST_GENIE_KEY\n        events: [rollout_started, cost_cap]\n    - slack: {{ url: \"http://127.0.0.1:{hole}/hooks/never-answers\" }}\n    - slack: {{ url_env: TEST_UNSET_SLACK_URL }}\n"
     );
     let demo = coxswain::demo::MANIFEST.replace("max_total_instances: 60\n", &controller);
     assert_ne!(
@@ -243,6 +243,12 @@ fn rollouts_scale_events_and_the_cost_cap_reach_chat_and_on_call_and_a_dead_sink
         "the control loop stalled: {before} → {after} passes"
     );
     let text = std::fs::read_to_string(&log).unwrap_or_default();
+    // A sink whose secret is not set is left out, and only it.
+    assert!(
+        text.contains("notification sink left out")
+            && text.contains("TEST_UNSET_SLACK_URL is not set"),
+        "the unset sink was not reported"
+    );
     assert!(
         !text.contains(GENIE_KEY),
         "the OpsGenie key appeared in the log"

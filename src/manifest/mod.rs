@@ -475,10 +475,20 @@ pub struct StepAdjustment {
     pub change: Change,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Change {
     Count(u32),
     Percent(f64),
+}
+
+/// Written back the way it is read: `2` or `"20%"`.
+impl Serialize for Change {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Change::Count(n) => s.serialize_u32(*n),
+            Change::Percent(p) => s.serialize_str(&format!("{p}%")),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Change {
