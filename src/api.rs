@@ -434,11 +434,17 @@ pub fn status_of(st: &ApiState) -> Result<serde_json::Value, String> {
     let snap = st.telemetry.snapshot();
     let mut fleets = Vec::new();
     for f in &snap.fleets {
-        let history = st.store.history(&f.fleet, 50).map_err(|e| e.to_string())?;
-        let mut succeeded = history
+        let history = st
+            .store
+            .fleet_history(&f.fleet, 50)
+            .map_err(|e| e.to_string())?;
+        // Newest success first (by when it went live).
+        let mut wins: Vec<_> = history
             .iter()
-            .filter(|d| d.fleet == f.fleet && d.outcome == Outcome::Succeeded)
-            .map(|d| d.build.clone());
+            .filter(|d| d.outcome == Outcome::Succeeded)
+            .collect();
+        wins.sort_by_key(|d| std::cmp::Reverse(d.finished_at));
+        let mut succeeded = wins.iter().map(|d| d.build.clone());
         let live = succeeded.next();
         let previous = match &live {
             Some(l) => succeeded
@@ -450,7 +456,8 @@ pub fn status_of(st: &ApiState) -> Result<serde_json::Value, String> {
         let live = live.unwrap_or_else(|| f.manifest_build.clone());
         let last = history
             .iter()
-            .find(|d| d.fleet == f.fleet && d.outcome != Outcome::InProgress);
+            .filter(|d| d.outcome != Outcome::InProgress)
+            .max_by_key(|d| d.finished_at);
         let rollout = match snap.rollouts.iter().find(|r| r.fleet == f.fleet) {
             Some(r) => {
                 let events = st.store.events_after(r.id, 0).map_err(|e| e.to_string())?;

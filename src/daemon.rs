@@ -376,7 +376,7 @@ async fn export_fleets(
             Err(e) => error!(fleet = %fleet, error = %e, "cannot read the fleet's state to export"),
         }
         // Builds that went live here, for promotion checks on every replica.
-        let rows = match store.history(fleet, 20) {
+        let rows = match store.fleet_history(fleet, 20) {
             Ok(rows) => rows,
             Err(e) => {
                 error!(fleet = %fleet, error = %e, "cannot read the ledger to share it");

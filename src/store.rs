@@ -101,7 +101,13 @@ pub struct Event {
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Replicas: the ids this database hands out, `[start, start + ID_RANGE)`, so that
+    /// rows taken in from other replicas (with their ids) never collide with ours.
+    id_start: Mutex<Option<i64>>,
 }
+
+/// How many deployment ids each replica's range holds.
+pub const ID_RANGE: i64 = 1 << 20;
 
 /// How many finished ledger rows of a fleet travel with it to another replica.
 const EXPORTED_LEDGER_ROWS: usize = 50;
@@ -172,8 +178,9 @@ pub struct ActionRecord {
     pub outcome: Option<String>,
 }
 
+/// Fixed width (microseconds, `Z`), so that text order is time order in SQL.
 fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339()
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn parse_ts(s: &str) -> DateTime<Utc> {
@@ -201,6 +208,7 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            id_start: Mutex::new(None),
         })
     }
 
@@ -219,12 +227,23 @@ impl Store {
         d: &Deployment,
         rollout_body: impl FnOnce(i64) -> Result<String, StoreError>,
     ) -> Result<i64, StoreError> {
+        let start = self.id_start.lock().ok().and_then(|s| *s);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        // In a replica's own range: the next id after the highest one it handed out.
+        let explicit: Option<i64> = match start {
+            Some(start) => Some(tx.query_row(
+                "SELECT COALESCE(MAX(id) + 1, ?1) FROM deployments WHERE id >= ?1 AND id < ?2",
+                params![start, start + ID_RANGE],
+                |r| r.get(0),
+            )?),
+            None => None,
+        };
         tx.execute(
-            "INSERT INTO deployments (app, env, fleet, build, label, outcome, reason, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7)",
+            "INSERT INTO deployments (id, app, env, fleet, build, label, outcome, reason, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8)",
             params![
+                explicit,
                 d.app,
                 d.env,
                 d.fleet,
@@ -328,28 +347,29 @@ impl Store {
     /// finished ledger rows (its live build among them) (JSON).
     pub fn export_fleet(&self, fleet: &str) -> Result<String, StoreError> {
         let recent: Vec<Deployment> = self
-            .history(fleet, EXPORTED_LEDGER_ROWS)?
+            .fleet_history(fleet, EXPORTED_LEDGER_ROWS)?
             .into_iter()
-            .filter(|d| d.fleet == fleet && d.outcome != Outcome::InProgress)
+            .filter(|d| d.outcome != Outcome::InProgress)
             .collect();
         let base = self.base_desired(fleet)?;
         let memory = self.fleet_memory(fleet)?;
-        let mut rollout = serde_json::Value::Null;
+        // Every active rollout of the fleet: the running one and any queued behind it.
+        let mut rollouts = Vec::new();
         for (id, body) in self.active_rollouts()? {
             if let Some(d) = self.deployment(id)? {
                 if d.fleet == fleet {
-                    rollout = serde_json::json!({
+                    rollouts.push(serde_json::json!({
                         "id": d.id, "app": d.app, "env": d.env, "fleet": d.fleet,
                         "build": d.build, "label": d.label, "started_at": ts(d.started_at),
                         "body": body,
-                    });
+                    }));
                 }
             }
         }
-        Ok(
-            serde_json::json!({"base_desired": base, "memory": memory, "rollout": rollout, "recent": recent})
-                .to_string(),
-        )
+        Ok(serde_json::json!({
+            "base_desired": base, "memory": memory, "rollouts": rollouts, "recent": recent,
+        })
+        .to_string())
     }
 
     /// Take in what [`Store::export_fleet`] wrote on another replica. The rollout keeps its
@@ -378,12 +398,18 @@ impl Store {
         for d in &recent {
             self.upsert_deployment(d)?;
         }
-        let handed_over = v["rollout"]["id"].as_i64();
+        // Rollouts handed over ("rollout": one, from before queued ones were exported).
+        let mut handed: Vec<serde_json::Value> =
+            v["rollouts"].as_array().cloned().unwrap_or_default();
+        if v["rollout"].is_object() {
+            handed.push(v["rollout"].clone());
+        }
+        let handed_over: Vec<i64> = handed.iter().filter_map(|r| r["id"].as_i64()).collect();
         for (id, _) in self.active_rollouts()? {
             let Some(d) = self.deployment(id)? else {
                 continue;
             };
-            if d.fleet != fleet || Some(id) == handed_over {
+            if d.fleet != fleet || handed_over.contains(&id) {
                 continue;
             }
             let conn = self.conn();
@@ -400,8 +426,10 @@ impl Store {
             }
             conn.execute("UPDATE rollouts SET active = 0 WHERE id = ?1", [id])?;
         }
-        let r = &v["rollout"];
-        if let (Some(id), Some(body)) = (r["id"].as_i64(), r["body"].as_str()) {
+        for r in &handed {
+            let (Some(id), Some(body)) = (r["id"].as_i64(), r["body"].as_str()) else {
+                continue;
+            };
             let text_of = |k: &str| r[k].as_str().unwrap_or_default().to_string();
             let mut conn = self.conn();
             let tx = conn.transaction()?;
@@ -433,6 +461,9 @@ impl Store {
     /// Start this database's deployment ids at `from` or later, so replicas never hand out
     /// the same id.
     pub fn start_ids_at(&self, from: i64) -> Result<(), StoreError> {
+        if let Ok(mut start) = self.id_start.lock() {
+            *start = Some(from);
+        }
         let conn = self.conn();
         let max: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM deployments", [], |r| {
             r.get(0)
@@ -636,15 +667,40 @@ impl Store {
             .optional()?)
     }
 
-    /// The ledger of an app (or of one fleet, by its name), newest first.
+    /// The ledger of an app (or of one fleet, by its name), newest first (by start time:
+    /// ids from different replicas are not in time order).
     pub fn history(&self, app: &str, limit: usize) -> Result<Vec<Deployment>, StoreError> {
         let conn = self.conn();
         let sql = format!(
-            "SELECT {} FROM deployments WHERE app = ?1 OR fleet = ?1 ORDER BY id DESC LIMIT ?2",
+            "SELECT {} FROM deployments WHERE app = ?1 OR fleet = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2",
             Self::DEPLOYMENT_COLUMNS
         );
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(params![app, limit as i64], Self::deployment_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One fleet's ledger alone, newest first.
+    pub fn fleet_history(&self, fleet: &str, limit: usize) -> Result<Vec<Deployment>, StoreError> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {} FROM deployments WHERE fleet = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2",
+            Self::DEPLOYMENT_COLUMNS
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![fleet, limit as i64], Self::deployment_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deployments started or finished at `since` or later, oldest first.
+    pub fn deployments_since(&self, since: DateTime<Utc>) -> Result<Vec<Deployment>, StoreError> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {} FROM deployments WHERE started_at >= ?1 OR finished_at >= ?1 ORDER BY started_at, id",
+            Self::DEPLOYMENT_COLUMNS
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map([ts(since)], Self::deployment_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -663,7 +719,7 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT build FROM deployments WHERE fleet = ?1 AND outcome = 'succeeded' ORDER BY id DESC LIMIT 1",
+                "SELECT build FROM deployments WHERE fleet = ?1 AND outcome = 'succeeded' ORDER BY finished_at DESC, id DESC LIMIT 1",
                 [fleet],
                 |r| r.get(0),
             )
@@ -913,5 +969,86 @@ mod tests {
             .as_deref()
             .unwrap_or_default()
             .contains("another replica"));
+    }
+
+    /// Rows taken in from another replica keep their ids; this database's own ids stay in
+    /// its range, and "live" means the success that finished last, not the highest id.
+    #[test]
+    fn ids_stay_in_the_replicas_range_and_the_live_build_is_the_latest_success() {
+        let a = Store::in_memory().expect("a");
+        let b = Store::in_memory().expect("b");
+        a.start_ids_at(1).expect("ids");
+        b.start_ids_at(1 + ID_RANGE).expect("ids");
+        let on = |s: &Store, build: &str, start: u32, end: u32| {
+            let mut d = dep("staging", build);
+            d.started_at = at(start);
+            let id = s.begin(&d, |_| Ok("{}".into())).expect("begin");
+            s.finish(id, Outcome::Succeeded, None, at(end), "{}")
+                .expect("finish");
+            id
+        };
+        // B ran the fleet first (high ids), then A took it and deployed a newer build.
+        let b1 = on(&b, "ami-2", 1, 2);
+        a.import_fleet(
+            "web-staging",
+            &b.export_fleet("web-staging").expect("export"),
+            at(3),
+        )
+        .expect("import");
+        let a1 = on(&a, "ami-3", 4, 5);
+        assert!(
+            a1 < ID_RANGE,
+            "A's own id {a1} is in A's range, not after B's {b1}"
+        );
+        assert_eq!(
+            a.live_build("web-staging").expect("live"),
+            Some("ami-3".into())
+        );
+        // B takes it back: it learns A's newer build even though A's id is lower.
+        b.import_fleet(
+            "web-staging",
+            &a.export_fleet("web-staging").expect("export"),
+            at(6),
+        )
+        .expect("import");
+        assert_eq!(
+            b.live_build("web-staging").expect("live"),
+            Some("ami-3".into())
+        );
+        let b2 = on(&b, "ami-4", 7, 8);
+        assert_eq!(b2, b1 + 1, "B's next id follows its own, not A's");
+        let h = b.fleet_history("web-staging", 10).expect("history");
+        let builds: Vec<&str> = h.iter().map(|d| d.build.as_str()).collect();
+        assert_eq!(
+            builds,
+            vec!["ami-4", "ami-3", "ami-2"],
+            "newest first by time"
+        );
+    }
+
+    /// A queued rollout behind the running one travels with it.
+    #[test]
+    fn every_active_rollout_of_the_fleet_is_handed_over() {
+        let a = Store::in_memory().expect("a");
+        let b = Store::in_memory().expect("b");
+        let running = a
+            .begin(&dep("staging", "ami-2"), |_| Ok("{\"running\":1}".into()))
+            .expect("begin");
+        let queued = a
+            .begin(&dep("staging", "ami-3"), |_| Ok("{\"queued\":1}".into()))
+            .expect("begin");
+        b.import_fleet(
+            "web-staging",
+            &a.export_fleet("web-staging").expect("export"),
+            at(1),
+        )
+        .expect("import");
+        let ids: Vec<i64> = b
+            .active_rollouts()
+            .expect("active")
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(ids, vec![running, queued]);
     }
 }
