@@ -409,7 +409,7 @@ async fn dashboard() -> Response {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:",
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
             ),
         ],
         DASHBOARD,
@@ -417,15 +417,33 @@ async fn dashboard() -> Response {
         .into_response()
 }
 
+/// The dashboard's data, without a token: everything `status` has except what may hold
+/// secrets or account details, the rollout's event lines (pre-deploy hook output among
+/// them) and the AWS errors of the last pass (only their count).
 async fn dashboard_data(State(st): State<ApiState>) -> Response {
     match status_of(&st) {
-        Ok(v) => Json(v).into_response(),
+        Ok(mut v) => {
+            let errors = v["last_pass_errors"].as_array().map_or(0, Vec::len);
+            v["last_pass_errors"] = serde_json::Value::Null;
+            v["last_pass_error_count"] = errors.into();
+            if let Some(fleets) = v["fleets"].as_array_mut() {
+                for f in fleets {
+                    if f["rollout"].is_object() {
+                        f["rollout"]["events"] = serde_json::Value::Array(Vec::new());
+                    }
+                }
+            }
+            Json(v).into_response()
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e, false).into_response(),
     }
 }
 
 async fn status(State(st): State<ApiState>) -> Response {
-    dashboard_data(State(st)).await
+    match status_of(&st) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e, false).into_response(),
+    }
 }
 
 /// Every fleet as the last pass saw it, with its builds, running rollout (gate verdict

@@ -94,7 +94,16 @@ pub async fn handle(
     match cmd {
         Command::Deploy(req, reply) => {
             let answer = match replica {
-                Some(r) => match pull_shared_ledger(controller, r, &req).await {
+                Some(r) => match tokio::time::timeout(
+                    SHARED_LEDGER_TIMEOUT,
+                    pull_shared_ledger(controller, r, &req),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::lease::LeaseError::SharedItem(format!(
+                        "no answer within {SHARED_LEDGER_TIMEOUT:?}"
+                    )))
+                }) {
                     Ok(()) => {
                         let answer = controller.request_deploy(&req, now);
                         // An accepted rollout is in the shared table at once, not after
@@ -125,11 +134,18 @@ pub async fn handle(
         }
         Command::Approve(req, reply) => {
             let answer = match (controller.request_approval(&req, now), replica) {
-                (Ok(a), Some(r)) => r.share_approval(&a).await.map_err(|e| {
-                    Refusal::Internal(format!(
-                        "approval recorded on this replica but not shared with the others (DynamoDB): {e}; approve again"
-                    ))
-                }),
+                (Ok(a), Some(r)) => {
+                    match tokio::time::timeout(SHARED_LEDGER_TIMEOUT, r.share_approval(&a)).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err(format!("no answer within {SHARED_LEDGER_TIMEOUT:?}")),
+                    }
+                    .map_err(|e| {
+                        Refusal::Internal(format!(
+                            "approval recorded on this replica but not shared with the others (DynamoDB): {e}; approve again"
+                        ))
+                    })
+                }
                 (answer, _) => answer.map(|_| ()),
             };
             let _ = reply.send(answer);
@@ -143,9 +159,14 @@ pub async fn handle(
     }
 }
 
+/// Requests wait at most this long on the shared table (the control loop waits with them).
+const SHARED_LEDGER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Replicas, before admitting a deploy: bring in from the shared table what the admission
 /// check reads, the passes of the environments the build must have gone through and the
-/// approvals of the build, wherever they were recorded.
+/// approvals of the build, wherever they were recorded. A pass not there yet is looked for
+/// once more a moment later: the replica that ran it shares it at the end of its pass,
+/// which may be just after `deploy --wait` saw the rollout succeed.
 async fn pull_shared_ledger(
     controller: &mut Controller,
     r: &crate::replica::Replica,
@@ -163,18 +184,31 @@ async fn pull_shared_ledger(
         spec.deploy.promotion.requires.clone(),
         spec.deploy.promotion.approval,
     );
+    if !controller.owns(&spec.name) {
+        return Ok(()); // refused as another replica's, without reading anything
+    }
     let Some(store) = controller.store().cloned() else {
         return Ok(());
     };
-    for env in &requires {
-        if store.passed(&app, env, &build.id).unwrap_or(false) {
-            continue;
-        }
-        if let Some(d) = r.shared_pass(&app, env, &build.id).await? {
-            if let Err(e) = store.upsert_deployment(&d) {
-                error!(error = %e, "cannot record a shared ledger row");
+    for attempt in 0..2 {
+        let mut missing = false;
+        for env in &requires {
+            if store.passed(&app, env, &build.id).unwrap_or(false) {
+                continue;
+            }
+            match r.shared_pass(&app, env, &build.id).await? {
+                Some(d) => {
+                    if let Err(e) = store.upsert_deployment(&d) {
+                        error!(error = %e, "cannot record a shared ledger row");
+                    }
+                }
+                None => missing = true,
             }
         }
+        if !missing || attempt == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     if approval {
         for a in r.shared_approvals(&app, &build.id).await? {
@@ -202,7 +236,7 @@ pub async fn run_with_api(
     // Replicas: ledger rows already written to the shared table.
     let mut shared: HashSet<i64> = HashSet::new();
     // Notifications: what was already told, and the sinks (restarted when they change).
-    let mut watch = crate::notify::Watch::default();
+    let mut watch = crate::notify::Watch::new(start);
     let mut notifier = start_notifier(controller.config(), None);
     info!(
         fleets = controller.config().fleets.len(),
@@ -219,12 +253,13 @@ pub async fn run_with_api(
             }
         }
         let owned = match &opts.replica {
-            Some(r) => take_leases(r, &mut controller, clock.as_ref()).await,
+            Some(r) => take_leases(r, &mut controller, &mut watch, clock.as_ref()).await,
             None => Vec::new(),
         };
         let report = controller.reconcile_once().await;
         if let Some(t) = &opts.telemetry {
-            let fleets = crate::telemetry::FleetInfo::of(controller.config());
+            let mut fleets = crate::telemetry::FleetInfo::of(controller.config());
+            fleets.retain(|name, _| controller.owns(name));
             t.observe(&report, &fleets, clock.now());
         }
         if let Some((_, n)) = &notifier {
@@ -248,6 +283,9 @@ pub async fn run_with_api(
         let mut delay = next_delay(poll, throttled);
         if let Some(r) = &opts.replica {
             delay = delay.min(r.renew_every());
+        }
+        if let Some(t) = &opts.telemetry {
+            t.next_pass_in(delay);
         }
         if throttled > 0 {
             warn!(
@@ -327,6 +365,7 @@ fn start_notifier(
 async fn take_leases(
     r: &crate::replica::Replica,
     controller: &mut Controller,
+    watch: &mut crate::notify::Watch,
     clock: &dyn Clock,
 ) -> Vec<String> {
     let mut names: Vec<String> = controller
@@ -342,7 +381,11 @@ async fn take_leases(
             if let Some(store) = controller.store() {
                 match store.import_fleet(fleet, &body, clock.now()) {
                     Ok(()) => {
-                        info!(fleet = %fleet, "took over the fleet's state from the previous owner")
+                        info!(fleet = %fleet, "took over the fleet's state from the previous owner");
+                        // What the previous owner ran, it told about.
+                        if let Ok(rows) = store.fleet_history(fleet, 100) {
+                            watch.mark_told(&rows);
+                        }
                     }
                     Err(e) => error!(fleet = %fleet, error = %e, "cannot import the fleet's state"),
                 }

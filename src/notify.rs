@@ -49,13 +49,28 @@ pub struct Note {
 }
 
 /// Remembers what was already announced, so each change is told once.
-#[derive(Debug, Default)]
+///
+/// Rollouts: a start is told when a rollout first shows in a pass; an end when the ledger
+/// says it finished (succeeded or rolled back) at or after `since`, the daemon's start.
+/// So a pass that could not see the fleet tells nothing, a rollback in a pre-deploy hook
+/// (which never shows as running) is still told, and a restart does not repeat the news
+/// of rollouts that ended before it. Rows taken over from another replica are marked as
+/// told ([`Watch::mark_told`]): that replica told them.
+#[derive(Debug)]
 pub struct Watch {
-    /// Rollouts seen running: id → (fleet, from, to).
-    running: BTreeMap<i64, (String, String, String)>,
+    since: chrono::DateTime<chrono::Utc>,
+    /// The ledger is read from here on: an hour before the latest end told (a bounded
+    /// read each pass, however long the daemon runs).
+    cursor: chrono::DateTime<chrono::Utc>,
+    /// Rollouts told as started: id → (fleet, from, to).
+    started: BTreeMap<i64, (String, String, String)>,
+    ended: BTreeSet<i64>,
     /// Fleets told to be at their cap: how many passes in a row they have been below it.
     capped: BTreeMap<String, u32>,
     missing: BTreeSet<String>,
+    /// The last scale event told per fleet (from, to), so a decision that repeats (a
+    /// dry run, a launch that keeps failing) is told once.
+    scaled: BTreeMap<String, (u32, u32)>,
 }
 
 /// A fleet that hovers at its cap would be announced every other pass; it counts as off
@@ -63,7 +78,32 @@ pub struct Watch {
 const CAP_CLEARS_AFTER: u32 = 10;
 
 impl Watch {
-    /// The news in one pass. `store` answers how a rollout that stopped running ended.
+    pub fn new(since: chrono::DateTime<chrono::Utc>) -> Self {
+        Watch {
+            since,
+            cursor: since,
+            started: BTreeMap::new(),
+            ended: BTreeSet::new(),
+            capped: BTreeMap::new(),
+            missing: BTreeSet::new(),
+            scaled: BTreeMap::new(),
+        }
+    }
+
+    /// Rows taken over with a fleet: another replica told their start, and the end of the
+    /// finished ones. The end of one still running is told by whoever finishes it.
+    pub fn mark_told(&mut self, rows: &[crate::store::Deployment]) {
+        for d in rows {
+            self.started
+                .entry(d.id)
+                .or_insert_with(|| (d.fleet.clone(), String::new(), d.build.clone()));
+            if d.outcome != Outcome::InProgress {
+                self.ended.insert(d.id);
+            }
+        }
+    }
+
+    /// The news in one pass. `store` is the ledger (how rollouts ended).
     pub fn news(
         &mut self,
         report: &PassReport,
@@ -71,13 +111,19 @@ impl Watch {
         scale_threshold: u32,
     ) -> Vec<Note> {
         let mut out = Vec::new();
-        let now_running: BTreeSet<i64> = report.rollouts.iter().map(|r| r.id).collect();
         for r in &report.rollouts {
-            if self.running.contains_key(&r.id) {
+            if self.started.contains_key(&r.id) {
                 continue;
             }
-            self.running
+            self.started
                 .insert(r.id, (r.fleet.clone(), r.from.clone(), r.to.clone()));
+            // Running since before this daemon started: told by the one before it.
+            let before = store
+                .and_then(|s| s.deployment(r.id).ok().flatten())
+                .is_some_and(|d| d.started_at < self.since);
+            if before {
+                continue;
+            }
             out.push(Note {
                 event: NotifyEvent::RolloutStarted,
                 severity: Severity::Info,
@@ -91,49 +137,59 @@ impl Watch {
                 resolves: false,
             });
         }
-        let ended: Vec<i64> = self
-            .running
-            .keys()
-            .filter(|id| !now_running.contains(id))
-            .copied()
-            .collect();
-        for id in ended {
-            let Some((fleet, from, to)) = self.running.remove(&id) else {
+        let finished = store
+            .and_then(|s| s.deployments_since(self.cursor).ok())
+            .unwrap_or_default();
+        if let Some(latest) = finished.iter().filter_map(|d| d.finished_at).max() {
+            self.cursor = self
+                .cursor
+                .max(latest - chrono::Duration::hours(1))
+                .max(self.since);
+        }
+        for d in finished {
+            if self.ended.contains(&d.id)
+                || !matches!(d.outcome, Outcome::Succeeded | Outcome::RolledBack)
+                || d.finished_at.is_none_or(|t| t < self.since)
+            {
                 continue;
-            };
-            let row = store.and_then(|s| s.deployment(id).ok().flatten());
-            let (outcome, reason) = match &row {
-                Some(d) => (d.outcome, d.reason.clone().unwrap_or_default()),
-                None => (Outcome::InProgress, String::new()),
-            };
-            let note = match outcome {
+            }
+            self.ended.insert(d.id);
+            let (id, fleet, to) = (d.id, d.fleet.clone(), d.build.clone());
+            let from = self
+                .started
+                .get(&id)
+                .map(|s| s.1.clone())
+                .filter(|f| !f.is_empty());
+            out.push(match d.outcome {
                 Outcome::Succeeded => Note {
                     event: NotifyEvent::RolloutSucceeded,
                     severity: Severity::Info,
                     fleet: fleet.clone(),
                     title: format!("rollout #{id} succeeded: {to} is live on {fleet}"),
-                    detail: format!("replaced {from}"),
+                    detail: from.map(|f| format!("replaced {f}")).unwrap_or_default(),
                     alias: format!("coxswain-rollout-{id}"),
                     resolves: false,
                 },
-                Outcome::RolledBack => Note {
+                _ => Note {
                     event: NotifyEvent::RolloutRolledBack,
                     severity: Severity::Critical,
                     fleet: fleet.clone(),
-                    title: format!("rollout #{id} rolled back on {fleet}: {to} → {from}"),
-                    detail: reason,
+                    title: match from {
+                        Some(f) => format!("rollout #{id} rolled back on {fleet}: {to} → {f}"),
+                        None => format!("rollout #{id} of {to} rolled back on {fleet}"),
+                    },
+                    detail: d.reason.clone().unwrap_or_default(),
                     alias: format!("coxswain-rollout-{id}"),
                     resolves: false,
                 },
-                // Superseded by a newer deploy, or moved to another replica: no news.
-                _ => continue,
-            };
-            out.push(note);
+            });
         }
         for f in &report.fleets {
             let d = &f.decision;
             let change = d.desired.abs_diff(d.current);
-            if scale_threshold > 0 && change >= scale_threshold {
+            let repeat = self.scaled.get(&d.fleet) == Some(&(d.current, d.desired));
+            if scale_threshold > 0 && change >= scale_threshold && !repeat {
+                self.scaled.insert(d.fleet.clone(), (d.current, d.desired));
                 let verb = if d.desired > d.current { "out" } else { "in" };
                 out.push(Note {
                     event: NotifyEvent::Scale,
@@ -213,6 +269,21 @@ impl Watch {
 enum Target {
     Slack { url: String },
     Opsgenie { url: String, key: String },
+}
+
+impl Note {
+    /// A note that only asks a target where it posts by default.
+    fn probe() -> Note {
+        Note {
+            event: NotifyEvent::Scale,
+            severity: Severity::Info,
+            fleet: String::new(),
+            title: String::new(),
+            detail: String::new(),
+            alias: String::new(),
+            resolves: false,
+        }
+    }
 }
 
 impl Target {
@@ -431,12 +502,29 @@ async fn deliver_all(
     controller: String,
     stats: Arc<Deliveries>,
 ) {
+    // The system's CA roots, read once per sink (https sinks only).
+    let tls = if target.url(&Note::probe()).starts_with("https://") {
+        match crate::tls::connector(None) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                error!(
+                    sink = target.name(),
+                    "notifications to this sink cannot be sent: {e}"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
     while let Some(note) = rx.recv().await {
         let body = target.body(&note, &controller);
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=ATTEMPTS {
             let url = target.url(&note);
-            let result = tokio::time::timeout(ATTEMPT_TIMEOUT, post(&target, &url, &body)).await;
+            let result =
+                tokio::time::timeout(ATTEMPT_TIMEOUT, post(&target, &url, &body, tls.as_ref()))
+                    .await;
             let (retry, why) = match result {
                 Ok(Ok(status)) if (200..300).contains(&status) => {
                     stats.delivered.fetch_add(1, Ordering::Relaxed);
@@ -465,7 +553,12 @@ async fn deliver_all(
 }
 
 /// POST JSON to the sink; the HTTP status, or why there was none.
-async fn post(target: &Target, url: &str, body: &serde_json::Value) -> Result<u16, String> {
+async fn post(
+    target: &Target,
+    url: &str,
+    body: &serde_json::Value,
+    tls_connector: Option<&tokio_rustls::TlsConnector>,
+) -> Result<u16, String> {
     let (rest, tls) = if let Some(r) = url.strip_prefix("https://") {
         (r, true)
     } else if let Some(r) = url.strip_prefix("http://") {
@@ -504,8 +597,8 @@ async fn post(target: &Target, url: &str, body: &serde_json::Value) -> Result<u1
         .await
         .map_err(|e| format!("connect {hostport}: {e}"))?;
     let status = if tls {
-        let connector = crate::tls::connector(None)?;
-        let name = crate::tls::server_name(&host)?;
+        let connector = tls_connector.ok_or("no TLS roots")?;
+        let name = crate::tls::server_name(host.trim_matches(['[', ']']))?;
         let stream = connector
             .connect(name, stream)
             .await

@@ -750,9 +750,15 @@ impl Store {
         Ok(())
     }
 
-    /// One point of a fleet's chart (the dashboard's history survives restarts).
+    /// One point of a fleet's chart (the dashboard's history survives restarts). Points
+    /// older than a day before it are deleted.
     pub fn add_sample(&self, fleet: &str, p: &SamplePoint) -> Result<(), StoreError> {
-        self.conn().execute(
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM samples WHERE fleet = ?1 AND at < ?2",
+            params![fleet, ts(p.at - chrono::Duration::days(1))],
+        )?;
+        conn.execute(
             "INSERT OR REPLACE INTO samples (fleet, at, desired, ready, booting, demand)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![

@@ -13,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -135,6 +135,10 @@ struct Live {
     last_pass: Option<Instant>,
     last_pass_errors: Vec<String>,
     passes: u64,
+    /// Metrics with a demand gauge, per fleet (to remove them when they go).
+    demand_metrics: HashMap<String, BTreeSet<String>>,
+    /// How long until the next pass is due (set by the daemon; `/readyz` allows three).
+    next_pass_in: Option<Duration>,
 }
 
 pub struct Telemetry {
@@ -310,6 +314,39 @@ impl Telemetry {
         live.passes += 1;
         live.last_pass = Some(Instant::now());
         live.last_pass_errors = report.errors.clone();
+        // Fleets no longer ours (removed from the manifests, or held by another replica):
+        // their series end here, so two replicas never both report one fleet.
+        let gone: Vec<FleetNow> = live
+            .fleets
+            .values()
+            .filter(|f| !fleets.contains_key(&f.fleet))
+            .cloned()
+            .collect();
+        for f in gone {
+            let labels = FleetLabels {
+                fleet: f.fleet.clone(),
+                environment: f.environment.clone(),
+            };
+            for family in [
+                &self.desired,
+                &self.current,
+                &self.ready,
+                &self.booting,
+                &self.retiring,
+                &self.capped,
+                &self.metrics_missing,
+            ] {
+                family.remove(&labels);
+            }
+            for metric in live.demand_metrics.remove(&f.fleet).unwrap_or_default() {
+                self.demand.remove(&DemandLabels {
+                    fleet: f.fleet.clone(),
+                    metric,
+                });
+            }
+            live.fleets.remove(&f.fleet);
+            live.series.remove(&f.fleet);
+        }
         for f in &report.fleets {
             let d = &f.decision;
             let info = fleets.get(&d.fleet).cloned().unwrap_or_default();
@@ -343,13 +380,22 @@ impl Telemetry {
                 .get_or_create(&labels)
                 .set(d.warnings.len() as i64);
             for (metric, value) in &f.metrics {
-                if let Some(v) = value {
-                    self.demand
-                        .get_or_create(&DemandLabels {
-                            fleet: d.fleet.clone(),
-                            metric: metric.clone(),
-                        })
-                        .set(*v);
+                let labels = DemandLabels {
+                    fleet: d.fleet.clone(),
+                    metric: metric.clone(),
+                };
+                match value {
+                    Some(v) => {
+                        self.demand.get_or_create(&labels).set(*v);
+                        live.demand_metrics
+                            .entry(d.fleet.clone())
+                            .or_default()
+                            .insert(metric.clone());
+                    }
+                    // Missing: no stale value (fleet_metrics_missing says so).
+                    None => {
+                        self.demand.remove(&labels);
+                    }
                 }
             }
             if d.desired != d.current {
@@ -481,15 +527,26 @@ impl Telemetry {
         }
     }
 
+    /// The daemon's next pass is due in `wait` (its poll interval, or a backoff while AWS
+    /// throttles): `/readyz` allows three of those before it calls the loop stuck.
+    pub fn next_pass_in(&self, wait: Duration) {
+        if let Ok(mut live) = self.live.lock() {
+            live.next_pass_in = Some(wait);
+        }
+    }
+
     /// Ready: a pass has ended, recently. Err is the reason.
     pub fn ready(&self) -> Result<u64, String> {
         let live = self.live.lock().map_err(|_| "telemetry lock poisoned")?;
+        let limit = live
+            .next_pass_in
+            .map_or(self.stale_after, |w| (w * 3).max(Duration::from_secs(60)));
         match live.last_pass {
             None => Err("no reconcile pass has finished yet".into()),
-            Some(t) if t.elapsed() > self.stale_after => Err(format!(
+            Some(t) if t.elapsed() > limit => Err(format!(
                 "the last pass ended {}s ago (limit {}s): the control loop is stuck",
                 t.elapsed().as_secs(),
-                self.stale_after.as_secs()
+                limit.as_secs()
             )),
             Some(_) => Ok(live.passes),
         }
@@ -619,7 +676,7 @@ mod tests {
             .single()
             .expect("time");
         let t = Telemetry::new(Duration::from_secs(10)).with_history(store.clone(), t0);
-        let fleets = HashMap::new();
+        let fleets: HashMap<String, FleetInfo> = [("web".to_string(), FleetInfo::default())].into();
         // A pass every 10 s for 5 minutes: points 30 s apart, the last one the newest.
         for i in 0..=30 {
             t.observe(
@@ -652,5 +709,10 @@ mod tests {
         assert!(t
             .encode()
             .contains("coxswain_fleet_desired_instances{fleet=\"web\",environment=\"\"} 6"));
+        // The fleet goes (to another replica, or out of the manifests): so do its series.
+        t.observe(&PassReport::default(), &HashMap::new(), t0);
+        let text = t.encode();
+        assert!(!text.contains("fleet=\"web\""), "{text}");
+        assert!(t.snapshot().fleets.is_empty());
     }
 }

@@ -62,7 +62,8 @@ fn the_daemon_serves_health_metrics_and_a_dashboard_that_renders_in_chromium() {
         .port();
     let daemon = common::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_coxswain"))
-            .args(["run", "--cloud", "sim", "--listen"])
+            // Slower than the demo's 60x, so the rollout is still running while we look.
+            .args(["run", "--cloud", "sim", "--speed", "15", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .env("COXSWAIN_STATE_DIR", dir.path())
             .env("COXSWAIN_API_TOKEN", TOKEN)
@@ -84,20 +85,22 @@ fn the_daemon_serves_health_metrics_and_a_dashboard_that_renders_in_chromium() {
     let (code, body) = get(port, "/healthz");
     assert_eq!(code, 200, "{body}");
 
-    // A deploy rolling while we look.
-    let deploy = Command::new(env!("CARGO_BIN_EXE_coxswain"))
-        .args(["deploy", "web", "--env", "staging", "--build", "13"])
-        .env("COXSWAIN_SERVER", format!("http://127.0.0.1:{port}"))
-        .env("COXSWAIN_API_TOKEN", TOKEN)
-        .output()
-        .expect("deploy");
-    assert!(
-        deploy.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deploy.stderr)
-    );
-    // Let a few simulated minutes pass (60x), so charts have points and the rollout runs.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deploy = || {
+        let deploy = Command::new(env!("CARGO_BIN_EXE_coxswain"))
+            .args(["deploy", "web", "--env", "staging", "--build", "13"])
+            .env("COXSWAIN_SERVER", format!("http://127.0.0.1:{port}"))
+            .env("COXSWAIN_API_TOKEN", TOKEN)
+            .output()
+            .expect("deploy");
+        assert!(
+            deploy.status.success(),
+            "{}",
+            String::from_utf8_lossy(&deploy.stderr)
+        );
+    };
+    let mut deployed = false;
+    // Let a few simulated minutes pass, so charts have points, then deploy.
+    let deadline = Instant::now() + Duration::from_secs(90);
     let data = loop {
         let (code, body) = get(port, "/dashboard/data");
         assert_eq!(code, 200, "{body}");
@@ -110,6 +113,11 @@ fn the_daemon_serves_health_metrics_and_a_dashboard_that_renders_in_chromium() {
         let rolling = v["fleets"]
             .as_array()
             .is_some_and(|f| f.iter().any(|f| !f["rollout"].is_null()));
+        if points >= 5 && !deployed {
+            // Charts have points: now a deploy, rolling while we look.
+            deploy();
+            deployed = true;
+        }
         if points >= 5 && rolling {
             break v;
         }
@@ -126,6 +134,54 @@ fn the_daemon_serves_health_metrics_and_a_dashboard_that_renders_in_chromium() {
         .filter_map(|f| f["fleet"].as_str())
         .collect();
     assert_eq!(fleets.len(), 3, "{fleets:?}");
+    // Without a token: no event lines (hook output) and no AWS error text.
+    for f in data["fleets"].as_array().into_iter().flatten() {
+        if f["rollout"].is_object() {
+            assert_eq!(f["rollout"]["events"], serde_json::json!([]), "{f}");
+        }
+    }
+    assert!(data["last_pass_errors"].is_null());
+
+    // The page, rendered by Chromium: its DOM once the script has run.
+    let profile = tempfile::tempdir().expect("profile");
+    let url = format!("http://127.0.0.1:{port}/");
+    let out = headless(profile.path())
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("data-loaded=\"1\""),
+        "the dashboard's script did not render: {}\n{dom}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for fleet in &fleets {
+        assert!(
+            dom.contains(&format!("data-fleet=\"{fleet}\"")),
+            "no card for {fleet}"
+        );
+        assert!(
+            dom.contains(&format!("data-build-row=\"{fleet}\"")),
+            "no build row for {fleet}"
+        );
+    }
+    // Charts with real lines (points drawn), a rollout with its gate, decisions, builds.
+    let drawn = dom
+        .match_indices("class=\"desired\" points=\"")
+        .filter(|(i, m)| {
+            dom[i + m.len()..]
+                .split('"')
+                .next()
+                .is_some_and(|p| p.split(' ').count() >= 2)
+        })
+        .count();
+    assert!(drawn >= 1, "no capacity line drawn");
+    assert!(dom.contains("class=\"demand\""), "no demand line");
+    assert!(dom.contains("data-rollout="), "no rollout shown");
+    assert!(dom.contains("gates: "), "no gate result shown");
+    assert!(dom.contains("class=\"decisions\""), "no decisions table");
+    assert!(dom.contains("web-server:12"), "the live build is not shown");
 
     // Prometheus text: per-fleet gauges, decisions, actions, the rollout and its gates.
     let (code, metrics) = get(port, "/metrics");
@@ -136,7 +192,6 @@ fn the_daemon_serves_health_metrics_and_a_dashboard_that_renders_in_chromium() {
         "coxswain_fleet_booting_instances{",
         "coxswain_decisions_total{",
         "coxswain_actions_total{fleet=\"web\",action=\"launch\"}",
-        "coxswain_rollout_phase{fleet=\"web-staging\"",
         "coxswain_rollout_gate_results_total{fleet=\"web-staging\"",
         "coxswain_passes_total ",
     ] {
@@ -189,8 +244,11 @@ fn the_daemon_serves_health_metrics_and_a_dashboard_that_renders_in_chromium() {
         );
     }
     assert!(
-        table.contains("web-server:12 → web-server:13"),
-        "the rollout is not in\n{table}"
+        table.contains("web-server:12 → web-server:13")
+            || table
+                .lines()
+                .any(|l| l.starts_with("web-staging") && l.contains("web-server:13")),
+        "neither the rollout nor its result is in\n{table}"
     );
     assert!(table.contains("  reason: "), "{table}");
     let json: serde_json::Value =
@@ -207,47 +265,6 @@ fn the_daemon_serves_health_metrics_and_a_dashboard_that_renders_in_chromium() {
     // Status is behind the token, like the rest of /v1.
     let (code, _) = get(port, "/v1/status");
     assert_eq!(code, 401);
-
-    // The page, rendered by Chromium: its DOM once the script has run.
-    let profile = tempfile::tempdir().expect("profile");
-    let url = format!("http://127.0.0.1:{port}/");
-    let out = headless(profile.path())
-        .arg("--dump-dom")
-        .arg(&url)
-        .output()
-        .expect("run chromium");
-    let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        dom.contains("data-loaded=\"1\""),
-        "the dashboard's script did not render: {}\n{dom}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for fleet in &fleets {
-        assert!(
-            dom.contains(&format!("data-fleet=\"{fleet}\"")),
-            "no card for {fleet}"
-        );
-        assert!(
-            dom.contains(&format!("data-build-row=\"{fleet}\"")),
-            "no build row for {fleet}"
-        );
-    }
-    // Charts with real lines (points drawn), a rollout with its gate, decisions, builds.
-    let drawn = dom
-        .match_indices("class=\"desired\" points=\"")
-        .filter(|(i, m)| {
-            dom[i + m.len()..]
-                .split('"')
-                .next()
-                .is_some_and(|p| p.split(' ').count() >= 2)
-        })
-        .count();
-    assert!(drawn >= 1, "no capacity line drawn");
-    assert!(dom.contains("class=\"demand\""), "no demand line");
-    assert!(dom.contains("data-rollout="), "no rollout shown");
-    assert!(dom.contains("gates: "), "no gate result shown");
-    assert!(dom.contains("class=\"decisions\""), "no decisions table");
-    assert!(dom.contains("web-server:12"), "the live build is not shown");
 
     // The screenshot CI keeps.
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
@@ -275,4 +292,34 @@ fn the_daemon_serves_health_metrics_and_a_dashboard_that_renders_in_chromium() {
         bytes.len()
     );
     drop(daemon);
+}
+
+/// The status table shows a running rollout with its gate verdict (a pure function, so
+/// this does not race a real rollout).
+#[test]
+fn the_status_table_shows_the_rollout_and_its_gate() {
+    let body = serde_json::json!({"fleets": [{
+        "fleet": "web", "environment": "production", "desired": 6, "ready": 5,
+        "booting": 1, "retiring": 0, "live_build": "web-server:12",
+        "reason": "5 → 6: target tracking", "warnings": ["RequestCount: stale"],
+        "rollout": {"id": 7, "from": "web-server:12", "to": "web-server:13",
+                    "phase": "rolling", "gate": "fail", "gate_reason": "5xx over 1%"},
+    }]});
+    let table = coxswain::cli::deploy::status_table(&body);
+    let row = table.lines().nth(1).unwrap_or_default();
+    for want in [
+        "web",
+        "production",
+        "6",
+        "5",
+        "web-server:12",
+        "#7 web-server:12 → web-server:13: rolling, gates fail",
+    ] {
+        assert!(row.contains(want), "{want} not in {row}");
+    }
+    assert!(
+        table.contains("  reason: 5 → 6: target tracking"),
+        "{table}"
+    );
+    assert!(table.contains("  warning: RequestCount: stale"), "{table}");
 }

@@ -1,7 +1,7 @@
 //! Command-line interface: argument parsing and the wiring behind each command. `main.rs`
 //! only calls [`main`].
 
-mod deploy;
+pub mod deploy;
 pub mod simulate;
 
 use crate::clock::{Clock, RealClock, VirtualClock};

@@ -763,14 +763,20 @@ pub fn webhook_url_problem(url: &str) -> Option<String> {
     if url.starts_with("https://") {
         return None;
     }
-    if let Some(rest) = url.strip_prefix("http://") {
-        let host = rest.split(['/', ':']).next().unwrap_or_default();
-        if host == "127.0.0.1" || host == "localhost" || rest.starts_with("[::1]") {
-            return None;
-        }
-        return Some(format!(
-            "'{url}' is plain http to another host: webhooks carry secrets and alerts, use https://"
-        ));
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Some("the webhook URL is not an http(s) URL".into());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let loopback = ["127.0.0.1", "localhost", "[::1]"]
+        .iter()
+        .any(|h| host_port == *h || host_port.starts_with(&format!("{h}:")));
+    if loopback && !authority.contains('@') {
+        return None;
     }
-    Some(format!("'{url}' is not an http(s) URL"))
+    // The path of a webhook URL is often its secret: it stays out of the message.
+    Some(
+        "a plain http:// webhook to another host: webhooks carry secrets and alerts, use https://"
+            .into(),
+    )
 }

@@ -52,9 +52,10 @@ fn a_rollout_is_announced_when_it_starts_and_once_when_it_ends_with_its_outcome(
         started_at: chrono::Utc::now(),
         finished_at: None,
     };
+    let t0 = chrono::Utc::now();
     let ok = store.begin(&dep("v2"), |_| Ok("{}".into())).expect("begin");
     let bad = store.begin(&dep("v3"), |_| Ok("{}".into())).expect("begin");
-    let mut w = Watch::default();
+    let mut w = Watch::new(t0);
     let pass = |ids: &[i64]| PassReport {
         rollouts: ids.iter().map(|i| rollout(*i)).collect(),
         ..Default::default()
@@ -67,6 +68,8 @@ fn a_rollout_is_announced_when_it_starts_and_once_when_it_ends_with_its_outcome(
         w.news(&pass(&[ok]), Some(&store), 5).is_empty(),
         "told once"
     );
+    // A pass that could not see the fleet (no rollouts in it) ends nothing.
+    assert!(w.news(&pass(&[]), Some(&store), 5).is_empty());
     store
         .finish(ok, Outcome::Succeeded, None, chrono::Utc::now(), "{}")
         .expect("finish");
@@ -89,11 +92,72 @@ fn a_rollout_is_announced_when_it_starts_and_once_when_it_ends_with_its_outcome(
     assert_eq!(n[0].severity, Severity::Critical);
     assert!(n[0].detail.contains("5xx rate"), "{:?}", n[0]);
     assert!(w.news(&pass(&[]), Some(&store), 5).is_empty());
+
+    // A rollback in a pre-deploy hook never shows as running; it is still told.
+    let hook = store.begin(&dep("v4"), |_| Ok("{}".into())).expect("begin");
+    store
+        .finish(
+            hook,
+            Outcome::RolledBack,
+            Some("pre-deploy hook failed"),
+            chrono::Utc::now(),
+            "{}",
+        )
+        .expect("finish");
+    let n = w.news(&pass(&[]), Some(&store), 5);
+    assert_eq!(events(&n), vec![NotifyEvent::RolloutRolledBack]);
+    assert!(n[0].title.contains("v4"), "{}", n[0].title);
+
+    // After a restart: nothing that ended before it is told again, and a rollout still
+    // running from before it is not "started" again.
+    let running = store.begin(&dep("v5"), |_| Ok("{}".into())).expect("begin");
+    let mut after = Watch::new(chrono::Utc::now() + chrono::Duration::seconds(1));
+    assert!(after.news(&pass(&[running]), Some(&store), 5).is_empty());
+}
+
+#[test]
+fn rollouts_taken_over_from_another_replica_are_not_told_twice() {
+    let store = Store::in_memory().expect("store");
+    let t0 = chrono::Utc::now();
+    let d = |build: &str, outcome: Outcome| Deployment {
+        id: 0,
+        app: "web".into(),
+        env: "production".into(),
+        fleet: "web".into(),
+        build: build.into(),
+        label: None,
+        outcome,
+        reason: None,
+        started_at: chrono::Utc::now(),
+        finished_at: None,
+    };
+    let done = store
+        .begin(&d("v2", Outcome::InProgress), |_| Ok("{}".into()))
+        .expect("begin");
+    store
+        .finish(done, Outcome::Succeeded, None, chrono::Utc::now(), "{}")
+        .expect("finish");
+    let live = store
+        .begin(&d("v3", Outcome::InProgress), |_| Ok("{}".into()))
+        .expect("begin");
+    let mut w = Watch::new(t0);
+    w.mark_told(&store.fleet_history("web", 10).expect("history"));
+    let pass = PassReport {
+        rollouts: vec![rollout(live)],
+        ..Default::default()
+    };
+    assert!(w.news(&pass, Some(&store), 5).is_empty(), "both were told");
+    // The one it finishes itself is told here.
+    store
+        .finish(live, Outcome::Succeeded, None, chrono::Utc::now(), "{}")
+        .expect("finish");
+    let n = w.news(&PassReport::default(), Some(&store), 5);
+    assert_eq!(events(&n), vec![NotifyEvent::RolloutSucceeded]);
 }
 
 #[test]
 fn scale_events_need_the_threshold_and_cap_and_missing_metrics_are_edge_triggered() {
-    let mut w = Watch::default();
+    let mut w = Watch::new(chrono::Utc::now());
     let pass = |f: FleetReport| PassReport {
         fleets: vec![f],
         ..Default::default()
@@ -102,6 +166,8 @@ fn scale_events_need_the_threshold_and_cap_and_missing_metrics_are_edge_triggere
     let n = w.news(&pass(fleet("web", 10, 15)), None, 5);
     assert_eq!(events(&n), vec![NotifyEvent::Scale]);
     assert!(n[0].title.contains("scaling out by 5"), "{}", n[0].title);
+    // The same decision again (a dry run, a launch that keeps failing): told once.
+    assert!(w.news(&pass(fleet("web", 10, 15)), None, 5).is_empty());
     assert_eq!(
         events(&w.news(&pass(fleet("web", 20, 12)), None, 8)),
         vec![NotifyEvent::Scale]
