@@ -133,7 +133,7 @@ impl Client {
 }
 
 /// One request over an open connection (plain or TLS).
-async fn send<IO>(
+pub(crate) async fn send<IO>(
     io: IO,
     req: Request<Full<Bytes>>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError>

@@ -301,8 +301,11 @@ impl Leases {
         }
     }
 
-    /// Read a state item: (body, fence, writer).
-    pub async fn get_state(&self, key: &str) -> Result<Option<(String, i64, String)>, LeaseError> {
+    /// One item of the state table, read consistently.
+    async fn state_item(
+        &self,
+        key: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, LeaseError> {
         let out = self
             .client
             .get_item()
@@ -312,7 +315,13 @@ impl Leases {
             .send()
             .await
             .map_err(|e| service("GetItem", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-        Ok(out.item().and_then(|i| {
+        Ok(out.item)
+    }
+
+    /// Read a state item: (body, fence, writer).
+    pub async fn get_state(&self, key: &str) -> Result<Option<(String, i64, String)>, LeaseError> {
+        let out = self.state_item(key).await?;
+        Ok(out.and_then(|i| {
             let body = i.get("body")?.as_s().ok()?.clone();
             let fence = i.get("fence")?.as_n().ok()?.parse().ok()?;
             let writer = i.get("writer")?.as_s().ok()?.clone();
@@ -338,16 +347,8 @@ impl Leases {
 
     /// The body of a fact written by [`Leases::put_fact`].
     pub async fn get_fact(&self, key: &str) -> Result<Option<String>, LeaseError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.state_table)
-            .key("key", s(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| service("GetItem", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-        Ok(out.item().and_then(|i| i.get("body")?.as_s().ok().cloned()))
+        let out = self.state_item(key).await?;
+        Ok(out.and_then(|i| i.get("body")?.as_s().ok().cloned()))
     }
 
     /// Add `member` to the string set under `key` (created on first use). Atomic, so two
@@ -373,17 +374,8 @@ impl Leases {
 
     /// The members of the set under `key` (empty if there is none).
     pub async fn members(&self, key: &str) -> Result<Vec<String>, LeaseError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.state_table)
-            .key("key", s(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| service("GetItem", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        let out = self.state_item(key).await?;
         Ok(out
-            .item()
             .and_then(|i| i.get("members")?.as_ss().ok().cloned())
             .unwrap_or_default())
     }

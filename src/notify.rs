@@ -204,13 +204,7 @@ impl Watch {
                     resolves: false,
                 });
             }
-            let capped = d.recommended > d.desired
-                && d.limits.iter().any(|l| {
-                    matches!(
-                        l,
-                        crate::policy::Limit::Max | crate::policy::Limit::GlobalCap
-                    )
-                });
+            let capped = d.capped();
             let told = self.capped.contains_key(&d.fleet);
             if capped {
                 self.capped.insert(d.fleet.clone(), 0);
@@ -610,18 +604,15 @@ async fn post(
     Ok(status)
 }
 
+/// One request over an open connection (the CLI's client does the HTTP); the status.
 async fn exchange<IO>(io: IO, req: hyper::Request<Full<Bytes>>) -> Result<u16, String>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let resp = crate::client::send(io, req).await.map_err(|e| match e {
+        crate::client::ClientError::Http(m) => m,
+        other => other.to_string(),
+    })?;
     let status = resp.status().as_u16();
     // Read the answer to the end so the connection closes cleanly.
     let _ = resp.into_body().collect().await;

@@ -368,13 +368,7 @@ impl Telemetry {
             self.retiring
                 .get_or_create(&labels)
                 .set(i64::from(f.retiring));
-            let capped = d.recommended > d.desired
-                && d.limits.iter().any(|l| {
-                    matches!(
-                        l,
-                        crate::policy::Limit::Max | crate::policy::Limit::GlobalCap
-                    )
-                });
+            let capped = d.capped();
             self.capped.get_or_create(&labels).set(i64::from(capped));
             self.metrics_missing
                 .get_or_create(&labels)

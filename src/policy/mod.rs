@@ -95,6 +95,16 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Held below what the policies ask by a cost cap: `capacity.max` or the global
+    /// `max_total_instances`.
+    pub fn capped(&self) -> bool {
+        self.recommended > self.desired
+            && self
+                .limits
+                .iter()
+                .any(|l| matches!(l, Limit::Max | Limit::GlobalCap))
+    }
+
     pub fn change(&self) -> i64 {
         i64::from(self.desired) - i64::from(self.current)
     }
