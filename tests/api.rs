@@ -1,8 +1,10 @@
 //! The daemon's API: bearer token in constant time, size limits, clear 4xx on bad input.
 
+mod common;
+
 use coxswain::api::{self, ApiState};
 use coxswain::client::Client;
-use coxswain::clock::{Clock, VirtualClock};
+use coxswain::clock::VirtualClock;
 use coxswain::cloud::sim::SimCloud;
 use coxswain::controller::Controller;
 use coxswain::manifest;
@@ -11,33 +13,9 @@ use std::sync::Arc;
 
 const TOKEN: &str = "s3cret-token-for-tests-0123456789";
 
-/// An API on 127.0.0.1 backed by a controller on the simulated demo. Returns its address.
+/// An API on 127.0.0.1 backed by a controller on the simulated demo. Returns its URL.
 async fn start() -> String {
-    let config = manifest::load_str("demo", coxswain::demo::MANIFEST).expect("demo");
-    let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
-    let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
-    let mut controller = Controller::new(sim, clock.clone(), config, false);
-    let store = controller.store().expect("store").clone();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
-        while let Some(cmd) = rx.recv().await {
-            coxswain::daemon::handle(&mut controller, None, clock.now(), cmd).await;
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let state = ApiState {
-        commands: tx,
-        store,
-        token: Arc::new(TOKEN.into()),
-        telemetry: Arc::new(coxswain::telemetry::Telemetry::new(
-            std::time::Duration::from_secs(15),
-        )),
-    };
-    tokio::spawn(api::serve(listener, state, std::future::pending()));
-    format!("http://{addr}")
+    format!("http://{}", common::demo_api(TOKEN).await)
 }
 
 #[tokio::test]

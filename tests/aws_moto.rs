@@ -120,25 +120,7 @@ fn tag<'a>(i: &'a aws_sdk_ec2::types::Instance, key: &str) -> Option<&'a str> {
 }
 
 async fn registered(cfg: &aws_config::SdkConfig, tg: &str) -> Vec<String> {
-    let elb = aws_sdk_elasticloadbalancingv2::Client::new(cfg);
-    let out = elb
-        .describe_target_health()
-        .target_group_arn(tg)
-        .send()
-        .await
-        .expect("target health");
-    let mut ids: Vec<String> = out
-        .target_health_descriptions()
-        .iter()
-        .filter(|d| {
-            d.target_health()
-                .and_then(|h| h.state())
-                .is_some_and(|s| s.as_str() != "draining")
-        })
-        .filter_map(|d| d.target().and_then(|t| t.id()).map(String::from))
-        .collect();
-    ids.sort();
-    ids
+    common::registered_ids(cfg, tg).await
 }
 
 async fn pass(s: &mut Setup) -> coxswain::controller::PassReport {

@@ -221,11 +221,7 @@ fn demo_daemon(
     token: &str,
     speed: &str,
 ) -> (std::process::Child, String, std::path::PathBuf) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = common::free_port();
     let log = dir.join("daemon.log");
     let child = coxswain()
         .args([
@@ -326,11 +322,7 @@ fn secrets_never_appear_in_logs_or_output() {
     let token = "s3cret-api-token-7f3a9c21d4";
     let wrong = "wr0ng-guess-token-55e1b8a0";
     let aws_secret = "aws-secret-AKIAEXAMPLEKEY9z8y7x";
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = common::free_port();
     let log = dir.path().join("daemon.log");
     let mut daemon = coxswain()
         .args(["--log-format", "json", "run", "--speed", "120", "--listen"])

@@ -102,11 +102,7 @@ async fn killed_at_random_points_of_a_rollout_it_converges_on_one_build_without_
         )
         .await;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = common::free_port();
     let server = format!("http://127.0.0.1:{port}");
     let old = format!("{}:1", infra.launch_template);
     let new = format!("{}:2", infra.launch_template);

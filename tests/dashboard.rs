@@ -55,11 +55,7 @@ fn get(port: u16, path: &str) -> (u16, String) {
 #[test]
 fn the_daemon_serves_health_metrics_and_a_dashboard_that_renders_in_chromium() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = common::free_port();
     let daemon = common::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_coxswain"))
             // Slower than the demo's 60x, so the rollout is still running while we look.

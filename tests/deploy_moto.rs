@@ -423,23 +423,7 @@ async fn a_good_build_rolls_through_blue_green_on_moto() {
         "{events:#?}"
     );
     // The target group holds only the green set.
-    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&cfg);
-    let health = elb
-        .describe_target_health()
-        .target_group_arn(&infra.target_group_arn)
-        .send()
-        .await
-        .expect("health");
-    let registered: Vec<String> = health
-        .target_health_descriptions()
-        .iter()
-        .filter(|d| {
-            d.target_health()
-                .and_then(|h| h.state())
-                .is_some_and(|s| s.as_str() != "draining")
-        })
-        .filter_map(|d| d.target().and_then(|t| t.id()).map(String::from))
-        .collect();
+    let registered = common::registered_ids(&cfg, &infra.target_group_arn).await;
     assert_eq!(registered.len(), 4, "{registered:?}");
     for _ in 0..8 {
         c.reconcile_once().await;
@@ -483,11 +467,7 @@ async fn the_readme_ci_pipeline_works_as_written_against_moto() {
         ),
     )
     .expect("write");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = common::free_port();
     let token = "moto-ci-token-0123456789";
     let log = dir.path().join("daemon.log");
     let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_coxswain"))

@@ -1,15 +1,12 @@
 //! Bad input, generated: mutated manifests, random traces and durations, and random API
 //! requests give errors, never panics, and never a 5xx.
 
-use coxswain::api::{self, ApiState};
-use coxswain::clock::{Clock, VirtualClock};
-use coxswain::cloud::sim::SimCloud;
+mod common;
+
 use coxswain::cloud::traffic::Trace;
-use coxswain::controller::Controller;
 use coxswain::manifest;
 use proptest::prelude::*;
 use std::path::Path;
-use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const EXAMPLES: [&str; 5] = [
@@ -145,33 +142,7 @@ const TOKEN: &str = "fuzz-token-0123456789abcdef";
 
 /// The API on 127.0.0.1 over the simulated demo, on its own runtime. Returns the address.
 fn start_api(rt: &tokio::runtime::Runtime) -> std::net::SocketAddr {
-    rt.block_on(async {
-        let config = manifest::load_str("demo", coxswain::demo::MANIFEST).expect("demo");
-        let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
-        let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
-        let mut controller = Controller::new(sim, clock.clone(), config, false);
-        let store = controller.store().expect("store").clone();
-        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            while let Some(cmd) = rx.recv().await {
-                coxswain::daemon::handle(&mut controller, None, clock.now(), cmd).await;
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let state = ApiState {
-            commands: tx,
-            store,
-            token: Arc::new(TOKEN.into()),
-            telemetry: Arc::new(coxswain::telemetry::Telemetry::new(
-                std::time::Duration::from_secs(15),
-            )),
-        };
-        tokio::spawn(api::serve(listener, state, std::future::pending()));
-        addr
-    })
+    rt.block_on(common::demo_api(TOKEN))
 }
 
 /// One raw HTTP/1.1 request; the status code of the answer (0 if there was none).

@@ -113,11 +113,7 @@ fn rollouts_scale_events_and_the_cost_cap_reach_chat_and_on_call_and_a_dead_sink
         "the demo's controller doc changed"
     );
     std::fs::write(manifests.join("demo.yaml"), demo).expect("manifest");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = common::free_port();
     let log = dir.path().join("daemon.log");
     let _daemon = common::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_coxswain"))

@@ -18,6 +18,14 @@ async fn leases(moto: &Moto, replica: &str) -> Leases {
     )
 }
 
+/// The replicas' tables (`coxswain init`), on this moto.
+async fn tables(moto: &Moto) {
+    let cfg = sdk_config(&moto.endpoint()).await;
+    create_tables(&aws_sdk_dynamodb::Client::new(&cfg), "coxswain")
+        .await
+        .expect("tables");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_creates_the_tables_once() {
     let moto = Moto::start();
@@ -60,12 +68,7 @@ async fn two_replicas_racing_for_each_fleet_never_both_win() {
     let moto = Moto::start();
     let a = leases(&moto, "replica-a").await;
     let b = leases(&moto, "replica-b").await;
-    create_tables(
-        &aws_sdk_dynamodb::Client::new(&sdk_config(&moto.endpoint()).await),
-        "coxswain",
-    )
-    .await
-    .expect("tables");
+    tables(&moto).await;
     let now = Utc::now();
     let mut wins = (0, 0);
     for i in 0..20 {
@@ -91,12 +94,7 @@ async fn a_lease_moves_only_after_expiry_and_the_old_owner_is_fenced_off() {
     let moto = Moto::start();
     let a = leases(&moto, "replica-a").await;
     let b = leases(&moto, "replica-b").await;
-    create_tables(
-        &aws_sdk_dynamodb::Client::new(&sdk_config(&moto.endpoint()).await),
-        "coxswain",
-    )
-    .await
-    .expect("tables");
+    tables(&moto).await;
     let t0 = Utc::now();
     let la: Lease = a.take("web", t0).await.expect("ok").expect("free lease");
     // While it is held, the other replica cannot take it; the owner renews.
@@ -158,12 +156,7 @@ async fn replicas_that_stop_heartbeating_drop_out() {
     let moto = Moto::start();
     let a = leases(&moto, "replica-a").await;
     let b = leases(&moto, "replica-b").await;
-    create_tables(
-        &aws_sdk_dynamodb::Client::new(&sdk_config(&moto.endpoint()).await),
-        "coxswain",
-    )
-    .await
-    .expect("tables");
+    tables(&moto).await;
     let t0 = Utc::now();
     a.heartbeat(t0).await.expect("hb");
     b.heartbeat(t0).await.expect("hb");
@@ -231,9 +224,7 @@ async fn the_owner_killed_mid_rollout_the_other_replica_takes_over_and_finishes(
     let cfg = sdk_config(&moto.endpoint()).await;
     let infra = common::create_infra(&cfg, "web").await;
     common::new_template_version(&cfg, &infra).await;
-    create_tables(&aws_sdk_dynamodb::Client::new(&cfg), "coxswain")
-        .await
-        .expect("tables");
+    tables(&moto).await;
     let root = tempfile::tempdir().expect("tempdir");
     let manifests = root.path().join("manifests");
     std::fs::create_dir_all(&manifests).expect("dir");
@@ -259,13 +250,7 @@ async fn the_owner_killed_mid_rollout_the_other_replica_takes_over_and_finishes(
         )
         .await;
     }
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("port")
-            .local_addr()
-            .expect("addr")
-            .port()
-    };
+    let port = common::free_port;
     let ids = ["replica-a", "replica-b"];
     let ports = [port(), port()];
     let dirs: Vec<std::path::PathBuf> = ids.iter().map(|id| root.path().join(id)).collect();
@@ -496,9 +481,7 @@ async fn promotion_and_approvals_work_across_replicas_that_own_different_fleets(
         .and_then(|t| t.target_group_arn())
         .expect("arn")
         .to_string();
-    create_tables(&aws_sdk_dynamodb::Client::new(&cfg), "coxswain")
-        .await
-        .expect("tables");
+    tables(&moto).await;
     let root = tempfile::tempdir().expect("tempdir");
     let manifests = root.path().join("manifests");
     std::fs::create_dir_all(&manifests).expect("dir");
@@ -544,13 +527,7 @@ async fn promotion_and_approvals_work_across_replicas_that_own_different_fleets(
             .await
             .expect("heartbeat");
     }
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("port")
-            .local_addr()
-            .expect("addr")
-            .port()
-    };
+    let port = common::free_port;
     let ports = [port(), port()];
     let dirs: Vec<std::path::PathBuf> = ids.iter().map(|id| root.path().join(id)).collect();
     let mut children = Vec::new();

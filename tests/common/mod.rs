@@ -25,7 +25,7 @@ pub fn venv() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv"))
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr").port()
 }
@@ -421,4 +421,40 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The daemon's API on 127.0.0.1 over a controller on the simulated demo (virtual clock),
+/// answering requests as the daemon does. Returns its address.
+pub async fn demo_api(token: &str) -> std::net::SocketAddr {
+    use coxswain::clock::Clock;
+    use std::sync::Arc;
+    let config =
+        coxswain::manifest::load_str("demo", coxswain::demo::MANIFEST).expect("demo manifest");
+    let clock = Arc::new(coxswain::clock::VirtualClock::new(coxswain::demo::start()));
+    let sim =
+        Arc::new(coxswain::cloud::sim::SimCloud::for_config(clock.clone(), &config).expect("sim"));
+    let mut controller = coxswain::controller::Controller::new(sim, clock.clone(), config, false);
+    let store = controller.store().expect("store").clone();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Some(cmd) = rx.recv().await {
+            coxswain::daemon::handle(&mut controller, None, clock.now(), cmd).await;
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let state = coxswain::api::ApiState {
+        commands: tx,
+        store,
+        token: Arc::new(token.into()),
+        telemetry: Arc::new(coxswain::telemetry::Telemetry::new(Duration::from_secs(15))),
+    };
+    tokio::spawn(coxswain::api::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    addr
 }
