@@ -499,7 +499,7 @@ pub fn status_of(st: &ApiState) -> Result<serde_json::Value, String> {
         fleets.push(serde_json::json!({
             "fleet": f.fleet, "environment": f.environment, "app": f.app,
             "current": f.current, "desired": f.desired, "ready": f.ready,
-            "booting": f.booting, "retiring": f.retiring, "capped": f.capped,
+            "booting": f.booting, "retiring": f.retiring, "capped": f.capped, "shortfall": f.shortfall,
             "reason": f.reason, "warnings": f.warnings, "demand_metric": f.demand_metric,
             "live_build": live, "previous_build": previous,
             "last_deploy": last.map(|d| serde_json::json!({

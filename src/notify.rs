@@ -3,7 +3,8 @@
 //!
 //! - [`Watch`] turns passes into news, edge-triggered: a rollout started, succeeded or
 //!   rolled back; a decision moved a fleet by at least the threshold; a fleet hit its cost
-//!   cap; a fleet's metrics went missing (and came back). Pure: tested without a network.
+//!   cap; a fleet's metrics went missing (and came back); a fleet's repair halted (and
+//!   resumed). Pure: tested without a network.
 //! - [`Notifier`] delivers. Each sink has its own queue and task; the control loop only
 //!   puts a note on the queue ([`Notifier::send`] never waits). A delivery is retried with
 //!   backoff and jitter on network errors, 429 and 5xx; a full queue drops the note and
@@ -71,6 +72,10 @@ pub struct Watch {
     /// The last scale event told per fleet (from, to), so a decision that repeats (a
     /// dry run, a launch that keeps failing) is told once.
     scaled: BTreeMap<String, (u32, u32)>,
+    /// Fleets told to have their repair halted (told again only once it has resumed).
+    repair_halted: BTreeSet<String>,
+    /// Fleets told to be short of their decided capacity (told again once caught up).
+    short: BTreeSet<String>,
 }
 
 /// A fleet that hovers at its cap would be announced every other pass; it counts as off
@@ -87,6 +92,8 @@ impl Watch {
             capped: BTreeMap::new(),
             missing: BTreeSet::new(),
             scaled: BTreeMap::new(),
+            repair_halted: BTreeSet::new(),
+            short: BTreeSet::new(),
         }
     }
 
@@ -228,6 +235,32 @@ impl Watch {
                     resolves: false,
                 });
             }
+            if f.shortfall > 0 && self.short.insert(d.fleet.clone()) {
+                out.push(Note {
+                    event: NotifyEvent::Shortfall,
+                    severity: Severity::Critical,
+                    fleet: d.fleet.clone(),
+                    title: format!(
+                        "{}: {} instance(s) short of its decided capacity for more than {} passes",
+                        d.fleet,
+                        f.shortfall,
+                        crate::controller::SHORTFALL_PASSES
+                    ),
+                    detail: d.reason(),
+                    alias: format!("coxswain-shortfall-{}", d.fleet),
+                    resolves: false,
+                });
+            } else if f.shortfall == 0 && self.short.remove(&d.fleet) {
+                out.push(Note {
+                    event: NotifyEvent::Shortfall,
+                    severity: Severity::Info,
+                    fleet: d.fleet.clone(),
+                    title: format!("{}: capacity caught up with the decision", d.fleet),
+                    detail: String::new(),
+                    alias: format!("coxswain-shortfall-{}", d.fleet),
+                    resolves: true,
+                });
+            }
             let missing = !d.warnings.is_empty();
             if missing && self.missing.insert(d.fleet.clone()) {
                 out.push(Note {
@@ -250,6 +283,35 @@ impl Watch {
                     title: format!("{}: metrics are back", d.fleet),
                     detail: String::new(),
                     alias: format!("coxswain-metrics-{}", d.fleet),
+                    resolves: true,
+                });
+            }
+        }
+        for r in &report.repairs {
+            if r.halted && self.repair_halted.insert(r.fleet.clone()) {
+                out.push(Note {
+                    event: NotifyEvent::RepairHalted,
+                    severity: Severity::Critical,
+                    fleet: r.fleet.clone(),
+                    title: format!(
+                        "{}: repair halted, {} of {} instances unhealthy at once (limit {})",
+                        r.fleet, r.unhealthy, r.instances, r.limit
+                    ),
+                    detail: "nothing is replaced while so many fail together: look for a common cause (a bad build, a dependency down)".into(),
+                    alias: format!("coxswain-repair-{}", r.fleet),
+                    resolves: false,
+                });
+            } else if !r.halted && self.repair_halted.remove(&r.fleet) {
+                out.push(Note {
+                    event: NotifyEvent::RepairHalted,
+                    severity: Severity::Info,
+                    fleet: r.fleet.clone(),
+                    title: format!(
+                        "{}: repair resumed, {} of {} instances unhealthy",
+                        r.fleet, r.unhealthy, r.instances
+                    ),
+                    detail: String::new(),
+                    alias: format!("coxswain-repair-{}", r.fleet),
                     resolves: true,
                 });
             }
@@ -462,6 +524,8 @@ impl Notifier {
                         NotifyEvent::RolloutRolledBack,
                         NotifyEvent::CostCap,
                         NotifyEvent::MetricsMissing,
+                        NotifyEvent::RepairHalted,
+                        NotifyEvent::Shortfall,
                     ]
                 });
                 Ok((

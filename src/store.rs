@@ -156,6 +156,10 @@ CREATE TABLE IF NOT EXISTS actions (
     outcome TEXT, done_at TEXT
 );
 CREATE INDEX IF NOT EXISTS actions_open ON actions (done_at);
+CREATE TABLE IF NOT EXISTS pending_launches (
+    token TEXT PRIMARY KEY,
+    fleet TEXT NOT NULL, at TEXT NOT NULL, body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS samples (
     fleet TEXT NOT NULL, at TEXT NOT NULL,
     desired INTEGER NOT NULL, ready INTEGER NOT NULL, booting INTEGER NOT NULL, demand REAL,
@@ -497,6 +501,55 @@ impl Store {
             params![fleet, body],
         )?;
         Ok(())
+    }
+
+    /// Write a launch request before RunInstances is called with its ClientToken. It stays
+    /// until the answer is known ([`Store::forget_launch`]): a daemon that stopped, or a
+    /// call that failed without telling whether EC2 acted, sends the same request again
+    /// under the same token, so a retry never launches twice.
+    pub fn remember_launch(
+        &self,
+        token: &str,
+        fleet: &str,
+        at: DateTime<Utc>,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO pending_launches (token, fleet, at, body) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(token) DO UPDATE SET body = excluded.body",
+            params![token, fleet, ts(at), body],
+        )?;
+        Ok(())
+    }
+
+    /// The answer to a launch is known: it no longer needs to be sent again.
+    pub fn forget_launch(&self, token: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM pending_launches WHERE token = ?1", [token])?;
+        Ok(())
+    }
+
+    /// Launches of `fleet` whose answer is not known, oldest first: (token, written at, body).
+    pub fn pending_launches(
+        &self,
+        fleet: &str,
+    ) -> Result<Vec<(String, DateTime<Utc>, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT token, at, body FROM pending_launches WHERE fleet = ?1 ORDER BY at, token",
+        )?;
+        let rows = stmt.query_map([fleet], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                parse_ts(&r.get::<_, String>(1)?),
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?);
+        }
+        Ok(out)
     }
 
     /// Record a scaling decision that changes capacity, with its reason (the audit log).

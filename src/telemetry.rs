@@ -81,6 +81,8 @@ pub struct FleetNow {
     pub demand_metric: Option<String>,
     pub warnings: Vec<String>,
     pub capped: bool,
+    /// Instances below the decision for more than two passes (0: none).
+    pub shortfall: u32,
 }
 
 /// A rollout's state this pass, with its gate verdict.
@@ -149,7 +151,10 @@ pub struct Telemetry {
     booting: Family<FleetLabels, Gauge>,
     retiring: Family<FleetLabels, Gauge>,
     capped: Family<FleetLabels, Gauge>,
+    shortfall: Family<FleetLabels, Gauge>,
     metrics_missing: Family<FleetLabels, Gauge>,
+    unhealthy: Family<FleetLabels, Gauge>,
+    repair_halted: Family<FleetLabels, Gauge>,
     demand: Family<DemandLabels, Gauge<f64, AtomicU64>>,
     decisions: Family<DecisionLabels, Counter>,
     actions: Family<ActionLabels, Counter>,
@@ -185,7 +190,10 @@ impl Telemetry {
             booting: Family::default(),
             retiring: Family::default(),
             capped: Family::default(),
+            shortfall: Family::default(),
             metrics_missing: Family::default(),
+            unhealthy: Family::default(),
+            repair_halted: Family::default(),
             demand: Family::default(),
             decisions: Family::default(),
             actions: Family::default(),
@@ -231,9 +239,24 @@ impl Telemetry {
             t.capped.clone(),
         );
         registry.register(
+            "fleet_capacity_shortfall_instances",
+            "Instances a fleet has been below its decided capacity for more than two passes in a row (0 when it has caught up)",
+            t.shortfall.clone(),
+        );
+        registry.register(
             "fleet_metrics_missing",
             "Metrics missing or stale in the last decision",
             t.metrics_missing.clone(),
+        );
+        registry.register(
+            "fleet_unhealthy_instances",
+            "Instances failing their health checks at the last repair check (within the grace or not)",
+            t.unhealthy.clone(),
+        );
+        registry.register(
+            "fleet_repair_halted",
+            "1 while repair is halted: more than the fleet's max_unhealthy_share is unhealthy at once",
+            t.repair_halted.clone(),
         );
         registry.register(
             "fleet_demand",
@@ -334,7 +357,10 @@ impl Telemetry {
                 &self.booting,
                 &self.retiring,
                 &self.capped,
+                &self.shortfall,
                 &self.metrics_missing,
+                &self.unhealthy,
+                &self.repair_halted,
             ] {
                 family.remove(&labels);
             }
@@ -370,6 +396,9 @@ impl Telemetry {
                 .set(i64::from(f.retiring));
             let capped = d.capped();
             self.capped.get_or_create(&labels).set(i64::from(capped));
+            self.shortfall
+                .get_or_create(&labels)
+                .set(i64::from(f.shortfall));
             self.metrics_missing
                 .get_or_create(&labels)
                 .set(d.warnings.len() as i64);
@@ -443,8 +472,25 @@ impl Telemetry {
                     demand_metric: f.metrics.first().map(|m| m.0.clone()),
                     warnings: d.warnings.clone(),
                     capped,
+                    shortfall: f.shortfall,
                 },
             );
+        }
+        // Repair: set when a fleet's health was checked, kept between checks.
+        for r in &report.repairs {
+            let labels = FleetLabels {
+                fleet: r.fleet.clone(),
+                environment: fleets
+                    .get(&r.fleet)
+                    .map(|i| i.environment.clone())
+                    .unwrap_or_default(),
+            };
+            self.unhealthy
+                .get_or_create(&labels)
+                .set(i64::from(r.unhealthy));
+            self.repair_halted
+                .get_or_create(&labels)
+                .set(i64::from(r.halted));
         }
         for a in &report.actions {
             let (fleet, kind) = action_kind(a);
@@ -657,6 +703,7 @@ mod tests {
                 metrics: vec![("RequestCount".into(), Some(demand))],
                 booting: 1,
                 retiring: 0,
+                shortfall: 0,
             }],
             ..Default::default()
         }

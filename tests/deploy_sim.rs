@@ -15,7 +15,7 @@ use std::time::Duration;
 fn fleet(name: &str, env: &str, n: u32, deploy: &str) -> String {
     let rpm = f64::from(n) * 1000.0;
     format!(
-        "name: {name}\napp: web\nenvironment: {env}\nregion: us-east-1\nlaunch:\n  ami: ami-00000001\n  instance_types: [m6i.large]\n  subnets: [subnet-a, subnet-b]\ntarget_group_arn: tg-{name}\ncapacity: {{ min: 2, max: 40 }}\nscaling:\n  warmup: 2m\n  policies:\n    - target_tracking:\n        metric: {{ namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total }}\n        target: 1000\nsimulation:\n  capacity_per_instance: 1000\n  boot: 2m\n  traffic:\n    synthetic: {{ base: {rpm}, peak: {rpm}, noise: 0 }}\ndeploy:\n{deploy}"
+        "name: {name}\napp: web\nenvironment: {env}\nregion: us-east-1\nlaunch:\n  ami: ami-00000001\n  instance_types: [m6i.large]\n  subnets: [subnet-a, subnet-b]\ntarget_group_arn: tg-{name}\ncapacity: {{ min: 2, max: 40 }}\nscaling:\n  warmup: 2m\n  policies:\n    - target_tracking:\n        metric: {{ namespace: AWS/ApplicationELB, name: RequestCount, dimensions: {{ TargetGroup: tg-{name} }}, stat: Sum, kind: total }}\n        target: 1000\nsimulation:\n  capacity_per_instance: 1000\n  boot: 2m\n  traffic:\n    synthetic: {{ base: {rpm}, peak: {rpm}, noise: 0 }}\ndeploy:\n{deploy}"
     )
 }
 

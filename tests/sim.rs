@@ -40,7 +40,7 @@ scaling:
   scale_in_stabilization: 5m
   policies:
     - target_tracking:
-        metric: { namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total }
+        metric: { namespace: AWS/ApplicationELB, name: RequestCount, dimensions: { TargetGroup: tg-web }, stat: Sum, kind: total }
         target: 1000
 simulation:
   capacity_per_instance: 1000
@@ -478,7 +478,7 @@ scaling:
   max_retire_per_cycle: 40
   policies:
     - predictive:
-        metric: { namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total }
+        metric: { namespace: AWS/ApplicationELB, name: RequestCount, dimensions: { TargetGroup: tg-web }, stat: Sum, kind: total }
         boot: 3m
 simulation:
   capacity_per_instance: 1000

@@ -73,8 +73,9 @@ pub struct Instance {
     pub retiring_since: Option<DateTime<Utc>>,
 }
 
-/// What to launch. Built by the controller from a fleet's launch spec.
-#[derive(Debug, Clone, PartialEq)]
+/// What to launch. Built by the controller from a fleet's launch spec. Serializable, so a
+/// request whose answer was lost can be sent again word for word (see `Store::remember_launch`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LaunchRequest {
     pub fleet: String,
     pub build: String,
@@ -87,11 +88,13 @@ pub struct LaunchRequest {
     pub key_name: Option<String>,
     /// All tags, ownership tags included.
     pub tags: BTreeMap<String, String>,
-    /// Deterministic idempotency token (at most 64 ASCII characters).
+    /// Idempotency token (at most 64 ASCII characters), new for every launch the controller
+    /// decides and reused only to resend that same launch. EC2 answers a repeated token
+    /// with the original request's instances, even terminated ones.
     pub client_token: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LaunchTemplate {
     pub id: Option<String>,
     pub name: Option<String>,

@@ -1,10 +1,9 @@
 //! Demand models for the simulated region: a synthetic week of education-platform traffic,
 //! or a replayed `timestamp,requests` trace. Pure functions of time.
 
-use crate::manifest::{SyntheticTraffic, TrafficSpec};
+use crate::manifest::{CronSchedule, SyntheticTraffic, TrafficSpec};
 use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc, Weekday};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -141,7 +140,7 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 pub enum Demand {
     Synthetic {
         spec: SyntheticTraffic,
-        bursts: Vec<(croner::Cron, chrono::Duration, f64)>,
+        bursts: Vec<(CronSchedule, chrono::Duration, f64)>,
     },
     /// Replayed from `origin` (the simulation's start), looping.
     Trace {
@@ -159,7 +158,8 @@ impl Demand {
                     .bursts
                     .iter()
                     .filter_map(|b| {
-                        croner::Cron::from_str(&b.cron)
+                        // The loader refuses a bad cron; one built in code is skipped.
+                        CronSchedule::new(&b.cron, b.timezone)
                             .ok()
                             .map(|c| (c, b.duration.chrono(), b.factor))
                     })
@@ -193,7 +193,7 @@ impl Demand {
 
 fn synthetic(
     s: &SyntheticTraffic,
-    bursts: &[(croner::Cron, chrono::Duration, f64)],
+    bursts: &[(CronSchedule, chrono::Duration, f64)],
     t: DateTime<Utc>,
 ) -> f64 {
     let hour = f64::from(t.hour()) + f64::from(t.minute()) / 60.0;
@@ -206,10 +206,8 @@ fn synthetic(
         d *= s.weekend_factor;
     }
     for (cron, dur, factor) in bursts {
-        if let Ok(start) = cron.find_previous_occurrence(&t, true) {
-            if t - start < *dur {
-                d *= factor;
-            }
+        if cron.window_start(t, *dur).is_some() {
+            d *= factor;
         }
     }
     if s.noise > 0.0 {

@@ -2,7 +2,9 @@
 //! retiring through the load balancer, and keeping registrations in step. Each step is
 //! safe to repeat: a pass that stops half-way is finished by the next one.
 
-use super::{note_error, plan, Action, Controller, PassReport, REGISTRATION_REFRESH};
+use super::{
+    note_error, plan, Action, Controller, PassReport, PENDING_LAUNCH_TTL, REGISTRATION_REFRESH,
+};
 use crate::cloud::{CloudError, Instance, InstanceState, LaunchRequest, TargetHealth};
 use crate::deploy::{Build, Rollout};
 use crate::manifest::FleetSpec;
@@ -28,6 +30,16 @@ impl Controller {
             if clamped != d.desired {
                 warn!(fleet = %spec.name, group, wanted = d.desired, group_min = min, group_max = max, "desired capacity outside the group's own min/max; clamped (widen the group to let coxswain go further)");
                 d.desired = clamped;
+            }
+        }
+        if d.desired > d.current {
+            if let Some(room) = self.cap_room {
+                let allowed = d.current.saturating_add(room);
+                if d.desired > allowed {
+                    warn!(fleet = %spec.name, group, wanted = d.desired, allowed, "max_total_instances (global cost cap) reached; the group grows only as far as the cap allows");
+                    d.desired = allowed;
+                }
+                self.take_cap_room(d.desired - d.current);
             }
         }
         let d = &d;
@@ -76,6 +88,14 @@ impl Controller {
             .filter(|i| i.state.is_live() && i.retiring_since.is_some())
             .collect();
         self.finish_retirements(spec, &retiring, now, report).await;
+        // ---- Repair (repair.rs): instances it condemned earlier are not counted in `d`,
+        // so scaling leaves them (and those it retires now) alone. ----
+        let repairing = self.repair(spec, &current, instances, d, now, report).await;
+        let live: Vec<&Instance> = live
+            .into_iter()
+            .filter(|i| !repairing.contains(&i.id))
+            .collect();
+        // ---- end of repair ----
         let mut launched = Vec::new();
         let mut retired = Vec::new();
         if d.desired > d.current {
@@ -102,8 +122,11 @@ impl Controller {
         self.register(spec, &staying, &launched, now, report).await;
     }
 
-    /// Launch `n`, spread over subnets; on InsufficientInstanceCapacity try the next
-    /// instance type, then move the remainder to the next subnet.
+    /// Launch `n` of `build`, spread over subnets; on InsufficientInstanceCapacity try the
+    /// next instance type, then move the remainder to the next subnet. Launches whose
+    /// answer was lost (a crash, a dropped connection) are sent again first under their own
+    /// token, and what they realize counts toward `n`. Returns the instances this pass
+    /// launched (never ones already observed).
     pub(super) async fn launch(
         &mut self,
         spec: &FleetSpec,
@@ -114,34 +137,48 @@ impl Controller {
         report: &mut PassReport,
     ) -> Vec<Instance> {
         let controller_id = self.config.controller.controller_id.clone();
-        let live_ids: Vec<&str> = live.iter().map(|i| i.id.as_str()).collect();
         let observed: HashSet<&str> = observed.iter().map(|i| i.id.as_str()).collect();
         let types = plan::instance_type_choices(spec);
-        let mut out = Vec::new();
+        let Some(mut out) = self
+            .resend_pending_launches(spec, build, &observed, report)
+            .await
+        else {
+            return Vec::new();
+        };
+        self.take_cap_room(out.len() as u32);
+        let mut n = n.saturating_sub(out.len() as u32);
+        if let Some(room) = self.cap_room {
+            if room < n {
+                warn!(fleet = %spec.name, wanted = n, room, "max_total_instances (global cost cap) reached: every booting, serving and draining instance counts; launching {room} of {n}");
+                n = room;
+            }
+        }
         let mut pending: Vec<(Option<String>, u32)> = plan::spread(spec, live, n);
         let mut exhausted: HashSet<Option<String>> = HashSet::new();
         while let Some((subnet, count)) = pending.pop() {
             let mut placed = false;
             for ty in &types {
+                self.launch_seq = self.launch_seq.wrapping_add(1);
+                let token = plan::fresh_client_token(
+                    &controller_id,
+                    &spec.name,
+                    self.clock.now(),
+                    self.launch_seq,
+                    rand::random(),
+                );
                 let req = plan::launch_request(
                     spec,
                     build,
                     &controller_id,
-                    &live_ids,
                     subnet.clone(),
                     ty.clone(),
                     count,
+                    token,
                 );
-                match self.run_idempotent(&req, &observed).await {
+                match self.send_launch(&req).await {
                     Ok(got) => {
-                        let ids: Vec<String> = got.iter().map(|i| i.id.clone()).collect();
-                        info!(fleet = %spec.name, build = %req.build, instance_type = ?ty, subnet = ?subnet, ids = ?ids, client_token = %req.client_token, "action: launched {} instance(s)", ids.len());
-                        report.actions.push(Action::Launch {
-                            fleet: spec.name.clone(),
-                            ids,
-                            instance_type: ty.clone(),
-                            subnet: subnet.clone(),
-                        });
+                        let got = self.realized(&req, got, &observed, report);
+                        self.take_cap_room(got.len() as u32);
                         out.extend(got);
                         placed = true;
                         break;
@@ -185,38 +222,156 @@ impl Controller {
         out
     }
 
-    /// RunInstances under the request's ClientToken. When EC2 answers with an earlier
-    /// request's instances (the same token came round again: the fleet is back to the same
-    /// instances after a scale-in), nothing new was launched: the answer holds instances
-    /// already observed, or only finished ones. Then the request is sent again under a token
-    /// chained from the old answer, which is as deterministic as the first.
-    async fn run_idempotent(
+    /// Instances launched count against what the global cap leaves this pass.
+    fn take_cap_room(&mut self, n: u32) {
+        if let Some(room) = self.cap_room.as_mut() {
+            *room = room.saturating_sub(n);
+        }
+    }
+
+    /// RunInstances with the request remembered first, so that an answer lost to a crash or
+    /// a dropped connection can be asked for again under the same token. The request is
+    /// forgotten once EC2's answer is known: instances, or a refusal (capacity, invalid,
+    /// throttled: nothing was launched). It stays after a service error or timeout, when EC2
+    /// may or may not have acted. Without a state database to remember it in, nothing is
+    /// launched: a launch that could not be retried safely is not made.
+    async fn send_launch(&self, req: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
+        let now = self.clock.now();
+        if let Some(store) = &self.store {
+            let body = serde_json::to_string(req).map_err(|e| CloudError::Service {
+                operation: "RunInstances",
+                message: format!("cannot write the launch request down: {e}"),
+                source: None,
+            })?;
+            store
+                .remember_launch(&req.client_token, &req.fleet, now, &body)
+                .map_err(|e| CloudError::Service {
+                    operation: "RunInstances",
+                    message: format!(
+                        "the state database refused the launch request, so it is not sent: {e}"
+                    ),
+                    source: None,
+                })?;
+        }
+        let r = self.cloud.launch(req).await;
+        let answered = !matches!(r, Err(CloudError::Service { .. }));
+        if answered {
+            if let Some(store) = &self.store {
+                if let Err(e) = store.forget_launch(&req.client_token) {
+                    error!(fleet = %req.fleet, error = %e, "cannot clear an answered launch; it will be resent once (idempotent)");
+                }
+            }
+        }
+        r
+    }
+
+    /// Launches of `spec`'s fleet of the same build whose answer is not known are sent again
+    /// word for word: EC2 answers with the instances they made, or makes them now. Returns
+    /// the instances that are new to this pass, or `None` when a resend failed again
+    /// without an answer (then no further launch is made this pass, so nothing is launched
+    /// twice). Requests older than [`PENDING_LAUNCH_TTL`] are dropped: whatever they
+    /// launched is visible by its tags long before.
+    async fn resend_pending_launches(
+        &mut self,
+        spec: &FleetSpec,
+        build: &Build,
+        observed: &HashSet<&str>,
+        report: &mut PassReport,
+    ) -> Option<Vec<Instance>> {
+        let store = self.store.clone()?;
+        let now = self.clock.now();
+        let pending = match store.pending_launches(&spec.name) {
+            Ok(p) => p,
+            Err(e) => {
+                error!(fleet = %spec.name, error = %e, "cannot read launches awaiting an answer; not launching this pass");
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        for (token, at, body) in pending {
+            let req = match serde_json::from_str::<LaunchRequest>(&body) {
+                Ok(r) if now - at <= PENDING_LAUNCH_TTL => r,
+                Ok(_) | Err(_) => {
+                    info!(fleet = %spec.name, client_token = %token, since = %at, "dropping a launch whose answer was lost long ago (its instances, if any, are seen by their tags)");
+                    if let Err(e) = store.forget_launch(&token) {
+                        error!(fleet = %spec.name, error = %e, "cannot drop an old pending launch");
+                    }
+                    continue;
+                }
+            };
+            if req.build != build.id {
+                continue;
+            }
+            match self.send_launch(&req).await {
+                Ok(got) => {
+                    let seen = got
+                        .iter()
+                        .filter(|i| observed.contains(i.id.as_str()))
+                        .count();
+                    info!(fleet = %spec.name, client_token = %token, answered = got.len(), already_seen = seen, "resent a launch whose answer was lost, under its own token");
+                    if seen < got.len() {
+                        out.extend(self.realized(&req, got, observed, report));
+                    }
+                }
+                Err(e @ CloudError::Service { .. }) => {
+                    warn!(fleet = %spec.name, client_token = %token, error = %e, "a launch whose answer was lost still has no answer; launching nothing more this pass");
+                    note_error(report, &spec.name, &e);
+                    return None;
+                }
+                Err(e) => {
+                    warn!(fleet = %spec.name, client_token = %token, error = %e, "a resent launch was refused");
+                    note_error(report, &spec.name, &e);
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// The instances a launch answer really adds: live and not already observed. Reports
+    /// the action, and warns with the reason when fewer than asked were realized.
+    fn realized(
         &self,
         req: &LaunchRequest,
+        got: Vec<Instance>,
         observed: &HashSet<&str>,
-    ) -> Result<Vec<Instance>, CloudError> {
-        let mut req = req.clone();
-        for _ in 0..5 {
-            let got = self.cloud.launch(&req).await?;
-            let stale = !got.is_empty()
-                && got
-                    .iter()
-                    .all(|i| !i.state.is_live() || observed.contains(i.id.as_str()));
-            if !stale {
-                return Ok(got);
-            }
-            info!(fleet = %req.fleet, client_token = %req.client_token, "ClientToken answered by an earlier launch; retrying under a chained token");
-            let first = got.first().map(|i| i.id.as_str()).unwrap_or_default();
-            req.client_token = plan::chained_token(&req.client_token, first);
+        report: &mut PassReport,
+    ) -> Vec<Instance> {
+        let answered = got.len();
+        let new: Vec<Instance> = got
+            .into_iter()
+            .filter(|i| i.state.is_live() && !observed.contains(i.id.as_str()))
+            .collect();
+        let ids: Vec<String> = new.iter().map(|i| i.id.clone()).collect();
+        if new.len() as u32 >= req.count {
+            info!(fleet = %req.fleet, build = %req.build, instance_type = ?req.instance_type, subnet = ?req.subnet, ids = ?ids, client_token = %req.client_token, "action: launched {} instance(s)", ids.len());
+        } else {
+            let why = if answered == 0 {
+                "EC2 answered with no instances".to_string()
+            } else if new.len() < answered {
+                format!(
+                    "EC2 answered with {answered} instance(s) of an earlier request under the same ClientToken ({} already seen or no longer running)",
+                    answered - new.len()
+                )
+            } else {
+                format!("EC2 launched {answered} of {}", req.count)
+            };
+            warn!(fleet = %req.fleet, build = %req.build, instance_type = ?req.instance_type, subnet = ?req.subnet, ids = ?ids, client_token = %req.client_token, asked = req.count, realized = new.len(), "launch realized fewer instances than asked: {why}");
+            report.errors.push(format!(
+                "{}: launch realized {} of {}: {why}",
+                req.fleet,
+                new.len(),
+                req.count
+            ));
         }
-        Err(CloudError::Rejected {
-            operation: "RunInstances",
-            code: "ClientTokenReused".into(),
-            message: format!(
-                "{}: five chained tokens were all answered by earlier launches",
-                req.fleet
-            ),
-        })
+        if !new.is_empty() {
+            report.actions.push(Action::Launch {
+                fleet: req.fleet.clone(),
+                ids,
+                instance_type: req.instance_type.clone(),
+                subnet: req.subnet.clone(),
+            });
+        }
+        new
     }
 
     /// Start retiring `n` instances: tag them (durable intent), then deregister from the

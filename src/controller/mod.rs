@@ -11,8 +11,11 @@ mod act;
 mod gc;
 pub mod journal;
 pub mod plan;
+mod repair;
 pub mod requests;
 mod rollout;
+
+pub use repair::RepairReport;
 
 use crate::clock::Clock;
 use crate::cloud::{Cloud, CloudError, GroupState, Instance, InstanceState, MetricQuery};
@@ -30,6 +33,11 @@ use tracing::{debug, error, info, warn};
 /// per fleet per interval and never a describe. 30 minutes keeps it to about one call per
 /// 30 fleets per minute; new instances are registered at once regardless.
 pub(super) const REGISTRATION_REFRESH: chrono::Duration = chrono::Duration::minutes(30);
+
+/// How long a launch whose answer was lost is sent again under its token. DescribeInstances
+/// shows new instances within seconds to a minute, so after 15 minutes whatever the launch
+/// made is counted by its tags, and resending it could only launch what is no longer wanted.
+pub(super) const PENDING_LAUNCH_TTL: chrono::Duration = chrono::Duration::minutes(15);
 
 /// Something the controller did (or, in dry-run, would have done).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -74,7 +82,15 @@ pub struct FleetReport {
     pub metrics: Vec<(String, Option<f64>)>,
     pub booting: u32,
     pub retiring: u32,
+    /// Instances the fleet has been short of its decision for more than
+    /// [`SHORTFALL_PASSES`] passes in a row (0: none, or not for long).
+    pub shortfall: u32,
 }
+
+/// Passes a fleet may stay below its decision before it counts as short: the pass that
+/// decides launches, the next may still not list the new instances (DescribeInstances is
+/// eventually consistent), and one more for luck.
+pub const SHORTFALL_PASSES: u32 = 2;
 
 /// A running rollout's state and gate verdict in a pass.
 #[derive(Debug, Clone)]
@@ -96,6 +112,8 @@ pub struct PassReport {
     pub errors: Vec<String>,
     /// AWS asked us to slow down during this pass.
     pub throttled: bool,
+    /// Each directly launched fleet whose health repair checked this pass (repair.rs).
+    pub repairs: Vec<RepairReport>,
 }
 
 #[derive(Debug, Default)]
@@ -122,6 +140,12 @@ struct FleetState {
     base_desired: Option<u32>,
     /// The rollout memory (standby, canary share, smoke passes) as last saved.
     saved_memory: Option<String>,
+    /// Passes in a row that found the fleet below the capacity decided the pass before.
+    short_passes: u32,
+    /// The capacity decided last pass, to compare with what the next pass finds live.
+    last_decided: Option<u32>,
+    /// Repair: when instances were first seen unhealthy, which are condemned (repair.rs).
+    repair: repair::RepairMemory,
 }
 
 /// The part of a fleet's in-memory state a restarted daemon needs back to continue a
@@ -188,6 +212,12 @@ pub struct Controller {
     rollout_interval: Option<std::time::Duration>,
     /// Pre-deploy hooks running, by rollout id.
     hooks: HashMap<i64, tokio::task::JoinHandle<crate::deploy::hooks::HookRun>>,
+    /// Launches made by this process, mixed into each new ClientToken.
+    launch_seq: u64,
+    /// Instances that may still be launched this pass under `max_total_instances` (None:
+    /// no cap). Every launch path takes from it, so the cap holds for scaling, rollouts
+    /// and repairs alike.
+    cap_room: Option<u32>,
 }
 
 impl Controller {
@@ -232,6 +262,8 @@ impl Controller {
             current: HashMap::new(),
             rollout_interval: None,
             hooks: HashMap::new(),
+            launch_seq: 0,
+            cap_room: None,
         }
     }
 
@@ -358,7 +390,19 @@ impl Controller {
             by_fleet.entry(i.fleet.as_str()).or_default().push(i);
         }
         let groups = self.observe_groups(&mut report).await;
-        let metrics = self.observe_metrics(now, &mut report).await;
+        // Every billed instance: booting, serving and draining, of every fleet and of none
+        // (orphans), plus the groups' instances.
+        let billed: u32 = instances.iter().filter(|i| i.state.is_live()).count() as u32
+            + groups
+                .values()
+                .map(|g| g.desired.max(g.instances.len() as u32))
+                .sum::<u32>();
+        self.cap_room = self
+            .config
+            .controller
+            .max_total_instances
+            .map(|cap| cap.saturating_sub(billed));
+        let metrics = self.observe_metrics(now, &instances, &mut report).await;
         let rollouts = self.load_rollouts(now);
         self.rollout_interval = rollouts.values().map(|r| r.deploy.gates.interval.0).min();
 
@@ -396,6 +440,30 @@ impl Controller {
                 },
                 None => summarize(&fleet_instances, spec, now),
             };
+            // Live capacity against the decision of the pass before (what it launched
+            // toward). An Auto Scaling group is short when it holds fewer instances than
+            // its desired capacity; a fleet in a rollout is judged by the rollout.
+            let live_now = match spec.auto_scaling_group.as_ref().and_then(|g| groups.get(g)) {
+                Some(gs) => gs.instances.len() as u32,
+                None => current,
+            };
+            let in_rollout = rollouts.contains_key(&spec.name);
+            let state = self.fleets.entry(spec.name.clone()).or_default();
+            let behind = match state.last_decided {
+                Some(wanted) if !in_rollout && live_now < wanted => wanted - live_now,
+                _ => 0,
+            };
+            state.short_passes = if behind > 0 {
+                state.short_passes + 1
+            } else {
+                0
+            };
+            let shortfall = if state.short_passes > SHORTFALL_PASSES {
+                warn!(fleet = %spec.name, live = live_now, decided = live_now + behind, passes = state.short_passes, "capacity shortfall: the fleet has stayed {behind} instance(s) below its decision for {} passes", state.short_passes);
+                behind
+            } else {
+                0
+            };
             let series: Vec<_> = spec
                 .scaling
                 .policies
@@ -427,6 +495,13 @@ impl Controller {
             let current = match (rollouts.contains_key(&spec.name), state.base_desired) {
                 (true, Some(base)) => base,
                 _ => current,
+            };
+            // Repair (repair.rs): a condemned instance is not capacity, its replacement is.
+            let direct = spec.auto_scaling_group.is_none() && !rollouts.contains_key(&spec.name);
+            let (current, warm) = if direct {
+                repair::counted(spec, &fleet_instances, &state.repair, current, warm, now)
+            } else {
+                (current, warm)
             };
             let obs = Observation {
                 now,
@@ -463,11 +538,21 @@ impl Controller {
                 spec.scaling.scale_in_stabilization.chrono(),
             );
             decisions.push(decision);
-            reports.push((spec, shown, booting, retiring));
+            reports.push((spec, shown, booting, retiring, shortfall));
         }
-        policy::apply_global_cap(&mut decisions, config.controller.max_total_instances);
+        let counted: u32 = decisions.iter().map(|d| d.current).sum();
+        policy::apply_global_cap(
+            &mut decisions,
+            billed.saturating_sub(counted),
+            config.controller.max_total_instances,
+        );
 
-        for (decision, (spec, metrics, booting, retiring)) in decisions.into_iter().zip(reports) {
+        for (decision, (spec, metrics, booting, retiring, shortfall)) in
+            decisions.into_iter().zip(reports)
+        {
+            if let Some(state) = self.fleets.get_mut(&spec.name) {
+                state.last_decided = (!self.dry_run).then_some(decision.desired);
+            }
             for w in &decision.warnings {
                 warn!(fleet = %spec.name, "metric missing or stale, holding capacity: {w}");
             }
@@ -506,6 +591,7 @@ impl Controller {
                 metrics,
                 booting,
                 retiring,
+                shortfall,
             });
         }
         if !self.dry_run {
@@ -555,9 +641,17 @@ impl Controller {
 
     /// One batched read for every fleet's metrics (the cloud splits it into requests of
     /// 500 queries). A failed read leaves every series missing: policies then hold.
+    ///
+    /// Windows are aligned to each metric's period and end at the start of the period
+    /// still running, as AWS recommends for GetMetricData: the open period is never
+    /// requested (it would under-count a Sum and look like a drop in load). A query on the
+    /// `coxswain:fleet` dimension, which CloudWatch does not have, is read per instance
+    /// (`InstanceId`, the dimension EC2 publishes) over the fleet's instances and combined
+    /// with the query's statistic (see [`fleet_metric_queries`]).
     async fn observe_metrics(
         &self,
         now: DateTime<Utc>,
+        instances: &[Instance],
         report: &mut PassReport,
     ) -> HashMap<MetricQuery, Option<crate::cloud::MetricSeries>> {
         let mut queries: Vec<MetricQuery> = Vec::new();
@@ -566,8 +660,10 @@ impl Controller {
             for p in &f.scaling.policies {
                 if let Some(m) = p.metric() {
                     queries.push(m.query());
-                    lookback =
-                        lookback.max(f.scaling.metric_stale_after.chrono() + m.period.chrono() * 2);
+                    lookback = lookback.max(
+                        m.stale_after(f.scaling.metric_stale_after.chrono())
+                            + m.period.chrono() * 2,
+                    );
                 }
             }
         }
@@ -577,28 +673,40 @@ impl Controller {
             return HashMap::new();
         }
         let closed = |q: &MetricQuery, mut s: crate::cloud::MetricSeries| {
-            // Only closed periods: the one still running would under-count a Sum and
-            // could look like a drop in load.
+            // Only closed periods, whatever the cloud answered.
             let period = chrono::Duration::seconds(i64::from(q.period_secs.max(1)));
             s.points.retain(|(t, _)| *t + period <= now);
             s
         };
-        let mut out: HashMap<MetricQuery, Option<crate::cloud::MetricSeries>> =
-            match self.cloud.get_metrics(&queries, now - lookback, now).await {
-                Ok(series) => queries
-                    .into_iter()
-                    .zip(series)
-                    .map(|(q, s)| {
-                        let s = closed(&q, s);
-                        (q, Some(s))
-                    })
-                    .collect(),
+        let mut out: HashMap<MetricQuery, Option<crate::cloud::MetricSeries>> = HashMap::new();
+        let mut periods: Vec<u32> = queries.iter().map(|q| q.period_secs.max(1)).collect();
+        periods.sort_unstable();
+        periods.dedup();
+        for period in periods {
+            let wanted: Vec<&MetricQuery> = queries
+                .iter()
+                .filter(|q| q.period_secs.max(1) == period)
+                .collect();
+            let (asked, parts) = fleet_metric_queries(&wanted, instances);
+            let (start, end) = aligned_window(now, lookback, period);
+            match self.cloud.get_metrics(&asked, start, end).await {
+                Ok(series) => {
+                    for (q, s) in wanted
+                        .iter()
+                        .zip(combine_fleet_series(&wanted, &parts, series))
+                    {
+                        out.insert((*q).clone(), Some(closed(q, s)));
+                    }
+                }
                 Err(e) => {
                     error!(error = %e, "cannot read metrics; every metric policy holds this pass");
                     note_error(report, "read metrics", &e);
-                    return queries.into_iter().map(|q| (q, None)).collect();
+                    for q in wanted {
+                        out.insert(q.clone(), None);
+                    }
                 }
-            };
+            }
+        }
         // Predictive policies without history (first pass, new fleet, changed policy)
         // read their whole history window once; later passes extend it.
         let mut backfill: Vec<MetricQuery> = Vec::new();
@@ -617,7 +725,13 @@ impl Controller {
         backfill.sort();
         backfill.dedup();
         if !backfill.is_empty() {
-            match self.cloud.get_metrics(&backfill, now - history, now).await {
+            let period = backfill
+                .iter()
+                .map(|q| q.period_secs.max(1))
+                .max()
+                .unwrap_or(60);
+            let (start, end) = aligned_window(now, history, period);
+            match self.cloud.get_metrics(&backfill, start, end).await {
                 Ok(series) => {
                     for (q, s) in backfill.into_iter().zip(series) {
                         info!(metric = %q.name, datapoints = s.points.len(), "read demand history for predictive scaling");
@@ -691,6 +805,112 @@ fn summarize(
         }
     }
     (current, warm, current - warm, retiring)
+}
+
+/// `[start, end)` for a read of `lookback` of a metric with this period: both ends on
+/// period boundaries (whole hours for periods that divide one), `end` the start of the
+/// period still running. Pure.
+pub fn aligned_window(
+    now: DateTime<Utc>,
+    lookback: chrono::Duration,
+    period_secs: u32,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let p = i64::from(period_secs.max(1));
+    let end = now.timestamp().div_euclid(p) * p;
+    let span = lookback.num_seconds().max(p);
+    let start = end - span.div_euclid(p) * p - if span % p == 0 { 0 } else { p };
+    let at = |s: i64| DateTime::from_timestamp(s, 0).unwrap_or(now);
+    (at(start), at(end))
+}
+
+/// Where a fleet-level query was split into per-instance ones: (index of the query among
+/// those asked, range of its parts in the request).
+type FleetParts = Vec<Option<std::ops::Range<usize>>>;
+
+/// The queries to send for `wanted`: each as it is, except those on the `coxswain:fleet`
+/// dimension of the `AWS/EC2` namespace, which EC2 does not publish: each becomes one
+/// query per live instance of that fleet on `InstanceId`. Pure.
+pub fn fleet_metric_queries(
+    wanted: &[&MetricQuery],
+    instances: &[Instance],
+) -> (Vec<MetricQuery>, FleetParts) {
+    let mut asked = Vec::new();
+    let mut parts = Vec::with_capacity(wanted.len());
+    for q in wanted {
+        match q.dimensions.get(crate::cloud::tags::FLEET) {
+            Some(fleet) if q.namespace == "AWS/EC2" => {
+                let from = asked.len();
+                let mut ids: Vec<&str> = instances
+                    .iter()
+                    .filter(|i| &i.fleet == fleet && i.state.is_live())
+                    .map(|i| i.id.as_str())
+                    .collect();
+                ids.sort_unstable();
+                for id in ids {
+                    let mut one = (*q).clone();
+                    one.dimensions = BTreeMap::from([("InstanceId".to_string(), id.to_string())]);
+                    asked.push(one);
+                }
+                parts.push(Some(from..asked.len()));
+            }
+            _ => {
+                parts.push(None);
+                asked.push((*q).clone());
+            }
+        }
+    }
+    (asked, parts)
+}
+
+/// Put the answers of [`fleet_metric_queries`] back together: a per-instance split is
+/// combined per timestamp with its statistic (Sum and SampleCount add up, Maximum and
+/// Minimum take the extreme, Average and percentiles take the mean of the instances that
+/// published in that period). Pure.
+pub fn combine_fleet_series(
+    wanted: &[&MetricQuery],
+    parts: &FleetParts,
+    mut answered: Vec<crate::cloud::MetricSeries>,
+) -> Vec<crate::cloud::MetricSeries> {
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut next = 0usize;
+    for (q, part) in wanted.iter().zip(parts) {
+        match part {
+            None => {
+                let s = answered
+                    .get_mut(next)
+                    .map(std::mem::take)
+                    .unwrap_or_default();
+                next += 1;
+                out.push(s);
+            }
+            Some(range) => {
+                let mut at: BTreeMap<DateTime<Utc>, Vec<f64>> = BTreeMap::new();
+                for i in range.clone() {
+                    if let Some(s) = answered.get(i) {
+                        for (t, v) in &s.points {
+                            at.entry(*t).or_default().push(*v);
+                        }
+                    }
+                }
+                next = range.end;
+                let points = at
+                    .into_iter()
+                    .filter(|(_, vs)| !vs.is_empty())
+                    .map(|(t, vs)| {
+                        let v = match q.stat.as_str() {
+                            "Sum" | "SampleCount" => vs.iter().sum(),
+                            "Maximum" => vs.iter().copied().fold(f64::MIN, f64::max),
+                            "Minimum" => vs.iter().copied().fold(f64::MAX, f64::min),
+                            _ => vs.iter().sum::<f64>() / vs.len() as f64,
+                        };
+                        (t, v)
+                    })
+                    .collect();
+                out.push(crate::cloud::MetricSeries { points });
+            }
+        }
+    }
+    out
 }
 
 pub(super) fn note_error(report: &mut PassReport, what: &str, e: &CloudError) {

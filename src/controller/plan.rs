@@ -37,56 +37,31 @@ pub fn spread(spec: &FleetSpec, live: &[&Instance], n: u32) -> Vec<(Option<Strin
         .collect()
 }
 
-/// A deterministic ClientToken: the same decision on the same observed fleet gives the
-/// same token, so a retried or repeated RunInstances (after a timeout, or a restart before
-/// the new instances became visible) returns the instances already launched instead of
-/// launching more. Once they are visible the observed set changes, and so does the token.
-/// When the same observation comes round again later, EC2 answers with the old launch;
-/// the controller sees that and moves on to [`chained_token`].
-pub fn client_token(
+/// A ClientToken for a new launch: unique to this launch decision. It is never derived from
+/// what the fleet looks like, because EC2 answers a token it has seen before with that
+/// earlier request's instances, even after they were terminated: a fleet that comes back to
+/// the same shape would get nothing launched. Idempotency for retries comes from sending
+/// the remembered request again under the same token (`Store::remember_launch`), not from
+/// recomputing it. `nonce` is random; `at` and `seq` keep tokens apart even if two nonces
+/// met. At most 64 ASCII characters, as EC2 requires.
+pub fn fresh_client_token(
     controller_id: &str,
     fleet: &str,
-    build: &str,
-    live_ids: &[&str],
-    subnet: Option<&str>,
-    instance_type: Option<&str>,
-    count: u32,
+    at: chrono::DateTime<chrono::Utc>,
+    seq: u64,
+    nonce: u64,
 ) -> String {
-    let mut ids: Vec<&str> = live_ids.to_vec();
-    ids.sort_unstable();
     let mut h = Sha256::new();
-    for part in [
-        controller_id,
-        fleet,
-        build,
-        subnet.unwrap_or("-"),
-        instance_type.unwrap_or("-"),
-    ] {
+    for part in [controller_id, fleet] {
         h.update(part.as_bytes());
         h.update([0]);
     }
-    h.update(count.to_le_bytes());
-    for id in ids {
-        h.update(id.as_bytes());
-        h.update([0]);
-    }
-    finish(h)
-}
-
-fn finish(h: Sha256) -> String {
+    h.update(at.timestamp_nanos_opt().unwrap_or_default().to_le_bytes());
+    h.update(seq.to_le_bytes());
+    h.update(nonce.to_le_bytes());
     let digest = h.finalize();
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("cox-{hex}")
-}
-
-/// The next token after `token` was answered by an earlier launch whose first instance is
-/// `answered_by`: deterministic, and different for every old answer.
-pub fn chained_token(token: &str, answered_by: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(token.as_bytes());
-    h.update([0]);
-    h.update(answered_by.as_bytes());
-    finish(h)
 }
 
 /// The launch request for `count` instances in `subnet` with `instance_type`.
@@ -94,10 +69,10 @@ pub fn launch_request(
     spec: &FleetSpec,
     build: &Build,
     controller_id: &str,
-    live_ids: &[&str],
     subnet: Option<String>,
     instance_type: Option<String>,
     count: u32,
+    client_token: String,
 ) -> LaunchRequest {
     let mut t: BTreeMap<String, String> = spec.launch.tags.clone();
     t.insert(tags::CONTROLLER.into(), controller_id.into());
@@ -105,15 +80,6 @@ pub fn launch_request(
     t.insert(tags::BUILD.into(), build.id.clone());
     t.entry("Name".into())
         .or_insert_with(|| format!("{}-{}", spec.name, spec.environment));
-    let client_token = client_token(
-        controller_id,
-        &spec.name,
-        &build.id,
-        live_ids,
-        subnet.as_deref(),
-        instance_type.as_deref(),
-        count,
-    );
     LaunchRequest {
         fleet: spec.name.clone(),
         build: build.id.clone(),
@@ -243,17 +209,25 @@ mod tests {
     }
 
     #[test]
-    fn client_token_is_stable_for_the_same_observation_and_changes_after_launch() {
-        let t1 = client_token("c", "web", "v1", &["i-2", "i-1"], Some("s"), None, 2);
-        let t2 = client_token("c", "web", "v1", &["i-1", "i-2"], Some("s"), None, 2);
-        let t3 = client_token("c", "web", "v1", &["i-1", "i-2", "i-3"], Some("s"), None, 2);
-        assert_eq!(t1, t2);
-        assert_ne!(t1, t3);
-        assert!(t1.len() <= 64);
-        // Chained after an old answer: new, deterministic, different per old answer.
-        let c1 = chained_token(&t1, "i-9");
-        assert_ne!(c1, t1);
-        assert_eq!(c1, chained_token(&t1, "i-9"));
-        assert_ne!(c1, chained_token(&t1, "i-8"));
+    fn client_tokens_differ_for_every_launch_and_fit_ec2s_limit() {
+        let at = Utc
+            .with_ymd_and_hms(2026, 1, 5, 7, 0, 0)
+            .single()
+            .expect("valid date");
+        let mut seen = std::collections::HashSet::new();
+        for seq in 0..200u64 {
+            // Same fleet, same moment, same nonce: the sequence alone keeps them apart.
+            let t = fresh_client_token("c", "web", at, seq, 7);
+            assert!(t.len() <= 64 && t.is_ascii());
+            assert!(seen.insert(t), "token repeated at seq {seq}");
+        }
+        assert_ne!(
+            fresh_client_token("c", "web", at, 0, 1),
+            fresh_client_token("c", "web", at, 0, 2)
+        );
+        assert_ne!(
+            fresh_client_token("c", "web", at, 0, 1),
+            fresh_client_token("c", "api", at, 0, 1)
+        );
     }
 }

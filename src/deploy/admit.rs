@@ -4,10 +4,9 @@
 //! missing (the CLI exits 2 with it).
 
 use super::Build;
-use crate::manifest::{Config, FleetSpec};
+use crate::manifest::{Config, CronSchedule, FleetSpec};
 use crate::store::Store;
 use chrono::{DateTime, Utc};
-use std::str::FromStr;
 
 /// The fleet a request names: by fleet name or by app, in the given environment.
 pub fn find_fleet<'a>(
@@ -37,23 +36,32 @@ pub fn find_fleet<'a>(
         })
 }
 
-/// The freeze window open at `now`, if any, as a sentence.
+/// The freeze window open at `now`, if any, as a sentence. Each window's cron is read in
+/// its time zone; the end is given in UTC, and in that zone too when it has one.
 pub fn frozen(spec: &FleetSpec, now: DateTime<Utc>) -> Option<String> {
     spec.deploy.freeze.iter().find_map(|f| {
-        let cron = croner::Cron::from_str(&f.cron).ok()?;
-        let start = cron.find_previous_occurrence(&now, true).ok()?;
-        let end = start + f.duration.chrono();
-        (now < end).then(|| {
-            format!(
-                "deploys to {} are frozen until {} UTC{}",
-                spec.name,
-                end.format("%Y-%m-%d %H:%M"),
-                f.reason
-                    .as_ref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
-            )
-        })
+        let schedule = CronSchedule::new(&f.cron, f.timezone).ok()?;
+        let start = schedule.window_start(now, f.duration.chrono())?;
+        let end = start.checked_add_signed(f.duration.chrono())?;
+        let local = f
+            .timezone
+            .map(|z| {
+                format!(
+                    ", {} {}",
+                    end.with_timezone(&z).format("%Y-%m-%d %H:%M"),
+                    z.name()
+                )
+            })
+            .unwrap_or_default();
+        Some(format!(
+            "deploys to {} are frozen until {} UTC{local}{}",
+            spec.name,
+            end.format("%Y-%m-%d %H:%M"),
+            f.reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ))
     })
 }
 

@@ -346,8 +346,11 @@ pub struct PromotionSpec {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FreezeSpec {
-    /// Start of each freeze window (5-field cron, UTC).
+    /// Start of each freeze window: standard 5-field cron, read in `timezone`.
     pub cron: String,
+    /// IANA time zone the cron is read in (`Europe/Paris`); UTC when absent.
+    #[serde(default, with = "crate::manifest::cron::zone_field")]
+    pub timezone: Option<chrono_tz::Tz>,
     pub duration: HumanDuration,
     #[serde(default)]
     pub reason: Option<String>,

@@ -2,12 +2,13 @@
 //! message`, and a file with any problem yields no config at all: a half-valid set of
 //! fleets is never returned.
 
-use super::{ControllerSpec, FleetSpec, LaunchSpec, PolicySpec, SimulationSpec, TrafficSpec};
+use super::{
+    ControllerSpec, CronSchedule, FleetSpec, LaunchSpec, PolicySpec, SimulationSpec, TrafficSpec,
+};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 /// One thing wrong with a manifest, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -473,6 +474,20 @@ fn validate_fleet(
             "max_retire_per_cycle must be at least 1, or the fleet could never shrink".into(),
         );
     }
+    // scaling.repair (controller/repair.rs).
+    if let Some(life) = s.repair.max_instance_lifetime {
+        if f.auto_scaling_group.is_some() {
+            push(
+                &["scaling", "repair", "max_instance_lifetime"],
+                "max_instance_lifetime is for fleets coxswain launches itself: set MaxInstanceLifetime on the Auto Scaling group instead".into(),
+            );
+        } else if life < super::MIN_INSTANCE_LIFETIME {
+            push(
+                &["scaling", "repair", "max_instance_lifetime"],
+                format!("max_instance_lifetime {life} is below one day (1d), the least an Auto Scaling group accepts too"),
+            );
+        }
+    }
     if s.policies.is_empty() {
         push(
             &["scaling", "policies"],
@@ -603,12 +618,7 @@ fn validate_fleet(
                 }
             }
             PolicySpec::Scheduled(sc) => {
-                if let Err(e) = croner::Cron::from_str(&sc.cron) {
-                    push(
-                        &["scaling", "policies", "cron"],
-                        format!("cron '{}' does not parse ({e}); write 5 fields like \"0 7 * * MON-FRI\"", sc.cron),
-                    );
-                }
+                // The cron itself is checked in validate_schedules.
                 if sc.duration.as_secs() == 0 {
                     push(
                         &["scaling", "policies", "duration"],
@@ -647,12 +657,6 @@ fn validate_fleet(
                     );
                 }
                 for b in &t.bursts {
-                    if croner::Cron::from_str(&b.cron).is_err() {
-                        push(
-                            &["simulation", "traffic", "bursts", "cron"],
-                            format!("burst cron '{}' does not parse; write 5 fields like \"0 9 * * MON\"", b.cron),
-                        );
-                    }
                     if !(b.factor.is_finite() && b.factor > 0.0) {
                         push(
                             &["simulation", "traffic", "bursts", "factor"],
@@ -671,20 +675,154 @@ fn validate_fleet(
             }
         }
     }
+    validate_schedules(f, file, text, offset, problems);
 }
 
-fn validate_deploy(d: &super::DeploySpec, push: &mut impl FnMut(&[&str], String)) {
-    for f in &d.freeze {
-        if croner::Cron::from_str(&f.cron).is_err() {
-            push(
-                &["deploy", "freeze", "cron"],
-                format!(
-                    "freeze cron '{}' does not parse; write 5 fields like \"0 17 * * FRI\"",
-                    f.cron
-                ),
+/// Every cron of the fleet (scheduled policies, freeze windows, traffic bursts) is a
+/// 5-field schedule that can fire, reported at the cron's own value.
+fn validate_schedules(
+    f: &FleetSpec,
+    file: &str,
+    text: &str,
+    offset: usize,
+    problems: &mut Vec<Problem>,
+) {
+    let mut report = |path: &[&str], nth: usize, message: String| {
+        let (line, column) = locate_scalar(text, path, nth).unwrap_or_else(|| locate(text, path));
+        problems.push(Problem {
+            file: file.into(),
+            line: line + offset,
+            column,
+            message,
+        });
+    };
+    let scheduled = f.scaling.policies.iter().filter_map(|p| match p {
+        PolicySpec::Scheduled(s) => Some(s),
+        _ => None,
+    });
+    for (i, sc) in scheduled.enumerate() {
+        if let Err(e) = CronSchedule::parse(&sc.cron) {
+            report(
+                &["scaling", "policies", "scheduled", "cron"],
+                i,
+                e.to_string(),
             );
         }
     }
+    for (i, fr) in f.deploy.freeze.iter().enumerate() {
+        if let Err(e) = CronSchedule::parse(&fr.cron) {
+            report(&["deploy", "freeze", "cron"], i, format!("freeze {e}"));
+        }
+    }
+    if let Some(SimulationSpec {
+        traffic: TrafficSpec::Synthetic(t),
+        ..
+    }) = &f.simulation
+    {
+        for (i, b) in t.bursts.iter().enumerate() {
+            if let Err(e) = CronSchedule::parse(&b.cron) {
+                report(
+                    &["simulation", "traffic", "synthetic", "bursts", "cron"],
+                    i,
+                    format!("burst {e}"),
+                );
+            }
+        }
+    }
+}
+
+/// The line and column of the `nth` (from 0) value at `path` in a YAML document: `path`
+/// names map keys from the document's root, list items are passed through. Exact for
+/// block and flow style alike, because the YAML parser itself reports where it stood when
+/// the value was reached. `None` if there is no such value.
+fn locate_scalar(text: &str, path: &[&str], nth: usize) -> Option<(usize, usize)> {
+    use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess};
+    use std::cell::Cell;
+    const FOUND: &str = "coxswain: value located";
+
+    struct Seek<'a> {
+        path: &'a [&'a str],
+        left: &'a Cell<usize>,
+    }
+    impl Seek<'_> {
+        /// At the end of the path: stop here if this is the wanted occurrence.
+        fn arrive<E: de::Error>(&self) -> Result<(), E> {
+            match self.left.get() {
+                0 => Err(E::custom(FOUND)),
+                n => {
+                    self.left.set(n - 1);
+                    Ok(())
+                }
+            }
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Seek<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    macro_rules! scalar {
+        ($($name:ident: $ty:ty),*) => {$(
+            fn $name<E: de::Error>(self, _: $ty) -> Result<(), E> {
+                if self.path.is_empty() { self.arrive() } else { Ok(()) }
+            }
+        )*};
+    }
+    impl<'de> de::Visitor<'de> for Seek<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any YAML value")
+        }
+        scalar!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            if self.path.is_empty() {
+                self.arrive()
+            } else {
+                Ok(())
+            }
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            if self.path.is_empty() {
+                self.arrive()?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                return Ok(());
+            }
+            let (path, left) = (self.path, self.left);
+            while seq.next_element_seed(Seek { path, left })?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            if self.path.is_empty() {
+                self.arrive()?;
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                return Ok(());
+            }
+            while let Some(key) = map.next_key::<serde_yaml::Value>()? {
+                match self.path.split_first() {
+                    Some((first, rest)) if key.as_str() == Some(*first) => {
+                        map.next_value_seed(Seek {
+                            path: rest,
+                            left: self.left,
+                        })?;
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    let left = Cell::new(nth);
+    match (Seek { path, left: &left }).deserialize(serde_yaml::Deserializer::from_str(text)) {
+        Err(e) if e.to_string().contains(FOUND) => e.location().map(|l| (l.line(), l.column())),
+        _ => None,
+    }
+}
+
+fn validate_deploy(d: &super::DeploySpec, push: &mut impl FnMut(&[&str], String)) {
     if let super::StrategySpec::Canary(c) = &d.strategy {
         if c.steps.is_empty() {
             push(

@@ -4,13 +4,17 @@
 //! and directories, and validation that reports `file:line:column` with a sentence on how
 //! to fix it. It does not decide anything: policies read the parsed spec.
 
+pub mod cron;
 mod deploy;
 mod duration;
 pub mod load;
+mod repair;
 
+pub use cron::{CronError, CronSchedule};
 pub use deploy::*;
 pub use duration::{parse_duration, HumanDuration};
 pub use load::{load_paths, load_str, Config, ManifestError, Problem};
+pub use repair::{RepairSpec, MIN_INSTANCE_LIFETIME};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -84,16 +88,24 @@ pub enum NotifyEvent {
     Scale,
     CostCap,
     MetricsMissing,
+    /// Repair stopped: more than `scaling.repair.max_unhealthy_share` of a fleet is
+    /// unhealthy at once (and again when it resumes).
+    RepairHalted,
+    /// A fleet's live capacity stayed below its decision for more than two passes (and
+    /// again when it has caught up).
+    Shortfall,
 }
 
 impl NotifyEvent {
-    pub const ALL: [NotifyEvent; 6] = [
+    pub const ALL: [NotifyEvent; 8] = [
         NotifyEvent::RolloutStarted,
         NotifyEvent::RolloutSucceeded,
         NotifyEvent::RolloutRolledBack,
         NotifyEvent::Scale,
         NotifyEvent::CostCap,
         NotifyEvent::MetricsMissing,
+        NotifyEvent::RepairHalted,
+        NotifyEvent::Shortfall,
     ];
 }
 
@@ -129,7 +141,8 @@ pub struct OpsgenieSink {
     pub url: String,
     /// Environment variable holding the API integration key.
     pub api_key_env: String,
-    /// Default: the ones worth waking someone for: rollbacks, the cost cap, missing metrics.
+    /// Default: the ones worth waking someone for: rollbacks, the cost cap, missing metrics,
+    /// a halted repair.
     #[serde(default)]
     pub events: Option<Vec<NotifyEvent>>,
 }
@@ -307,6 +320,10 @@ pub struct ScalingSpec {
     /// terminated anyway (keep it above the target group's deregistration delay).
     #[serde(default = "default_drain")]
     pub drain_timeout: HumanDuration,
+    /// Replacing instances that fail their health checks or outlive
+    /// `max_instance_lifetime` (see [`RepairSpec`]).
+    #[serde(default)]
+    pub repair: RepairSpec,
 }
 
 impl Default for ScalingSpec {
@@ -319,6 +336,7 @@ impl Default for ScalingSpec {
             max_retire_per_cycle: default_retire_limit(),
             metric_stale_after: default_stale(),
             drain_timeout: default_drain(),
+            repair: RepairSpec::default(),
         }
     }
 }
@@ -535,8 +553,12 @@ impl<'de> Deserialize<'de> for Change {
 pub struct ScheduledSpec {
     #[serde(default)]
     pub name: Option<String>,
-    /// Standard 5-field cron, in UTC: `0 7 * * MON-FRI` is 07:00 UTC on weekdays.
+    /// Standard 5-field cron, read in `timezone`: `0 7 * * MON-FRI` is 07:00 on weekdays
+    /// (see [`CronSchedule`]).
     pub cron: String,
+    /// IANA time zone the cron is read in (`Europe/Paris`); UTC when absent.
+    #[serde(default, with = "cron::zone_field")]
+    pub timezone: Option<chrono_tz::Tz>,
     /// How long the floor holds after each cron start.
     pub duration: HumanDuration,
     /// Capacity floor while the window is open.
@@ -568,6 +590,23 @@ pub struct MetricSpec {
     pub period: HumanDuration,
     #[serde(default)]
     pub kind: MetricKind,
+    /// What a read with no datapoint means, like a CloudWatch alarm's `TreatMissingData`.
+    /// Default: `zero` for count statistics (`Sum`, `SampleCount`), because CloudWatch
+    /// publishes no `RequestCount` datapoint for a load balancer that served nothing;
+    /// `hold` for everything else (an `Average` with no data tells nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_data: Option<MissingData>,
+}
+
+/// The treatment of a metric read that succeeded but holds no datapoint in the staleness
+/// window (a failed read always holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingData {
+    /// No datapoint means no traffic: the metric reads 0.
+    Zero,
+    /// No datapoint means nothing is known: the policy holds capacity and warns.
+    Hold,
 }
 
 fn default_stat() -> String {
@@ -578,6 +617,27 @@ fn default_period() -> HumanDuration {
 }
 
 impl MetricSpec {
+    /// The missing-data treatment in force: as written, else by the statistic (see
+    /// [`MetricSpec::missing_data`]).
+    pub fn missing_data(&self) -> MissingData {
+        self.missing_data
+            .unwrap_or(if matches!(self.stat.as_str(), "Sum" | "SampleCount") {
+                MissingData::Zero
+            } else {
+                MissingData::Hold
+            })
+    }
+
+    /// How old the newest datapoint may be, counted from the end of its period, before the
+    /// metric is stale: `stale_after`, plus every period beyond the first minute, so a
+    /// metric published every 10 minutes is on time for 10 minutes longer than a
+    /// 1-minute one (its next datapoint cannot come sooner).
+    pub fn stale_after(&self, stale_after: chrono::Duration) -> chrono::Duration {
+        let extra =
+            (self.period.chrono() - chrono::Duration::seconds(60)).max(chrono::Duration::zero());
+        stale_after + extra
+    }
+
     pub fn query(&self) -> crate::cloud::MetricQuery {
         crate::cloud::MetricQuery {
             namespace: self.namespace.clone(),
@@ -662,7 +722,11 @@ fn default_noise() -> f64 {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BurstSpec {
+    /// Start of each burst: standard 5-field cron, read in `timezone`.
     pub cron: String,
+    /// IANA time zone the cron is read in; UTC when absent.
+    #[serde(default, with = "cron::zone_field")]
+    pub timezone: Option<chrono_tz::Tz>,
     pub duration: HumanDuration,
     pub factor: f64,
 }

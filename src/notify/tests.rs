@@ -18,6 +18,7 @@ fn fleet(name: &str, current: u32, desired: u32) -> FleetReport {
         metrics: Vec::new(),
         booting: 0,
         retiring: 0,
+        shortfall: 0,
     }
 }
 
@@ -262,4 +263,36 @@ fn opsgenie_closes_a_resolved_incident_by_its_alias() {
         ..back
     };
     assert_eq!(og.url(&open), "https://api.example/v2/alerts");
+}
+
+#[test]
+fn a_halted_repair_is_told_once_and_its_resumption_closes_the_alert() {
+    let mut w = Watch::new(chrono::Utc::now());
+    let pass = |halted: bool, unhealthy: u32| PassReport {
+        repairs: vec![crate::controller::RepairReport {
+            fleet: "web".into(),
+            unhealthy,
+            instances: 6,
+            limit: 2,
+            halted,
+            replacing: Vec::new(),
+            retired: Vec::new(),
+        }],
+        ..Default::default()
+    };
+    assert!(w.news(&pass(false, 1), None, 5).is_empty());
+    let n = w.news(&pass(true, 4), None, 5);
+    assert_eq!(events(&n), vec![NotifyEvent::RepairHalted]);
+    assert_eq!(n[0].severity, Severity::Critical);
+    assert!(n[0].title.contains("4 of 6"), "{}", n[0].title);
+    assert!(
+        w.news(&pass(true, 5), None, 5).is_empty(),
+        "told once while it stays halted"
+    );
+    let n = w.news(&pass(false, 1), None, 5);
+    assert_eq!(events(&n), vec![NotifyEvent::RepairHalted]);
+    assert!(n[0].resolves);
+    assert_eq!(n[0].alias, "coxswain-repair-web");
+    // A pass that did not check the fleet (between checks, during a rollout) says nothing.
+    assert!(w.news(&PassReport::default(), None, 5).is_empty());
 }

@@ -66,6 +66,8 @@ pub enum Limit {
     LaunchLimit,
     RetireLimit,
     GlobalCap,
+    /// No scale-in while an instance is still warming up (as AWS target tracking).
+    Warmup,
 }
 
 impl fmt::Display for Limit {
@@ -77,6 +79,7 @@ impl fmt::Display for Limit {
             Limit::LaunchLimit => "max_launch_per_cycle",
             Limit::RetireLimit => "max_retire_per_cycle",
             Limit::GlobalCap => "max_total_instances (global cost cap)",
+            Limit::Warmup => "instances still warming up (no scale-in until they are warm)",
         })
     }
 }
@@ -139,12 +142,30 @@ pub struct Memory {
     recommendations: VecDeque<(DateTime<Utc>, u32)>,
     /// Demand history and forecast errors of each predictive policy, by policy index.
     models: BTreeMap<usize, DemandModel>,
+    /// (pass time, instances past warmup then), newest last, kept for [`SERVING_HISTORY`]:
+    /// a datapoint is divided by the instances that served while it was measured, not by
+    /// those warm when it is read a minute or more later.
+    serving: VecDeque<(DateTime<Utc>, u32)>,
 }
+
+/// How long the per-pass serving counts are kept: longer than any period plus CloudWatch's
+/// publication lag that a policy reads (periods above an hour are refused by `validate`).
+const SERVING_HISTORY: chrono::Duration = chrono::Duration::minutes(90);
 
 impl Memory {
     /// Take this pass's metrics into the history that predictive policies forecast from.
     /// Call before [`decide`]; a policy that changed on reload starts a fresh history.
     pub fn observe(&mut self, spec: &FleetSpec, obs: &Observation) {
+        if self.serving.back().is_none_or(|(t, _)| *t < obs.now) {
+            self.serving.push_back((obs.now, obs.warm));
+        }
+        while self
+            .serving
+            .front()
+            .is_some_and(|(t, _)| obs.now - *t > SERVING_HISTORY)
+        {
+            self.serving.pop_front();
+        }
         let policies = &spec.scaling.policies;
         self.models
             .retain(|i, _| matches!(policies.get(*i), Some(PolicySpec::Predictive(_))));
@@ -187,6 +208,33 @@ impl Memory {
         }
     }
 
+    /// How many instances served while a datapoint over `[start, start + period)` was
+    /// measured: the average of the warm counts seen by passes in that interval; with no
+    /// pass inside it, the count of the last pass before it ended; with no pass before
+    /// either (a fresh start), `fallback` (the warm count now).
+    pub fn serving_during(
+        &self,
+        start: DateTime<Utc>,
+        period: chrono::Duration,
+        fallback: u32,
+    ) -> f64 {
+        let end = start + period;
+        let inside: Vec<u32> = self
+            .serving
+            .iter()
+            .filter(|(t, _)| *t >= start && *t <= end)
+            .map(|(_, n)| *n)
+            .collect();
+        if !inside.is_empty() {
+            return f64::from(inside.iter().sum::<u32>()) / inside.len() as f64;
+        }
+        self.serving
+            .iter()
+            .rev()
+            .find(|(t, _)| *t < start)
+            .map_or(f64::from(fallback), |(_, n)| f64::from(*n))
+    }
+
     /// Highest recommendation within `window` before `now`.
     fn highest_since(&self, now: DateTime<Utc>, window: chrono::Duration) -> Option<u32> {
         self.recommendations
@@ -226,9 +274,11 @@ pub fn decide(spec: &FleetSpec, obs: &Observation, memory: &Memory) -> Decision 
         let series = obs.metrics.get(i).and_then(|m| m.as_ref());
         let (vote, reason) = match p {
             PolicySpec::TargetTracking(t) => {
-                target::vote(t, obs, series, scaling.metric_stale_after.chrono())
+                target::vote(t, obs, memory, series, scaling.metric_stale_after.chrono())
             }
-            PolicySpec::Step(s) => step::vote(s, obs, series, scaling.metric_stale_after.chrono()),
+            PolicySpec::Step(s) => {
+                step::vote(s, obs, memory, series, scaling.metric_stale_after.chrono())
+            }
             PolicySpec::Scheduled(s) => schedule::vote(s, obs.now),
             PolicySpec::Predictive(pr) => predictive::vote(
                 pr,
@@ -290,15 +340,22 @@ fn combine(
             .highest_since(obs.now, window)
             .unwrap_or(recommended)
             .max(recommended);
-        // Before a whole window of history exists, do not scale in at all.
-        let floor = if memory.window_filled(obs.now, window) {
+        // Before a whole window of history exists, do not scale in at all; nor while an
+        // instance is warming up: its load is not in the metric yet, so the metric
+        // under-states what the fleet carries (AWS target tracking does the same).
+        let warming = obs.warm < obs.current;
+        let floor = if memory.window_filled(obs.now, window) && !warming {
             highest
         } else {
             obs.current
         };
         if floor > desired {
             desired = floor.min(obs.current);
-            limits.push(Limit::Stabilization);
+            limits.push(if warming {
+                Limit::Warmup
+            } else {
+                Limit::Stabilization
+            });
         }
         // Above max (e.g. max was lowered) always comes down, stabilization or not.
         if obs.current > max {
@@ -323,10 +380,13 @@ fn combine(
     }
 }
 
-/// Enforce the global cost cap across fleets: the sum of desired capacities never exceeds
-/// `cap`. Scale-outs are trimmed (fleets in name order, each to what the budget allows);
-/// scale-ins and holds are untouched. Pure.
-pub fn apply_global_cap(decisions: &mut [Decision], cap: Option<u32>) {
+/// Enforce the global cost cap across fleets: every billed instance counts, so the
+/// instances the decisions keep plus `billed_elsewhere` (instances that are billed but in
+/// no decision's `current`: draining after a scale-in, a rollout's surge, orphans, fleets
+/// another replica holds) never exceed `cap`. Scale-outs are trimmed (fleets in name
+/// order, each to what the budget allows); scale-ins and holds are untouched, so a fleet
+/// waits for another's drain to finish before it takes the freed budget. Pure.
+pub fn apply_global_cap(decisions: &mut [Decision], billed_elsewhere: u32, cap: Option<u32>) {
     let Some(cap) = cap else { return };
     let mut order: Vec<usize> = (0..decisions.len()).collect();
     order.sort_by(|a, b| decisions[*a].fleet.cmp(&decisions[*b].fleet));
@@ -334,7 +394,8 @@ pub fn apply_global_cap(decisions: &mut [Decision], cap: Option<u32>) {
     let committed: u64 = decisions
         .iter()
         .map(|d| u64::from(d.desired.min(d.current)))
-        .sum();
+        .sum::<u64>()
+        + u64::from(billed_elsewhere);
     let mut budget = u64::from(cap).saturating_sub(committed);
     for i in order {
         let d = &mut decisions[i];
@@ -364,33 +425,67 @@ pub fn ceil_count(x: f64) -> u32 {
     }
 }
 
+/// A usable reading of a metric: its value and the period it was measured over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Reading {
+    pub value: f64,
+    /// Start of the datapoint's period (CloudWatch stamps datapoints with it).
+    pub start: DateTime<Utc>,
+    pub period: chrono::Duration,
+    /// No datapoint was published and the metric's missing-data treatment is `zero`.
+    pub missing_as_zero: bool,
+}
+
 /// Newest datapoint if it is fresh, else the reason it is unusable.
 /// A datapoint is stamped with the start of its period; its age counts from the period's
-/// end, when it was complete.
+/// end, when it was complete. Staleness is judged against the metric's own period (see
+/// [`crate::manifest::MetricSpec::stale_after`]). A read that succeeded with no datapoint
+/// in it is zero traffic for a metric whose missing-data treatment is `zero`.
 pub(crate) fn fresh_value(
     series: Option<&MetricSeries>,
     now: DateTime<Utc>,
     stale_after: chrono::Duration,
     metric: &crate::manifest::MetricSpec,
-) -> Result<f64, String> {
+) -> Result<Reading, String> {
     let metric_name = &metric.name;
     let period = metric.period.chrono();
+    let stale_after = metric.stale_after(stale_after);
     let Some(series) = series else {
         return Err(format!(
             "{metric_name}: metric missing (read failed); holding"
         ));
     };
-    match series.latest() {
-        None => Err(format!("{metric_name}: no datapoints; holding")),
-        Some((t, _)) if now - (t + period) > stale_after => Err(format!(
+    let zero = metric.missing_data() == crate::manifest::MissingData::Zero;
+    let fresh = series
+        .latest()
+        .filter(|(t, _)| now - (*t + period) <= stale_after);
+    match (fresh, series.latest()) {
+        (Some((_, v)), _) if !v.is_finite() => {
+            Err(format!("{metric_name}: datapoint is not a number; holding"))
+        }
+        (Some((t, v)), _) => Ok(Reading {
+            value: v,
+            start: t,
+            period,
+            missing_as_zero: false,
+        }),
+        (None, _) if zero => {
+            // The last period that has closed and been published: no one asked then.
+            let secs = period.num_seconds().max(1);
+            let closed = (now.timestamp() - secs).div_euclid(secs) * secs;
+            Ok(Reading {
+                value: 0.0,
+                start: DateTime::from_timestamp(closed, 0).unwrap_or(now),
+                period,
+                missing_as_zero: true,
+            })
+        }
+        (None, None) => Err(format!("{metric_name}: no datapoints; holding")),
+        (None, Some((t, _))) => Err(format!(
             "{metric_name}: newest datapoint is {}s old (stale after {}s); holding",
             (now - (t + period)).num_seconds(),
             stale_after.num_seconds()
         )),
-        Some((_, v)) if !v.is_finite() => {
-            Err(format!("{metric_name}: datapoint is not a number; holding"))
-        }
-        Some((_, v)) => Ok(v),
     }
 }
 

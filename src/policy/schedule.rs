@@ -2,23 +2,28 @@
 //! (course-launch mornings, exam deadlines).
 
 use super::Vote;
-use crate::manifest::ScheduledSpec;
+use crate::manifest::{CronSchedule, ScheduledSpec};
 use chrono::{DateTime, Utc};
-use std::str::FromStr;
 
-/// The floor in force at `now`, if the window is open.
+/// The floor in force at `now`, if the window is open. The cron is read in the spec's
+/// time zone; a cron that does not parse (the loader refuses it) never opens.
 pub fn scheduled_floor(spec: &ScheduledSpec, now: DateTime<Utc>) -> Option<u32> {
-    let cron = croner::Cron::from_str(&spec.cron).ok()?;
-    let start = cron.find_previous_occurrence(&now, true).ok()?;
-    (now - start < spec.duration.chrono()).then_some(spec.min)
+    let schedule = CronSchedule::new(&spec.cron, spec.timezone).ok()?;
+    schedule
+        .window_start(now, spec.duration.chrono())
+        .map(|_| spec.min)
 }
 
 pub(super) fn vote(spec: &ScheduledSpec, now: DateTime<Utc>) -> (Vote, String) {
+    let window = match spec.timezone {
+        Some(z) => format!("'{}' ({})", spec.cron, z.name()),
+        None => format!("'{}'", spec.cron),
+    };
     match scheduled_floor(spec, now) {
         Some(min) => (
             Vote::Capacity(min),
-            format!("window '{}' open: floor {min}", spec.cron),
+            format!("window {window} open: floor {min}"),
         ),
-        None => (Vote::Abstain, format!("window '{}' closed", spec.cron)),
+        None => (Vote::Abstain, format!("window {window} closed")),
     }
 }

@@ -1,9 +1,10 @@
 //! Step scaling: fixed adjustments by how far a metric is past thresholds.
 
-use super::{ceil_count, fresh_value, Observation, Vote};
+use super::{ceil_count, fresh_value, Memory, Observation, Vote};
 use crate::cloud::MetricSeries;
 use crate::manifest::{Change, StepSpec};
 
+/// The size of a step taken from `base`, the capacity it is added to or taken from.
 fn amount(change: Change, base: u32) -> u32 {
     match change {
         Change::Count(n) => n,
@@ -15,14 +16,16 @@ fn amount(change: Change, base: u32) -> u32 {
 pub(super) fn vote(
     spec: &StepSpec,
     obs: &Observation,
+    memory: &Memory,
     series: Option<&MetricSeries>,
     stale_after: chrono::Duration,
 ) -> (Vote, String) {
     let name = &spec.metric.name;
-    let value = match fresh_value(series, obs.now, stale_after, &spec.metric) {
-        Ok(v) => v,
+    let reading = match fresh_value(series, obs.now, stale_after, &spec.metric) {
+        Ok(r) => r,
         Err(why) => return (Vote::Hold, why),
     };
+    let value = reading.value;
     let out = spec
         .scale_out
         .iter()
@@ -33,16 +36,20 @@ pub(super) fn vote(
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
     if let Some(s) = out {
-        // Add to the warm count, not the current one: instances still booting from an
-        // earlier step already answer part of this alarm, so steps do not stack.
-        let add = amount(s.change, obs.current);
-        let wanted = obs.warm.saturating_add(add).max(obs.current);
+        // The step answers the datapoint, so it is added to the capacity that was serving
+        // while the datapoint was measured, and a percentage is a percentage of that same
+        // capacity. Instances launched for an earlier step (or warm only since) already
+        // answer part of this reading, so steps do not stack while readings lag.
+        let base = memory
+            .serving_during(reading.start, reading.period, obs.warm)
+            .round() as u32;
+        let add = amount(s.change, base);
+        let wanted = base.saturating_add(add).max(obs.current);
         return (
             Vote::Capacity(wanted),
             format!(
-                "{name} {value:.1} > {}: +{add} on {} warm wants {wanted}",
+                "{name} {value:.1} > {}: +{add} on {base} serving wants {wanted}",
                 s.above.unwrap_or_default(),
-                obs.warm
             ),
         );
     }

@@ -1,6 +1,6 @@
 //! Target tracking on a per-instance value: keep `metric / instance` at `target`.
 
-use super::{ceil_count, fresh_value, Observation, Vote};
+use super::{ceil_count, fresh_value, Memory, Observation, Vote};
 use crate::cloud::MetricSeries;
 use crate::manifest::{MetricKind, TargetTrackingSpec};
 
@@ -8,41 +8,53 @@ use crate::manifest::{MetricKind, TargetTrackingSpec};
 /// tolerance), so a fleet sitting at its target does not flap by one instance.
 const SCALE_IN_TOLERANCE: f64 = 0.9;
 
+/// The capacity that brings the metric to its target. The load a datapoint stands for is
+/// its per-instance value times the instances that served while it was measured (see
+/// [`Memory::serving_during`]), not times those warm now: a datapoint read a minute or more
+/// after its period, while new instances came in, must not be multiplied by them.
 pub(super) fn vote(
     spec: &TargetTrackingSpec,
     obs: &Observation,
+    memory: &Memory,
     series: Option<&MetricSeries>,
     stale_after: chrono::Duration,
 ) -> (Vote, String) {
     let name = &spec.metric.name;
-    let value = match fresh_value(series, obs.now, stale_after, &spec.metric) {
-        Ok(v) => v,
+    let reading = match fresh_value(series, obs.now, stale_after, &spec.metric) {
+        Ok(r) => r,
         Err(why) => return (Vote::Hold, why),
     };
+    let value = reading.value;
+    let served = memory.serving_during(reading.start, reading.period, obs.warm);
     // Total load the fleet is carrying, in metric units.
     let load = match spec.metric.kind {
         MetricKind::Total => value,
+        MetricKind::PerInstance if reading.missing_as_zero => 0.0,
         MetricKind::PerInstance => {
-            if obs.warm == 0 {
+            if served <= 0.0 {
                 return (
                     Vote::Hold,
-                    format!("{name} {value:.1} but no instance is past warmup yet; holding"),
+                    format!(
+                        "{name} {value:.1} but no instance served while it was measured; holding"
+                    ),
                 );
             }
-            // Booting instances are not in the average: only warm ones carry this load.
-            value * f64::from(obs.warm)
+            value * served
         }
     };
-    let per_instance = if obs.warm > 0 {
-        load / f64::from(obs.warm)
-    } else {
-        load
-    };
     let wanted = ceil_count(load / spec.target);
-    let shown = format!(
-        "{name} {per_instance:.1}/instance on {} warm vs target {}",
-        obs.warm, spec.target
-    );
+    let shown = if reading.missing_as_zero {
+        format!(
+            "{name}: no datapoint (no traffic; missing_data: zero) vs target {}",
+            spec.target
+        )
+    } else {
+        let per_instance = if served > 0.0 { load / served } else { load };
+        format!(
+            "{name} {per_instance:.1}/instance on {served:.1} serving vs target {}",
+            spec.target
+        )
+    };
     if wanted >= obs.current {
         return (Vote::Capacity(wanted), format!("{shown} wants {wanted}"));
     }

@@ -86,19 +86,53 @@ fn per_instance_metric_with_no_warm_instance_holds() {
 
 #[test]
 fn missing_or_stale_metrics_never_scale_in_and_warn() {
-    let f = fleet(TOTAL_RPM, "");
+    // An average (CPU) with no data tells nothing: hold and warn.
+    let f = fleet(CPU, "");
     let mut m = Memory::default();
     for k in 0..30 {
         m.record(t(k - 30), 2, chrono::Duration::minutes(10));
     }
-    for data in [None, Some(MetricSeries::default()), series(t(-20), 100.0)] {
+    for data in [None, Some(MetricSeries::default()), series(t(-20), 10.0)] {
         let d = decide(&f, &obs(t(0), 10, 10, vec![data]), &m);
         assert_eq!(d.desired, 10, "{}", d.reason());
         assert_eq!(d.warnings.len(), 1);
     }
     // The same memory with a fresh low value does scale in.
-    let d = decide(&f, &obs(t(0), 10, 10, vec![series(t(-1), 100.0)]), &m);
+    let d = decide(&f, &obs(t(0), 10, 10, vec![series(t(-1), 10.0)]), &m);
     assert!(d.desired < 10);
+    // A count metric whose read failed holds too.
+    let f = fleet(TOTAL_RPM, "");
+    let d = decide(&f, &obs(t(0), 10, 10, vec![None]), &m);
+    assert_eq!(d.desired, 10, "{}", d.reason());
+    assert_eq!(d.warnings.len(), 1);
+}
+
+#[test]
+fn a_count_metric_with_no_datapoint_is_zero_traffic_unless_told_to_hold() {
+    // CloudWatch publishes no RequestCount for an idle load balancer: the read succeeds
+    // with nothing in it, which is no traffic, and the fleet goes to its minimum.
+    let f = fleet(TOTAL_RPM, "");
+    let mut m = Memory::default();
+    for k in 0..30 {
+        m.record(t(k - 30), 2, chrono::Duration::minutes(10));
+    }
+    for data in [Some(MetricSeries::default()), series(t(-20), 9000.0)] {
+        let d = decide(&f, &obs(t(0), 10, 10, vec![data]), &m);
+        // Down to capacity.min, at most max_retire_per_cycle (5) a pass.
+        assert_eq!((d.recommended, d.desired), (2, 5), "{}", d.reason());
+        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+        assert!(d.reason().contains("no traffic"), "{}", d.reason());
+    }
+    // With `missing_data: hold`, the same empty read holds and warns.
+    let held = "    - target_tracking:\n        metric: { namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total, missing_data: hold }\n        target: 1000\n";
+    let f = fleet(held, "");
+    let d = decide(
+        &f,
+        &obs(t(0), 10, 10, vec![Some(MetricSeries::default())]),
+        &m,
+    );
+    assert_eq!(d.desired, 10, "{}", d.reason());
+    assert_eq!(d.warnings.len(), 1);
 }
 
 #[test]
@@ -183,13 +217,21 @@ fn step_scale_outs_do_not_stack_while_instances_warm_up() {
         &Memory::default(),
     );
     assert_eq!(d.desired, 6);
-    // The higher step applies on top of warm capacity: 4 + 50% of 6 = 7.
+    // The higher step is a percentage of the capacity it is added to (the 4 that served
+    // while the datapoint was measured): 4 + 50% of 4 = 6, already there.
     let d = decide(
         &f,
         &obs(t(1), 6, 4, vec![series(t(0), 99.0)]),
         &Memory::default(),
     );
-    assert_eq!(d.desired, 7);
+    assert_eq!(d.desired, 6, "{}", d.reason());
+    // Once all 6 serve and it still fires: 6 + 50% of 6 = 9.
+    let d = decide(
+        &f,
+        &obs(t(5), 6, 6, vec![series(t(4), 99.0)]),
+        &Memory::default(),
+    );
+    assert_eq!(d.desired, 9, "{}", d.reason());
     // Between thresholds, a step-only fleet keeps what it has.
     let mut m = Memory::default();
     m.record(t(-30), 6, chrono::Duration::minutes(10));
@@ -224,7 +266,7 @@ fn global_cap_trims_scale_outs_across_fleets() {
     let mut b = a.clone();
     b.fleet = "b".into();
     let mut ds = vec![b, a];
-    apply_global_cap(&mut ds, Some(16));
+    apply_global_cap(&mut ds, 0, Some(16));
     let total: u32 = ds.iter().map(|d| d.desired).sum();
     assert_eq!(total, 16);
     // Fleets in name order: a gets its 4, b the 2 left.
@@ -280,7 +322,7 @@ fn a_stabilization_window_shorter_than_the_poll_still_scales_in() {
 
 #[test]
 fn staleness_counts_from_the_end_of_a_datapoints_period() {
-    let policies = "    - target_tracking:\n        metric: { namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total, period: 5m }\n        target: 5000\n";
+    let policies = "    - target_tracking:\n        metric: { namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total, period: 5m, missing_data: hold }\n        target: 5000\n";
     let f = fleet(policies, "");
     // The 5-minute period that started 9 minutes ago closed 4 minutes ago: fresh.
     let d = decide(
@@ -289,13 +331,40 @@ fn staleness_counts_from_the_end_of_a_datapoints_period() {
         &Memory::default(),
     );
     assert_eq!(d.desired, 8, "{}", d.reason());
-    // One that closed 6 minutes ago is stale (stale after 5m): hold.
+    // A 5-minute metric's next datapoint comes 5 minutes after the last: stale after
+    // 5m + (5m - 1m) = 9m from the end of its period. Closed 8 minutes ago: on time.
     let d = decide(
         &f,
-        &obs(t(0), 4, 4, vec![series(t(-11), 40_000.0)]),
+        &obs(t(0), 4, 4, vec![series(t(-13), 40_000.0)]),
+        &Memory::default(),
+    );
+    assert_eq!(d.desired, 8, "{}", d.reason());
+    // Closed 10 minutes ago: stale, hold.
+    let d = decide(
+        &f,
+        &obs(t(0), 4, 4, vec![series(t(-15), 40_000.0)]),
         &Memory::default(),
     );
     assert_eq!(d.desired, 4, "{}", d.reason());
+}
+
+#[test]
+fn a_long_period_metric_that_arrives_on_time_never_goes_stale() {
+    // A 10-minute metric with the default 5-minute staleness, read every minute with
+    // CloudWatch's one-minute lag: never stale, so the policy is never blind.
+    let policies = "    - target_tracking:\n        metric: { namespace: AWS/EC2, name: CPUUtilization, period: 10m }\n        target: 60\n";
+    let f = fleet(policies, "");
+    for now in 0..60i64 {
+        // The newest complete and published period at minute `now`.
+        let closed = ((now - 1).div_euclid(10)) * 10 - 10;
+        let d = decide(
+            &f,
+            &obs(t(now), 4, 4, vec![series(t(closed), 90.0)]),
+            &Memory::default(),
+        );
+        assert!(d.warnings.is_empty(), "minute {now}: {:?}", d.warnings);
+        assert_eq!(d.desired, 6, "minute {now}: {}", d.reason());
+    }
 }
 
 // --- predictive ---------------------------------------------------------------------

@@ -196,6 +196,7 @@ fn synthetic_days(days: usize, seed: u64) -> Vec<f64> {
         weekend_factor: 0.6,
         bursts: vec![crate::manifest::BurstSpec {
             cron: "30 18 * * TUE,THU".into(),
+            timezone: None,
             duration: crate::manifest::HumanDuration::secs(3600),
             factor: 1.8,
         }],

@@ -37,11 +37,18 @@ impl Cloud for SimCloud {
         self.take_fault(Op::Launch, "RunInstances")?;
         let now = self.clock.now();
         let mut st = self.lock();
-        if let Some(ids) = st.tokens.get(&req.client_token) {
-            let ids = ids.clone();
-            return Ok(ids
+        // Like EC2: a token seen before is answered with that request's instances as they
+        // are now, terminated ones included (never a new launch).
+        if let Some(first) = st.tokens.get(&req.client_token) {
+            return Ok(first
                 .iter()
-                .filter_map(|id| st.instances.get(id).map(|i| i.inst.clone()))
+                .map(|i| match st.instances.get(&i.id) {
+                    Some(now) if now.terminated_at.is_none() => now.inst.clone(),
+                    _ => Instance {
+                        state: InstanceState::Terminated,
+                        ..i.clone()
+                    },
+                })
                 .collect());
         }
         let ty = req
@@ -78,10 +85,7 @@ impl Cloud for SimCloud {
                 out.push(i.inst.clone());
             }
         }
-        st.tokens.insert(
-            req.client_token.clone(),
-            out.iter().map(|i| i.id.clone()).collect(),
-        );
+        st.tokens.insert(req.client_token.clone(), out.clone());
         Ok(out)
     }
 
@@ -150,7 +154,37 @@ impl Cloud for SimCloud {
                     .get(&(q.namespace.clone(), q.name.clone(), b.clone()))
                     .copied()
             });
-            if let Some(v) = per_build {
+            // EC2's per-instance CPU: the instance's share of its fleet's demand, published
+            // for the periods it served (a booting instance publishes nothing here).
+            let per_instance = match (q.namespace.as_str(), q.name.as_str()) {
+                ("AWS/EC2", "CPUUtilization") if q.dimensions.len() == 1 => q
+                    .dimensions
+                    .get("InstanceId")
+                    .and_then(|id| st.instances.get(id))
+                    .and_then(|i| st.fleets.get(&i.inst.fleet).map(|f| (i, f))),
+                _ => None,
+            };
+            if let Some((inst, model)) = per_instance {
+                let lives = lifetimes
+                    .get(inst.inst.fleet.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                let period = i64::from(q.period_secs.max(60));
+                let mut t = start.timestamp().div_euclid(period) * period;
+                while t + period <= readable_until.timestamp() && t < end.timestamp() {
+                    if let Some(ts) = DateTime::from_timestamp(t, 0) {
+                        let close = ts + chrono::Duration::seconds(period);
+                        if ts >= start && inst.serving_at(close) {
+                            if let Some(v) =
+                                Self::value(model, lives, super::Meaning::Cpu, close, period)
+                            {
+                                series.points.push((ts, v));
+                            }
+                        }
+                    }
+                    t += period;
+                }
+            } else if let Some(v) = per_build {
                 let period = i64::from(q.period_secs.max(60));
                 let mut t = start.timestamp().div_euclid(period) * period;
                 while t + period <= readable_until.timestamp() && t < end.timestamp() {
@@ -286,6 +320,8 @@ impl Cloud for SimCloud {
                 let ready_at = st.instances.get(id).map(|i| i.ready_at);
                 let h = if t.deregistered_at.is_some() {
                     TargetHealth::Draining
+                } else if st.unhealthy.contains(id) {
+                    TargetHealth::Unhealthy
                 } else {
                     match ready_at {
                         Some(r) if now >= r.max(t.registered_at) + HEALTH_CHECK_DELAY => {
@@ -323,8 +359,11 @@ impl Cloud for SimCloud {
             .iter()
             .filter_map(|id| st.instances.get(id))
             .filter(|i| i.terminated_at.is_none())
-            // Status checks pass once the instance has booted.
-            .map(|i| (i.inst.id.clone(), i.ready_at <= now))
+            // Status checks pass once the instance has booted, unless it is impaired.
+            .map(|i| {
+                let ok = i.ready_at <= now && !st.impaired.contains(&i.inst.id);
+                (i.inst.id.clone(), ok)
+            })
             .collect())
     }
 

@@ -83,7 +83,8 @@ pub enum Op {
 struct State {
     instances: BTreeMap<String, SimInstance>,
     next_id: u64,
-    tokens: HashMap<String, Vec<String>>,
+    /// ClientToken → the instances its launch made, as launched.
+    tokens: HashMap<String, Vec<Instance>>,
     fleets: HashMap<String, SimFleet>,
     bindings: HashMap<MetricQuery, (String, Meaning)>,
     target_groups: HashMap<String, HashMap<String, Target>>,
@@ -97,6 +98,10 @@ struct State {
     build_metrics: HashMap<(String, String, String), f64>,
     terminated_total: u64,
     launched_total: u64,
+    /// Instances whose target-group health check fails (tests: [`SimCloud::set_unhealthy`]).
+    unhealthy: HashSet<String>,
+    /// Instances whose EC2 status checks fail (tests: [`SimCloud::set_impaired`]).
+    impaired: HashSet<String>,
 }
 
 pub struct SimCloud {
@@ -162,14 +167,15 @@ impl SimCloud {
         let now = self.clock.now();
         let mut st = self.lock();
         st.fleets.insert(f.name.clone(), fleet);
-        for p in &f.scaling.policies {
-            if let Some(m) = p.metric() {
-                let meaning = match m.name.as_str() {
-                    "RequestCount" => Meaning::RequestCount,
-                    "RequestCountPerTarget" => Meaning::RequestCountPerTarget,
-                    "CPUUtilization" => Meaning::Cpu,
-                    _ => continue,
-                };
+        let gates = f.deploy.gates.metrics.iter().map(|g| &g.metric);
+        for m in f
+            .scaling
+            .policies
+            .iter()
+            .filter_map(|p| p.metric())
+            .chain(gates)
+        {
+            if let Some(meaning) = published_as(f, m) {
                 st.bindings.insert(m.query(), (f.name.clone(), meaning));
             }
         }
@@ -270,6 +276,28 @@ impl SimCloud {
         self.lock()
             .build_metrics
             .insert((namespace.into(), name.into(), build.into()), value);
+    }
+
+    /// Make an instance fail (or pass again) its health check in every target group it is
+    /// registered with, as a crashed application would.
+    pub fn set_unhealthy(&self, id: &str, unhealthy: bool) {
+        let mut st = self.lock();
+        if unhealthy {
+            st.unhealthy.insert(id.to_string());
+        } else {
+            st.unhealthy.remove(id);
+        }
+    }
+
+    /// Make an instance fail (or pass again) its EC2 status checks, as an impaired host
+    /// would.
+    pub fn set_impaired(&self, id: &str, impaired: bool) {
+        let mut st = self.lock();
+        if impaired {
+            st.impaired.insert(id.to_string());
+        } else {
+            st.impaired.remove(id);
+        }
     }
 
     /// Create an instance that coxswain does not own (for ownership tests).
@@ -494,6 +522,10 @@ impl SimCloud {
             .filter(|(r, x)| *r <= t && x.is_none_or(|x| x > t))
             .count() as u32;
         let served = demand.min(f64::from(ready) * f.capacity_per_instance);
+        // CloudWatch publishes no request count for a period without requests.
+        if demand <= 0.0 && meaning != Meaning::Cpu {
+            return None;
+        }
         match meaning {
             Meaning::RequestCount => Some(demand * minutes as f64),
             Meaning::RequestCountPerTarget if ready > 0 => {
@@ -504,6 +536,37 @@ impl SimCloud {
             }
             _ => None,
         }
+    }
+}
+
+/// What CloudWatch would publish for `m` about fleet `f`, if anything: only the metrics
+/// and dimensions AWS really sets. `AWS/ApplicationELB` request counts on the fleet's own
+/// `TargetGroup` (alone or with its `LoadBalancer`); `AWS/EC2` `CPUUtilization` on the
+/// fleet's `AutoScalingGroupName`. Per-instance EC2 metrics (`InstanceId`) are answered
+/// for any instance, without a binding. Anything else (a `coxswain:fleet` dimension, a
+/// target group of another fleet) has no data, as on AWS.
+fn published_as(f: &FleetSpec, m: &crate::manifest::MetricSpec) -> Option<Meaning> {
+    let dims = &m.dimensions;
+    let only = |allowed: &[&str]| dims.keys().all(|k| allowed.contains(&k.as_str()));
+    match (m.namespace.as_str(), m.name.as_str()) {
+        ("AWS/ApplicationELB", name @ ("RequestCount" | "RequestCountPerTarget")) => {
+            let tg = f.target_group_arn.as_deref()?;
+            let suffix = tg.rsplit(':').next().unwrap_or(tg);
+            let ok = dims.get("TargetGroup").is_some_and(|d| d == suffix)
+                && only(&["TargetGroup", "LoadBalancer"]);
+            ok.then_some(if name == "RequestCount" {
+                Meaning::RequestCount
+            } else {
+                Meaning::RequestCountPerTarget
+            })
+        }
+        ("AWS/EC2", "CPUUtilization") => {
+            let group = f.auto_scaling_group.as_deref()?;
+            let ok = dims.get("AutoScalingGroupName").is_some_and(|d| d == group)
+                && only(&["AutoScalingGroupName"]);
+            ok.then_some(Meaning::Cpu)
+        }
+        _ => None,
     }
 }
 
