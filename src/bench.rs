@@ -143,7 +143,7 @@ pub async fn run(fleets: usize, passes: usize) -> ExitCode {
 pub async fn rollout() -> ExitCode {
     use crate::controller::requests::{Accepted, DeployRequest};
     use crate::store::Outcome;
-    let text = "name: web\nenvironment: production\nregion: us-east-1\nlaunch:\n  ami: ami-00000001\n  instance_types: [m6i.large]\n  subnets: [subnet-a, subnet-b]\ntarget_group_arn: tg-web\ncapacity: { min: 20, max: 40 }\nscaling:\n  max_launch_per_cycle: 20\n  policies:\n    - target_tracking:\n        metric: { namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total }\n        target: 1000\nsimulation:\n  capacity_per_instance: 1000\n  boot: 1m\n  traffic:\n    synthetic: { base: 20000, peak: 20000, noise: 0 }\ndeploy:\n  strategy:\n    rolling: { batch: \"25%\", max_surge: \"25%\", max_unavailable: 0, bake: 0s }\n  gates: { interval: 15s }\n";
+    let text = "name: web\nenvironment: production\nregion: us-east-1\nlaunch:\n  ami: ami-00000001\n  instance_types: [m6i.large]\n  subnets: [subnet-a, subnet-b]\ntarget_group_arn: tg-web\ncapacity: { min: 20, max: 40 }\nscaling:\n  max_launch_per_cycle: 20\n  policies:\n    - target_tracking:\n        metric: { namespace: AWS/ApplicationELB, name: RequestCount, dimensions: { TargetGroup: tg-web }, stat: Sum, kind: total }\n        target: 1000\nsimulation:\n  capacity_per_instance: 1000\n  boot: 1m\n  traffic:\n    synthetic: { base: 20000, peak: 20000, noise: 0 }\ndeploy:\n  strategy:\n    rolling: { batch: \"25%\", max_surge: \"25%\", max_unavailable: 0, bake: 0s }\n  gates: { interval: 15s }\n";
     let Some((clock, cloud, mut c)) = simulated(text) else {
         return ExitCode::from(1);
     };

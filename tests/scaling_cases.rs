@@ -272,3 +272,230 @@ async fn a_long_period_metric_is_judged_against_its_own_period() {
     let first = first.expect("minute 25");
     assert!(last > first, "follows demand up: {first} → {last}");
 }
+
+/// validate refuses a cap the fleets' minimums already break, and metric dimensions AWS
+/// never publishes (they would read nothing, forever).
+#[test]
+fn validate_refuses_a_cap_below_the_minimums_and_dimensions_aws_never_sets() {
+    let fleet = |name: &str, min: u32, dims: &str| {
+        format!("name: {name}\nenvironment: production\nregion: us-east-1\nlaunch: {{ ami: ami-12345678, instance_types: [m6i.large] }}\ncapacity: {{ min: {min}, max: 10 }}\nscaling:\n  policies:\n    - target_tracking:\n        metric: {{ namespace: AWS/ApplicationELB, name: RequestCountPerTarget, dimensions: {dims}, stat: Sum }}\n        target: 1000\n")
+    };
+    let ok = "{ TargetGroup: targetgroup/a/1 }";
+    let text = format!(
+        "kind: Controller\nmax_total_instances: 5\n---\n{}---\n{}",
+        fleet("a", 3, ok),
+        fleet("b", 3, ok)
+    );
+    let err = manifest::load_str("cap.yaml", &text)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.contains("below the fleets' capacity.min added up (6)"),
+        "{err}"
+    );
+    let text = format!(
+        "kind: Controller\nmax_total_instances: 6\n---\n{}---\n{}",
+        fleet("a", 3, ok),
+        fleet("b", 3, ok)
+    );
+    assert!(manifest::load_str("cap.yaml", &text).is_ok());
+    let err = manifest::load_str("dims.yaml", &fleet("a", 1, "{ \"coxswain:fleet\": a }"))
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.contains("AWS/ApplicationELB does not publish RequestCountPerTarget by coxswain:fleet"),
+        "{err}"
+    );
+}
+
+/// Metric windows end where the running period starts, on period boundaries.
+#[test]
+fn metric_windows_are_aligned_to_the_period_and_leave_the_open_one_out() {
+    use chrono::TimeZone;
+    let now = chrono::Utc
+        .with_ymd_and_hms(2026, 1, 5, 9, 17, 42)
+        .single()
+        .expect("time");
+    let (start, end) = coxswain::controller::aligned_window(now, chrono::Duration::minutes(7), 60);
+    assert_eq!(end.to_rfc3339(), "2026-01-05T09:17:00+00:00");
+    assert_eq!(start.to_rfc3339(), "2026-01-05T09:10:00+00:00");
+    let (start, end) =
+        coxswain::controller::aligned_window(now, chrono::Duration::minutes(25), 600);
+    assert_eq!(end.to_rfc3339(), "2026-01-05T09:10:00+00:00");
+    assert_eq!(start.to_rfc3339(), "2026-01-05T08:40:00+00:00");
+}
+
+/// A `coxswain:fleet` query on AWS/EC2 is read per instance and put back together with
+/// its statistic; other queries pass through in order.
+#[test]
+fn a_fleet_dimension_is_read_per_instance_and_combined_by_its_statistic() {
+    use chrono::TimeZone;
+    use coxswain::cloud::{Instance, InstanceState, MetricQuery, MetricSeries};
+    use coxswain::controller::{combine_fleet_series, fleet_metric_queries};
+    let t0 = chrono::Utc
+        .with_ymd_and_hms(2026, 1, 5, 9, 0, 0)
+        .single()
+        .expect("time");
+    let inst = |id: &str, fleet: &str| Instance {
+        id: id.into(),
+        fleet: fleet.into(),
+        build: "b".into(),
+        state: InstanceState::Running,
+        launched_at: t0,
+        instance_type: "m6i.large".into(),
+        subnet: None,
+        availability_zone: None,
+        private_ip: None,
+        retiring_since: None,
+    };
+    let q = |dims: &[(&str, &str)], stat: &str| MetricQuery {
+        namespace: if dims[0].0 == "TargetGroup" {
+            "AWS/ApplicationELB"
+        } else {
+            "AWS/EC2"
+        }
+        .into(),
+        name: "X".into(),
+        dimensions: dims
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        stat: stat.into(),
+        period_secs: 60,
+    };
+    let avg = q(&[("coxswain:fleet", "api")], "Average");
+    let tg = q(&[("TargetGroup", "tg")], "Sum");
+    let max = q(&[("coxswain:fleet", "api")], "Maximum");
+    let instances = vec![inst("i-1", "api"), inst("i-2", "api"), inst("i-3", "web")];
+    let wanted = vec![&avg, &tg, &max];
+    let (asked, parts) = fleet_metric_queries(&wanted, &instances);
+    assert_eq!(asked.len(), 5, "2 + 1 + 2 queries: {asked:?}");
+    assert_eq!(asked[0].dimensions["InstanceId"], "i-1");
+    assert_eq!(asked[2].dimensions["TargetGroup"], "tg");
+    let t1 = t0 + chrono::Duration::minutes(1);
+    let s = |pts: &[(chrono::DateTime<chrono::Utc>, f64)]| MetricSeries {
+        points: pts.to_vec(),
+    };
+    let answered = vec![
+        s(&[(t0, 40.0), (t1, 50.0)]),
+        s(&[(t0, 80.0)]),
+        s(&[(t0, 7.0)]),
+        s(&[(t0, 40.0), (t1, 50.0)]),
+        s(&[(t0, 80.0)]),
+    ];
+    let out = combine_fleet_series(&wanted, &parts, answered);
+    // The mean of the instances that published; the newest minute, which only one of
+    // the two has published so far, is incomplete and left for the next pass.
+    assert_eq!(out[0].points, vec![(t0, 60.0)]);
+    assert_eq!(out[1].points, vec![(t0, 7.0)]);
+    assert_eq!(out[2].points, vec![(t0, 80.0)]);
+}
+
+/// warmup-lag through `simulate`: with an 8-minute warmup and a 2-minute scale-in
+/// window, instances still warming up were retired and the fleet swung 20 ↔ 15. No
+/// scale-in while any instance warms up: once at 20 it stays there while demand is high.
+#[test]
+fn simulate_never_retires_instances_that_are_still_warming_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let timeline = dir.path().join("timeline.csv");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coxswain"))
+        .arg("simulate")
+        .arg("--trace")
+        .arg(cases().join("warmup-lag/step-up.csv"))
+        .arg("--manifest")
+        .arg(cases().join("warmup-lag/warmup-long-short-window.yaml"))
+        .args(["--capacity", "100", "--output", "json", "--timeline"])
+        .arg(&timeline)
+        .output()
+        .expect("run coxswain");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&timeline).expect("timeline");
+    let mut lines = text.lines();
+    let header = lines.next().expect("header");
+    assert_eq!(
+        header,
+        "minute,timestamp,demand,capacity_ready,instances_booting,served"
+    );
+    let mut live = Vec::new();
+    for l in lines {
+        let c: Vec<&str> = l.split(',').collect();
+        let n: u32 = c[3].parse::<u32>().expect("ready") + c[4].parse::<u32>().expect("booting");
+        live.push((c[0].parse::<usize>().expect("minute"), n));
+    }
+    assert!(!live.is_empty(), "the manifest policy is in the timeline");
+    let top = live.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    assert_eq!(top, 20, "demand 1400 at 70 per instance needs 20");
+    let reached = live.iter().position(|(_, n)| *n == 20).expect("reaches 20");
+    let after: Vec<u32> = live[reached..].iter().map(|(_, n)| *n).collect();
+    assert!(
+        after.iter().all(|n| *n == 20),
+        "no swing after reaching 20: {after:?}"
+    );
+}
+
+/// A launch whose answer is lost after EC2 acted is sent again under its own token the
+/// next time the fleet launches: EC2 answers with the instances already made, nothing is
+/// launched twice, and the remembered request is then forgotten.
+#[tokio::test]
+async fn a_launch_whose_answer_was_lost_is_resent_under_its_token_and_never_doubles() {
+    let text = "kind: Controller\ncontroller_id: t\n---\nname: web\nenvironment: production\nregion: us-east-1\nlaunch: { ami: ami-12345678, instance_types: [m6i.large] }\ntarget_group_arn: tg-web\ncapacity: { min: 2, max: 40 }\nscaling:\n  warmup: 2m\n  max_launch_per_cycle: 3\n  policies:\n    - target_tracking:\n        metric: { namespace: AWS/ApplicationELB, name: RequestCount, dimensions: { TargetGroup: tg-web }, stat: Sum, kind: total }\n        target: 1000\nsimulation:\n  capacity_per_instance: 1000\n  boot: 2m\n  traffic:\n    synthetic: { base: 9000, peak: 9000, noise: 0 }\n";
+    let config = manifest::load_str("lost.yaml", text).expect("valid");
+    let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
+    let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
+    let store = Arc::new(Store::in_memory().expect("store"));
+    let mut c =
+        Controller::new(sim.clone(), clock.clone(), config, false).with_store(store.clone());
+    let (launched_before, _) = sim.totals();
+    // The first scale-out (2 → 5) is carried out, but its answer is lost, and
+    // DescribeInstances lists new instances only 90 s after their launch.
+    sim.lose_launch_answers(1);
+    sim.set_list_lag(chrono::Duration::seconds(90));
+    let r = c.reconcile_once().await;
+    assert!(
+        r.errors.iter().any(|e| e.contains("answer was lost")),
+        "{:?}",
+        r.errors
+    );
+    assert_eq!(
+        store.pending_launches("web").expect("read").len(),
+        1,
+        "remembered"
+    );
+    let (after_lost, _) = sim.totals();
+    assert_eq!(after_lost - launched_before, 3);
+    // A minute later the 3 are not listed yet, so the fleet still looks 3 short: the
+    // launch is resent under its token and answered with the same 3, nothing new.
+    clock.advance(Duration::from_secs(60));
+    let r = c.reconcile_once().await;
+    let (after_resend, _) = sim.totals();
+    assert_eq!(
+        after_resend, after_lost,
+        "resent, not launched again: {:?}",
+        r.actions
+    );
+    assert!(
+        store.pending_launches("web").expect("read").is_empty(),
+        "answered now"
+    );
+    // The following passes resend it (answered with the same 3 instances, already seen)
+    // and launch only what is still missing, until 9 run.
+    for _ in 0..10 {
+        clock.advance(Duration::from_secs(60));
+        c.reconcile_once().await;
+    }
+    let (launched, _) = sim.totals();
+    assert_eq!(
+        launched - launched_before,
+        7,
+        "2 → 9: seven launched, none twice"
+    );
+    assert_eq!(sim.all_live().len(), 9);
+    assert!(
+        store.pending_launches("web").expect("read").is_empty(),
+        "resolved"
+    );
+}

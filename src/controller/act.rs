@@ -42,6 +42,9 @@ impl Controller {
                 self.take_cap_room(d.desired - d.current);
             }
         }
+        if let Some(state) = self.fleets.get_mut(&spec.name) {
+            state.last_decided = Some(d.desired);
+        }
         let d = &d;
         if d.desired == d.current {
             return;
@@ -139,8 +142,9 @@ impl Controller {
         let controller_id = self.config.controller.controller_id.clone();
         let observed: HashSet<&str> = observed.iter().map(|i| i.id.as_str()).collect();
         let types = plan::instance_type_choices(spec);
+        let fits = n.min(self.cap_room.unwrap_or(u32::MAX));
         let Some(mut out) = self
-            .resend_pending_launches(spec, build, &observed, report)
+            .resend_pending_launches(spec, build, &observed, fits, report)
             .await
         else {
             return Vec::new();
@@ -233,7 +237,7 @@ impl Controller {
     /// a dropped connection can be asked for again under the same token. The request is
     /// forgotten once EC2's answer is known: instances, or a refusal (capacity, invalid,
     /// throttled: nothing was launched). It stays after a service error or timeout, when EC2
-    /// may or may not have acted. Without a state database to remember it in, nothing is
+    /// may or may not have acted. When the state database refuses the write, nothing is
     /// launched: a launch that could not be retried safely is not made.
     async fn send_launch(&self, req: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
         let now = self.clock.now();
@@ -276,9 +280,12 @@ impl Controller {
         spec: &FleetSpec,
         build: &Build,
         observed: &HashSet<&str>,
+        mut fits: u32,
         report: &mut PassReport,
     ) -> Option<Vec<Instance>> {
-        let store = self.store.clone()?;
+        let Some(store) = self.store.clone() else {
+            return Some(Vec::new());
+        };
         let now = self.clock.now();
         let pending = match store.pending_launches(&spec.name) {
             Ok(p) => p,
@@ -299,7 +306,15 @@ impl Controller {
                     continue;
                 }
             };
+            // Another build's launch, or one larger than this pass may launch (the
+            // decision or the cap shrank since): not resent now, so it can never launch
+            // more than is wanted; it is resent once it fits, or expires. (Had it reached
+            // EC2, its instances are listed by their tags within a pass or so.)
             if req.build != build.id {
+                continue;
+            }
+            if req.count > fits {
+                info!(fleet = %spec.name, client_token = %token, count = req.count, fits, "a launch whose answer was lost is larger than this pass may launch; not resent now");
                 continue;
             }
             match self.send_launch(&req).await {
@@ -312,6 +327,7 @@ impl Controller {
                     if seen < got.len() {
                         out.extend(self.realized(&req, got, observed, report));
                     }
+                    fits = fits.saturating_sub(req.count);
                 }
                 Err(e @ CloudError::Service { .. }) => {
                     warn!(fleet = %spec.name, client_token = %token, error = %e, "a launch whose answer was lost still has no answer; launching nothing more this pass");
@@ -330,7 +346,7 @@ impl Controller {
     /// The instances a launch answer really adds: live and not already observed. Reports
     /// the action, and warns with the reason when fewer than asked were realized.
     fn realized(
-        &self,
+        &mut self,
         req: &LaunchRequest,
         got: Vec<Instance>,
         observed: &HashSet<&str>,
@@ -362,6 +378,10 @@ impl Controller {
                 new.len(),
                 req.count
             ));
+        }
+        let now = self.clock.now();
+        for i in &new {
+            self.inflight.insert(i.id.clone(), (now, i.clone()));
         }
         if !new.is_empty() {
             report.actions.push(Action::Launch {
@@ -396,6 +416,11 @@ impl Controller {
             return Vec::new();
         }
         info!(fleet = %spec.name, ids = ?ids, "action: marked retiring");
+        for id in &ids {
+            if let Some((_, i)) = self.inflight.get_mut(id) {
+                i.retiring_since = Some(now);
+            }
+        }
         report.actions.push(Action::MarkRetiring {
             fleet: spec.name.clone(),
             ids: ids.clone(),
@@ -496,6 +521,9 @@ impl Controller {
     ) {
         match self.cloud.terminate(&ids).await {
             Ok(()) => {
+                for id in &ids {
+                    self.inflight.remove(id);
+                }
                 info!(fleet = %spec.name, ids = ?ids, reason, "action: terminated");
                 report.actions.push(Action::Terminate {
                     fleet: spec.name.clone(),

@@ -39,6 +39,12 @@ pub(super) const REGISTRATION_REFRESH: chrono::Duration = chrono::Duration::minu
 /// made is counted by its tags, and resending it could only launch what is no longer wanted.
 pub(super) const PENDING_LAUNCH_TTL: chrono::Duration = chrono::Duration::minutes(15);
 
+/// How long a launched instance that DescribeInstances does not list yet is still counted
+/// (Karpenter keeps in-flight launches the same way). EC2 lists new instances within
+/// seconds, rarely a minute or two; one that is still missing after 5 minutes failed to
+/// start, and the fleet is short of it.
+pub(super) const INFLIGHT_TTL: chrono::Duration = chrono::Duration::minutes(5);
+
 /// Something the controller did (or, in dry-run, would have done).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -214,6 +220,8 @@ pub struct Controller {
     hooks: HashMap<i64, tokio::task::JoinHandle<crate::deploy::hooks::HookRun>>,
     /// Launches made by this process, mixed into each new ClientToken.
     launch_seq: u64,
+    /// Instances launched by this process and not listed yet: (launched at, as launched).
+    inflight: HashMap<String, (DateTime<Utc>, Instance)>,
     /// Instances that may still be launched this pass under `max_total_instances` (None:
     /// no cap). Every launch path takes from it, so the cap holds for scaling, rollouts
     /// and repairs alike.
@@ -263,6 +271,7 @@ impl Controller {
             rollout_interval: None,
             hooks: HashMap::new(),
             launch_seq: 0,
+            inflight: HashMap::new(),
             cap_room: None,
         }
     }
@@ -377,7 +386,7 @@ impl Controller {
     pub async fn reconcile_once(&mut self) -> PassReport {
         let now = self.clock.now();
         let mut report = PassReport::default();
-        let instances = match self.cloud.list_instances().await {
+        let mut instances = match self.cloud.list_instances().await {
             Ok(v) => v,
             Err(e) => {
                 error!(error = %e, "cannot list instances; skipping this pass (nothing is changed without observing first)");
@@ -385,11 +394,20 @@ impl Controller {
                 return report;
             }
         };
+        // Instances this daemon launched that DescribeInstances does not list yet (it is
+        // eventually consistent): counted as they were launched until they show up, so
+        // the next pass does not launch them again.
+        let listed: HashSet<String> = instances.iter().map(|i| i.id.clone()).collect();
+        self.inflight
+            .retain(|id, (at, _)| !listed.contains(id) && now - *at < INFLIGHT_TTL);
+        instances.extend(self.inflight.values().map(|(_, i)| i.clone()));
         let mut by_fleet: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
         for i in &instances {
             by_fleet.entry(i.fleet.as_str()).or_default().push(i);
         }
+        let errors_before = report.errors.len();
         let groups = self.observe_groups(&mut report).await;
+        let groups_unknown = report.errors.len() > errors_before;
         // Every billed instance: booting, serving and draining, of every fleet and of none
         // (orphans), plus the groups' instances.
         let billed: u32 = instances.iter().filter(|i| i.state.is_live()).count() as u32
@@ -401,7 +419,14 @@ impl Controller {
             .config
             .controller
             .max_total_instances
-            .map(|cap| cap.saturating_sub(billed));
+            // Without the groups' sizes the billed count is unknown: launch nothing.
+            .map(|cap| {
+                if groups_unknown {
+                    0
+                } else {
+                    cap.saturating_sub(billed)
+                }
+            });
         let metrics = self.observe_metrics(now, &instances, &mut report).await;
         let rollouts = self.load_rollouts(now);
         self.rollout_interval = rollouts.values().map(|r| r.deploy.gates.interval.0).min();
@@ -503,10 +528,22 @@ impl Controller {
             } else {
                 (current, warm)
             };
+            // In service: running and (with a load balancer) registered by this daemon;
+            // for a group, its in-service instances.
+            let serving = match spec.auto_scaling_group.as_ref().and_then(|g| groups.get(g)) {
+                Some(gs) => gs.instances.iter().filter(|(_, s)| *s).count() as u32,
+                None => fleet_instances
+                    .iter()
+                    .filter(|i| i.state == InstanceState::Running && i.retiring_since.is_none())
+                    .filter(|i| spec.target_group_arn.is_none() || state.registered.contains(&i.id))
+                    .count() as u32,
+            }
+            .max(warm);
             let obs = Observation {
                 now,
                 current,
                 warm,
+                serving,
                 metrics: series,
             };
             state.memory.observe(spec, &obs);
@@ -731,9 +768,12 @@ impl Controller {
                 .max()
                 .unwrap_or(60);
             let (start, end) = aligned_window(now, history, period);
-            match self.cloud.get_metrics(&backfill, start, end).await {
+            let wanted: Vec<&MetricQuery> = backfill.iter().collect();
+            let (asked, parts) = fleet_metric_queries(&wanted, instances);
+            match self.cloud.get_metrics(&asked, start, end).await {
                 Ok(series) => {
-                    for (q, s) in backfill.into_iter().zip(series) {
+                    let series = combine_fleet_series(&wanted, &parts, series);
+                    for (q, s) in backfill.iter().cloned().zip(series) {
                         info!(metric = %q.name, datapoints = s.points.len(), "read demand history for predictive scaling");
                         let s = closed(&q, s);
                         out.insert(q, Some(s));
@@ -843,6 +883,7 @@ pub fn fleet_metric_queries(
                 let mut ids: Vec<&str> = instances
                     .iter()
                     .filter(|i| &i.fleet == fleet && i.state.is_live())
+                    .filter(|i| i.retiring_since.is_none())
                     .map(|i| i.id.as_str())
                     .collect();
                 ids.sort_unstable();
@@ -893,6 +934,15 @@ pub fn combine_fleet_series(
                     }
                 }
                 next = range.end;
+                // Instances publish the newest period at slightly different moments: a
+                // newest timestamp that fewer instances answered than the one before is
+                // incomplete (a Sum would read low), and is left for the next pass.
+                let counts: Vec<usize> = at.values().rev().take(2).map(Vec::len).collect();
+                if let [newest, before] = counts[..] {
+                    if newest < before {
+                        at.pop_last();
+                    }
+                }
                 let points = at
                     .into_iter()
                     .filter(|(_, vs)| !vs.is_empty())

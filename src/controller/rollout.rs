@@ -575,10 +575,29 @@ impl Controller {
             .min(room.max(if targets.restore_first { limit } else { 0 }))
             .min(limit);
         if want_old > 0 {
+            // Restoring the previous build must never wait for the global cap: the new
+            // build may be what breaks production, and its instances leave only once the
+            // old build is whole again. The excess is bounded by the rollout's surge.
+            let restoring = targets.restore_first;
+            let held = if restoring {
+                self.cap_room.take()
+            } else {
+                None
+            };
             launched.extend(
                 self.launch(spec, &rollout.from, &live, instances, want_old, report)
                     .await,
             );
+            if let Some(room) = held {
+                let used = launched
+                    .iter()
+                    .filter(|i| i.build == rollout.from.id)
+                    .count() as u32;
+                if used > room {
+                    tracing::warn!(fleet = %spec.name, over = used - room, "rolling back above max_total_instances: the previous build is restored first, the new one leaves once it is whole");
+                }
+                self.cap_room = Some(room.saturating_sub(used));
+            }
         }
         // Retire old-build instances above their share, never going below min healthy.
         let healthy_total = old_healthy + healthy_new.len() as u32;

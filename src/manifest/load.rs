@@ -179,6 +179,25 @@ fn load_sources(
     }
     for (c, file) in &controllers {
         validate_controller(c, file, &mut problems);
+        // The global cap is a hard invariant: fleets that must keep their minimums
+        // would break it from the first pass.
+        let minimums: u64 = fleets
+            .iter()
+            .map(|(f, _, _, _)| u64::from(f.capacity.min))
+            .sum();
+        if let Some(cap) = c
+            .max_total_instances
+            .filter(|cap| u64::from(*cap) < minimums)
+        {
+            problems.push(Problem {
+                file: file.clone(),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "max_total_instances: {cap} is below the fleets' capacity.min added up ({minimums}): the cap could never hold; raise it or lower the minimums"
+                ),
+            });
+        }
     }
     if !problems.is_empty() {
         return Err(ManifestError::Invalid(problems));
@@ -322,6 +341,38 @@ pub(crate) fn locate(text: &str, path: &[&str]) -> (usize, usize) {
         }
     }
     best
+}
+
+/// Dimensions that AWS never publishes a metric of this namespace by: such a query reads
+/// nothing, forever. Only the two namespaces coxswain's policies are built on are checked;
+/// `coxswain:fleet` on `AWS/EC2` is read per `InstanceId` by coxswain itself.
+fn unpublished_dimensions(m: &super::MetricSpec) -> Option<String> {
+    let allowed: &[&str] = match m.namespace.as_str() {
+        "AWS/ApplicationELB" => &["TargetGroup", "LoadBalancer", "AvailabilityZone"],
+        "AWS/EC2" => &[
+            "InstanceId",
+            "AutoScalingGroupName",
+            "ImageId",
+            "InstanceType",
+            crate::cloud::tags::FLEET,
+        ],
+        _ => return None,
+    };
+    let bad: Vec<&str> = m
+        .dimensions
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !allowed.contains(k))
+        .collect();
+    (!bad.is_empty()).then(|| {
+        format!(
+            "{} does not publish {} by {}: it reads no data, ever; use one of {}",
+            m.namespace,
+            m.name,
+            bad.join(", "),
+            allowed.join(", ")
+        )
+    })
 }
 
 fn validate_controller(c: &ControllerSpec, file: &str, problems: &mut Vec<Problem>) {
@@ -515,11 +566,23 @@ fn validate_fleet(
                     ),
                 );
             }
+            if p_secs > 3600 {
+                push(
+                    &["scaling", "policies", "period"],
+                    format!(
+                        "metric period {} is longer than an hour: a scaling policy cannot react to it; publish the metric more often",
+                        m.period
+                    ),
+                );
+            }
             if m.namespace.is_empty() || m.name.is_empty() {
                 push(
                     &["scaling", "policies", "metric"],
                     "metric needs a namespace and a name".into(),
                 );
+            }
+            if let Some(why) = unpublished_dimensions(m) {
+                push(&["scaling", "policies", "dimensions"], why);
             }
         }
         match p {

@@ -33,6 +33,11 @@ pub struct Observation {
     pub current: u32,
     /// Of those, how many are past their warmup and count toward the utilization average.
     pub warm: u32,
+    /// Of those, how many are in service now (running and in the load balancer), warm or
+    /// not: a per-instance metric such as `RequestCountPerTarget` is divided among these.
+    /// At least `warm`. Remembered per pass to divide each datapoint by the instances that
+    /// served while it was measured ([`Memory::serving_during`]).
+    pub serving: u32,
     /// One entry per policy in the spec, in order: the series of its metric, or `None`
     /// when the read failed or the policy has no metric.
     pub metrics: Vec<Option<MetricSeries>>,
@@ -142,7 +147,7 @@ pub struct Memory {
     recommendations: VecDeque<(DateTime<Utc>, u32)>,
     /// Demand history and forecast errors of each predictive policy, by policy index.
     models: BTreeMap<usize, DemandModel>,
-    /// (pass time, instances past warmup then), newest last, kept for [`SERVING_HISTORY`]:
+    /// (pass time, instances in service then), newest last, kept for [`SERVING_HISTORY`]:
     /// a datapoint is divided by the instances that served while it was measured, not by
     /// those warm when it is read a minute or more later.
     serving: VecDeque<(DateTime<Utc>, u32)>,
@@ -157,7 +162,7 @@ impl Memory {
     /// Call before [`decide`]; a policy that changed on reload starts a fresh history.
     pub fn observe(&mut self, spec: &FleetSpec, obs: &Observation) {
         if self.serving.back().is_none_or(|(t, _)| *t < obs.now) {
-            self.serving.push_back((obs.now, obs.warm));
+            self.serving.push_back((obs.now, obs.serving.max(obs.warm)));
         }
         while self
             .serving
@@ -209,9 +214,10 @@ impl Memory {
     }
 
     /// How many instances served while a datapoint over `[start, start + period)` was
-    /// measured: the average of the warm counts seen by passes in that interval; with no
+    /// measured: the average of the in-service counts seen by passes in that interval
+    /// (half-open: a pass at its very end sees what came after); with no
     /// pass inside it, the count of the last pass before it ended; with no pass before
-    /// either (a fresh start), `fallback` (the warm count now).
+    /// either (a fresh start), `fallback` (the count in service now).
     pub fn serving_during(
         &self,
         start: DateTime<Utc>,
@@ -222,7 +228,7 @@ impl Memory {
         let inside: Vec<u32> = self
             .serving
             .iter()
-            .filter(|(t, _)| *t >= start && *t <= end)
+            .filter(|(t, _)| *t >= start && *t < end)
             .map(|(_, n)| *n)
             .collect();
         if !inside.is_empty() {
@@ -390,12 +396,10 @@ pub fn apply_global_cap(decisions: &mut [Decision], billed_elsewhere: u32, cap: 
     let Some(cap) = cap else { return };
     let mut order: Vec<usize> = (0..decisions.len()).collect();
     order.sort_by(|a, b| decisions[*a].fleet.cmp(&decisions[*b].fleet));
-    // What each fleet keeps no matter what: its desired if shrinking, else its current.
-    let committed: u64 = decisions
-        .iter()
-        .map(|d| u64::from(d.desired.min(d.current)))
-        .sum::<u64>()
-        + u64::from(billed_elsewhere);
+    // What each fleet bills this pass no matter what: its current count (a scale-in's
+    // instances stay billed while they drain; they free the budget once terminated).
+    let committed: u64 =
+        decisions.iter().map(|d| u64::from(d.current)).sum::<u64>() + u64::from(billed_elsewhere);
     let mut budget = u64::from(cap).saturating_sub(committed);
     for i in order {
         let d = &mut decisions[i];
@@ -440,7 +444,9 @@ pub(crate) struct Reading {
 /// A datapoint is stamped with the start of its period; its age counts from the period's
 /// end, when it was complete. Staleness is judged against the metric's own period (see
 /// [`crate::manifest::MetricSpec::stale_after`]). A read that succeeded with no datapoint
-/// in it is zero traffic for a metric whose missing-data treatment is `zero`.
+/// for longer than its staleness plus two periods is zero traffic for a metric whose
+/// missing-data treatment is `zero` (CloudWatch publishes nothing for an idle load
+/// balancer); within those two periods the last value stands (CloudWatch may be late).
 pub(crate) fn fresh_value(
     series: Option<&MetricSeries>,
     now: DateTime<Utc>,
@@ -469,6 +475,19 @@ pub(crate) fn fresh_value(
             period,
             missing_as_zero: false,
         }),
+        // A count whose newest datapoint is a little late (up to two periods past its
+        // staleness): CloudWatch is late, not idle. Go on from the last value, without a
+        // warning, rather than read a delay as no traffic.
+        (None, Some((t, v)))
+            if zero && v.is_finite() && now - (t + period) <= stale_after + period * 2 =>
+        {
+            Ok(Reading {
+                value: v,
+                start: t,
+                period,
+                missing_as_zero: false,
+            })
+        }
         (None, _) if zero => {
             // The last period that has closed and been published: no one asked then.
             let secs = period.num_seconds().max(1);

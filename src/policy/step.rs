@@ -41,7 +41,7 @@ pub(super) fn vote(
         // capacity. Instances launched for an earlier step (or warm only since) already
         // answer part of this reading, so steps do not stack while readings lag.
         let base = memory
-            .serving_during(reading.start, reading.period, obs.warm)
+            .serving_during(reading.start, reading.period, obs.serving.max(obs.warm))
             .round() as u32;
         let add = amount(s.change, base);
         let wanted = base.saturating_add(add).max(obs.current);

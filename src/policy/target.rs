@@ -25,7 +25,7 @@ pub(super) fn vote(
         Err(why) => return (Vote::Hold, why),
     };
     let value = reading.value;
-    let served = memory.serving_during(reading.start, reading.period, obs.warm);
+    let served = memory.serving_during(reading.start, reading.period, obs.serving.max(obs.warm));
     // Total load the fleet is carrying, in metric units.
     let load = match spec.metric.kind {
         MetricKind::Total => value,

@@ -35,6 +35,7 @@ fn obs(now: DateTime<Utc>, current: u32, warm: u32, m: Vec<Option<MetricSeries>>
         now,
         current,
         warm,
+        serving: warm,
         metrics: m,
     }
 }
@@ -116,13 +117,24 @@ fn a_count_metric_with_no_datapoint_is_zero_traffic_unless_told_to_hold() {
     for k in 0..30 {
         m.record(t(k - 30), 2, chrono::Duration::minutes(10));
     }
-    for data in [Some(MetricSeries::default()), series(t(-20), 9000.0)] {
-        let d = decide(&f, &obs(t(0), 10, 10, vec![data]), &m);
-        // Down to capacity.min, at most max_retire_per_cycle (5) a pass.
-        assert_eq!((d.recommended, d.desired), (2, 5), "{}", d.reason());
-        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
-        assert!(d.reason().contains("no traffic"), "{}", d.reason());
-    }
+    let d = decide(
+        &f,
+        &obs(t(0), 10, 10, vec![Some(MetricSeries::default())]),
+        &m,
+    );
+    // Down to capacity.min, at most max_retire_per_cycle (5) a pass.
+    assert_eq!((d.recommended, d.desired), (2, 5), "{}", d.reason());
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+    assert!(d.reason().contains("no traffic"), "{}", d.reason());
+    // Nothing for long past staleness: no traffic too.
+    let d = decide(&f, &obs(t(0), 10, 10, vec![series(t(-20), 9000.0)]), &m);
+    assert_eq!((d.recommended, d.desired), (2, 5), "{}", d.reason());
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+    // A datapoint just past staleness (6 minutes old) is CloudWatch being late, not
+    // idle: the last value stands, without a warning.
+    let d = decide(&f, &obs(t(0), 10, 10, vec![series(t(-7), 10_000.0)]), &m);
+    assert_eq!(d.desired, 10, "{}", d.reason());
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
     // With `missing_data: hold`, the same empty read holds and warns.
     let held = "    - target_tracking:\n        metric: { namespace: AWS/ApplicationELB, name: RequestCount, stat: Sum, kind: total, missing_data: hold }\n        target: 1000\n";
     let f = fleet(held, "");
@@ -494,4 +506,37 @@ fn predictive_after_a_restart_decides_as_if_it_had_never_stopped() {
     let a = decide(&f, &o, &running);
     let b = decide(&f, &o, &restarted);
     assert_eq!(a.desired, b.desired, "{} vs {}", a.reason(), b.reason());
+}
+
+proptest::proptest! {
+    /// Whatever the fleets want, the instances billed after the cap is applied (each fleet
+    /// keeps its current count this pass, plus what it may launch, plus what is billed
+    /// elsewhere) never exceed the cap, and no fleet is cut below what it has.
+    #[test]
+    fn the_global_cap_holds_for_any_decisions(
+        fleets in proptest::collection::vec((0u32..30, 0u32..60), 1..8),
+        elsewhere in 0u32..20,
+        spare in 0u32..40,
+    ) {
+        let f = fleet(TOTAL_RPM, "");
+        let billed: u32 = fleets.iter().map(|(c, _)| *c).sum::<u32>() + elsewhere;
+        let cap = billed + spare;
+        let mut ds: Vec<Decision> = fleets
+            .iter()
+            .enumerate()
+            .map(|(i, (current, desired))| {
+                let mut d = decide(&f, &obs(t(0), *current, *current, vec![series(t(-1), 1000.0)]), &Memory::default());
+                d.fleet = format!("f{i}");
+                d.current = *current;
+                d.desired = *desired;
+                d
+            })
+            .collect();
+        apply_global_cap(&mut ds, elsewhere, Some(cap));
+        let after: u32 = ds.iter().map(|d| d.desired.max(d.current)).sum::<u32>() + elsewhere;
+        proptest::prop_assert!(after <= cap, "{after} > {cap}");
+        for (d, (current, desired)) in ds.iter().zip(&fleets) {
+            proptest::prop_assert!(d.desired >= (*desired).min(*current));
+        }
+    }
 }

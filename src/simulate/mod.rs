@@ -222,6 +222,7 @@ impl Autoscaler for ManifestPolicy {
             now: view.now,
             current: view.current(),
             warm: (view.launched_minutes_ago)(warmup).min(view.ready),
+            serving: view.ready,
             metrics,
         };
         self.memory.observe(&self.spec, &obs);

@@ -19,10 +19,12 @@ impl Cloud for SimCloud {
         let mut st = self.lock();
         Self::settle(&mut st, now, self.drain);
         // Paginated like DescribeInstances: 1000 per page.
+        let lag = st.list_lag;
         let owned: Vec<Instance> = st
             .instances
             .values()
             .filter(|i| i.terminated_at.is_none() && self.owned(i))
+            .filter(|i| now - i.inst.launched_at >= lag)
             .map(|i| i.inst.clone())
             .collect();
         let pages = owned.len().div_ceil(1000).max(1) as u64;
@@ -86,6 +88,14 @@ impl Cloud for SimCloud {
             }
         }
         st.tokens.insert(req.client_token.clone(), out.clone());
+        if st.lose_launch_answers > 0 {
+            st.lose_launch_answers -= 1;
+            return Err(CloudError::Service {
+                operation: "RunInstances",
+                message: "injected: the answer was lost after the instances were launched".into(),
+                source: None,
+            });
+        }
         Ok(out)
     }
 

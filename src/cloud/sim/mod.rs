@@ -102,6 +102,12 @@ struct State {
     unhealthy: HashSet<String>,
     /// Instances whose EC2 status checks fail (tests: [`SimCloud::set_impaired`]).
     impaired: HashSet<String>,
+    /// The next this-many launches succeed but their answer is lost (a timeout after EC2
+    /// acted): the caller gets a service error.
+    lose_launch_answers: u32,
+    /// DescribeInstances lists an instance only this long after its launch (EC2's
+    /// eventual consistency; zero unless a test sets it).
+    list_lag: chrono::Duration,
 }
 
 pub struct SimCloud {
@@ -247,6 +253,18 @@ impl SimCloud {
     /// The next `n` calls of `op` fail with `code` (a throttling code → `Throttled`).
     pub fn fail_next(&self, op: Op, n: u32, code: &'static str) {
         self.lock().faults.insert(op, (n, code));
+    }
+
+    /// The next `n` launches are carried out but answered with a service error, as when a
+    /// connection drops after EC2 acted.
+    pub fn lose_launch_answers(&self, n: u32) {
+        self.lock().lose_launch_answers = n;
+    }
+
+    /// New instances appear in `list_instances` only `lag` after their launch, as
+    /// DescribeInstances can lag RunInstances on AWS.
+    pub fn set_list_lag(&self, lag: chrono::Duration) {
+        self.lock().list_lag = lag;
     }
 
     /// No capacity for `instance_type` in `subnet` (None = any subnet).
