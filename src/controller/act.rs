@@ -512,7 +512,7 @@ impl Controller {
         }
     }
 
-    async fn terminate(
+    pub(super) async fn terminate(
         &mut self,
         spec: &FleetSpec,
         ids: Vec<String>,

@@ -44,7 +44,7 @@
 //! which have nothing to drain); it must not launch (the scaler does) nor run during a
 //! rollout (the caller does not call it then).
 
-use super::{note_error, Action, Controller, PassReport};
+use super::{note_error, Controller, PassReport};
 use crate::cloud::{Instance, InstanceState, TargetHealth};
 use crate::deploy::Build;
 use crate::manifest::{FleetSpec, RepairSpec};
@@ -532,21 +532,13 @@ impl Controller {
         if ids.is_empty() {
             return;
         }
-        let reason = "retired while stopped (nothing to drain)";
-        match self.cloud.terminate(&ids).await {
-            Ok(()) => {
-                info!(fleet = %spec.name, ids = ?ids, reason, "action: terminated");
-                report.actions.push(Action::Terminate {
-                    fleet: spec.name.clone(),
-                    ids,
-                    reason: reason.into(),
-                });
-            }
-            Err(e) => {
-                error!(fleet = %spec.name, ids = ?ids, error = %e, "terminate failed; will retry next pass");
-                note_error(report, &spec.name, &e);
-            }
-        }
+        self.terminate(
+            spec,
+            ids,
+            "retired while stopped (nothing to drain)",
+            report,
+        )
+        .await;
     }
 }
 
