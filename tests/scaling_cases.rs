@@ -499,3 +499,91 @@ async fn a_launch_whose_answer_was_lost_is_resent_under_its_token_and_never_doub
         "resolved"
     );
 }
+
+/// The same fleet on the same traffic, once through `coxswain simulate`'s model and once
+/// through the daemon on the simulated cloud (a pass a minute, virtual clock): both read
+/// their metrics from one model (`coxswain::cloud::model`), so the fleet follows the same
+/// course: the same live count at every minute. (Before the model was shared, simulate
+/// retired at once while the daemon drains, and simulate swung 23 ↔ 35 after the burst.)
+#[tokio::test]
+async fn a_fleet_behaves_the_same_in_simulate_and_on_the_simulated_cloud() {
+    use coxswain::simulate::{self, ManifestPolicy, Replay};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = dir.path().join("day.csv");
+    let start = coxswain::demo::start();
+    let minutes = 360usize;
+    // A morning ramp, a burst at 2h, a plateau and a fall, with a quiet stretch at the end
+    // (no requests at all, so no request datapoints for a while).
+    let demand: Vec<f64> = (0..minutes)
+        .map(|m| {
+            let m = m as f64;
+            let ramp = 2_000.0 + 14_000.0 * (m / 150.0).min(1.0);
+            let burst = if (120.0..150.0).contains(&m) {
+                1.5
+            } else {
+                1.0
+            };
+            let fall = if m > 240.0 {
+                (1.0 - (m - 240.0) / 60.0).max(0.0)
+            } else {
+                1.0
+            };
+            (ramp * burst * fall).round()
+        })
+        .collect();
+    let mut csv = String::from("timestamp,requests\n");
+    for (m, d) in demand.iter().enumerate() {
+        let t = start + chrono::Duration::minutes(m as i64);
+        csv.push_str(&format!("{},{d}\n", t.format("%Y-%m-%dT%H:%M:%SZ")));
+    }
+    std::fs::write(&trace, csv).expect("write trace");
+    let text = format!(
+        "kind: Controller\ncontroller_id: t\npoll_interval: 1m\n---\nname: web\nenvironment: production\nregion: us-east-1\nlaunch: {{ ami: ami-12345678, instance_types: [m6i.large] }}\ntarget_group_arn: arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123\ncapacity: {{ min: 2, max: 40 }}\nscaling:\n  warmup: 3m\n  scale_in_stabilization: 5m\n  max_launch_per_cycle: 40\n  max_retire_per_cycle: 40\n  policies:\n    - target_tracking:\n        metric: {{ namespace: AWS/ApplicationELB, name: RequestCountPerTarget, dimensions: {{ TargetGroup: targetgroup/web/0123 }}, stat: Sum, kind: per_instance }}\n        target: 700\nsimulation:\n  capacity_per_instance: 1000\n  boot: 3m\n  traffic:\n    trace: {{ path: {} }}\n",
+        trace.display()
+    );
+    let config = manifest::load_str("parity.yaml", &text).expect("manifest");
+    let fleet = config.fleets[0].clone();
+
+    let replay = Replay::contiguous(start, demand.clone());
+    let model = simulate::World {
+        capacity: 1000.0,
+        boot: 3,
+        lag: 1,
+    };
+    let modelled = simulate::run(&mut ManifestPolicy::new(fleet), &replay, model, 2);
+    let modelled: Vec<u32> = modelled
+        .minutes
+        .iter()
+        .map(|m| m.ready + m.booting)
+        .collect();
+
+    let mut w = world(config);
+    let mut daemon = Vec::with_capacity(minutes);
+    for _ in 0..minutes {
+        w.controller.reconcile_once().await;
+        daemon.push(w.live("web") as u32);
+        w.clock.advance(Duration::from_secs(60));
+    }
+    let peak = modelled.iter().copied().max().unwrap_or(0);
+    assert!(
+        peak >= 20,
+        "the traffic needs a real scale-out: {modelled:?}"
+    );
+    let diverged: Vec<(usize, u32, u32)> = modelled
+        .iter()
+        .zip(&daemon)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(m, (a, b))| (m, *a, *b))
+        .collect();
+    assert!(
+        diverged.is_empty(),
+        "minutes where simulate and the daemon differ (minute, simulate, daemon): {diverged:?}"
+    );
+    assert_eq!(
+        *modelled.last().expect("minutes"),
+        2,
+        "both return to the minimum once traffic stops"
+    );
+    assert_eq!(*daemon.last().expect("minutes"), 2);
+}

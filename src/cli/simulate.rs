@@ -179,7 +179,7 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
         .clamp(min, max);
     let tested = ManifestPolicy::new(fleet.clone());
     for m in &tested.unmodelled {
-        eprintln!("warning: metric {m} is not modelled by the simulator (RequestCount, RequestCountPerTarget and CPUUtilization are); its policy holds");
+        eprintln!("warning: metric {m} is not modelled: the simulator publishes what AWS does for this fleet (ApplicationELB RequestCount and RequestCountPerTarget on its TargetGroup, EC2 CPUUtilization on its AutoScalingGroupName or coxswain:fleet); its policy holds");
     }
     let mut policies = lineup(
         tested,

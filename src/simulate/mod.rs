@@ -6,10 +6,14 @@
 //! - an instance launched at minute m serves from minute m + boot and is billed for every
 //!   minute from m until it is retired;
 //! - served = min(demand, ready instances × capacity);
-//! - the datapoint of minute m (demand, requests per ready instance, CPU) is visible to
-//!   decisions from minute m + 1 + lag: the minute has to close, then CloudWatch publishes;
+//! - the datapoint of a period is what [`crate::cloud::model`] says CloudWatch publishes
+//!   for it — the same model the daemon's simulated cloud (`run --cloud sim`) publishes
+//!   from — and it is visible to decisions from minute m + 1 + lag after its last minute
+//!   m: the minute has to close, then CloudWatch publishes;
 //! - each minute, one decision: launches start booting; a scale-in cancels booting
-//!   instances first (newest first), then retires ready ones, at once.
+//!   instances first (newest first), then retires ready ones. What is retired in minute m
+//!   still serves (drains) and is billed in minute m and is gone from minute m + 1, as on
+//!   the simulated cloud, where an instance drains, then terminates at the next pass.
 
 mod baselines;
 mod report;
@@ -17,7 +21,7 @@ mod report;
 pub use baselines::{AwsTargetTracking, Hpa, StaticFleet};
 pub use report::{plot_svg, table, timeline_csv};
 
-use crate::cloud::MetricSeries;
+use crate::cloud::{model, MetricSeries};
 use crate::manifest::FleetSpec;
 use crate::policy::{self, ceil_count, Memory, Observation};
 use chrono::{DateTime, Utc};
@@ -134,7 +138,7 @@ impl ManifestPolicy {
             .policies
             .iter()
             .filter_map(|p| p.metric())
-            .filter(|m| meaning(&m.name).is_none())
+            .filter(|m| model::read_as(&spec, m).is_none())
             .map(|m| m.name.clone())
             .collect();
         ManifestPolicy {
@@ -144,56 +148,32 @@ impl ManifestPolicy {
         }
     }
 
+    /// The closed, published datapoints of `metric`, from the same model the simulated
+    /// cloud publishes from ([`crate::cloud::model`]).
     fn series(&self, metric: &crate::manifest::MetricSpec, view: &View) -> Option<MetricSeries> {
-        let meaning = meaning(&metric.name)?;
+        let meaning = model::read_as(&self.spec, metric)?;
         let p = (metric.period.as_secs() / 60).max(1) as usize;
         // Closed and published slots only; a few are enough (the policies keep their own
         // history where they need one).
         let slots = view.visible / p;
         let from = slots.saturating_sub(6);
         let mut series = MetricSeries::default();
+        let mut loads = Vec::with_capacity(p);
         for s in from..slots {
-            let minutes = &view.past[s * p..(s + 1) * p];
-            let demand: f64 = minutes.iter().map(|m| m.demand).sum();
-            let ready: f64 = minutes.iter().map(|m| f64::from(m.ready)).sum::<f64>() / p as f64;
-            let v = match meaning {
-                Meaning::RequestCount => demand,
-                Meaning::RequestCountPerTarget if ready > 0.0 => demand / ready,
-                Meaning::Cpu if ready > 0.0 => {
-                    minutes
-                        .iter()
-                        .map(|m| {
-                            if m.ready == 0 {
-                                100.0
-                            } else {
-                                (m.demand / (f64::from(m.ready) * view.world.capacity) * 100.0)
-                                    .min(100.0)
-                            }
-                        })
-                        .sum::<f64>()
-                        / p as f64
-                }
-                _ => continue,
-            };
-            series.points.push((view.times[s * p], v));
+            loads.clear();
+            loads.extend(
+                view.past[s * p..(s + 1) * p]
+                    .iter()
+                    .map(|m| model::MinuteLoad {
+                        demand: m.demand,
+                        serving: m.ready,
+                    }),
+            );
+            if let Some(v) = model::datapoint(meaning, &loads, view.world.capacity) {
+                series.points.push((view.times[s * p], v));
+            }
         }
         Some(series)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Meaning {
-    RequestCount,
-    RequestCountPerTarget,
-    Cpu,
-}
-
-fn meaning(name: &str) -> Option<Meaning> {
-    match name {
-        "RequestCount" => Some(Meaning::RequestCount),
-        "RequestCountPerTarget" => Some(Meaning::RequestCountPerTarget),
-        "CPUUtilization" => Some(Meaning::Cpu),
-        _ => None,
     }
 }
 
@@ -276,6 +256,10 @@ pub fn run(policy: &mut dyn Autoscaler, replay: &Replay, world: World, initial: 
             policy.desired(&view)
         };
         let have = launched.len() as u32;
+        // Instances retired this minute still serve it (their drain) and are billed for
+        // it, as on the simulated cloud: they are gone from the next minute.
+        let mut retired = 0u32;
+        let mut retired_ready = 0u32;
         if wanted > have {
             for _ in have..wanted {
                 launched.push_back(mi);
@@ -284,11 +268,16 @@ pub fn run(policy: &mut dyn Autoscaler, replay: &Replay, world: World, initial: 
         } else {
             // Newest first: booting instances go before serving ones.
             for _ in wanted..have {
-                launched.pop_back();
+                if let Some(l) = launched.pop_back() {
+                    retired += 1;
+                    if l + boot <= mi {
+                        retired_ready += 1;
+                    }
+                }
             }
         }
-        let ready = launched.partition_point(|&l| l + boot <= mi) as u32;
-        let booting = launched.len() as u32 - ready;
+        let ready = launched.partition_point(|&l| l + boot <= mi) as u32 + retired_ready;
+        let booting = launched.len() as u32 + retired - ready;
         let served = d.min(f64::from(ready) * world.capacity);
         minutes.push(Minute {
             demand: d,

@@ -99,8 +99,12 @@ fn scale_in_cancels_booting_instances_before_serving_ones() {
         WORLD,
         1,
     );
-    assert_eq!(r.minutes[1].ready, 1, "the serving instance stays");
-    assert_eq!(r.minutes[1].booting, 0);
+    // Minute 1 decides 1: the two booting instances are cancelled (billed through the
+    // minute they are cancelled in), the serving one stays.
+    assert_eq!(r.minutes[1].ready, 1);
+    assert_eq!(r.minutes[1].booting, 2);
+    assert_eq!(r.minutes[2].ready, 1, "the serving instance stays");
+    assert_eq!(r.minutes[2].booting, 0, "the booting ones are gone");
     assert_eq!(r.launches, 2);
 }
 
@@ -151,8 +155,13 @@ fn target_tracking_scales_out_after_three_datapoints_and_in_after_fifteen() {
         .position(|m| m.ready + m.booting < 15)
         .map(|p| p + 60)
         .expect("scales in");
-    // Minute 60 is readable at 62; the fifteenth low datapoint (minute 74) at 76.
-    assert_eq!(first_retire, 76);
+    // Minute 60 is readable at 62; the fifteenth low datapoint (minute 74) at 76, where
+    // the retire is decided; the retired instances drain through minute 76.
+    assert_eq!(first_retire, 77);
+    assert_eq!(
+        r.minutes[76].ready, 15,
+        "still draining in the minute of the decision"
+    );
     assert_eq!(r.minutes[first_retire].ready, 5);
 }
 
@@ -183,8 +192,9 @@ fn hpa_ignores_changes_within_tolerance_and_stabilizes_scale_down() {
         .iter()
         .position(|m| m.ready + m.booting < 10)
         .expect("scales down");
-    // Minute 10 is readable at 12; recommendations of 10 until then, kept for 5 minutes.
-    assert_eq!(shrink, 16);
+    // Minute 10 is readable at 12; recommendations of 10 until then, kept for 5 minutes:
+    // the scale-down is decided at 16 and the retired instances are gone from 17.
+    assert_eq!(shrink, 17);
     assert_eq!(r.minutes[shrink].ready, 4);
 }
 

@@ -9,6 +9,7 @@
 
 mod api;
 
+use super::model::{published_as, Meaning, MinuteLoad};
 use super::traffic::Demand;
 use super::{tags, CallCounts, CloudError, Instance, InstanceState, MetricQuery};
 use crate::clock::Clock;
@@ -46,13 +47,6 @@ struct SimFleet {
     capacity_per_instance: f64,
     boot: chrono::Duration,
     demand: Demand,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Meaning {
-    RequestCount,
-    RequestCountPerTarget,
-    Cpu,
 }
 
 #[derive(Debug, Clone)]
@@ -519,8 +513,10 @@ impl SimCloud {
             .retain(|_, i| i.terminated_at.is_none_or(|t| now - t < KEEP_TERMINATED));
     }
 
-    /// The metric at the close `t` of a period. `lifetimes` are the fleet's instances as
-    /// (ready at, terminated at), gathered once per call rather than once per datapoint.
+    /// The datapoint of the period `[t - period, t)` (see [`super::model`], shared with
+    /// `coxswain simulate`). `lifetimes` are the fleet's instances as (ready at,
+    /// terminated at), gathered once per call rather than once per datapoint; an instance
+    /// serves in a minute if it serves at the minute's middle.
     fn value(
         f: &SimFleet,
         lifetimes: &[(DateTime<Utc>, Option<DateTime<Utc>>)],
@@ -528,63 +524,21 @@ impl SimCloud {
         t: DateTime<Utc>,
         period: i64,
     ) -> Option<f64> {
-        // Average demand over the period ending at t, per minute.
         let minutes = (period / 60).max(1);
-        let mut demand = 0.0;
-        for k in 0..minutes {
-            demand += f.demand.at(t - chrono::Duration::minutes(minutes - k));
-        }
-        demand /= minutes as f64;
-        let ready = lifetimes
-            .iter()
-            .filter(|(r, x)| *r <= t && x.is_none_or(|x| x > t))
-            .count() as u32;
-        let served = demand.min(f64::from(ready) * f.capacity_per_instance);
-        // CloudWatch publishes no request count for a period without requests.
-        if demand <= 0.0 && meaning != Meaning::Cpu {
-            return None;
-        }
-        match meaning {
-            Meaning::RequestCount => Some(demand * minutes as f64),
-            Meaning::RequestCountPerTarget if ready > 0 => {
-                Some(served * minutes as f64 / f64::from(ready))
-            }
-            Meaning::Cpu if ready > 0 => {
-                Some((demand / (f64::from(ready) * f.capacity_per_instance) * 100.0).min(100.0))
-            }
-            _ => None,
-        }
-    }
-}
-
-/// What CloudWatch would publish for `m` about fleet `f`, if anything: only the metrics
-/// and dimensions AWS really sets. `AWS/ApplicationELB` request counts on the fleet's own
-/// `TargetGroup` (alone or with its `LoadBalancer`); `AWS/EC2` `CPUUtilization` on the
-/// fleet's `AutoScalingGroupName`. Per-instance EC2 metrics (`InstanceId`) are answered
-/// for any instance, without a binding. Anything else (a `coxswain:fleet` dimension, a
-/// target group of another fleet) has no data, as on AWS.
-fn published_as(f: &FleetSpec, m: &crate::manifest::MetricSpec) -> Option<Meaning> {
-    let dims = &m.dimensions;
-    let only = |allowed: &[&str]| dims.keys().all(|k| allowed.contains(&k.as_str()));
-    match (m.namespace.as_str(), m.name.as_str()) {
-        ("AWS/ApplicationELB", name @ ("RequestCount" | "RequestCountPerTarget")) => {
-            let tg = f.target_group_arn.as_deref()?;
-            let suffix = tg.rsplit(':').next().unwrap_or(tg);
-            let ok = dims.get("TargetGroup").is_some_and(|d| d == suffix)
-                && only(&["TargetGroup", "LoadBalancer"]);
-            ok.then_some(if name == "RequestCount" {
-                Meaning::RequestCount
-            } else {
-                Meaning::RequestCountPerTarget
+        let loads: Vec<MinuteLoad> = (0..minutes)
+            .map(|k| {
+                let start = t - chrono::Duration::minutes(minutes - k);
+                let mid = start + chrono::Duration::seconds(30);
+                MinuteLoad {
+                    demand: f.demand.at(start),
+                    serving: lifetimes
+                        .iter()
+                        .filter(|(r, x)| *r <= mid && x.is_none_or(|x| x > mid))
+                        .count() as u32,
+                }
             })
-        }
-        ("AWS/EC2", "CPUUtilization") => {
-            let group = f.auto_scaling_group.as_deref()?;
-            let ok = dims.get("AutoScalingGroupName").is_some_and(|d| d == group)
-                && only(&["AutoScalingGroupName"]);
-            ok.then_some(Meaning::Cpu)
-        }
-        _ => None,
+            .collect();
+        super::model::datapoint(meaning, &loads, f.capacity_per_instance)
     }
 }
 
