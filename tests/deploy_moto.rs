@@ -622,6 +622,17 @@ async fn a_canary_shifts_listener_weights_between_target_groups_on_moto() {
     let config = manifest::load_str("web.yaml", &manifest_text(&infra, 4, &deploy)).expect("valid");
     let clock = Arc::new(VirtualClock::new(Utc::now()));
     let cloud: Arc<dyn Cloud> = aws(&moto).await;
+    // Repair's health gate names the load balancer of each target group (DescribeTargetGroups
+    // through the SDK); a target group that does not exist is left out, not an error.
+    let gone = infra.target_group_arn.replace("web-tg", "gone-tg");
+    let lbs = cloud
+        .target_group_load_balancers(&[infra.target_group_arn.clone(), gone])
+        .await
+        .expect("DescribeTargetGroups");
+    assert_eq!(
+        lbs,
+        vec![(infra.target_group_arn.clone(), vec![lb_arn.clone()])]
+    );
     let mut c = Controller::new(cloud, clock.clone(), config, false);
     let now = clock.now();
     let id = started(c.request_deploy(&req("production", "2"), now));

@@ -223,12 +223,26 @@ async fn repair_halts_above_the_unhealthy_share_and_resumes_below_it() {
     // Two of three at once: above 34% (one instance). A bad build would look like this.
     sim.set_unhealthy(&before[0], true);
     sim.set_unhealthy(&before[1], true);
+    // The target group's UnHealthyHostCount tells repair to read the targets: it shows
+    // the failures once their minute is published (CloudWatch's lag, two passes here).
+    // From the first check that sees them, repair is halted at every pass.
+    let mut first_halt = None;
     run(&mut controller, &clock, &mut log, 15, |minute, r| {
         let x = r.repairs.first().expect("checked every pass");
-        assert!(x.halted, "minute {minute}: {x:?}");
-        assert_eq!((x.unhealthy, x.instances, x.limit), (2, 3, 1));
+        if x.halted {
+            first_halt.get_or_insert(minute);
+            assert_eq!((x.unhealthy, x.instances, x.limit), (2, 3, 1));
+        } else {
+            assert!(first_halt.is_none(), "minute {minute}: halt lifted: {x:?}");
+            assert_eq!(x.unhealthy, 0, "minute {minute}: {x:?}");
+        }
     })
     .await;
+    let first_halt = first_halt.expect("halted");
+    assert!(
+        first_halt <= 3,
+        "seen within the metric's lag, at minute {first_halt}"
+    );
     assert!(
         log.changes().is_empty(),
         "nothing replaced or retired while halted: {:?}",
@@ -379,4 +393,47 @@ fn the_repair_section_defaults_to_on_and_rejects_a_lifetime_under_a_day() {
     );
     let unknown = manifest_text(true, "  repair: { grace: 5m }\n");
     assert!(manifest::load_str("t.yaml", &unknown).is_err());
+}
+
+/// What repair costs: a healthy fleet's target health is not read at all, only while its
+/// target group's `UnHealthyHostCount` says something is wrong; a target group attached
+/// to no load balancer (no metric) is read at every check.
+#[tokio::test]
+async fn a_healthy_fleet_costs_no_target_health_reads_until_a_host_turns_unhealthy() {
+    use coxswain::cloud::Cloud;
+    use std::sync::atomic::Ordering::Relaxed;
+    let reads = |sim: &SimCloud| sim.calls().describe_target_health.load(Relaxed);
+    let (_, clock, sim, mut controller) = setup(&manifest_text(true, ""));
+    let mut log = Log::default();
+    run(&mut controller, &clock, &mut log, 20, |minute, r| {
+        let x = r.repairs.first().expect("checked");
+        assert_eq!((x.unhealthy, x.instances), (0, 3), "minute {minute}");
+    })
+    .await;
+    let settled = reads(&sim);
+    assert_eq!(settled, 0, "20 healthy minutes, no read");
+    let lb_reads = sim.calls().describe_target_groups.load(Relaxed);
+    assert_eq!(
+        lb_reads, 1,
+        "the load balancers are read once (then hourly)"
+    );
+
+    // A host fails: the metric shows it and repair reads, judges and replaces it.
+    let bad = live(&sim)[0].clone();
+    sim.set_unhealthy(&bad, true);
+    run(&mut controller, &clock, &mut log, 14, |_, _| {}).await;
+    assert!(reads(&sim) > settled, "the failure made repair look");
+    assert!(
+        log.first("terminate", Some(&bad)).is_some(),
+        "{:?}",
+        log.actions
+    );
+    assert!(!live(&sim).contains(&bad));
+
+    // Without a load balancer there is no metric: every check reads.
+    let (_, clock, sim, mut controller) = setup(&manifest_text(true, ""));
+    sim.detach_load_balancers("tg-web");
+    let mut log = Log::default();
+    run(&mut controller, &clock, &mut log, 10, |_, _| {}).await;
+    assert_eq!(reads(&sim), 10, "one read per check (a pass a minute)");
 }

@@ -168,6 +168,7 @@ pub struct CallCounts {
     pub register_targets: AtomicU64,
     pub deregister_targets: AtomicU64,
     pub describe_target_health: AtomicU64,
+    pub describe_target_groups: AtomicU64,
     pub describe_instance_status: AtomicU64,
     pub describe_alarms: AtomicU64,
     pub modify_listener: AtomicU64,
@@ -192,6 +193,7 @@ impl CallCounts {
             ("RegisterTargets", get(&self.register_targets)),
             ("DeregisterTargets", get(&self.deregister_targets)),
             ("DescribeTargetHealth", get(&self.describe_target_health)),
+            ("DescribeTargetGroups", get(&self.describe_target_groups)),
             (
                 "DescribeInstanceStatus",
                 get(&self.describe_instance_status),
@@ -251,6 +253,16 @@ pub trait Cloud: Send + Sync {
         &self,
         target_group: &str,
     ) -> Result<Vec<(String, TargetHealth)>, CloudError>;
+
+    /// The load balancers each target group is attached to, as (target group ARN, load
+    /// balancer ARNs), from DescribeTargetGroups
+    /// (<https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_DescribeTargetGroups.html>).
+    /// A target group that does not exist is absent. Used to name the `LoadBalancer`
+    /// dimension that ELB's per-target-group metrics (`UnHealthyHostCount`) carry.
+    async fn target_group_load_balancers(
+        &self,
+        target_groups: &[String],
+    ) -> Result<Vec<(String, Vec<String>)>, CloudError>;
 
     /// Make a listener's default action forward to these target groups with these
     /// weights (canary traffic shifting). Setting the same weights again is a no-op.

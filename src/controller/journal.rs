@@ -232,6 +232,13 @@ impl Cloud for Journaled {
         self.inner.describe_groups(names).await
     }
 
+    async fn target_group_load_balancers(
+        &self,
+        target_groups: &[String],
+    ) -> Result<Vec<(String, Vec<String>)>, CloudError> {
+        self.inner.target_group_load_balancers(target_groups).await
+    }
+
     async fn set_desired_capacity(&self, group: &str, desired: u32) -> Result<(), CloudError> {
         let fleet = self.fleet_for(&[group]);
         let call = self.inner.set_desired_capacity(group, desired);

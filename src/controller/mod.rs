@@ -9,6 +9,7 @@
 
 mod act;
 mod gc;
+mod health_gate;
 pub mod journal;
 pub mod plan;
 mod repair;
@@ -226,6 +227,8 @@ pub struct Controller {
     /// no cap). Every launch path takes from it, so the cap holds for scaling, rollouts
     /// and repairs alike.
     cap_room: Option<u32>,
+    /// Which target groups read zero unhealthy hosts (repair skips their target health).
+    health_gate: health_gate::HealthGate,
 }
 
 impl Controller {
@@ -273,6 +276,7 @@ impl Controller {
             launch_seq: 0,
             inflight: HashMap::new(),
             cap_room: None,
+            health_gate: health_gate::HealthGate::default(),
         }
     }
 
@@ -427,7 +431,13 @@ impl Controller {
                     cap.saturating_sub(billed)
                 }
             });
-        let metrics = self.observe_metrics(now, &instances, &mut report).await;
+        let gate = self.health_gate_queries(now, &mut report).await;
+        let gate_queries: Vec<MetricQuery> =
+            gate.iter().flat_map(|(_, q)| q.iter().cloned()).collect();
+        let metrics = self
+            .observe_metrics(now, &instances, &gate_queries, &mut report)
+            .await;
+        self.judge_health_gate(now, &gate, &metrics);
         let rollouts = self.load_rollouts(now);
         self.rollout_interval = rollouts.values().map(|r| r.deploy.gates.interval.0).min();
 
@@ -689,10 +699,14 @@ impl Controller {
         &self,
         now: DateTime<Utc>,
         instances: &[Instance],
+        extra: &[MetricQuery],
         report: &mut PassReport,
     ) -> HashMap<MetricQuery, Option<crate::cloud::MetricSeries>> {
-        let mut queries: Vec<MetricQuery> = Vec::new();
+        let mut queries: Vec<MetricQuery> = extra.to_vec();
         let mut lookback = chrono::Duration::minutes(5);
+        if !extra.is_empty() {
+            lookback = lookback.max(health_gate::FRESH + health_gate::LOOKBACK);
+        }
         for f in &self.config.fleets {
             for p in &f.scaling.policies {
                 if let Some(m) = p.metric() {
@@ -786,6 +800,96 @@ impl Controller {
             }
         }
         out
+    }
+}
+
+impl Controller {
+    /// The `UnHealthyHostCount` queries of the fleets that repair (direct,
+    /// `scaling.repair.enabled`, with a target group), by target group, when a read is
+    /// due (see [`health_gate`]); the load balancers they need are read first when
+    /// missing and hourly. They ride in the pass's batched metric read.
+    async fn health_gate_queries(
+        &mut self,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Vec<(String, Vec<MetricQuery>)> {
+        // Passes come every few seconds during a rollout; the metric is per minute.
+        if self
+            .health_gate
+            .metrics_read_at
+            .is_some_and(|t| now - t < health_gate::READ_EVERY)
+        {
+            return vec![];
+        }
+        let mut tgs: Vec<String> = self
+            .config
+            .fleets
+            .iter()
+            .filter(|f| self.owned.as_ref().is_none_or(|o| o.contains(&f.name)))
+            .filter(|f| f.auto_scaling_group.is_none() && f.scaling.repair.enabled)
+            .filter_map(|f| f.target_group_arn.clone())
+            .collect();
+        tgs.sort();
+        tgs.dedup();
+        if self.health_gate.needs_read(&tgs, now) {
+            let full = self
+                .health_gate
+                .read_at
+                .is_none_or(|t| now - t >= health_gate::REFRESH_EVERY);
+            self.health_gate.missing_asked_at = Some(now);
+            match self.cloud.target_group_load_balancers(&tgs).await {
+                Ok(found) => {
+                    for (tg, lbs) in found {
+                        self.health_gate.lbs.insert(tg, lbs);
+                    }
+                    if full {
+                        self.health_gate.read_at = Some(now);
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot read the target groups' load balancers; repair reads target health directly");
+                    note_error(report, "describe target groups", &e);
+                }
+            }
+        }
+        tgs.into_iter()
+            .filter_map(|tg| {
+                let lbs = self.health_gate.lbs.get(&tg)?;
+                let qs = health_gate::unhealthy_host_queries(&tg, lbs);
+                (!qs.is_empty()).then_some((tg, qs))
+            })
+            .collect()
+    }
+
+    /// Which target groups read clear, from the pass's metric read. Without a read this
+    /// pass (not due), the last judgement stands; a failed read clears nothing.
+    fn judge_health_gate(
+        &mut self,
+        now: DateTime<Utc>,
+        asked: &[(String, Vec<MetricQuery>)],
+        metrics: &HashMap<MetricQuery, Option<crate::cloud::MetricSeries>>,
+    ) {
+        if asked.is_empty() {
+            if self
+                .health_gate
+                .metrics_read_at
+                .is_none_or(|t| now - t >= health_gate::READ_EVERY)
+            {
+                self.health_gate.clear.clear();
+            }
+            return;
+        }
+        self.health_gate.metrics_read_at = Some(now);
+        self.health_gate.clear.clear();
+        for (tg, qs) in asked {
+            let series: Option<Vec<&crate::cloud::MetricSeries>> = qs
+                .iter()
+                .map(|q| metrics.get(q).and_then(Option::as_ref))
+                .collect();
+            if series.is_some_and(|s| health_gate::reads_clear(&s, now)) {
+                self.health_gate.clear.insert(tg.clone());
+            }
+        }
     }
 }
 

@@ -10,8 +10,10 @@
 //! stopped or stopping (it serves nothing; a target group reports it `unused`), unhealthy
 //! in the fleet's target group, or failing its EC2 status checks. For fleets with a target
 //! group the status checks are read only for targets the group does not call healthy: the
-//! group's check is the one that says whether the instance serves, and this keeps a healthy
-//! fleet at one DescribeTargetHealth per check. A target that is `initial`, `unused` while
+//! group's check is the one that says whether the instance serves. A healthy fleet costs
+//! no read at all: while the target group's `UnHealthyHostCount` reads zero (one batched
+//! GetMetricData for every fleet, see `health_gate`) and nothing is remembered unhealthy,
+//! stopped or past its lifetime, the check is skipped. A target that is `initial`, `unused` while
 //! running (the group is not attached, or the zone not enabled: a setting, not the
 //! instance), or missing from the group, is not held against the instance. A read that
 //! fails judges nothing that pass: missing data never counts as a failure.
@@ -400,6 +402,37 @@ impl Controller {
                     || matches!(i.state, InstanceState::Stopping | InstanceState::Stopped)
             })
             .collect();
+        // Nothing suspect and the target group reads no unhealthy host: skip the reads.
+        // Suspect: anything remembered unhealthy or condemned, a stopped instance (seen in
+        // DescribeInstances), or one past its lifetime. An instance that fails its target
+        // health check, or an impaired one (which fails it too), is an unhealthy host in
+        // the metric once registered; one missing from the group is not held against it.
+        let memory = &state.repair;
+        let lifetime = rs.max_instance_lifetime.map(|d| d.chrono());
+        let quiet = memory.unhealthy_since.is_empty()
+            && memory.condemned.is_empty()
+            && !memory.halted
+            && candidates
+                .iter()
+                .all(|i| i.state.is_live() && lifetime.is_none_or(|l| now - i.launched_at < l));
+        if let Some(tg) = &spec.target_group_arn {
+            if quiet && self.health_gate.clear.contains(tg) {
+                debug!(fleet = %spec.name, "no unhealthy host in the target group; target health not read");
+                let state = self.fleets.entry(spec.name.clone()).or_default();
+                state.repair.checked_at = Some(now);
+                let fleet = candidates.len() as u32;
+                report.repairs.push(RepairReport {
+                    fleet: spec.name.clone(),
+                    unhealthy: 0,
+                    instances: fleet,
+                    limit: unhealthy_limit(rs.max_unhealthy_share.0, fleet),
+                    halted: false,
+                    replacing: vec![],
+                    retired: vec![],
+                });
+                return before;
+            }
+        }
         let health: Option<HashMap<String, TargetHealth>> = match &spec.target_group_arn {
             Some(tg) => match self.cloud.target_health(tg).await {
                 Ok(h) => Some(h.into_iter().collect()),

@@ -72,6 +72,61 @@ pub(super) async fn health(
         .collect())
 }
 
+/// DescribeTargetGroups by ARN, 20 per call (paged). A batch naming a target group that
+/// no longer exists fails whole with `TargetGroupNotFound`; its groups are then asked one
+/// by one, so one deleted group does not hide the others.
+pub(super) async fn load_balancers_of(
+    client: &Client,
+    tgs: &[String],
+    calls: &crate::cloud::CallCounts,
+) -> Result<Vec<(String, Vec<String>)>, CloudError> {
+    async fn ask(
+        client: &Client,
+        arns: &[String],
+        calls: &crate::cloud::CallCounts,
+    ) -> Result<Option<Vec<(String, Vec<String>)>>, CloudError> {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            crate::cloud::CallCounts::bump(&calls.describe_target_groups);
+            let r = client
+                .describe_target_groups()
+                .set_target_group_arns(Some(arns.to_vec()))
+                .set_marker(marker.clone())
+                .send()
+                .await;
+            let page = match r {
+                Ok(p) => p,
+                Err(e) if e.code() == Some("TargetGroupNotFound") => return Ok(None),
+                Err(e) => return Err(classify("DescribeTargetGroups", e)),
+            };
+            for g in page.target_groups() {
+                if let Some(arn) = g.target_group_arn() {
+                    out.push((arn.to_string(), g.load_balancer_arns().to_vec()));
+                }
+            }
+            marker = page.next_marker().map(str::to_string);
+            if marker.is_none() {
+                return Ok(Some(out));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(tgs.len());
+    for batch in tgs.chunks(20) {
+        match ask(client, batch, calls).await? {
+            Some(found) => out.extend(found),
+            None => {
+                for one in batch {
+                    if let Some(found) = ask(client, std::slice::from_ref(one), calls).await? {
+                        out.extend(found);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub(super) async fn set_weights(
     client: &Client,
     listener_arn: &str,

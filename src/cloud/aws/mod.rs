@@ -242,6 +242,13 @@ impl Cloud for AwsCloud {
         elb::health(&self.elb, target_group).await
     }
 
+    async fn target_group_load_balancers(
+        &self,
+        target_groups: &[String],
+    ) -> Result<Vec<(String, Vec<String>)>, CloudError> {
+        elb::load_balancers_of(&self.elb, target_groups, &self.calls).await
+    }
+
     async fn set_forward_weights(
         &self,
         listener_arn: &str,

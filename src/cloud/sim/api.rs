@@ -174,7 +174,39 @@ impl Cloud for SimCloud {
                     .and_then(|i| st.fleets.get(&i.inst.fleet).map(|f| (i, f))),
                 _ => None,
             };
-            if let Some((inst, model)) = per_instance {
+            // ELB's UnHealthyHostCount, on a target group and a load balancer it is
+            // attached to (both dimensions, as ELB publishes it).
+            let unhealthy_of = match (q.namespace.as_str(), q.name.as_str()) {
+                ("AWS/ApplicationELB", "UnHealthyHostCount") if q.dimensions.len() == 2 => {
+                    let tg_dim = q.dimensions.get("TargetGroup");
+                    let lb_dim = q.dimensions.get("LoadBalancer");
+                    st.load_balancers.iter().find_map(|(tg, lbs)| {
+                        let tg_ok = tg_dim.is_some_and(|d| tg.rsplit(':').next() == Some(d));
+                        let lb_ok = lbs.iter().any(|lb| {
+                            lb_dim.is_some_and(|d| {
+                                lb.split(":loadbalancer/").nth(1) == Some(d.as_str())
+                            })
+                        });
+                        (tg_ok && lb_ok).then_some(tg.as_str())
+                    })
+                }
+                _ => None,
+            };
+            if let Some(tg) = unhealthy_of {
+                let period = i64::from(q.period_secs.max(60));
+                let mut t = start.timestamp().div_euclid(period) * period;
+                while t + period <= readable_until.timestamp() && t < end.timestamp() {
+                    if let Some(ts) = DateTime::from_timestamp(t, 0) {
+                        if ts >= start {
+                            let close = ts + chrono::Duration::seconds(period);
+                            series
+                                .points
+                                .push((ts, Self::unhealthy_hosts(&st, tg, ts, close)));
+                        }
+                    }
+                    t += period;
+                }
+            } else if let Some((inst, model)) = per_instance {
                 let lives = lifetimes
                     .get(inst.inst.fleet.as_str())
                     .map(Vec::as_slice)
@@ -342,6 +374,31 @@ impl Cloud for SimCloud {
                     }
                 };
                 (id.clone(), h)
+            })
+            .collect())
+    }
+
+    async fn target_group_load_balancers(
+        &self,
+        target_groups: &[String],
+    ) -> Result<Vec<(String, Vec<String>)>, CloudError> {
+        let calls = target_groups.len().div_ceil(20).max(1) as u64;
+        self.calls
+            .describe_target_groups
+            .fetch_add(calls, std::sync::atomic::Ordering::Relaxed);
+        let st = self.lock();
+        Ok(target_groups
+            .iter()
+            .filter_map(|tg| {
+                let lbs = st.load_balancers.get(tg).cloned();
+                // A target group the region knows (a fleet's, or one with targets).
+                match lbs {
+                    Some(l) => Some((tg.clone(), l)),
+                    None => st
+                        .target_groups
+                        .contains_key(tg)
+                        .then(|| (tg.clone(), vec![])),
+                }
             })
             .collect())
     }

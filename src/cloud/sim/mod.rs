@@ -94,6 +94,11 @@ struct State {
     launched_total: u64,
     /// Instances whose target-group health check fails (tests: [`SimCloud::set_unhealthy`]).
     unhealthy: HashSet<String>,
+    /// When each instance's target health check started failing or passing again, for
+    /// `UnHealthyHostCount` over past periods.
+    health_changes: HashMap<String, Vec<(DateTime<Utc>, bool)>>,
+    /// Target group ARN → the load balancers it is attached to.
+    load_balancers: HashMap<String, Vec<String>>,
     /// Instances whose EC2 status checks fail (tests: [`SimCloud::set_impaired`]).
     impaired: HashSet<String>,
     /// The next this-many launches succeed but their answer is lost (a timeout after EC2
@@ -217,6 +222,12 @@ impl SimCloud {
             );
         }
         if let Some(tg) = &f.target_group_arn {
+            let region = tg.split(':').nth(3).unwrap_or("us-east-1");
+            let lb = format!(
+                "arn:aws:elasticloadbalancing:{region}:000000000000:loadbalancer/app/{}/5e1a5e1a5e1a5e1a",
+                f.name
+            );
+            st.load_balancers.insert(tg.clone(), vec![lb]);
             let ids: Vec<String> = st
                 .instances
                 .values()
@@ -293,12 +304,48 @@ impl SimCloud {
     /// Make an instance fail (or pass again) its health check in every target group it is
     /// registered with, as a crashed application would.
     pub fn set_unhealthy(&self, id: &str, unhealthy: bool) {
+        let now = self.clock.now();
         let mut st = self.lock();
+        st.health_changes
+            .entry(id.to_string())
+            .or_default()
+            .push((now, unhealthy));
         if unhealthy {
             st.unhealthy.insert(id.to_string());
         } else {
             st.unhealthy.remove(id);
         }
+    }
+
+    /// Detach a target group from its load balancer (it then publishes no
+    /// `UnHealthyHostCount`, as on AWS).
+    pub fn detach_load_balancers(&self, target_group: &str) {
+        self.lock().load_balancers.remove(target_group);
+    }
+
+    /// Whether `id` failed its target health check at any moment of `[a, b)`.
+    fn unhealthy_during(st: &State, id: &str, a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
+        let Some(changes) = st.health_changes.get(id) else {
+            return st.unhealthy.contains(id);
+        };
+        let at_start = changes
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= a)
+            .is_some_and(|(_, u)| *u);
+        at_start || changes.iter().any(|(t, u)| *u && *t > a && *t < b)
+    }
+
+    /// `UnHealthyHostCount` (Maximum) of a target group over `[a, b)`: registered targets,
+    /// past their first health check, that failed it during the period.
+    fn unhealthy_hosts(st: &State, tg: &str, a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
+        st.target_groups.get(tg).map_or(0.0, |targets| {
+            targets
+                .iter()
+                .filter(|(_, t)| t.registered_at < b && t.deregistered_at.is_none_or(|d| d > a))
+                .filter(|(id, _)| Self::unhealthy_during(st, id, a, b))
+                .count() as f64
+        })
     }
 
     /// Make an instance fail (or pass again) its EC2 status checks, as an impaired host
