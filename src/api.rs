@@ -290,6 +290,9 @@ pub struct RolloutView {
     pub outcome: Option<Outcome>,
     pub reason: Option<String>,
     pub timed_out: bool,
+    /// `deploy` or `rollback` (the emergency path back to a build live before).
+    #[serde(default)]
+    pub kind: crate::deploy::Kind,
 }
 
 fn view(store: &Store, id: i64) -> Result<Option<RolloutView>, ApiError> {
@@ -323,6 +326,7 @@ fn view(store: &Store, id: i64) -> Result<Option<RolloutView>, ApiError> {
         outcome: d.as_ref().map(|d| d.outcome),
         reason: d.and_then(|d| d.reason),
         timed_out: r.timed_out,
+        kind: r.kind,
     }))
 }
 

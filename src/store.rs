@@ -757,14 +757,49 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Whether `build` of `app` went live in `env` with every gate green.
+    /// Whether `build` of `app` passed `env`, for promotion: it went live there with every
+    /// gate green, and was not rolled back there since (its last finished deployment
+    /// there succeeded).
     pub fn passed(&self, app: &str, env: &str, build: &str) -> Result<bool, StoreError> {
+        let last: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT outcome FROM deployments WHERE app = ?1 AND env = ?2 AND build = ?3 AND outcome != 'in_progress' AND outcome != 'superseded' ORDER BY finished_at DESC, id DESC LIMIT 1",
+                params![app, env, build],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(last.as_deref() == Some(Outcome::Succeeded.as_str()))
+    }
+
+    /// Whether `build` of `app` was ever live in `env` (a rollback may go back to it).
+    pub fn went_live(&self, app: &str, env: &str, build: &str) -> Result<bool, StoreError> {
         let n: i64 = self.conn().query_row(
             "SELECT COUNT(*) FROM deployments WHERE app = ?1 AND env = ?2 AND build = ?3 AND outcome = 'succeeded'",
             params![app, env, build],
             |r| r.get(0),
         )?;
         Ok(n > 0)
+    }
+
+    /// Record that `build` was rolled back in `env` (a rollback left it): a finished
+    /// ledger row, so it no longer counts as passed there.
+    pub fn record_rolled_back(
+        &self,
+        d: &Deployment,
+        reason: &str,
+        at: DateTime<Utc>,
+        rollout_body: impl Fn(i64) -> Result<String, StoreError>,
+    ) -> Result<i64, StoreError> {
+        let id = self.begin(d, &rollout_body)?;
+        self.finish(
+            id,
+            Outcome::RolledBack,
+            Some(reason),
+            at,
+            &rollout_body(id)?,
+        )?;
+        Ok(id)
     }
 
     /// The build last made live in an environment for a fleet.

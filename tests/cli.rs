@@ -298,7 +298,7 @@ fn a_deploy_past_its_timeout_is_rolled_back_and_exits_3_and_rollback_by_hand_wor
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("live: web-server:12 on web-staging"),
+        text.contains("rolled back: web-server:12 is live again on web-staging"),
         "{text}"
     );
     let out = run(&["history", "web-staging", "--output", "json"]);
@@ -309,7 +309,13 @@ fn a_deploy_past_its_timeout_is_rolled_back_and_exits_3_and_rollback_by_hand_wor
         .iter()
         .filter_map(|d| d["outcome"].as_str())
         .collect();
-    assert_eq!(outcomes, ["succeeded", "succeeded", "rolled_back"], "{h}");
+    // Newest first: 14 left by the rollback (no longer passed in staging), the rollback
+    // to 12, 14 live, 13 timed out.
+    assert_eq!(
+        outcomes,
+        ["rolled_back", "succeeded", "succeeded", "rolled_back"],
+        "{h}"
+    );
     signal(&daemon, libc::SIGTERM);
     let _ = daemon.wait();
 }

@@ -253,7 +253,18 @@ async fn follow(client: &Client, id: i64, out: Output) -> (u8, String) {
             }
             let outcome = r["outcome"].as_str().unwrap_or("");
             let reason = r["reason"].as_str().unwrap_or("");
+            let rollback = r["kind"].as_str() == Some("rollback");
             let (code, text) = match outcome {
+                "succeeded" if rollback => (
+                    EXIT_LIVE,
+                    format!(
+                        "rolled back: {} is live again on {} ({}), {} is gone",
+                        r["build"].as_str().unwrap_or("?"),
+                        r["fleet"].as_str().unwrap_or("?"),
+                        r["env"].as_str().unwrap_or("?"),
+                        r["from"].as_str().unwrap_or("?")
+                    ),
+                ),
                 "succeeded" => (
                     EXIT_LIVE,
                     format!(
@@ -322,11 +333,46 @@ pub async fn rollback(a: RollbackArgs) -> ExitCode {
         a.to.as_deref().unwrap_or("previous"),
     )
     .await;
-    // Aborting a running rollout ends "rolled back" when it works: success here.
-    if code == EXIT_ROLLED_BACK && reason.contains("rollback requested by hand") {
-        return ExitCode::SUCCESS;
+    if !a.wait {
+        return ExitCode::from(code);
     }
-    ExitCode::from(code)
+    // What a rollback wants is the previous build back. A deploy it aborted (or that a
+    // gate was already rolling back) ending "rolled back" is that: success. A deploy that
+    // went live before the abort reached it is not.
+    let id = body["id"].as_i64();
+    match code {
+        EXIT_ROLLED_BACK | EXIT_TIMEOUT => {
+            line(
+                a.server.output,
+                "rollback",
+                &format!("rollback done: the previous build is back ({reason})"),
+                json!({"rollout": id, "exit_code": 0}),
+            );
+            ExitCode::SUCCESS
+        }
+        EXIT_LIVE => {
+            let kind = match id {
+                Some(id) => client
+                    .call("GET", &format!("/v1/rollouts/{id}"), None)
+                    .await
+                    .ok()
+                    .and_then(|(_, v)| v["kind"].as_str().map(str::to_string)),
+                None => Some("rollback".into()),
+            };
+            if kind.as_deref() == Some("deploy") {
+                line(
+                    a.server.output,
+                    "rollback",
+                    "the deploy went live before the rollback reached it: nothing was rolled back; run rollback again",
+                    json!({"rollout": id, "exit_code": EXIT_ROLLED_BACK}),
+                );
+                ExitCode::from(EXIT_ROLLED_BACK)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        other => ExitCode::from(other),
+    }
 }
 
 pub async fn history(a: HistoryArgs) -> ExitCode {

@@ -3,7 +3,7 @@
 //! what the next pass will act on.
 
 use super::Controller;
-use crate::deploy::{admit, Build, Phase, Rollout};
+use crate::deploy::{admit, Build, Kind, Phase, Rollout};
 use crate::manifest::OnConflict;
 use crate::store::{Approval, Deployment, Outcome, Store};
 use chrono::{DateTime, Utc};
@@ -101,15 +101,19 @@ impl Controller {
         req: &DeployRequest,
         now: DateTime<Utc>,
     ) -> Result<Accepted, Refusal> {
-        self.start_rollout(req, now, true)
+        self.start_rollout(req, now, Kind::Deploy)
     }
 
+    /// A deploy runs the admission checks (freeze, promotion, approval) and the fleet's
+    /// strategy; a rollback (checked by `request_rollback`) skips them and runs
+    /// [`crate::deploy::rollback_strategy`].
     fn start_rollout(
         &mut self,
         req: &DeployRequest,
         now: DateTime<Utc>,
-        checks: bool,
+        kind: Kind,
     ) -> Result<Accepted, Refusal> {
+        let checks = kind == Kind::Deploy;
         let store = self.store_or_err()?;
         let spec = admit::find_fleet(&self.config, &req.fleet, &req.env)
             .map_err(Refusal::NotFound)?
@@ -157,7 +161,16 @@ impl Controller {
             env: spec.environment.clone(),
             from: current,
             to: build.clone(),
-            deploy: spec.deploy.clone(),
+            deploy: match kind {
+                Kind::Deploy => spec.deploy.clone(),
+                Kind::Rollback => {
+                    let mut d = spec.deploy.clone();
+                    d.strategy = crate::deploy::rollback_strategy(&spec.deploy.strategy);
+                    // The way out of trouble runs no hooks of the build it leaves.
+                    d.hooks = Default::default();
+                    d
+                }
+            },
             phase: Phase::Queued,
             step: 0,
             step_started: now,
@@ -168,6 +181,9 @@ impl Controller {
                 .map(|s| now + chrono::Duration::seconds(s.min(86_400 * 7) as i64)),
             abort: None,
             timed_out: false,
+            kind,
+            note: None,
+            overdue: false,
         };
         let id = store
             .begin(
@@ -189,12 +205,16 @@ impl Controller {
                 },
             )
             .map_err(|e| Refusal::Internal(e.to_string()))?;
+        let what = match kind {
+            Kind::Deploy => "deploy",
+            Kind::Rollback => "rollback",
+        };
         let msg = match queued_behind {
             Some(other) => format!(
-                "deploy of {} to {} accepted; queued behind rollout #{other}",
+                "{what} of {} to {} accepted; queued behind rollout #{other}",
                 build.id, spec.name
             ),
-            None => format!("deploy of {} to {} accepted", build.id, spec.name),
+            None => format!("{what} of {} to {} accepted", build.id, spec.name),
         };
         let _ = store.add_event(id, now, &msg);
         tracing::info!(fleet = %spec.name, rollout = id, build = %build.id, "{msg}");
@@ -249,8 +269,24 @@ impl Controller {
             .clone();
         self.check_owned(&spec.name)?;
         let active = self.rollouts_of(&spec.name)?;
+        let wanted = match &req.to {
+            Some(b) => Some(Build::parse(&spec, b, None).map_err(Refusal::Refused)?.id),
+            None => None,
+        };
+        // A rollback already under way (CI retried, two people pressed the button):
+        // the same rollout, never a rollback of the rollback.
+        if let Some(r) = active
+            .iter()
+            .find(|r| r.kind == Kind::Rollback && wanted.as_ref().is_none_or(|w| *w == r.to.id))
+        {
+            return Ok(Accepted::Started {
+                id: r.id,
+                fleet: spec.name.clone(),
+                queued_behind: None,
+            });
+        }
         if let Some(mut r) = active.into_iter().find(|r| r.phase != Phase::Queued) {
-            if req.to.is_none() || req.to.as_deref() == Some(r.from.id.as_str()) {
+            if wanted.is_none() || wanted.as_deref() == Some(r.from.id.as_str()) {
                 r.abort = Some("rollback requested by hand".into());
                 let body =
                     serde_json::to_string(&r).map_err(|e| Refusal::Internal(e.to_string()))?;
@@ -264,10 +300,31 @@ impl Controller {
                 });
             }
         }
-        let to = match &req.to {
-            Some(b) => b.clone(),
+        let current = self.current_build(&spec);
+        let to = match &wanted {
+            Some(b) => {
+                let before = store
+                    .went_live(spec.app(), &spec.environment, b)
+                    .map_err(|e| Refusal::Internal(e.to_string()))?
+                    || *b == Build::from_manifest(&spec).id;
+                if !before {
+                    return Err(Refusal::Refused(format!(
+                        "build {b} was never live in {env}: a rollback goes only to a build that was live there before ({live}). To ship {b}, deploy it: coxswain deploy {app} --env {env} --build {arg} (its promotion rules apply)",
+                        env = spec.environment,
+                        app = spec.app(),
+                        arg = req.to.as_deref().unwrap_or(b),
+                        live = self.live_before(&store, &spec).join(", "),
+                    )));
+                }
+                if *b == current.id {
+                    return Ok(Accepted::AlreadyLive {
+                        fleet: spec.name.clone(),
+                        build: b.clone(),
+                    });
+                }
+                b.clone()
+            }
             None => {
-                let current = self.current_build(&spec);
                 let history = store
                     .history(spec.app(), 200)
                     .map_err(|e| Refusal::Internal(e.to_string()))?;
@@ -290,8 +347,24 @@ impl Controller {
             label: Some("rollback".into()),
             timeout_secs: None,
         };
-        // A rollback is the way out of trouble: it skips promotion and approval checks.
-        self.start_rollout(&deploy, now, false)
+        // A rollback is the way out of trouble: it skips promotion and approval checks
+        // (the build was live here before) and every step.
+        self.start_rollout(&deploy, now, Kind::Rollback)
+    }
+
+    /// Builds that were live in the fleet's environment, newest first (for refusals).
+    fn live_before(&self, store: &Store, spec: &crate::manifest::FleetSpec) -> Vec<String> {
+        let mut out: Vec<String> = store
+            .history(spec.app(), 200)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| d.env == spec.environment && d.outcome == Outcome::Succeeded)
+            .map(|d| d.build)
+            .collect();
+        out.push(Build::from_manifest(spec).id);
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|b| seen.insert(b.clone()));
+        out
     }
 
     /// Abort a rollout (the CLI's --timeout): it rolls back.

@@ -553,6 +553,13 @@ impl Controller {
             return;
         }
         let limit = spec.scaling.max_launch_per_cycle;
+        // Room to launch: the step's surge over the instances in service. The hard cap is
+        // `max_total_instances`, over every billed instance, draining ones included: the
+        // controller's `cap_room`, which every launch takes from. At the cap the rollout
+        // replaces in place: old instances are retired first, within `max_unavailable`,
+        // and their drain makes the room. (`capacity.max` bounds what scaling decides;
+        // a rollout's surge may go above it, as Kubernetes' maxSurge goes above replicas:
+        // otherwise a fleet at its maximum with nothing unavailable could never deploy.)
         let room = targets.max_total.saturating_sub(live.len() as u32);
         let mut launched = Vec::new();
         // Launch new-build instances up to the step's share, within the surge.
@@ -567,37 +574,24 @@ impl Controller {
                     .await,
             );
         }
-        // Restore the previous build (rolling back, or the fleet grew mid-step).
+        // Restore the previous build (rolling back, or the fleet grew mid-step), within
+        // the caps like any launch.
         let room = room.saturating_sub(launched.len() as u32);
-        let want_old = targets
-            .old
-            .saturating_sub(old.len() as u32)
-            .min(room.max(if targets.restore_first { limit } else { 0 }))
-            .min(limit);
+        let wanted_old = targets.old.saturating_sub(old.len() as u32).min(limit);
+        let want_old = wanted_old.min(room);
+        let mut launched_old = 0;
         if want_old > 0 {
-            // Restoring the previous build must never wait for the global cap: the new
-            // build may be what breaks production, and its instances leave only once the
-            // old build is whole again. The excess is bounded by the rollout's surge.
-            let restoring = targets.restore_first;
-            let held = if restoring {
-                self.cap_room.take()
-            } else {
-                None
-            };
-            launched.extend(
-                self.launch(spec, &rollout.from, &live, instances, want_old, report)
-                    .await,
-            );
-            if let Some(room) = held {
-                let used = launched
-                    .iter()
-                    .filter(|i| i.build == rollout.from.id)
-                    .count() as u32;
-                if used > room {
-                    tracing::warn!(fleet = %spec.name, over = used - room, "rolling back above max_total_instances: the previous build is restored first, the new one leaves once it is whole");
-                }
-                self.cap_room = Some(room.saturating_sub(used));
-            }
+            let got = self
+                .launch(spec, &rollout.from, &live, instances, want_old, report)
+                .await;
+            launched_old = got.len() as u32;
+            launched.extend(got);
+        }
+        // Rolling back at a cap: the old build cannot come back beside the new one, so
+        // new instances make way, within `max_unavailable`, as a rollout replaces in place.
+        let blocked_at_cap = targets.restore_first && launched_old < wanted_old;
+        if blocked_at_cap {
+            tracing::info!(fleet = %spec.name, missing = wanted_old - launched_old, "rolling back at the cap: new-build instances leave first to make room, within max_unavailable");
         }
         // Retire old-build instances above their share, never going below min healthy.
         let healthy_total = old_healthy + healthy_new.len() as u32;
@@ -620,11 +614,12 @@ impl Controller {
         // Retire new-build instances above theirs; rolling back, only once the old build
         // is back at full healthy capacity.
         let excess_new = (new.len() as u32).saturating_sub(targets.new);
-        let may_retire_new = !targets.restore_first || old_healthy >= targets.old;
+        let restored = old_healthy >= targets.old;
+        let may_retire_new = !targets.restore_first || restored || blocked_at_cap;
         if excess_new > 0 && may_retire_new {
-            // Rolling (the fleet shrank mid-step), keep min healthy; rolling back, the
-            // old build is already whole.
-            let spare_left = if targets.restore_first {
+            // Rolling (the fleet shrank mid-step) or rolling back at a cap, keep min
+            // healthy; rolling back with the old build whole, all may go.
+            let spare_left = if targets.restore_first && restored {
                 u32::MAX
             } else {
                 spare.saturating_sub(retire_old)
@@ -864,14 +859,55 @@ impl Controller {
                         }
                     });
                 }
-                self.record(
-                    r,
-                    now,
-                    &format!(
-                        "rollout #{} succeeded: {} is live on {}",
-                        r.id, r.to.id, r.fleet
-                    ),
-                );
+                if r.kind == deploy::Kind::Rollback {
+                    // The build left is no longer "passed" here (promotion reads it).
+                    if let Some(store) = &self.store {
+                        let left = crate::store::Deployment {
+                            id: 0,
+                            app: r.app.clone(),
+                            env: r.env.clone(),
+                            fleet: r.fleet.clone(),
+                            build: r.from.id.clone(),
+                            label: Some("rolled back".into()),
+                            outcome: crate::store::Outcome::RolledBack,
+                            reason: None,
+                            started_at: r.started,
+                            finished_at: None,
+                        };
+                        let why = format!("rolled back by rollback #{} to {}", r.id, r.to.id);
+                        // Its rollout record: from the build restored to the one left.
+                        let body = |id: i64| {
+                            let mut m = r.clone();
+                            m.id = id;
+                            m.kind = deploy::Kind::Deploy;
+                            std::mem::swap(&mut m.from, &mut m.to);
+                            m.phase = Phase::RolledBack {
+                                reason: why.clone(),
+                            };
+                            Ok(serde_json::to_string(&m)?)
+                        };
+                        if let Err(e) = store.record_rolled_back(&left, &why, now, body) {
+                            warn!(fleet = %spec.name, error = %e, "cannot record in the ledger that {} was rolled back", r.from.id);
+                        }
+                    }
+                    self.record(
+                        r,
+                        now,
+                        &format!(
+                            "rollback #{} done: {} is live again on {}",
+                            r.id, r.to.id, r.fleet
+                        ),
+                    );
+                } else {
+                    self.record(
+                        r,
+                        now,
+                        &format!(
+                            "rollout #{} succeeded: {} is live on {}",
+                            r.id, r.to.id, r.fleet
+                        ),
+                    );
+                }
             }
             Phase::RolledBack { reason } => {
                 self.current.insert(spec.name.clone(), r.from.clone());

@@ -80,6 +80,16 @@ pub fn check(
         let passed = store
             .passed(app, env, &build.id)
             .map_err(|e| e.to_string())?;
+        if !passed
+            && store
+                .went_live(app, env, &build.id)
+                .map_err(|e| e.to_string())?
+        {
+            return Err(format!(
+                "build {} of {app} was rolled back in {env} after it went live there: it has not passed {env}. Deploy a fixed build there first",
+                build.id
+            ));
+        }
         if !passed {
             return Err(format!(
                 "build {} of {app} has not passed {env}: deploy it there first (coxswain deploy {app} --env {env} --build {}) and let every gate go green",

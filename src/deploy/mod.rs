@@ -133,6 +133,36 @@ impl Phase {
     }
 }
 
+/// What a rollout is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A build going out, step by step, behind its gates.
+    #[default]
+    Deploy,
+    /// The emergency path back to a build that was live in the environment before: the
+    /// whole fleet at once (no steps, no bake), within the caps; gates are reported but
+    /// never turn it back to the build it leaves. Its strategy is a single rolling step
+    /// (see [`rollback_strategy`]).
+    Rollback,
+}
+
+/// The strategy of a rollback of a fleet whose deploy strategy is `s`: one step of the
+/// whole fleet, surge 100% (the caps still bound it), the fleet's own `max_unavailable`
+/// (so at a cap it replaces in place as a deploy would), no bake.
+pub fn rollback_strategy(s: &StrategySpec) -> StrategySpec {
+    let max_unavailable = match s {
+        StrategySpec::Rolling(r) => r.max_unavailable,
+        _ => Amount::Count(0),
+    };
+    StrategySpec::Rolling(crate::manifest::RollingSpec {
+        batch: Amount::Percent(100.0),
+        max_surge: Amount::Percent(100.0),
+        max_unavailable,
+        bake: crate::manifest::HumanDuration::secs(0),
+    })
+}
+
 /// A rollout, as stored (JSON) and advanced each pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {
@@ -158,6 +188,14 @@ pub struct Rollout {
     /// Whether the rollout was aborted because its deadline passed (exit code 3).
     #[serde(default)]
     pub timed_out: bool,
+    #[serde(default)]
+    pub kind: Kind,
+    /// A rollback: the last red gate reported (each new verdict is reported once).
+    #[serde(default)]
+    pub note: Option<String>,
+    /// A rollback: still restoring after `gates.timeout` (reported once; it goes on).
+    #[serde(default)]
+    pub overdue: bool,
 }
 
 /// What the controller should converge to this pass.
@@ -222,6 +260,15 @@ pub fn step_target(strategy: &StrategySpec, step: usize, desired: u32) -> (u32, 
     }
 }
 
+/// Instances that may be out of service at once, of `desired`: a rolling strategy's
+/// `max_unavailable`, rounded down; none for canary and blue/green.
+pub fn max_unavailable(strategy: &StrategySpec, desired: u32) -> u32 {
+    match strategy {
+        StrategySpec::Rolling(x) => x.max_unavailable.of_down(desired).min(desired),
+        _ => 0,
+    }
+}
+
 /// Whether a canary shifts traffic by listener weights (a target group per build).
 pub fn shifts_traffic(strategy: &StrategySpec) -> bool {
     matches!(strategy, StrategySpec::Canary(c) if c.traffic.is_some())
@@ -245,11 +292,13 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
     let gates = &r.deploy.gates;
 
     let phase_before = r.phase.clone();
-    // Requests from outside come first.
-    if matches!(
-        r.phase,
-        Phase::Rolling | Phase::KeepingOld { .. } | Phase::Promoting
-    ) {
+    // Requests from outside come first (a rollback takes none: see below).
+    if r.kind == Kind::Deploy
+        && matches!(
+            r.phase,
+            Phase::Rolling | Phase::KeepingOld { .. } | Phase::Promoting
+        )
+    {
         if let Some(why) = r.abort.take() {
             events.push(format!(
                 "aborting: {why}; restoring {} to full capacity",
@@ -265,6 +314,44 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
     }
 
     let targets = match r.phase.clone() {
+        Phase::Rolling if r.kind == Kind::Rollback => {
+            // Never turned back: an abort, a deadline or a red gate is reported only.
+            if let Some(why) = r.abort.take() {
+                events.push(format!(
+                    "{why}: ignored, a rollback is not rolled back (deploy another build instead)"
+                ));
+            }
+            if let Gates::Fail(why) = &o.gates {
+                if r.note.as_deref() != Some(why.as_str()) {
+                    events.push(format!(
+                        "gate red during the rollback (reported, not acted on: a rollback never returns to {}): {why}",
+                        r.from.id
+                    ));
+                    r.note = Some(why.clone());
+                }
+            }
+            let complete = o.new_healthy >= d && o.old_live == 0;
+            if complete {
+                events.push(format!("rolled back: {d} of {d} on {}", r.to.id));
+                r.phase = Phase::Succeeded;
+            } else if o.now - r.step_started > gates.timeout.chrono() && !r.overdue {
+                r.overdue = true;
+                events.push(format!(
+                    "rollback still restoring after {}: {} of {d} on {} healthy, {} of {} left; it goes on",
+                    gates.timeout, o.new_healthy, r.to.id, o.old_live, r.from.id
+                ));
+            }
+            Targets {
+                new: d,
+                // Each healthy instance of the build restored replaces one of the other.
+                old: d.saturating_sub(o.new_healthy),
+                max_total: 2 * d,
+                min_healthy: d.saturating_sub(max_unavailable(&strategy, d)),
+                register_new: true,
+                register_old: true,
+                restore_first: false,
+            }
+        }
         Phase::Rolling => {
             let (want, steps) = step_target(&strategy, r.step, d);
             let blue_green = matches!(strategy, StrategySpec::BlueGreen(_));
@@ -346,16 +433,12 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
                 StrategySpec::Canary(_) => want,
                 StrategySpec::BlueGreen(_) => d,
             };
-            let max_unavailable = match &strategy {
-                StrategySpec::Rolling(x) => x.max_unavailable.of(d),
-                _ => 0,
-            };
             // After a switch the targets below are recomputed next pass.
             Targets {
                 new: want,
                 old: old_want,
-                max_total: d + surge.max(1),
-                min_healthy: d.saturating_sub(max_unavailable),
+                max_total: d + surge,
+                min_healthy: d.saturating_sub(max_unavailable(&strategy, d)),
                 register_new: !blue_green,
                 register_old: true,
                 restore_first: false,
@@ -437,7 +520,8 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
                 new: 0,
                 old: d,
                 max_total: d + o.new_live + d,
-                min_healthy: d,
+                // At a cap, new instances make way for old ones within max_unavailable.
+                min_healthy: d.saturating_sub(max_unavailable(&strategy, d)),
                 register_new: false,
                 register_old: true,
                 restore_first: true,

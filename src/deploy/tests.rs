@@ -40,6 +40,9 @@ fn rollout(strategy: StrategySpec) -> Rollout {
         deadline: None,
         abort: None,
         timed_out: false,
+        kind: Kind::Deploy,
+        note: None,
+        overdue: false,
     }
 }
 

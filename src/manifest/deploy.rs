@@ -52,11 +52,34 @@ pub enum Amount {
 }
 
 impl Amount {
-    /// Resolve against a desired capacity; a percentage rounds up (25% of 6 is 2).
+    /// Resolve against a desired capacity, rounding a percentage up (25% of 6 is 2): for
+    /// what is added (surge, batch, canary step), as Kubernetes rounds `maxSurge`.
     pub fn of(self, desired: u32) -> u32 {
         match self {
             Amount::Count(n) => n,
             Amount::Percent(p) => crate::policy::ceil_count(f64::from(desired) * p / 100.0),
+        }
+    }
+
+    /// Resolve against a desired capacity, rounding a percentage down (25% of 6 is 1, of
+    /// 1 is 0): for what may be taken away (`max_unavailable`), as Kubernetes rounds
+    /// `maxUnavailable`, so a small fleet never loses more than its share.
+    pub fn of_down(self, desired: u32) -> u32 {
+        match self {
+            Amount::Count(n) => n,
+            Amount::Percent(p) => {
+                let x = f64::from(desired) * p / 100.0;
+                // Float noise forgiven: 10% of 30 is 3, not 2.9999.
+                (x + 1e-9).floor().clamp(0.0, f64::from(u32::MAX)) as u32
+            }
+        }
+    }
+
+    /// Zero whatever the fleet's size.
+    pub fn is_zero(self) -> bool {
+        match self {
+            Amount::Count(n) => n == 0,
+            Amount::Percent(p) => p <= 0.0,
         }
     }
 }
@@ -406,5 +429,14 @@ mod tests {
         assert_eq!(back, spec);
         assert_eq!(Amount::Percent(25.0).of(6), 2);
         assert_eq!(Amount::Count(3).of(100), 3);
+        assert_eq!(Amount::Percent(25.0).of(1), 1, "surge rounds up");
+        assert_eq!(Amount::Percent(25.0).of_down(6), 1);
+        assert_eq!(
+            Amount::Percent(25.0).of_down(1),
+            0,
+            "unavailability rounds down"
+        );
+        assert_eq!(Amount::Percent(10.0).of_down(30), 3);
+        assert_eq!(Amount::Count(1).of_down(1), 1);
     }
 }

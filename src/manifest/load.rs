@@ -697,7 +697,7 @@ fn validate_fleet(
             }
         }
     }
-    validate_deploy(&f.deploy, &mut push);
+    validate_deploy(&f.deploy, &f.capacity, &mut push);
     if let Some(sim) = &f.simulation {
         if !(sim.capacity_per_instance.is_finite() && sim.capacity_per_instance > 0.0) {
             push(
@@ -885,7 +885,26 @@ fn locate_scalar(text: &str, path: &[&str], nth: usize) -> Option<(usize, usize)
     }
 }
 
-fn validate_deploy(d: &super::DeploySpec, push: &mut impl FnMut(&[&str], String)) {
+fn validate_deploy(
+    d: &super::DeploySpec,
+    capacity: &super::CapacitySpec,
+    push: &mut impl FnMut(&[&str], String),
+) {
+    if let super::StrategySpec::Rolling(r) = &d.strategy {
+        // Unavailability rounds down: the smallest fleet decides whether a rollout can
+        // take anything out of service.
+        let out_at_min = r.max_unavailable.of_down(capacity.min.max(1));
+        if r.max_surge.is_zero() && out_at_min == 0 {
+            push(
+                &["deploy", "strategy", "rolling"],
+                format!(
+                    "max_surge 0 with max_unavailable {} ({out_at_min} of capacity.min {}) can never replace an instance: allow a surge (e.g. max_surge: 1) or an unavailable instance",
+                    amount_text(r.max_unavailable),
+                    capacity.min
+                ),
+            );
+        }
+    }
     if let super::StrategySpec::Canary(c) = &d.strategy {
         if c.steps.is_empty() {
             push(
@@ -915,6 +934,13 @@ fn validate_deploy(d: &super::DeploySpec, push: &mut impl FnMut(&[&str], String)
                 "a hook needs a command: [program, args...]".into(),
             );
         }
+    }
+}
+
+fn amount_text(a: super::Amount) -> String {
+    match a {
+        super::Amount::Count(n) => n.to_string(),
+        super::Amount::Percent(p) => format!("{p}%"),
     }
 }
 

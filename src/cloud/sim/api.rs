@@ -153,6 +153,8 @@ impl Cloud for SimCloud {
                 .push((i.ready_at, i.terminated_at));
         }
         let mut out = Vec::with_capacity(queries.len());
+        // (TargetGroup, LoadBalancer) dimensions → target group, built on first need.
+        let mut lb_dims: Option<HashMap<(&str, &str), &str>> = None;
         for q in queries {
             let mut series = MetricSeries::default();
             let bound = st
@@ -178,17 +180,25 @@ impl Cloud for SimCloud {
             // attached to (both dimensions, as ELB publishes it).
             let unhealthy_of = match (q.namespace.as_str(), q.name.as_str()) {
                 ("AWS/ApplicationELB", "UnHealthyHostCount") if q.dimensions.len() == 2 => {
-                    let tg_dim = q.dimensions.get("TargetGroup");
-                    let lb_dim = q.dimensions.get("LoadBalancer");
-                    st.load_balancers.iter().find_map(|(tg, lbs)| {
-                        let tg_ok = tg_dim.is_some_and(|d| tg.rsplit(':').next() == Some(d));
-                        let lb_ok = lbs.iter().any(|lb| {
-                            lb_dim.is_some_and(|d| {
-                                lb.split(":loadbalancer/").nth(1) == Some(d.as_str())
-                            })
-                        });
-                        (tg_ok && lb_ok).then_some(tg.as_str())
-                    })
+                    let by_dims = lb_dims.get_or_insert_with(|| {
+                        let mut m: HashMap<(&str, &str), &str> = HashMap::new();
+                        for (tg, lbs) in &st.load_balancers {
+                            let tg_dim = tg.rsplit(':').next().unwrap_or(tg);
+                            for lb in lbs {
+                                if let Some(lb_dim) = lb.split(":loadbalancer/").nth(1) {
+                                    m.insert((tg_dim, lb_dim), tg.as_str());
+                                }
+                            }
+                        }
+                        m
+                    });
+                    match (
+                        q.dimensions.get("TargetGroup"),
+                        q.dimensions.get("LoadBalancer"),
+                    ) {
+                        (Some(t), Some(l)) => by_dims.get(&(t.as_str(), l.as_str())).copied(),
+                        _ => None,
+                    }
                 }
                 _ => None,
             };

@@ -1,0 +1,445 @@
+//! The failing deploy inputs operators found (`../shared/cases/`, section "Deploys"), each
+//! run on the simulated cloud with a virtual clock and checked against the right value:
+//! tiny fleets never lose their last healthy instance, caps hold during a rollout, a hand
+//! rollback during an incident restores the last good build (never the bad one), and a
+//! rollback goes only to a build that was live in the environment before.
+
+use coxswain::clock::{Clock, VirtualClock};
+use coxswain::cloud::sim::SimCloud;
+use coxswain::cloud::{Cloud, TargetHealth};
+use coxswain::controller::requests::{Accepted, DeployRequest, Refusal, RollbackRequest};
+use coxswain::controller::Controller;
+use coxswain::manifest::{self, Config};
+use coxswain::store::Outcome;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn cases() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/cases")
+}
+
+fn case_text(rel: &str) -> String {
+    let path = cases().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "case file {} is missing ({e}): the shared cases must be beside the repository",
+            path.display()
+        )
+    })
+}
+
+/// The YAML documents of a case file: the Controller, then each fleet.
+fn documents(text: &str) -> Vec<String> {
+    text.split("\n---\n").map(str::to_string).collect()
+}
+
+struct World {
+    clock: Arc<VirtualClock>,
+    sim: Arc<SimCloud>,
+    controller: Controller,
+}
+
+fn world(config: Config) -> World {
+    let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
+    let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
+    let controller = Controller::new(sim.clone(), clock.clone(), config, false);
+    World {
+        clock,
+        sim,
+        controller,
+    }
+}
+
+fn load(name: &str, text: &str) -> Config {
+    manifest::load_str(name, text).unwrap_or_else(|e| panic!("{name} does not load: {e}"))
+}
+
+impl World {
+    /// Instances of `fleet` that are billed: booting, serving and draining.
+    fn billed(&self, fleet: &str) -> Vec<coxswain::cloud::Instance> {
+        self.sim
+            .all_live()
+            .into_iter()
+            .filter(|i| i.fleet == fleet)
+            .collect()
+    }
+
+    async fn healthy(&self, tg: &str) -> usize {
+        self.sim
+            .target_health(tg)
+            .await
+            .expect("target health")
+            .iter()
+            .filter(|(_, h)| *h == TargetHealth::Healthy)
+            .count()
+    }
+
+    fn deploy(&mut self, fleet: &str, env: &str, build: &str) -> Result<Accepted, Refusal> {
+        let now = self.clock.now();
+        self.controller.request_deploy(
+            &DeployRequest {
+                fleet: fleet.into(),
+                env: env.into(),
+                build: build.into(),
+                label: None,
+                timeout_secs: None,
+            },
+            now,
+        )
+    }
+
+    fn rollback(&mut self, fleet: &str, env: &str, to: Option<&str>) -> Result<Accepted, Refusal> {
+        let now = self.clock.now();
+        self.controller.request_rollback(
+            &RollbackRequest {
+                fleet: fleet.into(),
+                env: env.into(),
+                to: to.map(str::to_string),
+            },
+            now,
+        )
+    }
+
+    /// Passes `step` apart until rollout `id` ends; `check` runs after every pass.
+    async fn run_to_end(
+        &mut self,
+        id: i64,
+        step: Duration,
+        mut check: impl FnMut(&World, usize) -> futures_check::Check,
+    ) -> (Outcome, Vec<String>) {
+        let store = self.controller.store().expect("store").clone();
+        for pass in 0..600 {
+            self.controller.reconcile_once().await;
+            check(self, pass).run(self).await;
+            let d = store.deployment(id).expect("ledger").expect("row");
+            if d.outcome != Outcome::InProgress {
+                let events = store
+                    .events_after(id, 0)
+                    .expect("events")
+                    .into_iter()
+                    .map(|e| e.message)
+                    .collect();
+                return (d.outcome, events);
+            }
+            self.clock.advance(step);
+        }
+        panic!("rollout #{id} did not end");
+    }
+}
+
+/// What to check after a pass (target health is async, so the closure returns this).
+mod futures_check {
+    pub struct Check {
+        pub fleet: String,
+        pub tg: String,
+        pub min_healthy: usize,
+        pub max_billed: usize,
+        pub pass: usize,
+    }
+
+    impl Check {
+        pub async fn run(self, w: &super::World) {
+            let billed = w.billed(&self.fleet).len();
+            assert!(
+                billed <= self.max_billed,
+                "pass {}: {billed} billed instances of {}, cap {}",
+                self.pass,
+                self.fleet,
+                self.max_billed
+            );
+            // The first passes register the fleet's instances.
+            if self.pass >= 2 {
+                let healthy = w.healthy(&self.tg).await;
+                assert!(
+                    healthy >= self.min_healthy,
+                    "pass {}: {healthy} healthy targets in {}, minimum {}",
+                    self.pass,
+                    self.tg,
+                    self.min_healthy
+                );
+            }
+        }
+    }
+}
+use futures_check::Check;
+
+fn id_of(a: Accepted) -> i64 {
+    match a {
+        Accepted::Started { id, .. } => id,
+        other => panic!("not started: {other:?}"),
+    }
+}
+
+/// tiny-fleet-rounding: `solo-zero` (surge 0, unavailable 0) could never replace an
+/// instance, so `validate` refuses it, saying why, instead of a rollout that sticks.
+#[test]
+fn a_strategy_that_can_make_no_progress_is_refused_at_validation() {
+    let text = case_text("tiny-fleet-rounding/case2-smallfleet.yaml");
+    let err = manifest::load_str("case2-smallfleet.yaml", &text)
+        .expect_err("solo-zero cannot roll")
+        .to_string();
+    assert!(err.contains("1 problem"), "only solo-zero: {err}");
+    assert!(
+        err.contains("max_surge 0 with max_unavailable 0"),
+        "solo-zero: {err}"
+    );
+}
+
+/// tiny-fleet-rounding: on `solo` (1 instance) and `duo` (2), 25% unavailable rounds down
+/// to 0 and 25% surge up to 1: each rollout launches the new instance first and retires
+/// the old one only once it is healthy. The fleet never has fewer healthy targets than
+/// its size (the 1-instance fleet is never empty), and never more than one extra instance
+/// in service (plus the one draining after its replacement is healthy).
+#[tokio::test]
+async fn a_tiny_fleet_never_drops_below_its_minimum_healthy_count() {
+    let docs = documents(&case_text("tiny-fleet-rounding/case2-smallfleet.yaml"));
+    for (fleet, doc, min_healthy, most) in [("solo", &docs[1], 1, 3), ("duo", &docs[3], 2, 4)] {
+        let text = format!("{}\n---\n{doc}", docs[0]);
+        let config = load("tiny.yaml", &text);
+        let tg = config.fleets[0]
+            .target_group_arn
+            .clone()
+            .expect("target group");
+        let mut w = world(config);
+        let id = id_of(w.deploy(fleet, "production", "2").expect("admitted"));
+        let (outcome, events) = w
+            .run_to_end(id, Duration::from_secs(5), |_, pass| Check {
+                fleet: fleet.into(),
+                tg: tg.clone(),
+                min_healthy,
+                max_billed: most,
+                pass,
+            })
+            .await;
+        assert_eq!(outcome, Outcome::Succeeded, "{fleet}: {events:#?}");
+        for _ in 0..12 {
+            w.controller.reconcile_once().await;
+            w.clock.advance(Duration::from_secs(5));
+        }
+        let live = w.billed(fleet);
+        assert!(
+            !live.is_empty() && live.iter().all(|i| i.build == "web-server:2"),
+            "{fleet}: {live:?}"
+        );
+    }
+}
+
+/// caps-during-deploy: `capacity.max: 2` and `max_total_instances: 2`, surge 1 and one
+/// unavailable allowed. At the cap the rollout replaces in place: never 3 billed
+/// instances (draining ones count), never fewer than 1 healthy, and it ends live.
+#[tokio::test]
+async fn at_its_caps_a_rollout_replaces_in_place_and_never_bills_more() {
+    let config = load(
+        "case9-cap.yaml",
+        &case_text("caps-during-deploy/case9-cap.yaml"),
+    );
+    let tg = config.fleets[0]
+        .target_group_arn
+        .clone()
+        .expect("target group");
+    let mut w = world(config);
+    let id = id_of(w.deploy("capped", "production", "2").expect("admitted"));
+    let mut most = 0;
+    let (outcome, events) = w
+        .run_to_end(id, Duration::from_secs(5), |w, pass| {
+            most = most.max(w.billed("capped").len());
+            Check {
+                fleet: "capped".into(),
+                tg: tg.clone(),
+                min_healthy: 1,
+                max_billed: 2,
+                pass,
+            }
+        })
+        .await;
+    assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
+    assert_eq!(most, 2);
+    let live = w.billed("capped");
+    assert_eq!(live.len(), 2);
+    assert!(live.iter().all(|i| i.build == "web-server:2"), "{live:?}");
+}
+
+/// hand-rollback-red-gate: build 2 went live with its gates green; then an incident turns
+/// the fleet-level gate red and the operator rolls back by hand. The rollback restores
+/// build 1 on every instance at once, reports the red gate without acting on it, and
+/// ends "succeeded" as a rollback; build 2 is no longer "passed" in production.
+#[tokio::test]
+async fn a_hand_rollback_during_an_incident_restores_the_last_good_build() {
+    let before = load(
+        "case6-hand-rollback.yaml",
+        &case_text("hand-rollback-red-gate/case6-hand-rollback.yaml"),
+    );
+    let tg = before.fleets[0]
+        .target_group_arn
+        .clone()
+        .expect("target group");
+    let mut w = world(before);
+    let id = id_of(w.deploy("hr", "production", "2").expect("admitted"));
+    let (outcome, events) = w
+        .run_to_end(id, Duration::from_secs(5), |_, pass| Check {
+            fleet: "hr".into(),
+            tg: tg.clone(),
+            min_healthy: 2,
+            max_billed: 3,
+            pass,
+        })
+        .await;
+    assert_eq!(
+        outcome,
+        Outcome::Succeeded,
+        "build 2 goes live: {events:#?}"
+    );
+    let store = w.controller.store().expect("store").clone();
+    assert!(store
+        .passed("hr", "production", "web-server:2")
+        .expect("ledger"));
+
+    // The incident: the same gate, now red.
+    let incident = load(
+        "case6-after-incident.yaml",
+        &case_text("hand-rollback-red-gate/case6-after-incident.yaml"),
+    );
+    w.controller.replace_config(incident).expect("reload");
+    w.clock.advance(Duration::from_secs(120));
+    let id = id_of(
+        w.rollback("hr", "production", None)
+            .expect("rollback admitted"),
+    );
+    // CI or a second operator pressing the button again: the same rollback.
+    assert_eq!(
+        id_of(w.rollback("hr", "production", None).expect("again")),
+        id,
+        "a repeated rollback returns the one under way"
+    );
+    let started = w.clock.now();
+    let (outcome, events) = w
+        .run_to_end(id, Duration::from_secs(5), |_, pass| Check {
+            fleet: "hr".into(),
+            tg: tg.clone(),
+            min_healthy: 2,
+            max_billed: 4,
+            pass,
+        })
+        .await;
+    assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
+    for _ in 0..12 {
+        w.controller.reconcile_once().await;
+        w.clock.advance(Duration::from_secs(5));
+    }
+    let live = w.billed("hr");
+    assert_eq!(live.len(), 2, "{live:?}");
+    assert!(live.iter().all(|i| i.build == "web-server:1"), "{live:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("gate red during the rollback")),
+        "the red gate is reported: {events:#?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.contains("rolling back to web-server:2")),
+        "never back to the bad build: {events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("rollback of web-server:1")),
+        "it says rollback: {events:#?}"
+    );
+    // At full capacity at once: one step, no bake; well inside the gate timeout (3m).
+    assert!(
+        w.clock.now() - started < chrono::Duration::minutes(3),
+        "took {}",
+        w.clock.now() - started
+    );
+    assert!(
+        !store
+            .passed("hr", "production", "web-server:2")
+            .expect("ledger"),
+        "a build rolled back in production has not passed it"
+    );
+}
+
+/// The demo's `rollback web --env production --to 99`: build 99 never went to staging,
+/// was never approved and was never live in production, so a rollback to it is refused
+/// (exit 2) and says to deploy it instead. A build live in production before is fine.
+#[tokio::test]
+async fn a_rollback_goes_only_to_a_build_that_was_live_in_that_environment() {
+    let config = load("demo", coxswain::demo::MANIFEST);
+    let mut w = world(config);
+    let refused = w
+        .rollback("web", "production", Some("99"))
+        .expect_err("99 was never live in production");
+    match refused {
+        Refusal::Refused(why) => {
+            assert!(why.contains("never live in production"), "{why}");
+            assert!(why.contains("coxswain deploy"), "{why}");
+        }
+        other => panic!("refused, not {other:?}"),
+    }
+    // Live in staging is not live in production.
+    let tg = w.controller.config().fleets[0]
+        .target_group_arn
+        .clone()
+        .expect("target group");
+    let id = id_of(
+        w.deploy("web-staging", "staging", "13")
+            .expect("staging admits"),
+    );
+    let (outcome, events) = w
+        .run_to_end(id, Duration::from_secs(15), |_, pass| Check {
+            fleet: "web-staging".into(),
+            tg: tg.clone(),
+            min_healthy: 0,
+            max_billed: 60,
+            pass,
+        })
+        .await;
+    assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
+    let refused = w
+        .rollback("web", "production", Some("13"))
+        .expect_err("13 was live in staging only");
+    assert!(
+        matches!(&refused, Refusal::Refused(why) if why.contains("never live in production")),
+        "{refused:?}"
+    );
+    // The build production runs (from its manifest) is live there: nothing to do.
+    assert!(matches!(
+        w.rollback("web", "production", Some("12")),
+        Ok(Accepted::AlreadyLive { .. })
+    ));
+
+    // Rolled back in staging, 13 has not passed staging any more.
+    let id = id_of(
+        w.rollback("web-staging", "staging", Some("12"))
+            .expect("12 was live in staging"),
+    );
+    let (outcome, events) = w
+        .run_to_end(id, Duration::from_secs(15), |_, pass| Check {
+            fleet: "web-staging".into(),
+            tg: tg.clone(),
+            min_healthy: 0,
+            max_billed: 60,
+            pass,
+        })
+        .await;
+    assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
+    let store = w.controller.store().expect("store").clone();
+    store
+        .approve(&coxswain::store::Approval {
+            app: "web".into(),
+            build: "web-server:13".into(),
+            by: "qa".into(),
+            at: w.clock.now(),
+        })
+        .expect("approve");
+    match w.deploy("web", "production", "13") {
+        Err(Refusal::Refused(why)) => assert!(
+            why.contains("rolled back in staging"),
+            "the refusal says so: {why}"
+        ),
+        other => panic!("13 must not be promoted: {other:?}"),
+    }
+}
