@@ -613,7 +613,30 @@ impl Controller {
         }
         // Retire new-build instances above theirs; rolling back, only once the old build
         // is back at full healthy capacity.
-        let excess_new = (new.len() as u32).saturating_sub(targets.new);
+        let mut excess_new = (new.len() as u32).saturating_sub(targets.new);
+        if blocked_at_cap && excess_new > 0 {
+            // New instances that serve nothing (never registered, like a blue/green set
+            // before its switch, or not healthy) make room first, at no cost to capacity.
+            let serving: HashSet<&str> = match &main_health {
+                Some(h) => h.iter().map(String::as_str).collect(),
+                None => healthy_new.iter().map(String::as_str).collect(),
+            };
+            let idle: Vec<&Instance> = new
+                .iter()
+                .copied()
+                .filter(|i| !serving.contains(i.id.as_str()))
+                .collect();
+            let n = excess_new
+                .min(idle.len() as u32)
+                .min(spec.scaling.max_retire_per_cycle);
+            if n > 0 {
+                let gone = self
+                    .retire(spec, &rollout.from.id, &idle, n, now, report)
+                    .await;
+                excess_new = excess_new.saturating_sub(gone.len() as u32);
+                retired.extend(gone);
+            }
+        }
         let restored = old_healthy >= targets.old;
         let may_retire_new = !targets.restore_first || restored || blocked_at_cap;
         if excess_new > 0 && may_retire_new {
@@ -621,14 +644,33 @@ impl Controller {
             // healthy; rolling back with the old build whole, all may go.
             let spare_left = if targets.restore_first && restored {
                 u32::MAX
+            } else if blocked_at_cap
+                && launched_old == 0
+                && targets.min_healthy >= d.desired
+                && healthy_total >= targets.min_healthy
+                && retire_old == 0
+                && retired.is_empty()
+                && retiring.is_empty()
+            {
+                // Rolling back at the cap with nothing allowed out of service and no drain
+                // under way to free room: one new-build instance at a time makes way, or
+                // the rollback would never end.
+                // The fleet is one short while its replacement boots.
+                tracing::warn!(fleet = %spec.name, "rolling back at max_total_instances with max_unavailable 0: one instance of {} leaves before its replacement is up", rollout.to.id);
+                1
             } else {
                 spare.saturating_sub(retire_old)
             };
             let n = excess_new
                 .min(spec.scaling.max_retire_per_cycle)
                 .min(spare_left);
+            let left: Vec<&Instance> = new
+                .iter()
+                .copied()
+                .filter(|i| !retired.contains(&i.id))
+                .collect();
             retired.extend(
-                self.retire(spec, &rollout.from.id, &new, n, now, report)
+                self.retire(spec, &rollout.from.id, &left, n, now, report)
                     .await,
             );
         }
