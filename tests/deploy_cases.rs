@@ -101,17 +101,20 @@ impl World {
         )
     }
 
-    /// Passes `step` apart until rollout `id` ends; `check` runs after every pass.
+    /// Passes `step` apart until rollout `id` ends, checking `bounds` after every pass
+    /// (and calling `each`, for what a test records).
     async fn run_to_end(
         &mut self,
         id: i64,
         step: Duration,
-        mut check: impl FnMut(&World, usize) -> futures_check::Check,
+        bounds: &Bounds<'_>,
+        mut each: impl FnMut(&World),
     ) -> (Outcome, Vec<String>) {
         let store = self.controller.store().expect("store").clone();
         for pass in 0..600 {
             self.controller.reconcile_once().await;
-            check(self, pass).run(self).await;
+            bounds.check(self, pass).await;
+            each(self);
             let d = store.deployment(id).expect("ledger").expect("row");
             if d.outcome != Outcome::InProgress {
                 let events = store
@@ -128,41 +131,42 @@ impl World {
     }
 }
 
-/// What to check after a pass (target health is async, so the closure returns this).
-mod futures_check {
-    pub struct Check {
-        pub fleet: String,
-        pub tg: String,
-        pub min_healthy: usize,
-        pub max_billed: usize,
-        pub pass: usize,
-    }
+/// What must hold after every pass of a rollout.
+struct Bounds<'a> {
+    fleet: &'a str,
+    tg: &'a str,
+    min_healthy: usize,
+    max_billed: usize,
+}
 
-    impl Check {
-        pub async fn run(self, w: &super::World) {
-            let billed = w.billed(&self.fleet).len();
+impl Bounds<'_> {
+    async fn check(&self, w: &World, pass: usize) {
+        let billed = w.billed(self.fleet).len();
+        assert!(
+            billed <= self.max_billed,
+            "pass {pass}: {billed} billed instances of {}, cap {}",
+            self.fleet,
+            self.max_billed
+        );
+        // The first passes register the fleet's instances.
+        if pass >= 2 {
+            let healthy = w.healthy(self.tg).await;
             assert!(
-                billed <= self.max_billed,
-                "pass {}: {billed} billed instances of {}, cap {}",
-                self.pass,
-                self.fleet,
-                self.max_billed
+                healthy >= self.min_healthy,
+                "pass {pass}: {healthy} healthy targets in {}, minimum {}",
+                self.tg,
+                self.min_healthy
             );
-            // The first passes register the fleet's instances.
-            if self.pass >= 2 {
-                let healthy = w.healthy(&self.tg).await;
-                assert!(
-                    healthy >= self.min_healthy,
-                    "pass {}: {healthy} healthy targets in {}, minimum {}",
-                    self.pass,
-                    self.tg,
-                    self.min_healthy
-                );
-            }
         }
     }
 }
-use futures_check::Check;
+
+fn target_group(config: &Config) -> String {
+    config.fleets[0]
+        .target_group_arn
+        .clone()
+        .expect("target group")
+}
 
 fn id_of(a: Accepted) -> i64 {
     match a {
@@ -197,20 +201,21 @@ async fn a_tiny_fleet_never_drops_below_its_minimum_healthy_count() {
     for (fleet, doc, min_healthy, most) in [("solo", &docs[1], 1, 3), ("duo", &docs[3], 2, 4)] {
         let text = format!("{}\n---\n{doc}", docs[0]);
         let config = load("tiny.yaml", &text);
-        let tg = config.fleets[0]
-            .target_group_arn
-            .clone()
-            .expect("target group");
+        let tg = target_group(&config);
         let mut w = world(config);
         let id = id_of(w.deploy(fleet, "production", "2").expect("admitted"));
         let (outcome, events) = w
-            .run_to_end(id, Duration::from_secs(5), |_, pass| Check {
-                fleet: fleet.into(),
-                tg: tg.clone(),
-                min_healthy,
-                max_billed: most,
-                pass,
-            })
+            .run_to_end(
+                id,
+                Duration::from_secs(5),
+                &Bounds {
+                    fleet,
+                    tg: &tg,
+                    min_healthy,
+                    max_billed: most,
+                },
+                |_| {},
+            )
             .await;
         assert_eq!(outcome, Outcome::Succeeded, "{fleet}: {events:#?}");
         for _ in 0..12 {
@@ -234,24 +239,22 @@ async fn at_its_caps_a_rollout_replaces_in_place_and_never_bills_more() {
         "case9-cap.yaml",
         &case_text("caps-during-deploy/case9-cap.yaml"),
     );
-    let tg = config.fleets[0]
-        .target_group_arn
-        .clone()
-        .expect("target group");
+    let tg = target_group(&config);
     let mut w = world(config);
     let id = id_of(w.deploy("capped", "production", "2").expect("admitted"));
     let mut most = 0;
     let (outcome, events) = w
-        .run_to_end(id, Duration::from_secs(5), |w, pass| {
-            most = most.max(w.billed("capped").len());
-            Check {
-                fleet: "capped".into(),
-                tg: tg.clone(),
+        .run_to_end(
+            id,
+            Duration::from_secs(5),
+            &Bounds {
+                fleet: "capped",
+                tg: &tg,
                 min_healthy: 1,
                 max_billed: 2,
-                pass,
-            }
-        })
+            },
+            |w| most = most.max(w.billed("capped").len()),
+        )
         .await;
     assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
     assert_eq!(most, 2);
@@ -270,20 +273,21 @@ async fn a_hand_rollback_during_an_incident_restores_the_last_good_build() {
         "case6-hand-rollback.yaml",
         &case_text("hand-rollback-red-gate/case6-hand-rollback.yaml"),
     );
-    let tg = before.fleets[0]
-        .target_group_arn
-        .clone()
-        .expect("target group");
+    let tg = target_group(&before);
     let mut w = world(before);
     let id = id_of(w.deploy("hr", "production", "2").expect("admitted"));
     let (outcome, events) = w
-        .run_to_end(id, Duration::from_secs(5), |_, pass| Check {
-            fleet: "hr".into(),
-            tg: tg.clone(),
-            min_healthy: 2,
-            max_billed: 3,
-            pass,
-        })
+        .run_to_end(
+            id,
+            Duration::from_secs(5),
+            &Bounds {
+                fleet: "hr",
+                tg: &tg,
+                min_healthy: 2,
+                max_billed: 3,
+            },
+            |_| {},
+        )
         .await;
     assert_eq!(
         outcome,
@@ -314,13 +318,17 @@ async fn a_hand_rollback_during_an_incident_restores_the_last_good_build() {
     );
     let started = w.clock.now();
     let (outcome, events) = w
-        .run_to_end(id, Duration::from_secs(5), |_, pass| Check {
-            fleet: "hr".into(),
-            tg: tg.clone(),
-            min_healthy: 2,
-            max_billed: 4,
-            pass,
-        })
+        .run_to_end(
+            id,
+            Duration::from_secs(5),
+            &Bounds {
+                fleet: "hr",
+                tg: &tg,
+                min_healthy: 2,
+                max_billed: 4,
+            },
+            |_| {},
+        )
         .await;
     assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
     for _ in 0..12 {
@@ -380,22 +388,23 @@ async fn a_rollback_goes_only_to_a_build_that_was_live_in_that_environment() {
         other => panic!("refused, not {other:?}"),
     }
     // Live in staging is not live in production.
-    let tg = w.controller.config().fleets[0]
-        .target_group_arn
-        .clone()
-        .expect("target group");
+    let tg = target_group(w.controller.config());
     let id = id_of(
         w.deploy("web-staging", "staging", "13")
             .expect("staging admits"),
     );
     let (outcome, events) = w
-        .run_to_end(id, Duration::from_secs(15), |_, pass| Check {
-            fleet: "web-staging".into(),
-            tg: tg.clone(),
-            min_healthy: 0,
-            max_billed: 60,
-            pass,
-        })
+        .run_to_end(
+            id,
+            Duration::from_secs(15),
+            &Bounds {
+                fleet: "web-staging",
+                tg: &tg,
+                min_healthy: 0,
+                max_billed: 60,
+            },
+            |_| {},
+        )
         .await;
     assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
     let refused = w
@@ -417,13 +426,17 @@ async fn a_rollback_goes_only_to_a_build_that_was_live_in_that_environment() {
             .expect("12 was live in staging"),
     );
     let (outcome, events) = w
-        .run_to_end(id, Duration::from_secs(15), |_, pass| Check {
-            fleet: "web-staging".into(),
-            tg: tg.clone(),
-            min_healthy: 0,
-            max_billed: 60,
-            pass,
-        })
+        .run_to_end(
+            id,
+            Duration::from_secs(15),
+            &Bounds {
+                fleet: "web-staging",
+                tg: &tg,
+                min_healthy: 0,
+                max_billed: 60,
+            },
+            |_| {},
+        )
         .await;
     assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
     let store = w.controller.store().expect("store").clone();

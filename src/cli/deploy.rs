@@ -158,18 +158,31 @@ pub async fn deploy(a: DeployArgs) -> ExitCode {
     ExitCode::from(
         started(&client, &body, a.wait, a.server.output, &a.build)
             .await
-            .0,
+            .code,
     )
 }
 
-/// Follow an accepted request when asked to. Returns the exit code and the final reason.
-async fn started(
-    client: &Client,
-    body: &Value,
-    wait: bool,
-    out: Output,
-    build: &str,
-) -> (u8, String) {
+/// How a request that was followed ended.
+struct Ended {
+    code: u8,
+    /// The rollout's final reason (empty when none, or not followed).
+    reason: String,
+    /// The followed rollout was a deploy that went live (not a rollback).
+    deploy_live: bool,
+}
+
+impl Ended {
+    fn early(code: u8) -> Ended {
+        Ended {
+            code,
+            reason: String::new(),
+            deploy_live: false,
+        }
+    }
+}
+
+/// Follow an accepted request when asked to.
+async fn started(client: &Client, body: &Value, wait: bool, out: Output, build: &str) -> Ended {
     match body["status"].as_str() {
         Some("already_live") => {
             line(
@@ -182,7 +195,7 @@ async fn started(
                 ),
                 json!({"outcome": "succeeded"}),
             );
-            (EXIT_LIVE, String::new())
+            Ended::early(EXIT_LIVE)
         }
         Some("started") => {
             let id = body["id"].as_i64().unwrap_or_default();
@@ -193,19 +206,19 @@ async fn started(
                     &format!("rollout #{id} accepted; follow it with --wait"),
                     json!({"id": id}),
                 );
-                return (EXIT_LIVE, String::new());
+                return Ended::early(EXIT_LIVE);
             }
             follow(client, id, out).await
         }
         _ => {
             eprintln!("error: unexpected answer: {body}");
-            (EXIT_UNREACHABLE, String::new())
+            Ended::early(EXIT_UNREACHABLE)
         }
     }
 }
 
 /// Print the rollout's events as they come; its exit code and final reason.
-async fn follow(client: &Client, id: i64, out: Output) -> (u8, String) {
+async fn follow(client: &Client, id: i64, out: Output) -> Ended {
     use std::io::IsTerminal;
     // A progress bar on a terminal; plain lines in CI logs and pipes.
     let tty = out == Output::Table && std::io::stdout().is_terminal();
@@ -215,10 +228,10 @@ async fn follow(client: &Client, id: i64, out: Output) -> (u8, String) {
         let path = format!("/v1/rollouts/{id}/events?after={after}&wait=20");
         let (status, body) = match client.call("GET", &path, None).await {
             Ok(r) => r,
-            Err(e) => return (unreachable(e), String::new()),
+            Err(e) => return Ended::early(unreachable(e)),
         };
         if status >= 400 {
-            return (failed(status, &body), String::new());
+            return Ended::early(failed(status, &body));
         }
         for e in body["events"].as_array().into_iter().flatten() {
             after = after.max(e["seq"].as_i64().unwrap_or(after));
@@ -286,7 +299,11 @@ async fn follow(client: &Client, id: i64, out: Output) -> (u8, String) {
                 &text,
                 json!({"rollout": id, "outcome": outcome, "exit_code": code}),
             );
-            return (code, reason.to_string());
+            return Ended {
+                code,
+                reason: reason.to_string(),
+                deploy_live: outcome == "succeeded" && !rollback,
+            };
         }
     }
 }
@@ -325,7 +342,11 @@ pub async fn rollback(a: RollbackArgs) -> ExitCode {
     if status >= 400 {
         return ExitCode::from(failed(status, &body));
     }
-    let (code, reason) = started(
+    let Ended {
+        code,
+        reason,
+        deploy_live,
+    } = started(
         &client,
         &body,
         a.wait,
@@ -350,26 +371,14 @@ pub async fn rollback(a: RollbackArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        EXIT_LIVE => {
-            let kind = match id {
-                Some(id) => client
-                    .call("GET", &format!("/v1/rollouts/{id}"), None)
-                    .await
-                    .ok()
-                    .and_then(|(_, v)| v["kind"].as_str().map(str::to_string)),
-                None => Some("rollback".into()),
-            };
-            if kind.as_deref() == Some("deploy") {
-                line(
-                    a.server.output,
-                    "rollback",
-                    "the deploy went live before the rollback reached it: nothing was rolled back; run rollback again",
-                    json!({"rollout": id, "exit_code": EXIT_ROLLED_BACK}),
-                );
-                ExitCode::from(EXIT_ROLLED_BACK)
-            } else {
-                ExitCode::SUCCESS
-            }
+        EXIT_LIVE if deploy_live => {
+            line(
+                a.server.output,
+                "rollback",
+                "the deploy went live before the rollback reached it: nothing was rolled back; run rollback again",
+                json!({"rollout": id, "exit_code": EXIT_ROLLED_BACK}),
+            );
+            ExitCode::from(EXIT_ROLLED_BACK)
         }
         other => ExitCode::from(other),
     }

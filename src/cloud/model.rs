@@ -62,6 +62,18 @@ pub fn datapoint(meaning: Meaning, minutes: &[MinuteLoad], capacity: f64) -> Opt
     }
 }
 
+/// The `TargetGroup` dimension ELB publishes for a target group ARN: the part after its
+/// last `:` (`targetgroup/NAME/ID`).
+pub fn target_group_dimension(arn: &str) -> &str {
+    arn.rsplit(':').next().unwrap_or(arn)
+}
+
+/// The `LoadBalancer` dimension ELB publishes for a load balancer ARN: the part after
+/// `:loadbalancer/` (`app/NAME/ID`); the whole text if it is not such an ARN.
+pub fn load_balancer_dimension(arn: &str) -> &str {
+    arn.split_once(":loadbalancer/").map_or(arn, |(_, d)| d)
+}
+
 /// What CloudWatch would publish for `m` about fleet `f`, if anything: only the metrics
 /// and dimensions AWS really sets. `AWS/ApplicationELB` request counts on the fleet's own
 /// `TargetGroup` (alone or with its `LoadBalancer`); `AWS/EC2` `CPUUtilization` on the
@@ -74,8 +86,7 @@ pub fn published_as(f: &FleetSpec, m: &MetricSpec) -> Option<Meaning> {
     let only = |allowed: &[&str]| dims.keys().all(|k| allowed.contains(&k.as_str()));
     match (m.namespace.as_str(), m.name.as_str()) {
         ("AWS/ApplicationELB", name @ ("RequestCount" | "RequestCountPerTarget")) => {
-            let tg = f.target_group_arn.as_deref()?;
-            let suffix = tg.rsplit(':').next().unwrap_or(tg);
+            let suffix = target_group_dimension(f.target_group_arn.as_deref()?);
             let ok = dims.get("TargetGroup").is_some_and(|d| d == suffix)
                 && only(&["TargetGroup", "LoadBalancer"]);
             ok.then_some(if name == "RequestCount" {

@@ -17,9 +17,12 @@
 //! the gate costs is detection time: a target that turns unhealthy is seen when its
 //! minute is published, a minute or two later, well inside the default 5-minute grace.
 
+use super::{note_error, Controller, PassReport};
+use crate::cloud::model::{load_balancer_dimension, target_group_dimension};
 use crate::cloud::{MetricQuery, MetricSeries};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use tracing::warn;
 
 /// How often the load balancers of each target group are read again.
 pub(super) const REFRESH_EVERY: chrono::Duration = chrono::Duration::hours(1);
@@ -63,26 +66,20 @@ impl HealthGate {
     }
 }
 
-/// The part of an ARN after `marker` (`app/...` of a load balancer ARN after
-/// `:loadbalancer/`), which is what ELB's metric dimensions carry.
-fn dimension(arn: &str, marker: &str) -> String {
-    match arn.find(marker) {
-        Some(i) => arn[i + marker.len()..].to_string(),
-        None => arn.to_string(),
-    }
-}
-
 /// The `UnHealthyHostCount` queries (Maximum, 1 minute) of one target group: one per load
 /// balancer it is attached to.
 pub(super) fn unhealthy_host_queries(tg: &str, lbs: &[String]) -> Vec<MetricQuery> {
-    let tg_dim = tg.rsplit(':').next().unwrap_or(tg).to_string();
+    let tg_dim = target_group_dimension(tg).to_string();
     lbs.iter()
         .map(|lb| MetricQuery {
             namespace: "AWS/ApplicationELB".into(),
             name: "UnHealthyHostCount".into(),
             dimensions: BTreeMap::from([
                 ("TargetGroup".to_string(), tg_dim.clone()),
-                ("LoadBalancer".to_string(), dimension(lb, ":loadbalancer/")),
+                (
+                    "LoadBalancer".to_string(),
+                    load_balancer_dimension(lb).to_string(),
+                ),
             ]),
             stat: "Maximum".into(),
             period_secs: 60,
@@ -104,6 +101,87 @@ pub fn reads_clear(series: &[&MetricSeries], now: DateTime<Utc>) -> bool {
                     .all(|(_, v)| *v <= 0.0),
                 _ => false,
             })
+}
+
+impl Controller {
+    /// The `UnHealthyHostCount` queries of the fleets that repair (direct,
+    /// `scaling.repair.enabled`, with a target group), by target group, when a read is
+    /// due (see the module documentation); the load balancers they need are read first when
+    /// missing and hourly. They ride in the pass's batched metric read.
+    pub(super) async fn health_gate_queries(
+        &mut self,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Vec<(String, Vec<MetricQuery>)> {
+        // Passes come every few seconds during a rollout; the metric is per minute.
+        // Not due: the last judgement stands.
+        if self
+            .health_gate
+            .metrics_read_at
+            .is_some_and(|t| now - t < READ_EVERY)
+        {
+            return vec![];
+        }
+        self.health_gate.metrics_read_at = Some(now);
+        self.health_gate.clear.clear();
+        let mut tgs: Vec<String> = self
+            .config
+            .fleets
+            .iter()
+            .filter(|f| self.owned.as_ref().is_none_or(|o| o.contains(&f.name)))
+            .filter(|f| f.auto_scaling_group.is_none() && f.scaling.repair.enabled)
+            .filter_map(|f| f.target_group_arn.clone())
+            .collect();
+        tgs.sort();
+        tgs.dedup();
+        if self.health_gate.needs_read(&tgs, now) {
+            let full = self
+                .health_gate
+                .read_at
+                .is_none_or(|t| now - t >= REFRESH_EVERY);
+            self.health_gate.missing_asked_at = Some(now);
+            match self.cloud.target_group_load_balancers(&tgs).await {
+                Ok(found) => {
+                    for (tg, lbs) in found {
+                        self.health_gate.lbs.insert(tg, lbs);
+                    }
+                    if full {
+                        self.health_gate.read_at = Some(now);
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot read the target groups' load balancers; repair reads target health directly");
+                    note_error(report, "describe target groups", &e);
+                }
+            }
+        }
+        tgs.into_iter()
+            .filter_map(|tg| {
+                let lbs = self.health_gate.lbs.get(&tg)?;
+                let qs = unhealthy_host_queries(&tg, lbs);
+                (!qs.is_empty()).then_some((tg, qs))
+            })
+            .collect()
+    }
+
+    /// Which of the target groups `asked` (by [`Self::health_gate_queries`]) read clear,
+    /// from the pass's metric read; a failed read clears nothing.
+    pub(super) fn judge_health_gate(
+        &mut self,
+        now: DateTime<Utc>,
+        asked: &[(String, Vec<MetricQuery>)],
+        metrics: &HashMap<MetricQuery, Option<MetricSeries>>,
+    ) {
+        for (tg, qs) in asked {
+            let series: Option<Vec<&MetricSeries>> = qs
+                .iter()
+                .map(|q| metrics.get(q).and_then(Option::as_ref))
+                .collect();
+            if series.is_some_and(|s| reads_clear(&s, now)) {
+                self.health_gate.clear.insert(tg.clone());
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -84,12 +84,22 @@ impl Amount {
     }
 }
 
+/// As written in a manifest: `2` or `25%`.
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Amount::Count(n) => write!(f, "{n}"),
+            Amount::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
 /// Written back the way it is read: `2` or `"25%"`.
 impl Serialize for Amount {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Amount::Count(n) => s.serialize_u32(*n),
-            Amount::Percent(p) => s.serialize_str(&format!("{p}%")),
+            Amount::Percent(_) => s.serialize_str(&self.to_string()),
         }
     }
 }

@@ -899,7 +899,7 @@ fn validate_deploy(
                 &["deploy", "strategy", "rolling"],
                 format!(
                     "max_surge 0 with max_unavailable {} ({out_at_min} of capacity.min {}) can never replace an instance: allow a surge (e.g. max_surge: 1) or an unavailable instance",
-                    amount_text(r.max_unavailable),
+                    r.max_unavailable,
                     capacity.min
                 ),
             );
@@ -934,13 +934,6 @@ fn validate_deploy(
                 "a hook needs a command: [program, args...]".into(),
             );
         }
-    }
-}
-
-fn amount_text(a: super::Amount) -> String {
-    match a {
-        super::Amount::Count(n) => n.to_string(),
-        super::Amount::Percent(p) => format!("{p}%"),
     }
 }
 

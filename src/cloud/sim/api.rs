@@ -3,6 +3,7 @@
 //! call, idempotent client tokens, ownership checks).
 
 use super::{Op, SimCloud, Target, HEALTH_CHECK_DELAY};
+use crate::cloud::model::{load_balancer_dimension, target_group_dimension};
 use crate::cloud::{
     tags, AlarmState, CallCounts, Cloud, CloudError, GroupState, Instance, InstanceState,
     LaunchRequest, MetricQuery, MetricSeries, TargetHealth,
@@ -183,11 +184,11 @@ impl Cloud for SimCloud {
                     let by_dims = lb_dims.get_or_insert_with(|| {
                         let mut m: HashMap<(&str, &str), &str> = HashMap::new();
                         for (tg, lbs) in &st.load_balancers {
-                            let tg_dim = tg.rsplit(':').next().unwrap_or(tg);
                             for lb in lbs {
-                                if let Some(lb_dim) = lb.split(":loadbalancer/").nth(1) {
-                                    m.insert((tg_dim, lb_dim), tg.as_str());
-                                }
+                                m.insert(
+                                    (target_group_dimension(tg), load_balancer_dimension(lb)),
+                                    tg.as_str(),
+                                );
                             }
                         }
                         m
@@ -202,70 +203,36 @@ impl Cloud for SimCloud {
                 }
                 _ => None,
             };
+            // Datapoints are stamped with the start of their period, like CloudWatch.
+            let periods = closed_periods(start, end, readable_until, q.period_secs);
+            let period = i64::from(q.period_secs.max(60));
             if let Some(tg) = unhealthy_of {
-                let period = i64::from(q.period_secs.max(60));
-                let mut t = start.timestamp().div_euclid(period) * period;
-                while t + period <= readable_until.timestamp() && t < end.timestamp() {
-                    if let Some(ts) = DateTime::from_timestamp(t, 0) {
-                        if ts >= start {
-                            let close = ts + chrono::Duration::seconds(period);
-                            series
-                                .points
-                                .push((ts, Self::unhealthy_hosts(&st, tg, ts, close)));
-                        }
-                    }
-                    t += period;
+                for (ts, close) in periods {
+                    series
+                        .points
+                        .push((ts, Self::unhealthy_hosts(&st, tg, ts, close)));
                 }
             } else if let Some((inst, model)) = per_instance {
                 let lives = lifetimes
                     .get(inst.inst.fleet.as_str())
                     .map(Vec::as_slice)
                     .unwrap_or(&[]);
-                let period = i64::from(q.period_secs.max(60));
-                let mut t = start.timestamp().div_euclid(period) * period;
-                while t + period <= readable_until.timestamp() && t < end.timestamp() {
-                    if let Some(ts) = DateTime::from_timestamp(t, 0) {
-                        let close = ts + chrono::Duration::seconds(period);
-                        if ts >= start && inst.serving_at(close) {
-                            if let Some(v) =
-                                Self::value(model, lives, super::Meaning::Cpu, close, period)
-                            {
-                                series.points.push((ts, v));
-                            }
-                        }
+                for (ts, close) in periods.filter(|(_, close)| inst.serving_at(*close)) {
+                    if let Some(v) = Self::value(model, lives, super::Meaning::Cpu, close, period) {
+                        series.points.push((ts, v));
                     }
-                    t += period;
                 }
             } else if let Some(v) = per_build {
-                let period = i64::from(q.period_secs.max(60));
-                let mut t = start.timestamp().div_euclid(period) * period;
-                while t + period <= readable_until.timestamp() && t < end.timestamp() {
-                    if let Some(ts) = DateTime::from_timestamp(t, 0) {
-                        if ts >= start {
-                            series.points.push((ts, v));
-                        }
-                    }
-                    t += period;
-                }
+                series.points.extend(periods.map(|(ts, _)| (ts, v)));
             } else if let Some((fleet, model, meaning)) = bound {
                 let lives = lifetimes
                     .get(fleet.as_str())
                     .map(Vec::as_slice)
                     .unwrap_or(&[]);
-                let period = i64::from(q.period_secs.max(60));
-                // Datapoints are stamped with the start of their period, like CloudWatch.
-                let first = start.timestamp().div_euclid(period) * period;
-                let mut t = first;
-                while t + period <= readable_until.timestamp().min(end.timestamp() + period) {
-                    if let Some(ts) = DateTime::from_timestamp(t, 0) {
-                        if ts >= start && ts < end {
-                            let close = ts + chrono::Duration::seconds(period);
-                            if let Some(v) = Self::value(model, lives, *meaning, close, period) {
-                                series.points.push((ts, v));
-                            }
-                        }
+                for (ts, close) in periods {
+                    if let Some(v) = Self::value(model, lives, *meaning, close, period) {
+                        series.points.push((ts, v));
                     }
-                    t += period;
                 }
             }
             out.push(series);
@@ -459,4 +426,23 @@ impl Cloud for SimCloud {
     fn calls(&self) -> &CallCounts {
         &self.calls
     }
+}
+
+/// The periods of `period_secs` (at least a minute) that start in `[start, end)` and have
+/// closed by `readable_until`, aligned to the period as CloudWatch aligns them: each as
+/// (start, close).
+fn closed_periods(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    readable_until: DateTime<Utc>,
+    period_secs: u32,
+) -> impl Iterator<Item = (DateTime<Utc>, DateTime<Utc>)> {
+    let period = i64::from(period_secs.max(60));
+    let first = start.timestamp().div_euclid(period) * period;
+    (0..)
+        .map(move |k| first + k * period)
+        .take_while(move |t| *t + period <= readable_until.timestamp() && *t < end.timestamp())
+        .filter_map(|t| DateTime::from_timestamp(t, 0))
+        .filter(move |ts| *ts >= start)
+        .map(move |ts| (ts, ts + chrono::Duration::seconds(period)))
 }
