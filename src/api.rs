@@ -10,7 +10,7 @@
 use crate::controller::requests::{
     Accepted, ApproveRequest, DeployRequest, Refusal, RollbackRequest,
 };
-use crate::deploy::{Phase, Rollout};
+use crate::deploy::Rollout;
 use crate::store::{Outcome, Store};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -32,10 +33,44 @@ const MAX_WAIT: Duration = Duration::from_secs(25);
 /// A request for the controller, with where to send its answer.
 #[derive(Debug)]
 pub enum Command {
-    Deploy(DeployRequest, oneshot::Sender<Result<Accepted, Refusal>>),
-    Approve(ApproveRequest, oneshot::Sender<Result<(), Refusal>>),
-    Rollback(RollbackRequest, oneshot::Sender<Result<Accepted, Refusal>>),
-    Abort(i64, String, oneshot::Sender<Result<(), Refusal>>),
+    Deploy(DeployRequest, Reply<Accepted>),
+    Approve(ApproveRequest, Reply<()>),
+    Rollback(RollbackRequest, Reply<Accepted>),
+    Abort(i64, String, Reply<()>),
+}
+
+const PENDING: u8 = 0;
+const TAKEN: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// Where the controller answers a request, and who owns it: the controller takes it
+/// ([`Reply::take`]) before acting, or the API gives up on it first (too long in the
+/// queue) and answers 503. Never both, so a 503 (CLI exit 4) means nothing was done.
+#[derive(Debug)]
+pub struct Reply<T> {
+    tx: oneshot::Sender<Result<T, Refusal>>,
+    claim: Arc<AtomicU8>,
+}
+
+impl<T> Reply<T> {
+    /// A reply and the receiver of its answer (for callers without the API's timeout).
+    pub fn channel() -> (Reply<T>, oneshot::Receiver<Result<T, Refusal>>) {
+        let (tx, rx) = oneshot::channel();
+        let claim = Arc::new(AtomicU8::new(PENDING));
+        (Reply { tx, claim }, rx)
+    }
+
+    /// Claim the request for the controller. False if the client already gave up on it:
+    /// then it must not be acted on.
+    pub fn take(&self) -> bool {
+        self.claim
+            .compare_exchange(PENDING, TAKEN, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    pub fn send(self, answer: Result<T, Refusal>) {
+        let _ = self.tx.send(answer);
+    }
 }
 
 #[derive(Clone)]
@@ -152,24 +187,72 @@ pub async fn serve_tls(
         .await
 }
 
-async fn ask<T>(
-    st: &ApiState,
-    make: impl FnOnce(oneshot::Sender<Result<T, Refusal>>) -> Command,
-) -> Result<T, ApiError> {
-    let (tx, rx) = oneshot::channel();
-    if st.commands.send(make(tx)).await.is_err() {
-        return Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the controller is shutting down",
-            false,
-        ));
+/// How long a request may wait for the controller to take it (it is between passes, or
+/// a pass is running) before the API answers 503 with nothing done.
+const TAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Once taken, how long the controller may take to answer (admission: a few database
+/// writes, and the shared table for replicas).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn ask<T>(st: &ApiState, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
+    let (reply, mut rx) = Reply::channel();
+    let claim = reply.claim.clone();
+    let until = tokio::time::Instant::now() + TAKE_TIMEOUT;
+    match tokio::time::timeout_at(until, st.commands.send(make(reply))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the controller is shutting down; nothing was done",
+                false,
+            ))
+        }
+        Err(_) => {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the controller's queue stayed full for {}s; nothing was done: send it again",
+                    TAKE_TIMEOUT.as_secs()
+                ),
+                false,
+            ))
+        }
     }
-    match tokio::time::timeout(Duration::from_secs(30), rx).await {
-        Ok(Ok(Ok(v))) => Ok(v),
-        Ok(Ok(Err(r))) => Err(refusal(r)),
-        _ => Err(error(
+    let answer = match tokio::time::timeout_at(until, &mut rx).await {
+        Ok(a) => a,
+        Err(_) => {
+            if claim
+                .compare_exchange(PENDING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                return Err(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the controller did not take the request within {}s; nothing was done: send it again",
+                        TAKE_TIMEOUT.as_secs()
+                    ),
+                    false,
+                ));
+            }
+            // The controller took it just now: its answer is the truth.
+            match tokio::time::timeout(ANSWER_TIMEOUT, &mut rx).await {
+                Ok(a) => a,
+                Err(_) => {
+                    return Err(error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the controller took the request but has not answered: see `coxswain status` before sending it again",
+                        false,
+                    ))
+                }
+            }
+        }
+    };
+    match answer {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(r)) => Err(refusal(r)),
+        Err(_) => Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the controller did not answer",
+            "the controller stopped before answering; see `coxswain status` before sending it again",
             false,
         )),
     }
@@ -239,7 +322,7 @@ async fn rollback(
 async fn handle<B, T>(
     st: &ApiState,
     body: Result<Json<B>, axum::extract::rejection::JsonRejection>,
-    make: impl FnOnce(B, oneshot::Sender<Result<T, Refusal>>) -> Command,
+    make: impl FnOnce(B, Reply<T>) -> Command,
     ok: impl FnOnce(T) -> Response,
 ) -> Response {
     let req = match json_body(body) {
@@ -290,6 +373,10 @@ pub struct RolloutView {
     pub outcome: Option<Outcome>,
     pub reason: Option<String>,
     pub timed_out: bool,
+    /// Restoring (rolling back, or a rollback) past `gates.timeout`: it goes on, and the
+    /// CLI stops waiting and says so.
+    #[serde(default)]
+    pub overdue: bool,
     /// `deploy` or `rollback` (the emergency path back to a build live before).
     #[serde(default)]
     pub kind: crate::deploy::Kind,
@@ -305,16 +392,7 @@ fn view(store: &Store, id: i64) -> Result<Option<RolloutView>, ApiError> {
     let r: Rollout = serde_json::from_str(&body)
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false))?;
     let d = store.deployment(id).map_err(internal)?;
-    let phase = match &r.phase {
-        Phase::Queued => "queued",
-        Phase::PreDeploy => "pre_deploy_hooks",
-        Phase::Rolling => "rolling",
-        Phase::KeepingOld { .. } => "keeping_old",
-        Phase::Promoting => "promoting",
-        Phase::RollingBack { .. } => "rolling_back",
-        Phase::Succeeded => "succeeded",
-        Phase::RolledBack { .. } => "rolled_back",
-    };
+    let phase = r.phase.name();
     Ok(Some(RolloutView {
         id,
         fleet: r.fleet,
@@ -326,6 +404,7 @@ fn view(store: &Store, id: i64) -> Result<Option<RolloutView>, ApiError> {
         outcome: d.as_ref().map(|d| d.outcome),
         reason: d.and_then(|d| d.reason),
         timed_out: r.timed_out,
+        overdue: r.overdue && !r.phase.is_finished(),
         kind: r.kind,
     }))
 }

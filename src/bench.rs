@@ -158,6 +158,7 @@ pub async fn rollout() -> ExitCode {
         build: "ami-00000002".into(),
         label: None,
         timeout_secs: None,
+        idempotency_key: None,
     };
     let id = match c.request_deploy(&req, clock.now()) {
         Ok(Accepted::Started { id, .. }) => id,

@@ -91,8 +91,21 @@ pub async fn handle(
     now: chrono::DateTime<chrono::Utc>,
     cmd: Command,
 ) {
+    let taken = match &cmd {
+        Command::Deploy(_, r) | Command::Rollback(_, r) => r.take(),
+        Command::Approve(_, r) | Command::Abort(_, _, r) => r.take(),
+    };
+    if !taken {
+        // The API gave up on it (and told the client nothing was done): keep it so.
+        warn!("an API request waited too long for the controller and was abandoned by its client; not acting on it");
+        return;
+    }
     match cmd {
         Command::Deploy(req, reply) => {
+            if let Err(refused) = controller.check_launchable(&req).await {
+                reply.send(Err(refused));
+                return;
+            }
             let answer = match replica {
                 Some(r) => match tokio::time::timeout(
                     SHARED_LEDGER_TIMEOUT,
@@ -130,7 +143,7 @@ pub async fn handle(
                 },
                 None => controller.request_deploy(&req, now),
             };
-            let _ = reply.send(answer);
+            reply.send(answer);
         }
         Command::Approve(req, reply) => {
             let answer = match (controller.request_approval(&req, now), replica) {
@@ -148,13 +161,13 @@ pub async fn handle(
                 }
                 (answer, _) => answer.map(|_| ()),
             };
-            let _ = reply.send(answer);
+            reply.send(answer);
         }
         Command::Rollback(req, reply) => {
-            let _ = reply.send(controller.request_rollback(&req, now));
+            reply.send(controller.request_rollback(&req, now));
         }
         Command::Abort(id, reason, reply) => {
-            let _ = reply.send(controller.request_abort(id, &reason));
+            reply.send(controller.request_abort(id, &reason));
         }
     }
 }

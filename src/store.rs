@@ -160,6 +160,9 @@ CREATE TABLE IF NOT EXISTS pending_launches (
     token TEXT PRIMARY KEY,
     fleet TEXT NOT NULL, at TEXT NOT NULL, body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key TEXT PRIMARY KEY, rollout INTEGER NOT NULL, request TEXT NOT NULL, at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS samples (
     fleet TEXT NOT NULL, at TEXT NOT NULL,
     desired INTEGER NOT NULL, ready INTEGER NOT NULL, booting INTEGER NOT NULL, demand REAL,
@@ -231,6 +234,17 @@ impl Store {
         d: &Deployment,
         rollout_body: impl FnOnce(i64) -> Result<String, StoreError>,
     ) -> Result<i64, StoreError> {
+        self.begin_keyed(d, None, rollout_body)
+    }
+
+    /// [`Store::begin`], and in the same transaction an idempotency key `(key, request)`:
+    /// a retry with that key finds this rollout ([`Store::idempotency_key`]).
+    pub fn begin_keyed(
+        &self,
+        d: &Deployment,
+        key: Option<(&str, &str)>,
+        rollout_body: impl FnOnce(i64) -> Result<String, StoreError>,
+    ) -> Result<i64, StoreError> {
         let start = self.id_start.lock().ok().and_then(|s| *s);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -263,8 +277,27 @@ impl Store {
             "INSERT INTO rollouts (id, fleet, active, body) VALUES (?1, ?2, 1, ?3)",
             params![id, d.fleet, body],
         )?;
+        if let Some((key, request)) = key {
+            tx.execute(
+                "INSERT INTO idempotency_keys (key, rollout, request, at) VALUES (?1, ?2, ?3, ?4)",
+                params![key, id, request, ts(d.started_at)],
+            )?;
+        }
         tx.commit()?;
         Ok(id)
+    }
+
+    /// The rollout an idempotency key started, and the request it was given for
+    /// (`"fleet env build"`), if the key was used.
+    pub fn idempotency_key(&self, key: &str) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT rollout, request FROM idempotency_keys WHERE key = ?1",
+                params![key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
     }
 
     /// Save a rollout's state (and whether it still runs).

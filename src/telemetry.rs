@@ -147,6 +147,7 @@ pub struct Telemetry {
     registry: Registry,
     desired: Family<FleetLabels, Gauge>,
     current: Family<FleetLabels, Gauge>,
+    billed: Family<FleetLabels, Gauge>,
     ready: Family<FleetLabels, Gauge>,
     booting: Family<FleetLabels, Gauge>,
     retiring: Family<FleetLabels, Gauge>,
@@ -186,6 +187,7 @@ impl Telemetry {
         let t = Telemetry {
             desired: Family::default(),
             current: Family::default(),
+            billed: Family::default(),
             ready: Family::default(),
             booting: Family::default(),
             retiring: Family::default(),
@@ -215,13 +217,18 @@ impl Telemetry {
         );
         registry.register(
             "fleet_current_instances",
-            "Instances in the fleet (booting included, retiring not)",
+            "Instances in the fleet, every build (booting included, retiring not)",
             t.current.clone(),
         );
         registry.register(
             "fleet_ready_instances",
-            "Instances past boot and warmup",
+            "Instances serving traffic, every build: running, not retiring, registered with the target group",
             t.ready.clone(),
+        );
+        registry.register(
+            "fleet_billed_instances",
+            "Instances billed: booting, serving and draining, every build (what max_total_instances counts)",
+            t.billed.clone(),
         );
         registry.register(
             "fleet_booting_instances",
@@ -353,6 +360,7 @@ impl Telemetry {
             for family in [
                 &self.desired,
                 &self.current,
+                &self.billed,
                 &self.ready,
                 &self.booting,
                 &self.retiring,
@@ -380,13 +388,16 @@ impl Telemetry {
                 fleet: d.fleet.clone(),
                 environment: info.environment.clone(),
             };
-            let ready = d.current.saturating_sub(f.booting);
+            // What runs, every build (during a rollout the decision's `current` is the
+            // capacity the rollout works to, not what is running).
+            let ready = f.serving;
             self.desired
                 .get_or_create(&labels)
                 .set(i64::from(d.desired));
-            self.current
+            self.current.get_or_create(&labels).set(i64::from(f.live));
+            self.billed
                 .get_or_create(&labels)
-                .set(i64::from(d.current));
+                .set(i64::from(f.live + f.retiring));
             self.ready.get_or_create(&labels).set(i64::from(ready));
             self.booting
                 .get_or_create(&labels)
@@ -463,7 +474,7 @@ impl Telemetry {
                     environment: info.environment,
                     app: info.app,
                     manifest_build: info.manifest_build,
-                    current: d.current,
+                    current: f.live,
                     desired: d.desired,
                     ready,
                     booting: f.booting,
@@ -703,6 +714,8 @@ mod tests {
                 metrics: vec![("RequestCount".into(), Some(demand))],
                 booting: 1,
                 retiring: 0,
+                live: desired,
+                serving: desired - 1,
                 shortfall: 0,
             }],
             ..Default::default()

@@ -69,6 +69,11 @@ pub struct DeployArgs {
     /// Abort and roll back if not live within this long (e.g. 30m).
     #[arg(long, value_parser = crate::manifest::parse_duration)]
     pub timeout: Option<Duration>,
+    /// Makes retries safe: a repeat with the same key (CI's job id, say) returns the
+    /// rollout the first call started instead of starting another. A deploy of the build
+    /// already rolling to the fleet returns that rollout even without a key.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -147,6 +152,7 @@ pub async fn deploy(a: DeployArgs) -> ExitCode {
     let req = json!({
         "fleet": a.fleet, "env": a.env, "build": a.build, "label": a.label,
         "timeout_secs": a.timeout.map(|t| t.as_secs()),
+        "idempotency_key": a.idempotency_key,
     });
     let (status, body) = match client.call("POST", "/v1/deploys", Some(&req)).await {
         Ok(r) => r,
@@ -169,6 +175,8 @@ struct Ended {
     reason: String,
     /// The followed rollout was a deploy that went live (not a rollback).
     deploy_live: bool,
+    /// Still restoring a build past its deadline (the daemon goes on).
+    overdue: bool,
 }
 
 impl Ended {
@@ -177,6 +185,7 @@ impl Ended {
             code,
             reason: String::new(),
             deploy_live: false,
+            overdue: false,
         }
     }
 }
@@ -199,6 +208,14 @@ async fn started(client: &Client, body: &Value, wait: bool, out: Output, build: 
         }
         Some("started") => {
             let id = body["id"].as_i64().unwrap_or_default();
+            if body["existing"].as_bool() == Some(true) {
+                line(
+                    out,
+                    "existing",
+                    &format!("rollout #{id} was already admitted for this request; nothing new was started"),
+                    json!({"id": id, "existing": true}),
+                );
+            }
             if !wait {
                 line(
                     out,
@@ -303,6 +320,36 @@ async fn follow(client: &Client, id: i64, out: Output) -> Ended {
                 code,
                 reason: reason.to_string(),
                 deploy_live: outcome == "succeeded" && !rollback,
+                overdue: false,
+            };
+        }
+        if r["overdue"].as_bool() == Some(true) {
+            // Restoring past its deadline: CI gets an answer now; the daemon goes on.
+            let restoring = if r["kind"].as_str() == Some("rollback") {
+                r["build"].as_str()
+            } else {
+                r["from"].as_str()
+            }
+            .unwrap_or("?");
+            let code = if r["timed_out"].as_bool() == Some(true) {
+                EXIT_TIMEOUT
+            } else {
+                EXIT_ROLLED_BACK
+            };
+            let text = format!(
+                "restoring {restoring} is overdue (past gates.timeout); coxswain goes on restoring it: follow with `coxswain status`"
+            );
+            line(
+                out,
+                "result",
+                &text,
+                json!({"rollout": id, "outcome": "overdue", "exit_code": code}),
+            );
+            return Ended {
+                code,
+                reason: text,
+                deploy_live: false,
+                overdue: true,
             };
         }
     }
@@ -346,6 +393,7 @@ pub async fn rollback(a: RollbackArgs) -> ExitCode {
         code,
         reason,
         deploy_live,
+        overdue,
     } = started(
         &client,
         &body,
@@ -362,6 +410,7 @@ pub async fn rollback(a: RollbackArgs) -> ExitCode {
     // went live before the abort reached it is not.
     let id = body["id"].as_i64();
     match code {
+        _ if overdue => ExitCode::from(EXIT_ROLLED_BACK),
         EXIT_ROLLED_BACK | EXIT_TIMEOUT => {
             line(
                 a.server.output,

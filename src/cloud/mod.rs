@@ -280,6 +280,30 @@ pub trait Cloud: Send + Sync {
     async fn alarm_states(&self, names: &[String])
         -> Result<Vec<(String, AlarmState)>, CloudError>;
 
+    /// Whether a launch from `template` (at its version) and/or `image_id` can start:
+    /// `Ok(None)` if EC2 has them, `Ok(Some(why))` if it says they do not exist (or the
+    /// AMI is not `available`). Read-only: DescribeLaunchTemplateVersions
+    /// (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeLaunchTemplateVersions.html>)
+    /// and DescribeImages. `Err` only when the question could not be asked (throttled,
+    /// no permission): callers then go on without the answer.
+    async fn launch_source_missing(
+        &self,
+        template: Option<&LaunchTemplate>,
+        image_id: Option<&str>,
+    ) -> Result<Option<String>, CloudError>;
+
     /// Call counters, for the benchmark and `/metrics`.
     fn calls(&self) -> &CallCounts;
+}
+
+impl LaunchTemplate {
+    /// `NAME:VERSION` (or `ID:VERSION`), as builds name it.
+    pub fn build_id(&self) -> String {
+        let name = self
+            .id
+            .as_deref()
+            .or(self.name.as_deref())
+            .unwrap_or("template");
+        format!("{name}:{}", self.version)
+    }
 }

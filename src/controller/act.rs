@@ -181,6 +181,9 @@ impl Controller {
                 );
                 match self.send_launch(&req).await {
                     Ok(got) => {
+                        if let Some(state) = self.fleets.get_mut(&spec.name) {
+                            state.launch_rejected = None;
+                        }
                         let got = self.realized(&req, got, &observed, report);
                         self.take_cap_room(got.len() as u32);
                         out.extend(got);
@@ -191,8 +194,17 @@ impl Controller {
                         warn!(fleet = %spec.name, instance_type = ?ty, subnet = ?subnet, error = %e, "no capacity; trying the next instance type");
                     }
                     Err(e) => {
-                        error!(fleet = %spec.name, error = %e, "launch failed");
+                        error!(fleet = %spec.name, build = %build.id, error = %e, "launch failed");
                         note_error(report, &spec.name, &e);
+                        if matches!(e, CloudError::Rejected { .. }) {
+                            // EC2 refused the request itself (no such template version or
+                            // AMI, bad parameters): retrying will not help. A rollout of
+                            // this build fails on it at its next pass.
+                            self.fleets
+                                .entry(spec.name.clone())
+                                .or_default()
+                                .launch_rejected = Some((build.id.clone(), e.to_string()));
+                        }
                         return out;
                     }
                 }

@@ -302,6 +302,14 @@ impl Cloud for Journaled {
         self.inner.alarm_states(names).await
     }
 
+    async fn launch_source_missing(
+        &self,
+        template: Option<&crate::cloud::LaunchTemplate>,
+        image_id: Option<&str>,
+    ) -> Result<Option<String>, CloudError> {
+        self.inner.launch_source_missing(template, image_id).await
+    }
+
     fn calls(&self) -> &CallCounts {
         self.inner.calls()
     }

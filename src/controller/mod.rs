@@ -89,6 +89,12 @@ pub struct FleetReport {
     pub metrics: Vec<(String, Option<f64>)>,
     pub booting: u32,
     pub retiring: u32,
+    /// Live instances of every build, not retiring (the policy's `current` is the
+    /// desired capacity it set last while a rollout runs; this is what runs).
+    pub live: u32,
+    /// Instances serving traffic, old build and new: running, not retiring, and (with a
+    /// target group) registered; for a group, its in-service instances.
+    pub serving: u32,
     /// Instances the fleet has been short of its decision for more than
     /// [`SHORTFALL_PASSES`] passes in a row (0: none, or not for long).
     pub shortfall: u32,
@@ -136,6 +142,11 @@ struct FleetState {
     registered_refreshed: Option<DateTime<Utc>>,
     /// New-build instances whose smoke command passed.
     smoke_passed: HashSet<String>,
+    /// New-build instances' failed smoke attempts so far.
+    smoke_failures: HashMap<String, u32>,
+    /// The last launch EC2 refused as invalid: (build, error). Cleared by a launch that
+    /// works.
+    launch_rejected: Option<(String, String)>,
     /// Blue/green: old instances deregistered but kept running after the switch.
     standby: HashSet<String>,
     /// Canary traffic shifting: the share last set on the listener.
@@ -219,6 +230,15 @@ pub struct Controller {
     rollout_interval: Option<std::time::Duration>,
     /// Pre-deploy hooks running, by rollout id.
     hooks: HashMap<i64, tokio::task::JoinHandle<crate::deploy::hooks::HookRun>>,
+    /// Smoke commands running, by instance id (with its fleet): in the background, so a
+    /// slow smoke test never holds up a pass or the API.
+    smoke_runs: HashMap<
+        String,
+        (
+            String,
+            tokio::task::JoinHandle<crate::deploy::hooks::CommandRun>,
+        ),
+    >,
     /// Launches made by this process, mixed into each new ClientToken.
     launch_seq: u64,
     /// Instances launched by this process and not listed yet: (launched at, as launched).
@@ -273,6 +293,7 @@ impl Controller {
             current: HashMap::new(),
             rollout_interval: None,
             hooks: HashMap::new(),
+            smoke_runs: HashMap::new(),
             launch_seq: 0,
             inflight: HashMap::new(),
             cap_room: None,
@@ -540,15 +561,15 @@ impl Controller {
             };
             // In service: running and (with a load balancer) registered by this daemon;
             // for a group, its in-service instances.
-            let serving = match spec.auto_scaling_group.as_ref().and_then(|g| groups.get(g)) {
+            let serving_now = match spec.auto_scaling_group.as_ref().and_then(|g| groups.get(g)) {
                 Some(gs) => gs.instances.iter().filter(|(_, s)| *s).count() as u32,
                 None => fleet_instances
                     .iter()
                     .filter(|i| i.state == InstanceState::Running && i.retiring_since.is_none())
                     .filter(|i| spec.target_group_arn.is_none() || state.registered.contains(&i.id))
                     .count() as u32,
-            }
-            .max(warm);
+            };
+            let serving = serving_now.max(warm);
             let obs = Observation {
                 now,
                 current,
@@ -585,7 +606,15 @@ impl Controller {
                 spec.scaling.scale_in_stabilization.chrono(),
             );
             decisions.push(decision);
-            reports.push((spec, shown, booting, retiring, shortfall));
+            reports.push((
+                spec,
+                shown,
+                booting,
+                retiring,
+                shortfall,
+                live_now,
+                serving_now,
+            ));
         }
         let counted: u32 = decisions.iter().map(|d| d.current).sum();
         policy::apply_global_cap(
@@ -594,7 +623,7 @@ impl Controller {
             config.controller.max_total_instances,
         );
 
-        for (decision, (spec, metrics, booting, retiring, shortfall)) in
+        for (decision, (spec, metrics, booting, retiring, shortfall, live, serving)) in
             decisions.into_iter().zip(reports)
         {
             if let Some(state) = self.fleets.get_mut(&spec.name) {
@@ -638,6 +667,8 @@ impl Controller {
                 metrics,
                 booting,
                 retiring,
+                live,
+                serving,
                 shortfall,
             });
         }

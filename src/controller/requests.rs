@@ -21,6 +21,11 @@ pub struct DeployRequest {
     /// Abort and roll back if not live within this many seconds.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// Makes retries safe: a second request with the same key returns the rollout the
+    /// first one started (finished or not); the same key for another deploy is refused.
+    /// 1 to 128 printable ASCII characters.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -48,6 +53,10 @@ pub enum Accepted {
         id: i64,
         fleet: String,
         queued_behind: Option<i64>,
+        /// The request repeats one already admitted (same build rolling to the fleet, or
+        /// the same idempotency key): this is that rollout; nothing new was started.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        existing: bool,
     },
     /// The build is already live there; nothing to do.
     AlreadyLive { fleet: String, build: String },
@@ -95,6 +104,34 @@ impl Controller {
             .collect())
     }
 
+    /// A deploy of a build EC2 cannot launch (no such launch template version, no such
+    /// AMI, an AMI not `available`) is refused before anything starts. When EC2 cannot
+    /// be asked (throttled, no permission) the deploy goes on: its launches will tell.
+    pub async fn check_launchable(&self, req: &DeployRequest) -> Result<(), Refusal> {
+        let Ok(spec) = admit::find_fleet(&self.config, &req.fleet, &req.env) else {
+            return Ok(()); // request_deploy says why
+        };
+        let Ok(build) = Build::parse(spec, &req.build, None) else {
+            return Ok(());
+        };
+        let probe = super::plan::launch_request(spec, &build, "", None, None, 1, String::new());
+        match self
+            .cloud
+            .launch_source_missing(probe.template.as_ref(), probe.image_id.as_deref())
+            .await
+        {
+            Ok(None) => Ok(()),
+            Ok(Some(why)) => Err(Refusal::Refused(format!(
+                "build {} cannot launch on {}: {why}; nothing was started (create the launch template version, or share the AMI, then deploy again)",
+                build.id, spec.name
+            ))),
+            Err(e) => {
+                tracing::warn!(fleet = %spec.name, build = %build.id, error = %e, "cannot check that the build exists; admitting it (its launches will tell)");
+                Ok(())
+            }
+        }
+    }
+
     /// Admit a deploy: checks, then a queued rollout in the state database.
     pub fn request_deploy(
         &mut self,
@@ -120,10 +157,51 @@ impl Controller {
             .clone();
         self.check_owned(&spec.name)?;
         let build = Build::parse(&spec, &req.build, req.label.clone()).map_err(Refusal::Refused)?;
-        if checks {
-            admit::check(&spec, &build, &store, now).map_err(Refusal::Refused)?;
+        // Retries first: what was admitted once is returned, not admitted again (its
+        // admission checks may say otherwise by now, a freeze say).
+        let request = format!("{} {} {}", spec.name, spec.environment, build.id);
+        let key = match &req.idempotency_key {
+            Some(k) => Some(idempotency_key(k)?),
+            None => None,
+        };
+        if let Some(k) = key {
+            if let Some((id, was)) = store
+                .idempotency_key(k)
+                .map_err(|e| Refusal::Internal(e.to_string()))?
+            {
+                if was != request {
+                    return Err(Refusal::Refused(format!(
+                        "idempotency key {k} was used for another deploy (rollout #{id}: {was}); use a new key for this one"
+                    )));
+                }
+                tracing::info!(fleet = %spec.name, rollout = id, key = k, "deploy retried with its idempotency key: returning rollout #{id}");
+                return Ok(Accepted::Started {
+                    id,
+                    fleet: spec.name.clone(),
+                    queued_behind: None,
+                    existing: true,
+                });
+            }
         }
         let active = self.rollouts_of(&spec.name)?;
+        if checks {
+            // The same build already on its way to this fleet: that rollout.
+            if let Some(r) = active.iter().find(|r| {
+                r.kind == Kind::Deploy
+                    && r.to.id == build.id
+                    && r.abort.is_none()
+                    && !matches!(r.phase, Phase::RollingBack { .. })
+            }) {
+                tracing::info!(fleet = %spec.name, rollout = r.id, build = %build.id, "deploy of a build already rolling: returning rollout #{}", r.id);
+                return Ok(Accepted::Started {
+                    id: r.id,
+                    fleet: spec.name.clone(),
+                    queued_behind: None,
+                    existing: true,
+                });
+            }
+            admit::check(&spec, &build, &store, now).map_err(Refusal::Refused)?;
+        }
         let current = self.current_build(&spec);
         if active.is_empty() && current.id == build.id {
             return Ok(Accepted::AlreadyLive {
@@ -186,7 +264,7 @@ impl Controller {
             overdue: false,
         };
         let id = store
-            .begin(
+            .begin_keyed(
                 &Deployment {
                     id: 0,
                     app: spec.app().to_string(),
@@ -199,6 +277,7 @@ impl Controller {
                     started_at: now,
                     finished_at: None,
                 },
+                key.map(|k| (k, request.as_str())),
                 |id| {
                     rollout.id = id;
                     Ok(serde_json::to_string(&rollout)?)
@@ -222,6 +301,7 @@ impl Controller {
             id,
             fleet: spec.name.clone(),
             queued_behind,
+            existing: false,
         })
     }
 
@@ -283,6 +363,7 @@ impl Controller {
                 id: r.id,
                 fleet: spec.name.clone(),
                 queued_behind: None,
+                existing: true,
             });
         }
         if let Some(mut r) = active.into_iter().find(|r| r.phase != Phase::Queued) {
@@ -297,6 +378,7 @@ impl Controller {
                     id: r.id,
                     fleet: spec.name.clone(),
                     queued_behind: None,
+                    existing: false,
                 });
             }
         }
@@ -346,6 +428,7 @@ impl Controller {
             build: to,
             label: Some("rollback".into()),
             timeout_secs: None,
+            idempotency_key: None,
         };
         // A rollback is the way out of trouble: it skips promotion and approval checks
         // (the build was live here before) and every step.
@@ -391,4 +474,14 @@ impl Controller {
             .map_err(|e| Refusal::Internal(e.to_string()))?;
         Ok(())
     }
+}
+
+/// A client's idempotency key, checked: 1 to 128 printable ASCII characters.
+fn idempotency_key(k: &str) -> Result<&str, Refusal> {
+    if k.is_empty() || k.len() > 128 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Refusal::Refused(format!(
+            "idempotency key {k:?} is not 1 to 128 printable ASCII characters without spaces"
+        )));
+    }
+    Ok(k)
 }

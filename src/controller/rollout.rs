@@ -4,6 +4,7 @@
 
 use super::{note_error, Controller, PassReport};
 use crate::cloud::{AlarmState, Instance, InstanceState, MetricQuery, TargetHealth};
+use crate::deploy::hooks::Ran;
 use crate::deploy::{self, stats, Build, Gates, Observed, Phase, Rollout};
 use crate::manifest::{FleetSpec, MetricSpec};
 use crate::policy::Decision;
@@ -155,8 +156,9 @@ impl Controller {
         }
     }
 
-    /// New instances that pass the instance gates: running, EC2 status checks, target
-    /// group health, smoke command.
+    /// New instances that pass the instance gates: running, EC2 status checks, the smoke
+    /// command, then target-group health (an instance is registered only once its smoke
+    /// passed, so it serves no traffic before).
     /// Target-group health is skipped for instances not meant to be registered yet (the
     /// green set of a blue/green deploy before the switch).
     async fn healthy_new(
@@ -165,15 +167,16 @@ impl Controller {
         new: &[&Instance],
         check_target: bool,
         report: &mut PassReport,
-    ) -> HashSet<String> {
+    ) -> NewHealth {
         let gates = &spec.deploy.gates.instance;
+        let mut out = NewHealth::default();
         let mut ok: HashSet<String> = new
             .iter()
             .filter(|i| i.state == InstanceState::Running)
             .map(|i| i.id.clone())
             .collect();
         if ok.is_empty() {
-            return ok;
+            return out;
         }
         if gates.status_checks {
             let ids: Vec<String> = ok.iter().cloned().collect();
@@ -188,9 +191,18 @@ impl Controller {
                 }
                 Err(e) => {
                     note_error(report, &spec.name, &e);
-                    return HashSet::new();
+                    return out;
                 }
             }
+        }
+        if let Some(cmd) = &gates.smoke_command {
+            self.smoke(spec, cmd, gates.smoke_attempts, new, &ok, &mut out)
+                .await;
+            let state = self.fleets.entry(spec.name.clone()).or_default();
+            ok.retain(|id| state.smoke_passed.contains(id));
+        }
+        if ok.is_empty() {
+            return out;
         }
         if let (true, true, Some(tg)) = (check_target, gates.target_healthy, &spec.target_group_arn)
         {
@@ -205,36 +217,110 @@ impl Controller {
                 }
                 Err(e) => {
                     note_error(report, &spec.name, &e);
-                    return HashSet::new();
+                    return out;
                 }
             }
         }
-        if let Some(cmd) = &gates.smoke_command {
+        out.healthy = ok;
+        out
+    }
+
+    /// Smoke commands, in the background: collect the ones that ended (a pass, or a
+    /// failed try reported at once), start one for each instance `ready` for it that has
+    /// neither passed nor run out of tries. Never waits for a command.
+    async fn smoke(
+        &mut self,
+        spec: &FleetSpec,
+        cmd: &[String],
+        attempts: u32,
+        new: &[&Instance],
+        ready: &HashSet<String>,
+        out: &mut NewHealth,
+    ) {
+        let present: HashSet<&str> = new.iter().map(|i| i.id.as_str()).collect();
+        // Ended runs of this fleet's instances; runs of instances gone are dropped (which
+        // kills them).
+        let ended: Vec<String> = self
+            .smoke_runs
+            .iter()
+            .filter(|(id, (fleet, h))| {
+                *fleet == spec.name && (h.is_finished() || !present.contains(id.as_str()))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ended {
+            let Some((_, handle)) = self.smoke_runs.remove(&id) else {
+                continue;
+            };
+            if !present.contains(id.as_str()) {
+                handle.abort();
+                continue;
+            }
+            // Finished: awaiting returns at once.
+            let Ok(run) = handle.await else {
+                continue;
+            };
             let state = self.fleets.entry(spec.name.clone()).or_default();
-            let todo: Vec<&Instance> = new
+            if run.success() {
+                state.smoke_passed.insert(id.clone());
+                state.smoke_failures.remove(&id);
+                out.smoke_news.push(format!("smoke passed on {id}"));
+                continue;
+            }
+            let n = state.smoke_failures.entry(id.clone()).or_insert(0);
+            *n += 1;
+            let how = match &run.ran {
+                Ran::Exited { status, .. } => status.clone(),
+                Ran::TimedOut => "timed out after 60s".into(),
+                Ran::NotStarted(e) => format!("could not start: {e}"),
+            };
+            let tail: Vec<&str> = run
+                .lines
                 .iter()
-                .copied()
-                .filter(|i| ok.contains(&i.id) && !state.smoke_passed.contains(&i.id))
+                .rev()
+                .take(5)
+                .rev()
+                .map(String::as_str)
                 .collect();
-            // All at once: a pass waits for the slowest command, not for their sum.
-            let mut checks = tokio::task::JoinSet::new();
-            for i in todo {
-                let (cmd, inst) = (cmd.clone(), i.clone());
-                checks.spawn(async move { (inst.id.clone(), smoke(&cmd, &inst).await) });
+            let last = if tail.is_empty() {
+                "no output".to_string()
+            } else {
+                format!("last output: {}", tail.join(" | "))
+            };
+            let line =
+                format!("smoke command failed on {id} ({how}; try {n} of {attempts}); {last}");
+            warn!(fleet = %spec.name, instance = %id, "{line}");
+            out.smoke_news.push(line.clone());
+            if *n >= attempts {
+                out.smoke_failed.get_or_insert(line);
             }
-            while let Some(done) = checks.join_next().await {
-                if let Ok((id, true)) = done {
-                    self.fleets
-                        .entry(spec.name.clone())
-                        .or_default()
-                        .smoke_passed
-                        .insert(id);
-                }
-            }
-            let state = self.fleets.entry(spec.name.clone()).or_default();
-            ok.retain(|id| state.smoke_passed.contains(id));
         }
-        ok
+        let state = self.fleets.entry(spec.name.clone()).or_default();
+        for i in new {
+            if !ready.contains(&i.id)
+                || state.smoke_passed.contains(&i.id)
+                || self.smoke_runs.contains_key(&i.id)
+            {
+                continue;
+            }
+            let tries = state.smoke_failures.get(&i.id).copied().unwrap_or(0);
+            if tries >= attempts {
+                out.smoke_failed
+                    .get_or_insert(format!("smoke command failed {tries} time(s) on {}", i.id));
+                continue;
+            }
+            let fill = |s: &String| {
+                s.replace("{id}", &i.id)
+                    .replace("{address}", i.private_ip.as_deref().unwrap_or(""))
+            };
+            let argv: Vec<String> = cmd.iter().map(fill).collect();
+            let task =
+                tokio::spawn(
+                    async move { deploy::hooks::run_command(&argv, &[], SMOKE_TIMEOUT).await },
+                );
+            self.smoke_runs
+                .insert(i.id.clone(), (spec.name.clone(), task));
+        }
     }
 
     /// The fleet gates: alarms, metric conditions, canary analysis.
@@ -371,11 +457,54 @@ impl Controller {
     }
 
     /// Pre-deploy hooks: start them (again, after a restart: hooks must be safe to
-    /// repeat, like migrations), and when they end, start rolling or give up. Returns
-    /// whether the rollout may act on instances this pass.
-    async fn pre_deploy(&mut self, r: &Rollout, now: DateTime<Utc>) -> bool {
+    /// repeat, like migrations), and when they end, start rolling or give up. An abort
+    /// (`rollback`, `abort`, a superseding deploy) or the deploy's deadline stops them at
+    /// once: the hook's process group is killed and the rollout ends with nothing changed.
+    /// Returns whether the rollout may act on instances this pass.
+    async fn pre_deploy(
+        &mut self,
+        r: &Rollout,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> bool {
         if r.phase != Phase::PreDeploy {
             return true;
+        }
+        // Shown by `status`, the dashboard and metrics like any other phase.
+        report.rollouts.push(super::RolloutReport {
+            id: r.id,
+            fleet: r.fleet.clone(),
+            from: r.from.id.clone(),
+            to: r.to.id.clone(),
+            phase: r.phase.name().to_string(),
+            step: r.step,
+            gates: Gates::Waiting(format!(
+                "{} pre-deploy hook(s) running",
+                r.deploy.hooks.pre_deploy.len()
+            )),
+        });
+        let stop = match (&r.abort, r.deadline) {
+            (Some(why), _) => Some((why.clone(), r.timed_out)),
+            (None, Some(t)) if now >= t => Some(("deploy --timeout reached".to_string(), true)),
+            _ => None,
+        };
+        if let Some((why, timed_out)) = stop {
+            if let Some(handle) = self.hooks.remove(&r.id) {
+                // Dropping the hook's future kills its process group; wait for that.
+                handle.abort();
+                let _ = handle.await;
+            }
+            let mut next = r.clone();
+            next.abort = None;
+            next.timed_out = timed_out;
+            let reason = format!(
+                "{why} during the pre-deploy hooks: they were stopped (process group killed); no instance changed, {} stays live",
+                r.from.id
+            );
+            self.record(&next, now, &reason);
+            next.phase = Phase::RolledBack { reason };
+            self.save(&next, now);
+            return false;
         }
         let Some(handle) = self.hooks.get(&r.id) else {
             let (hooks, build, fleet, env) = (
@@ -445,7 +574,7 @@ impl Controller {
             .filter(|i| i.state.is_live() && i.retiring_since.is_some())
             .collect();
         self.finish_retirements(spec, &retiring, now, report).await;
-        if !self.pre_deploy(rollout, now).await {
+        if !self.pre_deploy(rollout, now, report).await {
             // Hooks running (or just failed): the fleet scales on its current build.
             return Box::pin(self.act_direct(spec, instances, d, None, now, report)).await;
         }
@@ -475,9 +604,26 @@ impl Controller {
             (Some(c), Phase::Rolling) => c,
             _ => spec,
         };
-        let healthy_new = self
+        let health = self
             .healthy_new(health_spec, &new, !green_unswitched, report)
             .await;
+        for line in &health.smoke_news {
+            self.record(rollout, now, line);
+        }
+        let healthy_new = health.healthy;
+        // Registered only once their smoke passed: until then they serve no traffic.
+        let smoke_ok: Option<HashSet<String>> = health_spec
+            .deploy
+            .gates
+            .instance
+            .smoke_command
+            .as_ref()
+            .map(|_| {
+                self.fleets
+                    .get(&health_spec.name)
+                    .map(|s| s.smoke_passed.clone())
+                    .unwrap_or_default()
+            });
         // Old instances count as healthy when running and, where the fleet has a target
         // group, healthy in it: a rollback is done only once the old build serves again.
         let main_health: Option<HashSet<String>> = match (
@@ -515,6 +661,22 @@ impl Controller {
                     new.len()
                 ))
             }
+        } else if let (Some((b, why)), Phase::Rolling) = (
+            self.fleets
+                .get(&spec.name)
+                .and_then(|s| s.launch_rejected.clone()),
+            &rollout.phase,
+        ) {
+            if b == rollout.to.id {
+                // A build EC2 will not launch: said now, not at the gate timeout.
+                Gates::Fail(format!("cannot launch {b}: {why}"))
+            } else {
+                Gates::Waiting(format!("launches of {b} are refused: {why}"))
+            }
+        } else if let (Some(why), Phase::Rolling) = (&health.smoke_failed, &rollout.phase) {
+            // Reaches CI now, with the command's status and output, not at the gate
+            // timeout.
+            Gates::Fail(why.clone())
         } else if healthy_new.is_empty() && rollout.phase == Phase::Rolling {
             Gates::Waiting(format!("no instance of {} healthy yet", rollout.to.id))
         } else if green_unswitched {
@@ -529,7 +691,7 @@ impl Controller {
             fleet: rollout.fleet.clone(),
             from: rollout.from.id.clone(),
             to: rollout.to.id.clone(),
-            phase: format!("{:?}", rollout.phase).to_lowercase(),
+            phase: rollout.phase.name().to_string(),
             step: rollout.step,
             gates: gates.clone(),
         });
@@ -674,28 +836,20 @@ impl Controller {
                     .await,
             );
         }
+        let serves = |i: &Instance| {
+            if i.build == rollout.to.id {
+                targets.register_new && smoke_ok.as_ref().is_none_or(|ok| ok.contains(&i.id))
+            } else {
+                targets.register_old
+            }
+        };
         let staying: Vec<&Instance> = live
             .iter()
             .copied()
             .filter(|i| !retired.contains(&i.id))
-            .filter(|i| {
-                if i.build == rollout.to.id {
-                    targets.register_new
-                } else {
-                    targets.register_old
-                }
-            })
+            .filter(|i| serves(i))
             .collect();
-        let launched: Vec<Instance> = launched
-            .into_iter()
-            .filter(|i| {
-                if i.build == rollout.to.id {
-                    targets.register_new
-                } else {
-                    targets.register_old
-                }
-            })
-            .collect();
+        let launched: Vec<Instance> = launched.into_iter().filter(|i| serves(i)).collect();
         match (&canary_spec, &next.phase) {
             (Some(c), Phase::Rolling) => {
                 // New instances go to the canary target group, old ones stay in the main.
@@ -875,6 +1029,10 @@ impl Controller {
     }
 
     fn rollout_finished(&mut self, spec: &FleetSpec, r: &Rollout, now: DateTime<Utc>) {
+        if let Some(state) = self.fleets.get_mut(&spec.name) {
+            state.smoke_failures.clear();
+            state.launch_rejected = None;
+        }
         match &r.phase {
             Phase::Succeeded => {
                 self.current.insert(spec.name.clone(), r.to.clone());
@@ -978,31 +1136,16 @@ fn strategy_name(r: &Rollout) -> &'static str {
     }
 }
 
-/// Run the smoke command for one instance; exit 0 within a minute is a pass.
-async fn smoke(cmd: &[String], i: &Instance) -> bool {
-    let Some((prog, args)) = cmd.split_first() else {
-        return false;
-    };
-    let fill = |s: &String| {
-        s.replace("{id}", &i.id)
-            .replace("{address}", i.private_ip.as_deref().unwrap_or(""))
-    };
-    let mut c = tokio::process::Command::new(fill(prog));
-    c.args(args.iter().map(fill)).kill_on_drop(true);
-    match tokio::time::timeout(std::time::Duration::from_secs(60), c.output()).await {
-        Ok(Ok(out)) => {
-            if !out.status.success() {
-                warn!(instance = %i.id, status = ?out.status, stderr = %String::from_utf8_lossy(&out.stderr), "smoke command failed");
-            }
-            out.status.success()
-        }
-        Ok(Err(e)) => {
-            warn!(instance = %i.id, error = %e, "smoke command could not run");
-            false
-        }
-        Err(_) => {
-            warn!(instance = %i.id, "smoke command timed out");
-            false
-        }
-    }
+/// Longest one smoke command may run.
+const SMOKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What the instance gates found for the new build's instances this pass.
+#[derive(Debug, Default)]
+struct NewHealth {
+    /// Pass every instance gate (smoke included) and may be counted healthy.
+    healthy: HashSet<String>,
+    /// Smoke results that came in this pass, for the rollout's events.
+    smoke_news: Vec<String>,
+    /// An instance ran out of smoke tries: the gate fails with this.
+    smoke_failed: Option<String>,
 }

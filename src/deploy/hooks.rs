@@ -12,10 +12,117 @@ pub struct HookRun {
 }
 
 /// Output lines kept per hook: enough to see what went wrong, bounded for the database.
-const MAX_LINES: usize = 40;
+pub const MAX_LINES: usize = 40;
+
+/// How one command ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ran {
+    /// It exited; `status` as `ExitStatus` shows it ("exit status: 1", "signal: 9").
+    Exited { success: bool, status: String },
+    /// Still running at its timeout: its whole process group was killed.
+    TimedOut,
+    /// It could not start (no such program, permissions).
+    NotStarted(String),
+}
+
+/// A command's end and the last lines it printed (stdout then stderr, at most
+/// [`MAX_LINES`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandRun {
+    pub ran: Ran,
+    pub lines: Vec<String>,
+}
+
+impl CommandRun {
+    pub fn success(&self) -> bool {
+        matches!(self.ran, Ran::Exited { success: true, .. })
+    }
+}
+
+/// Kills a process group when dropped: at a timeout, and when the task awaiting the
+/// command is aborted (`deploy --timeout`, `rollback` or `abort` during a hook), so a
+/// hook's children (`sh -c "…"`, a migration tool's workers) never outlive it.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: kill(2) with a negative pid signals the process group the child
+            // leads (it was started with process_group(0)); no memory is involved.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Run `argv` without a shell, in its own process group, with stdin closed, for at most
+/// `timeout`. Past the timeout, or if the future is dropped, the whole group is killed.
+pub async fn run_command(
+    argv: &[String],
+    envs: &[(&str, &str)],
+    timeout: std::time::Duration,
+) -> CommandRun {
+    let Some((prog, args)) = argv.split_first() else {
+        return CommandRun {
+            ran: Ran::NotStarted("empty command".into()),
+            lines: vec![],
+        };
+    };
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args)
+        .envs(envs.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return CommandRun {
+                ran: Ran::NotStarted(e.to_string()),
+                lines: vec![],
+            }
+        }
+    };
+    let mut guard = GroupGuard(child.id().and_then(|p| i32::try_from(p).ok()));
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Err(_) => CommandRun {
+            ran: Ran::TimedOut,
+            lines: vec![],
+        },
+        Ok(Err(e)) => CommandRun {
+            ran: Ran::NotStarted(e.to_string()),
+            lines: vec![],
+        },
+        Ok(Ok(o)) => {
+            // Exited: whatever it left behind in its group goes too (the guard), but
+            // nothing is signalled if the group is already empty.
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let lines: Vec<&str> = text.lines().collect();
+            let skip = lines.len().saturating_sub(MAX_LINES);
+            let run = CommandRun {
+                ran: Ran::Exited {
+                    success: o.status.success(),
+                    status: o.status.to_string(),
+                },
+                lines: lines.into_iter().skip(skip).map(str::to_string).collect(),
+            };
+            if o.status.success() {
+                guard.0 = None;
+            }
+            run
+        }
+    }
+}
 
 /// Run `hooks` in order, stopping at the first failure. `{build}`, `{fleet}` and `{env}`
-/// in arguments are replaced.
+/// in arguments are replaced. Dropping the future kills the running hook's process group.
 pub async fn run(hooks: &[HookSpec], build: &str, fleet: &str, env: &str) -> HookRun {
     let mut out = HookRun::default();
     for h in hooks {
@@ -24,47 +131,42 @@ pub async fn run(hooks: &[HookSpec], build: &str, fleet: &str, env: &str) -> Hoo
                 .replace("{fleet}", fleet)
                 .replace("{env}", env)
         };
-        let Some((prog, args)) = h.command.split_first() else {
+        if h.command.is_empty() {
             out.failure = Some("a hook has an empty command".into());
             return out;
-        };
-        let shown = h.command.iter().map(fill).collect::<Vec<_>>().join(" ");
-        let mut cmd = tokio::process::Command::new(fill(prog));
-        cmd.args(args.iter().map(fill))
-            .env("COXSWAIN_BUILD", build)
-            .env("COXSWAIN_FLEET", fleet)
-            .env("COXSWAIN_ENV", env)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        match tokio::time::timeout(h.timeout.0, cmd.output()).await {
-            Err(_) => {
-                out.failure = Some(format!("hook `{shown}` timed out after {}", h.timeout));
+        }
+        let argv: Vec<String> = h.command.iter().map(fill).collect();
+        let shown = argv.join(" ");
+        let envs = [
+            ("COXSWAIN_BUILD", build),
+            ("COXSWAIN_FLEET", fleet),
+            ("COXSWAIN_ENV", env),
+        ];
+        let run = run_command(&argv, &envs, h.timeout.0).await;
+        let name = h.command.first().map(String::as_str).unwrap_or("");
+        for l in &run.lines {
+            out.lines.push(format!("hook `{name}`: {l}"));
+        }
+        match run.ran {
+            Ran::TimedOut => {
+                out.failure = Some(format!(
+                    "hook `{shown}` timed out after {} (its process group was killed)",
+                    h.timeout
+                ));
                 return out;
             }
-            Ok(Err(e)) => {
+            Ran::NotStarted(e) => {
                 out.failure = Some(format!("hook `{shown}` could not start: {e}"));
                 return out;
             }
-            Ok(Ok(o)) => {
-                let text = format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                );
-                let lines: Vec<&str> = text.lines().collect();
-                let skip = lines.len().saturating_sub(MAX_LINES);
-                for l in lines.into_iter().skip(skip) {
-                    out.lines.push(format!(
-                        "hook `{}`: {l}",
-                        h.command.first().map(String::as_str).unwrap_or("")
-                    ));
-                }
-                if !o.status.success() {
-                    out.failure = Some(format!("hook `{shown}` failed ({})", o.status));
-                    return out;
-                }
-                out.lines.push(format!("hook `{shown}` ok"));
+            Ran::Exited {
+                success: false,
+                status,
+            } => {
+                out.failure = Some(format!("hook `{shown}` failed ({status})"));
+                return out;
             }
+            Ran::Exited { success: true, .. } => out.lines.push(format!("hook `{shown}` ok")),
         }
     }
     out
@@ -112,6 +214,72 @@ mod tests {
                 .as_deref()
                 .is_some_and(|f| f.contains("timed out")),
             "{r:?}"
+        );
+    }
+
+    /// Whether `pid` is gone (or a zombie waiting for its reaper: it runs no more).
+    fn dead(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    async fn pid_from(file: &std::path::Path) -> String {
+        for _ in 0..100 {
+            if let Ok(s) = std::fs::read_to_string(file) {
+                if !s.trim().is_empty() {
+                    return s.trim().to_string();
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the hook never wrote its child's pid");
+    }
+
+    async fn gone_soon(pid: &str) -> bool {
+        for _ in 0..100 {
+            if dead(pid) {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_hook_takes_its_children_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pid");
+        let script = format!("sleep 600 & echo $! > {}; wait", file.display());
+        let r = run(&[hook(&["sh", "-c", &script], 1)], "b", "f", "e").await;
+        assert!(
+            r.failure
+                .as_deref()
+                .is_some_and(|f| f.contains("timed out")),
+            "{r:?}"
+        );
+        let pid = pid_from(&file).await;
+        assert!(gone_soon(&pid).await, "the hook's child {pid} still runs");
+    }
+
+    #[tokio::test]
+    async fn dropping_a_running_hook_kills_its_process_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pid");
+        let script = format!("sleep 600 & echo $! > {}; wait", file.display());
+        let hooks = vec![hook(&["sh", "-c", &script], 600)];
+        let task = tokio::spawn(async move { run(&hooks, "b", "f", "e").await });
+        let pid = pid_from(&file).await;
+        assert!(!dead(&pid), "the hook's child should be running");
+        task.abort();
+        let _ = task.await;
+        assert!(
+            gone_soon(&pid).await,
+            "the hook's child {pid} outlived the abort"
         );
     }
 }

@@ -128,6 +128,21 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase's one stable name, as the API, `status`, the dashboard, metrics labels
+    /// and notifications show it (no reason text: that is a separate field).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Queued => "queued",
+            Phase::PreDeploy => "pre_deploy",
+            Phase::Rolling => "rolling",
+            Phase::KeepingOld { .. } => "keeping_old",
+            Phase::Promoting => "promoting",
+            Phase::RollingBack { .. } => "rolling_back",
+            Phase::Succeeded => "succeeded",
+            Phase::RolledBack { .. } => "rolled_back",
+        }
+    }
+
     pub fn is_finished(&self) -> bool {
         matches!(self, Phase::Succeeded | Phase::RolledBack { .. })
     }
@@ -515,6 +530,14 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
                     r.from.id
                 ));
                 r.phase = Phase::RolledBack { reason };
+            } else if o.now - r.step_started > gates.timeout.chrono() && !r.overdue {
+                // Its deadline: reported once (CI, `status`, notifications). Restoring goes
+                // on: stopping would leave the build being left serving.
+                r.overdue = true;
+                events.push(format!(
+                    "rolling back overdue: still restoring after {}: {} of {d} on {} healthy, {} of {} left; it goes on",
+                    gates.timeout, o.old_healthy, r.from.id, o.new_live, r.to.id
+                ));
             }
             Targets {
                 new: 0,
@@ -556,6 +579,13 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
             restore_first: false,
         },
     };
+    if matches!(r.phase, Phase::RollingBack { .. })
+        && !matches!(phase_before, Phase::RollingBack { .. })
+    {
+        // The rolling-back phase's deadline counts from here.
+        r.step_started = o.now;
+        r.overdue = false;
+    }
     // A phase that changed this pass acts at once: a failed gate must not launch the
     // next batch first.
     let targets = if r.phase != phase_before && !matches!(r.phase, Phase::Rolling) {

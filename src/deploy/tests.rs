@@ -247,3 +247,72 @@ fn blue_green_switches_keeps_the_old_set_and_retires_it_only_with_gates_green() 
     assert!(matches!(r4.phase, Phase::RollingBack { .. }));
     assert_eq!((tg.new, tg.old, tg.register_old), (0, 6, true));
 }
+
+#[test]
+fn rolling_back_has_a_deadline_reported_once_and_restoring_goes_on() {
+    let r = rollout(StrategySpec::Rolling(RollingSpec::default()));
+    // A gate fails at t=100: rolling back starts then, whatever the step's age.
+    let (r, _, _) = advance(&r, &obs(100, 4, (2, 2), (2, 2), Gates::Fail("5xx".into())));
+    assert!(matches!(r.phase, Phase::RollingBack { .. }), "{r:?}");
+    assert_eq!(
+        r.step_started,
+        t(100),
+        "the deadline counts from the rollback"
+    );
+    let limit = r.deploy.gates.timeout.chrono().num_seconds();
+    // The old build cannot come back (no capacity, say): within the timeout, quiet.
+    let (r1, ev, _) = advance(&r, &obs(100 + limit, 4, (2, 2), (2, 2), pass()));
+    assert!(!r1.overdue && ev.is_empty(), "{ev:?}");
+    // Past it: said once, and it goes on restoring (targets unchanged).
+    let (r2, ev, targets) = advance(&r1, &obs(101 + limit, 4, (2, 2), (2, 2), pass()));
+    assert!(r2.overdue, "{r2:?}");
+    assert!(
+        ev.len() == 1 && ev[0].contains("rolling back overdue"),
+        "{ev:?}"
+    );
+    assert!(matches!(r2.phase, Phase::RollingBack { .. }));
+    assert_eq!((targets.new, targets.old), (0, 4));
+    let (r3, ev, _) = advance(&r2, &obs(200 + limit, 4, (2, 2), (2, 2), pass()));
+    assert!(ev.is_empty(), "reported once: {ev:?}");
+    // Once the old build is whole and the new one gone, it ends rolled back.
+    let (r4, _, _) = advance(&r3, &obs(300 + limit, 4, (0, 0), (4, 4), pass()));
+    assert!(matches!(r4.phase, Phase::RolledBack { .. }), "{r4:?}");
+}
+
+#[test]
+fn phase_names_are_one_stable_vocabulary() {
+    let names: Vec<&str> = [
+        Phase::Queued,
+        Phase::PreDeploy,
+        Phase::Rolling,
+        Phase::KeepingOld { until: t(0) },
+        Phase::Promoting,
+        Phase::RollingBack {
+            reason: "gate failed: alarm x".into(),
+        },
+        Phase::Succeeded,
+        Phase::RolledBack {
+            reason: "why".into(),
+        },
+    ]
+    .iter()
+    .map(Phase::name)
+    .collect();
+    assert_eq!(
+        names,
+        [
+            "queued",
+            "pre_deploy",
+            "rolling",
+            "keeping_old",
+            "promoting",
+            "rolling_back",
+            "succeeded",
+            "rolled_back"
+        ]
+    );
+    // No reason text, no Debug formatting, in any name.
+    assert!(names
+        .iter()
+        .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+}

@@ -309,10 +309,15 @@ pub struct InstanceGates {
     /// Healthy in the fleet's target group (when it has one).
     #[serde(default = "yes")]
     pub target_healthy: bool,
-    /// A command run on the controller host per new instance; `{address}` and `{id}` are
-    /// replaced. Exit 0 is a pass.
+    /// A command run on the controller host per new instance before it is registered
+    /// with the target group (it serves no traffic until it passes); `{address}` and
+    /// `{id}` are replaced. Exit 0 within 60 s is a pass.
     #[serde(default)]
     pub smoke_command: Option<Vec<String>>,
+    /// Tries of the smoke command per instance (one per gate interval, each within 60 s)
+    /// before the gate fails; every failed try is reported at once. Default 3.
+    #[serde(default = "three")]
+    pub smoke_attempts: u32,
 }
 
 impl Default for InstanceGates {
@@ -321,8 +326,13 @@ impl Default for InstanceGates {
             status_checks: true,
             target_healthy: true,
             smoke_command: None,
+            smoke_attempts: 3,
         }
     }
+}
+
+fn three() -> u32 {
+    3
 }
 
 fn yes() -> bool {

@@ -905,6 +905,12 @@ fn validate_deploy(
             );
         }
     }
+    if d.gates.instance.smoke_command.is_some() && d.gates.instance.smoke_attempts == 0 {
+        push(
+            &["deploy", "gates", "instance", "smoke_attempts"],
+            "smoke_attempts 0 would fail every instance before its smoke command runs: use 1 or more".into(),
+        );
+    }
     if let super::StrategySpec::Canary(c) = &d.strategy {
         if c.steps.is_empty() {
             push(

@@ -18,6 +18,8 @@ fn fleet(name: &str, current: u32, desired: u32) -> FleetReport {
         metrics: Vec::new(),
         booting: 0,
         retiring: 0,
+        live: current,
+        serving: current,
         shortfall: 0,
     }
 }

@@ -225,6 +225,69 @@ pub(super) async fn run(client: &Client, req: &LaunchRequest) -> Result<Vec<Inst
         .collect())
 }
 
+/// Whether the launch template version and/or AMI of a launch exist (see
+/// [`crate::cloud::Cloud::launch_source_missing`]).
+pub(super) async fn source_missing(
+    client: &Client,
+    template: Option<&crate::cloud::LaunchTemplate>,
+    image_id: Option<&str>,
+) -> Result<Option<String>, CloudError> {
+    if let Some(t) = template {
+        let call = client
+            .describe_launch_template_versions()
+            .set_launch_template_id(t.id.clone())
+            .set_launch_template_name(if t.id.is_some() { None } else { t.name.clone() })
+            .versions(&t.version);
+        match call.send().await {
+            Ok(out) if out.launch_template_versions().is_empty() => {
+                return Ok(Some(format!(
+                    "launch template version {} does not exist",
+                    t.build_id()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => match classify("DescribeLaunchTemplateVersions", e) {
+                CloudError::Rejected { code, message, .. }
+                    if code.starts_with("InvalidLaunchTemplate") =>
+                {
+                    return Ok(Some(format!(
+                        "launch template version {} does not exist ({code}: {message})",
+                        t.build_id()
+                    )))
+                }
+                other => return Err(other),
+            },
+        }
+    }
+    if let Some(ami) = image_id {
+        let call = client.describe_images().image_ids(ami);
+        match call.send().await {
+            Ok(out) => match out.images().first() {
+                None => {
+                    return Ok(Some(format!(
+                        "AMI {ami} does not exist (or is not shared with this account)"
+                    )))
+                }
+                Some(img) => {
+                    let state = img.state().map(|s| s.as_str()).unwrap_or("available");
+                    if state != "available" {
+                        return Ok(Some(format!("AMI {ami} is {state}, not available")));
+                    }
+                }
+            },
+            Err(e) => match classify("DescribeImages", e) {
+                CloudError::Rejected { code, message, .. } if code.starts_with("InvalidAMIID") => {
+                    return Ok(Some(format!(
+                        "AMI {ami} does not exist ({code}: {message})"
+                    )))
+                }
+                other => return Err(other),
+            },
+        }
+    }
+    Ok(None)
+}
+
 pub(super) async fn mark_retiring(
     client: &Client,
     controller_id: &str,

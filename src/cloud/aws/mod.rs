@@ -258,6 +258,14 @@ impl Cloud for AwsCloud {
         elb::set_weights(&self.elb, listener_arn, weights).await
     }
 
+    async fn launch_source_missing(
+        &self,
+        template: Option<&crate::cloud::LaunchTemplate>,
+        image_id: Option<&str>,
+    ) -> Result<Option<String>, CloudError> {
+        ec2::source_missing(&self.ec2, template, image_id).await
+    }
+
     async fn instance_status(&self, ids: &[String]) -> Result<Vec<(String, bool)>, CloudError> {
         ec2::instance_status(&self.ec2, ids, &self.calls).await
     }

@@ -38,6 +38,15 @@ impl Cloud for SimCloud {
     async fn launch(&self, req: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
         CallCounts::bump(&self.calls.run_instances);
         self.take_fault(Op::Launch, "RunInstances")?;
+        if let Some((message, code)) =
+            self.missing_source(req.template.as_ref(), req.image_id.as_deref())
+        {
+            return Err(CloudError::Rejected {
+                operation: "RunInstances",
+                code: code.into(),
+                message,
+            });
+        }
         let now = self.clock.now();
         let mut st = self.lock();
         // Like EC2: a token seen before is answered with that request's instances as they
@@ -421,6 +430,14 @@ impl Cloud for SimCloud {
             .iter()
             .filter_map(|n| st.alarms.get(n).map(|s| (n.clone(), *s)))
             .collect())
+    }
+
+    async fn launch_source_missing(
+        &self,
+        template: Option<&crate::cloud::LaunchTemplate>,
+        image_id: Option<&str>,
+    ) -> Result<Option<String>, CloudError> {
+        Ok(self.missing_source(template, image_id).map(|(why, _)| why))
     }
 
     fn calls(&self) -> &CallCounts {

@@ -85,6 +85,8 @@ struct State {
     groups: HashMap<String, SimGroup>,
     faults: HashMap<Op, (u32, &'static str)>,
     no_capacity: HashSet<(String, Option<String>)>,
+    /// Builds (`TEMPLATE:VERSION` or `ami-…`) that do not exist; every other one does.
+    missing_builds: HashSet<String>,
     alarms: HashMap<String, super::AlarmState>,
     /// Listener ARN -> (target group, weight) of its default forward action.
     listeners: HashMap<String, Vec<(String, u32)>>,
@@ -270,6 +272,35 @@ impl SimCloud {
     /// DescribeInstances can lag RunInstances on AWS.
     pub fn set_list_lag(&self, lag: chrono::Duration) {
         self.lock().list_lag = lag;
+    }
+
+    /// `build` (`TEMPLATE:VERSION` or `ami-…`) does not exist: launches of it are rejected
+    /// as EC2 rejects them, and `launch_source_missing` says so.
+    pub fn forget_build(&self, build: &str) {
+        self.lock().missing_builds.insert(build.to_string());
+    }
+
+    /// Why a launch from `template`/`image_id` cannot start, if it cannot.
+    pub(crate) fn missing_source(
+        &self,
+        template: Option<&super::LaunchTemplate>,
+        image_id: Option<&str>,
+    ) -> Option<(String, &'static str)> {
+        let st = self.lock();
+        if let Some(t) = template {
+            if st.missing_builds.contains(&t.build_id()) {
+                return Some((
+                    format!("launch template version {} does not exist", t.build_id()),
+                    "InvalidLaunchTemplateId.VersionNotFound",
+                ));
+            }
+        }
+        if let Some(ami) = image_id {
+            if st.missing_builds.contains(ami) {
+                return Some((format!("AMI {ami} does not exist"), "InvalidAMIID.NotFound"));
+            }
+        }
+        None
     }
 
     /// No capacity for `instance_type` in `subnet` (None = any subnet).

@@ -7,7 +7,7 @@
 //! that one is `unused` with reason `Target.InvalidState`, as on a real ALB. So a stopped
 //! instance is how these tests make a target unhealthy.
 
-mod common;
+use crate::common;
 
 use chrono::Utc;
 use common::{create_infra, registered_ids, sdk_config, Infra, Moto};

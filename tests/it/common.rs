@@ -272,7 +272,7 @@ pub fn readme_ci_snippet() -> Vec<String> {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
     let block = readme
-        .split("<!-- ci-snippet: run by tests/cli.rs -->")
+        .split("<!-- ci-snippet: run by tests/it/cli.rs -->")
         .nth(1)
         .and_then(|rest| rest.split("```sh").nth(1))
         .and_then(|rest| rest.split("```").next())

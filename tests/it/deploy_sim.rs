@@ -75,6 +75,7 @@ fn deploy(w: &mut World, fleet: &str, env: &str, build: &str) -> Result<Accepted
         build: build.into(),
         label: None,
         timeout_secs: None,
+        idempotency_key: None,
     };
     let now = w.clock.now();
     w.controller.request_deploy(&req, now)

@@ -84,6 +84,7 @@ impl World {
                 build: build.into(),
                 label: None,
                 timeout_secs: None,
+                idempotency_key: None,
             },
             now,
         )
@@ -455,4 +456,161 @@ async fn a_rollback_goes_only_to_a_build_that_was_live_in_that_environment() {
         ),
         other => panic!("13 must not be promoted: {other:?}"),
     }
+}
+
+/// The gauge `name` of `fleet` in a Prometheus text exposition.
+fn gauge(text: &str, name: &str, fleet: &str) -> u32 {
+    let prefix = format!("{name}{{");
+    text.lines()
+        .find(|l| l.starts_with(&prefix) && l.contains(&format!("fleet=\"{fleet}\"")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {name} for {fleet} in:\n{text}")) as u32
+}
+
+/// caps-during-deploy, counting: `/metrics` and `status` said 2 while 3 ran. At every
+/// pass of a rolling deploy with a surge (case6's fleet before the incident), the current
+/// and billed gauges equal what the simulated cloud runs and bills, and `ready` counts
+/// every serving instance, old build and new: registered, running, not draining.
+#[tokio::test]
+async fn metrics_count_every_billed_and_serving_instance_during_a_rollout() {
+    let config = load(
+        "case6-hand-rollback.yaml",
+        &case_text("hand-rollback-red-gate/case6-hand-rollback.yaml"),
+    );
+    let tg = target_group(&config);
+    let fleets = coxswain::telemetry::FleetInfo::of(&config);
+    let mut w = world(config);
+    let telemetry = coxswain::telemetry::Telemetry::new(Duration::from_secs(5));
+    for _ in 0..3 {
+        let r = w.controller.reconcile_once().await;
+        telemetry.observe(&r, &fleets, w.clock.now());
+        w.clock.advance(Duration::from_secs(5));
+    }
+    let id = id_of(w.deploy("hr", "production", "2").expect("admitted"));
+    let store = w.controller.store().expect("store").clone();
+    let mut most_current = 0;
+    for pass in 0..200 {
+        // What the pass will see when it lists the fleet (the gauges tell what the last
+        // pass saw, not what it launched after).
+        let billed = w.billed("hr");
+        let draining = billed.iter().filter(|i| i.retiring_since.is_some()).count() as u32;
+        let running = (billed.len() as u32) - draining;
+        let serving: std::collections::HashSet<String> = w
+            .sim
+            .target_health(&tg)
+            .await
+            .expect("target health")
+            .into_iter()
+            .filter(|(_, h)| !matches!(h, TargetHealth::Draining | TargetHealth::Unused))
+            .map(|(id, _)| id)
+            .collect();
+        let serving = billed
+            .iter()
+            .filter(|i| i.retiring_since.is_none() && serving.contains(&i.id))
+            .filter(|i| i.state == coxswain::cloud::InstanceState::Running)
+            .count() as u32;
+        let report = w.controller.reconcile_once().await;
+        telemetry.observe(&report, &fleets, w.clock.now());
+        let text = telemetry.encode();
+        assert_eq!(
+            gauge(&text, "coxswain_fleet_billed_instances", "hr"),
+            billed.len() as u32,
+            "pass {pass}"
+        );
+        assert_eq!(
+            gauge(&text, "coxswain_fleet_current_instances", "hr"),
+            running,
+            "pass {pass}"
+        );
+        assert_eq!(
+            gauge(&text, "coxswain_fleet_ready_instances", "hr"),
+            serving,
+            "pass {pass}"
+        );
+        let status = &telemetry.snapshot().fleets;
+        let hr = status.iter().find(|f| f.fleet == "hr").expect("hr");
+        assert_eq!((hr.current, hr.ready), (running, serving), "pass {pass}");
+        most_current = most_current.max(running);
+        if store.deployment(id).expect("ledger").expect("row").outcome != Outcome::InProgress {
+            break;
+        }
+        w.clock.advance(Duration::from_secs(5));
+    }
+    assert_eq!(
+        store.deployment(id).expect("ledger").expect("row").outcome,
+        Outcome::Succeeded
+    );
+    assert_eq!(
+        most_current, 3,
+        "the surge shows: 2 of the old build and 1 new"
+    );
+}
+
+/// A build that cannot launch fails fast: a template version that does not exist is
+/// refused at admission (the API answers 409, the CLI exits 2), and one that disappears
+/// after admission fails its rollout at the pass after EC2 refuses the launch, with
+/// EC2's reason, instead of a gate timeout; the fleet keeps its build at full capacity.
+#[tokio::test]
+async fn a_build_that_cannot_launch_fails_fast() {
+    let config = load(
+        "case6-hand-rollback.yaml",
+        &case_text("hand-rollback-red-gate/case6-hand-rollback.yaml"),
+    );
+    let mut w = world(config);
+    for _ in 0..12 {
+        w.controller.reconcile_once().await;
+        w.clock.advance(Duration::from_secs(5));
+    }
+    w.sim.forget_build("web-server:7");
+    let req = |build: &str| DeployRequest {
+        fleet: "hr".into(),
+        env: "production".into(),
+        build: build.into(),
+        label: None,
+        timeout_secs: None,
+        idempotency_key: None,
+    };
+    let refused = w.controller.check_launchable(&req("7")).await;
+    assert!(
+        matches!(&refused, Err(Refusal::Refused(m)) if m.contains("web-server:7") && m.contains("does not exist")),
+        "{refused:?}"
+    );
+    assert!(w.controller.check_launchable(&req("8")).await.is_ok());
+
+    // Admitted, then gone (a template version deleted by mistake).
+    let id = id_of(w.deploy("hr", "production", "8").expect("admitted"));
+    w.sim.forget_build("web-server:8");
+    let started = w.clock.now();
+    let store = w.controller.store().expect("store").clone();
+    let mut ended = None;
+    for _ in 0..40 {
+        w.controller.reconcile_once().await;
+        let d = store.deployment(id).expect("ledger").expect("row");
+        if d.outcome != Outcome::InProgress {
+            ended = Some(d);
+            break;
+        }
+        w.clock.advance(Duration::from_secs(5));
+    }
+    let d = ended.expect("the rollout ended");
+    assert_eq!(d.outcome, Outcome::RolledBack);
+    let reason = d.reason.unwrap_or_default();
+    assert!(
+        reason.contains("cannot launch web-server:8")
+            && reason.contains("InvalidLaunchTemplateId.VersionNotFound"),
+        "{reason}"
+    );
+    assert!(
+        w.clock.now() - started <= chrono::Duration::seconds(30),
+        "failed at {:?}, not at once",
+        w.clock.now() - started
+    );
+    for _ in 0..12 {
+        w.controller.reconcile_once().await;
+        w.clock.advance(Duration::from_secs(5));
+    }
+    let live = w.billed("hr");
+    assert_eq!(live.len(), 2, "{live:?}");
+    assert!(live.iter().all(|i| i.build == "web-server:1"), "{live:?}");
 }

@@ -6,7 +6,7 @@
 //!
 //! Chromium missing is a failure, never a skip: `scripts/test` installs it.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! database is a git repository these CI machines cannot reach; this shows the advisory
 //! path works whenever a database is there (COXSWAIN_ADVISORY_DB).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

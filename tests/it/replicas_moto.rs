@@ -2,7 +2,7 @@
 //! `coxswain init` tables, one winner per race, takeover only after expiry with a new
 //! fencing token, and a replica that lost its lease cannot write.
 
-mod common;
+use crate::common;
 
 use chrono::{Duration, Utc};
 use common::{sdk_config, Moto};

@@ -3,7 +3,7 @@
 //! note is retried), an OpsGenie-shaped one that checks the GenieKey header, and one that
 //! accepts connections and never answers. The control loop keeps its pace all along.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

@@ -1,7 +1,7 @@
 //! `coxswain deploy` through the real SDK against moto (127.0.0.1): strategies, rollback on
 //! an alarm, promotion refusal, a deploy during a scale-out, and the timed 20-instance roll.
 
-mod common;
+use crate::common;
 
 use chrono::Utc;
 use common::{create_infra, new_template_version, put_metric, sdk_config, Infra, Moto};
@@ -15,10 +15,10 @@ use coxswain::store::Outcome;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const DIM: &str = "targetgroup/web-tg/0123456789abcdef";
+pub(crate) const DIM: &str = "targetgroup/web-tg/0123456789abcdef";
 
 /// `stat: Average`: the tests may put several datapoints in one period, which a Sum would add.
-fn manifest_text(infra: &Infra, min: u32, deploy: &str) -> String {
+pub(crate) fn manifest_text(infra: &Infra, min: u32, deploy: &str) -> String {
     format!(
         "name: web\nenvironment: production\nregion: us-east-1\nlaunch:\n  launch_template: {{ name: {lt}, version: \"1\" }}\n  subnets: [{subnet}]\ntarget_group_arn: {tg}\ncapacity: {{ min: {min}, max: 40 }}\nscaling:\n  warmup: 0s\n  max_launch_per_cycle: 20\n  max_retire_per_cycle: 20\n  policies:\n    - target_tracking:\n        metric: {{ namespace: AWS/ApplicationELB, name: RequestCount, dimensions: {{ TargetGroup: {DIM} }}, stat: Average, kind: total }}\n        target: 100\ndeploy:\n{deploy}",
         lt = infra.launch_template,
@@ -32,7 +32,7 @@ async fn aws(m: &Moto) -> Arc<AwsCloud> {
 }
 
 /// Builds (tag) and types of coxswain's live instances.
-async fn fleet(cfg: &aws_config::SdkConfig) -> Vec<(String, String)> {
+pub(crate) async fn fleet(cfg: &aws_config::SdkConfig) -> Vec<(String, String)> {
     let out = aws_sdk_ec2::Client::new(cfg)
         .describe_instances()
         .filters(
@@ -77,20 +77,21 @@ async fn fleet(cfg: &aws_config::SdkConfig) -> Vec<(String, String)> {
         .collect()
 }
 
-fn started(a: Result<Accepted, Refusal>) -> i64 {
+pub(crate) fn started(a: Result<Accepted, Refusal>) -> i64 {
     match a {
         Ok(Accepted::Started { id, .. }) => id,
         other => panic!("not started: {other:?}"),
     }
 }
 
-fn req(env: &str, build: &str) -> DeployRequest {
+pub(crate) fn req(env: &str, build: &str) -> DeployRequest {
     DeployRequest {
         fleet: "web".into(),
         env: env.into(),
         build: build.into(),
         label: Some("4f2a9c1".into()),
         timeout_secs: None,
+        idempotency_key: None,
     }
 }
 
@@ -135,7 +136,7 @@ async fn drive(
     panic!("rollout {id} did not end: {:?}", store.events_after(id, 0));
 }
 
-async fn setup(
+pub(crate) async fn setup(
     min: u32,
     deploy: &str,
 ) -> (
@@ -348,7 +349,7 @@ async fn twenty_instances_roll_in_25_percent_batches_on_the_daemon_loop() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let calls_before = cloud.calls().snapshot();
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (tx, rx) = coxswain::api::Reply::channel();
     cmd_tx
         .send(coxswain::api::Command::Deploy(req("production", "2"), tx))
         .await

@@ -5,7 +5,7 @@
 //! converges to its desired count on one build, nothing is orphaned and nothing was
 //! launched twice.
 
-mod common;
+use crate::common;
 
 use common::{create_infra, put_metric, sdk_config, Moto};
 use std::collections::BTreeMap;

@@ -49,28 +49,32 @@ fn actions_the_code_calls() -> BTreeSet<String> {
         // Builder calls look like `.describe_instances()` right after a client or a line
         // break; the operation names are the verbs AWS uses.
         for line in text.lines() {
-            let t = line.trim_start();
-            for verb in [
-                "describe_",
-                "run_",
-                "terminate_",
-                "create_",
-                "set_",
-                "get_",
-                "register_",
-                "deregister_",
-                "modify_",
-                "update_",
-                "put_",
-                "scan",
-                "transact_",
-            ] {
-                let Some(rest) = t.strip_prefix('.').filter(|r| r.starts_with(verb)) else {
-                    continue;
-                };
-                if let Some(name) = rest.strip_suffix("()") {
-                    if name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-                        out.insert(format!("{service}:{}", pascal(name)));
+            // Every `.verb_…()` in the line (a chain may be on one line).
+            for (at, _) in line.match_indices('.') {
+                let t = &line[at..];
+                let t = t.find(')').map_or(t, |end| &t[..=end]);
+                for verb in [
+                    "describe_",
+                    "run_",
+                    "terminate_",
+                    "create_",
+                    "set_",
+                    "get_",
+                    "register_",
+                    "deregister_",
+                    "modify_",
+                    "update_",
+                    "put_",
+                    "scan",
+                    "transact_",
+                ] {
+                    let Some(rest) = t.strip_prefix('.').filter(|r| r.starts_with(verb)) else {
+                        continue;
+                    };
+                    if let Some(name) = rest.strip_suffix("()") {
+                        if name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                            out.insert(format!("{service}:{}", pascal(name)));
+                        }
                     }
                 }
             }

@@ -2,7 +2,7 @@
 //! (started by the harness, with the CloudWatch CBOR bridge in front). These tests fail,
 //! never skip, when moto is missing.
 
-mod common;
+use crate::common;
 
 use chrono::{DateTime, Utc};
 use common::{create_infra, put_metric, sdk_config, Infra, Moto};

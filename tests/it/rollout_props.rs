@@ -171,6 +171,7 @@ fn run_case(c: &Case) -> Result<Option<String>, TestCaseError> {
                 build: "2".into(),
                 label: None,
                 timeout_secs: None,
+                idempotency_key: None,
             },
             now,
         ) {

@@ -1,7 +1,7 @@
 //! Bad input, generated: mutated manifests, random traces and durations, and random API
 //! requests give errors, never panics, and never a 5xx.
 
-mod common;
+use crate::common;
 
 use coxswain::cloud::traffic::Trace;
 use coxswain::manifest;
@@ -10,11 +10,11 @@ use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const EXAMPLES: [&str; 5] = [
-    include_str!("../manifests/examples/sim-demo.yaml"),
-    include_str!("../manifests/examples/web-aws.yaml"),
-    include_str!("../manifests/examples/api-asg.yaml"),
-    include_str!("../manifests/examples/staging.yaml"),
-    include_str!("../manifests/examples/simulate.yaml"),
+    include_str!("../../manifests/examples/sim-demo.yaml"),
+    include_str!("../../manifests/examples/web-aws.yaml"),
+    include_str!("../../manifests/examples/api-asg.yaml"),
+    include_str!("../../manifests/examples/staging.yaml"),
+    include_str!("../../manifests/examples/simulate.yaml"),
 ];
 
 /// Pieces that make YAML interesting: structure, numbers at the edges, odd scalars.

@@ -1,6 +1,6 @@
 //! The daemon's API: bearer token in constant time, size limits, clear 4xx on bad input.
 
-mod common;
+use crate::common;
 
 use coxswain::api::{self, ApiState};
 use coxswain::client::Client;

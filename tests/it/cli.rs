@@ -1,6 +1,6 @@
 //! The binary as a user runs it: plan, run on the simulated cloud, JSON logs, exit codes.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,0 +1,300 @@
+//! The deploy cases CI meets through the CLI (`../shared/cases/`, "Deploys"), run as CI
+//! runs them: the real binary as a daemon on the simulated cloud with the case's own
+//! manifest (real clock), and `coxswain deploy`/`rollback`/`status` against its API.
+//!
+//! - hook-timeout: a pre-deploy hook that hangs; `deploy --wait --timeout 20s` ends at
+//!   20 s with exit 3 (not after the hook's 90 s), the hook's process is killed, and
+//!   `status` shows the rollout in its pre-deploy phase meanwhile; `rollback` stops it too.
+//! - retry-idempotency: while another fleet's 45 s smoke test runs, the API answers at
+//!   once; a retried deploy (same build, or the same idempotency key) returns the rollout
+//!   already admitted, never a second one.
+
+use crate::common;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn case(rel: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/cases")
+        .join(rel);
+    assert!(
+        p.exists(),
+        "case file {} is missing: the shared cases must be beside the repository",
+        p.display()
+    );
+    p
+}
+
+struct Daemon {
+    _child: common::KillOnDrop,
+    pid: u32,
+    server: String,
+    token: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, manifest: &Path, env: &[(&str, &str)]) -> Daemon {
+        let port = common::free_port();
+        let log = dir.join("daemon.log");
+        let token = "case-t0ken-1234567890".to_string();
+        let child = Command::new(env!("CARGO_BIN_EXE_coxswain"))
+            .args(["run", "--manifests"])
+            .arg(manifest)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("COXSWAIN_API_TOKEN", &token)
+            .env("COXSWAIN_STATE_DIR", dir)
+            .envs(env.iter().copied())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start daemon");
+        let pid = child.id();
+        let d = Daemon {
+            _child: common::KillOnDrop(child),
+            pid,
+            server: format!("http://127.0.0.1:{port}"),
+            token,
+            log,
+        };
+        d.wait_log("API listening", 30);
+        d
+    }
+
+    fn wait_log(&self, needle: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "no '{needle}' in:\n{text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_coxswain"))
+            .args(args)
+            .env("COXSWAIN_SERVER", &self.server)
+            .env("COXSWAIN_API_TOKEN", &self.token)
+            .output()
+            .expect("run the CLI")
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "--output", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status is not JSON ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// The daemon's child processes running `prog`.
+    fn children(&self, prog: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let comm = head.split_once('(').map(|(_, c)| c).unwrap_or("");
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let zombie = fields.first() == Some(&"Z");
+            let ppid = fields.get(1).and_then(|p| p.parse::<u32>().ok());
+            if comm == prog && ppid == Some(self.pid) && !zombie {
+                out.push(pid);
+            }
+        }
+        out
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn fleet<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["fleets"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["fleet"] == name))
+        .unwrap_or_else(|| panic!("no fleet {name} in {status}"))
+}
+
+/// hook-timeout (case7): the hook `sleep 600` with its own 90 s timeout, and
+/// `deploy --wait --timeout 20s`. The deploy ends at its timeout with exit 3 and nothing
+/// changed; the hook is killed; `status` showed the rollout in `pre_deploy` while it ran.
+/// A second deploy, stopped by `rollback`, ends at once the same way.
+#[test]
+fn a_hanging_pre_deploy_hook_ends_at_the_deploy_timeout_and_on_rollback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(dir.path(), &case("hook-timeout/case7-hook-hang.yaml"), &[]);
+    let started = Instant::now();
+    let deploy = {
+        let (server, token) = (d.server.clone(), d.token.clone());
+        std::thread::spawn(move || {
+            Command::new(env!("CARGO_BIN_EXE_coxswain"))
+                .args([
+                    "deploy",
+                    "hk",
+                    "--env",
+                    "production",
+                    "--build",
+                    "2",
+                    "--wait",
+                    "--timeout",
+                    "20s",
+                ])
+                .env("COXSWAIN_SERVER", server)
+                .env("COXSWAIN_API_TOKEN", token)
+                .output()
+                .expect("deploy")
+        })
+    };
+    // While the hook runs: the rollout is in status, in its pre-deploy phase.
+    let mut seen = None;
+    while started.elapsed() < Duration::from_secs(15) {
+        let s = d.status();
+        let r = &fleet(&s, "hk")["rollout"];
+        if r["phase"] == "pre_deploy" && !d.children("sleep").is_empty() {
+            seen = Some(r.clone());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let seen = seen.expect("status never showed the rollout in pre_deploy with its hook running");
+    assert_eq!(seen["to"], "web-server:2", "{seen}");
+    let out = deploy.join().expect("deploy thread");
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        took < Duration::from_secs(60),
+        "the deploy took {took:?}: it must end at its 20 s timeout, not the hook's 90 s"
+    );
+    assert!(
+        text(&out).contains("during the pre-deploy hooks"),
+        "{}",
+        text(&out)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.children("sleep").is_empty() {
+        assert!(Instant::now() < deadline, "the hook's sleep still runs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s = d.status();
+    assert_eq!(fleet(&s, "hk")["live_build"], "web-server:1", "{s}");
+
+    // A hand rollback during the hook stops it at once.
+    let out = d.cli(&["deploy", "hk", "--env", "production", "--build", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.children("sleep").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the second deploy's hook never ran"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = Instant::now();
+    let out = d.cli(&["rollback", "hk", "--env", "production", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "rollback took {:?}",
+        t.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.children("sleep").is_empty() {
+        assert!(Instant::now() < deadline, "rollback left the hook running");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s = d.status();
+    assert_eq!(fleet(&s, "hk")["live_build"], "web-server:1", "{s}");
+}
+
+/// retry-idempotency (case8): `slow`'s smoke test holds for 45 s; meanwhile CI deploys to
+/// `idem` and retries. Every answer comes at once, and there is one rollout of the build.
+#[test]
+fn retried_deploys_return_the_rollout_already_admitted_while_a_smoke_test_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(
+        dir.path(),
+        &case("retry-idempotency/case8-retry.yaml"),
+        &[("SMOKE_FAIL_FLAG", "/nonexistent/coxswain-smoke-flag")],
+    );
+    let out = d.cli(&["deploy", "slow", "--env", "production", "--build", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Wait until the slow smoke test runs.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while d.children("sh").is_empty() && d.children("sleep").is_empty() {
+        assert!(Instant::now() < deadline, "slow's smoke test never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let id_of = |out: &Output| -> i64 {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|v| v["id"].as_i64())
+            .unwrap_or_else(|| panic!("no rollout id in {}", text(out)))
+    };
+    let deploy = |extra: &[&str]| {
+        let mut args = vec!["deploy", "idem", "--env", "production", "--output", "json"];
+        args.extend_from_slice(extra);
+        let t = Instant::now();
+        let out = d.cli(&args);
+        (out, t.elapsed())
+    };
+    let (first, took) = deploy(&["--build", "2", "--idempotency-key", "ci-run-42"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert!(
+        took < Duration::from_secs(5),
+        "the API answered after {took:?} while a smoke test ran"
+    );
+    let id = id_of(&first);
+    // CI retries: with the key, and without it (same build already rolling).
+    for extra in [
+        &["--build", "2", "--idempotency-key", "ci-run-42"][..],
+        &["--build", "2"][..],
+    ] {
+        let (again, took) = deploy(extra);
+        assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+        assert!(took < Duration::from_secs(5), "answered after {took:?}");
+        assert_eq!(id_of(&again), id, "a retry started another rollout");
+        assert!(
+            text(&again).contains("already admitted"),
+            "{}",
+            text(&again)
+        );
+    }
+    // The same key for another build is refused (exit 2), not a silent reuse.
+    let (other, _) = deploy(&["--build", "3", "--idempotency-key", "ci-run-42"]);
+    assert_eq!(other.status.code(), Some(2), "{}", text(&other));
+    assert!(
+        text(&other).contains("was used for another deploy"),
+        "{}",
+        text(&other)
+    );
+    // One rollout of build 2 on idem, in the ledger.
+    let out = d.cli(&["history", "idem", "--output", "json"]);
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history json");
+    let twos = h["deployments"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|r| r["fleet"] == "idem" && r["build"] == "web-server:2")
+        .count();
+    assert_eq!(twos, 1, "{h}");
+}
