@@ -644,11 +644,13 @@ impl Controller {
             },
             _ => None,
         };
-        let old_healthy = old
+        let old_healthy_ids: HashSet<&str> = old
             .iter()
             .filter(|i| i.state == InstanceState::Running)
             .filter(|i| main_health.as_ref().is_none_or(|h| h.contains(&i.id)))
-            .count() as u32;
+            .map(|i| i.id.as_str())
+            .collect();
+        let old_healthy = old_healthy_ids.len() as u32;
         let gates = if rollout.phase == Phase::Promoting {
             let n = healthy_new.len();
             if n >= new.len() && n as u32 >= d.desired {
@@ -799,7 +801,15 @@ impl Controller {
                 retired.extend(gone);
             }
         }
-        let restored = old_healthy >= targets.old;
+        // Whole again after this pass's own retirements (a scale-in may just have taken
+        // healthy old instances away).
+        let old_healthy_left = old_healthy.saturating_sub(
+            retired
+                .iter()
+                .filter(|id| old_healthy_ids.contains(id.as_str()))
+                .count() as u32,
+        );
+        let restored = old_healthy_left >= targets.old;
         let may_retire_new = !targets.restore_first || restored || blocked_at_cap;
         if excess_new > 0 && may_retire_new {
             // Rolling (the fleet shrank mid-step) or rolling back at a cap, keep min
