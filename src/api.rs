@@ -559,7 +559,12 @@ pub fn status_of(st: &ApiState) -> Result<serde_json::Value, String> {
             .iter()
             .filter(|d| d.outcome != Outcome::InProgress)
             .max_by_key(|d| d.finished_at);
-        let rollout = match snap.rollouts.iter().find(|r| r.fleet == f.fleet) {
+        // The last pass's view, unless the ledger already says it ended (`deploy --wait`
+        // returns as soon as it does; the next pass would say so a poll later).
+        let running = snap.rollouts.iter().find(|r| {
+            r.fleet == f.fleet && !matches!(st.store.rollout(r.id), Ok(Some((false, _))))
+        });
+        let rollout = match running {
             Some(r) => {
                 let events = st.store.events_after(r.id, 0).map_err(|e| e.to_string())?;
                 let tail: Vec<_> = events.iter().rev().take(8).rev().collect();

@@ -504,6 +504,7 @@ impl Controller {
             self.record(&next, now, &reason);
             next.phase = Phase::RolledBack { reason };
             self.save(&next, now);
+            Self::reported_phase(report, &next);
             return false;
         }
         let Some(handle) = self.hooks.get(&r.id) else {
@@ -555,7 +556,15 @@ impl Controller {
             }
         }
         self.save(&next, now);
+        Self::reported_phase(report, &next);
         false
+    }
+
+    /// The phase a rollout ended this pass in, for the report `status` reads.
+    fn reported_phase(report: &mut PassReport, r: &Rollout) {
+        if let Some(x) = report.rollouts.iter_mut().rev().find(|x| x.id == r.id) {
+            x.phase = r.phase.name().to_string();
+        }
     }
 
     /// One pass of a rollout on a directly managed fleet.
@@ -688,15 +697,6 @@ impl Controller {
         } else {
             self.fleet_gates(spec, rollout, now).await
         };
-        report.rollouts.push(super::RolloutReport {
-            id: rollout.id,
-            fleet: rollout.fleet.clone(),
-            from: rollout.from.id.clone(),
-            to: rollout.to.id.clone(),
-            phase: rollout.phase.name().to_string(),
-            step: rollout.step,
-            gates: gates.clone(),
-        });
         let observed = Observed {
             now,
             desired: d.desired,
@@ -706,7 +706,18 @@ impl Controller {
             old_healthy,
             gates,
         };
+        let gates = observed.gates.clone();
         let (next, events, targets) = deploy::advance(rollout, &observed);
+        // The phase it ends this pass in (a rollout that finished shows finished).
+        report.rollouts.push(super::RolloutReport {
+            id: rollout.id,
+            fleet: rollout.fleet.clone(),
+            from: rollout.from.id.clone(),
+            to: rollout.to.id.clone(),
+            phase: next.phase.name().to_string(),
+            step: next.step,
+            gates,
+        });
         for e in &events {
             self.record(&next, now, e);
         }

@@ -180,6 +180,14 @@ fn a_hanging_pre_deploy_hook_ends_at_the_deploy_timeout_and_on_rollback() {
     let out = deploy.join().expect("deploy thread");
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    // Finished as soon as `deploy --wait` returned: no rollout running, the last deploy
+    // rolled back, the build unchanged.
+    let s = d.status();
+    let hk = fleet(&s, "hk");
+    assert!(hk["rollout"].is_null(), "{hk}");
+    assert_eq!(hk["last_deploy"]["outcome"], "rolled_back", "{hk}");
+    assert_eq!(hk["live_build"], "web-server:1", "{s}");
+
     assert!(
         took < Duration::from_secs(60),
         "the deploy took {took:?}: it must end at its 20 s timeout, not the hook's 90 s"
@@ -194,8 +202,6 @@ fn a_hanging_pre_deploy_hook_ends_at_the_deploy_timeout_and_on_rollback() {
         assert!(Instant::now() < deadline, "the hook's sleep still runs");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let s = d.status();
-    assert_eq!(fleet(&s, "hk")["live_build"], "web-server:1", "{s}");
 
     // A hand rollback during the hook stops it at once.
     let out = d.cli(&["deploy", "hk", "--env", "production", "--build", "3"]);
