@@ -55,6 +55,12 @@ pub struct SimulateArgs {
     /// Write a chart of demand against each policy's capacity here (SVG).
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Run the baselines at every target from 0.30 to 0.90 (step 0.05) and report where
+    /// the fleet's policy and the static fleet land against that cost/loss frontier: r =
+    /// cost ÷ the cheapest baseline run losing no more, and the baselines' loss at the
+    /// same cost. Replaces --baseline-utilization.
+    #[arg(long)]
+    pub sweep: bool,
 }
 
 fn whole_minutes(d: Duration, what: &str) -> Result<u32, String> {
@@ -181,20 +187,26 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
     for m in &tested.unmodelled {
         eprintln!("warning: metric {m} is not modelled: the simulator publishes what AWS does for this fleet (ApplicationELB RequestCount and RequestCountPerTarget on its TargetGroup, EC2 CPUUtilization on its AutoScalingGroupName or coxswain:fleet); its policy holds");
     }
-    let mut policies = lineup(
-        tested,
-        capacity,
-        boot + lag,
-        a.baseline_utilization,
-        peak,
-        (min, max),
-    );
+    let targets: Vec<f64> = if a.sweep {
+        simulate::frontier::SWEEP_TARGETS.to_vec()
+    } else {
+        vec![a.baseline_utilization]
+    };
+    let mut policies = lineup(tested, capacity, boot + lag, &targets, peak, (min, max));
     let started = Instant::now();
     let runs = run_all(&mut policies, &replay, world, initial);
     let elapsed = started.elapsed();
     let limit = simulate::zero_loss_limit(demand, capacity);
     let summaries: Vec<simulate::Summary> =
         runs.iter().map(|r| simulate::summarize(r, limit)).collect();
+    // The policy under test and the static fleet, against the baseline runs between them.
+    let standings: Vec<simulate::frontier::Standing> = match summaries.as_slice() {
+        [tested, baselines @ .., fixed] if a.sweep => vec![
+            simulate::frontier::stand(tested, baselines),
+            simulate::frontier::stand(fixed, baselines),
+        ],
+        _ => Vec::new(),
+    };
 
     if let Some(path) = &a.timeline {
         let mut f = std::fs::File::create(path)
@@ -229,6 +241,8 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
                 "baseline_utilization": a.baseline_utilization,
                 "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
                 "policies": summaries,
+                "sweep_targets": if a.sweep { targets.clone() } else { Vec::new() },
+                "standings": standings,
             });
             println!(
                 "{}",
@@ -243,6 +257,14 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
                 trace.start.format("%Y-%m-%d %H:%M")
             );
             print!("{}", simulate::table(&summaries));
+            if !standings.is_empty() {
+                println!(
+                    "\nagainst the baselines swept over targets {:.2} to {:.2}:",
+                    targets.first().copied().unwrap_or_default(),
+                    targets.last().copied().unwrap_or_default()
+                );
+                print!("{}", simulate::frontier::table(&standings));
+            }
             println!(
                 "{} policies simulated in {:.0} ms",
                 runs.len(),
@@ -276,29 +298,28 @@ pub fn run_all(
     })
 }
 
-/// The policy under test, then the baselines, in the order reported.
+/// The policy under test, then the baselines (target tracking and the HPA at each of
+/// `targets`), then the static fleet, in the order reported.
 fn lineup(
     tested: ManifestPolicy,
     capacity: f64,
     warmup: u32,
-    utilization: f64,
+    targets: &[f64],
     peak: f64,
     (min, max): (u32, u32),
 ) -> Vec<Box<dyn Autoscaler + Send>> {
-    vec![
-        Box::new(tested),
-        Box::new(AwsTargetTracking::new(
-            capacity * utilization,
-            warmup,
-            min,
-            max,
-        )),
-        Box::new(Hpa::new(utilization, min, max)),
-        Box::new(StaticFleet {
-            size: ceil_count(peak / capacity).max(min),
-            label: "static (peak)".into(),
-        }),
-    ]
+    let mut out: Vec<Box<dyn Autoscaler + Send>> = vec![Box::new(tested)];
+    for &t in targets {
+        out.push(Box::new(AwsTargetTracking::at_utilization(
+            capacity, t, warmup, min, max,
+        )));
+        out.push(Box::new(Hpa::new(t, min, max)));
+    }
+    out.push(Box::new(StaticFleet {
+        size: ceil_count(peak / capacity).max(min),
+        label: "static (peak)".into(),
+    }));
+    out
 }
 
 /// `coxswain bench --simulate TRACE`: the whole replay (the default manifest, capacity for
@@ -346,7 +367,7 @@ pub fn bench(trace_path: &std::path::Path, runs: usize) -> ExitCode {
             ManifestPolicy::new(fleet.clone()),
             capacity,
             4,
-            0.7,
+            &[0.7],
             peak,
             bounds,
         )

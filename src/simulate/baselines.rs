@@ -22,6 +22,8 @@ pub struct AwsTargetTracking {
     high: u32,
     low: u32,
     seen: usize,
+    /// The share of an instance's capacity `target` stands for, if known (for the name).
+    utilization: Option<f64>,
 }
 
 impl AwsTargetTracking {
@@ -34,16 +36,38 @@ impl AwsTargetTracking {
             high: 0,
             low: 0,
             seen: 0,
+            utilization: None,
+        }
+    }
+
+    /// Target tracking at `utilization` (0..1) of `capacity` requests per minute.
+    pub fn at_utilization(
+        capacity: f64,
+        utilization: f64,
+        warmup: u32,
+        min: u32,
+        max: u32,
+    ) -> Self {
+        Self {
+            utilization: Some(utilization),
+            ..Self::new(capacity * utilization, warmup, min, max)
         }
     }
 }
 
 impl Autoscaler for AwsTargetTracking {
     fn name(&self) -> String {
-        format!(
-            "aws-target-tracking (RequestCountPerTarget {:.0})",
-            self.target
-        )
+        match self.utilization {
+            Some(u) => format!(
+                "aws-target-tracking (RequestCountPerTarget {:.3}, {:.0}%)",
+                self.target,
+                u * 100.0
+            ),
+            None => format!(
+                "aws-target-tracking (RequestCountPerTarget {:.0})",
+                self.target
+            ),
+        }
     }
 
     fn desired(&mut self, view: &View) -> u32 {

@@ -16,6 +16,7 @@
 //!   the simulated cloud, where an instance drains, then terminates at the next pass.
 
 mod baselines;
+pub mod frontier;
 mod report;
 
 pub use baselines::{AwsTargetTracking, Hpa, StaticFleet};

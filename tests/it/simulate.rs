@@ -191,3 +191,72 @@ fn bad_traces_and_flags_are_refused_with_a_sentence() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("whole minutes"));
 }
+
+/// `simulate --sweep`: the baselines run at every target from 0.30 to 0.90, and each
+/// standing's r is the policy's cost over the cheapest baseline run that lost no more,
+/// recomputed here from the runs the JSON lists.
+#[test]
+fn sweep_reports_r_against_the_cheapest_baseline_run_losing_no_more() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = dir.path().join("trace.csv");
+    write_trace(&trace);
+    let out = coxswain()
+        .args([
+            "simulate",
+            "--p999-instances",
+            "20",
+            "--sweep",
+            "--output",
+            "json",
+            "--trace",
+        ])
+        .arg(&trace)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let policies = doc["policies"].as_array().expect("policies");
+    let targets = doc["sweep_targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 13);
+    // The tested policy, 13 × (target tracking, HPA), the static fleet.
+    assert_eq!(policies.len(), 2 + 2 * targets.len());
+    let baselines = &policies[1..policies.len() - 1];
+    let standings = doc["standings"].as_array().expect("standings");
+    assert_eq!(standings.len(), 2);
+    for (s, p) in standings
+        .iter()
+        .zip([&policies[0], &policies[policies.len() - 1]])
+    {
+        assert_eq!(s["policy"], p["policy"]);
+        let cost = p["instance_minutes"].as_u64().expect("cost");
+        let loss = p["unserved_fraction"].as_f64().expect("loss");
+        let cheapest = baselines
+            .iter()
+            .filter(|b| b["unserved_fraction"].as_f64().unwrap_or(1.0) <= loss + 1e-12)
+            .filter_map(|b| b["instance_minutes"].as_u64())
+            .min();
+        match cheapest {
+            Some(c) => {
+                let r = s["r"].as_f64().expect("r");
+                assert!((r - cost as f64 / c as f64).abs() < 1e-9, "{s}");
+            }
+            None => assert!(s["r"].is_null(), "{s}"),
+        }
+    }
+    // The table says the same in words.
+    let table = coxswain()
+        .args(["simulate", "--p999-instances", "20", "--sweep", "--trace"])
+        .arg(&trace)
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("against the baselines swept over targets 0.30 to 0.90"),
+        "{text}"
+    );
+    assert!(text.contains("r = ") || text.contains("r: none"), "{text}");
+}
