@@ -199,6 +199,14 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
     let limit = simulate::zero_loss_limit(demand, capacity);
     let summaries: Vec<simulate::Summary> =
         runs.iter().map(|r| simulate::summarize(r, limit)).collect();
+    // Honest about its budget: the predictive policy's loss_budget against what it lost.
+    let budget = fleet.scaling.policies.iter().find_map(|p| match p {
+        PolicySpec::Predictive(pr) => Some(pr.loss_budget.0),
+        _ => None,
+    });
+    let budget_met = budget
+        .zip(summaries.first())
+        .map(|(b, s)| s.unserved_fraction <= b);
     // The policy under test and the static fleet, against the baseline runs between them.
     let standings: Vec<simulate::frontier::Standing> = match summaries.as_slice() {
         [tested, baselines @ .., fixed] if a.sweep => vec![
@@ -242,6 +250,8 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
                 "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
                 "policies": summaries,
                 "sweep_targets": if a.sweep { targets.clone() } else { Vec::new() },
+                "loss_budget": budget,
+                "budget_met": budget_met,
                 "standings": standings,
             });
             println!(
@@ -257,6 +267,14 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
                 trace.start.format("%Y-%m-%d %H:%M")
             );
             print!("{}", simulate::table(&summaries));
+            if let (Some(b), Some(false), Some(s)) = (budget, budget_met, summaries.first()) {
+                println!(
+                    "{} lost {:.4}% of requests, over its loss_budget of {:.4}%: the budget was not met on this traffic (the policy's headroom stops where more instances buy almost nothing back, and its decisions say so)",
+                    s.policy,
+                    s.unserved_fraction * 100.0,
+                    b * 100.0
+                );
+            }
             if !standings.is_empty() {
                 println!(
                     "\nagainst the baselines swept over targets {:.2} to {:.2}:",

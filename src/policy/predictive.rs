@@ -52,6 +52,12 @@ const VOL_FLOOR: f64 = 0.25;
 const RISE: f64 = 0.03;
 /// Fewer scores than this in a regime: one headroom for both.
 const MIN_REGIME: usize = 60;
+/// The bound: the policy never asks for more than the peak demand of the last
+/// [`PEAK_DAYS`] days (the newest value included) plus this share. A static fleet sized
+/// for that peak is the most it can cost. Chosen by leave-one-trace-out (BENCHMARKS.md).
+pub const PEAK_MARGIN: f64 = 0.5;
+/// Days of history the bound's peak is taken over.
+const PEAK_DAYS: i64 = 7;
 
 /// Residuals sorted from the largest, with running sums, to price any headroom quickly.
 struct Tail {
@@ -171,6 +177,13 @@ pub struct DemandModel {
     vol2: f64,
     /// Root mean square relative error over the scored window: the long-run turbulence.
     vol_long: f64,
+    /// Slots the bound's peak is taken over.
+    peak_window: i64,
+    /// Sliding maximum of demand over `peak_window` slots: (slot, value), values falling.
+    peaks: VecDeque<(i64, f64)>,
+    /// The calibration could not meet `loss_budget` within the headroom cap: the loss
+    /// share its best trade-off would have had on the scored slots.
+    budget_unmet: Option<f64>,
 }
 
 impl DemandModel {
@@ -193,6 +206,67 @@ impl DemandModel {
             z: None,
             vol2: 0.0,
             vol_long: 0.0,
+            peak_window: PEAK_DAYS * per_day,
+            peaks: VecDeque::new(),
+            budget_unmet: None,
+        }
+    }
+
+    /// The peak demand per period over the last [`PEAK_DAYS`] days of history.
+    pub fn recent_peak(&self) -> Option<f64> {
+        self.peaks.front().map(|&(_, v)| v)
+    }
+
+    /// The most the policy asks for: the recent peak plus [`PEAK_MARGIN`].
+    fn bound(&self) -> Option<f64> {
+        self.recent_peak().map(|p| p * (1.0 + PEAK_MARGIN))
+    }
+
+    /// The loss share the best trade-off had, when `loss_budget` cannot be met at a sane
+    /// cost (the headroom cap); None when it can, or before calibration.
+    pub fn budget_unmet(&self) -> Option<f64> {
+        self.budget_unmet
+    }
+
+    /// The sliding peak after `slot` got `v` (in slot order; an earlier slot rebuilds).
+    fn note_peak(&mut self, slot: i64, v: f64) {
+        if self.peaks.back().is_some_and(|&(s, _)| s >= slot) {
+            self.rebuild_peaks();
+            return;
+        }
+        while self.peaks.back().is_some_and(|&(_, x)| x <= v) {
+            self.peaks.pop_back();
+        }
+        self.peaks.push_back((slot, v));
+        self.trim_peaks();
+    }
+
+    fn trim_peaks(&mut self) {
+        let Some(newest) = self.newest_slot() else {
+            self.peaks.clear();
+            return;
+        };
+        while self
+            .peaks
+            .front()
+            .is_some_and(|&(s, _)| s <= newest - self.peak_window)
+        {
+            self.peaks.pop_front();
+        }
+    }
+
+    fn rebuild_peaks(&mut self) {
+        self.peaks.clear();
+        let Some(newest) = self.newest_slot() else {
+            return;
+        };
+        for slot in (newest - self.peak_window + 1).max(self.base)..=newest {
+            if let Some(v) = self.at(slot) {
+                while self.peaks.back().is_some_and(|&(_, x)| x <= v) {
+                    self.peaks.pop_back();
+                }
+                self.peaks.push_back((slot, v));
+            }
         }
     }
 
@@ -272,8 +346,10 @@ impl DemandModel {
             if self.values.is_empty() || too_far {
                 self.values.clear();
                 self.scores.clear();
+                self.peaks.clear();
                 self.scored = None;
                 self.z = None;
+                self.budget_unmet = None;
                 self.base = slot;
             }
             if slot < self.base {
@@ -284,12 +360,19 @@ impl DemandModel {
                 // Gaps (no datapoint at all) stay unknown, not zero.
                 self.values.resize(i + 1, f64::NAN);
             }
-            self.values[i] = v.max(0.0);
+            let v = v.max(0.0);
+            let before = self.values[i];
+            self.values[i] = v;
+            // Re-reads of a slot (every pass reads an overlapping window) change nothing.
+            if before.is_nan() || before != v {
+                self.note_peak(slot, v);
+            }
         }
         while self.values.len() > self.keep {
             self.values.pop_front();
             self.base += 1;
         }
+        self.trim_peaks();
         self.score_new();
     }
 
@@ -352,7 +435,10 @@ impl DemandModel {
         let cap = MAX_EXCEEDANCE;
         if calm.len() < MIN_REGIME || rising.len() < MIN_REGIME {
             let all = Tail::new(self.scores.iter());
-            let z = all.z_for_budget(budget).min(all.z_at(cap)).max(-2.0);
+            let capped = all.z_at(cap);
+            let z = all.z_for_budget(budget).min(capped).max(-2.0);
+            let lost = all.loss(z);
+            self.budget_unmet = (lost > budget * (1.0 + 1e-9) && total > 0.0).then(|| lost / total);
             self.z = Some((z, z));
             return;
         }
@@ -368,7 +454,11 @@ impl DemandModel {
             }
             e = (e * step).max(cap);
         }
-        self.z = Some((calm.z_at(e).max(-2.0), rising.z_at(e).max(-2.0)));
+        let (zc, zr) = (calm.z_at(e).max(-2.0), rising.z_at(e).max(-2.0));
+        let lost = calm.loss(zc) + rising.loss(zr);
+        // At the cap and still over budget: the budget cannot be met at a sane cost.
+        self.budget_unmet = (lost > budget * (1.0 + 1e-9) && total > 0.0).then(|| lost / total);
+        self.z = Some((zc, zr));
     }
 
     /// Whether demand at slot `j` is climbing: the last 3 slots above the 5 before the
@@ -480,6 +570,15 @@ pub(super) fn vote(
         need = need.max(with_headroom);
         peak_forecast = peak_forecast.max(f);
     }
+    // Bounded: never more than the recent peak plus the margin (a static fleet for that
+    // peak is the most this policy can cost).
+    let bounded = match model.bound() {
+        Some(b) if need > b => {
+            need = b;
+            true
+        }
+        _ => false,
+    };
     let wanted = ceil_count(need / capacity);
     let headroom = match model.headroom_z(j) {
         Some(z) => format!(
@@ -492,6 +591,20 @@ pub(super) fn vote(
         ),
         None => format!("{:.0}% headroom until calibrated", COLD_HEADROOM * 100.0),
     };
+    let mut headroom = headroom;
+    if bounded {
+        headroom.push_str(&format!(
+            ", bounded by the {PEAK_DAYS}-day peak + {:.0}%",
+            PEAK_MARGIN * 100.0
+        ));
+    }
+    if let Some(lost) = model.budget_unmet() {
+        headroom.push_str(&format!(
+            "; loss_budget {:.3}% cannot be met at a sane cost: the best trade-off lost {:.3}% of recent requests",
+            model.loss_budget * 100.0,
+            lost * 100.0
+        ));
+    }
     (
         Vote::Capacity(wanted),
         format!(

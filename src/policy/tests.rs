@@ -540,3 +540,88 @@ proptest::proptest! {
         }
     }
 }
+
+fn predictive_spec(f: &FleetSpec) -> &manifest::PredictiveSpec {
+    match f.scaling.policies.first() {
+        Some(manifest::PolicySpec::Predictive(p)) => p,
+        other => panic!("not predictive: {other:?}"),
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    /// Bounded: whatever the traffic (bursts up to 60× the base, steps, quiet spells),
+    /// the predictive policy never asks for more than the peak of the last 7 days (the
+    /// newest minute included) plus `PEAK_MARGIN`, so it never costs more than a static
+    /// fleet sized for that peak.
+    #[test]
+    fn predictive_never_asks_for_more_than_the_recent_peak_plus_its_margin(
+        base in 50.0f64..5_000.0,
+        days in 1i64..4,
+        bursts in proptest::collection::vec((0i64..5_760, 2.0f64..60.0, 1i64..20), 0..12),
+        step in proptest::option::of((0i64..5_760, 0.2f64..5.0)),
+    ) {
+        let f = fleet(PREDICTIVE, "");
+        let spec = predictive_spec(&f);
+        let demand = |m: i64| -> f64 {
+            let mut v = base * (1.0 + 0.5 * ((m as f64) / 1440.0 * std::f64::consts::TAU).sin());
+            if let Some((at, k)) = step {
+                if m >= at { v *= k; }
+            }
+            for &(at, k, len) in &bursts {
+                if m >= at && m < at + len { v *= k; }
+            }
+            v
+        };
+        let end = days * 1440;
+        let mut model = DemandModel::new(spec, 1_000.0);
+        // Everything but the last 3 hours at once (a restart reading history back), then
+        // minute by minute with a decision each minute.
+        model.ingest(&MetricSeries { points: (0..end - 180).map(|m| (t(m), demand(m))).collect() });
+        for now in (end - 180)..end {
+            model.ingest(&MetricSeries { points: vec![(t(now - 1), demand(now - 1))] });
+            let peak = ((now - 7 * 1440).max(0)..now).map(demand).fold(0.0, f64::max);
+            let o = obs(t(now), 2, 2, vec![None]);
+            let (v, why) = predictive::vote(spec, &f, &o, Some(&model), chrono::Duration::minutes(5));
+            if let Vote::Capacity(n) = v {
+                let most = ceil_count(peak * (1.0 + predictive::PEAK_MARGIN) / 1_000.0);
+                proptest::prop_assert!(n <= most, "minute {now}: wants {n}, peak {peak:.0} allows {most}: {why}");
+            }
+        }
+    }
+}
+
+#[test]
+fn predictive_says_when_its_loss_budget_cannot_be_met() {
+    // Demand that jumps between 1,000 and 20,000 at random each minute: no forecast can
+    // keep 0.1% of requests within the headroom cap.
+    let f = fleet(PREDICTIVE, "");
+    let spec = predictive_spec(&f);
+    let wild = |m: i64| {
+        if (m * 7919 + 13) % 11 < 3 {
+            20_000.0
+        } else {
+            1_000.0
+        }
+    };
+    let mut model = DemandModel::new(spec, 1_000.0);
+    let now = 2 * 1440;
+    model.ingest(&MetricSeries {
+        points: (0..now - 1).map(|m| (t(m), wild(m))).collect(),
+    });
+    let lost = model.budget_unmet().expect("the budget cannot be met here");
+    assert!(lost > 0.001, "{lost}");
+    let (_, why) = predictive::vote(
+        spec,
+        &f,
+        &obs(t(now), 2, 2, vec![None]),
+        Some(&model),
+        chrono::Duration::minutes(5),
+    );
+    assert!(why.contains("cannot be met at a sane cost"), "{why}");
+    // A calm daily cycle meets it, and says nothing.
+    let mut calm = DemandModel::new(spec, 1_000.0);
+    calm.ingest(&history(0, 5 * 1440 - 1));
+    assert_eq!(calm.budget_unmet(), None);
+}
