@@ -226,7 +226,9 @@ fn sweep_reports_r_against_the_cheapest_baseline_run_losing_no_more() {
     assert_eq!(policies.len(), 2 + 2 * targets.len());
     let baselines = &policies[1..policies.len() - 1];
     // Honest about its budget: met exactly when the tested policy lost no more.
-    let budget = doc["loss_budget"].as_f64().expect("the predictive policy's budget");
+    let budget = doc["loss_budget"]
+        .as_f64()
+        .expect("the predictive policy's budget");
     let lost = policies[0]["unserved_fraction"].as_f64().expect("loss");
     assert_eq!(doc["budget_met"].as_bool(), Some(lost <= budget), "{doc}");
     let standings = doc["standings"].as_array().expect("standings");
