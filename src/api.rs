@@ -533,6 +533,14 @@ async fn status(State(st): State<ApiState>) -> Response {
 /// and latest events), recent decisions and chart: what `status` and the dashboard show.
 pub fn status_of(st: &ApiState) -> Result<serde_json::Value, String> {
     let snap = st.telemetry.snapshot();
+    let queued_rollouts: Vec<Rollout> = st
+        .store
+        .active_rollouts()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter_map(|(_, body)| serde_json::from_str::<Rollout>(&body).ok())
+        .filter(|r| r.phase == crate::deploy::Phase::Queued)
+        .collect();
     let mut fleets = Vec::new();
     for f in &snap.fleets {
         let history = st
@@ -575,6 +583,12 @@ pub fn status_of(st: &ApiState) -> Result<serde_json::Value, String> {
             }
             None => serde_json::Value::Null,
         };
+        // Rollouts waiting their turn (behind the running one, or a freeze): phase `queued`.
+        let queued: Vec<serde_json::Value> = queued_rollouts
+            .iter()
+            .filter(|r| r.fleet == f.fleet)
+            .map(|r| serde_json::json!({"id": r.id, "to": r.to.id, "kind": r.kind, "phase": r.phase.name()}))
+            .collect();
         let decisions: Vec<serde_json::Value> = st
             .store
             .decisions(&f.fleet, 10)
@@ -595,6 +609,7 @@ pub fn status_of(st: &ApiState) -> Result<serde_json::Value, String> {
                 "finished_at": d.finished_at,
             })),
             "rollout": rollout,
+            "queued": queued,
             "decisions": decisions,
             "series": snap.series.get(&f.fleet).cloned().unwrap_or_default(),
         }));

@@ -558,6 +558,13 @@ pub fn status_table(body: &Value) -> String {
             f["live_build"].as_str().unwrap_or(""),
             rollout
         ));
+        for q in f["queued"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  queued: #{} → {}\n",
+                q["id"],
+                q["to"].as_str().unwrap_or("")
+            ));
+        }
         out.push_str(&format!(
             "  reason: {}\n",
             f["reason"].as_str().unwrap_or("")

@@ -614,3 +614,44 @@ async fn a_build_that_cannot_launch_fails_fast() {
     assert_eq!(live.len(), 2, "{live:?}");
     assert!(live.iter().all(|i| i.build == "web-server:1"), "{live:?}");
 }
+
+/// `status` shows a rollout in every phase: the running one with its phase, and the one
+/// queued behind it (a retried or second deploy) as `queued`, by the same names the API
+/// and metrics use.
+#[tokio::test]
+async fn status_shows_the_running_rollout_and_the_one_queued_behind_it() {
+    let config = load(
+        "case6-hand-rollback.yaml",
+        &case_text("hand-rollback-red-gate/case6-hand-rollback.yaml"),
+    );
+    let fleets = coxswain::telemetry::FleetInfo::of(&config);
+    let mut w = world(config);
+    let telemetry = Arc::new(coxswain::telemetry::Telemetry::new(Duration::from_secs(5)));
+    let first = id_of(w.deploy("hr", "production", "2").expect("admitted"));
+    let second = id_of(w.deploy("hr", "production", "3").expect("queued"));
+    for _ in 0..3 {
+        let r = w.controller.reconcile_once().await;
+        telemetry.observe(&r, &fleets, w.clock.now());
+        w.clock.advance(Duration::from_secs(5));
+    }
+    let (tx, _rx) = tokio::sync::mpsc::channel(1);
+    let state = coxswain::api::ApiState {
+        commands: tx,
+        store: w.controller.store().expect("store").clone(),
+        token: Arc::new("t".into()),
+        telemetry,
+    };
+    let status = coxswain::api::status_of(&state).expect("status");
+    let hr = status["fleets"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["fleet"] == "hr"))
+        .expect("hr")
+        .clone();
+    assert_eq!(hr["rollout"]["id"], first, "{hr}");
+    assert_eq!(hr["rollout"]["phase"], "rolling", "{hr}");
+    let queued = hr["queued"].as_array().expect("queued list");
+    assert_eq!(queued.len(), 1, "{hr}");
+    assert_eq!(queued[0]["id"], second);
+    assert_eq!(queued[0]["phase"], "queued");
+    assert_eq!(queued[0]["to"], "web-server:3");
+}
