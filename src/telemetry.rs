@@ -232,7 +232,7 @@ impl Telemetry {
         );
         registry.register(
             "fleet_booting_instances",
-            "Instances launched but not yet ready",
+            "Instances live but not serving yet (booting, warming up, before their smoke test)",
             t.booting.clone(),
         );
         registry.register(
@@ -391,6 +391,9 @@ impl Telemetry {
             // What runs, every build (during a rollout the decision's `current` is the
             // capacity the rollout works to, not what is running).
             let ready = f.serving;
+            // Not serving yet (booting, warming up, waiting for its smoke test): with
+            // `ready`, every live instance once.
+            let booting = f.live.saturating_sub(f.serving);
             self.desired
                 .get_or_create(&labels)
                 .set(i64::from(d.desired));
@@ -399,9 +402,7 @@ impl Telemetry {
                 .get_or_create(&labels)
                 .set(i64::from(f.live + f.retiring));
             self.ready.get_or_create(&labels).set(i64::from(ready));
-            self.booting
-                .get_or_create(&labels)
-                .set(i64::from(f.booting));
+            self.booting.get_or_create(&labels).set(i64::from(booting));
             self.retiring
                 .get_or_create(&labels)
                 .set(i64::from(f.retiring));
@@ -445,7 +446,7 @@ impl Telemetry {
                 at: now,
                 desired: d.desired,
                 ready,
-                booting: f.booting,
+                booting,
                 demand: f.metrics.first().and_then(|m| m.1),
             };
             let series = live.series.entry(d.fleet.clone()).or_default();
@@ -477,7 +478,7 @@ impl Telemetry {
                     current: f.live,
                     desired: d.desired,
                     ready,
-                    booting: f.booting,
+                    booting,
                     retiring: f.retiring,
                     reason: d.reason(),
                     demand_metric: f.metrics.first().map(|m| m.0.clone()),

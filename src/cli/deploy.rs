@@ -129,7 +129,15 @@ fn unreachable(e: impl std::fmt::Display) -> u8 {
     EXIT_UNREACHABLE
 }
 
-/// A 4xx/5xx answer: refusals exit 2, the rest 4.
+/// The CLI's own settings are wrong (no token, a server address that is not a URL):
+/// retrying cannot help, so it is not exit 4.
+fn misconfigured(e: impl std::fmt::Display) -> u8 {
+    eprintln!("error: {e}");
+    EXIT_REFUSED
+}
+
+/// A 4xx/5xx answer: refusals and bad requests exit 2 (sending it again cannot help),
+/// the daemon's own trouble (5xx) exits 4.
 fn failed(status: u16, body: &Value) -> u8 {
     let msg = body["error"].as_str().unwrap_or("unknown error");
     if status == 401 {
@@ -140,6 +148,10 @@ fn failed(status: u16, body: &Value) -> u8 {
         eprintln!("refused: {msg}");
         return EXIT_REFUSED;
     }
+    if (400..500).contains(&status) {
+        eprintln!("error: bad request ({status}): {msg}");
+        return EXIT_REFUSED;
+    }
     eprintln!("error: daemon answered {status}: {msg}");
     EXIT_UNREACHABLE
 }
@@ -147,7 +159,7 @@ fn failed(status: u16, body: &Value) -> u8 {
 pub async fn deploy(a: DeployArgs) -> ExitCode {
     let client = match a.server.client() {
         Ok(c) => c,
-        Err(e) => return ExitCode::from(unreachable(e)),
+        Err(e) => return ExitCode::from(misconfigured(e)),
     };
     let req = json!({
         "fleet": a.fleet, "env": a.env, "build": a.build, "label": a.label,
@@ -162,7 +174,7 @@ pub async fn deploy(a: DeployArgs) -> ExitCode {
         return ExitCode::from(failed(status, &body));
     }
     ExitCode::from(
-        started(&client, &body, a.wait, a.server.output, &a.build)
+        started(&client, &body, a.wait, a.server.output, &a.build, false)
             .await
             .code,
     )
@@ -191,7 +203,14 @@ impl Ended {
 }
 
 /// Follow an accepted request when asked to.
-async fn started(client: &Client, body: &Value, wait: bool, out: Output, build: &str) -> Ended {
+async fn started(
+    client: &Client,
+    body: &Value,
+    wait: bool,
+    out: Output,
+    build: &str,
+    rollback: bool,
+) -> Ended {
     match body["status"].as_str() {
         Some("already_live") => {
             line(
@@ -208,21 +227,28 @@ async fn started(client: &Client, body: &Value, wait: bool, out: Output, build: 
         }
         Some("started") => {
             let id = body["id"].as_i64().unwrap_or_default();
-            if body["existing"].as_bool() == Some(true) {
-                line(
-                    out,
-                    "existing",
-                    &format!("rollout #{id} was already admitted for this request; nothing new was started"),
-                    json!({"id": id, "existing": true}),
-                );
-            }
+            let what = if rollback { "rollback" } else { "deploy" };
+            let text = if body["existing"].as_bool() == Some(true) {
+                format!(
+                    "rollout #{id} was already admitted for this {what}; nothing new was started"
+                )
+            } else if let Some(q) = body["queued_behind"].as_i64() {
+                format!("{what} accepted as rollout #{id}, queued behind rollout #{q}")
+            } else {
+                format!("{what} accepted as rollout #{id}")
+            };
+            let text = if wait {
+                text
+            } else {
+                format!("{text}; follow it with --wait or `coxswain status`")
+            };
+            line(
+                out,
+                "accepted",
+                &text,
+                json!({"id": id, "kind": what, "existing": body["existing"].as_bool() == Some(true), "queued_behind": body["queued_behind"]}),
+            );
             if !wait {
-                line(
-                    out,
-                    "accepted",
-                    &format!("rollout #{id} accepted; follow it with --wait"),
-                    json!({"id": id}),
-                );
                 return Ended::early(EXIT_LIVE);
             }
             follow(client, id, out).await
@@ -234,6 +260,9 @@ async fn started(client: &Client, body: &Value, wait: bool, out: Output, build: 
     }
 }
 
+/// How long `--wait` keeps trying to reach a daemon it lost while following a rollout.
+const FOLLOW_RECONNECT: Duration = Duration::from_secs(120);
+
 /// Print the rollout's events as they come; its exit code and final reason.
 async fn follow(client: &Client, id: i64, out: Output) -> Ended {
     use std::io::IsTerminal;
@@ -241,11 +270,28 @@ async fn follow(client: &Client, id: i64, out: Output) -> Ended {
     let tty = out == Output::Table && std::io::stdout().is_terminal();
     let mut progress = (0, 0);
     let mut after = 0;
+    // Lost the daemon while following (a restart, a deploy of coxswain itself): the
+    // rollout was admitted and goes on; keep asking for a while before giving up.
+    let mut lost_since: Option<std::time::Instant> = None;
     loop {
         let path = format!("/v1/rollouts/{id}/events?after={after}&wait=20");
         let (status, body) = match client.call("GET", &path, None).await {
-            Ok(r) => r,
-            Err(e) => return Ended::early(unreachable(e)),
+            Ok(r) => {
+                lost_since = None;
+                r
+            }
+            Err(e) => {
+                if lost_since.is_none() {
+                    eprintln!("warning: lost the daemon while following rollout #{id} ({e}); retrying for {}s", FOLLOW_RECONNECT.as_secs());
+                }
+                let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() < FOLLOW_RECONNECT {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+                eprintln!("error: lost the daemon for {}s while following rollout #{id}, which was admitted and goes on: see `coxswain status` ({e})", FOLLOW_RECONNECT.as_secs());
+                return Ended::early(EXIT_UNREACHABLE);
+            }
         };
         if status >= 400 {
             return Ended::early(failed(status, &body));
@@ -358,7 +404,7 @@ async fn follow(client: &Client, id: i64, out: Output) -> Ended {
 pub async fn approve(a: ApproveArgs) -> ExitCode {
     let client = match a.server.client() {
         Ok(c) => c,
-        Err(e) => return ExitCode::from(unreachable(e)),
+        Err(e) => return ExitCode::from(misconfigured(e)),
     };
     let req = json!({ "fleet": a.fleet, "build": a.build, "by": a.by });
     match client.call("POST", "/v1/approvals", Some(&req)).await {
@@ -379,7 +425,7 @@ pub async fn approve(a: ApproveArgs) -> ExitCode {
 pub async fn rollback(a: RollbackArgs) -> ExitCode {
     let client = match a.server.client() {
         Ok(c) => c,
-        Err(e) => return ExitCode::from(unreachable(e)),
+        Err(e) => return ExitCode::from(misconfigured(e)),
     };
     let req = json!({ "fleet": a.fleet, "env": a.env, "to": a.to });
     let (status, body) = match client.call("POST", "/v1/rollbacks", Some(&req)).await {
@@ -400,6 +446,7 @@ pub async fn rollback(a: RollbackArgs) -> ExitCode {
         a.wait,
         a.server.output,
         a.to.as_deref().unwrap_or("previous"),
+        true,
     )
     .await;
     if !a.wait {
@@ -436,7 +483,7 @@ pub async fn rollback(a: RollbackArgs) -> ExitCode {
 pub async fn history(a: HistoryArgs) -> ExitCode {
     let client = match a.server.client() {
         Ok(c) => c,
-        Err(e) => return ExitCode::from(unreachable(e)),
+        Err(e) => return ExitCode::from(misconfigured(e)),
     };
     let (status, body) = match client
         .call("GET", &format!("/v1/history/{}", a.fleet), None)
@@ -496,7 +543,7 @@ pub struct StatusArgs {
 pub async fn status(a: StatusArgs) -> ExitCode {
     let client = match a.server.client() {
         Ok(c) => c,
-        Err(e) => return ExitCode::from(unreachable(e)),
+        Err(e) => return ExitCode::from(misconfigured(e)),
     };
     let (code, mut body) = match client.call("GET", "/v1/status", None).await {
         Ok(r) => r,

@@ -198,6 +198,15 @@ pub fn main() -> ExitCode {
     // The benchmark measures the controller, not the terminal, and plan prints its own
     // table: both log warnings only.
     let quiet = !matches!(cli.command, Command::Run(_) | Command::Validate { .. });
+    if quiet {
+        // Commands that print for a pipe (`history web | head`) end quietly when the
+        // reader goes away, as Unix tools do. Not the daemon: it writes to sockets, where
+        // a closed peer must be an error, not a signal.
+        // SAFETY: setting a signal disposition to its default before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     logging::init(cli.log_format, quiet);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -349,7 +358,15 @@ pub async fn wire(a: &CloudArgs) -> Result<Wiring, String> {
                     .unwrap_or(if demo { crate::demo::SPEED } else { 1.0 });
                 Arc::new(RealClock::starting_at(start, speed))
             };
-            let sim = SimCloud::for_config(clock.clone(), &config).map_err(|e| e.to_string())?;
+            // Instance ids unique across runs (a restart with --state must not meet a new
+            // instance under an old one's id), as EC2's are: from the wall clock's
+            // milliseconds, with room for 256 launches a millisecond.
+            let epoch_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let sim = SimCloud::for_config_from_id(clock.clone(), &config, epoch_ms << 8)
+                .map_err(|e| e.to_string())?;
             Ok(Wiring {
                 config,
                 source,

@@ -337,8 +337,46 @@ impl Controller {
         Ok(approval)
     }
 
-    /// Roll back by hand: abort the running rollout, or roll to an earlier build.
+    /// Roll back by hand: abort the running rollout, or roll to an earlier build. Deploys
+    /// queued for the fleet are cancelled: the way out of an incident is not followed by
+    /// the next build in line.
     pub fn request_rollback(
+        &mut self,
+        req: &RollbackRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Accepted, Refusal> {
+        let answer = self.rollback_inner(req, now)?;
+        if let Accepted::Started { id, fleet, .. } = &answer {
+            self.cancel_queued_deploys(fleet, *id, now)?;
+        }
+        Ok(answer)
+    }
+
+    fn cancel_queued_deploys(
+        &mut self,
+        fleet: &str,
+        rollback: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), Refusal> {
+        let store = self.store_or_err()?;
+        for r in self.rollouts_of(fleet)? {
+            if r.phase != Phase::Queued || r.kind != Kind::Deploy || r.id == rollback {
+                continue;
+            }
+            let why = format!(
+                "cancelled by rollback #{rollback}: a deploy queued before a rollback does not start after it (deploy it again once the incident is over)"
+            );
+            let body = serde_json::to_string(&r).map_err(|e| Refusal::Internal(e.to_string()))?;
+            store
+                .finish(r.id, Outcome::Superseded, Some(&why), now, &body)
+                .map_err(|e| Refusal::Internal(e.to_string()))?;
+            let _ = store.add_event(r.id, now, &why);
+            tracing::warn!(fleet = %fleet, rollout = r.id, build = %r.to.id, "{why}");
+        }
+        Ok(())
+    }
+
+    fn rollback_inner(
         &mut self,
         req: &RollbackRequest,
         now: DateTime<Utc>,

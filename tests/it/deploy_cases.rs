@@ -528,6 +528,11 @@ async fn metrics_count_every_billed_and_serving_instance_during_a_rollout() {
             serving,
             "pass {pass}"
         );
+        assert_eq!(
+            gauge(&text, "coxswain_fleet_booting_instances", "hr") + serving,
+            running,
+            "pass {pass}: ready and booting count every live instance once"
+        );
         let status = &telemetry.snapshot().fleets;
         let hr = status.iter().find(|f| f.fleet == "hr").expect("hr");
         assert_eq!((hr.current, hr.ready), (running, serving), "pass {pass}");
@@ -654,4 +659,50 @@ async fn status_shows_the_running_rollout_and_the_one_queued_behind_it() {
     assert_eq!(queued[0]["id"], second);
     assert_eq!(queued[0]["phase"], "queued");
     assert_eq!(queued[0]["to"], "web-server:3");
+}
+
+/// A hand rollback during an incident is not followed by the next deploy in line: deploys
+/// queued for the fleet are cancelled (superseded, with the reason), the rollback ends
+/// with the previous build live, and nothing else starts.
+#[tokio::test]
+async fn a_hand_rollback_cancels_the_deploys_queued_behind_the_rollout() {
+    let config = load(
+        "case6-hand-rollback.yaml",
+        &case_text("hand-rollback-red-gate/case6-hand-rollback.yaml"),
+    );
+    let mut w = world(config);
+    let running = id_of(w.deploy("hr", "production", "5").expect("admitted"));
+    let queued = id_of(w.deploy("hr", "production", "6").expect("queued"));
+    for _ in 0..3 {
+        w.controller.reconcile_once().await;
+        w.clock.advance(Duration::from_secs(5));
+    }
+    let rb = id_of(w.rollback("hr", "production", None).expect("rollback"));
+    assert_eq!(rb, running, "the rollback aborts the running deploy");
+    let store = w.controller.store().expect("store").clone();
+    let q = store.deployment(queued).expect("ledger").expect("row");
+    assert_eq!(q.outcome, Outcome::Superseded, "{q:?}");
+    assert!(
+        q.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("cancelled by rollback")),
+        "{q:?}"
+    );
+    for _ in 0..60 {
+        w.controller.reconcile_once().await;
+        w.clock.advance(Duration::from_secs(5));
+    }
+    assert_eq!(
+        store
+            .deployment(running)
+            .expect("ledger")
+            .expect("row")
+            .outcome,
+        Outcome::RolledBack
+    );
+    let live = w.billed("hr");
+    assert!(
+        live.len() == 2 && live.iter().all(|i| i.build == "web-server:1"),
+        "{live:?}"
+    );
 }

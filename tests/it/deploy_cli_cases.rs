@@ -36,13 +36,23 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, manifest: &Path, env: &[(&str, &str)]) -> Daemon {
-        let port = common::free_port();
-        let log = dir.join("daemon.log");
+        Daemon::start_on(dir, manifest, env, common::free_port(), &[])
+    }
+
+    fn start_on(
+        dir: &Path,
+        manifest: &Path,
+        env: &[(&str, &str)],
+        port: u16,
+        extra: &[&str],
+    ) -> Daemon {
         let token = "case-t0ken-1234567890".to_string();
+        let log = dir.join(format!("daemon-{}.log", log_seq()));
         let child = Command::new(env!("CARGO_BIN_EXE_coxswain"))
             .args(["run", "--manifests"])
             .arg(manifest)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .env("COXSWAIN_API_TOKEN", &token)
             .env("COXSWAIN_STATE_DIR", dir)
             .envs(env.iter().copied())
@@ -303,4 +313,63 @@ fn retried_deploys_return_the_rollout_already_admitted_while_a_smoke_test_runs()
         .filter(|r| r["fleet"] == "idem" && r["build"] == "web-server:2")
         .count();
     assert_eq!(twos, 1, "{h}");
+}
+
+fn log_seq() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    SEQ.fetch_add(1, Ordering::SeqCst)
+}
+
+/// `deploy --wait` follows its rollout through a restart of the daemon (same state file,
+/// same address): it was admitted, so the CLI keeps asking instead of exiting 4, and
+/// reports how the rollout really ended. Bad input is exit 2, not 4.
+#[test]
+fn deploy_wait_follows_its_rollout_through_a_daemon_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = case("retry-idempotency/case8-retry.yaml");
+    let state = dir.path().join("state.db");
+    let state_arg = state.to_string_lossy().to_string();
+    let env = [("SMOKE_FAIL_FLAG", "/nonexistent/coxswain-smoke-flag")];
+    let port = common::free_port();
+    let d = Daemon::start_on(dir.path(), &manifest, &env, port, &["--state", &state_arg]);
+    let bad = d.cli(&["deploy", "idem", "--env", "production", "--build", ""]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    let (server, token) = (d.server.clone(), d.token.clone());
+    let follower = std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_coxswain"))
+            .args([
+                "deploy",
+                "idem",
+                "--env",
+                "production",
+                "--build",
+                "2",
+                "--wait",
+            ])
+            .env("COXSWAIN_SERVER", server)
+            .env("COXSWAIN_API_TOKEN", token)
+            .output()
+            .expect("deploy")
+    });
+    d.wait_log("rollout #", 20);
+    // The daemon goes away mid-rollout and comes back on the same address and state.
+    drop(d);
+    std::thread::sleep(Duration::from_secs(3));
+    let _again = Daemon::start_on(dir.path(), &manifest, &env, port, &["--state", &state_arg]);
+    let out = follower.join().expect("follower");
+    let all = text(&out);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "the CLI must report the rollout's end, not exit {:?}: {all}",
+        out.status.code()
+    );
+    assert!(
+        all.contains("lost the daemon while following rollout"),
+        "{all}"
+    );
+    assert!(
+        all.contains("live:") || all.contains("rolled back"),
+        "{all}"
+    );
 }

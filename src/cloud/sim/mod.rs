@@ -149,7 +149,18 @@ impl SimCloud {
         clock: Arc<dyn Clock>,
         config: &Config,
     ) -> Result<Self, super::traffic::TraceError> {
+        Self::for_config_from_id(clock, config, 0)
+    }
+
+    /// [`SimCloud::for_config`] with instance ids numbered from `first_id` on (see
+    /// [`SimCloud::start_ids_at`]).
+    pub fn for_config_from_id(
+        clock: Arc<dyn Clock>,
+        config: &Config,
+        first_id: u64,
+    ) -> Result<Self, super::traffic::TraceError> {
         let sim = Self::new(clock, &config.controller.controller_id);
+        sim.start_ids_at(first_id);
         let origin = sim.clock.now();
         for f in &config.fleets {
             sim.add_fleet(f, origin)?;
@@ -301,6 +312,14 @@ impl SimCloud {
             }
         }
         None
+    }
+
+    /// Number instances from `n` on. The daemon on the simulator starts past every id an
+    /// earlier run of it handed out (a restart with `--state` must not meet a new
+    /// instance under an old one's id: EC2 never reuses one).
+    pub fn start_ids_at(&self, n: u64) {
+        let mut st = self.lock();
+        st.next_id = st.next_id.max(n);
     }
 
     /// No capacity for `instance_type` in `subnet` (None = any subnet).
