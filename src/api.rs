@@ -621,8 +621,22 @@ pub fn status_of(st: &ApiState) -> Result<serde_json::Value, String> {
     }))
 }
 
+/// Whether the last pass knew no fleet or app by this name (false before any pass).
+fn unknown_fleet(st: &ApiState, name: &str) -> bool {
+    let snap = st.telemetry.snapshot();
+    snap.passes > 0 && !snap.fleets.iter().any(|f| f.fleet == name || f.app == name)
+}
+
 async fn history(State(st): State<ApiState>, Path(app): Path<String>) -> Response {
     match st.store.history(&app, 100) {
+        // Unknown to the daemon (once a pass has listed its fleets): a refusal, as for
+        // `status` and `deploy`, not an empty ledger.
+        Ok(h) if h.is_empty() && unknown_fleet(&st, &app) => error(
+            StatusCode::NOT_FOUND,
+            format!("no fleet or app named '{app}' on this daemon"),
+            true,
+        )
+        .into_response(),
         Ok(h) => {
             let mut approvals = Vec::new();
             let mut builds: Vec<&str> = h.iter().map(|d| d.build.as_str()).collect();

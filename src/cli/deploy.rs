@@ -138,22 +138,35 @@ fn misconfigured(e: impl std::fmt::Display) -> u8 {
 
 /// A 4xx/5xx answer: refusals and bad requests exit 2 (sending it again cannot help),
 /// the daemon's own trouble (5xx) exits 4.
-fn failed(status: u16, body: &Value) -> u8 {
+fn failed(status: u16, body: &Value, out: Output) -> u8 {
     let msg = body["error"].as_str().unwrap_or("unknown error");
-    if status == 401 {
-        eprintln!("error: the daemon rejected the token ({msg})");
-        return EXIT_REFUSED;
+    let (code, text) = if status == 401 {
+        (
+            EXIT_REFUSED,
+            format!("error: the daemon rejected the token ({msg})"),
+        )
+    } else if body["refused"].as_bool() == Some(true) {
+        (EXIT_REFUSED, format!("refused: {msg}"))
+    } else if (400..500).contains(&status) {
+        (
+            EXIT_REFUSED,
+            format!("error: bad request ({status}): {msg}"),
+        )
+    } else {
+        (
+            EXIT_UNREACHABLE,
+            format!("error: daemon answered {status}: {msg}"),
+        )
+    };
+    eprintln!("{text}");
+    if out == Output::Json {
+        // CI parsing JSON lines gets the refusal as one too.
+        println!(
+            "{}",
+            json!({"type": "error", "status": status, "message": msg, "refused": code == EXIT_REFUSED, "exit_code": code})
+        );
     }
-    if body["refused"].as_bool() == Some(true) {
-        eprintln!("refused: {msg}");
-        return EXIT_REFUSED;
-    }
-    if (400..500).contains(&status) {
-        eprintln!("error: bad request ({status}): {msg}");
-        return EXIT_REFUSED;
-    }
-    eprintln!("error: daemon answered {status}: {msg}");
-    EXIT_UNREACHABLE
+    code
 }
 
 pub async fn deploy(a: DeployArgs) -> ExitCode {
@@ -171,7 +184,7 @@ pub async fn deploy(a: DeployArgs) -> ExitCode {
         Err(e) => return ExitCode::from(unreachable(e)),
     };
     if status >= 400 {
-        return ExitCode::from(failed(status, &body));
+        return ExitCode::from(failed(status, &body, a.server.output));
     }
     ExitCode::from(
         started(&client, &body, a.wait, a.server.output, &a.build, false)
@@ -294,7 +307,7 @@ async fn follow(client: &Client, id: i64, out: Output) -> Ended {
             }
         };
         if status >= 400 {
-            return Ended::early(failed(status, &body));
+            return Ended::early(failed(status, &body, out));
         }
         for e in body["events"].as_array().into_iter().flatten() {
             after = after.max(e["seq"].as_i64().unwrap_or(after));
@@ -408,7 +421,7 @@ pub async fn approve(a: ApproveArgs) -> ExitCode {
     };
     let req = json!({ "fleet": a.fleet, "build": a.build, "by": a.by });
     match client.call("POST", "/v1/approvals", Some(&req)).await {
-        Ok((s, body)) if s >= 400 => ExitCode::from(failed(s, &body)),
+        Ok((s, body)) if s >= 400 => ExitCode::from(failed(s, &body, a.server.output)),
         Ok(_) => {
             line(
                 a.server.output,
@@ -433,7 +446,7 @@ pub async fn rollback(a: RollbackArgs) -> ExitCode {
         Err(e) => return ExitCode::from(unreachable(e)),
     };
     if status >= 400 {
-        return ExitCode::from(failed(status, &body));
+        return ExitCode::from(failed(status, &body, a.server.output));
     }
     let Ended {
         code,
@@ -493,7 +506,7 @@ pub async fn history(a: HistoryArgs) -> ExitCode {
         Err(e) => return ExitCode::from(unreachable(e)),
     };
     if status >= 400 {
-        return ExitCode::from(failed(status, &body));
+        return ExitCode::from(failed(status, &body, a.server.output));
     }
     match a.server.output {
         Output::Json => println!("{body}"),
@@ -550,7 +563,7 @@ pub async fn status(a: StatusArgs) -> ExitCode {
         Err(e) => return ExitCode::from(unreachable(e)),
     };
     if code >= 400 {
-        return ExitCode::from(failed(code, &body));
+        return ExitCode::from(failed(code, &body, a.server.output));
     }
     if let Some(name) = &a.fleet {
         let fleets = body["fleets"].as_array().cloned().unwrap_or_default();

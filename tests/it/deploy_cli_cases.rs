@@ -303,6 +303,33 @@ fn retried_deploys_return_the_rollout_already_admitted_while_a_smoke_test_runs()
         "{}",
         text(&other)
     );
+    // Refusals are exit 2, and JSON lines with --output json; an unknown fleet's
+    // history is a refusal too, not an empty table.
+    let unknown = d.cli(&[
+        "deploy",
+        "nosuch",
+        "--env",
+        "production",
+        "--build",
+        "2",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+    let line: serde_json::Value = serde_json::from_slice(&unknown.stdout)
+        .unwrap_or_else(|e| panic!("the refusal is not one JSON line ({e}): {}", text(&unknown)));
+    assert_eq!(
+        (line["type"].as_str(), line["exit_code"].as_u64()),
+        (Some("error"), Some(2)),
+        "{line}"
+    );
+    let nosuch = d.cli(&["history", "nosuch"]);
+    assert_eq!(nosuch.status.code(), Some(2), "{}", text(&nosuch));
+    assert!(
+        text(&nosuch).contains("no fleet or app named 'nosuch'"),
+        "{}",
+        text(&nosuch)
+    );
     // One rollout of build 2 on idem, in the ledger.
     let out = d.cli(&["history", "idem", "--output", "json"]);
     let h: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history json");
