@@ -287,6 +287,22 @@ impl Store {
         Ok(id)
     }
 
+    /// Record that idempotency key `key` (for `request`) names rollout `id`, unless the
+    /// key is already taken.
+    pub fn remember_idempotency_key(
+        &self,
+        key: &str,
+        id: i64,
+        request: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO idempotency_keys (key, rollout, request, at) VALUES (?1, ?2, ?3, ?4)",
+            params![key, id, request, ts(at)],
+        )?;
+        Ok(())
+    }
+
     /// The rollout an idempotency key started, and the request it was given for
     /// (`"fleet env build"`), if the key was used.
     pub fn idempotency_key(&self, key: &str) -> Result<Option<(i64, String)>, StoreError> {

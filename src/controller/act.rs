@@ -196,10 +196,12 @@ impl Controller {
                     Err(e) => {
                         error!(fleet = %spec.name, build = %build.id, error = %e, "launch failed");
                         note_error(report, &spec.name, &e);
-                        if matches!(e, CloudError::Rejected { .. }) {
-                            // EC2 refused the request itself (no such template version or
-                            // AMI, bad parameters): retrying will not help. A rollout of
-                            // this build fails on it at its next pass.
+                        if matches!(&e, CloudError::Rejected { code, .. }
+                            if code.starts_with("InvalidLaunchTemplate") || code.starts_with("InvalidAMIID"))
+                        {
+                            // No such template version or AMI: retrying will not help. A
+                            // rollout of this build fails on it at its next pass (quotas
+                            // and permissions are not this: they may clear).
                             self.fleets
                                 .entry(spec.name.clone())
                                 .or_default()

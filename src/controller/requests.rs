@@ -114,6 +114,24 @@ impl Controller {
         let Ok(build) = Build::parse(spec, &req.build, None) else {
             return Ok(());
         };
+        // A retry (its key known, or the build already rolling) gets its rollout back
+        // whatever EC2 says now; a fleet another replica holds is refused elsewhere.
+        if !self.owns(&spec.name) {
+            return Ok(());
+        }
+        if let (Some(k), Some(store)) = (&req.idempotency_key, &self.store) {
+            if store.idempotency_key(k).ok().flatten().is_some() {
+                return Ok(());
+            }
+        }
+        if self
+            .rollouts_of(&spec.name)
+            .unwrap_or_default()
+            .iter()
+            .any(|r| r.kind == Kind::Deploy && r.to.id == build.id)
+        {
+            return Ok(());
+        }
         let probe = super::plan::launch_request(spec, &build, "", None, None, 1, String::new());
         match self
             .cloud
@@ -192,6 +210,13 @@ impl Controller {
                     && r.abort.is_none()
                     && !matches!(r.phase, Phase::RollingBack { .. })
             }) {
+                if let Some(k) = key {
+                    // The key now names this rollout too: a later retry finds it even if
+                    // this rollout has ended by then.
+                    store
+                        .remember_idempotency_key(k, r.id, &request, now)
+                        .map_err(|e| Refusal::Internal(e.to_string()))?;
+                }
                 tracing::info!(fleet = %spec.name, rollout = r.id, build = %build.id, "deploy of a build already rolling: returning rollout #{}", r.id);
                 return Ok(Accepted::Started {
                     id: r.id,
@@ -346,8 +371,19 @@ impl Controller {
         now: DateTime<Utc>,
     ) -> Result<Accepted, Refusal> {
         let answer = self.rollback_inner(req, now)?;
-        if let Accepted::Started { id, fleet, .. } = &answer {
-            self.cancel_queued_deploys(fleet, *id, now)?;
+        // Only a new rollback cancels: a retried one must not cancel deploys queued after
+        // the rollback began (the fix for the incident, say).
+        if let Accepted::Started {
+            id,
+            fleet,
+            existing: false,
+            ..
+        } = &answer
+        {
+            if let Err(e) = self.cancel_queued_deploys(fleet, *id, now) {
+                // The rollback itself is under way: say so, and what was not cancelled.
+                tracing::error!(fleet = %fleet, rollback = id, error = ?e, "rollback started, but queued deploys could not all be cancelled; cancel them with abort");
+            }
         }
         Ok(answer)
     }
@@ -406,6 +442,15 @@ impl Controller {
         }
         if let Some(mut r) = active.into_iter().find(|r| r.phase != Phase::Queued) {
             if wanted.is_none() || wanted.as_deref() == Some(r.from.id.as_str()) {
+                if r.abort.is_some() || matches!(r.phase, Phase::RollingBack { .. }) {
+                    // Already on its way back: the same rollback, asked again.
+                    return Ok(Accepted::Started {
+                        id: r.id,
+                        fleet: spec.name.clone(),
+                        queued_behind: None,
+                        existing: true,
+                    });
+                }
                 r.abort = Some("rollback requested by hand".into());
                 let body =
                     serde_json::to_string(&r).map_err(|e| Refusal::Internal(e.to_string()))?;

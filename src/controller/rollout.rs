@@ -161,9 +161,13 @@ impl Controller {
     /// passed, so it serves no traffic before).
     /// Target-group health is skipped for instances not meant to be registered yet (the
     /// green set of a blue/green deploy before the switch).
+    /// Smoke results are kept under `smoke_fleet` (the fleet's own name, also while a
+    /// canary is checked against its canary target group), with `smoke_attempts` tries.
     async fn healthy_new(
         &mut self,
         spec: &FleetSpec,
+        smoke_fleet: &str,
+        smoke_attempts: u32,
         new: &[&Instance],
         check_target: bool,
         report: &mut PassReport,
@@ -196,9 +200,9 @@ impl Controller {
             }
         }
         if let Some(cmd) = &gates.smoke_command {
-            self.smoke(spec, cmd, gates.smoke_attempts, new, &ok, &mut out)
+            self.smoke(smoke_fleet, cmd, smoke_attempts, new, &ok, &mut out)
                 .await;
-            let state = self.fleets.entry(spec.name.clone()).or_default();
+            let state = self.fleets.entry(smoke_fleet.to_string()).or_default();
             ok.retain(|id| state.smoke_passed.contains(id));
         }
         if ok.is_empty() {
@@ -230,7 +234,7 @@ impl Controller {
     /// neither passed nor run out of tries. Never waits for a command.
     async fn smoke(
         &mut self,
-        spec: &FleetSpec,
+        fleet: &str,
         cmd: &[String],
         attempts: u32,
         new: &[&Instance],
@@ -243,8 +247,8 @@ impl Controller {
         let ended: Vec<String> = self
             .smoke_runs
             .iter()
-            .filter(|(id, (fleet, h))| {
-                *fleet == spec.name && (h.is_finished() || !present.contains(id.as_str()))
+            .filter(|(id, (f, h))| {
+                *f == fleet && (h.is_finished() || !present.contains(id.as_str()))
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -260,7 +264,7 @@ impl Controller {
             let Ok(run) = handle.await else {
                 continue;
             };
-            let state = self.fleets.entry(spec.name.clone()).or_default();
+            let state = self.fleets.entry(fleet.to_string()).or_default();
             if run.success() {
                 state.smoke_passed.insert(id.clone());
                 state.smoke_failures.remove(&id);
@@ -289,13 +293,13 @@ impl Controller {
             };
             let line =
                 format!("smoke command failed on {id} ({how}; try {n} of {attempts}); {last}");
-            warn!(fleet = %spec.name, instance = %id, "{line}");
+            warn!(fleet = %fleet, instance = %id, "{line}");
             out.smoke_news.push(line.clone());
             if *n >= attempts {
                 out.smoke_failed.get_or_insert(line);
             }
         }
-        let state = self.fleets.entry(spec.name.clone()).or_default();
+        let state = self.fleets.entry(fleet.to_string()).or_default();
         for i in new {
             if !ready.contains(&i.id)
                 || state.smoke_passed.contains(&i.id)
@@ -319,7 +323,7 @@ impl Controller {
                     async move { deploy::hooks::run_command(&argv, &[], SMOKE_TIMEOUT).await },
                 );
             self.smoke_runs
-                .insert(i.id.clone(), (spec.name.clone(), task));
+                .insert(i.id.clone(), (fleet.to_string(), task));
         }
     }
 
@@ -613,8 +617,21 @@ impl Controller {
             (Some(c), Phase::Rolling) => c,
             _ => spec,
         };
+        // A rollback restores a build that was live: its smoke is retried until it passes
+        // (a rollback has no gate to fail), not given up after `smoke_attempts`.
+        let attempts = match rollout.kind {
+            deploy::Kind::Rollback => u32::MAX,
+            deploy::Kind::Deploy => spec.deploy.gates.instance.smoke_attempts,
+        };
         let health = self
-            .healthy_new(health_spec, &new, !green_unswitched, report)
+            .healthy_new(
+                health_spec,
+                &spec.name,
+                attempts,
+                &new,
+                !green_unswitched,
+                report,
+            )
             .await;
         for line in &health.smoke_news {
             self.record(rollout, now, line);
@@ -629,7 +646,7 @@ impl Controller {
             .as_ref()
             .map(|_| {
                 self.fleets
-                    .get(&health_spec.name)
+                    .get(&spec.name)
                     .map(|s| s.smoke_passed.clone())
                     .unwrap_or_default()
             });
@@ -672,18 +689,15 @@ impl Controller {
                     new.len()
                 ))
             }
-        } else if let (Some((b, why)), Phase::Rolling) = (
+        } else if let (Some((_, why)), Phase::Rolling) = (
             self.fleets
                 .get(&spec.name)
-                .and_then(|s| s.launch_rejected.clone()),
+                .and_then(|s| s.launch_rejected.clone())
+                .filter(|(b, _)| *b == rollout.to.id),
             &rollout.phase,
         ) {
-            if b == rollout.to.id {
-                // A build EC2 will not launch: said now, not at the gate timeout.
-                Gates::Fail(format!("cannot launch {b}: {why}"))
-            } else {
-                Gates::Waiting(format!("launches of {b} are refused: {why}"))
-            }
+            // A build EC2 does not have: said now, not at the gate timeout.
+            Gates::Fail(format!("cannot launch {}: {why}", rollout.to.id))
         } else if let (Some(why), Phase::Rolling) = (&health.smoke_failed, &rollout.phase) {
             // Reaches CI now, with the command's status and output, not at the gate
             // timeout.
@@ -1053,6 +1067,18 @@ impl Controller {
         if let Some(state) = self.fleets.get_mut(&spec.name) {
             state.smoke_failures.clear();
             state.launch_rejected = None;
+        }
+        // Smoke tests still running for this fleet end with it.
+        let runs: Vec<String> = self
+            .smoke_runs
+            .iter()
+            .filter(|(_, (f, _))| *f == spec.name)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in runs {
+            if let Some((_, h)) = self.smoke_runs.remove(&id) {
+                h.abort();
+            }
         }
         match &r.phase {
             Phase::Succeeded => {

@@ -706,3 +706,37 @@ async fn a_hand_rollback_cancels_the_deploys_queued_behind_the_rollout() {
         "{live:?}"
     );
 }
+
+/// Asked again while it runs, a rollback is the same rollback: it does not cancel a deploy
+/// queued after it began (the fix for the incident, say).
+#[tokio::test]
+async fn a_repeated_rollback_leaves_deploys_queued_after_it_alone() {
+    let config = load(
+        "case6-hand-rollback.yaml",
+        &case_text("hand-rollback-red-gate/case6-hand-rollback.yaml"),
+    );
+    let mut w = world(config);
+    let running = id_of(w.deploy("hr", "production", "5").expect("admitted"));
+    for _ in 0..3 {
+        w.controller.reconcile_once().await;
+        w.clock.advance(Duration::from_secs(5));
+    }
+    let first = w.rollback("hr", "production", None).expect("rollback");
+    assert!(
+        matches!(first, Accepted::Started { id, existing: false, .. } if id == running),
+        "{first:?}"
+    );
+    w.controller.reconcile_once().await;
+    let fix = id_of(w.deploy("hr", "production", "7").expect("queued"));
+    let again = w.rollback("hr", "production", None).expect("again");
+    assert!(
+        matches!(again, Accepted::Started { id, existing: true, .. } if id == running),
+        "{again:?}"
+    );
+    let store = w.controller.store().expect("store").clone();
+    assert_eq!(
+        store.deployment(fix).expect("ledger").expect("row").outcome,
+        Outcome::InProgress,
+        "the deploy queued after the rollback is still queued"
+    );
+}
