@@ -114,22 +114,16 @@ impl Controller {
         let Ok(build) = Build::parse(spec, &req.build, None) else {
             return Ok(());
         };
-        // A retry (its key known, or the build already rolling) gets its rollout back
-        // whatever EC2 says now; a fleet another replica holds is refused elsewhere.
+        // A retry gets its rollout back whatever EC2 says now (request_deploy answers it);
+        // a fleet another replica holds is refused elsewhere.
         if !self.owns(&spec.name) {
             return Ok(());
         }
-        if let (Some(k), Some(store)) = (&req.idempotency_key, &self.store) {
-            if store.idempotency_key(k).ok().flatten().is_some() {
-                return Ok(());
-            }
-        }
-        if self
-            .rollouts_of(&spec.name)
-            .unwrap_or_default()
-            .iter()
-            .any(|r| r.kind == Kind::Deploy && r.to.id == build.id)
-        {
+        let (Some(store), Ok(active)) = (&self.store, self.rollouts_of(&spec.name)) else {
+            return Ok(());
+        };
+        let key = req.idempotency_key.as_deref();
+        if !matches!(admitted_before(store, spec, &build, key, &active), Ok(None)) {
             return Ok(());
         }
         let probe = super::plan::launch_request(spec, &build, "", None, None, 1, String::new());
@@ -177,49 +171,24 @@ impl Controller {
         let build = Build::parse(&spec, &req.build, req.label.clone()).map_err(Refusal::Refused)?;
         // Retries first: what was admitted once is returned, not admitted again (its
         // admission checks may say otherwise by now, a freeze say).
-        let request = format!("{} {} {}", spec.name, spec.environment, build.id);
         let key = match &req.idempotency_key {
             Some(k) => Some(idempotency_key(k)?),
             None => None,
         };
-        if let Some(k) = key {
-            if let Some((id, was)) = store
-                .idempotency_key(k)
-                .map_err(|e| Refusal::Internal(e.to_string()))?
-            {
-                if was != request {
-                    return Err(Refusal::Refused(format!(
-                        "idempotency key {k} was used for another deploy (rollout #{id}: {was}); use a new key for this one"
-                    )));
-                }
-                tracing::info!(fleet = %spec.name, rollout = id, key = k, "deploy retried with its idempotency key: returning rollout #{id}");
-                return Ok(Accepted::Started {
-                    id,
-                    fleet: spec.name.clone(),
-                    queued_behind: None,
-                    existing: true,
-                });
-            }
-        }
+        let request = request_of(&spec, &build);
         let active = self.rollouts_of(&spec.name)?;
         if checks {
-            // The same build already on its way to this fleet: that rollout.
-            if let Some(r) = active.iter().find(|r| {
-                r.kind == Kind::Deploy
-                    && r.to.id == build.id
-                    && r.abort.is_none()
-                    && !matches!(r.phase, Phase::RollingBack { .. })
-            }) {
-                if let Some(k) = key {
+            if let Some((id, by_key)) = admitted_before(&store, &spec, &build, key, &active)? {
+                if let (Some(k), false) = (key, by_key) {
                     // The key now names this rollout too: a later retry finds it even if
                     // this rollout has ended by then.
                     store
-                        .remember_idempotency_key(k, r.id, &request, now)
+                        .remember_idempotency_key(k, id, &request, now)
                         .map_err(|e| Refusal::Internal(e.to_string()))?;
                 }
-                tracing::info!(fleet = %spec.name, rollout = r.id, build = %build.id, "deploy of a build already rolling: returning rollout #{}", r.id);
+                tracing::info!(fleet = %spec.name, rollout = id, build = %build.id, by_key, "deploy retried: returning rollout #{id}");
                 return Ok(Accepted::Started {
-                    id: r.id,
+                    id,
                     fleet: spec.name.clone(),
                     queued_behind: None,
                     existing: true,
@@ -567,4 +536,45 @@ fn idempotency_key(k: &str) -> Result<&str, Refusal> {
         )));
     }
     Ok(k)
+}
+
+/// What an idempotency key is stored with: the fleet, environment and build it admitted.
+fn request_of(spec: &crate::manifest::FleetSpec, build: &Build) -> String {
+    format!("{} {} {}", spec.name, spec.environment, build.id)
+}
+
+/// A deploy that repeats one already admitted: `(rollout, found by its key)`. The rollout
+/// its idempotency key names (refused if the key was used for another deploy), or the
+/// rollout already taking this build to the fleet (not aborted, not rolling back). The
+/// one rule `request_deploy` and `check_launchable` share.
+fn admitted_before(
+    store: &Store,
+    spec: &crate::manifest::FleetSpec,
+    build: &Build,
+    key: Option<&str>,
+    active: &[Rollout],
+) -> Result<Option<(i64, bool)>, Refusal> {
+    if let Some(k) = key {
+        if let Some((id, was)) = store
+            .idempotency_key(k)
+            .map_err(|e| Refusal::Internal(e.to_string()))?
+        {
+            let request = request_of(spec, build);
+            if was != request {
+                return Err(Refusal::Refused(format!(
+                    "idempotency key {k} was used for another deploy (rollout #{id}: {was}); use a new key for this one"
+                )));
+            }
+            return Ok(Some((id, true)));
+        }
+    }
+    Ok(active
+        .iter()
+        .find(|r| {
+            r.kind == Kind::Deploy
+                && r.to.id == build.id
+                && r.abort.is_none()
+                && !matches!(r.phase, Phase::RollingBack { .. })
+        })
+        .map(|r| (r.id, false)))
 }

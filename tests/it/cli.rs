@@ -121,18 +121,7 @@ fn aws_without_manifests_is_refused_with_a_sentence() {
 }
 
 fn wait_for(log: &std::path::Path, needle: &str, secs: u64) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no '{needle}' in:\n{text}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    common::wait_for_log(log, needle, secs)
 }
 
 fn signal(child: &std::process::Child, sig: i32) {

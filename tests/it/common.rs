@@ -458,3 +458,51 @@ pub async fn demo_api(token: &str) -> std::net::SocketAddr {
     ));
     addr
 }
+
+/// Live (not zombie) children of process `parent`, as (pid, comm, argv). From /proc.
+pub fn children_of(parent: u32) -> Vec<(u32, String, Vec<String>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map(|(_, c)| c).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let zombie = fields.first() == Some(&"Z");
+        let ppid = fields.get(1).and_then(|p| p.parse::<u32>().ok());
+        if zombie || ppid != Some(parent) {
+            continue;
+        }
+        let argv = std::fs::read(entry.path().join("cmdline"))
+            .map(|c| {
+                c.split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((pid, comm.to_string(), argv));
+    }
+    out
+}
+
+/// Wait up to `secs` for `needle` in the file at `log`; its text then. Fails the test
+/// with the text otherwise.
+pub fn wait_for_log(log: &std::path::Path, needle: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "no '{needle}' in:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -102,6 +102,14 @@ impl World {
         )
     }
 
+    /// `n` passes, `step` apart.
+    async fn passes(&mut self, n: usize, step: Duration) {
+        for _ in 0..n {
+            self.controller.reconcile_once().await;
+            self.clock.advance(step);
+        }
+    }
+
     /// Passes `step` apart until rollout `id` ends, checking `bounds` after every pass
     /// (and calling `each`, for what a test records).
     async fn run_to_end(
@@ -219,10 +227,7 @@ async fn a_tiny_fleet_never_drops_below_its_minimum_healthy_count() {
             )
             .await;
         assert_eq!(outcome, Outcome::Succeeded, "{fleet}: {events:#?}");
-        for _ in 0..12 {
-            w.controller.reconcile_once().await;
-            w.clock.advance(Duration::from_secs(5));
-        }
+        w.passes(12, Duration::from_secs(5)).await;
         let live = w.billed(fleet);
         assert!(
             !live.is_empty() && live.iter().all(|i| i.build == "web-server:2"),
@@ -332,10 +337,7 @@ async fn a_hand_rollback_during_an_incident_restores_the_last_good_build() {
         )
         .await;
     assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
-    for _ in 0..12 {
-        w.controller.reconcile_once().await;
-        w.clock.advance(Duration::from_secs(5));
-    }
+    w.passes(12, Duration::from_secs(5)).await;
     let live = w.billed("hr");
     assert_eq!(live.len(), 2, "{live:?}");
     assert!(live.iter().all(|i| i.build == "web-server:1"), "{live:?}");
@@ -563,10 +565,7 @@ async fn a_build_that_cannot_launch_fails_fast() {
         &case_text("hand-rollback-red-gate/case6-hand-rollback.yaml"),
     );
     let mut w = world(config);
-    for _ in 0..12 {
-        w.controller.reconcile_once().await;
-        w.clock.advance(Duration::from_secs(5));
-    }
+    w.passes(12, Duration::from_secs(5)).await;
     w.sim.forget_build("web-server:7");
     let req = |build: &str| DeployRequest {
         fleet: "hr".into(),
@@ -611,10 +610,7 @@ async fn a_build_that_cannot_launch_fails_fast() {
         "failed at {:?}, not at once",
         w.clock.now() - started
     );
-    for _ in 0..12 {
-        w.controller.reconcile_once().await;
-        w.clock.advance(Duration::from_secs(5));
-    }
+    w.passes(12, Duration::from_secs(5)).await;
     let live = w.billed("hr");
     assert_eq!(live.len(), 2, "{live:?}");
     assert!(live.iter().all(|i| i.build == "web-server:1"), "{live:?}");
@@ -673,10 +669,7 @@ async fn a_hand_rollback_cancels_the_deploys_queued_behind_the_rollout() {
     let mut w = world(config);
     let running = id_of(w.deploy("hr", "production", "5").expect("admitted"));
     let queued = id_of(w.deploy("hr", "production", "6").expect("queued"));
-    for _ in 0..3 {
-        w.controller.reconcile_once().await;
-        w.clock.advance(Duration::from_secs(5));
-    }
+    w.passes(3, Duration::from_secs(5)).await;
     let rb = id_of(w.rollback("hr", "production", None).expect("rollback"));
     assert_eq!(rb, running, "the rollback aborts the running deploy");
     let store = w.controller.store().expect("store").clone();
@@ -688,10 +681,7 @@ async fn a_hand_rollback_cancels_the_deploys_queued_behind_the_rollout() {
             .is_some_and(|r| r.contains("cancelled by rollback")),
         "{q:?}"
     );
-    for _ in 0..60 {
-        w.controller.reconcile_once().await;
-        w.clock.advance(Duration::from_secs(5));
-    }
+    w.passes(60, Duration::from_secs(5)).await;
     assert_eq!(
         store
             .deployment(running)
@@ -717,10 +707,7 @@ async fn a_repeated_rollback_leaves_deploys_queued_after_it_alone() {
     );
     let mut w = world(config);
     let running = id_of(w.deploy("hr", "production", "5").expect("admitted"));
-    for _ in 0..3 {
-        w.controller.reconcile_once().await;
-        w.clock.advance(Duration::from_secs(5));
-    }
+    w.passes(3, Duration::from_secs(5)).await;
     let first = w.rollback("hr", "production", None).expect("rollback");
     assert!(
         matches!(first, Accepted::Started { id, existing: false, .. } if id == running),

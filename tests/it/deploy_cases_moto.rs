@@ -30,30 +30,11 @@ async fn settle(c: &mut Controller, clock: &VirtualClock, cfg: &aws_config::SdkC
 
 /// This process's children running exactly `argv` (not zombies).
 fn children(argv: &[&str]) -> Vec<u32> {
-    let me = std::process::id();
-    let want = argv.join("\0") + "\0";
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let (Ok(stat), Ok(cmdline)) = (
-            std::fs::read_to_string(entry.path().join("stat")),
-            std::fs::read(entry.path().join("cmdline")),
-        ) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let live = fields.first() != Some(&"Z");
-        let ppid = fields.get(1).and_then(|p| p.parse::<u32>().ok());
-        if live && ppid == Some(me) && cmdline == want.as_bytes() {
-            out.push(pid);
-        }
-    }
-    out
+    common::children_of(std::process::id())
+        .into_iter()
+        .filter(|(_, _, a)| a.iter().map(String::as_str).eq(argv.iter().copied()))
+        .map(|(pid, _, _)| pid)
+        .collect()
 }
 
 async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {

@@ -72,15 +72,7 @@ impl Daemon {
     }
 
     fn wait_log(&self, needle: &str, secs: u64) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if text.contains(needle) {
-                return text;
-            }
-            assert!(Instant::now() < deadline, "no '{needle}' in:\n{text}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        common::wait_for_log(&self.log, needle, secs)
     }
 
     fn cli(&self, args: &[&str]) -> Output {
@@ -105,27 +97,11 @@ impl Daemon {
 
     /// The daemon's child processes running `prog`.
     fn children(&self, prog: &str) -> Vec<u32> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
-            // pid (comm) state ppid ...
-            let Some((head, rest)) = stat.rsplit_once(')') else {
-                continue;
-            };
-            let comm = head.split_once('(').map(|(_, c)| c).unwrap_or("");
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let zombie = fields.first() == Some(&"Z");
-            let ppid = fields.get(1).and_then(|p| p.parse::<u32>().ok());
-            if comm == prog && ppid == Some(self.pid) && !zombie {
-                out.push(pid);
-            }
-        }
-        out
+        common::children_of(self.pid)
+            .into_iter()
+            .filter(|(_, comm, _)| comm == prog)
+            .map(|(pid, _, _)| pid)
+            .collect()
     }
 }
 
