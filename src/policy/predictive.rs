@@ -11,6 +11,19 @@
 //!   seasons do not know (a launch, a flash crowd).
 //! - **latest**: the newest value, so a step up is followed on the next pass.
 //!
+//! The seasonal estimate joins only once it has held up on the fleet's own data: every
+//! scored slot is scored against the forecast with it and without it, and the seasonal
+//! part is used once [`MIN_SCORES`] slots had it, and while, over the last
+//! [`SCORE_DAYS`] days, reaching the same loss with it would not have taken more than a
+//! share [`SEASONAL_TOLERANCE`] more instance-periods than without it. A new fleet, one
+//! with less than a day of history, and traffic whose daily shape misleads (it moved, or
+//! there is none to follow) are forecast from level, trend and latest alone.
+//!
+//! Why "not worse" rather than "strictly better": scored in hindsight, a daily shape
+//! learned from one to three days looks like a wash, yet it is what catches the next
+//! morning's ramp; requiring a clear in-sample gain kept it out for a whole first week
+//! and lost more for more cost (BENCHMARKS.md).
+//!
 //! The headroom is calibrated, not guessed. Every closed slot is scored against the
 //! forecast that would have been made for it one lead time earlier. Its error is measured
 //! in units of `forecast^0.5 × turbulence`, where turbulence is the recent (half-life 30
@@ -43,6 +56,9 @@ const MIN_SCORES: usize = 360;
 const COLD_HEADROOM: f64 = 0.5;
 /// The calibration is redone every this many newly scored slots.
 const RECALIBRATE_EVERY: i64 = 60;
+/// Whether the seasonal estimate holds up is asked every this many newly scored slots
+/// (and at the first calibration): it changes with days, not minutes.
+const SEASONAL_CHECK_EVERY: i64 = 6 * RECALIBRATE_EVERY;
 /// Turbulence is weighted with a half-life of 30 slots.
 const VOL_DECAY: f64 = 0.977_160_4;
 /// Slots scored before the window only to warm the turbulence estimate up.
@@ -58,6 +74,10 @@ const MIN_REGIME: usize = 60;
 pub const PEAK_MARGIN: f64 = 0.5;
 /// Days of history the bound's peak is taken over.
 const PEAK_DAYS: i64 = 7;
+/// The seasonal estimate is used only while it reaches the loss of the forecast without
+/// it, on the scored window, for at most this share more capacity. Chosen by
+/// leave-one-trace-out (BENCHMARKS.md).
+pub const SEASONAL_TOLERANCE: f64 = 0.01;
 
 /// Residuals sorted from the largest, with running sums, to price any headroom quickly.
 struct Tail {
@@ -69,7 +89,12 @@ struct Tail {
 
 impl Tail {
     fn new<'a>(scores: impl Iterator<Item = &'a Score>) -> Tail {
-        let mut v: Vec<(f64, f64)> = scores.map(|s| (s.z, s.s)).collect();
+        Tail::from_pairs(scores.map(|s| (s.z, s.s)))
+    }
+
+    /// From (residual in units of `s`, `s`) pairs.
+    fn from_pairs(pairs: impl Iterator<Item = (f64, f64)>) -> Tail {
+        let mut v: Vec<(f64, f64)> = pairs.collect();
         v.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
         let mut t = Tail {
             z: Vec::with_capacity(v.len()),
@@ -142,8 +167,17 @@ fn scale(f: f64, floor: f64, alpha: f64) -> f64 {
 struct Score {
     /// Demand was climbing when the forecast was made.
     rising: bool,
+    /// The seasonal estimate had history to go on for this slot.
+    seasonal_known: bool,
     /// Error relative to the forecast's base scale (before turbulence).
     r: f64,
+    /// The forecasts with the seasonal estimate and without it (one of them was used),
+    /// each with its noise scale (turbulence included): which of the two helps, measured
+    /// on the data at hand.
+    f_seasonal: f32,
+    s_seasonal: f32,
+    f_plain: f32,
+    s_plain: f32,
     z: f64,
     s: f64,
     actual: f64,
@@ -184,6 +218,9 @@ pub struct DemandModel {
     /// The calibration could not meet `loss_budget` within the headroom cap: the loss
     /// share its best trade-off would have had on the scored slots.
     budget_unmet: Option<f64>,
+    /// The seasonal estimate has held up on the scored window (see the module
+    /// docs); off until it is.
+    seasonal: bool,
 }
 
 impl DemandModel {
@@ -209,7 +246,13 @@ impl DemandModel {
             peak_window: PEAK_DAYS * per_day,
             peaks: VecDeque::new(),
             budget_unmet: None,
+            seasonal: false,
         }
+    }
+
+    /// Whether the seasonal estimate is in use: it has held up on this fleet's data.
+    pub fn seasonal_in_use(&self) -> bool {
+        self.seasonal
     }
 
     /// The peak demand per period over the last [`PEAK_DAYS`] days of history.
@@ -350,6 +393,7 @@ impl DemandModel {
                 self.scored = None;
                 self.z = None;
                 self.budget_unmet = None;
+                self.seasonal = false;
                 self.base = slot;
             }
             if slot < self.base {
@@ -390,9 +434,12 @@ impl DemandModel {
         let keep_from = newest - self.score_window as i64;
         for k in first..=newest {
             self.scored = Some(k);
-            let (Some(actual), Some(f)) = (self.at(k), self.forecast(k - self.lead, k)) else {
+            let (Some(actual), Some((with, without, seasonal_known))) =
+                (self.at(k), self.forecasts(k - self.lead, k))
+            else {
                 continue;
             };
+            let f = if self.seasonal { with } else { without };
             let base = scale(f, self.floor, self.alpha);
             let r = (actual - f) / base;
             let vol = self.volatility();
@@ -404,7 +451,12 @@ impl DemandModel {
             let rising = self.rising_at(k - self.lead);
             self.scores.push_back(Score {
                 rising,
+                seasonal_known,
                 r,
+                f_seasonal: with as f32,
+                s_seasonal: (scale(with, self.floor, self.alpha) * vol) as f32,
+                f_plain: without as f32,
+                s_plain: (scale(without, self.floor, self.alpha) * vol) as f32,
                 z: (actual - f) / s,
                 s,
                 actual,
@@ -414,22 +466,26 @@ impl DemandModel {
             }
             // On fixed slot numbers, so a restarted daemon recalibrates on the same slots.
             if k.rem_euclid(RECALIBRATE_EVERY) == 0 || self.z.is_none() {
-                self.calibrate();
+                let check_seasonal = k.rem_euclid(SEASONAL_CHECK_EVERY) == 0 || self.z.is_none();
+                self.calibrate(check_seasonal);
             }
         }
     }
 
     /// The smallest multiplier `Z` for which serving `forecast + Z * scale` would have left
     /// at most `loss_budget` of the scored requests unserved.
-    fn calibrate(&mut self) {
+    fn calibrate(&mut self, check_seasonal: bool) {
         if self.scores.len() < MIN_SCORES {
             self.z = None;
             return;
         }
         let total: f64 = self.scores.iter().map(|s| s.actual).sum();
+        let budget = total * self.loss_budget;
+        if check_seasonal {
+            self.seasonal = self.seasonal_holds_up(budget);
+        }
         self.vol_long =
             (self.scores.iter().map(|s| s.r * s.r).sum::<f64>() / self.scores.len() as f64).sqrt();
-        let budget = total * self.loss_budget;
         let calm = Tail::new(self.scores.iter().filter(|s| !s.rising));
         let rising = Tail::new(self.scores.iter().filter(|s| s.rising));
         let cap = MAX_EXCEEDANCE;
@@ -461,6 +517,49 @@ impl DemandModel {
         self.z = Some((zc, zr));
     }
 
+    /// Does the seasonal estimate hold up on the scored window? Each forecast is priced
+    /// at the same loss: the one the forecast without it reaches at the policy's operating
+    /// point (the budget, or the headroom cap if the budget is out of reach). It holds up
+    /// if it had history for at least [`MIN_SCORES`] slots and reaching that loss with it
+    /// takes at most [`SEASONAL_TOLERANCE`] more instance-periods.
+    fn seasonal_holds_up(&self, budget: f64) -> bool {
+        if self.scores.iter().filter(|s| s.seasonal_known).count() < MIN_SCORES {
+            return false;
+        }
+        let plain = self.priced(|s| (s.f_plain, s.s_plain));
+        let seasonal = self.priced(|s| (s.f_seasonal, s.s_seasonal));
+        let (plain_tail, seasonal_tail) = (
+            Tail::from_pairs(plain.iter().map(|p| (p.1, p.2))),
+            Tail::from_pairs(seasonal.iter().map(|p| (p.1, p.2))),
+        );
+        let z_plain = plain_tail
+            .z_for_budget(budget)
+            .min(plain_tail.z_at(MAX_EXCEEDANCE));
+        let lost = plain_tail.loss(z_plain).max(budget);
+        let z_seasonal = seasonal_tail.z_for_budget(lost);
+        let cost = |v: &[(f64, f64, f64)], z: f64| -> f64 {
+            v.iter().map(|(f, _, sc)| (f + z * sc).max(0.0)).sum()
+        };
+        eprintln!(
+            "XX {} {}",
+            self.scored.unwrap_or(0) - self.base,
+            cost(&seasonal, z_seasonal) / cost(&plain, z_plain)
+        );
+        cost(&seasonal, z_seasonal) <= cost(&plain, z_plain) * (1.0 + SEASONAL_TOLERANCE)
+    }
+
+    /// (forecast, residual in units of its scale, scale) for each scored slot.
+    fn priced(&self, forecast: impl Fn(&Score) -> (f32, f32)) -> Vec<(f64, f64, f64)> {
+        self.scores
+            .iter()
+            .map(|s| {
+                let (f, sc) = forecast(s);
+                let (f, sc) = (f64::from(f), f64::from(sc));
+                (f, (s.actual - f) / sc, sc)
+            })
+            .collect()
+    }
+
     /// Whether demand at slot `j` is climbing: the last 3 slots above the 5 before the
     /// last 5 by more than 3%. Forecasts made on a climb miss more, and get more headroom.
     fn rising_at(&self, j: i64) -> bool {
@@ -476,8 +575,16 @@ impl DemandModel {
             .map(|(calm, rising)| if self.rising_at(j) { rising } else { calm })
     }
 
-    /// Demand forecast for slot `k` from data through slot `j`.
+    /// Demand forecast for slot `k` from data through slot `j`, with the seasonal
+    /// estimate if it is in use.
     fn forecast(&self, j: i64, k: i64) -> Option<f64> {
+        self.forecasts(j, k)
+            .map(|(with, without, _)| if self.seasonal { with } else { without })
+    }
+
+    /// Demand forecast for slot `k` from data through slot `j`: (with the seasonal
+    /// estimate, without it, whether the seasonal estimate had history to go on).
+    fn forecasts(&self, j: i64, k: i64) -> Option<(f64, f64, bool)> {
         let level = self.mean(j - LEVEL + 1, j)?;
         let latest = self.at(j).unwrap_or(level);
         let h = (k - j) as f64;
@@ -503,7 +610,11 @@ impl DemandModel {
                 }
             }
         }
-        let seasonal = if n > 0 {
+        let plain = trend.max(latest).max(level).max(0.0);
+        if n == 0 {
+            return Some((plain, plain, false));
+        }
+        let seasonal = {
             let r = &mut ratios[..n];
             r.sort_by(f64::total_cmp);
             let med = if n % 2 == 1 {
@@ -512,10 +623,8 @@ impl DemandModel {
                 (r[n / 2 - 1] + r[n / 2]) / 2.0
             };
             level * med
-        } else {
-            level
         };
-        Some(seasonal.max(trend).max(latest).max(0.0))
+        Some((seasonal.max(trend).max(latest).max(0.0), plain, true))
     }
 }
 
@@ -608,11 +717,16 @@ pub(super) fn vote(
     (
         Vote::Capacity(wanted),
         format!(
-            "{name} forecast {peak_forecast:.0}/period by {}, {headroom} → {need:.0} at {capacity:.0}/instance wants {wanted}",
+            "{name} forecast {peak_forecast:.0}/period by {}{}, {headroom} → {need:.0} at {capacity:.0}/instance wants {wanted}",
             {
                 // HH:MM (UTC) by hand: chrono's formatter is most of a vote's cost.
                 let minute_of_day = ((until + 1) * model.period).rem_euclid(86_400) / 60;
                 format!("{:02}:{:02}", minute_of_day / 60, minute_of_day % 60)
+            },
+            if model.seasonal_in_use() {
+                " (with the daily pattern)"
+            } else {
+                ""
             }
         ),
     )

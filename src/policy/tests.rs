@@ -625,3 +625,86 @@ fn predictive_says_when_its_loss_budget_cannot_be_met() {
     calm.ingest(&history(0, 5 * 1440 - 1));
     assert_eq!(calm.budget_unmet(), None);
 }
+
+/// Every two hours a 10-minute surge to 8× (classes changing over) on the first three
+/// days, then none (term ended): what earlier days say about the coming minutes is wrong.
+fn faded(minute: i64) -> f64 {
+    let surge = minute < 3 * 1440 && minute.rem_euclid(120) < 10;
+    let noise = ((minute * 7919) % 101) as f64 / 100.0 - 0.5;
+    5_000.0 * if surge { 8.0 } else { 1.0 } * (1.0 + 0.08 * noise)
+}
+
+#[test]
+fn predictive_uses_the_daily_pattern_only_where_it_holds_up() {
+    let f = fleet(PREDICTIVE, "");
+    let spec = predictive_spec(&f);
+    let now = 5 * 1440;
+    // A daily cycle: the seasonal estimate earns its place, and the decision says so.
+    let mut cyclic = DemandModel::new(spec, 1_000.0);
+    cyclic.ingest(&MetricSeries {
+        points: (0..now - 1).map(|m| (t(m), ramp_day(m))).collect(),
+    });
+    assert!(cyclic.seasonal_in_use());
+    let o = obs(t(now), 4, 4, vec![None]);
+    let (_, why) = predictive::vote(spec, &f, &o, Some(&cyclic), chrono::Duration::minutes(5));
+    assert!(why.contains("with the daily pattern"), "{why}");
+    // Less than a day of the same traffic: nothing to compare yet, so it stays out.
+    let mut young = DemandModel::new(spec, 1_000.0);
+    young.ingest(&MetricSeries {
+        points: (0..1_300).map(|m| (t(m), ramp_day(m))).collect(),
+    });
+    assert!(!young.seasonal_in_use());
+    // The days it learns from stopped being like today: once the scored window holds
+    // only the days after the surges ended, its false surges cost ~10% more than going
+    // without it, and it is out.
+    let after = 6 * 1440 + 12 * 60;
+    let mut faded_model = DemandModel::new(spec, 1_000.0);
+    faded_model.ingest(&MetricSeries {
+        points: (0..after - 1).map(|m| (t(m), faded(m))).collect(),
+    });
+    assert!(!faded_model.seasonal_in_use());
+    let o = obs(t(after), 4, 4, vec![None]);
+    let (_, why) = predictive::vote(
+        spec,
+        &f,
+        &o,
+        Some(&faded_model),
+        chrono::Duration::minutes(5),
+    );
+    assert!(!why.contains("daily pattern"), "{why}");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// From a cold start (no history, too little to calibrate on), the policy asks for at
+    /// least what target tracking at a 2/3 target would on the newest minute, and more
+    /// when the trend points up: never less safe than a moderate target-tracking policy.
+    #[test]
+    fn predictive_from_a_cold_start_asks_at_least_what_target_tracking_at_two_thirds_would(
+        start in 100.0f64..20_000.0,
+        steps in proptest::collection::vec(-0.2f64..0.3, 10..300),
+    ) {
+        let f = fleet(PREDICTIVE, "");
+        let spec = predictive_spec(&f);
+        let mut v = start;
+        let mut points = Vec::new();
+        for (m, s) in steps.iter().enumerate() {
+            v = (v * (1.0 + s)).max(1.0);
+            points.push((t(m as i64), v));
+        }
+        let now = steps.len() as i64 + 1;
+        let mut model = DemandModel::new(spec, 1_000.0);
+        model.ingest(&MetricSeries { points });
+        let o = obs(t(now), 2, 2, vec![None]);
+        let (vote, why) = predictive::vote(spec, &f, &o, Some(&model), chrono::Duration::minutes(5));
+        // Target tracking at 2/3: v / (2/3) = 1.5 v.
+        let tracking = ceil_count(v * 1.5 / 1_000.0);
+        match vote {
+            Vote::Capacity(n) => proptest::prop_assert!(n >= tracking, "wants {n} < {tracking}: {why}"),
+            // Too few recent datapoints for a level (under 5 minutes of history).
+            Vote::Hold => proptest::prop_assert!(steps.len() < 10, "{why}"),
+            other => proptest::prop_assert!(false, "{other:?}: {why}"),
+        }
+    }
+}
