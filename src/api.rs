@@ -13,7 +13,7 @@ use crate::controller::requests::{
 use crate::deploy::Rollout;
 use crate::store::{Outcome, Store};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -473,13 +473,21 @@ async fn readyz(State(st): State<ApiState>) -> Response {
     }
 }
 
-async fn metrics(State(st): State<ApiState>) -> Response {
+/// `/metrics`: OpenMetrics when the scraper's `Accept` asks for it (Prometheus does), else
+/// the Prometheus text format 0.0.4; the content type always matches the body.
+async fn metrics(State(st): State<ApiState>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::telemetry::accepts_openmetrics);
+    let content_type = if openmetrics {
+        crate::telemetry::OPENMETRICS_CONTENT_TYPE
+    } else {
+        crate::telemetry::METRICS_CONTENT_TYPE
+    };
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        st.telemetry.encode(),
+        [(header::CONTENT_TYPE, content_type)],
+        st.telemetry.encode(openmetrics),
     )
         .into_response()
 }

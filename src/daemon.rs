@@ -269,8 +269,10 @@ pub async fn run_with_api(
             Some(r) => take_leases(r, &mut controller, &mut watch, clock.as_ref()).await,
             None => Vec::new(),
         };
+        let pass_began = std::time::Instant::now();
         let report = controller.reconcile_once().await;
         if let Some(t) = &opts.telemetry {
+            t.observe_pass_duration(pass_began.elapsed());
             let mut fleets = crate::telemetry::FleetInfo::of(controller.config());
             fleets.retain(|name, _| controller.owns(name));
             t.observe(&report, &fleets, clock.now());

@@ -4,7 +4,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 
 /// The demo manifest (also validated by the tests, like every example).
-pub const MANIFEST: &str = include_str!("../manifests/examples/sim-demo.yaml");
+pub const MANIFEST: &str = include_str!("../examples/sim-demo.yaml");
 
 /// Monday 2026-01-05 07:30 UTC: the morning ramp, just before the demo's first burst.
 pub fn start() -> DateTime<Utc> {

@@ -38,7 +38,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Outcome::InProgress => "in_progress",
             Outcome::Succeeded => "succeeded",

@@ -11,7 +11,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
@@ -28,6 +29,20 @@ struct FleetLabels {
 struct DemandLabels {
     fleet: String,
     metric: String,
+    /// What the value counts: `count` (per metric period), `percent`, `bytes`, `seconds`
+    /// or `none` (see [`crate::manifest::MetricSpec::unit`]).
+    unit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    fleet: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,6 +119,8 @@ pub struct FleetInfo {
     pub environment: String,
     pub app: String,
     pub manifest_build: String,
+    /// The unit of each metric the fleet's policies read, by metric name.
+    pub units: HashMap<String, &'static str>,
 }
 
 impl FleetInfo {
@@ -118,11 +135,80 @@ impl FleetInfo {
                         environment: f.environment.clone(),
                         app: f.app().to_string(),
                         manifest_build: f.build(),
+                        units: f
+                            .scaling
+                            .policies
+                            .iter()
+                            .filter_map(|p| p.metric())
+                            .map(|m| (m.name.clone(), m.unit()))
+                            .collect(),
                     },
                 )
             })
             .collect()
     }
+}
+
+/// Buckets of `coxswain_pass_duration_seconds`: 10 ms to a minute.
+const PASS_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Content type of the Prometheus text format 0.0.4, served unless the scraper asks for
+/// OpenMetrics (<https://prometheus.io/docs/instrumenting/exposition_formats/>).
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of OpenMetrics 1.0 text (<https://openmetrics.io>).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Whether an HTTP `Accept` header asks for OpenMetrics (as Prometheus does by default).
+/// A media type given `q=0` is refused, not asked for.
+pub fn accepts_openmetrics(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        let mut params = part.split(';').map(str::trim);
+        let media = params.next().unwrap_or_default();
+        let refused = params.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f64>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+    })
+}
+
+/// OpenMetrics text as the Prometheus text format 0.0.4: a counter family `x` has its
+/// samples named `x_total` in both, but 0.0.4 types the sample name (`# TYPE x_total
+/// counter`), or the scraper takes it as untyped. `# UNIT` and `# EOF` have no place in
+/// 0.0.4 and are dropped.
+pub fn openmetrics_to_text_004(om: &str) -> String {
+    let counters: BTreeSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# TYPE ", "# HELP "]
+            .iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (*p, rest)));
+        if let Some((prefix, rest)) = meta {
+            let name = rest.split(' ').next().unwrap_or_default();
+            if counters.contains(name) && !name.ends_with("_total") {
+                out.push_str(prefix);
+                out.push_str(name);
+                out.push_str("_total");
+                out.push_str(&rest[name.len()..]);
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// How many points each fleet's chart keeps, and how far apart (clock time).
@@ -137,8 +223,14 @@ struct Live {
     last_pass: Option<Instant>,
     last_pass_errors: Vec<String>,
     passes: u64,
-    /// Metrics with a demand gauge, per fleet (to remove them when they go).
-    demand_metrics: HashMap<String, BTreeSet<String>>,
+    /// Metrics with a demand gauge, per fleet: (metric, unit), to remove them when they go.
+    demand_metrics: HashMap<String, BTreeSet<(String, String)>>,
+    /// Finished rollouts already counted in `rollouts_finished`, and where the next read
+    /// of the ledger starts.
+    counted_rollouts: BTreeSet<i64>,
+    rollouts_cursor: Option<chrono::DateTime<chrono::Utc>>,
+    /// The first pass observed: rollouts that ended before are not counted.
+    rollouts_started: Option<chrono::DateTime<chrono::Utc>>,
     /// How long until the next pass is due (set by the daemon; `/readyz` allows three).
     next_pass_in: Option<Duration>,
 }
@@ -161,8 +253,11 @@ pub struct Telemetry {
     actions: Family<ActionLabels, Counter>,
     rollout_phase: Family<RolloutLabels, Gauge>,
     gate_results: Family<GateLabels, Counter>,
+    rollouts_finished: Family<OutcomeLabels, Counter>,
     passes: Counter,
     pass_errors: Counter,
+    pass_duration: Histogram,
+    last_success: Gauge<f64, AtomicU64>,
     aws_calls: Family<AwsLabels, Counter>,
     /// What the interceptor had counted when last copied into `aws_calls`.
     aws_seen: Mutex<HashMap<(String, String, String), u64>>,
@@ -201,8 +296,11 @@ impl Telemetry {
             actions: Family::default(),
             rollout_phase: Family::default(),
             gate_results: Family::default(),
+            rollouts_finished: Family::default(),
             passes: Counter::default(),
             pass_errors: Counter::default(),
+            pass_duration: Histogram::new(PASS_BUCKETS),
+            last_success: Gauge::default(),
             aws_calls: Family::default(),
             aws_seen: Mutex::new(HashMap::new()),
             live: Mutex::new(Live::default()),
@@ -267,7 +365,7 @@ impl Telemetry {
         );
         registry.register(
             "fleet_demand",
-            "Newest value of each metric a fleet's policies read",
+            "Newest value of each metric a fleet's policies read, in the metric's unit (label unit: count per metric period, percent, bytes, seconds or none)",
             t.demand.clone(),
         );
         registry.register(
@@ -282,7 +380,7 @@ impl Telemetry {
         );
         registry.register(
             "rollout_phase",
-            "1 for the phase of each fleet's running rollout",
+            "1 for the phase of each fleet's running rollout (phase none: no rollout runs)",
             t.rollout_phase.clone(),
         );
         registry.register(
@@ -290,7 +388,34 @@ impl Telemetry {
             "Gate verdicts of running rollouts, one per pass",
             t.gate_results.clone(),
         );
+        registry.register(
+            "rollouts_finished",
+            "Rollouts that ended, by outcome: succeeded, rolled_back or superseded",
+            t.rollouts_finished.clone(),
+        );
         registry.register("passes", "Reconcile passes made", t.passes.clone());
+        registry.register_with_unit(
+            "pass_duration",
+            "Wall time of one reconcile pass (reads, decisions, actions)",
+            Unit::Seconds,
+            t.pass_duration.clone(),
+        );
+        registry.register(
+            "last_successful_pass_timestamp_seconds",
+            "When the last pass without errors ended, in seconds since the Unix epoch (on the simulated cloud, its clock)",
+            t.last_success.clone(),
+        );
+        let build_info: Family<BuildLabels, Gauge> = Family::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running coxswain's version (always 1)",
+            build_info,
+        );
         registry.register(
             "pass_errors",
             "Errors met during passes",
@@ -338,6 +463,10 @@ impl Telemetry {
     ) {
         self.passes.inc();
         self.pass_errors.inc_by(report.errors.len() as u64);
+        if report.errors.is_empty() {
+            self.last_success
+                .set(now.timestamp_millis() as f64 / 1000.0);
+        }
         let Ok(mut live) = self.live.lock() else {
             return;
         };
@@ -372,10 +501,23 @@ impl Telemetry {
             ] {
                 family.remove(&labels);
             }
-            for metric in live.demand_metrics.remove(&f.fleet).unwrap_or_default() {
+            for outcome in ["succeeded", "rolled_back", "superseded"] {
+                self.rollouts_finished.remove(&OutcomeLabels {
+                    fleet: f.fleet.clone(),
+                    outcome: outcome.into(),
+                });
+            }
+            for result in ["pass", "waiting", "fail"] {
+                self.gate_results.remove(&GateLabels {
+                    fleet: f.fleet.clone(),
+                    result: result.into(),
+                });
+            }
+            for (metric, unit) in live.demand_metrics.remove(&f.fleet).unwrap_or_default() {
                 self.demand.remove(&DemandLabels {
                     fleet: f.fleet.clone(),
                     metric,
+                    unit,
                 });
             }
             live.fleets.remove(&f.fleet);
@@ -418,6 +560,7 @@ impl Telemetry {
                 let labels = DemandLabels {
                     fleet: d.fleet.clone(),
                     metric: metric.clone(),
+                    unit: info.units.get(metric).copied().unwrap_or("none").into(),
                 };
                 match value {
                     Some(v) => {
@@ -425,7 +568,7 @@ impl Telemetry {
                         live.demand_metrics
                             .entry(d.fleet.clone())
                             .or_default()
-                            .insert(metric.clone());
+                            .insert((metric.clone(), labels.unit.clone()));
                     }
                     // Missing: no stale value (fleet_metrics_missing says so).
                     None => {
@@ -513,9 +656,41 @@ impl Telemetry {
                 })
                 .inc();
         }
-        // Rollouts: the phase gauge is level-triggered (cleared, then set).
+        self.count_finished_rollouts(&mut live, now);
+        // Every outcome and verdict of every fleet is exported from the start (at 0), so
+        // `increase()` sees a fleet's first rollback and dashboards have a series.
+        for fleet in fleets.keys() {
+            for outcome in ["succeeded", "rolled_back", "superseded"] {
+                self.rollouts_finished
+                    .get_or_create(&OutcomeLabels {
+                        fleet: fleet.clone(),
+                        outcome: outcome.into(),
+                    })
+                    .inc_by(0);
+            }
+            for result in ["pass", "waiting", "fail"] {
+                self.gate_results
+                    .get_or_create(&GateLabels {
+                        fleet: fleet.clone(),
+                        result: result.into(),
+                    })
+                    .inc_by(0);
+            }
+        }
+        // Rollouts: the phase gauge is level-triggered (cleared, then set); `none` for a
+        // fleet with no rollout running.
         self.rollout_phase.clear();
         live.rollouts.clear();
+        for fleet in fleets.keys() {
+            if !report.rollouts.iter().any(|r| &r.fleet == fleet) {
+                self.rollout_phase
+                    .get_or_create(&RolloutLabels {
+                        fleet: fleet.clone(),
+                        phase: "none".into(),
+                    })
+                    .set(1);
+            }
+        }
         for r in &report.rollouts {
             self.rollout_phase
                 .get_or_create(&RolloutLabels {
@@ -550,14 +725,55 @@ impl Telemetry {
         }
     }
 
-    /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
+    /// Count rollouts that ended since the daemon started (from the ledger, so a deploy
+    /// superseded through the API counts as well as one the pass finished).
+    fn count_finished_rollouts(&self, live: &mut Live, now: chrono::DateTime<chrono::Utc>) {
+        let Some(store) = &self.store else { return };
+        let started = *live.rollouts_started.get_or_insert(now);
+        let cursor = live.rollouts_cursor.unwrap_or(started);
+        let finished = match store.deployments_since(cursor) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read finished rollouts for the metrics");
+                return;
+            }
+        };
+        for d in finished {
+            let Some(at) = d.finished_at else { continue };
+            if at < started || d.outcome == crate::store::Outcome::InProgress {
+                continue;
+            }
+            // Read again for an hour (a slow write), counted once.
+            live.rollouts_cursor = Some(cursor.max(at - chrono::Duration::hours(1)));
+            if live.counted_rollouts.insert(d.id) {
+                self.rollouts_finished
+                    .get_or_create(&OutcomeLabels {
+                        fleet: d.fleet.clone(),
+                        outcome: d.outcome.as_str().into(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// One reconcile pass took `d` (wall time).
+    pub fn observe_pass_duration(&self, d: Duration) {
+        self.pass_duration.observe(d.as_secs_f64());
+    }
+
+    /// The exposition: OpenMetrics 1.0 text when `openmetrics`, else the Prometheus text
+    /// format 0.0.4 (see [`METRICS_CONTENT_TYPE`] and [`OPENMETRICS_CONTENT_TYPE`]).
+    pub fn encode(&self, openmetrics: bool) -> String {
         self.copy_aws_calls();
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             return "# encoding failed\n".into();
         }
-        out
+        if openmetrics {
+            out
+        } else {
+            openmetrics_to_text_004(&out)
+        }
     }
 
     /// Copy the interceptor's counts into the `aws_calls` family (counters only grow).
@@ -658,9 +874,10 @@ pub fn aws_call_counts() -> Vec<(CallKey, u64)> {
         .unwrap_or_default()
 }
 
-/// Counts each attempt of each AWS call by service, operation and outcome (`ok`,
-/// `client_error` for 4xx, throttling included, `server_error` for 5xx, `network` when
-/// no response came back).
+/// Counts each attempt of each AWS call by service, operation and outcome: `ok`,
+/// `throttled` (HTTP 429, or an error code AWS uses for throttling, whatever the status:
+/// EC2's `RequestLimitExceeded` is a 503, most others a 400), `client_error` for other
+/// 4xx, `server_error` for other 5xx, `network` when no response came back.
 #[derive(Debug, Default, Clone)]
 pub struct AwsCallMeter;
 
@@ -679,11 +896,19 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for AwsCallMeter {
             .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
             .map(|m| (m.service().to_string(), m.name().to_string()))
             .unwrap_or_else(|| ("unknown".into(), "unknown".into()));
-        let outcome = match context.response().map(|r| r.status().as_u16()) {
+        let outcome = match context.response() {
             None => "network",
-            Some(s) if s >= 500 => "server_error",
-            Some(s) if s >= 400 => "client_error",
-            Some(_) => "ok",
+            Some(r) => {
+                let status = r.status().as_u16();
+                let throttled = status == 429
+                    || (status >= 400 && r.body().bytes().is_some_and(names_a_throttling_code));
+                match status {
+                    _ if throttled => "throttled",
+                    500.. => "server_error",
+                    400.. => "client_error",
+                    _ => "ok",
+                }
+            }
         };
         if let Ok(mut t) = call_table().lock() {
             *t.entry((service, operation, outcome.to_string()))
@@ -693,12 +918,104 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for AwsCallMeter {
     }
 }
 
+/// The error codes AWS services answer when they throttle (the AWS SDKs' own list of
+/// throttling errors, which their retry strategies back off on).
+const THROTTLING_CODES: [&str; 14] = [
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+];
+
+/// Whether an error body (XML, JSON or CBOR: the code is a plain string in each) names a
+/// throttling code not followed by more of a word (`Throttlingish` is not `Throttling`;
+/// what comes before is not checked, as a CBOR string's length byte may be a letter).
+/// Only the first 4 KiB are read.
+fn names_a_throttling_code(body: &[u8]) -> bool {
+    let body = &body[..body.len().min(4096)];
+    THROTTLING_CODES.iter().any(|code| {
+        let code = code.as_bytes();
+        body.windows(code.len()).enumerate().any(|(i, w)| {
+            w == code
+                && !body
+                    .get(i + code.len())
+                    .is_some_and(|b| b.is_ascii_alphanumeric())
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::controller::FleetReport;
+
+    #[test]
+    fn throttling_is_told_from_other_errors_in_every_protocol() {
+        assert!(names_a_throttling_code(
+            b"<Response><Errors><Error><Code>RequestLimitExceeded</Code>"
+        ));
+        assert!(names_a_throttling_code(
+            br#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"x"}"#
+        ));
+        assert!(names_a_throttling_code(b"\xa2dcodejThrottling"));
+        assert!(!names_a_throttling_code(
+            b"<Code>InvalidParameterValue</Code><Message>not Throttlingish</Message>"
+        ));
+        assert!(!names_a_throttling_code(
+            b"<Code>UnauthorizedOperation</Code>"
+        ));
+    }
     use crate::policy::Decision;
     use chrono::TimeZone;
+
+    #[test]
+    fn openmetrics_is_served_only_to_scrapers_that_ask_for_it() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(accepts_openmetrics(prometheus));
+        assert!(accepts_openmetrics("Application/OpenMetrics-Text"));
+        assert!(!accepts_openmetrics("text/plain;version=0.0.4"));
+        assert!(!accepts_openmetrics("*/*"));
+        assert!(!accepts_openmetrics(
+            "application/openmetrics-text;q=0, text/plain"
+        ));
+    }
+
+    #[test]
+    fn the_004_text_types_counters_by_their_sample_names_and_drops_openmetrics_lines() {
+        let t = Telemetry::new(Duration::from_secs(10));
+        t.observe_pass_duration(Duration::from_millis(30));
+        t.observe(&pass(3, 10.0), &HashMap::new(), chrono::Utc::now());
+        let om = t.encode(true);
+        assert!(om.contains("# TYPE coxswain_passes counter"), "{om}");
+        assert!(om.contains("# UNIT coxswain_pass_duration_seconds seconds"));
+        assert!(om.ends_with("# EOF\n"));
+        let text = t.encode(false);
+        assert!(text.contains("# HELP coxswain_passes_total Reconcile passes made"));
+        assert!(text.contains("# TYPE coxswain_passes_total counter"));
+        assert!(text.contains("coxswain_passes_total 1"));
+        assert!(!text.contains("# TYPE coxswain_passes counter"));
+        assert!(text.contains("# TYPE coxswain_fleet_desired_instances gauge"));
+        assert!(text.contains("# TYPE coxswain_pass_duration_seconds histogram"));
+        assert!(text.contains("coxswain_pass_duration_seconds_bucket{le=\"0.05\"} 1"));
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        // Everything else is the same, line for line.
+        let kept: Vec<&str> = om.lines().filter(|l| !l.starts_with('#')).collect();
+        let text_samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(kept, text_samples);
+    }
 
     fn pass(desired: u32, demand: f64) -> PassReport {
         PassReport {
@@ -762,11 +1079,11 @@ mod tests {
         assert!(again.ready().is_err());
         assert!(t.ready().is_ok());
         assert!(t
-            .encode()
+            .encode(false)
             .contains("coxswain_fleet_desired_instances{fleet=\"web\",environment=\"\"} 6"));
         // The fleet goes (to another replica, or out of the manifests): so do its series.
         t.observe(&PassReport::default(), &HashMap::new(), t0);
-        let text = t.encode();
+        let text = t.encode(false);
         assert!(!text.contains("fleet=\"web\""), "{text}");
         assert!(t.snapshot().fleets.is_empty());
     }

@@ -249,55 +249,52 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 /// Each file is checked on its own; each directory is also checked as one set, the way
 /// `run -m DIR` loads it (fleet names unique, one controller document).
+/// `coxswain validate`: each file on its own (file:line:column problems), then all of them
+/// as one set, exactly as `run -m` loads them (same files, subfolders included; a set with
+/// no fleet at all is refused by both).
 fn validate(paths: Vec<PathBuf>) -> ExitCode {
     let paths = if paths.is_empty() {
         vec![PathBuf::from("manifests")]
     } else {
         paths
     };
+    let described = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let files = match manifest::load::manifest_files(&paths) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    if files.is_empty() {
+        return fail(format!("no manifest files in {described}"));
+    }
     let mut bad = false;
-    let mut any = false;
-    for p in &paths {
-        let files = match manifest::load::manifest_files(std::slice::from_ref(p)) {
-            Ok(f) => f,
-            Err(e) => return fail(e),
-        };
-        let mut files_ok = true;
-        for f in &files {
-            any = true;
-            match manifest::load_paths(std::slice::from_ref(f)) {
-                Ok(c) => println!("ok   {} ({} fleet(s))", f.display(), c.fleets.len()),
-                Err(manifest::ManifestError::Empty(_)) => {
-                    println!("ok   {} (no fleets)", f.display())
-                }
-                Err(e) => {
-                    bad = true;
-                    files_ok = false;
-                    println!("FAIL {}\n{e}", f.display());
-                }
+    for f in &files {
+        match manifest::load_paths(std::slice::from_ref(f)) {
+            Ok(c) => println!("ok   {} ({} fleet(s))", f.display(), c.fleets.len()),
+            Err(manifest::ManifestError::Empty(_)) => {
+                println!("ok   {} (no fleets)", f.display())
             }
-        }
-        if files_ok && p.is_dir() && files.len() > 1 {
-            match manifest::load_paths(std::slice::from_ref(p)) {
-                Ok(_) | Err(manifest::ManifestError::Empty(_)) => {
-                    println!("ok   {} (as one set)", p.display())
-                }
-                Err(e) => {
-                    bad = true;
-                    println!("FAIL {} (as one set)\n{e}", p.display());
-                }
+            Err(e) => {
+                bad = true;
+                println!("FAIL {}\n{e}", f.display());
             }
         }
     }
-    if !any {
-        return fail(format!(
-            "no manifest files in {}",
-            paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+    if !bad {
+        match manifest::load_paths(&paths) {
+            Ok(c) => println!(
+                "ok   {described} (as one set, as `run` loads it: {} fleet(s) in {} file(s))",
+                c.fleets.len(),
+                files.len()
+            ),
+            Err(e) => {
+                bad = true;
+                println!("FAIL {described} (as one set, as `run` loads it)\n{e}");
+            }
+        }
     }
     if bad {
         ExitCode::from(1)
@@ -358,6 +355,7 @@ pub async fn wire(a: &CloudArgs) -> Result<Wiring, String> {
                     .unwrap_or(if demo { crate::demo::SPEED } else { 1.0 });
                 Arc::new(RealClock::starting_at(start, speed))
             };
+            crate::logging::set_sim_clock(clock.clone());
             // Instance ids unique across runs (a restart with --state must not meet a new
             // instance under an old one's id), as EC2's are: from the wall clock's
             // milliseconds, with room for 256 launches a millisecond.

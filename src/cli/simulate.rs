@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// The manifest simulated when none is given.
-pub const DEFAULT_MANIFEST: &str = include_str!("../../manifests/examples/simulate.yaml");
+pub const DEFAULT_MANIFEST: &str = include_str!("../../examples/simulate.yaml");
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
@@ -21,7 +21,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub trace: PathBuf,
     /// Manifest with the fleet whose policies are tested (default: a web fleet on the
-    /// predictive policy, manifests/examples/simulate.yaml).
+    /// predictive policy, examples/simulate.yaml).
     #[arg(long)]
     pub manifest: Option<PathBuf>,
     /// The fleet to simulate, if the manifest has several.
@@ -113,7 +113,7 @@ pub fn simulate(a: SimulateArgs) -> ExitCode {
 fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
     let config = match &a.manifest {
         Some(p) => manifest::load_paths(std::slice::from_ref(p)).map_err(|e| e.to_string())?,
-        None => manifest::load_str("manifests/examples/simulate.yaml", DEFAULT_MANIFEST)
+        None => manifest::load_str("examples/simulate.yaml", DEFAULT_MANIFEST)
             .map_err(|e| e.to_string())?,
     };
     let mut fleet = pick_fleet(config, a.fleet.as_deref())?;
@@ -351,7 +351,7 @@ pub fn bench(trace_path: &std::path::Path, runs: usize) -> ExitCode {
         Err(e) => return fail(e),
     };
     let load = t0.elapsed();
-    let fleet = match manifest::load_str("manifests/examples/simulate.yaml", DEFAULT_MANIFEST)
+    let fleet = match manifest::load_str("examples/simulate.yaml", DEFAULT_MANIFEST)
         .map_err(|e| e.to_string())
         .and_then(|c| pick_fleet(c, None))
     {

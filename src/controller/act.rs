@@ -191,7 +191,7 @@ impl Controller {
                         break;
                     }
                     Err(e) if e.is_capacity() => {
-                        warn!(fleet = %spec.name, instance_type = ?ty, subnet = ?subnet, error = %e, "no capacity; trying the next instance type");
+                        warn!(fleet = %spec.name, instance_type = ty.as_deref().unwrap_or("template"), subnet = subnet.as_deref().unwrap_or("template"), error = %e, "no capacity; trying the next instance type");
                     }
                     Err(e) => {
                         error!(fleet = %spec.name, build = %build.id, error = %e, "launch failed");
@@ -220,7 +220,7 @@ impl Controller {
                     .find(|s| !exhausted.contains(&Some((*s).clone())));
                 match next {
                     Some(s) => {
-                        warn!(fleet = %spec.name, from = ?subnet, to = %s, "no capacity in any instance type; moving {count} launch(es) to the next subnet");
+                        warn!(fleet = %spec.name, from = subnet.as_deref().unwrap_or("template"), to = %s, "no capacity in any instance type; moving {count} launch(es) to the next subnet");
                         // One request per subnet: merged counts get their own token.
                         let target = Some(s.clone());
                         match pending.iter_mut().find(|(p, _)| *p == target) {
@@ -373,7 +373,7 @@ impl Controller {
             .collect();
         let ids: Vec<String> = new.iter().map(|i| i.id.clone()).collect();
         if new.len() as u32 >= req.count {
-            info!(fleet = %req.fleet, build = %req.build, instance_type = ?req.instance_type, subnet = ?req.subnet, ids = ?ids, client_token = %req.client_token, "action: launched {} instance(s)", ids.len());
+            info!(fleet = %req.fleet, build = %req.build, instance_type = req.instance_type.as_deref().unwrap_or("template"), subnet = req.subnet.as_deref().unwrap_or("template"), ids = ?ids, client_token = %req.client_token, "action: launched {} instance(s)", ids.len());
         } else {
             let why = if answered == 0 {
                 "EC2 answered with no instances".to_string()
@@ -385,7 +385,7 @@ impl Controller {
             } else {
                 format!("EC2 launched {answered} of {}", req.count)
             };
-            warn!(fleet = %req.fleet, build = %req.build, instance_type = ?req.instance_type, subnet = ?req.subnet, ids = ?ids, client_token = %req.client_token, asked = req.count, realized = new.len(), "launch realized fewer instances than asked: {why}");
+            warn!(fleet = %req.fleet, build = %req.build, instance_type = req.instance_type.as_deref().unwrap_or("template"), subnet = req.subnet.as_deref().unwrap_or("template"), ids = ?ids, client_token = %req.client_token, asked = req.count, realized = new.len(), "launch realized fewer instances than asked: {why}");
             report.errors.push(format!(
                 "{}: launch realized {} of {}: {why}",
                 req.fleet,

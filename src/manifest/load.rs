@@ -40,7 +40,7 @@ pub enum ManifestError {
     #[error("{} problem(s) in manifests:\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
     #[error(
-        "no fleet manifests found in {0}: add a *.yaml file with a fleet (see manifests/examples/)"
+        "no fleet manifests found in {0}: add a *.yaml file with a fleet (see manifests/ and examples/)"
     )]
     Empty(String),
 }
@@ -60,8 +60,9 @@ impl Config {
     }
 }
 
-/// Files named by `paths`: files as given, directories' `*.yaml`/`*.yml` (not recursive,
-/// so `manifests/` does not pick up `manifests/examples/`), sorted for a stable order.
+/// Files named by `paths`: files as given, and every `*.yaml`/`*.yml` under a directory,
+/// its subdirectories included (hidden ones, starting with `.`, skipped), sorted by path
+/// for a stable order. `validate` and `run` read the same list.
 pub fn manifest_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ManifestError> {
     let mut files = Vec::new();
     for p in paths {
@@ -70,20 +71,8 @@ pub fn manifest_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ManifestError> 
             source,
         })?;
         if meta.is_dir() {
-            let rd = std::fs::read_dir(p).map_err(|source| ManifestError::Io {
-                path: p.clone(),
-                source,
-            })?;
-            let mut found: Vec<PathBuf> = rd
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| {
-                    f.is_file()
-                        && matches!(
-                            f.extension().and_then(|e| e.to_str()),
-                            Some("yaml") | Some("yml")
-                        )
-                })
-                .collect();
+            let mut found = Vec::new();
+            collect_yaml(p, &mut found)?;
             found.sort();
             files.extend(found);
         } else {
@@ -91,6 +80,35 @@ pub fn manifest_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ManifestError> 
         }
     }
     Ok(files)
+}
+
+/// Every `*.yaml`/`*.yml` file under `dir`, recursively, skipping hidden entries.
+fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| ManifestError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in rd {
+        let entry = entry.map_err(|source| ManifestError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            collect_yaml(&path, out)?;
+        } else if path.is_file()
+            && matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml") | Some("yml")
+            )
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
 }
 
 /// Load and validate everything under `paths`.
@@ -227,10 +245,10 @@ fn yaml_problem(file: &str, err: &serde_yaml::Error, hint_offset_line: usize) ->
         message.truncate(i);
     }
     if message.contains("unknown field") {
-        message.push_str(" (check the spelling; see manifests/examples/ for every field)");
+        message.push_str(" (check the spelling; see docs/manifest-reference.md for every field)");
     }
     if message.contains("missing field") {
-        message.push_str(" (add it; see manifests/examples/)");
+        message.push_str(" (add it; see manifests/ for complete fleets)");
     }
     Problem {
         file: file.to_string(),

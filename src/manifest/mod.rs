@@ -617,6 +617,26 @@ fn default_period() -> HumanDuration {
 }
 
 impl MetricSpec {
+    /// What the metric's values count, for labels and charts: `count` (per metric period:
+    /// a `Sum` or `SampleCount`), `percent` (utilization), `bytes`, `seconds` (latency),
+    /// or `none`. Following the units CloudWatch documents for the EC2 and ELB metrics.
+    pub fn unit(&self) -> &'static str {
+        let name = self.name.as_str();
+        if matches!(self.stat.as_str(), "Sum" | "SampleCount") && !name.contains("Bytes") {
+            "count"
+        } else if name.contains("Utilization") || name.contains("Percent") {
+            "percent"
+        } else if name.contains("Bytes") || matches!(name, "NetworkIn" | "NetworkOut") {
+            "bytes"
+        } else if name.contains("Latency") || name.contains("ResponseTime") {
+            "seconds"
+        } else if name.contains("Count") {
+            "count"
+        } else {
+            "none"
+        }
+    }
+
     /// The missing-data treatment in force: as written, else by the statistic (see
     /// [`MetricSpec::missing_data`]).
     pub fn missing_data(&self) -> MissingData {

@@ -514,7 +514,7 @@ async fn metrics_count_every_billed_and_serving_instance_during_a_rollout() {
             .count() as u32;
         let report = w.controller.reconcile_once().await;
         telemetry.observe(&report, &fleets, w.clock.now());
-        let text = telemetry.encode();
+        let text = telemetry.encode(false);
         assert_eq!(
             gauge(&text, "coxswain_fleet_billed_instances", "hr"),
             billed.len() as u32,

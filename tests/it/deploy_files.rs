@@ -373,6 +373,18 @@ fn the_container_recipe_builds_with_our_toolchain_and_runs_a_command_line_coxswa
         "the build image (rust {version}) is older than rust-version {msrv}"
     );
     assert!(recipe.contains("--locked"), "builds from Cargo.lock");
+    // It ships the stripped build: the dist profile, which strips.
+    assert!(recipe.contains("--profile dist"), "builds the dist profile");
+    assert!(
+        recipe.contains("/src/target/dist/coxswain"),
+        "copies the dist build"
+    );
+    let dist = cargo
+        .split("[profile.dist]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("a [profile.dist] in Cargo.toml");
+    assert!(dist.contains("strip = true"), "{dist}");
     let user = recipe
         .lines()
         .find_map(|l| l.strip_prefix("USER "))

@@ -10,11 +10,11 @@ use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const EXAMPLES: [&str; 5] = [
-    include_str!("../../manifests/examples/sim-demo.yaml"),
-    include_str!("../../manifests/examples/web-aws.yaml"),
-    include_str!("../../manifests/examples/api-asg.yaml"),
-    include_str!("../../manifests/examples/staging.yaml"),
-    include_str!("../../manifests/examples/simulate.yaml"),
+    include_str!("../../examples/sim-demo.yaml"),
+    include_str!("../../manifests/web.yaml"),
+    include_str!("../../manifests/api.yaml"),
+    include_str!("../../manifests/web-staging.yaml"),
+    include_str!("../../examples/simulate.yaml"),
 ];
 
 /// Pieces that make YAML interesting: structure, numbers at the edges, odd scalars.

@@ -18,6 +18,7 @@ mod docs;
 mod fuzz;
 mod manifests;
 mod notify;
+mod prometheus;
 mod repair_moto;
 mod repair_sim;
 mod replicas_moto;

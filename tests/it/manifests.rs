@@ -4,8 +4,11 @@
 use coxswain::manifest::{self, ManifestError};
 use std::path::PathBuf;
 
-fn examples() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/examples")
+/// The repository's manifests: `manifests/` (one set for AWS) and `examples/` (sets of
+/// their own).
+fn example_dirs() -> [PathBuf; 2] {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    [root.join("manifests"), root.join("examples")]
 }
 
 fn problems(text: &str) -> Vec<String> {
@@ -35,137 +38,106 @@ scaling:
 #[test]
 fn every_example_manifest_is_valid() {
     let mut n = 0;
-    for entry in std::fs::read_dir(examples()).expect("examples dir") {
-        let path = entry.expect("entry").path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
-            continue;
-        }
+    for path in example_files() {
         let c = manifest::load_paths(std::slice::from_ref(&path))
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(!c.fleets.is_empty());
         n += 1;
     }
-    assert!(n >= 3, "examples found: {n}");
+    assert!(n >= 5, "examples found: {n}");
 }
 
 fn example_files() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(examples())
-        .expect("examples dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("yaml"))
-        .collect();
-    v.sort();
+    let v = manifest::load::manifest_files(&example_dirs()).expect("the example folders");
+    assert!(v
+        .iter()
+        .all(|p| p.extension().and_then(|e| e.to_str()) == Some("yaml")));
     v
 }
 
 #[test]
-fn the_good_manifest_loads_with_defaults() {
-    let c = manifest::load_str("good.yaml", GOOD).expect("valid");
-    let f = &c.fleets[0];
-    assert_eq!(f.name, "web");
-    assert_eq!(f.scaling.warmup.as_secs(), 180);
-    assert_eq!(c.controller.controller_id, "coxswain");
-}
+fn the_repositorys_manifests_validate_as_one_set_subfolders_and_empty_files_as_run_reads_them() {
+    let bin = env!("CARGO_BIN_EXE_coxswain");
+    let validate = |args: &[&std::path::Path]| {
+        let out = std::process::Command::new(bin)
+            .arg("validate")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run coxswain");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    // The repository's own: `coxswain validate` (default manifests/) and the folder named.
+    let (code, out) = validate(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("as one set"), "{out}");
+    let (code, out) = validate(&[std::path::Path::new("manifests/")]);
+    assert_eq!(code, Some(0), "{out}");
 
-#[test]
-fn unknown_fields_are_rejected_with_their_location() {
-    let text = GOOD.replace("  max: 10\n", "  max: 10\n  maxx: 12\n");
-    let p = problems(&text);
-    assert_eq!(p.len(), 1, "{p:?}");
-    assert!(p[0].starts_with("bad.yaml:10:3: "), "{}", p[0]);
-    assert!(p[0].contains("unknown field `maxx`"), "{}", p[0]);
-    assert!(p[0].contains("check the spelling"), "{}", p[0]);
-}
-
-#[test]
-fn bad_values_say_where_and_how_to_fix() {
-    let text = GOOD.replace("  min: 2\n", "  min: 20\n");
-    let p = problems(&text);
+    // A subfolder is read, by validate and by the loader run uses: its fleet clashes with
+    // the top folder's, and both say so.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("web.yaml"), GOOD).expect("write");
+    std::fs::create_dir(dir.path().join("team-b")).expect("mkdir");
+    std::fs::write(dir.path().join("team-b/web.yaml"), GOOD).expect("write");
+    let (code, out) = validate(&[dir.path()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("team-b/web.yaml"), "{out}");
+    assert!(out.contains("fleet name 'web' is already used"), "{out}");
+    let run = manifest::load_paths(&[dir.path().to_path_buf()]);
     assert!(
-        p[0].starts_with("bad.yaml:8:3: capacity.min (20) is above capacity.max (10)"),
-        "{p:?}"
+        matches!(&run, Err(ManifestError::Invalid(p)) if p.iter().any(|p| p.to_string().contains("already used"))),
+        "{run:?}"
     );
 
-    let text = GOOD.replace("target: 60", "target: -1");
-    let p = problems(&text);
-    assert!(
-        p.iter()
-            .any(|p| p.contains(":14:9: target -1 must be a positive number")),
-        "{p:?}"
-    );
-
-    let text = GOOD.replace("scaling:\n", "scaling:\n  warmup: 5 minutes\n");
-    let p = problems(&text);
-    assert!(p[0].starts_with("bad.yaml:11:11: "), "{p:?}");
-    assert!(p[0].contains("write e.g. 30s"), "{p:?}");
-
-    let text = GOOD.replace("ami: ami-12345678", "ami: my-image");
-    let p = problems(&text);
-    assert!(
-        p.iter()
-            .any(|p| p.contains(":5:3: 'my-image' is not an AMI id")),
-        "{p:?}"
-    );
-}
-
-#[test]
-fn a_bad_cron_and_a_missing_field_are_reported() {
-    let text = format!("{GOOD}    - scheduled:\n        cron: \"0 25 * * *\"\n        duration: 1h\n        min: 3\n");
-    let p = problems(&text);
-    assert!(
-        p.iter()
-            .any(|p| p.contains("cron '0 25 * * *' does not parse")),
-        "{p:?}"
-    );
-    let text = GOOD.replace("region: us-east-1\n", "");
-    let p = problems(&text);
-    assert!(p[0].contains("missing field `region`"), "{p:?}");
-}
-
-#[test]
-fn reserved_tags_and_a_target_group_on_a_group_backed_fleet_are_rejected() {
-    let text = GOOD.replace(
-        "  instance_types: [m6i.large]\n",
-        "  instance_types: [m6i.large]\n  tags: { \"coxswain:retiring\": now }\n",
-    );
-    let p = problems(&text);
-    assert!(p.iter().any(|p| p.contains("prefix is reserved")), "{p:?}");
-    let text = GOOD.replace(
-        "region: us-east-1\n",
-        "region: us-east-1\nauto_scaling_group: web-asg\ntarget_group_arn: arn:tg\n",
-    );
-    let p = problems(&text);
-    assert!(
-        p.iter()
-            .any(|p| p.contains("an Auto Scaling group registers its own instances")),
-        "{p:?}"
-    );
-}
-
-#[test]
-fn duplicate_fleet_names_across_documents_are_rejected() {
-    let text = format!("{GOOD}---\n{GOOD}");
-    let p = problems(&text);
-    assert!(
-        p.iter()
-            .any(|p| p.contains("bad.yaml:16:1: fleet name 'web' is already used")),
-        "{p:?}"
-    );
+    // An empty file beside a fleet: fine for both. Only empty files: refused by both.
+    std::fs::remove_file(dir.path().join("team-b/web.yaml")).expect("rm");
+    std::fs::write(dir.path().join("team-b/empty.yaml"), "").expect("write");
+    let (code, out) = validate(&[dir.path()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("(no fleets)"), "{out}");
+    assert!(manifest::load_paths(&[dir.path().to_path_buf()]).is_ok());
+    let empty = tempfile::tempdir().expect("tempdir");
+    std::fs::write(empty.path().join("empty.yaml"), "").expect("write");
+    let (code, out) = validate(&[empty.path()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(matches!(
+        manifest::load_paths(&[empty.path().to_path_buf()]),
+        Err(ManifestError::Empty(_))
+    ));
+    let run = std::process::Command::new(bin)
+        .args([
+            "run", "--cloud", "sim", "--listen", "none", "--passes", "1", "-m",
+        ])
+        .arg(empty.path())
+        .output()
+        .expect("run coxswain");
+    assert!(!run.status.success());
 }
 
 #[test]
 fn validate_command_exits_nonzero_on_a_bad_file_and_zero_on_examples() {
     let bin = env!("CARGO_BIN_EXE_coxswain");
-    let ok = std::process::Command::new(bin)
-        .arg("validate")
-        .args(example_files())
-        .output()
-        .expect("run coxswain");
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stdout)
-    );
+    // manifests/ is one set; each file of examples/ is a set of its own.
+    let [manifests, examples] = example_dirs();
+    let mut sets = vec![manifests];
+    sets.extend(manifest::load::manifest_files(&[examples]).expect("examples"));
+    for set in sets {
+        let ok = std::process::Command::new(bin)
+            .arg("validate")
+            .arg(&set)
+            .output()
+            .expect("run coxswain");
+        assert!(
+            ok.status.success(),
+            "{}: {}",
+            set.display(),
+            String::from_utf8_lossy(&ok.stdout)
+        );
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, GOOD.replace("max: 10", "max: ten")).expect("write");

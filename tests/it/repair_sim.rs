@@ -257,7 +257,7 @@ async fn repair_halts_above_the_unhealthy_share_and_resumes_below_it() {
         &coxswain::telemetry::FleetInfo::of(&config),
         clock.now(),
     );
-    let text = telemetry.encode();
+    let text = telemetry.encode(false);
     assert!(
         text.contains("coxswain_fleet_repair_halted{fleet=\"web\",environment=\"production\"} 1"),
         "{text}"
