@@ -12,6 +12,7 @@ use crate::controller::requests::{
 };
 use crate::deploy::Rollout;
 use crate::store::{Outcome, Store};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -138,6 +139,32 @@ async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response 
     next.run(req).await
 }
 
+/// The API's OpenAPI 3.0 document (`/v1/openapi.json`, no token); schemathesis checks the
+/// daemon against it in CI (`tests/tools/schemathesis.sh`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such path".to_string(), false).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this path".to_string(),
+        false,
+    )
+    .into_response()
+}
+
+/// A path that does not parse (a rollout id that is not a number): 400 with the JSON error.
+fn bad_path(e: PathRejection) -> Response {
+    error(e.status(), format!("bad path: {}", e.body_text()), false).into_response()
+}
+
 /// The router; `serve` binds it.
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
@@ -160,7 +187,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/", get(dashboard))
         .route("/dashboard", get(dashboard))
         .route("/dashboard/data", get(dashboard_data))
+        .route("/v1/openapi.json", get(openapi))
         .merge(v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -343,13 +373,42 @@ struct AbortBody {
 
 async fn abort(
     State(st): State<ApiState>,
-    Path(id): Path<i64>,
-    body: Result<Json<AbortBody>, axum::extract::rejection::JsonRejection>,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let reason = json_body(body)
-        .ok()
-        .and_then(|b| b.reason)
-        .unwrap_or_else(|| "aborted by request".into());
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(e) => return bad_path(e),
+    };
+    // No body (or only whitespace) takes the default reason; a body that is there must be
+    // the JSON object the API documents, or nothing is aborted.
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                e.status(),
+                format!("bad request body: {}", e.body_text()),
+                false,
+            )
+            .into_response()
+        }
+    };
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match serde_json::from_slice::<AbortBody>(&body) {
+            Ok(b) => b.reason,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad request body: {e}"),
+                    false,
+                )
+                .into_response()
+            }
+        }
+    };
+    let reason = reason.unwrap_or_else(|| "aborted by request".into());
     match ask(&st, |tx| Command::Abort(id, reason, tx)).await {
         Ok(()) => (
             StatusCode::ACCEPTED,
@@ -409,7 +468,11 @@ fn view(store: &Store, id: i64) -> Result<Option<RolloutView>, ApiError> {
     }))
 }
 
-async fn rollout(State(st): State<ApiState>, Path(id): Path<i64>) -> Response {
+async fn rollout(State(st): State<ApiState>, id: Result<Path<i64>, PathRejection>) -> Response {
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(e) => return bad_path(e),
+    };
     match view(&st.store, id) {
         Ok(Some(v)) => Json(v).into_response(),
         Ok(None) => {
@@ -432,9 +495,20 @@ struct EventsQuery {
 /// still runs.
 async fn events(
     State(st): State<ApiState>,
-    Path(id): Path<i64>,
-    Query(q): Query<EventsQuery>,
+    id: Result<Path<i64>, PathRejection>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Response {
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(e) => return bad_path(e),
+    };
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return error(e.status(), format!("bad query: {}", e.body_text()), false)
+                .into_response()
+        }
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait).min(MAX_WAIT);
     loop {
         let v = match view(&st.store, id) {
@@ -635,7 +709,11 @@ fn unknown_fleet(st: &ApiState, name: &str) -> bool {
     snap.passes > 0 && !snap.fleets.iter().any(|f| f.fleet == name || f.app == name)
 }
 
-async fn history(State(st): State<ApiState>, Path(app): Path<String>) -> Response {
+async fn history(State(st): State<ApiState>, app: Result<Path<String>, PathRejection>) -> Response {
+    let app = match app {
+        Ok(Path(app)) => app,
+        Err(e) => return bad_path(e),
+    };
     match st.store.history(&app, 100) {
         // Unknown to the daemon (once a pass has listed its fleets): a refusal, as for
         // `status` and `deploy`, not an empty ledger.
@@ -650,12 +728,41 @@ async fn history(State(st): State<ApiState>, Path(app): Path<String>) -> Respons
             let mut builds: Vec<&str> = h.iter().map(|d| d.build.as_str()).collect();
             builds.sort_unstable();
             builds.dedup();
+            // Approvals are kept per app: asked by fleet name, look under its app.
+            let approvals_app = st
+                .telemetry
+                .snapshot()
+                .fleets
+                .iter()
+                .find(|f| f.fleet == app && !f.app.is_empty())
+                .map_or_else(|| app.clone(), |f| f.app.clone());
             for b in builds {
-                if let Ok(a) = st.store.approvals(&app, b) {
+                if let Ok(a) = st.store.approvals(&approvals_app, b) {
                     approvals.extend(a);
                 }
             }
-            Json(serde_json::json!({ "app": app, "deployments": h, "approvals": approvals }))
+            // Each line says whether it was a deploy or a rollback (from its rollout).
+            let deployments: Vec<serde_json::Value> = h
+                .iter()
+                .map(|d| {
+                    let kind = st
+                        .store
+                        .rollout(d.id)
+                        .ok()
+                        .flatten()
+                        .and_then(|(_, body)| serde_json::from_str::<Rollout>(&body).ok())
+                        .map_or("deploy", |r| match r.kind {
+                            crate::deploy::Kind::Rollback => "rollback",
+                            crate::deploy::Kind::Deploy => "deploy",
+                        });
+                    let mut v = serde_json::to_value(d).unwrap_or_default();
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("kind".into(), kind.into());
+                    }
+                    v
+                })
+                .collect();
+            Json(serde_json::json!({ "app": app, "deployments": deployments, "approvals": approvals }))
                 .into_response()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false).into_response(),

@@ -821,6 +821,18 @@ impl Store {
         Ok(last.as_deref() == Some(Outcome::Succeeded.as_str()))
     }
 
+    /// The label (commit, version) `build` of `app` was last deployed with, if any.
+    pub fn label_of(&self, app: &str, build: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT label FROM deployments WHERE app = ?1 AND build = ?2 AND label IS NOT NULL AND label NOT IN ('rollback', 'rolled back') ORDER BY id DESC LIMIT 1",
+                params![app, build],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Whether `build` of `app` was ever live in `env` (a rollback may go back to it).
     pub fn went_live(&self, app: &str, env: &str, build: &str) -> Result<bool, StoreError> {
         let n: i64 = self.conn().query_row(

@@ -30,6 +30,8 @@ pub struct ServerArgs {
     /// For an https:// server: the CA certificate (PEM) to trust; default: system roots.
     #[arg(long, env = "COXSWAIN_CA_FILE")]
     pub ca_file: Option<std::path::PathBuf>,
+    /// Output format: a table for people, or JSON (one object, or JSON lines while
+    /// following a rollout) for scripts; refusals are JSON too.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
@@ -58,6 +60,7 @@ pub struct DeployArgs {
     /// AMI id, or launch-template version.
     #[arg(long)]
     pub build: String,
+    /// Environment to deploy to (the fleet's `environment`, e.g. staging, production).
     #[arg(long)]
     pub env: String,
     /// A human label for the build (commit, version).
@@ -80,9 +83,12 @@ pub struct DeployArgs {
 
 #[derive(Debug, Args)]
 pub struct ApproveArgs {
+    /// Fleet name or app the build is for.
     pub fleet: String,
+    /// The build signed off (AMI id or launch-template version, as given to deploy).
     #[arg(long)]
     pub build: String,
+    /// Who signs it off (a name or email, kept in the history).
     #[arg(long)]
     pub by: String,
     #[command(flatten)]
@@ -91,12 +97,15 @@ pub struct ApproveArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
+    /// Fleet name or app.
     pub fleet: String,
+    /// Environment to roll back (e.g. production).
     #[arg(long)]
     pub env: String,
     /// Build to roll back to (default: the one live before the current one).
     #[arg(long)]
     pub to: Option<String>,
+    /// Follow the rollback until it ends, and exit with its outcome.
     #[arg(long)]
     pub wait: bool,
     #[command(flatten)]
@@ -512,16 +521,18 @@ pub async fn history(a: HistoryArgs) -> ExitCode {
         Output::Json => println!("{body}"),
         Output::Table => {
             println!(
-                "{:<5} {:<12} {:<16} {:<24} {:<12} {:<20} REASON",
-                "ID", "ENV", "FLEET", "BUILD", "OUTCOME", "STARTED"
+                "{:<5} {:<9} {:<12} {:<16} {:<24} {:<12} {:<12} {:<20} REASON",
+                "ID", "KIND", "ENV", "FLEET", "BUILD", "LABEL", "OUTCOME", "STARTED"
             );
             for d in body["deployments"].as_array().into_iter().flatten() {
                 println!(
-                    "{:<5} {:<12} {:<16} {:<24} {:<12} {:<20} {}",
+                    "{:<5} {:<9} {:<12} {:<16} {:<24} {:<12} {:<12} {:<20} {}",
                     d["id"],
+                    d["kind"].as_str().unwrap_or("deploy"),
                     d["env"].as_str().unwrap_or(""),
                     d["fleet"].as_str().unwrap_or(""),
                     d["build"].as_str().unwrap_or(""),
+                    d["label"].as_str().unwrap_or("-"),
                     d["outcome"].as_str().unwrap_or(""),
                     d["started_at"]
                         .as_str()

@@ -63,6 +63,20 @@ pub enum Command {
     /// Replay a traffic trace through a fleet's policies and the alternatives (AWS target
     /// tracking, Kubernetes HPA, a static fleet): cost and requests lost, per policy.
     Simulate(simulate::SimulateArgs),
+    /// Print a shell completion script to stdout, e.g.
+    /// `coxswain completions bash > /etc/bash_completion.d/coxswain`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page coxswain(1) (roff) to stdout, e.g. `coxswain man | man -l -`;
+    /// with --out-dir, write it and one page per subcommand (coxswain-deploy.1, ...).
+    Man {
+        /// Write coxswain.1 and coxswain-SUBCOMMAND.1 here instead of printing.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -161,6 +175,7 @@ pub struct InitArgs {
     /// Table name prefix: creates PREFIX-leases and PREFIX-state.
     #[arg(long, default_value = "coxswain")]
     pub prefix: String,
+    /// AWS region to create the tables in.
     #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
     /// Send the calls here instead of AWS (moto, LocalStack).
@@ -237,8 +252,36 @@ pub fn main() -> ExitCode {
             Command::Status(a) => deploy::status(a).await,
             Command::Simulate(a) => simulate::simulate(a),
             Command::Init(a) => init(a).await,
+            Command::Completions { shell } => {
+                let mut cmd = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut cmd, "coxswain", &mut std::io::stdout());
+                ExitCode::SUCCESS
+            }
+            Command::Man { out_dir } => man(out_dir),
         }
     })
+}
+
+/// The man pages, from the CLI definition: coxswain(1) on stdout, or every page into
+/// `out_dir`.
+fn man(out_dir: Option<PathBuf>) -> ExitCode {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let written = match &out_dir {
+        Some(dir) => std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(cmd, dir)),
+        None => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .and_then(|()| std::io::Write::write_all(&mut std::io::stdout(), &out))
+        }
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the man page: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// A usage or config error: message on stderr, exit 2.

@@ -47,6 +47,7 @@ pub struct SimulateArgs {
     /// Utilization the target-tracking and HPA baselines aim for (0..1).
     #[arg(long, default_value_t = 0.7)]
     pub baseline_utilization: f64,
+    /// Output format: tables for people, or one JSON document for scripts.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Write the tested policy's minute-by-minute timeline here (CSV).

@@ -477,8 +477,13 @@ impl Controller {
         let deploy = DeployRequest {
             fleet: spec.name.clone(),
             env: req.env.clone(),
+            // The label the restored build was deployed with (its commit); the ledger
+            // marks the line a rollback by its rollout's kind.
+            label: self
+                .store
+                .as_ref()
+                .and_then(|s| s.label_of(spec.app(), &to).ok().flatten()),
             build: to,
-            label: Some("rollback".into()),
             timeout_secs: None,
             idempotency_key: None,
         };

@@ -1115,7 +1115,8 @@ impl Controller {
                             env: r.env.clone(),
                             fleet: r.fleet.clone(),
                             build: r.from.id.clone(),
-                            label: Some("rolled back".into()),
+                            // The label the build left was deployed with (its commit).
+                            label: store.label_of(&r.app, &r.from.id).ok().flatten(),
                             outcome: crate::store::Outcome::RolledBack,
                             reason: None,
                             started_at: r.started,

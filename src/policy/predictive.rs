@@ -540,11 +540,6 @@ impl DemandModel {
         let cost = |v: &[(f64, f64, f64)], z: f64| -> f64 {
             v.iter().map(|(f, _, sc)| (f + z * sc).max(0.0)).sum()
         };
-        eprintln!(
-            "XX {} {}",
-            self.scored.unwrap_or(0) - self.base,
-            cost(&seasonal, z_seasonal) / cost(&plain, z_plain)
-        );
         cost(&seasonal, z_seasonal) <= cost(&plain, z_plain) * (1.0 + SEASONAL_TOLERANCE)
     }
 

@@ -100,6 +100,46 @@ async fn bad_input_gets_a_clear_4xx() {
         .await
         .expect("answer");
     assert_eq!(status, 404);
+    // A path that does not parse, and a path nobody serves: JSON errors too.
+    for (path, want) in [("/v1/rollouts/abc", 400), ("/v1/nothing-here", 404)] {
+        let (status, resp) = c.call("GET", path, None).await.expect("answer");
+        assert_eq!(status, want, "{path}: {resp}");
+        assert!(resp["error"].is_string(), "{path}: {resp}");
+    }
+}
+
+/// An abort with a body that is not the documented object aborts nothing; no body at all
+/// takes the default reason.
+#[tokio::test]
+async fn an_abort_with_a_malformed_body_is_refused_and_aborts_nothing() {
+    let server = start().await;
+    let c = Client::new(&server, TOKEN).expect("client");
+    let (status, resp) = c
+        .call(
+            "POST",
+            "/v1/deploys",
+            Some(&json!({"fleet": "web", "env": "staging", "build": "13"})),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(status, 202, "{resp}");
+    let id = resp["id"].as_i64().expect("rollout id");
+    let abort = format!("/v1/rollouts/{id}/abort");
+    let (status, resp) = c
+        .call("POST", &abort, Some(&json!({"reason": 5})))
+        .await
+        .expect("answer");
+    assert_eq!(status, 400, "{resp}");
+    assert!(resp["error"].is_string(), "{resp}");
+    let (_, view) = c
+        .call("GET", &format!("/v1/rollouts/{id}"), None)
+        .await
+        .expect("answer");
+    assert_eq!(view["finished"], false, "{view}");
+    assert!(view["reason"].is_null(), "{view}");
+    let (status, resp) = c.call("POST", &abort, None).await.expect("answer");
+    assert_eq!(status, 202, "{resp}");
+    assert_eq!(resp["aborting"], id);
 }
 
 #[tokio::test]

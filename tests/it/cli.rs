@@ -83,9 +83,33 @@ fn run_on_the_sim_logs_one_json_line_per_decision_and_action() {
             "{d}"
         );
     }
+    // Fields are JSON values, not Rust Debug text: ids an array of strings, the instance
+    // type a plain string; and every line carries the simulated time.
     for a in launches.iter().chain(&terminations) {
-        assert!(a["fleet"].is_string() && a["ids"].is_string(), "{a}");
+        let ids = a["ids"]
+            .as_array()
+            .unwrap_or_else(|| panic!("ids not an array: {a}"));
+        assert!(
+            a["fleet"].is_string()
+                && !ids.is_empty()
+                && ids
+                    .iter()
+                    .all(|i| i.as_str().is_some_and(|i| i.starts_with("i-"))),
+            "{a}"
+        );
     }
+    for l in &launches {
+        assert!(
+            l["instance_type"]
+                .as_str()
+                .is_some_and(|t| !t.contains("Some(")),
+            "{l}"
+        );
+    }
+    assert!(
+        lines.iter().all(|l| l["sim_time"].is_string()),
+        "no sim_time on a line"
+    );
 }
 
 #[test]
@@ -263,7 +287,8 @@ fn a_deploy_past_its_timeout_is_rolled_back_and_exits_3_and_rollback_by_hand_wor
     assert!(text.contains("timed out and rolled back"), "{text}");
     // A good deploy, then a rollback by hand to the build before it.
     let out = run(&[
-        "deploy", "web", "--env", "staging", "--build", "14", "--wait", "--output", "json",
+        "deploy", "web", "--env", "staging", "--build", "14", "--label", "9f3c2e1", "--wait",
+        "--output", "json",
     ]);
     assert_eq!(
         out.status.code(),
@@ -305,6 +330,26 @@ fn a_deploy_past_its_timeout_is_rolled_back_and_exits_3_and_rollback_by_hand_wor
         ["rolled_back", "succeeded", "succeeded", "rolled_back"],
         "{h}"
     );
+    let kinds: Vec<&str> = h["deployments"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|d| d["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["deploy", "rollback", "deploy", "deploy"], "{h}");
+    // The table marks the rollback and shows the label (the git SHA) of the build.
+    let out = run(&["history", "web-staging"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].contains("KIND") && lines[0].contains("LABEL"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("deploy") && lines[1].contains("9f3c2e1"),
+        "{table}"
+    );
+    assert!(lines[2].contains("rollback"), "{table}");
     signal(&daemon, libc::SIGTERM);
     let _ = daemon.wait();
 }
@@ -374,5 +419,73 @@ fn secrets_never_appear_in_logs_or_output() {
     for secret in [token, wrong, aws_secret] {
         assert!(!logs.contains(secret), "{secret} is in the daemon's log");
         assert!(!outputs.contains(secret), "{secret} is in the CLI's output");
+    }
+}
+
+/// Every subcommand and every option says what it does (`--help`, the man pages and the
+/// shell completions are all generated from these words).
+#[test]
+fn every_command_and_option_has_help_text_and_man_pages_and_completions_are_generated() {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            if arg
+                .get_help()
+                .is_none_or(|h| h.to_string().trim().is_empty())
+            {
+                missing.push(format!("{path} --{id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let name = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() {
+                missing.push(name.clone());
+            }
+            walk(sub, &name, missing);
+        }
+    }
+    let cmd = coxswain::cli::Cli::command();
+    let mut missing = Vec::new();
+    walk(&cmd, "coxswain", &mut missing);
+    assert!(missing.is_empty(), "no help text: {missing:?}");
+
+    // A man page per subcommand, naming its options.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = coxswain()
+        .args(["man", "--out-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for sub in cmd.get_subcommands() {
+        let page = dir.path().join(format!("coxswain-{}.1", sub.get_name()));
+        let text =
+            std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{text:.200}"
+        );
+    }
+    let deploy = std::fs::read_to_string(dir.path().join("coxswain-deploy.1")).expect("page");
+    assert!(deploy.contains("idempotency"), "{deploy:.400}");
+    // Completions for the usual shells name the subcommands.
+    for shell in ["bash", "zsh", "fish"] {
+        let out = coxswain()
+            .args(["completions", shell])
+            .output()
+            .expect("run");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && script.contains("rollback"),
+            "{shell}: {script:.200}"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! (disk and link time). Run one file's tests with `cargo test --test it MODULE::`.
 
 mod api;
+mod api_schema;
 mod aws_moto;
 mod cli;
 mod common;
