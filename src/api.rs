@@ -684,7 +684,7 @@ pub fn status_of(st: &ApiState) -> Result<serde_json::Value, String> {
             "fleet": f.fleet, "environment": f.environment, "app": f.app,
             "current": f.current, "desired": f.desired, "ready": f.ready,
             "booting": f.booting, "retiring": f.retiring, "capped": f.capped, "shortfall": f.shortfall,
-            "reason": f.reason, "warnings": f.warnings, "demand_metric": f.demand_metric,
+            "reason": f.reason, "warnings": f.warnings, "demand_metric": f.demand_metric, "demand_unit": f.demand_unit,
             "live_build": live, "previous_build": previous,
             "last_deploy": last.map(|d| serde_json::json!({
                 "id": d.id, "build": d.build, "outcome": d.outcome, "reason": d.reason,
@@ -697,6 +697,7 @@ pub fn status_of(st: &ApiState) -> Result<serde_json::Value, String> {
         }));
     }
     Ok(serde_json::json!({
+        "at": snap.at,
         "passes": snap.passes,
         "last_pass_errors": snap.last_pass_errors,
         "fleets": fleets,

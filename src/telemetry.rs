@@ -94,6 +94,8 @@ pub struct FleetNow {
     pub retiring: u32,
     pub reason: String,
     pub demand_metric: Option<String>,
+    /// The unit of `demand_metric` (see [`crate::manifest::MetricSpec::unit`]).
+    pub demand_unit: Option<String>,
     pub warnings: Vec<String>,
     pub capped: bool,
     /// Instances below the decision for more than two passes (0: none).
@@ -221,6 +223,8 @@ struct Live {
     fleets: BTreeMap<String, FleetNow>,
     rollouts: BTreeMap<String, RolloutNow>,
     last_pass: Option<Instant>,
+    /// The clock's time at the last pass.
+    last_pass_at: Option<chrono::DateTime<chrono::Utc>>,
     last_pass_errors: Vec<String>,
     passes: u64,
     /// Metrics with a demand gauge, per fleet: (metric, unit), to remove them when they go.
@@ -472,6 +476,7 @@ impl Telemetry {
         };
         live.passes += 1;
         live.last_pass = Some(Instant::now());
+        live.last_pass_at = Some(now);
         live.last_pass_errors = report.errors.clone();
         // Fleets no longer ours (removed from the manifests, or held by another replica):
         // their series end here, so two replicas never both report one fleet.
@@ -625,6 +630,11 @@ impl Telemetry {
                     retiring: f.retiring,
                     reason: d.reason(),
                     demand_metric: f.metrics.first().map(|m| m.0.clone()),
+                    demand_unit: f
+                        .metrics
+                        .first()
+                        .and_then(|m| info.units.get(&m.0))
+                        .map(|u| u.to_string()),
                     warnings: d.warnings.clone(),
                     capped,
                     shortfall: f.shortfall,
@@ -826,6 +836,7 @@ impl Telemetry {
             return Snapshot::default();
         };
         Snapshot {
+            at: live.last_pass_at,
             passes: live.passes,
             last_pass_errors: live.last_pass_errors.clone(),
             fleets: live.fleets.values().cloned().collect(),
@@ -841,6 +852,8 @@ impl Telemetry {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
+    /// The clock's time at the last pass (the simulated clock's on the simulator).
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
     pub passes: u64,
     pub last_pass_errors: Vec<String>,
     pub fleets: Vec<FleetNow>,

@@ -178,6 +178,54 @@ fn the_daemon_serves_health_metrics_and_a_dashboard_that_renders_in_chromium() {
     assert!(dom.contains("gates: "), "no gate result shown");
     assert!(dom.contains("class=\"decisions\""), "no decisions table");
     assert!(dom.contains("web-server:12"), "the live build is not shown");
+    // At a glance: the clock (the simulated one here), axes with their units, whether
+    // capacity keeps up with the decisions, and the newest decisions first.
+    let clock = data["at"].as_str().expect("the clock's time in the data");
+    assert!(dom.contains("clock 2026-"), "no clock in the header");
+    assert!(clock.starts_with("2026-"), "{clock}");
+    assert!(
+        dom.contains("class=\"axis-left\">instances<"),
+        "no instance axis"
+    );
+    assert!(
+        dom.contains("RequestCount (per period)<"),
+        "the demand axis does not say its unit"
+    );
+    assert!(
+        dom.contains("CPUUtilization (%)<"),
+        "the CPU axis does not say %"
+    );
+    assert!(dom.contains("time (UTC), last "), "no time axis");
+    assert!(dom.matches("class=\"tick-t\"").count() >= 3 * fleets.len());
+    assert!(
+        dom.contains("data-num=\"shortfall\""),
+        "no sign of whether capacity keeps up"
+    );
+    let times: Vec<&str> = dom
+        .split("<table class=\"decisions\">")
+        .skip(1)
+        .filter_map(|t| t.split("</table>").next())
+        .flat_map(|t| {
+            t.split("<tr><td>")
+                .skip(1)
+                .filter_map(|r| r.split("</td>").next())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(!times.is_empty(), "no decision rows");
+    for table in dom.split("<table class=\"decisions\">").skip(1) {
+        let rows: Vec<&str> = table
+            .split("</table>")
+            .next()
+            .unwrap_or_default()
+            .split("<tr><td>")
+            .skip(1)
+            .filter_map(|r| r.split("</td>").next())
+            .collect();
+        let mut sorted = rows.clone();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        assert_eq!(rows, sorted, "decisions are not newest first");
+    }
 
     // Prometheus text: per-fleet gauges, decisions, actions, the rollout and its gates.
     let (code, metrics) = get(port, "/metrics");
