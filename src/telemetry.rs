@@ -163,19 +163,25 @@ pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Whether an HTTP `Accept` header asks for OpenMetrics (as Prometheus does by default).
-/// A media type given `q=0` is refused, not asked for.
+/// Whether an HTTP `Accept` header asks for OpenMetrics (as Prometheus does) at least as
+/// much as for the text format: by their `q` values (default 1; `q=0` refuses), with
+/// `text/plain` or a wildcard standing for the text format.
 pub fn accepts_openmetrics(accept: &str) -> bool {
-    accept.split(',').any(|part| {
+    let (mut om, mut text) = (0.0_f64, 0.0_f64);
+    for part in accept.split(',') {
         let mut params = part.split(';').map(str::trim);
-        let media = params.next().unwrap_or_default();
-        let refused = params.any(|p| {
-            p.strip_prefix("q=")
-                .and_then(|q| q.parse::<f64>().ok())
-                .is_some_and(|q| q <= 0.0)
-        });
-        media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
-    })
+        let media = params.next().unwrap_or_default().to_ascii_lowercase();
+        let q = params
+            .find_map(|p| p.strip_prefix("q="))
+            .and_then(|q| q.parse::<f64>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/openmetrics-text" => om = om.max(q),
+            "text/plain" | "text/*" | "*/*" => text = text.max(q),
+            _ => {}
+        }
+    }
+    om > 0.0 && om >= text
 }
 
 /// OpenMetrics text as the Prometheus text format 0.0.4: a counter family `x` has its
@@ -1000,6 +1006,12 @@ mod tests {
         assert!(!accepts_openmetrics("*/*"));
         assert!(!accepts_openmetrics(
             "application/openmetrics-text;q=0, text/plain"
+        ));
+        assert!(!accepts_openmetrics(
+            "text/plain;q=0.9, application/openmetrics-text;q=0.1"
+        ));
+        assert!(accepts_openmetrics(
+            "application/openmetrics-text;q=0.5, */*;q=0.1"
         ));
     }
 

@@ -133,16 +133,27 @@ fn line(out: Output, kind: &str, text: &str, extra: Value) {
     }
 }
 
-fn unreachable(e: impl std::fmt::Display) -> u8 {
-    eprintln!("error: {e}");
-    EXIT_UNREACHABLE
+fn unreachable(e: impl std::fmt::Display, out: Output) -> u8 {
+    local_error(&e.to_string(), EXIT_UNREACHABLE, out)
 }
 
 /// The CLI's own settings are wrong (no token, a server address that is not a URL):
 /// retrying cannot help, so it is not exit 4.
-fn misconfigured(e: impl std::fmt::Display) -> u8 {
-    eprintln!("error: {e}");
-    EXIT_REFUSED
+fn misconfigured(e: impl std::fmt::Display, out: Output) -> u8 {
+    local_error(&e.to_string(), EXIT_REFUSED, out)
+}
+
+/// An error found before or without an answer from the daemon: on stderr, and with
+/// `--output json` also as a JSON line on stdout (status 0: no HTTP answer).
+fn local_error(msg: &str, code: u8, out: Output) -> u8 {
+    eprintln!("error: {msg}");
+    if out == Output::Json {
+        println!(
+            "{}",
+            json!({"type": "error", "status": 0, "message": msg, "refused": code == EXIT_REFUSED, "exit_code": code})
+        );
+    }
+    code
 }
 
 /// A 4xx/5xx answer: refusals and bad requests exit 2 (sending it again cannot help),
@@ -181,7 +192,7 @@ fn failed(status: u16, body: &Value, out: Output) -> u8 {
 pub async fn deploy(a: DeployArgs) -> ExitCode {
     let client = match a.server.client() {
         Ok(c) => c,
-        Err(e) => return ExitCode::from(misconfigured(e)),
+        Err(e) => return ExitCode::from(misconfigured(e, a.server.output)),
     };
     let req = json!({
         "fleet": a.fleet, "env": a.env, "build": a.build, "label": a.label,
@@ -190,7 +201,7 @@ pub async fn deploy(a: DeployArgs) -> ExitCode {
     });
     let (status, body) = match client.call("POST", "/v1/deploys", Some(&req)).await {
         Ok(r) => r,
-        Err(e) => return ExitCode::from(unreachable(e)),
+        Err(e) => return ExitCode::from(unreachable(e, a.server.output)),
     };
     if status >= 400 {
         return ExitCode::from(failed(status, &body, a.server.output));
@@ -426,7 +437,7 @@ async fn follow(client: &Client, id: i64, out: Output) -> Ended {
 pub async fn approve(a: ApproveArgs) -> ExitCode {
     let client = match a.server.client() {
         Ok(c) => c,
-        Err(e) => return ExitCode::from(misconfigured(e)),
+        Err(e) => return ExitCode::from(misconfigured(e, a.server.output)),
     };
     let req = json!({ "fleet": a.fleet, "build": a.build, "by": a.by });
     match client.call("POST", "/v1/approvals", Some(&req)).await {
@@ -440,19 +451,19 @@ pub async fn approve(a: ApproveArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => ExitCode::from(unreachable(e)),
+        Err(e) => ExitCode::from(unreachable(e, a.server.output)),
     }
 }
 
 pub async fn rollback(a: RollbackArgs) -> ExitCode {
     let client = match a.server.client() {
         Ok(c) => c,
-        Err(e) => return ExitCode::from(misconfigured(e)),
+        Err(e) => return ExitCode::from(misconfigured(e, a.server.output)),
     };
     let req = json!({ "fleet": a.fleet, "env": a.env, "to": a.to });
     let (status, body) = match client.call("POST", "/v1/rollbacks", Some(&req)).await {
         Ok(r) => r,
-        Err(e) => return ExitCode::from(unreachable(e)),
+        Err(e) => return ExitCode::from(unreachable(e, a.server.output)),
     };
     if status >= 400 {
         return ExitCode::from(failed(status, &body, a.server.output));
@@ -505,14 +516,14 @@ pub async fn rollback(a: RollbackArgs) -> ExitCode {
 pub async fn history(a: HistoryArgs) -> ExitCode {
     let client = match a.server.client() {
         Ok(c) => c,
-        Err(e) => return ExitCode::from(misconfigured(e)),
+        Err(e) => return ExitCode::from(misconfigured(e, a.server.output)),
     };
     let (status, body) = match client
         .call("GET", &format!("/v1/history/{}", a.fleet), None)
         .await
     {
         Ok(r) => r,
-        Err(e) => return ExitCode::from(unreachable(e)),
+        Err(e) => return ExitCode::from(unreachable(e, a.server.output)),
     };
     if status >= 400 {
         return ExitCode::from(failed(status, &body, a.server.output));
@@ -527,12 +538,16 @@ pub async fn history(a: HistoryArgs) -> ExitCode {
             for d in body["deployments"].as_array().into_iter().flatten() {
                 println!(
                     "{:<5} {:<9} {:<12} {:<16} {:<24} {:<12} {:<12} {:<20} {}",
-                    d["id"],
+                    d["id"].as_i64().map(|i| i.to_string()).unwrap_or_default(),
                     d["kind"].as_str().unwrap_or("deploy"),
                     d["env"].as_str().unwrap_or(""),
                     d["fleet"].as_str().unwrap_or(""),
                     d["build"].as_str().unwrap_or(""),
-                    d["label"].as_str().unwrap_or("-"),
+                    // A commit SHA shows as git's short form; the JSON has it whole.
+                    d["label"]
+                        .as_str()
+                        .map(|l| l.chars().take(12).collect::<String>())
+                        .unwrap_or_else(|| "-".into()),
                     d["outcome"].as_str().unwrap_or(""),
                     d["started_at"]
                         .as_str()
@@ -567,11 +582,11 @@ pub struct StatusArgs {
 pub async fn status(a: StatusArgs) -> ExitCode {
     let client = match a.server.client() {
         Ok(c) => c,
-        Err(e) => return ExitCode::from(misconfigured(e)),
+        Err(e) => return ExitCode::from(misconfigured(e, a.server.output)),
     };
     let (code, mut body) = match client.call("GET", "/v1/status", None).await {
         Ok(r) => r,
-        Err(e) => return ExitCode::from(unreachable(e)),
+        Err(e) => return ExitCode::from(unreachable(e, a.server.output)),
     };
     if code >= 400 {
         return ExitCode::from(failed(code, &body, a.server.output));
@@ -583,10 +598,11 @@ pub async fn status(a: StatusArgs) -> ExitCode {
             .filter(|f| f["fleet"].as_str() == Some(name))
             .collect();
         if kept.is_empty() {
-            eprintln!(
-                "error: no fleet named '{name}' on this daemon (or it has not made a pass yet)"
-            );
-            return ExitCode::from(2);
+            return ExitCode::from(local_error(
+                &format!("no fleet named '{name}' on this daemon (or it has not made a pass yet)"),
+                EXIT_REFUSED,
+                a.server.output,
+            ));
         }
         body["fleets"] = Value::Array(kept);
     }

@@ -299,6 +299,19 @@ fn retried_deploys_return_the_rollout_already_admitted_while_a_smoke_test_runs()
         (Some("error"), Some(2)),
         "{line}"
     );
+    // status of an unknown fleet, and a CLI with a server address that is no URL: the
+    // same JSON line (no answer from the daemon: status 0).
+    for args in [
+        &["status", "nosuch", "--output", "json"][..],
+        &["status", "--server", "notaurl", "--output", "json"][..],
+    ] {
+        let out = d.cli(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON line ({e}): {}", text(&out)));
+        assert_eq!(line["type"], "error", "{line}");
+        assert_eq!(line["exit_code"], 2, "{line}");
+    }
     let nosuch = d.cli(&["history", "nosuch"]);
     assert_eq!(nosuch.status.code(), Some(2), "{}", text(&nosuch));
     assert!(

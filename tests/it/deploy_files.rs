@@ -373,6 +373,40 @@ fn the_container_recipe_builds_with_our_toolchain_and_runs_a_command_line_coxswa
         "the build image (rust {version}) is older than rust-version {msrv}"
     );
     assert!(recipe.contains("--locked"), "builds from Cargo.lock");
+    // Every file the build reads outside src/ (include_str! of ../...) is copied in.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut outside = Vec::new();
+    let mut stack = vec![root.join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("src").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for part in text.split("include_str!(\"").skip(1) {
+                let rel = part.split('"').next().unwrap_or_default();
+                let target = path.parent().expect("parent").join(rel);
+                if let Ok(t) = target.canonicalize() {
+                    if let Ok(r) = t.strip_prefix(root.canonicalize().expect("root")) {
+                        let top = r.components().next().expect("a path");
+                        let top = top.as_os_str().to_string_lossy().to_string();
+                        if top != "src" {
+                            outside.push(top);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(outside.contains(&"examples".to_string()), "{outside:?}");
+    for top in outside {
+        assert!(
+            recipe.contains(&format!("COPY {top} ./{top}")),
+            "the build reads {top}/ but the container recipe does not copy it"
+        );
+    }
     // It ships the stripped build: the dist profile, which strips.
     assert!(recipe.contains("--profile dist"), "builds the dist profile");
     assert!(
