@@ -937,32 +937,13 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for AwsCallMeter {
     }
 }
 
-/// The error codes AWS services answer when they throttle (the AWS SDKs' own list of
-/// throttling errors, which their retry strategies back off on).
-const THROTTLING_CODES: [&str; 14] = [
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "ProvisionedThroughputExceededException",
-    "TransactionInProgressException",
-    "RequestLimitExceeded",
-    "BandwidthLimitExceeded",
-    "LimitExceededException",
-    "RequestThrottled",
-    "SlowDown",
-    "PriorRequestNotComplete",
-    "EC2ThrottledException",
-];
-
 /// Whether an error body (XML, JSON or CBOR: the code is a plain string in each) names a
 /// throttling code not followed by more of a word (`Throttlingish` is not `Throttling`;
 /// what comes before is not checked, as a CBOR string's length byte may be a letter).
 /// Only the first 4 KiB are read.
 fn names_a_throttling_code(body: &[u8]) -> bool {
     let body = &body[..body.len().min(4096)];
-    THROTTLING_CODES.iter().any(|code| {
+    crate::cloud::errors::THROTTLING_CODES.iter().any(|code| {
         let code = code.as_bytes();
         body.windows(code.len()).enumerate().any(|(i, w)| {
             w == code

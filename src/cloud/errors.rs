@@ -57,21 +57,25 @@ impl CloudError {
 
 /// AWS error codes that mean "slow down".
 pub fn is_throttling_code(code: &str) -> bool {
-    matches!(
-        code,
-        "Throttling"
-            | "ThrottlingException"
-            | "ThrottledException"
-            | "RequestLimitExceeded"
-            | "RequestThrottled"
-            | "RequestThrottledException"
-            | "TooManyRequestsException"
-            | "SlowDown"
-            | "PriorRequestNotComplete"
-            | "EC2ThrottledException"
-            | "BandwidthLimitExceeded"
-    )
+    THROTTLING_CODES.contains(&code)
 }
+
+/// The error codes AWS services answer when they throttle (the AWS SDKs' list of
+/// throttling errors, less `LimitExceededException`, which Auto Scaling uses for quotas).
+pub const THROTTLING_CODES: [&str; 12] = [
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+    "BandwidthLimitExceeded",
+    "ProvisionedThroughputExceededException",
+];
 
 /// AWS error codes that mean "no capacity of that shape here; try another".
 pub fn is_capacity_code(code: &str) -> bool {

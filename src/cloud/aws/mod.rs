@@ -136,12 +136,10 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let code = err.code().map(str::to_string);
-    let message = err.message().map(str::to_string).unwrap_or_else(|| {
-        format!(
-            "{}",
-            aws_smithy_types::error::display::DisplayErrorContext(&err)
-        )
-    });
+    let message = err
+        .message()
+        .map(str::to_string)
+        .unwrap_or_else(|| error_chain(&err));
     match code {
         Some(code) if is_throttling_code(&code) => CloudError::Throttled { operation, code },
         Some(code) if is_capacity_code(&code) => CloudError::InsufficientCapacity {
@@ -162,6 +160,22 @@ where
             source: Some(Box::new(err)),
         },
     }
+}
+
+/// An error and its sources, each by its `Display`, joined by ": " (the SDK's own
+/// `DisplayErrorContext` appends the whole `Debug` form, which is not for operators'
+/// logs). Repeated messages (a wrapper repeating its source) are shown once.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p == &text) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 fn is_server_fault(code: &str) -> bool {
@@ -279,5 +293,34 @@ impl Cloud for AwsCloud {
 
     fn calls(&self) -> &CallCounts {
         &self.calls
+    }
+}
+
+#[cfg(test)]
+mod error_chain_tests {
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("dispatch failure")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_chain_reads_as_sentences_not_debug_dumps() {
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "tcp connect error",
+        ));
+        let text = super::error_chain(&e);
+        assert_eq!(text, "dispatch failure: tcp connect error");
+        assert!(!text.contains("Outer(") && !text.contains("Custom {"));
     }
 }
