@@ -919,8 +919,15 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for AwsCallMeter {
             None => "network",
             Some(r) => {
                 let status = r.status().as_u16();
+                let cbor = r
+                    .headers()
+                    .get("content-type")
+                    .is_some_and(|t| t.contains("cbor"));
                 let throttled = status == 429
-                    || (status >= 400 && r.body().bytes().is_some_and(names_a_throttling_code));
+                    || (status >= 400
+                        && r.body()
+                            .bytes()
+                            .is_some_and(|b| names_a_throttling_code(b, cbor)));
                 match status {
                     _ if throttled => "throttled",
                     500.. => "server_error",
@@ -937,19 +944,35 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for AwsCallMeter {
     }
 }
 
-/// Whether an error body (XML, JSON or CBOR: the code is a plain string in each) names a
-/// throttling code not followed by more of a word (`Throttlingish` is not `Throttling`;
-/// what comes before is not checked, as a CBOR string's length byte may be a letter).
-/// Only the first 4 KiB are read.
-fn names_a_throttling_code(body: &[u8]) -> bool {
+/// Whether an error body names a throttling code as a whole string. In XML and JSON the
+/// code must not run on into more of a word (`Throttlingish` is not `Throttling`). In
+/// CBOR (`cbor`: Smithy RPC v2, CloudWatch) a string's bytes are preceded by a header
+/// giving its length, and followed by whatever comes next: the code must be a whole text
+/// string by its header, or end a namespaced one (`...#ThrottlingException`) as a whole
+/// code. Only the first 4 KiB are read.
+fn names_a_throttling_code(body: &[u8], cbor: bool) -> bool {
     let body = &body[..body.len().min(4096)];
     crate::cloud::errors::THROTTLING_CODES.iter().any(|code| {
         let code = code.as_bytes();
         body.windows(code.len()).enumerate().any(|(i, w)| {
-            w == code
-                && !body
-                    .get(i + code.len())
-                    .is_some_and(|b| b.is_ascii_alphanumeric())
+            if w != code {
+                return false;
+            }
+            let after = body.get(i + code.len());
+            if !cbor {
+                return !after.is_some_and(|b| b.is_ascii_alphanumeric());
+            }
+            let before = |n: usize| i.checked_sub(n).and_then(|j| body.get(j)).copied();
+            let len = code.len();
+            let whole_string = (len < 24 && before(1) == Some(0x60 + len as u8))
+                || (before(2) == Some(0x78) && before(1) == Some(len as u8));
+            // After a namespace: the longest code wins (`Throttling` is not the start of
+            // `...#ThrottlingException`).
+            let namespaced = before(1) == Some(b'#')
+                && !crate::cloud::errors::THROTTLING_CODES
+                    .iter()
+                    .any(|c| c.len() > len && body[i..].starts_with(c.as_bytes()));
+            whole_string || namespaced
         })
     })
 }
@@ -958,25 +981,55 @@ fn names_a_throttling_code(body: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::controller::FleetReport;
+    use crate::policy::Decision;
+    use chrono::TimeZone;
 
     #[test]
     fn throttling_is_told_from_other_errors_in_every_protocol() {
         assert!(names_a_throttling_code(
-            b"<Response><Errors><Error><Code>RequestLimitExceeded</Code>"
+            b"<Response><Errors><Error><Code>RequestLimitExceeded</Code>",
+            false
         ));
         assert!(names_a_throttling_code(
-            br#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"x"}"#
-        ));
-        assert!(names_a_throttling_code(b"\xa2dcodejThrottling"));
-        assert!(!names_a_throttling_code(
-            b"<Code>InvalidParameterValue</Code><Message>not Throttlingish</Message>"
+            br#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"x"}"#,
+            false
         ));
         assert!(!names_a_throttling_code(
-            b"<Code>UnauthorizedOperation</Code>"
+            b"<Code>InvalidParameterValue</Code><Message>not Throttlingish</Message>",
+            false
         ));
+        assert!(!names_a_throttling_code(
+            b"<Code>UnauthorizedOperation</Code>",
+            false
+        ));
+        // CBOR, as CloudWatch answers (Smithy RPC v2): {"__type": code, "message": ...}.
+        let cbor = |code: &str| {
+            let mut v = vec![0xa2, 0x66];
+            v.extend_from_slice(b"__type");
+            let len = code.len();
+            if len < 24 {
+                v.push(0x60 + len as u8);
+            } else {
+                v.extend_from_slice(&[0x78, len as u8]);
+            }
+            v.extend_from_slice(code.as_bytes());
+            v.push(0x67);
+            v.extend_from_slice(b"message");
+            v.extend_from_slice(&[0x61, b'x']);
+            v
+        };
+        assert!(names_a_throttling_code(&cbor("ThrottlingException"), true));
+        assert!(names_a_throttling_code(&cbor("Throttling"), true));
+        assert!(names_a_throttling_code(
+            &cbor("com.amazonaws.cloudwatch#ThrottlingException"),
+            true
+        ));
+        assert!(!names_a_throttling_code(
+            &cbor("InvalidParameterValue"),
+            true
+        ));
+        assert!(!names_a_throttling_code(&cbor("ThrottlingIsFine"), true));
     }
-    use crate::policy::Decision;
-    use chrono::TimeZone;
 
     #[test]
     fn openmetrics_is_served_only_to_scrapers_that_ask_for_it() {

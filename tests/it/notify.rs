@@ -106,7 +106,14 @@ fn rollouts_scale_events_and_the_cost_cap_reach_chat_and_on_call_and_a_dead_sink
     let controller = format!(
         "max_total_instances: 9\nnotifications:\n  scale_threshold: 1\n  sinks:\n    - slack: {{ url_env: TEST_SLACK_URL }}\n    - opsgenie:\n        url: http://127.0.0.1:{og_port}/v2/alerts\n        api_key_env: TEST_GENIE_KEY\n        events: [rollout_started, cost_cap]\n    - slack: {{ url: \"http://127.0.0.1:{hole}/hooks/never-answers\" }}\n    - slack: {{ url_env: TEST_UNSET_SLACK_URL }}\n"
     );
-    let demo = coxswain::demo::MANIFEST.replace("max_total_instances: 60\n", &controller);
+    // The cap is tight (the fleets' own decisions fill it), so staging's rollout replaces
+    // in place (max_unavailable 1) rather than waiting for room to surge.
+    let demo = coxswain::demo::MANIFEST
+        .replace("max_total_instances: 60\n", &controller)
+        .replace(
+            "rolling: { batch: 1, max_surge: 1 }",
+            "rolling: { batch: 1, max_surge: 1, max_unavailable: 1 }",
+        );
     assert_ne!(
         demo,
         coxswain::demo::MANIFEST,
@@ -151,7 +158,9 @@ fn rollouts_scale_events_and_the_cost_cap_reach_chat_and_on_call_and_a_dead_sink
         .expect("deploy");
     assert!(
         deploy.status.success(),
-        "{}",
+        "{:?}: {}{}",
+        deploy.status.code(),
+        String::from_utf8_lossy(&deploy.stdout),
         String::from_utf8_lossy(&deploy.stderr)
     );
     // The chat sink hears the rollout start and succeed (the first delivery failed with a
