@@ -475,11 +475,18 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
                     ));
                     r.phase = Phase::Succeeded;
                 }
-                Gates::Waiting(w) if o.now >= until + gates.timeout.chrono() => {
-                    let why = format!(
-                        "after the switch: gates not green within {}: {w}",
-                        gates.timeout
-                    );
+                // Not live within the timeout after the window: gates still waiting, or
+                // green but the new set short of the fleet (it grew after the switch and
+                // the caps leave no room beside the old set). A rollout must end.
+                _ if o.now >= until + gates.timeout.chrono() => {
+                    let w = match &o.gates {
+                        Gates::Waiting(w) => w.clone(),
+                        _ => format!(
+                            "{} of {d} new instances healthy (the fleet grew after the switch)",
+                            o.new_healthy
+                        ),
+                    };
+                    let why = format!("after the switch: not live within {}: {w}", gates.timeout);
                     events.push(format!("{why}; switching back to {}", r.from.id));
                     r.phase = Phase::RollingBack { reason: why };
                 }
