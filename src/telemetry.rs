@@ -759,6 +759,17 @@ impl Telemetry {
             if at < started || d.outcome == crate::store::Outcome::InProgress {
                 continue;
             }
+            // The ledger's record that a rollback left a build is not a rollout.
+            let ledger_only = store
+                .rollout(d.id)
+                .ok()
+                .flatten()
+                .and_then(|(_, body)| serde_json::from_str::<crate::deploy::Rollout>(&body).ok())
+                .is_some_and(|r| r.ledger_only);
+            if ledger_only {
+                live.counted_rollouts.insert(d.id);
+                continue;
+            }
             // Read again for an hour (a slow write), counted once.
             live.rollouts_cursor = Some(cursor.max(at - chrono::Duration::hours(1)));
             if live.counted_rollouts.insert(d.id) {

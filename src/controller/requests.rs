@@ -256,6 +256,7 @@ impl Controller {
             kind,
             note: None,
             overdue: false,
+            ledger_only: false,
         };
         let id = store
             .begin_keyed(

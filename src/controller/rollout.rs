@@ -1128,6 +1128,7 @@ impl Controller {
                             let mut m = r.clone();
                             m.id = id;
                             m.kind = deploy::Kind::Deploy;
+                            m.ledger_only = true;
                             std::mem::swap(&mut m.from, &mut m.to);
                             m.phase = Phase::RolledBack {
                                 reason: why.clone(),

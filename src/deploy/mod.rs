@@ -211,6 +211,10 @@ pub struct Rollout {
     /// A rollback: still restoring after `gates.timeout` (reported once; it goes on).
     #[serde(default)]
     pub overdue: bool,
+    /// Not a rollout that ran: the ledger's record that a rollback left this build (so it
+    /// no longer counts as passed in the environment). Not counted as a rollout.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ledger_only: bool,
 }
 
 /// What the controller should converge to this pass.

@@ -43,6 +43,7 @@ fn rollout(strategy: StrategySpec) -> Rollout {
         kind: Kind::Deploy,
         note: None,
         overdue: false,
+        ledger_only: false,
     }
 }
 

@@ -280,7 +280,13 @@ async fn a_hand_rollback_during_an_incident_restores_the_last_good_build() {
         &case_text("hand-rollback-red-gate/case6-hand-rollback.yaml"),
     );
     let tg = target_group(&before);
+    let fleets = coxswain::telemetry::FleetInfo::of(&before);
     let mut w = world(before);
+    // The metrics count rollouts by outcome from the ledger, from the daemon's start.
+    let telemetry = coxswain::telemetry::Telemetry::new(Duration::from_secs(5))
+        .with_history(w.controller.store().expect("store").clone(), w.clock.now());
+    let empty = coxswain::controller::PassReport::default();
+    telemetry.observe(&empty, &fleets, w.clock.now());
     let id = id_of(w.deploy("hr", "production", "2").expect("admitted"));
     let (outcome, events) = w
         .run_to_end(
@@ -365,6 +371,15 @@ async fn a_hand_rollback_during_an_incident_restores_the_last_good_build() {
         "took {}",
         w.clock.now() - started
     );
+    // Two rollouts ran, both ended as asked: the deploy and the rollback. The ledger's
+    // note that the rollback left build 2 is not a third, rolled-back rollout.
+    telemetry.observe(&empty, &fleets, w.clock.now());
+    let text = telemetry.encode(false);
+    for (outcome, n) in [("succeeded", 2), ("rolled_back", 0)] {
+        let line =
+            format!("coxswain_rollouts_finished_total{{fleet=\"hr\",outcome=\"{outcome}\"}} {n}");
+        assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+    }
     assert!(
         !store
             .passed("hr", "production", "web-server:2")
