@@ -742,7 +742,8 @@ async fn history(State(st): State<ApiState>, app: Result<Path<String>, PathRejec
                     approvals.extend(a);
                 }
             }
-            // Each line says whether it was a deploy or a rollback (from its rollout).
+            // Each line says whether it was a deploy or a rollback (from its rollout), or
+            // the record that a rollback left a build (`left`).
             let deployments: Vec<serde_json::Value> = h
                 .iter()
                 .map(|d| {
@@ -753,6 +754,7 @@ async fn history(State(st): State<ApiState>, app: Result<Path<String>, PathRejec
                         .flatten()
                         .and_then(|(_, body)| serde_json::from_str::<Rollout>(&body).ok())
                         .map_or("deploy", |r| match r.kind {
+                            _ if r.ledger_only => "left",
                             crate::deploy::Kind::Rollback => "rollback",
                             crate::deploy::Kind::Deploy => "deploy",
                         });

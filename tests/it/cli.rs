@@ -336,7 +336,8 @@ fn a_deploy_past_its_timeout_is_rolled_back_and_exits_3_and_rollback_by_hand_wor
         .iter()
         .filter_map(|d| d["kind"].as_str())
         .collect();
-    assert_eq!(kinds, ["deploy", "rollback", "deploy", "deploy"], "{h}");
+    // Newest first: the record that the rollback left 14, the rollback, 14, 13.
+    assert_eq!(kinds, ["left", "rollback", "deploy", "deploy"], "{h}");
     // The table marks the rollback and shows the label (the git SHA) of the build.
     let out = run(&["history", "web-staging"]);
     let table = String::from_utf8_lossy(&out.stdout);
@@ -346,10 +347,14 @@ fn a_deploy_past_its_timeout_is_rolled_back_and_exits_3_and_rollback_by_hand_wor
         "{table}"
     );
     assert!(
-        lines[1].contains("deploy") && lines[1].contains("9f3c2e1"),
+        lines[1].starts_with("4 ") && lines[1].contains("left") && lines[1].contains("9f3c2e1"),
         "{table}"
     );
     assert!(lines[2].contains("rollback"), "{table}");
+    assert!(
+        lines[3].contains("deploy") && lines[3].contains("9f3c2e1"),
+        "{table}"
+    );
     signal(&daemon, libc::SIGTERM);
     let _ = daemon.wait();
 }
