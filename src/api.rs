@@ -744,27 +744,24 @@ async fn history(State(st): State<ApiState>, app: Result<Path<String>, PathRejec
             }
             // Each line says whether it was a deploy or a rollback (from its rollout), or
             // the record that a rollback left a build (`left`).
-            let deployments: Vec<serde_json::Value> = h
-                .iter()
-                .map(|d| {
-                    let kind = st
-                        .store
-                        .rollout(d.id)
-                        .ok()
-                        .flatten()
-                        .and_then(|(_, body)| serde_json::from_str::<Rollout>(&body).ok())
-                        .map_or("deploy", |r| match r.kind {
-                            _ if r.ledger_only => "left",
-                            crate::deploy::Kind::Rollback => "rollback",
-                            crate::deploy::Kind::Deploy => "deploy",
-                        });
-                    let mut v = serde_json::to_value(d).unwrap_or_default();
-                    if let Some(o) = v.as_object_mut() {
-                        o.insert("kind".into(), kind.into());
-                    }
-                    v
-                })
-                .collect();
+            let deployments: Vec<serde_json::Value> =
+                h.iter()
+                    .map(|d| {
+                        let kind = st.store.rollout_state(d.id).ok().flatten().map_or(
+                            "deploy",
+                            |r| match r.kind {
+                                _ if r.ledger_only => "left",
+                                crate::deploy::Kind::Rollback => "rollback",
+                                crate::deploy::Kind::Deploy => "deploy",
+                            },
+                        );
+                        let mut v = serde_json::to_value(d).unwrap_or_default();
+                        if let Some(o) = v.as_object_mut() {
+                            o.insert("kind".into(), kind.into());
+                        }
+                        v
+                    })
+                    .collect();
             Json(serde_json::json!({ "app": app, "deployments": deployments, "approvals": approvals }))
                 .into_response()
         }

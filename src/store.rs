@@ -368,6 +368,14 @@ impl Store {
             .optional()?)
     }
 
+    /// Rollout `id`'s state, parsed (None if there is no such rollout).
+    pub fn rollout_state(&self, id: i64) -> Result<Option<crate::deploy::Rollout>, StoreError> {
+        match self.rollout(id)? {
+            Some((_, body)) => Ok(Some(serde_json::from_str(&body)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The desired capacity the policy set last for `fleet` (rollouts size against it).
     pub fn base_desired(&self, fleet: &str) -> Result<Option<u32>, StoreError> {
         Ok(self

@@ -486,6 +486,12 @@ impl Telemetry {
         live.last_pass_errors = report.errors.clone();
         // Fleets no longer ours (removed from the manifests, or held by another replica):
         // their series end here, so two replicas never both report one fleet.
+        // Fleets this telemetry has not reported before: their counters start at 0 below.
+        let new_fleets: Vec<String> = fleets
+            .keys()
+            .filter(|f| !live.fleets.contains_key(*f))
+            .cloned()
+            .collect();
         let gone: Vec<FleetNow> = live
             .fleets
             .values()
@@ -675,7 +681,7 @@ impl Telemetry {
         self.count_finished_rollouts(&mut live, now);
         // Every outcome and verdict of every fleet is exported from the start (at 0), so
         // `increase()` sees a fleet's first rollback and dashboards have a series.
-        for fleet in fleets.keys() {
+        for fleet in &new_fleets {
             for outcome in ["succeeded", "rolled_back", "superseded"] {
                 self.rollouts_finished
                     .get_or_create(&OutcomeLabels {
@@ -756,15 +762,17 @@ impl Telemetry {
         };
         for d in finished {
             let Some(at) = d.finished_at else { continue };
-            if at < started || d.outcome == crate::store::Outcome::InProgress {
+            if at < started
+                || d.outcome == crate::store::Outcome::InProgress
+                || live.counted_rollouts.contains(&d.id)
+            {
                 continue;
             }
             // The ledger's record that a rollback left a build is not a rollout.
             let ledger_only = store
-                .rollout(d.id)
+                .rollout_state(d.id)
                 .ok()
                 .flatten()
-                .and_then(|(_, body)| serde_json::from_str::<crate::deploy::Rollout>(&body).ok())
                 .is_some_and(|r| r.ledger_only);
             if ledger_only {
                 live.counted_rollouts.insert(d.id);
@@ -772,14 +780,13 @@ impl Telemetry {
             }
             // Read again for an hour (a slow write), counted once.
             live.rollouts_cursor = Some(cursor.max(at - chrono::Duration::hours(1)));
-            if live.counted_rollouts.insert(d.id) {
-                self.rollouts_finished
-                    .get_or_create(&OutcomeLabels {
-                        fleet: d.fleet.clone(),
-                        outcome: d.outcome.as_str().into(),
-                    })
-                    .inc();
-            }
+            live.counted_rollouts.insert(d.id);
+            self.rollouts_finished
+                .get_or_create(&OutcomeLabels {
+                    fleet: d.fleet.clone(),
+                    outcome: d.outcome.as_str().into(),
+                })
+                .inc();
         }
     }
 

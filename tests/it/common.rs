@@ -506,3 +506,17 @@ pub fn wait_for_log(log: &std::path::Path, needle: &str, secs: u64) -> String {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A tool the suite needs from a Debian package: `$env_var` if set, else `default`. Missing
+/// is a failure, never a skip (`scripts/test` installs `package`).
+pub fn debian_tool(env_var: &str, default: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os(env_var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    assert!(
+        path.exists(),
+        "{} is not installed: run scripts/test (it installs Debian's {package} package), or set {env_var}",
+        path.display()
+    );
+    path
+}

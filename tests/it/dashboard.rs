@@ -15,15 +15,7 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "dashboard-test-token-0123456789";
 
 fn chromium() -> PathBuf {
-    let path = std::env::var_os("COXSWAIN_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        path.exists(),
-        "Chromium is not installed at {}: run scripts/test (it installs Debian's chromium), or set COXSWAIN_CHROMIUM",
-        path.display()
-    );
-    path
+    common::debian_tool("COXSWAIN_CHROMIUM", "/usr/bin/chromium", "chromium")
 }
 
 /// Headless Chromium with the flags that keep it off the network (only 127.0.0.1 is

@@ -22,15 +22,7 @@ fn repo() -> PathBuf {
 }
 
 fn promtool() -> PathBuf {
-    let path = std::env::var_os("COXSWAIN_PROMTOOL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/promtool"));
-    assert!(
-        path.exists(),
-        "promtool is not installed at {}: run scripts/test (it installs Debian's prometheus package), or set COXSWAIN_PROMTOOL",
-        path.display()
-    );
-    path
+    common::debian_tool("COXSWAIN_PROMTOOL", "/usr/bin/promtool", "prometheus")
 }
 
 /// GET `path` from 127.0.0.1:port with an `Accept` header: (status, content type, body).
