@@ -70,6 +70,30 @@ async fn bad_input_gets_a_clear_4xx() {
         .await
         .expect("answer");
     assert_eq!(status, 413);
+    // An array is not the object the API documents, even one serde could read as the struct.
+    let (status, resp) = c
+        .call(
+            "POST",
+            "/v1/deploys",
+            Some(&json!(["web", "staging", "13"])),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(status, 400, "{resp}");
+    // Blank is what the document's pattern says: Unicode white space (U+0085 included) and
+    // U+FEFF (white space to the ECMAScript regexes of JSON Schema).
+    for fleet in ["", " ", "\u{85}", "\u{feff}", "\u{3000}\t"] {
+        let (status, resp) = c
+            .call(
+                "POST",
+                "/v1/deploys",
+                Some(&json!({"fleet": fleet, "env": "staging", "build": "13"})),
+            )
+            .await
+            .expect("answer");
+        assert_eq!(status, 400, "{fleet:?}: {resp}");
+        assert_eq!(resp["refused"], false, "{resp}");
+    }
     let (status, resp) = c
         .call(
             "POST",
@@ -131,6 +155,24 @@ async fn an_abort_with_a_malformed_body_is_refused_and_aborts_nothing() {
         .expect("answer");
     assert_eq!(status, 400, "{resp}");
     assert!(resp["error"].is_string(), "{resp}");
+    // serde reads a struct from an array; the API documents an object, so an array (or
+    // any other JSON value) is refused too.
+    for body in [
+        json!([]),
+        json!(["why"]),
+        json!("why"),
+        json!(5),
+        json!(null),
+    ] {
+        let (status, resp) = c.call("POST", &abort, Some(&body)).await.expect("answer");
+        assert_eq!(status, 400, "{body}: {resp}");
+        assert!(
+            resp["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("expected a JSON object")),
+            "{body}: {resp}"
+        );
+    }
     let (_, view) = c
         .call("GET", &format!("/v1/rollouts/{id}"), None)
         .await
