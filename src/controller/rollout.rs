@@ -4,6 +4,7 @@
 
 use super::{note_error, Controller, PassReport};
 use crate::cloud::{AlarmState, Instance, InstanceState, MetricQuery, TargetHealth};
+use crate::deploy::converge::{converge, CanaryShare, Counts, Limits};
 use crate::deploy::hooks::Ran;
 use crate::deploy::{self, stats, Build, Gates, Observed, Phase, Rollout};
 use crate::manifest::{FleetSpec, MetricSpec};
@@ -741,133 +742,114 @@ impl Controller {
         if self.dry_run {
             return;
         }
-        let limit = spec.scaling.max_launch_per_cycle;
-        // Room to launch: the step's surge over the instances in service. The hard cap is
-        // `max_total_instances`, over every billed instance, draining ones included: the
-        // controller's `cap_room`, which every launch takes from. At the cap the rollout
-        // replaces in place: old instances are retired first, within `max_unavailable`,
-        // and their drain makes the room. (`capacity.max` bounds what scaling decides;
-        // a rollout's surge may go above it, as Kubernetes' maxSurge goes above replicas:
-        // otherwise a fleet at its maximum with nothing unavailable could never deploy.)
-        let room = targets.max_total.saturating_sub(live.len() as u32);
-        let mut launched = Vec::new();
-        // Launch new-build instances up to the step's share, within the surge.
-        let want_new = targets
-            .new
-            .saturating_sub(new.len() as u32)
-            .min(room)
-            .min(limit);
-        if want_new > 0 && !targets.restore_first {
-            launched.extend(
-                self.launch(spec, &rollout.to, &live, instances, want_new, report)
-                    .await,
-            );
-        }
-        // Restore the previous build (rolling back, or the fleet grew mid-step), within
-        // the caps like any launch.
-        let room = room.saturating_sub(launched.len() as u32);
-        let wanted_old = targets.old.saturating_sub(old.len() as u32).min(limit);
-        let want_old = wanted_old.min(room);
-        let mut launched_old = 0;
-        if want_old > 0 {
-            let got = self
-                .launch(spec, &rollout.from, &live, instances, want_old, report)
-                .await;
-            launched_old = got.len() as u32;
-            launched.extend(got);
-        }
-        // Rolling back at a cap: the old build cannot come back beside the new one, so
-        // new instances make way, within `max_unavailable`, as a rollout replaces in place.
-        let blocked_at_cap = targets.restore_first && launched_old < wanted_old;
-        if blocked_at_cap {
-            tracing::info!(fleet = %spec.name, missing = wanted_old - launched_old, "rolling back at the cap: new-build instances leave first to make room, within max_unavailable");
-        }
-        // Retire old-build instances above their share, never going below min healthy.
-        let healthy_total = old_healthy + healthy_new.len() as u32;
-        let spare = healthy_total.saturating_sub(targets.min_healthy);
-        let excess_old = (old.len() as u32).saturating_sub(targets.old);
-        // Once live, whatever is left of the old build (a blue/green standby set) goes at
-        // once: it serves nothing, and must not be re-registered by the next pass.
-        let retire_old = if next.phase == Phase::Succeeded {
-            excess_old
-        } else {
-            excess_old.min(spare).min(spec.scaling.max_retire_per_cycle)
+        // How many of each build to launch and retire: a pure function of the counts
+        // (`deploy::converge`); here the instances are picked and the cloud is called.
+        // Its limits: the step's surge over the instances in service, the global cap over
+        // every billed instance (`cap_room`, which every launch takes from; at the cap
+        // the rollout replaces in place), the per-pass launch and retire limits, and the
+        // healthy floor. (`capacity.max` bounds what scaling decides; a rollout's surge
+        // may go above it, as Kubernetes' maxSurge goes above replicas: otherwise a fleet
+        // at its maximum with nothing unavailable could never deploy.)
+        // New instances that serve nothing (never registered, like a blue/green set before
+        // its switch, or not healthy) are the first to make room at a cap.
+        let serving: HashSet<&str> = match &main_health {
+            Some(h) => h.iter().map(String::as_str).collect(),
+            None => healthy_new.iter().map(String::as_str).collect(),
         };
-        let mut retired = Vec::new();
-        if retire_old > 0 {
-            retired.extend(
-                self.retire(spec, &rollout.to.id, &old, retire_old, now, report)
-                    .await,
+        let idle_new: Vec<&Instance> = new
+            .iter()
+            .copied()
+            .filter(|i| !serving.contains(i.id.as_str()))
+            .collect();
+        let counts = Counts {
+            desired: d.desired,
+            new_live: new.len() as u32,
+            new_healthy: healthy_new.len() as u32,
+            new_idle: idle_new.len() as u32,
+            new_in_group: main_health.as_ref().map_or(new.len(), |h| {
+                new.iter().filter(|i| h.contains(&i.id)).count()
+            }) as u32,
+            old_live: old.len() as u32,
+            old_healthy,
+            retiring: retiring.len() as u32,
+        };
+        let limits = Limits {
+            max_launch: spec.scaling.max_launch_per_cycle,
+            max_retire: spec.scaling.max_retire_per_cycle,
+            cap_room: self.cap_room,
+        };
+        let moves = converge(&targets, &counts, &limits, &next.phase);
+        let mut launched = Vec::new();
+        if moves.launch_new > 0 {
+            launched.extend(
+                self.launch(
+                    spec,
+                    &rollout.to,
+                    &live,
+                    instances,
+                    moves.launch_new,
+                    report,
+                )
+                .await,
             );
         }
-        // Retire new-build instances above theirs; rolling back, only once the old build
-        // is back at full healthy capacity.
-        let mut excess_new = (new.len() as u32).saturating_sub(targets.new);
-        if blocked_at_cap && excess_new > 0 {
-            // New instances that serve nothing (never registered, like a blue/green set
-            // before its switch, or not healthy) make room first, at no cost to capacity.
-            let serving: HashSet<&str> = match &main_health {
-                Some(h) => h.iter().map(String::as_str).collect(),
-                None => healthy_new.iter().map(String::as_str).collect(),
-            };
-            let idle: Vec<&Instance> = new
-                .iter()
-                .copied()
-                .filter(|i| !serving.contains(i.id.as_str()))
-                .collect();
-            let n = excess_new
-                .min(idle.len() as u32)
-                .min(spec.scaling.max_retire_per_cycle);
+        if moves.launch_old > 0 {
+            launched.extend(
+                self.launch(
+                    spec,
+                    &rollout.from,
+                    &live,
+                    instances,
+                    moves.launch_old,
+                    report,
+                )
+                .await,
+            );
+        }
+        if moves.blocked_at_cap {
+            info!(fleet = %spec.name, launching = moves.launch_old, "rolling back at the cap: new-build instances leave first to make room, within max_unavailable");
+        }
+        let mut retired = Vec::new();
+        // Old-build instances above their share: the unhealthy ones first.
+        let (old_unhealthy, old_fine): (Vec<&Instance>, Vec<&Instance>) = old
+            .iter()
+            .copied()
+            .partition(|i| !old_healthy_ids.contains(i.id.as_str()));
+        for (pool, n) in [
+            (&old_unhealthy, moves.retire_old_unhealthy),
+            (&old_fine, moves.retire_old_healthy),
+        ] {
             if n > 0 {
-                let gone = self
-                    .retire(spec, &rollout.from.id, &idle, n, now, report)
-                    .await;
-                excess_new = excess_new.saturating_sub(gone.len() as u32);
-                retired.extend(gone);
+                retired.extend(
+                    self.retire(spec, &rollout.to.id, pool, n, now, report)
+                        .await,
+                );
             }
         }
-        // Whole again after this pass's own retirements (a scale-in may just have taken
-        // healthy old instances away).
-        let old_healthy_left = old_healthy.saturating_sub(
-            retired
-                .iter()
-                .filter(|id| old_healthy_ids.contains(id.as_str()))
-                .count() as u32,
-        );
-        let restored = old_healthy_left >= targets.old;
-        let may_retire_new = !targets.restore_first || restored || blocked_at_cap;
-        if excess_new > 0 && may_retire_new {
-            // Rolling (the fleet shrank mid-step) or rolling back at a cap, keep min
-            // healthy; rolling back with the old build whole, all may go.
-            let spare_left = if targets.restore_first && restored {
-                u32::MAX
-            } else if blocked_at_cap
-                && launched_old == 0
-                && targets.min_healthy >= d.desired
-                && healthy_total >= targets.min_healthy
-                && retire_old == 0
-                && retired.is_empty()
-                && retiring.is_empty()
-            {
-                // Rolling back at the cap with nothing allowed out of service and no drain
-                // under way to free room: one new-build instance at a time makes way, or
-                // the rollback would never end.
-                // The fleet is one short while its replacement boots.
-                tracing::warn!(fleet = %spec.name, "rolling back at max_total_instances with max_unavailable 0: one instance of {} leaves before its replacement is up", rollout.to.id);
-                1
-            } else {
-                spare.saturating_sub(retire_old)
-            };
-            let n = excess_new
-                .min(spec.scaling.max_retire_per_cycle)
-                .min(spare_left);
+        if moves.retire_new_idle > 0 {
+            retired.extend(
+                self.retire(
+                    spec,
+                    &rollout.from.id,
+                    &idle_new,
+                    moves.retire_new_idle,
+                    now,
+                    report,
+                )
+                .await,
+            );
+        }
+        if moves.retire_new > 0 {
+            if moves.one_at_a_time {
+                warn!(fleet = %spec.name, "rolling back at max_total_instances with max_unavailable 0: one instance of {} leaves before its replacement is up", rollout.to.id);
+            }
             let left: Vec<&Instance> = new
                 .iter()
                 .copied()
                 .filter(|i| !retired.contains(&i.id))
                 .collect();
             retired.extend(
-                self.retire(spec, &rollout.from.id, &left, n, now, report)
+                self.retire(spec, &rollout.from.id, &left, moves.retire_new, now, report)
                     .await,
             );
         }
@@ -900,19 +882,13 @@ impl Controller {
             _ => self.register(spec, &staying, &launched, now, report).await,
         }
         if let (Some(t), Some(c)) = (&traffic, &canary_spec) {
-            let share = match &next.phase {
-                Phase::Rolling => {
-                    let serving = (healthy_new.len() as u32).min(targets.new);
-                    (serving * 100).checked_div(d.desired).unwrap_or(0).min(100)
-                }
-                Phase::Promoting => 100,
-                // Rolling back: the new build keeps its share until the old one is whole
-                // again in the main group.
-                Phase::RollingBack { .. } if old_healthy < d.desired => {
-                    let state = self.fleets.entry(spec.name.clone()).or_default();
-                    state.canary_share.unwrap_or(0)
-                }
-                _ => 0,
+            let share = match moves.canary_share {
+                CanaryShare::Set(share) => share,
+                CanaryShare::Keep => self
+                    .fleets
+                    .get(&spec.name)
+                    .and_then(|s| s.canary_share)
+                    .unwrap_or(0),
             };
             self.shift_traffic(spec, t, share, report).await;
             self.save_rollout_memory();
@@ -925,10 +901,7 @@ impl Controller {
         // Blue/green after the switch: the old set stays running, out of the target group.
         // The old set leaves the target group only once the green set is healthy in it,
         // so traffic always has healthy targets.
-        let green_in_group = main_health.as_ref().map_or(new.len(), |h| {
-            new.iter().filter(|i| h.contains(&i.id)).count()
-        });
-        if !targets.register_old && green_in_group as u32 >= d.desired {
+        if moves.stand_by_old {
             let standby: Vec<String> = old
                 .iter()
                 .filter(|i| !retired.contains(&i.id))

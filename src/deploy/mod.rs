@@ -8,6 +8,7 @@
 //! This module decides; it does not call any cloud (see `controller::rollout`).
 
 pub mod admit;
+pub mod converge;
 pub mod hooks;
 pub mod stats;
 
