@@ -3,10 +3,11 @@
 //! decide, persist its new state and events, then converge instances per build.
 
 use super::{note_error, Controller, PassReport};
-use crate::cloud::{AlarmState, Instance, InstanceState, MetricQuery, TargetHealth};
+use crate::cloud::{Instance, InstanceState, MetricQuery, TargetHealth};
 use crate::deploy::converge::{converge, CanaryShare, Counts, Limits};
+use crate::deploy::gates::{self, CanarySamples, FleetReadings, InstanceGateInputs};
 use crate::deploy::hooks::Ran;
-use crate::deploy::{self, stats, Build, Gates, Observed, Phase, Rollout};
+use crate::deploy::{self, Build, Gates, Observed, Phase, Rollout};
 use crate::manifest::{FleetSpec, MetricSpec};
 use crate::policy::Decision;
 use crate::store::Outcome;
@@ -328,109 +329,45 @@ impl Controller {
         }
     }
 
-    /// The fleet gates: alarms, metric conditions, canary analysis.
-    async fn fleet_gates(&self, spec: &FleetSpec, r: &Rollout, now: DateTime<Utc>) -> Gates {
+    /// Read what the fleet gates judge (alarms, metric conditions, canary analysis) and
+    /// judge it with [`gates::fleet_verdict`].
+    async fn fleet_gates(&self, r: &Rollout, now: DateTime<Utc>) -> Gates {
         let g = &r.deploy.gates;
-        let mut passed = Vec::new();
+        let bake = deploy::bake(&r.deploy.strategy);
+        let mut readings = FleetReadings::default();
         if !g.alarms.is_empty() {
-            match self.cloud.alarm_states(&g.alarms).await {
-                Ok(states) => {
-                    let states: HashMap<String, AlarmState> = states.into_iter().collect();
-                    for name in &g.alarms {
-                        match states.get(name) {
-                            Some(AlarmState::Alarm) => {
-                                return Gates::Fail(format!("alarm {name} is in ALARM"))
-                            }
-                            Some(AlarmState::Ok) => {}
-                            Some(AlarmState::InsufficientData) => {
-                                return Gates::Waiting(format!(
-                                    "alarm {name} has insufficient data"
-                                ))
-                            }
-                            None => return Gates::Waiting(format!("alarm {name} not found")),
-                        }
-                    }
-                    passed.push(format!("{} alarm(s) OK", g.alarms.len()));
-                }
-                Err(e) => return Gates::Waiting(format!("cannot read alarms: {e}")),
-            }
+            readings.alarms = Some(
+                self.cloud
+                    .alarm_states(&g.alarms)
+                    .await
+                    .map(|states| states.into_iter().collect())
+                    .map_err(|e| e.to_string()),
+            );
         }
-        let bake = match &r.deploy.strategy {
-            crate::manifest::StrategySpec::Rolling(x) => x.bake.chrono(),
-            crate::manifest::StrategySpec::Canary(x) => x.bake.chrono(),
-            crate::manifest::StrategySpec::BlueGreen(x) => x.bake.chrono(),
-        };
         for m in &g.metrics {
-            let window = bake.max(m.metric.period.chrono() * 2) + m.metric.period.chrono();
-            let points = match self.read(&m.metric, &[&r.to.id], now - window, now).await {
-                Ok(mut p) => p.pop().unwrap_or_default(),
-                Err(w) => return Gates::Waiting(w),
-            };
-            if points.is_empty() {
-                return Gates::Waiting(format!("no data yet for {} of {}", m.metric.name, r.to.id));
-            }
-            for v in &points {
-                if m.below.is_some_and(|b| *v >= b) {
-                    return Gates::Fail(format!(
-                        "{} = {v:.3} (limit below {})",
-                        m.metric.name,
-                        m.below.unwrap_or_default()
-                    ));
-                }
-                if m.above.is_some_and(|a| *v <= a) {
-                    return Gates::Fail(format!(
-                        "{} = {v:.3} (limit above {})",
-                        m.metric.name,
-                        m.above.unwrap_or_default()
-                    ));
-                }
-            }
-            let worst = points.iter().copied().fold(f64::NAN, f64::max);
-            passed.push(format!(
-                "{} max {worst:.3} over {} point(s)",
-                m.metric.name,
-                points.len()
-            ));
+            let window = gates::metric_window(bake, m);
+            let points = self
+                .read(&m.metric, &[&r.to.id], now - window, now)
+                .await
+                .map(|mut p| p.pop().unwrap_or_default());
+            readings.metrics.push(points);
         }
         if let Some(c) = &g.canary_analysis {
-            let window = bake.max(c.metric.period.chrono() * (c.min_samples as i32 + 1));
+            let window = gates::canary_window(bake, c);
             let read = self
                 .read(&c.metric, &[&r.to.id, &r.from.id], now - window, now)
                 .await;
-            let (canary, baseline) = match read {
+            readings.canary = Some(match read {
                 Ok(mut v) if v.len() == 2 => {
                     let baseline = v.pop().unwrap_or_default();
-                    (v.pop().unwrap_or_default(), baseline)
+                    let canary = v.pop().unwrap_or_default();
+                    Ok(CanarySamples { canary, baseline })
                 }
-                Ok(_) => return Gates::Waiting("canary analysis: incomplete metric answer".into()),
-                Err(w) => return Gates::Waiting(w),
-            };
-            if canary.len() < c.min_samples || baseline.len() < c.min_samples {
-                return Gates::Waiting(format!(
-                    "canary analysis needs {} samples a side (have {} canary, {} baseline)",
-                    c.min_samples,
-                    canary.len(),
-                    baseline.len()
-                ));
-            }
-            let Some(t) = stats::mann_whitney(&canary, &baseline, c.higher_is_worse) else {
-                return Gates::Waiting("canary analysis: samples are not numbers".into());
-            };
-            let verdict = format!(
-                "Mann-Whitney on {}: canary median {:.3} (n={}) vs baseline {:.3} (n={}), U={:.1}, z={:.2}, p={:.4}, alpha {}",
-                c.metric.name, t.canary_median, t.n_canary, t.baseline_median, t.n_baseline, t.u, t.z, t.p, c.alpha
-            );
-            if t.p < c.alpha {
-                return Gates::Fail(format!("canary worse than baseline: {verdict}"));
-            }
-            passed.push(verdict);
+                Ok(_) => Err("canary analysis: incomplete metric answer".into()),
+                Err(w) => Err(w),
+            });
         }
-        let _ = spec;
-        Gates::Pass(if passed.is_empty() {
-            "instance gates".into()
-        } else {
-            passed.join("; ")
-        })
+        gates::fleet_verdict(g, &r.to.id, &readings)
     }
 
     /// Closed-period datapoints of one query, or why there are none.
@@ -678,39 +615,25 @@ impl Controller {
             .map(|i| i.id.as_str())
             .collect();
         let old_healthy = old_healthy_ids.len() as u32;
-        let gates = if rollout.phase == Phase::Promoting {
-            let n = healthy_new.len();
-            if n >= new.len() && n as u32 >= d.desired {
-                Gates::Pass(format!(
-                    "{n} new instances healthy in the fleet's target group"
-                ))
-            } else {
-                Gates::Waiting(format!(
-                    "{n} of {} new instances healthy in the fleet's target group",
-                    new.len()
-                ))
-            }
-        } else if let (Some((_, why)), Phase::Rolling) = (
-            self.fleets
-                .get(&spec.name)
-                .and_then(|s| s.launch_rejected.clone())
-                .filter(|(b, _)| *b == rollout.to.id),
-            &rollout.phase,
-        ) {
-            // A build EC2 does not have: said now, not at the gate timeout.
-            Gates::Fail(format!("cannot launch {}: {why}", rollout.to.id))
-        } else if let (Some(why), Phase::Rolling) = (&health.smoke_failed, &rollout.phase) {
-            // Reaches CI now, with the command's status and output, not at the gate
-            // timeout.
-            Gates::Fail(why.clone())
-        } else if healthy_new.is_empty() && rollout.phase == Phase::Rolling {
-            Gates::Waiting(format!("no instance of {} healthy yet", rollout.to.id))
-        } else if green_unswitched {
-            // The green set serves no traffic before the switch: only its instance gates
-            // count; the fleet gates judge it after the switch.
-            Gates::Pass("green set healthy; fleet gates run after the switch".into())
-        } else {
-            self.fleet_gates(spec, rollout, now).await
+        let launch_rejected = self
+            .fleets
+            .get(&spec.name)
+            .and_then(|s| s.launch_rejected.clone())
+            .filter(|(b, _)| *b == rollout.to.id)
+            .map(|(_, why)| why);
+        let verdict = gates::instance_verdict(&InstanceGateInputs {
+            phase: &rollout.phase,
+            build: &rollout.to.id,
+            desired: d.desired,
+            new_live: new.len() as u32,
+            new_healthy: healthy_new.len() as u32,
+            launch_rejected: launch_rejected.as_deref(),
+            smoke_failed: health.smoke_failed.as_deref(),
+            green_unswitched,
+        });
+        let gates = match verdict {
+            Some(v) => v,
+            None => self.fleet_gates(rollout, now).await,
         };
         let observed = Observed {
             now,

@@ -9,6 +9,7 @@
 
 pub mod admit;
 pub mod converge;
+pub mod gates;
 pub mod hooks;
 pub mod stats;
 
@@ -294,7 +295,8 @@ pub fn shifts_traffic(strategy: &StrategySpec) -> bool {
     matches!(strategy, StrategySpec::Canary(c) if c.traffic.is_some())
 }
 
-fn bake(strategy: &StrategySpec) -> chrono::Duration {
+/// The strategy's bake time: how long a step stays green before the next.
+pub fn bake(strategy: &StrategySpec) -> chrono::Duration {
     match strategy {
         StrategySpec::Rolling(r) => r.bake.chrono(),
         StrategySpec::Canary(c) => c.bake.chrono(),
