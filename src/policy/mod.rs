@@ -217,7 +217,10 @@ impl Memory {
     /// measured: the average of the in-service counts seen by passes in that interval
     /// (half-open: a pass at its very end sees what came after); with no
     /// pass inside it, the count of the last pass before it ended; with no pass before
-    /// either (a fresh start), `fallback` (the count in service now).
+    /// either (a period before the first pass since a start), the first pass's count,
+    /// the nearest known: the same answer on every pass that reads that datapoint, so
+    /// instances launched since never multiply it again; with no pass at all, `fallback`
+    /// (the count in service now).
     pub fn serving_during(
         &self,
         start: DateTime<Utc>,
@@ -238,6 +241,7 @@ impl Memory {
             .iter()
             .rev()
             .find(|(t, _)| *t < start)
+            .or_else(|| self.serving.front())
             .map_or(f64::from(fallback), |(_, n)| f64::from(*n))
     }
 

@@ -708,3 +708,37 @@ proptest::proptest! {
         }
     }
 }
+
+/// A datapoint measured before the first pass since a start (no pass saw who served it)
+/// is divided by the first pass's count on every pass that reads it: the instances
+/// launched in answer to it must not multiply it again (it compounded 2 → 4 → 7 → 12 →
+/// 20 on one 10-minute datapoint).
+#[test]
+fn a_datapoint_from_before_the_start_is_not_multiplied_by_what_it_launched() {
+    let f = fleet(
+        "    - target_tracking:\n        metric: { namespace: AWS/EC2, name: CPUUtilization, period: 10m }\n        target: 60\n",
+        "",
+    );
+    let mut memory = Memory::default();
+    let mut current = 2;
+    // One closed 10-minute datapoint, [08:40, 08:50), read from 09:00 to 09:09.
+    for minute in 0..10 {
+        let mut o = obs(t(minute), current, current, vec![series(t(-20), 100.0)]);
+        o.serving = current;
+        memory.observe(&f, &o);
+        let d = decide(&f, &o, &memory);
+        // 100% on the 2 that served then is 200 points of load: 4 at 60%.
+        assert_eq!(d.desired, 4, "minute {minute}: {}", d.reason());
+        memory.record(
+            o.now,
+            d.recommended,
+            f.scaling.scale_in_stabilization.chrono(),
+        );
+        current = d.desired;
+    }
+    // With no pass at all, the count in service now is all there is.
+    assert_eq!(
+        Memory::default().serving_during(t(-20), chrono::Duration::minutes(10), 3),
+        3.0
+    );
+}

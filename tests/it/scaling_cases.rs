@@ -252,13 +252,38 @@ async fn an_idle_load_balancer_lets_the_fleet_return_to_its_minimum() {
 /// flaps; the fleet follows the morning climb.
 #[tokio::test]
 async fn a_long_period_metric_is_judged_against_its_own_period() {
-    let mut w = world(case("long-period/long-period.yaml"));
+    let config = case("long-period/long-period.yaml");
+    let per_instance = config.fleets[0]
+        .simulation
+        .as_ref()
+        .map(|s| s.capacity_per_instance)
+        .expect("a simulation section");
+    let mut w = world(config);
     let mut blind = 0;
     let mut first = None;
     let mut last = 0;
     for minute in 0..6 * 60 {
+        let now = w.clock.now();
         let r = w.pass().await;
         let f = &r.fleets[0];
+        // Never more than the last half hour's demand needs at the 60% target (plus one
+        // for rounding): a datapoint read again on the next pass is divided by the same
+        // instances, however many were launched since, even in the first period after a
+        // start, when no pass saw who served it (it compounded: 2 -> 4 -> 7 -> 12 -> 20).
+        let need = (0..=30)
+            .filter_map(|m| {
+                w.sim
+                    .demand_and_capacity("batch", now - chrono::Duration::minutes(m))
+            })
+            .map(|(demand, _)| (demand / (per_instance * 0.6)).ceil() as u32)
+            .max()
+            .expect("demand");
+        assert!(
+            f.decision.desired <= need.max(2) + 1,
+            "minute {minute}: desired {} where the last 30 minutes needed at most {need}: {:?}",
+            f.decision.desired,
+            f.decision
+        );
         // The first datapoint needs one whole period plus the lag.
         if minute > 25 && !f.decision.warnings.is_empty() {
             blind += 1;
