@@ -229,14 +229,14 @@ pub struct Controller {
     /// Whether the last pass ran a rollout (the daemon then polls at the gate interval).
     rollout_interval: Option<std::time::Duration>,
     /// Pre-deploy hooks running, by rollout id.
-    hooks: HashMap<i64, tokio::task::JoinHandle<crate::deploy::hooks::HookRun>>,
+    hooks: HashMap<i64, tokio::task::JoinHandle<crate::deploy::process::HookRun>>,
     /// Smoke commands running, by instance id (with its fleet): in the background, so a
     /// slow smoke test never holds up a pass or the API.
     smoke_runs: HashMap<
         String,
         (
             String,
-            tokio::task::JoinHandle<crate::deploy::hooks::CommandRun>,
+            tokio::task::JoinHandle<crate::deploy::process::CommandRun>,
         ),
     >,
     /// Launches made by this process, mixed into each new ClientToken.

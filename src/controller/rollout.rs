@@ -6,7 +6,7 @@ use super::{note_error, Controller, PassReport};
 use crate::cloud::{Instance, InstanceState, MetricQuery, TargetHealth};
 use crate::deploy::converge::{converge, CanaryShare, Counts, Limits};
 use crate::deploy::gates::{self, CanarySamples, FleetReadings, InstanceGateInputs};
-use crate::deploy::hooks::Ran;
+use crate::deploy::process;
 use crate::deploy::{self, Build, Gates, Observed, Phase, Rollout};
 use crate::manifest::{FleetSpec, MetricSpec};
 use crate::policy::Decision;
@@ -275,26 +275,7 @@ impl Controller {
             }
             let n = state.smoke_failures.entry(id.clone()).or_insert(0);
             *n += 1;
-            let how = match &run.ran {
-                Ran::Exited { status, .. } => status.clone(),
-                Ran::TimedOut => "timed out after 60s".into(),
-                Ran::NotStarted(e) => format!("could not start: {e}"),
-            };
-            let tail: Vec<&str> = run
-                .lines
-                .iter()
-                .rev()
-                .take(5)
-                .rev()
-                .map(String::as_str)
-                .collect();
-            let last = if tail.is_empty() {
-                "no output".to_string()
-            } else {
-                format!("last output: {}", tail.join(" | "))
-            };
-            let line =
-                format!("smoke command failed on {id} ({how}; try {n} of {attempts}); {last}");
+            let line = process::smoke_failure(&run, &id, *n, attempts);
             warn!(fleet = %fleet, instance = %id, "{line}");
             out.smoke_news.push(line.clone());
             if *n >= attempts {
@@ -315,15 +296,8 @@ impl Controller {
                     .get_or_insert(format!("smoke command failed {tries} time(s) on {}", i.id));
                 continue;
             }
-            let fill = |s: &String| {
-                s.replace("{id}", &i.id)
-                    .replace("{address}", i.private_ip.as_deref().unwrap_or(""))
-            };
-            let argv: Vec<String> = cmd.iter().map(fill).collect();
-            let task =
-                tokio::spawn(
-                    async move { deploy::hooks::run_command(&argv, &[], SMOKE_TIMEOUT).await },
-                );
+            let argv = process::smoke_argv(cmd, &i.id, i.private_ip.as_deref());
+            let task = process::spawn_smoke(argv);
             self.smoke_runs
                 .insert(i.id.clone(), (fleet.to_string(), task));
         }
@@ -461,9 +435,8 @@ impl Controller {
                 now,
                 &format!("running {} pre-deploy hook(s)", hooks.len()),
             );
-            let task =
-                tokio::spawn(async move { deploy::hooks::run(&hooks, &build, &fleet, &env).await });
-            self.hooks.insert(r.id, task);
+            self.hooks
+                .insert(r.id, process::spawn_hooks(hooks, build, fleet, env));
             return false;
         };
         if !handle.is_finished() {
@@ -475,7 +448,7 @@ impl Controller {
         // Finished: awaiting returns at once.
         let run = match handle.await {
             Ok(run) => run,
-            Err(e) => deploy::hooks::HookRun {
+            Err(e) => process::HookRun {
                 lines: vec![],
                 failure: Some(format!("the hook task failed: {e}")),
             },
@@ -989,7 +962,7 @@ impl Controller {
                     );
                     let store = self.store.clone();
                     tokio::spawn(async move {
-                        let run = deploy::hooks::run(&hooks, &build, &fleet, &env).await;
+                        let run = process::run(&hooks, &build, &fleet, &env).await;
                         let at = chrono::Utc::now();
                         for l in run.lines.iter().chain(run.failure.iter()) {
                             info!(fleet = %fleet, rollout = id, "post-deploy: {l}");
@@ -1080,9 +1053,6 @@ fn strategy_name(r: &Rollout) -> &'static str {
         crate::manifest::StrategySpec::BlueGreen(_) => "blue/green",
     }
 }
-
-/// Longest one smoke command may run.
-const SMOKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What the instance gates found for the new build's instances this pass.
 #[derive(Debug, Default)]

@@ -10,7 +10,7 @@
 pub mod admit;
 pub mod converge;
 pub mod gates;
-pub mod hooks;
+pub mod process;
 pub mod stats;
 
 use crate::manifest::{Amount, DeploySpec, FleetSpec, StrategySpec};

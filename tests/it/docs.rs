@@ -472,3 +472,122 @@ fn the_checks_can_fail() {
     let bad = "name: web\nenvironment: production\nregion: us-east-1\nlaunch: { ami: ami-12345678, instance_types: [m6i.large] }\ncapacity: { min: 1, max: 2, maxx: 3 }\nscaling: { policies: [ { scheduled: { cron: \"0 8 * * MON\", duration: 1h, min: 1 } } ] }\n";
     assert!(manifest::load_str("bad.yaml", bad).is_err());
 }
+
+/// The paths named in backticks in a markdown table's first column (`src/cli/`, ...).
+fn table_paths(doc: &str, heading: &str) -> Vec<String> {
+    let section = doc
+        .split_once(heading)
+        .map(|(_, rest)| rest.split("\n## ").next().unwrap_or(rest))
+        .unwrap_or_else(|| panic!("no {heading:?} section"));
+    section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|l| l.split('|').nth(1))
+        .flat_map(|cell| {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The README's layout table names only paths that exist, and names every top-level entry
+/// of `src/` (a module nobody can find is the problem the table is for).
+#[test]
+fn the_readme_layout_matches_the_tree() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let paths = table_paths(&read_doc("README.md"), "## Layout");
+    assert!(paths.len() > 10, "{paths:?}");
+    for p in &paths {
+        assert!(
+            root.join(p).exists(),
+            "README's layout names {p}, which does not exist"
+        );
+    }
+    // A module's directory of submodules goes with its file (`src/notify.rs`, `src/notify/`).
+    let listed = |entry: &str| {
+        let as_file = format!("{}.rs", entry.trim_end_matches('/'));
+        paths.iter().any(|p| p == entry || *p == as_file)
+    };
+    let mut missing = Vec::new();
+    for e in std::fs::read_dir(root.join("src")).expect("src/") {
+        let e = e.expect("entry");
+        let name = e.file_name().to_string_lossy().to_string();
+        let entry = if e.path().is_dir() {
+            format!("src/{name}/")
+        } else {
+            format!("src/{name}")
+        };
+        // Small files with one obvious job need no row of their own.
+        if [
+            "src/lib.rs",
+            "src/clock.rs",
+            "src/demo.rs",
+            "src/bench.rs",
+            "src/client.rs",
+            "src/tls.rs",
+            "src/logging.rs",
+        ]
+        .contains(&entry.as_str())
+        {
+            continue;
+        }
+        if !listed(&entry) {
+            missing.push(entry);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in README's layout table: {missing:?}"
+    );
+}
+
+/// docs/architecture.md's "where each decision lives" table names files that exist and
+/// functions that are defined in them.
+#[test]
+fn the_architecture_page_names_real_homes() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let doc = read_doc("docs/architecture.md");
+    let section = doc
+        .split_once("## Where each decision lives")
+        .map(|(_, rest)| rest.split("\n## ").next().unwrap_or(rest))
+        .expect("the table's section");
+    let mut rows = 0;
+    for line in section.lines().filter(|l| l.starts_with('|')) {
+        let Some(home) = line.split('|').nth(2) else {
+            continue;
+        };
+        let names: Vec<&str> = home.split('`').skip(1).step_by(2).collect();
+        let Some((path, fns)) = names.split_first() else {
+            continue;
+        };
+        if !path.starts_with("src/") {
+            continue;
+        }
+        rows += 1;
+        let file = root.join(path);
+        assert!(
+            file.exists(),
+            "architecture.md names {path}, which does not exist"
+        );
+        let text = if file.is_dir() {
+            std::fs::read_dir(&file)
+                .expect("a directory")
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+                .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+                .collect::<String>()
+        } else {
+            read_doc(path)
+        };
+        for f in fns {
+            assert!(
+                text.contains(&format!("fn {f}(")) || text.contains(&format!("fn {f}<")),
+                "architecture.md says {f} is in {path}, but it is not defined there"
+            );
+        }
+    }
+    assert!(rows >= 8, "{rows} rows read");
+}

@@ -1,8 +1,21 @@
-//! Deploy hooks: commands run before a rollout touches any instance (migrations, cache
-//! warm-up) and after it is live. Each runs with a timeout, without a shell; its output
-//! goes to the log and to the rollout's events.
+//! Every external process a rollout runs, in one place, each with a named timeout:
+//! - deploy hooks ([`run`], [`spawn_hooks`]): commands run before a rollout touches any
+//!   instance (migrations, cache warm-up), each with the `timeout` its manifest gives;
+//! - smoke commands ([`spawn_smoke`]): one try per new instance, at most
+//!   [`SMOKE_TIMEOUT`], before the instance is registered.
+//!
+//! Every command runs without a shell, with stdin closed, in its own process group, which
+//! is killed at its timeout or when the task awaiting it is dropped (`deploy --timeout`,
+//! `rollback`, `abort`). Output goes to the log and to the rollout's events.
 
 use crate::manifest::HookSpec;
+use tokio::task::JoinHandle;
+
+/// How long one smoke-command try may run before its process group is killed.
+pub const SMOKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Output lines of a failed smoke try shown in its event.
+const SMOKE_TAIL_LINES: usize = 5;
 
 /// What a run of hooks produced: output lines, and the first failure if any.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -172,6 +185,51 @@ pub async fn run(hooks: &[HookSpec], build: &str, fleet: &str, env: &str) -> Hoo
     out
 }
 
+/// [`run`] in the background: the pass never waits for hooks. Aborting the handle kills
+/// the running hook's process group.
+pub fn spawn_hooks(
+    hooks: Vec<HookSpec>,
+    build: String,
+    fleet: String,
+    env: String,
+) -> JoinHandle<HookRun> {
+    tokio::spawn(async move { run(&hooks, &build, &fleet, &env).await })
+}
+
+/// The smoke command for one instance: `{id}` and `{address}` (its private IP, empty when
+/// it has none) replaced in each argument.
+pub fn smoke_argv(cmd: &[String], id: &str, address: Option<&str>) -> Vec<String> {
+    cmd.iter()
+        .map(|s| {
+            s.replace("{id}", id)
+                .replace("{address}", address.unwrap_or(""))
+        })
+        .collect()
+}
+
+/// One smoke try in the background, for at most [`SMOKE_TIMEOUT`]. Aborting the handle
+/// kills its process group.
+pub fn spawn_smoke(argv: Vec<String>) -> JoinHandle<CommandRun> {
+    tokio::spawn(async move { run_command(&argv, &[], SMOKE_TIMEOUT).await })
+}
+
+/// The event line for a failed smoke try: how it ended and its last output lines.
+/// `n` is this try's number, of `attempts`.
+pub fn smoke_failure(run: &CommandRun, id: &str, n: u32, attempts: u32) -> String {
+    let how = match &run.ran {
+        Ran::Exited { status, .. } => status.clone(),
+        Ran::TimedOut => format!("timed out after {}s", SMOKE_TIMEOUT.as_secs()),
+        Ran::NotStarted(e) => format!("could not start: {e}"),
+    };
+    let tail = &run.lines[run.lines.len().saturating_sub(SMOKE_TAIL_LINES)..];
+    let last = if tail.is_empty() {
+        "no output".to_string()
+    } else {
+        format!("last output: {}", tail.join(" | "))
+    };
+    format!("smoke command failed on {id} ({how}; try {n} of {attempts}); {last}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +338,42 @@ mod tests {
         assert!(
             gone_soon(&pid).await,
             "the hook's child {pid} outlived the abort"
+        );
+    }
+
+    #[test]
+    fn a_smoke_command_gets_the_instance_and_a_failure_says_how_it_ended() {
+        let cmd: Vec<String> = ["curl", "-fsS", "http://{address}:8080/health?i={id}"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            smoke_argv(&cmd, "i-1", Some("10.0.0.5")),
+            ["curl", "-fsS", "http://10.0.0.5:8080/health?i=i-1"]
+        );
+        assert_eq!(
+            smoke_argv(&cmd, "i-1", None)[2],
+            "http://:8080/health?i=i-1"
+        );
+        let lines: Vec<String> = (1..=7).map(|n| format!("line {n}")).collect();
+        let failed = CommandRun {
+            ran: Ran::Exited {
+                success: false,
+                status: "exit status: 7".into(),
+            },
+            lines,
+        };
+        assert_eq!(
+            smoke_failure(&failed, "i-1", 2, 3),
+            "smoke command failed on i-1 (exit status: 7; try 2 of 3); last output: line 3 | line 4 | line 5 | line 6 | line 7"
+        );
+        let hung = CommandRun {
+            ran: Ran::TimedOut,
+            lines: vec![],
+        };
+        assert_eq!(
+            smoke_failure(&hung, "i-2", 1, 3),
+            "smoke command failed on i-2 (timed out after 60s; try 1 of 3); no output"
         );
     }
 }
