@@ -276,6 +276,7 @@ pub async fn run_with_api(
             let mut fleets = crate::telemetry::FleetInfo::of(controller.config());
             fleets.retain(|name, _| controller.owns(name));
             t.observe(&report, &fleets, clock.now());
+            t.observe_aws_attempts(&controller.cloud().attempts());
         }
         if let Some((_, n)) = &notifier {
             for note in watch.news(&report, controller.store().map(|s| s.as_ref()), n.threshold) {

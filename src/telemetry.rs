@@ -1,9 +1,9 @@
 //! What the daemon tells operators: Prometheus metrics (`/metrics`), readiness
 //! (`/readyz`) and the dashboard's data (`/dashboard/data`).
 //!
-//! The daemon hands every pass's report to [`Telemetry::observe`]; the HTTP side only
-//! reads. AWS calls are counted per operation and outcome by an SDK interceptor
-//! ([`AwsCallMeter`]) on every client, retries included, so the numbers are what AWS saw.
+//! The daemon hands every pass's report to [`Telemetry::observe`], and the cloud's AWS
+//! call attempts to [`Telemetry::observe_aws_attempts`] (counted by the AWS cloud itself,
+//! retries included: `cloud::aws::meter`); the HTTP side only reads.
 
 use crate::controller::{Action, PassReport};
 use crate::deploy::Gates;
@@ -16,7 +16,7 @@ use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -270,7 +270,7 @@ pub struct Telemetry {
     last_success: Gauge<f64, AtomicU64>,
     aws_calls: Family<AwsLabels, Counter>,
     /// What the interceptor had counted when last copied into `aws_calls`.
-    aws_seen: Mutex<HashMap<(String, String, String), u64>>,
+    aws_seen: Mutex<HashMap<crate::cloud::Attempt, u64>>,
     live: Mutex<Live>,
     /// Where chart points are kept across restarts.
     store: Option<std::sync::Arc<crate::store::Store>>,
@@ -798,7 +798,6 @@ impl Telemetry {
     /// The exposition: OpenMetrics 1.0 text when `openmetrics`, else the Prometheus text
     /// format 0.0.4 (see [`METRICS_CONTENT_TYPE`] and [`OPENMETRICS_CONTENT_TYPE`]).
     pub fn encode(&self, openmetrics: bool) -> String {
-        self.copy_aws_calls();
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             return "# encoding failed\n".into();
@@ -810,19 +809,20 @@ impl Telemetry {
         }
     }
 
-    /// Copy the interceptor's counts into the `aws_calls` family (counters only grow).
-    fn copy_aws_calls(&self) {
+    /// Take in the cloud's AWS call attempts so far ([`crate::cloud::Cloud::attempts`],
+    /// totals since it was made): `coxswain_aws_calls_total` grows by what is new.
+    pub fn observe_aws_attempts(&self, totals: &[(crate::cloud::Attempt, u64)]) {
         let Ok(mut seen) = self.aws_seen.lock() else {
             return;
         };
-        for (key, n) in aws_call_counts() {
-            let before = seen.insert(key.clone(), n).unwrap_or(0);
-            if n > before {
+        for (key, n) in totals {
+            let before = seen.insert(key.clone(), *n).unwrap_or(0);
+            if *n > before {
                 self.aws_calls
                     .get_or_create(&AwsLabels {
-                        service: key.0,
-                        operation: key.1,
-                        outcome: key.2,
+                        service: key.service.clone(),
+                        operation: key.operation.clone(),
+                        outcome: key.outcome.clone(),
                     })
                     .inc_by(n - before);
             }
@@ -896,158 +896,12 @@ fn action_kind(a: &Action) -> (&str, &'static str) {
     }
 }
 
-type CallKey = (String, String, String);
-
-fn call_table() -> &'static Mutex<HashMap<CallKey, u64>> {
-    static CALLS: OnceLock<Mutex<HashMap<CallKey, u64>>> = OnceLock::new();
-    CALLS.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-/// Every AWS call attempt counted so far in this process: ((service, operation, outcome), n).
-pub fn aws_call_counts() -> Vec<(CallKey, u64)> {
-    call_table()
-        .lock()
-        .map(|t| t.iter().map(|(k, v)| (k.clone(), *v)).collect())
-        .unwrap_or_default()
-}
-
-/// Counts each attempt of each AWS call by service, operation and outcome: `ok`,
-/// `throttled` (HTTP 429, or an error code AWS uses for throttling, whatever the status:
-/// EC2's `RequestLimitExceeded` is a 503, most others a 400), `client_error` for other
-/// 4xx, `server_error` for other 5xx, `network` when no response came back.
-#[derive(Debug, Default, Clone)]
-pub struct AwsCallMeter;
-
-impl aws_smithy_runtime_api::client::interceptors::Intercept for AwsCallMeter {
-    fn name(&self) -> &'static str {
-        "coxswain-aws-call-meter"
-    }
-
-    fn read_after_attempt(
-        &self,
-        context: &aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef<'_>,
-        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
-        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
-    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-        let (service, operation) = cfg
-            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
-            .map(|m| (m.service().to_string(), m.name().to_string()))
-            .unwrap_or_else(|| ("unknown".into(), "unknown".into()));
-        let outcome = match context.response() {
-            None => "network",
-            Some(r) => {
-                let status = r.status().as_u16();
-                let cbor = r
-                    .headers()
-                    .get("content-type")
-                    .is_some_and(|t| t.contains("cbor"));
-                let throttled = status == 429
-                    || (status >= 400
-                        && r.body()
-                            .bytes()
-                            .is_some_and(|b| names_a_throttling_code(b, cbor)));
-                match status {
-                    _ if throttled => "throttled",
-                    500.. => "server_error",
-                    400.. => "client_error",
-                    _ => "ok",
-                }
-            }
-        };
-        if let Ok(mut t) = call_table().lock() {
-            *t.entry((service, operation, outcome.to_string()))
-                .or_default() += 1;
-        }
-        Ok(())
-    }
-}
-
-/// Whether an error body names a throttling code as a whole string. In XML and JSON the
-/// code must not run on into more of a word (`Throttlingish` is not `Throttling`). In
-/// CBOR (`cbor`: Smithy RPC v2, CloudWatch) a string's bytes are preceded by a header
-/// giving its length, and followed by whatever comes next: the code must be a whole text
-/// string by its header, or end a namespaced one (`...#ThrottlingException`) as a whole
-/// code. Only the first 4 KiB are read.
-fn names_a_throttling_code(body: &[u8], cbor: bool) -> bool {
-    let body = &body[..body.len().min(4096)];
-    crate::cloud::errors::THROTTLING_CODES.iter().any(|code| {
-        let code = code.as_bytes();
-        body.windows(code.len()).enumerate().any(|(i, w)| {
-            if w != code {
-                return false;
-            }
-            let after = body.get(i + code.len());
-            if !cbor {
-                return !after.is_some_and(|b| b.is_ascii_alphanumeric());
-            }
-            let before = |n: usize| i.checked_sub(n).and_then(|j| body.get(j)).copied();
-            let len = code.len();
-            let whole_string = (len < 24 && before(1) == Some(0x60 + len as u8))
-                || (before(2) == Some(0x78) && before(1) == Some(len as u8));
-            // After a namespace: the longest code wins (`Throttling` is not the start of
-            // `...#ThrottlingException`).
-            let namespaced = before(1) == Some(b'#')
-                && !crate::cloud::errors::THROTTLING_CODES
-                    .iter()
-                    .any(|c| c.len() > len && body[i..].starts_with(c.as_bytes()));
-            whole_string || namespaced
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::controller::FleetReport;
     use crate::policy::Decision;
     use chrono::TimeZone;
-
-    #[test]
-    fn throttling_is_told_from_other_errors_in_every_protocol() {
-        assert!(names_a_throttling_code(
-            b"<Response><Errors><Error><Code>RequestLimitExceeded</Code>",
-            false
-        ));
-        assert!(names_a_throttling_code(
-            br#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"x"}"#,
-            false
-        ));
-        assert!(!names_a_throttling_code(
-            b"<Code>InvalidParameterValue</Code><Message>not Throttlingish</Message>",
-            false
-        ));
-        assert!(!names_a_throttling_code(
-            b"<Code>UnauthorizedOperation</Code>",
-            false
-        ));
-        // CBOR, as CloudWatch answers (Smithy RPC v2): {"__type": code, "message": ...}.
-        let cbor = |code: &str| {
-            let mut v = vec![0xa2, 0x66];
-            v.extend_from_slice(b"__type");
-            let len = code.len();
-            if len < 24 {
-                v.push(0x60 + len as u8);
-            } else {
-                v.extend_from_slice(&[0x78, len as u8]);
-            }
-            v.extend_from_slice(code.as_bytes());
-            v.push(0x67);
-            v.extend_from_slice(b"message");
-            v.extend_from_slice(&[0x61, b'x']);
-            v
-        };
-        assert!(names_a_throttling_code(&cbor("ThrottlingException"), true));
-        assert!(names_a_throttling_code(&cbor("Throttling"), true));
-        assert!(names_a_throttling_code(
-            &cbor("com.amazonaws.cloudwatch#ThrottlingException"),
-            true
-        ));
-        assert!(!names_a_throttling_code(
-            &cbor("InvalidParameterValue"),
-            true
-        ));
-        assert!(!names_a_throttling_code(&cbor("ThrottlingIsFine"), true));
-    }
 
     #[test]
     fn openmetrics_is_served_only_to_scrapers_that_ask_for_it() {

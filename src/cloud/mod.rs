@@ -292,8 +292,26 @@ pub trait Cloud: Send + Sync {
         image_id: Option<&str>,
     ) -> Result<Option<String>, CloudError>;
 
-    /// Call counters, for the benchmark and `/metrics`.
+    /// Call counters, for the benchmark and tests.
     fn calls(&self) -> &CallCounts;
+
+    /// Every attempt of every call this cloud made to AWS since it was made, by service,
+    /// operation and outcome, retries included (`coxswain_aws_calls_total`). Empty for a
+    /// cloud that calls no AWS API (the simulator).
+    fn attempts(&self) -> Vec<(Attempt, u64)> {
+        Vec::new()
+    }
+}
+
+/// One kind of AWS call attempt, as `/metrics` labels it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Attempt {
+    /// The SDK's service name (`EC2`, `CloudWatch`, ...).
+    pub service: String,
+    /// The API operation (`DescribeInstances`, ...).
+    pub operation: String,
+    /// `ok`, `throttled`, `client_error`, `server_error` or `network`.
+    pub outcome: String,
 }
 
 impl LaunchTemplate {

@@ -313,4 +313,8 @@ impl Cloud for Journaled {
     fn calls(&self) -> &CallCounts {
         self.inner.calls()
     }
+
+    fn attempts(&self) -> Vec<(crate::cloud::Attempt, u64)> {
+        self.inner.attempts()
+    }
 }

@@ -687,12 +687,12 @@ async fn a_storm_of_faults_keeps_the_caps_and_converges_once_it_stops() {
         storm.len(),
         started.elapsed()
     );
-    // /metrics counts what AWS answered, per attempt: the SDK interceptor saw at least
-    // the faults the proxy injected (faults are on only during the daemon's passes; the
-    // counts are process-wide, and other tests only add to them).
+    // /metrics counts what AWS answered, per attempt: this cloud's SDK interceptor saw at
+    // least the faults the proxy injected (faults are on only during the daemon's passes).
+    let attempts = s.cloud.attempts();
     let mut seen: std::collections::BTreeMap<String, u64> = Default::default();
-    for ((_, _, outcome), n) in coxswain::telemetry::aws_call_counts() {
-        *seen.entry(outcome).or_default() += n;
+    for (a, n) in &attempts {
+        *seen.entry(a.outcome.clone()).or_default() += n;
     }
     let count = |k: &str| seen.get(k).copied().unwrap_or(0);
     // Throttling (a 400 or, for EC2's RequestLimitExceeded, a 503) is told apart by its
@@ -712,7 +712,9 @@ async fn a_storm_of_faults_keeps_the_caps_and_converges_once_it_stops() {
     );
     assert!(count("ok") > 0, "{seen:?}");
     // And /metrics exports them, as the alert rules and the dashboard in deploy/ expect.
-    let text = coxswain::telemetry::Telemetry::new(Duration::from_secs(10)).encode(false);
+    let telemetry = coxswain::telemetry::Telemetry::new(Duration::from_secs(10));
+    telemetry.observe_aws_attempts(&attempts);
+    let text = telemetry.encode(false);
     assert!(
         text.contains("# TYPE coxswain_aws_calls_total counter")
             && text.contains("outcome=\"throttled\""),

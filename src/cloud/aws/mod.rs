@@ -9,6 +9,7 @@ mod asg;
 mod cloudwatch;
 mod ec2;
 mod elb;
+pub mod meter;
 
 use super::errors::{is_capacity_code, is_throttling_code};
 use super::{
@@ -57,6 +58,8 @@ pub struct AwsCloud {
     ddb: aws_sdk_dynamodb::Client,
     controller_id: String,
     calls: CallCounts,
+    /// Every attempt of every call, counted by the clients' interceptor.
+    meter: meter::CallMeter,
 }
 
 impl AwsCloud {
@@ -89,7 +92,7 @@ impl AwsCloud {
         }
         let shared = loader.load().await;
         // Every client counts its calls (each attempt) for /metrics.
-        let meter = crate::telemetry::AwsCallMeter;
+        let meter = meter::CallMeter::default();
         Self {
             ec2: aws_sdk_ec2::Client::from_conf(
                 aws_sdk_ec2::config::Builder::from(&shared)
@@ -113,11 +116,12 @@ impl AwsCloud {
             ),
             ddb: aws_sdk_dynamodb::Client::from_conf(
                 aws_sdk_dynamodb::config::Builder::from(&shared)
-                    .interceptor(meter)
+                    .interceptor(meter.clone())
                     .build(),
             ),
             controller_id: controller_id.to_string(),
             calls: CallCounts::default(),
+            meter,
         }
     }
 }
@@ -289,6 +293,10 @@ impl Cloud for AwsCloud {
         names: &[String],
     ) -> Result<Vec<(String, AlarmState)>, CloudError> {
         cloudwatch::alarm_states(&self.cw, names, &self.calls).await
+    }
+
+    fn attempts(&self) -> Vec<(crate::cloud::Attempt, u64)> {
+        self.meter.attempts()
     }
 
     fn calls(&self) -> &CallCounts {
