@@ -492,7 +492,7 @@ impl Notifier {
             SinkSpec::Slack(s) => {
                 let url = match (&s.url, &s.url_env) {
                     (Some(u), _) => {
-                        if let Some(p) = crate::manifest::load::webhook_url_problem(u) {
+                        if let Some(p) = crate::manifest::webhook_url_problem(u) {
                             return Err(format!("notifications.sinks[{i}]: {p}"));
                         }
                         u.clone()
@@ -500,7 +500,7 @@ impl Notifier {
                     (None, Some(var)) => {
                         let u = env(var)?;
                         // The URL is the secret: say what is wrong without it.
-                        if crate::manifest::load::webhook_url_problem(&u).is_some() {
+                        if crate::manifest::webhook_url_problem(&u).is_some() {
                             return Err(format!(
                                 "notifications.sinks[{i}]: the URL in {var} is not https:// (plain http only to 127.0.0.1)"
                             ));

@@ -8,13 +8,16 @@ pub mod cron;
 mod deploy;
 mod duration;
 pub mod load;
+mod locate;
 mod repair;
+mod validate;
 
 pub use cron::{CronError, CronSchedule};
 pub use deploy::*;
 pub use duration::{parse_duration, HumanDuration};
 pub use load::{load_paths, load_str, Config, ManifestError, Problem};
 pub use repair::{RepairSpec, MIN_INSTANCE_LIFETIME};
+pub use validate::webhook_url_problem;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
