@@ -390,9 +390,9 @@ async fn take_leases(
         .iter()
         .map(|f| f.name.clone())
         .collect();
-    names.push(crate::replica::GC_LEASE.to_string());
+    names.push(crate::fence::GC_LEASE.to_string());
     let (owned, taken) = r.tick(&names, clock.now()).await;
-    for fleet in taken.iter().filter(|f| *f != crate::replica::GC_LEASE) {
+    for fleet in taken.iter().filter(|f| *f != crate::fence::GC_LEASE) {
         if let Some(body) = r.import(fleet).await {
             if let Some(store) = controller.store() {
                 match store.import_fleet(fleet, &body, clock.now()) {
@@ -425,7 +425,7 @@ async fn export_fleets(
     let Some(store) = controller.store() else {
         return;
     };
-    for fleet in owned.iter().filter(|f| *f != crate::replica::GC_LEASE) {
+    for fleet in owned.iter().filter(|f| *f != crate::fence::GC_LEASE) {
         match store.export_fleet(fleet) {
             Ok(body) => {
                 if !r.export(fleet, &body, clock.now()).await {

@@ -15,6 +15,7 @@ pub mod controller;
 pub mod daemon;
 pub mod demo;
 pub mod deploy;
+pub mod fence;
 pub mod lease;
 pub mod logging;
 pub mod manifest;

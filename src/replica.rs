@@ -14,19 +14,19 @@
 //! they happen and read when a deploy is admitted, so a build that passed staging on one
 //! replica can be promoted on another, and an approval given to any replica counts.
 
-use crate::controller::journal::Fence;
-use crate::lease::{preferred, Lease, LeaseError, Leases};
+use crate::clock::Clock;
+use crate::fence::Fence;
+pub use crate::fence::GC_LEASE;
+use crate::lease::{preferred, Lease, LeaseError, LeaseStore};
 use crate::store::{Approval, Deployment, Outcome};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 
-/// The pseudo-fleet whose lease lets one replica collect orphans.
-pub const GC_LEASE: &str = "__gc";
-
 pub struct Replica {
-    leases: Leases,
+    leases: Arc<dyn LeaseStore>,
+    clock: Arc<dyn Clock>,
     ttl: chrono::Duration,
     margin: chrono::Duration,
     held: Mutex<HashMap<String, Lease>>,
@@ -42,9 +42,12 @@ impl std::fmt::Debug for Replica {
 }
 
 impl Replica {
-    pub fn new(leases: Leases, ttl: chrono::Duration) -> Self {
+    /// A replica acting through `leases` (its id is theirs), whose leases last `ttl`, on
+    /// `clock` (the daemon's).
+    pub fn new(leases: Arc<dyn LeaseStore>, ttl: chrono::Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
             leases,
+            clock,
             ttl,
             margin: ttl / 3,
             held: Mutex::new(HashMap::new()),
@@ -241,7 +244,7 @@ fn approval_key(app: &str, build: &str) -> String {
 #[async_trait::async_trait]
 impl Fence for Replica {
     async fn allow(&self, fleet: &str, detail: &str) -> bool {
-        let now = Utc::now();
+        let now = self.clock.now();
         let Some(lease) = self.held().get(fleet).cloned() else {
             warn!(
                 fleet,
@@ -272,5 +275,135 @@ impl Fence for Replica {
                 false
             }
         }
+    }
+}
+
+/// Takeover, fencing and handover in process, on the in-memory lease store and a virtual
+/// clock (moto covers the DynamoDB mapping: `tests/it/replicas_moto.rs`).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::VirtualClock;
+    use crate::lease::memory::MemoryLeases;
+    use chrono::TimeZone;
+
+    const TTL: chrono::Duration = chrono::Duration::seconds(30);
+
+    struct Two {
+        clock: Arc<VirtualClock>,
+        store: MemoryLeases,
+        a: Replica,
+        b: Replica,
+    }
+
+    fn two() -> Two {
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 1, 5, 9, 0, 0)
+            .single()
+            .expect("time");
+        let clock = Arc::new(VirtualClock::new(t0));
+        let store = MemoryLeases::new("a", TTL);
+        let a = Replica::new(Arc::new(store.clone()), TTL, clock.clone());
+        let b = Replica::new(Arc::new(store.handle("b")), TTL, clock.clone());
+        Two { clock, store, a, b }
+    }
+
+    fn fleets() -> Vec<String> {
+        (0..8).map(|i| format!("fleet-{i}")).collect()
+    }
+
+    fn sorted(s: &HashSet<String>) -> Vec<String> {
+        let mut v: Vec<String> = s.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn live_replicas_split_the_fleets_and_never_both_hold_one() {
+        let w = two();
+        let now = w.clock.now();
+        // Both announce themselves, then each takes the fleets it is preferred for.
+        w.a.tick(&[], now).await;
+        w.b.tick(&[], now).await;
+        let (a, _) = w.a.tick(&fleets(), now).await;
+        let (b, _) = w.b.tick(&fleets(), now).await;
+        assert!(a.is_disjoint(&b), "{a:?} and {b:?}");
+        assert_eq!(a.len() + b.len(), fleets().len());
+        assert!(!a.is_empty() && !b.is_empty(), "{a:?} {b:?}");
+        // Renewing passes keep the same split.
+        w.clock.advance(std::time::Duration::from_secs(10));
+        let now = w.clock.now();
+        assert_eq!(w.a.tick(&fleets(), now).await.0, a);
+        assert_eq!(w.b.tick(&fleets(), now).await.0, b);
+    }
+
+    #[tokio::test]
+    async fn a_paused_replica_is_taken_over_and_fenced_out_and_its_state_handed_over() {
+        let w = two();
+        let now = w.clock.now();
+        // Only a is alive: it takes every fleet; b, coming later, takes none that is held.
+        let (a, taken) = w.a.tick(&fleets(), now).await;
+        assert_eq!(a.len(), fleets().len());
+        assert_eq!(taken.len(), fleets().len());
+        assert!(w.b.tick(&fleets(), now).await.0.is_empty());
+        assert!(w.a.allow("fleet-0", "launch 1").await);
+        assert!(w.a.export("fleet-0", "{\"desired\":5}", now).await);
+        // a pauses (a GC stop, a network partition) past its TTL; b takes over.
+        w.clock.advance(std::time::Duration::from_secs(31));
+        let now = w.clock.now();
+        let (b, taken) = w.b.tick(&fleets(), now).await;
+        assert_eq!(sorted(&b), fleets());
+        assert_eq!(taken.len(), fleets().len());
+        assert_eq!(w.b.import("fleet-0").await.as_deref(), Some("{\"desired\":5}"));
+        // a wakes up still believing in its leases: it may not act, nor overwrite the
+        // state b now owns.
+        assert!(!w.a.allow("fleet-0", "launch 1").await);
+        assert!(!w.a.export("fleet-0", "{\"desired\":9}", now).await);
+        assert_eq!(w.b.import("fleet-0").await.as_deref(), Some("{\"desired\":5}"));
+        // Even a's stale lease with an expiry it thinks is ahead is fenced by version.
+        let stale = Lease {
+            fleet: "fleet-1".into(),
+            owner: "a".into(),
+            version: 1,
+            expires: now + TTL,
+        };
+        assert!(!w
+            .store
+            .fenced_put(&stale, "intent#fleet-1", "launch 1", now)
+            .await
+            .expect("store"));
+        let held = w.store.current("fleet-1").await.expect("store").expect("lease");
+        assert_eq!((held.owner.as_str(), held.version), ("b", 2));
+        assert!(w.b.allow("fleet-1", "launch 1").await);
+        // a's next tick sees it lost them all.
+        assert!(w.a.tick(&fleets(), now).await.0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_clean_shutdown_hands_every_fleet_over_at_once() {
+        let w = two();
+        let now = w.clock.now();
+        w.a.tick(&fleets(), now).await;
+        w.b.tick(&[], now).await;
+        w.a.release_all().await;
+        // No TTL to wait out: b takes everything on its next pass.
+        let (b, _) = w.b.tick(&fleets(), now).await;
+        assert_eq!(sorted(&b), fleets());
+        assert!(!w.a.allow("fleet-0", "launch 1").await);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_lease_store_means_acting_on_no_fleet() {
+        let w = two();
+        let now = w.clock.now();
+        assert_eq!(w.a.tick(&fleets(), now).await.0.len(), fleets().len());
+        w.store.fail_next(1);
+        w.clock.advance(std::time::Duration::from_secs(5));
+        let (owned, taken) = w.a.tick(&fleets(), w.clock.now()).await;
+        assert!(owned.is_empty() && taken.is_empty());
+        // Back: the leases it still holds are renewed, nothing is taken twice.
+        let (owned, taken) = w.a.tick(&fleets(), w.clock.now()).await;
+        assert_eq!(owned.len(), fleets().len());
+        assert!(taken.is_empty());
     }
 }

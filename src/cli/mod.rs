@@ -562,7 +562,7 @@ async fn run(a: RunArgs) -> ExitCode {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(e),
     };
-    let replica = match (&a.replica_id, &w.dynamodb) {
+    let leases = match (&a.replica_id, &w.dynamodb) {
         (None, _) => None,
         (Some(_), None) => return fail("--replica-id needs --cloud aws (leases live in DynamoDB)"),
         (Some(id), Some(ddb)) => {
@@ -583,11 +583,19 @@ async fn run(a: RunArgs) -> ExitCode {
             if let Err(e) = store.start_ids_at(offset) {
                 return fail(e);
             }
-            let leases = crate::lease::Leases::new(ddb.clone(), &a.replica_prefix, id, ttl);
-            Some(Arc::new(crate::replica::Replica::new(leases, ttl)))
+            let leases: Arc<dyn crate::lease::LeaseStore> =
+                Arc::new(crate::cloud::aws::leases::DynamoLeases::new(
+                    ddb.clone(),
+                    &a.replica_prefix,
+                    id,
+                    ttl,
+                ));
+            Some((leases, ttl))
         }
     };
     let (controller, clock, source) = w.controller(a.dry_run);
+    let replica = leases
+        .map(|(leases, ttl)| Arc::new(crate::replica::Replica::new(leases, ttl, clock.clone())));
     let mut controller = controller.with_store(store.clone());
     if let Some(r) = &replica {
         tracing::info!(replica = %r.id(), "running as a replica: acting only on fleets whose lease this one holds");
@@ -765,7 +773,7 @@ async fn init(a: InitArgs) -> ExitCode {
     }
     let cfg = loader.load().await;
     let client = aws_sdk_dynamodb::Client::new(&cfg);
-    match crate::lease::create_tables(&client, &a.prefix).await {
+    match crate::cloud::aws::leases::create_tables(&client, &a.prefix).await {
         Ok(created) => {
             let (leases, state) = crate::lease::table_names(&a.prefix);
             for t in [leases, state] {

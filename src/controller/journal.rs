@@ -11,18 +11,12 @@ use crate::cloud::{
     AlarmState, CallCounts, Cloud, CloudError, GroupState, Instance, LaunchRequest, MetricQuery,
     MetricSeries, TargetHealth,
 };
+pub use crate::fence::Fence;
 use crate::store::Store;
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use tracing::error;
-
-/// Asked before every change to the cloud: may this daemon act on `fleet` now? With
-/// replicas, the answer is a fenced write of the intent (see `crate::replica`).
-#[async_trait::async_trait]
-pub trait Fence: Send + Sync {
-    async fn allow(&self, fleet: &str, detail: &str) -> bool;
-}
 
 pub struct Journaled {
     inner: Arc<dyn Cloud>,
@@ -74,7 +68,7 @@ impl Journaled {
         let configured = |f: &str| self.fleets.read().map(|s| s.contains(f)).unwrap_or(false);
         match found {
             Some(f) if configured(&f) => f,
-            _ => crate::replica::GC_LEASE.to_string(),
+            _ => crate::fence::GC_LEASE.to_string(),
         }
     }
 

@@ -673,7 +673,7 @@ impl Controller {
             });
         }
         if !self.dry_run {
-            if self.owns(crate::replica::GC_LEASE) {
+            if self.owns(crate::fence::GC_LEASE) {
                 self.collect_garbage(&instances, now, &mut report).await;
             }
             self.save_rollout_memory();

@@ -41,7 +41,7 @@ fn actions_the_code_calls() -> BTreeSet<String> {
         ("asg.rs", "autoscaling"),
         ("cloudwatch.rs", "cloudwatch"),
         ("elb.rs", "elasticloadbalancing"),
-        ("../../lease.rs", "dynamodb"),
+        ("leases.rs", "dynamodb"),
     ];
     let mut out = BTreeSet::new();
     for (file, service) in services {

@@ -6,7 +6,8 @@ use crate::common;
 
 use chrono::{Duration, Utc};
 use common::{sdk_config, Moto};
-use coxswain::lease::{create_tables, Lease, Leases};
+use coxswain::cloud::aws::leases::{create_tables, DynamoLeases as Leases};
+use coxswain::lease::{Lease, LeaseStore};
 
 async fn leases(moto: &Moto, replica: &str) -> Leases {
     let cfg = sdk_config(&moto.endpoint()).await;

@@ -9,6 +9,7 @@ mod asg;
 mod cloudwatch;
 mod ec2;
 mod elb;
+pub mod leases;
 pub mod meter;
 
 use super::errors::{is_capacity_code, is_throttling_code};

@@ -1,68 +1,16 @@
-//! Replicas: per-fleet leases in DynamoDB, with fencing.
-//!
-//! One item per fleet in the lease table: `{fleet, owner, version, expires_ms}`.
-//! - **Taking** a lease is a conditional update that succeeds only if the lease is free or
-//!   expired; it bumps `version`, the fencing token. Two replicas racing for one lease:
-//!   exactly one write succeeds.
-//! - **Renewing** succeeds only for the owner holding the current `version`, before expiry.
-//! - **Fenced writes**: a state write is a transaction with a condition check on the lease
-//!   item (this owner, this version, not expired). A replica that has lost its lease, or
-//!   whose lease was taken over while it was paused, cannot write; the daemon writes its
-//!   intent this way before every action, so such a replica never acts.
-//! - **Spreading work**: replicas heartbeat into the same table; each fleet prefers the
-//!   live replica with the highest rendezvous hash of (fleet, replica), so fleets spread
-//!   across replicas and move only when replicas come or go.
+//! Leases and shared state in DynamoDB: the [`LeaseStore`] replicas use on AWS. Conditional
+//! writes do what the trait documents; a refused condition is told by its error code.
 
+use crate::lease::{table_names, Lease, LeaseError, LeaseStore, StateItem};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, KeySchemaElement, KeyType,
     Put, ScalarAttributeType, TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-
-/// A lease held (or seen) on one fleet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub fleet: String,
-    pub owner: String,
-    /// The fencing token: bumped each time the lease changes hands.
-    pub version: i64,
-    pub expires: DateTime<Utc>,
-}
-
-impl Lease {
-    /// Held and not within `margin` of expiring: safe to start an action.
-    pub fn usable(&self, me: &str, now: DateTime<Utc>, margin: chrono::Duration) -> bool {
-        self.owner == me && now + margin < self.expires
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
-    #[error("DynamoDB {operation}: {message}")]
-    Service {
-        operation: &'static str,
-        message: String,
-    },
-    #[error("the lease item for {0} is malformed")]
-    Malformed(String),
-    #[error("a shared ledger item is malformed: {0}")]
-    SharedItem(String),
-}
-
-fn service(operation: &'static str, e: impl std::fmt::Display) -> LeaseError {
-    LeaseError::Service {
-        operation,
-        message: e.to_string(),
-    }
-}
-
-/// Table names for a prefix: `<prefix>-leases` and `<prefix>-state`.
-pub fn table_names(prefix: &str) -> (String, String) {
-    (format!("{prefix}-leases"), format!("{prefix}-state"))
-}
 
 /// `coxswain init`: create the lease and state tables (on-demand billing) if missing.
 /// Returns the tables created.
@@ -83,12 +31,12 @@ pub async fn create_tables(client: &Client, prefix: &str) -> Result<Vec<String>,
             .attribute_name(key)
             .attribute_type(ScalarAttributeType::S)
             .build()
-            .map_err(|e| service("CreateTable", e))?;
+            .map_err(|e| build_error("CreateTable", e))?;
         let schema = KeySchemaElement::builder()
             .attribute_name(key)
             .key_type(KeyType::Hash)
             .build()
-            .map_err(|e| service("CreateTable", e))?;
+            .map_err(|e| build_error("CreateTable", e))?;
         client
             .create_table()
             .table_name(&table)
@@ -97,18 +45,14 @@ pub async fn create_tables(client: &Client, prefix: &str) -> Result<Vec<String>,
             .billing_mode(BillingMode::PayPerRequest)
             .send()
             .await
-            .map_err(|e| {
-                service(
-                    "CreateTable",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
-                )
-            })?;
+            .map_err(|e| service("CreateTable", e))?;
         created.push(table);
     }
     Ok(created)
 }
 
-pub struct Leases {
+/// Leases and shared state in two DynamoDB tables (`coxswain init` creates them).
+pub struct DynamoLeases {
     client: Client,
     table: String,
     state_table: String,
@@ -123,12 +67,51 @@ fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn is_condition_failure<E: std::fmt::Debug>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
-    let text = format!("{e:?}");
-    text.contains("ConditionalCheckFailed") || text.contains("TransactionCanceled")
+/// A conditional write refused because its condition did not hold, told by error code:
+/// `ConditionalCheckFailedException` for one item; for a transaction,
+/// `TransactionCanceledException` with a `ConditionalCheckFailed` cancellation reason (or
+/// no reasons given, as some implementations answer: then the write did not happen
+/// either, and a fence must not pass).
+fn is_condition_failure<E: ProvideErrorMetadata, R>(
+    e: &SdkError<E, R>,
+    reasons: &[Option<&str>],
+) -> bool {
+    match e.as_service_error().and_then(|s| s.code()) {
+        Some("ConditionalCheckFailedException") => true,
+        Some("TransactionCanceledException") => {
+            reasons.is_empty() || reasons.contains(&Some("ConditionalCheckFailed"))
+        }
+        _ => false,
+    }
 }
 
-impl Leases {
+/// A lease error that keeps the service's code and the SDK error as its source.
+fn service<E, R>(operation: &'static str, e: SdkError<E, R>) -> LeaseError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    LeaseError::Service {
+        operation,
+        code: e.code().map(str::to_string),
+        message: DisplayErrorContext(&e).to_string(),
+        source: Some(Box::new(e)),
+    }
+}
+
+/// A request that could not be built (a missing required field: a bug, not AWS).
+fn build_error(operation: &'static str, e: impl std::fmt::Display) -> LeaseError {
+    LeaseError::Service {
+        operation,
+        code: None,
+        message: e.to_string(),
+        source: None,
+    }
+}
+
+impl DynamoLeases {
+    /// Leases of `replica` in the tables named by `prefix` ([`table_names`]), lasting
+    /// `ttl` from each take, renewal and heartbeat.
     pub fn new(client: Client, prefix: &str, replica: &str, ttl: chrono::Duration) -> Self {
         let (table, state_table) = table_names(prefix);
         Self {
@@ -138,10 +121,6 @@ impl Leases {
             replica: replica.to_string(),
             ttl,
         }
-    }
-
-    pub fn replica(&self) -> &str {
-        &self.replica
     }
 
     fn parse(fleet: &str, item: &HashMap<String, AttributeValue>) -> Result<Lease, LeaseError> {
@@ -161,8 +140,32 @@ impl Leases {
         })
     }
 
+    /// One item of the state table, read consistently.
+    async fn state_item(
+        &self,
+        key: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, LeaseError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.state_table)
+            .key("key", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| service("GetItem", e))?;
+        Ok(out.item)
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for DynamoLeases {
+    fn replica(&self) -> &str {
+        &self.replica
+    }
+
     /// Take `fleet`'s lease if it is free or expired. `None` if another replica holds it.
-    pub async fn take(&self, fleet: &str, now: DateTime<Utc>) -> Result<Option<Lease>, LeaseError> {
+    async fn take(&self, fleet: &str, now: DateTime<Utc>) -> Result<Option<Lease>, LeaseError> {
         let r = self
             .client
             .update_item()
@@ -184,20 +187,13 @@ impl Leases {
             .await;
         match r {
             Ok(out) => out.attributes().map(|a| Self::parse(fleet, a)).transpose(),
-            Err(e) if is_condition_failure(&e) => Ok(None),
-            Err(e) => Err(service(
-                "UpdateItem",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e),
-            )),
+            Err(e) if is_condition_failure(&e, &[]) => Ok(None),
+            Err(e) => Err(service("UpdateItem", e)),
         }
     }
 
     /// Extend a lease this replica holds. `None` if it was lost (expired, or taken over).
-    pub async fn renew(
-        &self,
-        lease: &Lease,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Lease>, LeaseError> {
+    async fn renew(&self, lease: &Lease, now: DateTime<Utc>) -> Result<Option<Lease>, LeaseError> {
         let r = self
             .client
             .update_item()
@@ -220,16 +216,13 @@ impl Leases {
                 .attributes()
                 .map(|a| Self::parse(&lease.fleet, a))
                 .transpose(),
-            Err(e) if is_condition_failure(&e) => Ok(None),
-            Err(e) => Err(service(
-                "UpdateItem",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e),
-            )),
+            Err(e) if is_condition_failure(&e, &[]) => Ok(None),
+            Err(e) => Err(service("UpdateItem", e)),
         }
     }
 
     /// Give a lease up (on shutdown) so another replica can take it at once.
-    pub async fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
+    async fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
         let r = self
             .client
             .update_item()
@@ -247,17 +240,14 @@ impl Leases {
             .await;
         match r {
             Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(service(
-                "UpdateItem",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e),
-            )),
+            Err(e) if is_condition_failure(&e, &[]) => Ok(()),
+            Err(e) => Err(service("UpdateItem", e)),
         }
     }
 
     /// Write `body` under `key` in the state table only while `lease` is still this
     /// replica's, unexpired, at its version. `false` if the fence stopped it.
-    pub async fn fenced_put(
+    async fn fenced_put(
         &self,
         lease: &Lease,
         key: &str,
@@ -275,7 +265,7 @@ impl Leases {
             .expression_attribute_values(":v", n(lease.version))
             .expression_attribute_values(":now", n(now.timestamp_millis()))
             .build()
-            .map_err(|e| service("TransactWriteItems", e))?;
+            .map_err(|e| build_error("TransactWriteItems", e))?;
         let put = Put::builder()
             .table_name(&self.state_table)
             .item("key", s(key))
@@ -283,7 +273,7 @@ impl Leases {
             .item("fence", n(lease.version))
             .item("writer", s(&self.replica))
             .build()
-            .map_err(|e| service("TransactWriteItems", e))?;
+            .map_err(|e| build_error("TransactWriteItems", e))?;
         let r = self
             .client
             .transact_write_items()
@@ -291,35 +281,24 @@ impl Leases {
             .transact_items(TransactWriteItem::builder().put(put).build())
             .send()
             .await;
+        let reasons: Vec<Option<&str>> = match &r {
+            Err(e) => match e.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(t)) => {
+                    t.cancellation_reasons().iter().map(|c| c.code()).collect()
+                }
+                _ => Vec::new(),
+            },
+            Ok(_) => Vec::new(),
+        };
         match r {
             Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(service(
-                "TransactWriteItems",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e),
-            )),
+            Err(e) if is_condition_failure(&e, &reasons) => Ok(false),
+            Err(e) => Err(service("TransactWriteItems", e)),
         }
     }
 
-    /// One item of the state table, read consistently.
-    async fn state_item(
-        &self,
-        key: &str,
-    ) -> Result<Option<HashMap<String, AttributeValue>>, LeaseError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.state_table)
-            .key("key", s(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| service("GetItem", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-        Ok(out.item)
-    }
-
     /// Read a state item: (body, fence, writer).
-    pub async fn get_state(&self, key: &str) -> Result<Option<(String, i64, String)>, LeaseError> {
+    async fn get_state(&self, key: &str) -> Result<Option<StateItem>, LeaseError> {
         let out = self.state_item(key).await?;
         Ok(out.and_then(|i| {
             let body = i.get("body")?.as_s().ok()?.clone();
@@ -332,7 +311,7 @@ impl Leases {
     /// Shared facts (the build ledger's passes, approvals) live in the state table under
     /// `ledger#...` and `approval#...` keys. They only ever grow and every write is
     /// idempotent, so they need no fence: any replica may add one.
-    pub async fn put_fact(&self, key: &str, body: &str) -> Result<(), LeaseError> {
+    async fn put_fact(&self, key: &str, body: &str) -> Result<(), LeaseError> {
         self.client
             .put_item()
             .table_name(&self.state_table)
@@ -341,19 +320,19 @@ impl Leases {
             .item("writer", s(&self.replica))
             .send()
             .await
-            .map_err(|e| service("PutItem", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            .map_err(|e| service("PutItem", e))?;
         Ok(())
     }
 
     /// The body of a fact written by [`Leases::put_fact`].
-    pub async fn get_fact(&self, key: &str) -> Result<Option<String>, LeaseError> {
+    async fn get_fact(&self, key: &str) -> Result<Option<String>, LeaseError> {
         let out = self.state_item(key).await?;
         Ok(out.and_then(|i| i.get("body")?.as_s().ok().cloned()))
     }
 
     /// Add `member` to the string set under `key` (created on first use). Atomic, so two
     /// replicas adding at once both land.
-    pub async fn add_member(&self, key: &str, member: &str) -> Result<(), LeaseError> {
+    async fn add_member(&self, key: &str, member: &str) -> Result<(), LeaseError> {
         self.client
             .update_item()
             .table_name(&self.state_table)
@@ -363,17 +342,12 @@ impl Leases {
             .expression_attribute_values(":m", AttributeValue::Ss(vec![member.to_string()]))
             .send()
             .await
-            .map_err(|e| {
-                service(
-                    "UpdateItem",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
-                )
-            })?;
+            .map_err(|e| service("UpdateItem", e))?;
         Ok(())
     }
 
     /// The members of the set under `key` (empty if there is none).
-    pub async fn members(&self, key: &str) -> Result<Vec<String>, LeaseError> {
+    async fn members(&self, key: &str) -> Result<Vec<String>, LeaseError> {
         let out = self.state_item(key).await?;
         Ok(out
             .and_then(|i| i.get("members")?.as_ss().ok().cloned())
@@ -381,7 +355,7 @@ impl Leases {
     }
 
     /// The lease item of `fleet`, as stored.
-    pub async fn current(&self, fleet: &str) -> Result<Option<Lease>, LeaseError> {
+    async fn current(&self, fleet: &str) -> Result<Option<Lease>, LeaseError> {
         let out = self
             .client
             .get_item()
@@ -390,12 +364,12 @@ impl Leases {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| service("GetItem", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            .map_err(|e| service("GetItem", e))?;
         out.item().map(|i| Self::parse(fleet, i)).transpose()
     }
 
     /// Announce this replica as alive until `now + ttl` (an item `replica#<id>`).
-    pub async fn heartbeat(&self, now: DateTime<Utc>) -> Result<(), LeaseError> {
+    async fn heartbeat(&self, now: DateTime<Utc>) -> Result<(), LeaseError> {
         self.client
             .put_item()
             .table_name(&self.table)
@@ -405,18 +379,13 @@ impl Leases {
             .item("expires_ms", n((now + self.ttl).timestamp_millis()))
             .send()
             .await
-            .map_err(|e| service("PutItem", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            .map_err(|e| service("PutItem", e))?;
         Ok(())
-    }
-
-    /// Replicas whose heartbeat has not expired, sorted.
-    pub async fn live_replicas(&self, now: DateTime<Utc>) -> Result<Vec<String>, LeaseError> {
-        Ok(self.snapshot(now).await?.0)
     }
 
     /// One consistent scan of the lease table: the live replicas (sorted) and every
     /// fleet's lease, so a pass needs no read per fleet.
-    pub async fn snapshot(
+    async fn snapshot(
         &self,
         now: DateTime<Utc>,
     ) -> Result<(Vec<String>, HashMap<String, Lease>), LeaseError> {
@@ -432,7 +401,7 @@ impl Leases {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| service("Scan", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+                .map_err(|e| service("Scan", e))?;
             for item in page.items() {
                 let Some(key) = item.get("fleet").and_then(|v| v.as_s().ok()) else {
                     continue;
@@ -455,68 +424,5 @@ impl Leases {
         }
         live.sort();
         Ok((live, fleets))
-    }
-}
-
-/// The replica that should own `fleet` among `replicas` (rendezvous hashing).
-pub fn preferred<'a>(fleet: &str, replicas: &'a [String]) -> Option<&'a str> {
-    replicas
-        .iter()
-        .max_by_key(|r| {
-            let mut h = Sha256::new();
-            h.update(fleet.as_bytes());
-            h.update([0]);
-            h.update(r.as_bytes());
-            let d = h.finalize();
-            u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
-        })
-        .map(String::as_str)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fleets_spread_over_replicas_and_move_only_from_a_replica_that_left() {
-        let three: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
-        let two: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
-        let fleets: Vec<String> = (0..300).map(|i| format!("fleet-{i}")).collect();
-        let mut count: HashMap<&str, usize> = HashMap::new();
-        for f in &fleets {
-            *count
-                .entry(preferred(f, &three).expect("some"))
-                .or_default() += 1;
-        }
-        for r in ["a", "b", "c"] {
-            let c = count.get(r).copied().unwrap_or(0);
-            assert!((60..=140).contains(&c), "{r} got {c} of 300: {count:?}");
-        }
-        for f in &fleets {
-            let before = preferred(f, &three).expect("some");
-            let after = preferred(f, &two).expect("some");
-            if before != "c" {
-                assert_eq!(before, after, "{f} moved although its replica stayed");
-            }
-        }
-        assert_eq!(preferred("x", &[]), None);
-    }
-
-    #[test]
-    fn a_lease_is_usable_only_by_its_owner_before_the_margin() {
-        let now = Utc::now();
-        let l = Lease {
-            fleet: "web".into(),
-            owner: "a".into(),
-            version: 3,
-            expires: now + chrono::Duration::seconds(10),
-        };
-        assert!(l.usable("a", now, chrono::Duration::seconds(3)));
-        assert!(!l.usable("b", now, chrono::Duration::seconds(3)));
-        assert!(!l.usable(
-            "a",
-            now + chrono::Duration::seconds(8),
-            chrono::Duration::seconds(3)
-        ));
     }
 }
