@@ -125,8 +125,8 @@ pub async fn handle(
                             (&answer, controller.store())
                         {
                             match store.export_fleet(fleet) {
-                                Ok(body) => {
-                                    if !r.export(fleet, &body, now).await {
+                                Ok(state) => {
+                                    if !r.export(fleet, &state, now).await {
                                         warn!(fleet = %fleet, "accepted rollout not exported yet (lease not held)");
                                     }
                                 }
@@ -393,9 +393,9 @@ async fn take_leases(
     names.push(crate::fence::GC_LEASE.to_string());
     let (owned, taken) = r.tick(&names, clock.now()).await;
     for fleet in taken.iter().filter(|f| *f != crate::fence::GC_LEASE) {
-        if let Some(body) = r.import(fleet).await {
+        if let Some(state) = r.import(fleet).await {
             if let Some(store) = controller.store() {
-                match store.import_fleet(fleet, &body, clock.now()) {
+                match store.import_fleet(fleet, &state, clock.now()) {
                     Ok(()) => {
                         info!(fleet = %fleet, "took over the fleet's state from the previous owner");
                         // What the previous owner ran, it told about.
@@ -427,8 +427,8 @@ async fn export_fleets(
     };
     for fleet in owned.iter().filter(|f| *f != crate::fence::GC_LEASE) {
         match store.export_fleet(fleet) {
-            Ok(body) => {
-                if !r.export(fleet, &body, clock.now()).await {
+            Ok(state) => {
+                if !r.export(fleet, &state, clock.now()).await {
                     warn!(fleet = %fleet, "state not exported (the lease is no longer held)");
                 }
             }

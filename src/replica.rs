@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::fence::Fence;
 pub use crate::fence::GC_LEASE;
 use crate::lease::{preferred, Lease, LeaseError, LeaseStore};
-use crate::store::{Approval, Deployment, Outcome};
+use crate::store::{Approval, Deployment, Handover, Outcome};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -140,13 +140,21 @@ impl Replica {
     }
 
     /// Write a fleet's state for whoever holds its lease next (only while this one does).
-    pub async fn export(&self, fleet: &str, body: &str, now: DateTime<Utc>) -> bool {
+    /// `false` if it was not written (the lease is not held, or the store failed).
+    pub async fn export(&self, fleet: &str, state: &Handover, now: DateTime<Utc>) -> bool {
         let Some(lease) = self.held().get(fleet).cloned() else {
             return false;
         };
+        let body = match serde_json::to_string(state) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(fleet, error = %e, "cannot encode the fleet's state");
+                return false;
+            }
+        };
         match self
             .leases
-            .fenced_put(&lease, &format!("state#{fleet}"), body, now)
+            .fenced_put(&lease, &format!("state#{fleet}"), &body, now)
             .await
         {
             Ok(ok) => ok,
@@ -157,12 +165,19 @@ impl Replica {
         }
     }
 
-    /// The state the previous owner of `fleet` exported.
-    pub async fn import(&self, fleet: &str) -> Option<String> {
-        match self.leases.get_state(&format!("state#{fleet}")).await {
-            Ok(s) => s.map(|(body, _, _)| body),
+    /// The state the previous owner of `fleet` exported, if any could be read.
+    pub async fn import(&self, fleet: &str) -> Option<Handover> {
+        let body = match self.leases.get_state(&format!("state#{fleet}")).await {
+            Ok(s) => s.map(|(body, _, _)| body)?,
             Err(e) => {
                 warn!(fleet, error = %e, "cannot read the fleet's exported state");
+                return None;
+            }
+        };
+        match serde_json::from_str(&body) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                warn!(fleet, error = %e, "the fleet's exported state does not parse; starting from this replica's own");
                 None
             }
         }
@@ -347,19 +362,27 @@ mod tests {
         assert_eq!(taken.len(), fleets().len());
         assert!(w.b.tick(&fleets(), now).await.0.is_empty());
         assert!(w.a.allow("fleet-0", "launch 1").await);
-        assert!(w.a.export("fleet-0", "{\"desired\":5}", now).await);
+        let five = Handover {
+            base_desired: Some(5),
+            ..Handover::default()
+        };
+        assert!(w.a.export("fleet-0", &five, now).await);
         // a pauses (a GC stop, a network partition) past its TTL; b takes over.
         w.clock.advance(std::time::Duration::from_secs(31));
         let now = w.clock.now();
         let (b, taken) = w.b.tick(&fleets(), now).await;
         assert_eq!(sorted(&b), fleets());
         assert_eq!(taken.len(), fleets().len());
-        assert_eq!(w.b.import("fleet-0").await.as_deref(), Some("{\"desired\":5}"));
+        assert_eq!(w.b.import("fleet-0").await, Some(five.clone()));
         // a wakes up still believing in its leases: it may not act, nor overwrite the
         // state b now owns.
         assert!(!w.a.allow("fleet-0", "launch 1").await);
-        assert!(!w.a.export("fleet-0", "{\"desired\":9}", now).await);
-        assert_eq!(w.b.import("fleet-0").await.as_deref(), Some("{\"desired\":5}"));
+        let nine = Handover {
+            base_desired: Some(9),
+            ..Handover::default()
+        };
+        assert!(!w.a.export("fleet-0", &nine, now).await);
+        assert_eq!(w.b.import("fleet-0").await, Some(five));
         // Even a's stale lease with an expiry it thinks is ahead is fenced by version.
         let stale = Lease {
             fleet: "fleet-1".into(),
@@ -372,7 +395,12 @@ mod tests {
             .fenced_put(&stale, "intent#fleet-1", "launch 1", now)
             .await
             .expect("store"));
-        let held = w.store.current("fleet-1").await.expect("store").expect("lease");
+        let held = w
+            .store
+            .current("fleet-1")
+            .await
+            .expect("store")
+            .expect("lease");
         assert_eq!((held.owner.as_str(), held.version), ("b", 2));
         assert!(w.b.allow("fleet-1", "launch 1").await);
         // a's next tick sees it lost them all.
