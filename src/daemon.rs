@@ -5,10 +5,10 @@
 
 use crate::api::Command;
 use crate::clock::Clock;
-use crate::controller::requests::{Accepted, Refusal};
+
 use crate::controller::Controller;
 use crate::manifest::{self, Config};
-use crate::store::Outcome;
+
 use rand::Rng;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -107,58 +107,14 @@ pub async fn handle(
                 return;
             }
             let answer = match replica {
-                Some(r) => match tokio::time::timeout(
-                    SHARED_LEDGER_TIMEOUT,
-                    pull_shared_ledger(controller, r, &req),
-                )
-                .await
-                .unwrap_or_else(|_| {
-                    Err(crate::lease::LeaseError::SharedItem(format!(
-                        "no answer within {SHARED_LEDGER_TIMEOUT:?}"
-                    )))
-                }) {
-                    Ok(()) => {
-                        let answer = controller.request_deploy(&req, now);
-                        // An accepted rollout is in the shared table at once, not after
-                        // the next pass: a successor sees it even if this replica dies now.
-                        if let (Ok(Accepted::Started { fleet, .. }), Some(store)) =
-                            (&answer, controller.store())
-                        {
-                            match store.export_fleet(fleet) {
-                                Ok(state) => {
-                                    if !r.export(fleet, &state, now).await {
-                                        warn!(fleet = %fleet, "accepted rollout not exported yet (lease not held)");
-                                    }
-                                }
-                                Err(e) => {
-                                    error!(fleet = %fleet, error = %e, "cannot read the fleet's state to export")
-                                }
-                            }
-                        }
-                        answer
-                    }
-                    Err(e) => Err(Refusal::Internal(format!(
-                        "cannot read the shared ledger (DynamoDB): {e}"
-                    ))),
-                },
+                Some(r) => crate::replica::pass::admit_deploy(controller, r, &req, now).await,
                 None => controller.request_deploy(&req, now),
             };
             reply.send(answer);
         }
         Command::Approve(req, reply) => {
             let answer = match (controller.request_approval(&req, now), replica) {
-                (Ok(a), Some(r)) => {
-                    match tokio::time::timeout(SHARED_LEDGER_TIMEOUT, r.share_approval(&a)).await {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err(format!("no answer within {SHARED_LEDGER_TIMEOUT:?}")),
-                    }
-                    .map_err(|e| {
-                        Refusal::Internal(format!(
-                            "approval recorded on this replica but not shared with the others (DynamoDB): {e}; approve again"
-                        ))
-                    })
-                }
+                (Ok(a), Some(r)) => crate::replica::pass::share_approval(r, &a).await,
                 (answer, _) => answer.map(|_| ()),
             };
             reply.send(answer);
@@ -170,67 +126,6 @@ pub async fn handle(
             reply.send(controller.request_abort(id, &reason));
         }
     }
-}
-
-/// Requests wait at most this long on the shared table (the control loop waits with them).
-const SHARED_LEDGER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Replicas, before admitting a deploy: bring in from the shared table what the admission
-/// check reads, the passes of the environments the build must have gone through and the
-/// approvals of the build, wherever they were recorded. A pass not there yet is looked for
-/// once more a moment later: the replica that ran it shares it at the end of its pass,
-/// which may be just after `deploy --wait` saw the rollout succeed.
-async fn pull_shared_ledger(
-    controller: &mut Controller,
-    r: &crate::replica::Replica,
-    req: &crate::controller::requests::DeployRequest,
-) -> Result<(), crate::lease::LeaseError> {
-    let Ok(spec) = crate::deploy::admit::find_fleet(controller.config(), &req.fleet, &req.env)
-    else {
-        return Ok(()); // refused by the request itself, with its own message
-    };
-    let Ok(build) = crate::deploy::Build::parse(spec, &req.build, None) else {
-        return Ok(());
-    };
-    let (app, requires, approval) = (
-        spec.app().to_string(),
-        spec.deploy.promotion.requires.clone(),
-        spec.deploy.promotion.approval,
-    );
-    if !controller.owns(&spec.name) {
-        return Ok(()); // refused as another replica's, without reading anything
-    }
-    let Some(store) = controller.store().cloned() else {
-        return Ok(());
-    };
-    for attempt in 0..2 {
-        let mut missing = false;
-        for env in &requires {
-            if store.passed(&app, env, &build.id).unwrap_or(false) {
-                continue;
-            }
-            match r.shared_pass(&app, env, &build.id).await? {
-                Some(d) => {
-                    if let Err(e) = store.upsert_deployment(&d) {
-                        error!(error = %e, "cannot record a shared ledger row");
-                    }
-                }
-                None => missing = true,
-            }
-        }
-        if !missing || attempt == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    if approval {
-        for a in r.shared_approvals(&app, &build.id).await? {
-            if let Err(e) = store.approve(&a) {
-                error!(error = %e, "cannot record a shared approval");
-            }
-        }
-    }
-    Ok(())
 }
 
 /// [`run`], also answering API requests between passes.
@@ -266,7 +161,10 @@ pub async fn run_with_api(
             }
         }
         let owned = match &opts.replica {
-            Some(r) => take_leases(r, &mut controller, &mut watch, clock.as_ref()).await,
+            Some(r) => {
+                crate::replica::pass::take_leases(r, &mut controller, &mut watch, clock.as_ref())
+                    .await
+            }
             None => Vec::new(),
         };
         let pass_began = std::time::Instant::now();
@@ -284,7 +182,14 @@ pub async fn run_with_api(
             }
         }
         if let Some(r) = &opts.replica {
-            export_fleets(r, &controller, &owned, &mut shared, clock.as_ref()).await;
+            crate::replica::pass::export_fleets(
+                r,
+                &controller,
+                &owned,
+                &mut shared,
+                clock.as_ref(),
+            )
+            .await;
         }
         passes += 1;
         throttled = if report.throttled { throttled + 1 } else { 0 };
@@ -374,91 +279,6 @@ fn start_notifier(
         "notifications on"
     );
     Some((spec.clone(), n))
-}
-
-/// Replicas, before a pass: renew and take leases; import the state of fleets just taken
-/// over. Returns the fleets this replica acts on in this pass.
-async fn take_leases(
-    r: &crate::replica::Replica,
-    controller: &mut Controller,
-    watch: &mut crate::notify::Watch,
-    clock: &dyn Clock,
-) -> Vec<String> {
-    let mut names: Vec<String> = controller
-        .config()
-        .fleets
-        .iter()
-        .map(|f| f.name.clone())
-        .collect();
-    names.push(crate::fence::GC_LEASE.to_string());
-    let (owned, taken) = r.tick(&names, clock.now()).await;
-    for fleet in taken.iter().filter(|f| *f != crate::fence::GC_LEASE) {
-        if let Some(state) = r.import(fleet).await {
-            if let Some(store) = controller.store() {
-                match store.import_fleet(fleet, &state, clock.now()) {
-                    Ok(()) => {
-                        info!(fleet = %fleet, "took over the fleet's state from the previous owner");
-                        // What the previous owner ran, it told about.
-                        if let Ok(rows) = store.fleet_history(fleet, 100) {
-                            watch.mark_told(&rows);
-                        }
-                    }
-                    Err(e) => error!(fleet = %fleet, error = %e, "cannot import the fleet's state"),
-                }
-            }
-        }
-        controller.forget_fleet(fleet);
-    }
-    let list: Vec<String> = owned.iter().cloned().collect();
-    controller.set_owned(Some(owned));
-    list
-}
-
-/// Replicas, after a pass: export each owned fleet's state (fenced) for a successor.
-async fn export_fleets(
-    r: &crate::replica::Replica,
-    controller: &Controller,
-    owned: &[String],
-    shared: &mut HashSet<i64>,
-    clock: &dyn Clock,
-) {
-    let Some(store) = controller.store() else {
-        return;
-    };
-    for fleet in owned.iter().filter(|f| *f != crate::fence::GC_LEASE) {
-        match store.export_fleet(fleet) {
-            Ok(state) => {
-                if !r.export(fleet, &state, clock.now()).await {
-                    warn!(fleet = %fleet, "state not exported (the lease is no longer held)");
-                }
-            }
-            Err(e) => error!(fleet = %fleet, error = %e, "cannot read the fleet's state to export"),
-        }
-        // Builds that went live here, for promotion checks on every replica.
-        let rows = match store.fleet_history(fleet, 20) {
-            Ok(rows) => rows,
-            Err(e) => {
-                error!(fleet = %fleet, error = %e, "cannot read the ledger to share it");
-                continue;
-            }
-        };
-        for d in rows
-            .iter()
-            .filter(|d| d.fleet == *fleet && d.outcome == Outcome::Succeeded)
-        {
-            if shared.contains(&d.id) {
-                continue;
-            }
-            match r.share_pass(d).await {
-                Ok(()) => {
-                    shared.insert(d.id);
-                }
-                Err(e) => {
-                    warn!(fleet = %fleet, deployment = d.id, error = %e, "cannot share the ledger row; will retry")
-                }
-            }
-        }
-    }
 }
 
 /// What a reload did.

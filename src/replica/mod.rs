@@ -14,6 +14,8 @@
 //! they happen and read when a deploy is admitted, so a build that passed staging on one
 //! replica can be promoted on another, and an approval given to any replica counts.
 
+pub mod pass;
+
 use crate::clock::Clock;
 use crate::fence::Fence;
 pub use crate::fence::GC_LEASE;
