@@ -1,0 +1,87 @@
+//! What a pass did, as the daemon, the API, telemetry and notifications read it.
+
+use super::RepairReport;
+use crate::policy::Decision;
+
+/// Something the controller did (or, in dry-run, would have done).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    Launch {
+        fleet: String,
+        ids: Vec<String>,
+        instance_type: Option<String>,
+        subnet: Option<String>,
+    },
+    SetDesired {
+        fleet: String,
+        group: String,
+        from: u32,
+        to: u32,
+    },
+    MarkRetiring {
+        fleet: String,
+        ids: Vec<String>,
+    },
+    Deregister {
+        fleet: String,
+        ids: Vec<String>,
+    },
+    Register {
+        fleet: String,
+        ids: Vec<String>,
+    },
+    Terminate {
+        fleet: String,
+        ids: Vec<String>,
+        reason: String,
+    },
+}
+
+/// A fleet's part of a pass: the decision and the metric values it was made from.
+#[derive(Debug, Clone)]
+pub struct FleetReport {
+    pub decision: Decision,
+    /// (metric name, newest value) per metric policy.
+    pub metrics: Vec<(String, Option<f64>)>,
+    pub booting: u32,
+    pub retiring: u32,
+    /// Live instances of every build, not retiring (the policy's `current` is the
+    /// desired capacity it set last while a rollout runs; this is what runs).
+    pub live: u32,
+    /// Instances serving traffic, old build and new: running, not retiring, and (with a
+    /// target group) registered; for a group, its in-service instances.
+    pub serving: u32,
+    /// Instances the fleet has been short of its decision for more than
+    /// [`SHORTFALL_PASSES`] passes in a row (0: none, or not for long).
+    pub shortfall: u32,
+}
+
+/// Passes a fleet may stay below its decision before it counts as short: the pass that
+/// decides launches, the next may still not list the new instances (DescribeInstances is
+/// eventually consistent), and one more for luck.
+pub const SHORTFALL_PASSES: u32 = 2;
+
+/// A running rollout's state and gate verdict in a pass.
+#[derive(Debug, Clone)]
+pub struct RolloutReport {
+    pub id: i64,
+    pub fleet: String,
+    pub from: String,
+    pub to: String,
+    pub phase: String,
+    pub step: usize,
+    pub gates: crate::deploy::Gates,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PassReport {
+    pub fleets: Vec<FleetReport>,
+    pub actions: Vec<Action>,
+    pub rollouts: Vec<RolloutReport>,
+    pub errors: Vec<String>,
+    /// AWS asked us to slow down during this pass.
+    pub throttled: bool,
+    /// Each directly launched fleet whose health repair checked this pass (repair.rs).
+    pub repairs: Vec<RepairReport>,
+}
