@@ -3,6 +3,8 @@
 //! off when AWS throttles, and shuts down in two stages: the first SIGTERM/SIGINT lets the
 //! pass in flight finish, a second exits at once.
 
+pub mod assemble;
+
 use crate::api::Command;
 use crate::clock::Clock;
 
