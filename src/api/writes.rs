@@ -124,6 +124,7 @@ async fn handle<B: serde::de::DeserializeOwned, T>(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AbortBody {
     #[serde(default)]
     reason: Option<String>,

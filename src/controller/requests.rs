@@ -10,7 +10,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+/// A deploy, as the API takes it. Unknown fields are refused: a misspelled
+/// `idempotency_key` must not be ignored.
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// Fleet name or app.
     pub fleet: String,
@@ -29,6 +32,7 @@ pub struct DeployRequest {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct ApproveRequest {
     pub fleet: String,
     pub build: String,
@@ -36,6 +40,7 @@ pub struct ApproveRequest {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     pub fleet: String,
     pub env: String,

@@ -70,6 +70,23 @@ async fn bad_input_gets_a_clear_4xx() {
         .await
         .expect("answer");
     assert_eq!(status, 413);
+    // A misspelled field is refused, not ignored: an idempotency key that is not read
+    // would start a second rollout on a retry.
+    let (status, resp) = c
+        .call(
+            "POST",
+            "/v1/deploys",
+            Some(&json!({"fleet": "web", "env": "staging", "build": "13", "idempotency_kye": "ci-1"})),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(status, 400, "{resp}");
+    assert!(
+        resp["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown field `idempotency_kye`")),
+        "{resp}"
+    );
     // An array is not the object the API documents, even one serde could read as the struct.
     let (status, resp) = c
         .call(
@@ -173,6 +190,11 @@ async fn an_abort_with_a_malformed_body_is_refused_and_aborts_nothing() {
             "{body}: {resp}"
         );
     }
+    let (status, resp) = c
+        .call("POST", &abort, Some(&json!({"reason": "x", "why": "typo"})))
+        .await
+        .expect("answer");
+    assert_eq!(status, 400, "{resp}");
     let (_, view) = c
         .call("GET", &format!("/v1/rollouts/{id}"), None)
         .await
