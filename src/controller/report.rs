@@ -44,6 +44,8 @@ pub struct FleetReport {
     pub decision: Decision,
     /// (metric name, newest value) per metric policy.
     pub metrics: Vec<(String, Option<f64>)>,
+    /// Instances not warm yet (booting or within `warmup`), as `plan` shows them; see
+    /// also [`FleetReport::not_serving`].
     pub booting: u32,
     pub retiring: u32,
     /// Live instances of every build, not retiring (the policy's `current` is the
@@ -55,6 +57,14 @@ pub struct FleetReport {
     /// Instances the fleet has been short of its decision for more than
     /// [`SHORTFALL_PASSES`] passes in a row (0: none, or not for long).
     pub shortfall: u32,
+}
+
+impl FleetReport {
+    /// Live instances not serving yet (booting, warming up, before their smoke test):
+    /// with [`FleetReport::serving`], every live instance once.
+    pub fn not_serving(&self) -> u32 {
+        self.live.saturating_sub(self.serving)
+    }
 }
 
 /// Passes a fleet may stay below its decision before it counts as short: the pass that

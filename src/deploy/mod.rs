@@ -258,6 +258,25 @@ pub enum Gates {
     Fail(String),
 }
 
+impl Gates {
+    /// The verdict's name, as status, metrics labels and the dashboard show it: `pass`,
+    /// `waiting` or `fail`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Gates::Pass(_) => "pass",
+            Gates::Waiting(_) => "waiting",
+            Gates::Fail(_) => "fail",
+        }
+    }
+
+    /// What the verdict says: what passed, what is awaited, or what failed.
+    pub fn reason(&self) -> &str {
+        match self {
+            Gates::Pass(w) | Gates::Waiting(w) | Gates::Fail(w) => w,
+        }
+    }
+}
+
 /// The share of `desired` on the new build at `step`, and how many steps there are.
 pub fn step_target(strategy: &StrategySpec, step: usize, desired: u32) -> (u32, usize) {
     match strategy {

@@ -1,7 +1,6 @@
 //! The dashboard's data (`/dashboard/data`): each fleet's latest state, its chart (kept
 //! in the store across restarts) and its running rollout.
 
-use super::metrics::verdict_name;
 use super::FleetInfo;
 use crate::controller::PassReport;
 use serde::Serialize;
@@ -116,7 +115,7 @@ impl Board {
             let d = &f.decision;
             let info = fleets.get(&d.fleet).cloned().unwrap_or_default();
             let ready = f.serving;
-            let booting = f.live.saturating_sub(f.serving);
+            let booting = f.not_serving();
             let sample = Sample {
                 at: now,
                 desired: d.desired,
@@ -170,11 +169,6 @@ impl Board {
         }
         self.rollouts.clear();
         for r in &report.rollouts {
-            let reason = match &r.gates {
-                crate::deploy::Gates::Pass(w)
-                | crate::deploy::Gates::Waiting(w)
-                | crate::deploy::Gates::Fail(w) => w.clone(),
-            };
             self.rollouts.insert(
                 r.fleet.clone(),
                 RolloutNow {
@@ -184,8 +178,8 @@ impl Board {
                     to: r.to.clone(),
                     phase: r.phase.clone(),
                     step: r.step,
-                    gate: verdict_name(&r.gates).into(),
-                    gate_reason: reason,
+                    gate: r.gates.name().into(),
+                    gate_reason: r.gates.reason().to_string(),
                 },
             );
         }

@@ -5,7 +5,6 @@
 use super::exposition::openmetrics_to_text_004;
 use super::FleetInfo;
 use crate::controller::{Action, PassReport};
-use crate::deploy::Gates;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -326,11 +325,9 @@ impl Metrics {
                 environment: info.environment.clone(),
             };
             // What runs, every build (during a rollout the decision's `current` is the
-            // capacity the rollout works to, not what is running). Not serving yet
-            // (booting, warming up, waiting for its smoke test): with `ready`, every live
-            // instance once.
+            // capacity the rollout works to, not what is running).
             let ready = f.serving;
-            let booting = f.live.saturating_sub(f.serving);
+            let booting = f.not_serving();
             self.desired
                 .get_or_create(&labels)
                 .set(i64::from(d.desired));
@@ -452,7 +449,7 @@ impl Metrics {
             self.gate_results
                 .get_or_create(&GateLabels {
                     fleet: r.fleet.clone(),
-                    result: verdict_name(&r.gates).into(),
+                    result: r.gates.name().into(),
                 })
                 .inc();
         }
@@ -587,15 +584,6 @@ impl Metrics {
 const OUTCOMES: [&str; 3] = ["succeeded", "rolled_back", "superseded"];
 /// Verdicts of `rollout_gate_results`.
 const VERDICTS: [&str; 3] = ["pass", "waiting", "fail"];
-
-/// A gate verdict's label value.
-pub(super) fn verdict_name(g: &Gates) -> &'static str {
-    match g {
-        Gates::Pass(_) => "pass",
-        Gates::Waiting(_) => "waiting",
-        Gates::Fail(_) => "fail",
-    }
-}
 
 fn action_kind(a: &Action) -> (&str, &'static str) {
     match a {
