@@ -42,7 +42,13 @@ fn simulated(manifest_text: &str) -> Option<(Arc<VirtualClock>, Arc<dyn Cloud>, 
             return None;
         }
     };
-    let controller = Controller::new(cloud.clone(), clock.clone(), config, false);
+    let controller = match Controller::new(cloud.clone(), clock.clone(), config, false) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
     Some((clock, cloud, controller))
 }
 
@@ -167,9 +173,7 @@ pub async fn rollout() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let Some(store) = c.store().cloned() else {
-        return ExitCode::from(1);
-    };
+    let store = c.store().clone();
     let mut times = Vec::new();
     let mut passes = 0;
     loop {

@@ -7,9 +7,6 @@
 //! Requests that change something are handed to the controller (which owns the config and
 //! the state database) over a channel; reads go to the state database directly.
 
-use crate::controller::requests::{
-    Accepted, ApproveRequest, DeployRequest, Refusal, RollbackRequest,
-};
 use crate::deploy::Rollout;
 use crate::store::{Outcome, Store};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -19,7 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,10 +24,12 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 
 mod reads;
+pub mod types;
 mod writes;
 
+pub use reads::status_of;
 use reads::{dashboard, dashboard_data, events, history, metrics, readyz, rollout, status};
-pub use reads::{status_of, RolloutView};
+pub use types::*;
 use writes::{abort, approve, deploy, rollback};
 
 /// Largest request body accepted.
@@ -87,13 +86,6 @@ pub struct ApiState {
     pub store: Arc<Store>,
     pub token: Arc<String>,
     pub telemetry: Arc<crate::telemetry::Telemetry>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ErrorBody {
-    error: String,
-    /// The request is valid but policy refuses it (the CLI exits 2).
-    refused: bool,
 }
 
 /// An error answer: status and a JSON body.

@@ -3,53 +3,15 @@
 
 use super::*;
 
-/// A rollout's state as the CLI sees it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RolloutView {
-    pub id: i64,
-    pub fleet: String,
-    pub env: String,
-    pub build: String,
-    pub from: String,
-    pub phase: String,
-    pub finished: bool,
-    pub outcome: Option<Outcome>,
-    pub reason: Option<String>,
-    pub timed_out: bool,
-    /// Restoring (rolling back, or a rollback) past `gates.timeout`: it goes on, and the
-    /// CLI stops waiting and says so.
-    #[serde(default)]
-    pub overdue: bool,
-    /// `deploy` or `rollback` (the emergency path back to a build live before).
-    #[serde(default)]
-    pub kind: crate::deploy::Kind,
-}
-
 fn view(store: &Store, id: i64) -> Result<Option<RolloutView>, ApiError> {
     let internal = |e: crate::store::StoreError| {
         error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false)
     };
-    let Some((active, body)) = store.rollout(id).map_err(internal)? else {
+    let Some((active, r)) = store.rollout(id).map_err(internal)? else {
         return Ok(None);
     };
-    let r: Rollout = serde_json::from_str(&body)
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false))?;
-    let d = store.deployment(id).map_err(internal)?;
-    let phase = r.phase.name();
-    Ok(Some(RolloutView {
-        id,
-        fleet: r.fleet,
-        env: r.env,
-        build: r.to.id,
-        from: r.from.id,
-        phase: phase.into(),
-        finished: !active,
-        outcome: d.as_ref().map(|d| d.outcome),
-        reason: d.and_then(|d| d.reason),
-        timed_out: r.timed_out,
-        overdue: r.overdue && !r.phase.is_finished(),
-        kind: r.kind,
-    }))
+    let line = store.deployment(id).map_err(internal)?;
+    Ok(Some(RolloutView::of(r, active, line)))
 }
 
 pub(super) async fn rollout(
@@ -114,7 +76,11 @@ pub(super) async fn events(
             }
         };
         if !evs.is_empty() || v.finished || tokio::time::Instant::now() >= deadline {
-            return Json(serde_json::json!({ "rollout": v, "events": evs })).into_response();
+            return Json(RolloutEvents {
+                rollout: v,
+                events: evs,
+            })
+            .into_response();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -174,19 +140,7 @@ pub(super) async fn dashboard() -> Response {
 /// them) and the AWS errors of the last pass (only their count).
 pub(super) async fn dashboard_data(State(st): State<ApiState>) -> Response {
     match status_of(&st) {
-        Ok(mut v) => {
-            let errors = v["last_pass_errors"].as_array().map_or(0, Vec::len);
-            v["last_pass_errors"] = serde_json::Value::Null;
-            v["last_pass_error_count"] = errors.into();
-            if let Some(fleets) = v["fleets"].as_array_mut() {
-                for f in fleets {
-                    if f["rollout"].is_object() {
-                        f["rollout"]["events"] = serde_json::Value::Array(Vec::new());
-                    }
-                }
-            }
-            Json(v).into_response()
-        }
+        Ok(v) => Json(v.for_dashboard()).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e, false).into_response(),
     }
 }
@@ -200,14 +154,13 @@ pub(super) async fn status(State(st): State<ApiState>) -> Response {
 
 /// Every fleet as the last pass saw it, with its builds, running rollout (gate verdict
 /// and latest events), recent decisions and chart: what `status` and the dashboard show.
-pub fn status_of(st: &ApiState) -> Result<serde_json::Value, String> {
+pub fn status_of(st: &ApiState) -> Result<Status, String> {
     let snap = st.telemetry.snapshot();
     let queued_rollouts: Vec<Rollout> = st
         .store
-        .active_rollouts()
+        .running_rollouts()
         .map_err(|e| e.to_string())?
         .into_iter()
-        .filter_map(|(_, body)| serde_json::from_str::<Rollout>(&body).ok())
         .filter(|r| r.phase == crate::deploy::Phase::Queued)
         .collect();
     let mut fleets = Vec::new();
@@ -244,51 +197,71 @@ pub fn status_of(st: &ApiState) -> Result<serde_json::Value, String> {
         let rollout = match running {
             Some(r) => {
                 let events = st.store.events_after(r.id, 0).map_err(|e| e.to_string())?;
-                let tail: Vec<_> = events.iter().rev().take(8).rev().collect();
-                serde_json::json!({
-                    "id": r.id, "from": r.from, "to": r.to, "phase": r.phase, "step": r.step,
-                    "gate": r.gate, "gate_reason": r.gate_reason, "events": tail,
-                })
+                let tail = events[events.len().saturating_sub(8)..].to_vec();
+                Some(RunningRollout::of(r, tail))
             }
-            None => serde_json::Value::Null,
+            None => None,
         };
         // Rollouts waiting their turn (behind the running one, or a freeze): phase `queued`.
-        let queued: Vec<serde_json::Value> = queued_rollouts
+        let queued = queued_rollouts
             .iter()
             .filter(|r| r.fleet == f.fleet)
-            .map(|r| serde_json::json!({"id": r.id, "to": r.to.id, "kind": r.kind, "phase": r.phase.name()}))
+            .map(|r| QueuedRollout {
+                id: r.id,
+                to: r.to.id.clone(),
+                kind: r.kind,
+                phase: r.phase.name().into(),
+            })
             .collect();
-        let decisions: Vec<serde_json::Value> = st
+        let decisions = st
             .store
             .decisions(&f.fleet, 10)
             .map_err(|e| e.to_string())?
             .into_iter()
-            .map(|(at, current, desired, reason)| {
-                serde_json::json!({"at": at, "current": current, "desired": desired, "reason": reason})
+            .map(|(at, current, desired, reason)| DecisionLine {
+                at,
+                current,
+                desired,
+                reason,
             })
             .collect();
-        fleets.push(serde_json::json!({
-            "fleet": f.fleet, "environment": f.environment, "app": f.app,
-            "current": f.current, "desired": f.desired, "ready": f.ready,
-            "booting": f.booting, "retiring": f.retiring, "capped": f.capped, "shortfall": f.shortfall,
-            "reason": f.reason, "warnings": f.warnings, "demand_metric": f.demand_metric, "demand_unit": f.demand_unit,
-            "live_build": live, "previous_build": previous,
-            "last_deploy": last.map(|d| serde_json::json!({
-                "id": d.id, "build": d.build, "outcome": d.outcome, "reason": d.reason,
-                "finished_at": d.finished_at,
-            })),
-            "rollout": rollout,
-            "queued": queued,
-            "decisions": decisions,
-            "series": snap.series.get(&f.fleet).cloned().unwrap_or_default(),
-        }));
+        fleets.push(FleetStatus {
+            fleet: f.fleet.clone(),
+            environment: f.environment.clone(),
+            app: f.app.clone(),
+            current: f.current,
+            desired: f.desired,
+            ready: f.ready,
+            booting: f.booting,
+            retiring: f.retiring,
+            capped: f.capped,
+            shortfall: f.shortfall,
+            reason: f.reason.clone(),
+            warnings: f.warnings.clone(),
+            demand_metric: f.demand_metric.clone(),
+            demand_unit: f.demand_unit.clone(),
+            live_build: live,
+            previous_build: previous,
+            last_deploy: last.map(|d| LastDeploy {
+                id: d.id,
+                build: d.build.clone(),
+                outcome: d.outcome,
+                reason: d.reason.clone(),
+                finished_at: d.finished_at,
+            }),
+            rollout,
+            queued,
+            decisions,
+            series: snap.series.get(&f.fleet).cloned().unwrap_or_default(),
+        });
     }
-    Ok(serde_json::json!({
-        "at": snap.at,
-        "passes": snap.passes,
-        "last_pass_errors": snap.last_pass_errors,
-        "fleets": fleets,
-    }))
+    Ok(Status {
+        at: snap.at,
+        passes: snap.passes,
+        last_pass_errors: Some(snap.last_pass_errors),
+        last_pass_error_count: None,
+        fleets,
+    })
 }
 
 /// Whether the last pass knew no fleet or app by this name (false before any pass).
@@ -334,26 +307,29 @@ pub(super) async fn history(
             }
             // Each line says whether it was a deploy or a rollback (from its rollout), or
             // the record that a rollback left a build (`left`).
-            let deployments: Vec<serde_json::Value> =
-                h.iter()
+            let deployments =
+                h.into_iter()
                     .map(|d| {
                         let kind = st.store.rollout_state(d.id).ok().flatten().map_or(
-                            "deploy",
+                            LineKind::Deploy,
                             |r| match r.kind {
-                                _ if r.ledger_only => "left",
-                                crate::deploy::Kind::Rollback => "rollback",
-                                crate::deploy::Kind::Deploy => "deploy",
+                                _ if r.ledger_only => LineKind::Left,
+                                crate::deploy::Kind::Rollback => LineKind::Rollback,
+                                crate::deploy::Kind::Deploy => LineKind::Deploy,
                             },
                         );
-                        let mut v = serde_json::to_value(d).unwrap_or_default();
-                        if let Some(o) = v.as_object_mut() {
-                            o.insert("kind".into(), kind.into());
+                        HistoryLine {
+                            deployment: d,
+                            kind,
                         }
-                        v
                     })
                     .collect();
-            Json(serde_json::json!({ "app": app, "deployments": deployments, "approvals": approvals }))
-                .into_response()
+            Json(History {
+                app,
+                deployments,
+                approvals,
+            })
+            .into_response()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), false).into_response(),
     }

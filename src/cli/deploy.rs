@@ -4,8 +4,14 @@
 //! back), 4 could not talk to the daemon.
 
 use super::Output;
+use crate::api::types::{
+    Accepted, ApproveRequest, DeployRequest, ErrorBody, RollbackRequest, RolloutEvents,
+};
 use crate::client::Client;
+use crate::deploy::Kind;
+use crate::store::Outcome;
 use clap::Args;
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -37,7 +43,7 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    fn client(&self) -> Result<Client, String> {
+    pub(super) fn client(&self) -> Result<Client, String> {
         let token = match (&self.token, &self.token_file) {
             (Some(t), _) => t.clone(),
             (None, path) => {
@@ -112,15 +118,7 @@ pub struct RollbackArgs {
     pub server: ServerArgs,
 }
 
-#[derive(Debug, Args)]
-pub struct HistoryArgs {
-    /// Fleet name or app.
-    pub fleet: String,
-    #[command(flatten)]
-    pub server: ServerArgs,
-}
-
-fn line(out: Output, kind: &str, text: &str, extra: Value) {
+pub(super) fn line(out: Output, kind: &str, text: &str, extra: Value) {
     match out {
         Output::Json => {
             let mut v = json!({ "type": kind, "message": text });
@@ -133,19 +131,19 @@ fn line(out: Output, kind: &str, text: &str, extra: Value) {
     }
 }
 
-fn unreachable(e: impl std::fmt::Display, out: Output) -> u8 {
+pub(super) fn unreachable(e: impl std::fmt::Display, out: Output) -> u8 {
     local_error(&e.to_string(), EXIT_UNREACHABLE, out)
 }
 
 /// The CLI's own settings are wrong (no token, a server address that is not a URL):
 /// retrying cannot help, so it is not exit 4.
-fn misconfigured(e: impl std::fmt::Display, out: Output) -> u8 {
+pub(super) fn misconfigured(e: impl std::fmt::Display, out: Output) -> u8 {
     local_error(&e.to_string(), EXIT_REFUSED, out)
 }
 
 /// An error found before or without an answer from the daemon: on stderr, and with
 /// `--output json` also as a JSON line on stdout (status 0: no HTTP answer).
-fn local_error(msg: &str, code: u8, out: Output) -> u8 {
+pub(super) fn local_error(msg: &str, code: u8, out: Output) -> u8 {
     eprintln!("error: {msg}");
     if out == Output::Json {
         println!(
@@ -156,16 +154,38 @@ fn local_error(msg: &str, code: u8, out: Output) -> u8 {
     code
 }
 
+/// An answer body read as the API type `T` (see `crate::api::types`). A body of any
+/// other shape is the daemon's trouble, not the request's: exit 4, with the body shown.
+pub(super) fn answer<T: DeserializeOwned>(body: Value, out: Output) -> Result<T, u8> {
+    match serde_json::from_value(body.clone()) {
+        Ok(t) => Ok(t),
+        Err(e) => Err(local_error(
+            &format!("unexpected answer from the daemon ({e}): {body}"),
+            EXIT_UNREACHABLE,
+            out,
+        )),
+    }
+}
+
+/// A request body as JSON (these types always serialize; the error is only a type's).
+fn request(body: &impl serde::Serialize, out: Output) -> Result<Value, u8> {
+    serde_json::to_value(body).map_err(|e| local_error(&e.to_string(), EXIT_REFUSED, out))
+}
+
 /// A 4xx/5xx answer: refusals and bad requests exit 2 (sending it again cannot help),
 /// the daemon's own trouble (5xx) exits 4.
-fn failed(status: u16, body: &Value, out: Output) -> u8 {
-    let msg = body["error"].as_str().unwrap_or("unknown error");
+pub(super) fn failed(status: u16, body: &Value, out: Output) -> u8 {
+    let err: ErrorBody = serde_json::from_value(body.clone()).unwrap_or_else(|_| ErrorBody {
+        error: format!("unknown error: {body}"),
+        refused: false,
+    });
+    let msg = err.error.as_str();
     let (code, text) = if status == 401 {
         (
             EXIT_REFUSED,
             format!("error: the daemon rejected the token ({msg})"),
         )
-    } else if body["refused"].as_bool() == Some(true) {
+    } else if err.refused {
         (EXIT_REFUSED, format!("refused: {msg}"))
     } else if (400..500).contains(&status) {
         (
@@ -190,27 +210,35 @@ fn failed(status: u16, body: &Value, out: Output) -> u8 {
 }
 
 pub async fn deploy(a: DeployArgs) -> ExitCode {
+    let out = a.server.output;
     let client = match a.server.client() {
         Ok(c) => c,
-        Err(e) => return ExitCode::from(misconfigured(e, a.server.output)),
+        Err(e) => return ExitCode::from(misconfigured(e, out)),
     };
-    let req = json!({
-        "fleet": a.fleet, "env": a.env, "build": a.build, "label": a.label,
-        "timeout_secs": a.timeout.map(|t| t.as_secs()),
-        "idempotency_key": a.idempotency_key,
-    });
+    let req = DeployRequest {
+        fleet: a.fleet.clone(),
+        env: a.env.clone(),
+        build: a.build.clone(),
+        label: a.label.clone(),
+        timeout_secs: a.timeout.map(|t| t.as_secs()),
+        idempotency_key: a.idempotency_key.clone(),
+    };
+    let req = match request(&req, out) {
+        Ok(r) => r,
+        Err(code) => return ExitCode::from(code),
+    };
     let (status, body) = match client.call("POST", "/v1/deploys", Some(&req)).await {
         Ok(r) => r,
-        Err(e) => return ExitCode::from(unreachable(e, a.server.output)),
+        Err(e) => return ExitCode::from(unreachable(e, out)),
     };
     if status >= 400 {
-        return ExitCode::from(failed(status, &body, a.server.output));
+        return ExitCode::from(failed(status, &body, out));
     }
-    ExitCode::from(
-        started(&client, &body, a.wait, a.server.output, &a.build, false)
-            .await
-            .code,
-    )
+    let accepted = match answer::<Accepted>(body, out) {
+        Ok(a) => a,
+        Err(code) => return ExitCode::from(code),
+    };
+    ExitCode::from(started(&client, &accepted, a.wait, out, false).await.code)
 }
 
 /// How a request that was followed ended.
@@ -238,34 +266,34 @@ impl Ended {
 /// Follow an accepted request when asked to.
 async fn started(
     client: &Client,
-    body: &Value,
+    accepted: &Accepted,
     wait: bool,
     out: Output,
-    build: &str,
     rollback: bool,
 ) -> Ended {
-    match body["status"].as_str() {
-        Some("already_live") => {
+    match accepted {
+        Accepted::AlreadyLive { fleet, build } => {
             line(
                 out,
                 "result",
-                &format!(
-                    "{} is already live on {}: nothing to do",
-                    body["build"].as_str().unwrap_or(build),
-                    body["fleet"].as_str().unwrap_or("?")
-                ),
+                &format!("{build} is already live on {fleet}: nothing to do"),
                 json!({"outcome": "succeeded"}),
             );
             Ended::early(EXIT_LIVE)
         }
-        Some("started") => {
-            let id = body["id"].as_i64().unwrap_or_default();
+        Accepted::Started {
+            id,
+            queued_behind,
+            existing,
+            ..
+        } => {
+            let id = *id;
             let what = if rollback { "rollback" } else { "deploy" };
-            let text = if body["existing"].as_bool() == Some(true) {
+            let text = if *existing {
                 format!(
                     "rollout #{id} was already admitted for this {what}; nothing new was started"
                 )
-            } else if let Some(q) = body["queued_behind"].as_i64() {
+            } else if let Some(q) = queued_behind {
                 format!("{what} accepted as rollout #{id}, queued behind rollout #{q}")
             } else {
                 format!("{what} accepted as rollout #{id}")
@@ -279,16 +307,12 @@ async fn started(
                 out,
                 "accepted",
                 &text,
-                json!({"id": id, "kind": what, "existing": body["existing"].as_bool() == Some(true), "queued_behind": body["queued_behind"]}),
+                json!({"id": id, "kind": what, "existing": existing, "queued_behind": queued_behind}),
             );
             if !wait {
                 return Ended::early(EXIT_LIVE);
             }
             follow(client, id, out).await
-        }
-        _ => {
-            eprintln!("error: unexpected answer: {body}");
-            Ended::early(EXIT_UNREACHABLE)
         }
     }
 }
@@ -329,11 +353,13 @@ async fn follow(client: &Client, id: i64, out: Output) -> Ended {
         if status >= 400 {
             return Ended::early(failed(status, &body, out));
         }
-        for e in body["events"].as_array().into_iter().flatten() {
-            after = after.max(e["seq"].as_i64().unwrap_or(after));
-            let at = e["at"].as_str().unwrap_or("");
-            let time = at.get(11..19).unwrap_or(at);
-            let msg = e["message"].as_str().unwrap_or("");
+        let RolloutEvents { rollout: r, events } = match answer(body, out) {
+            Ok(page) => page,
+            Err(code) => return Ended::early(code),
+        };
+        for e in &events {
+            after = after.max(e.seq);
+            let time = e.at.format("%H:%M:%S");
             if tty {
                 // Clear the bar, print the line, draw the bar again below it.
                 print!("\r\x1b[2K");
@@ -341,54 +367,40 @@ async fn follow(client: &Client, id: i64, out: Output) -> Ended {
             line(
                 out,
                 "step",
-                &format!("[{time}] {msg}"),
-                json!({"rollout": id, "at": at}),
+                &format!("[{time}] {}", e.message),
+                json!({"rollout": id, "at": e.at}),
             );
-            if let Some(p) = step_of(msg) {
+            if let Some(p) = step_of(&e.message) {
                 progress = p;
             }
         }
         if tty {
-            print!(
-                "\r\x1b[2K{}",
-                bar(progress, body["rollout"]["phase"].as_str().unwrap_or(""))
-            );
+            print!("\r\x1b[2K{}", bar(progress, &r.phase));
             let _ = std::io::Write::flush(&mut std::io::stdout());
         }
-        let r = &body["rollout"];
-        if r["finished"].as_bool() == Some(true) {
+        if r.finished {
             if tty {
                 print!("\r\x1b[2K");
             }
-            let outcome = r["outcome"].as_str().unwrap_or("");
-            let reason = r["reason"].as_str().unwrap_or("");
-            let rollback = r["kind"].as_str() == Some("rollback");
-            let (code, text) = match outcome {
-                "succeeded" if rollback => (
+            let reason = r.reason.clone().unwrap_or_default();
+            let rollback = r.kind == Kind::Rollback;
+            let (code, text) = match r.outcome {
+                Some(Outcome::Succeeded) if rollback => (
                     EXIT_LIVE,
                     format!(
                         "rolled back: {} is live again on {} ({}), {} is gone",
-                        r["build"].as_str().unwrap_or("?"),
-                        r["fleet"].as_str().unwrap_or("?"),
-                        r["env"].as_str().unwrap_or("?"),
-                        r["from"].as_str().unwrap_or("?")
+                        r.build, r.fleet, r.env, r.from
                     ),
                 ),
-                "succeeded" => (
+                Some(Outcome::Succeeded) => (
                     EXIT_LIVE,
-                    format!(
-                        "live: {} on {} ({})",
-                        r["build"].as_str().unwrap_or("?"),
-                        r["fleet"].as_str().unwrap_or("?"),
-                        r["env"].as_str().unwrap_or("?")
-                    ),
+                    format!("live: {} on {} ({})", r.build, r.fleet, r.env),
                 ),
-                _ if r["timed_out"].as_bool() == Some(true) => {
-                    (EXIT_TIMEOUT, format!("timed out and rolled back: {reason}"))
-                }
-                "superseded" => (EXIT_ROLLED_BACK, format!("superseded: {reason}")),
+                _ if r.timed_out => (EXIT_TIMEOUT, format!("timed out and rolled back: {reason}")),
+                Some(Outcome::Superseded) => (EXIT_ROLLED_BACK, format!("superseded: {reason}")),
                 _ => (EXIT_ROLLED_BACK, format!("rolled back: {reason}")),
             };
+            let outcome = r.outcome.map_or("", Outcome::as_str);
             line(
                 out,
                 "result",
@@ -397,26 +409,21 @@ async fn follow(client: &Client, id: i64, out: Output) -> Ended {
             );
             return Ended {
                 code,
-                reason: reason.to_string(),
-                deploy_live: outcome == "succeeded" && !rollback,
+                reason,
+                deploy_live: r.outcome == Some(Outcome::Succeeded) && !rollback,
                 overdue: false,
             };
         }
-        if r["overdue"].as_bool() == Some(true) {
+        if r.overdue {
             // Restoring past its deadline: CI gets an answer now; the daemon goes on.
-            let restoring = if r["kind"].as_str() == Some("rollback") {
-                r["build"].as_str()
-            } else {
-                r["from"].as_str()
-            }
-            .unwrap_or("?");
-            let code = if r["timed_out"].as_bool() == Some(true) {
+            let code = if r.timed_out {
                 EXIT_TIMEOUT
             } else {
                 EXIT_ROLLED_BACK
             };
             let text = format!(
-                "restoring {restoring} is overdue (past gates.timeout); coxswain goes on restoring it: follow with `coxswain status`"
+                "restoring {} is overdue (past gates.timeout); coxswain goes on restoring it: follow with `coxswain status`",
+                r.restoring()
             );
             line(
                 out,
@@ -435,65 +442,82 @@ async fn follow(client: &Client, id: i64, out: Output) -> Ended {
 }
 
 pub async fn approve(a: ApproveArgs) -> ExitCode {
+    let out = a.server.output;
     let client = match a.server.client() {
         Ok(c) => c,
-        Err(e) => return ExitCode::from(misconfigured(e, a.server.output)),
+        Err(e) => return ExitCode::from(misconfigured(e, out)),
     };
-    let req = json!({ "fleet": a.fleet, "build": a.build, "by": a.by });
+    let req = ApproveRequest {
+        fleet: a.fleet.clone(),
+        build: a.build.clone(),
+        by: a.by.clone(),
+    };
+    let req = match request(&req, out) {
+        Ok(r) => r,
+        Err(code) => return ExitCode::from(code),
+    };
     match client.call("POST", "/v1/approvals", Some(&req)).await {
-        Ok((s, body)) if s >= 400 => ExitCode::from(failed(s, &body, a.server.output)),
+        Ok((s, body)) if s >= 400 => ExitCode::from(failed(s, &body, out)),
         Ok(_) => {
             line(
-                a.server.output,
+                out,
                 "approved",
                 &format!("approved {} of {} by {}", a.build, a.fleet, a.by),
                 json!({}),
             );
             ExitCode::SUCCESS
         }
-        Err(e) => ExitCode::from(unreachable(e, a.server.output)),
+        Err(e) => ExitCode::from(unreachable(e, out)),
     }
 }
 
 pub async fn rollback(a: RollbackArgs) -> ExitCode {
+    let out = a.server.output;
     let client = match a.server.client() {
         Ok(c) => c,
-        Err(e) => return ExitCode::from(misconfigured(e, a.server.output)),
+        Err(e) => return ExitCode::from(misconfigured(e, out)),
     };
-    let req = json!({ "fleet": a.fleet, "env": a.env, "to": a.to });
+    let req = RollbackRequest {
+        fleet: a.fleet.clone(),
+        env: a.env.clone(),
+        to: a.to.clone(),
+    };
+    let req = match request(&req, out) {
+        Ok(r) => r,
+        Err(code) => return ExitCode::from(code),
+    };
     let (status, body) = match client.call("POST", "/v1/rollbacks", Some(&req)).await {
         Ok(r) => r,
-        Err(e) => return ExitCode::from(unreachable(e, a.server.output)),
+        Err(e) => return ExitCode::from(unreachable(e, out)),
     };
     if status >= 400 {
-        return ExitCode::from(failed(status, &body, a.server.output));
+        return ExitCode::from(failed(status, &body, out));
     }
+    let accepted = match answer::<Accepted>(body, out) {
+        Ok(a) => a,
+        Err(code) => return ExitCode::from(code),
+    };
     let Ended {
         code,
         reason,
         deploy_live,
         overdue,
-    } = started(
-        &client,
-        &body,
-        a.wait,
-        a.server.output,
-        a.to.as_deref().unwrap_or("previous"),
-        true,
-    )
-    .await;
+    } = started(&client, &accepted, a.wait, out, true).await;
     if !a.wait {
         return ExitCode::from(code);
     }
     // What a rollback wants is the previous build back. A deploy it aborted (or that a
     // gate was already rolling back) ending "rolled back" is that: success. A deploy that
     // went live before the abort reached it is not.
-    let id = body["id"].as_i64();
+    let id = match accepted {
+        Accepted::Started { id, .. } => Some(id),
+        Accepted::AlreadyLive { .. } => None,
+    };
     match code {
         _ if overdue => ExitCode::from(EXIT_ROLLED_BACK),
         EXIT_ROLLED_BACK | EXIT_TIMEOUT => {
             line(
-                a.server.output,
+                out,
                 "rollback",
                 &format!("rollback done: the previous build is back ({reason})"),
                 json!({"rollout": id, "exit_code": 0}),
@@ -502,7 +526,7 @@ pub async fn rollback(a: RollbackArgs) -> ExitCode {
         }
         EXIT_LIVE if deploy_live => {
             line(
-                a.server.output,
+                out,
                 "rollback",
                 "the deploy went live before the rollback reached it: nothing was rolled back; run rollback again",
                 json!({"rollout": id, "exit_code": EXIT_ROLLED_BACK}),
@@ -511,156 +535,6 @@ pub async fn rollback(a: RollbackArgs) -> ExitCode {
         }
         other => ExitCode::from(other),
     }
-}
-
-pub async fn history(a: HistoryArgs) -> ExitCode {
-    let client = match a.server.client() {
-        Ok(c) => c,
-        Err(e) => return ExitCode::from(misconfigured(e, a.server.output)),
-    };
-    let (status, body) = match client
-        .call("GET", &format!("/v1/history/{}", a.fleet), None)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return ExitCode::from(unreachable(e, a.server.output)),
-    };
-    if status >= 400 {
-        return ExitCode::from(failed(status, &body, a.server.output));
-    }
-    match a.server.output {
-        Output::Json => println!("{body}"),
-        Output::Table => {
-            println!(
-                "{:<5} {:<9} {:<12} {:<16} {:<24} {:<12} {:<12} {:<20} REASON",
-                "ID", "KIND", "ENV", "FLEET", "BUILD", "LABEL", "OUTCOME", "STARTED"
-            );
-            for d in body["deployments"].as_array().into_iter().flatten() {
-                println!(
-                    "{:<5} {:<9} {:<12} {:<16} {:<24} {:<12} {:<12} {:<20} {}",
-                    d["id"].as_i64().map(|i| i.to_string()).unwrap_or_default(),
-                    d["kind"].as_str().unwrap_or("deploy"),
-                    d["env"].as_str().unwrap_or(""),
-                    d["fleet"].as_str().unwrap_or(""),
-                    d["build"].as_str().unwrap_or(""),
-                    // A commit SHA shows as git's short form; the JSON has it whole.
-                    d["label"]
-                        .as_str()
-                        .map(|l| l.chars().take(12).collect::<String>())
-                        .unwrap_or_else(|| "-".into()),
-                    d["outcome"].as_str().unwrap_or(""),
-                    d["started_at"]
-                        .as_str()
-                        .unwrap_or("")
-                        .get(..19)
-                        .unwrap_or(""),
-                    d["reason"].as_str().unwrap_or(""),
-                );
-            }
-            for ap in body["approvals"].as_array().into_iter().flatten() {
-                println!(
-                    "approved {} by {} at {}",
-                    ap["build"].as_str().unwrap_or(""),
-                    ap["by"].as_str().unwrap_or(""),
-                    ap["at"].as_str().unwrap_or("").get(..19).unwrap_or("")
-                );
-            }
-        }
-    }
-    ExitCode::SUCCESS
-}
-
-#[derive(Debug, clap::Args)]
-pub struct StatusArgs {
-    /// Only this fleet (default: all).
-    pub fleet: Option<String>,
-    #[command(flatten)]
-    pub server: ServerArgs,
-}
-
-/// Every fleet as the daemon's last pass saw it: capacity, builds, rollout and reason.
-pub async fn status(a: StatusArgs) -> ExitCode {
-    let client = match a.server.client() {
-        Ok(c) => c,
-        Err(e) => return ExitCode::from(misconfigured(e, a.server.output)),
-    };
-    let (code, mut body) = match client.call("GET", "/v1/status", None).await {
-        Ok(r) => r,
-        Err(e) => return ExitCode::from(unreachable(e, a.server.output)),
-    };
-    if code >= 400 {
-        return ExitCode::from(failed(code, &body, a.server.output));
-    }
-    if let Some(name) = &a.fleet {
-        let fleets = body["fleets"].as_array().cloned().unwrap_or_default();
-        let kept: Vec<Value> = fleets
-            .into_iter()
-            .filter(|f| f["fleet"].as_str() == Some(name))
-            .collect();
-        if kept.is_empty() {
-            return ExitCode::from(local_error(
-                &format!("no fleet named '{name}' on this daemon (or it has not made a pass yet)"),
-                EXIT_REFUSED,
-                a.server.output,
-            ));
-        }
-        body["fleets"] = Value::Array(kept);
-    }
-    match a.server.output {
-        Output::Json => println!("{body}"),
-        Output::Table => print!("{}", status_table(&body)),
-    }
-    ExitCode::SUCCESS
-}
-
-/// The status answer as a table: one line per fleet, then its rollout and reason.
-pub fn status_table(body: &Value) -> String {
-    let mut out = format!(
-        "{:<14} {:<11} {:>7} {:>5} {:>7} {:>8}  {:<22} {}\n",
-        "FLEET", "ENV", "DESIRED", "READY", "BOOTING", "RETIRING", "LIVE BUILD", "ROLLOUT"
-    );
-    let num = |v: &Value| v.as_u64().map(|n| n.to_string()).unwrap_or_default();
-    for f in body["fleets"].as_array().into_iter().flatten() {
-        let r = &f["rollout"];
-        let rollout = if r.is_null() {
-            "-".to_string()
-        } else {
-            format!(
-                "#{} {} → {}: {}, gates {}",
-                r["id"],
-                r["from"].as_str().unwrap_or(""),
-                r["to"].as_str().unwrap_or(""),
-                r["phase"].as_str().unwrap_or(""),
-                r["gate"].as_str().unwrap_or("")
-            )
-        };
-        out.push_str(&format!(
-            "{:<14} {:<11} {:>7} {:>5} {:>7} {:>8}  {:<22} {}\n",
-            f["fleet"].as_str().unwrap_or(""),
-            f["environment"].as_str().unwrap_or(""),
-            num(&f["desired"]),
-            num(&f["ready"]),
-            num(&f["booting"]),
-            num(&f["retiring"]),
-            f["live_build"].as_str().unwrap_or(""),
-            rollout
-        ));
-        for q in f["queued"].as_array().into_iter().flatten() {
-            out.push_str(&format!(
-                "  queued: #{} → {}\n",
-                q["id"],
-                q["to"].as_str().unwrap_or("")
-            ));
-        }
-        out.push_str(&format!(
-            "  reason: {}\n",
-            f["reason"].as_str().unwrap_or("")
-        ));
-        for w in f["warnings"].as_array().into_iter().flatten() {
-            out.push_str(&format!("  warning: {}\n", w.as_str().unwrap_or("")));
-        }
-    }
-    out
 }
 
 /// (step, of) from a "step K/N: ..." progress line.

@@ -2,6 +2,7 @@
 //! only calls [`main`].
 
 pub mod deploy;
+pub mod reads;
 pub mod simulate;
 
 use crate::controller::PassReport;
@@ -50,10 +51,10 @@ pub enum Command {
     /// Roll a fleet back: abort the running rollout, or go back to an earlier build.
     Rollback(deploy::RollbackArgs),
     /// The build ledger of a fleet or app.
-    History(deploy::HistoryArgs),
+    History(reads::HistoryArgs),
     /// Show each fleet as the daemon sees it: capacity, live build, rollout and the reason
     /// for the last decision.
-    Status(deploy::StatusArgs),
+    Status(reads::StatusArgs),
     /// Create the DynamoDB tables that replicas share (leases and state). Idempotent.
     Init(InitArgs),
     /// Replay a traffic trace through a fleet's policies and the alternatives (AWS target
@@ -244,8 +245,8 @@ pub fn main() -> ExitCode {
             Command::Deploy(a) => deploy::deploy(a).await,
             Command::Approve(a) => deploy::approve(a).await,
             Command::Rollback(a) => deploy::rollback(a).await,
-            Command::History(a) => deploy::history(a).await,
-            Command::Status(a) => deploy::status(a).await,
+            Command::History(a) => reads::history(a).await,
+            Command::Status(a) => reads::status(a).await,
             Command::Simulate(a) => simulate::simulate(a),
             Command::Init(a) => init(a).await,
             Command::Completions { shell } => {
@@ -392,7 +393,10 @@ async fn plan(a: PlanArgs) -> ExitCode {
         }
         w.config.fleets.retain(|x| &x.name == f);
     }
-    let (mut controller, _, _) = w.controller(true);
+    let (mut controller, _, _) = match w.controller(true) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     let report = controller.reconcile_once().await;
     match a.output {
         Output::Table => print!("{}", render_plan(&report)),

@@ -8,9 +8,11 @@
 //! (that is [`crate::cloud`]).
 
 mod act;
+mod fleet;
 mod gc;
 mod health_gate;
 pub mod journal;
+mod launch;
 mod observe;
 pub mod plan;
 mod repair;
@@ -19,22 +21,22 @@ pub mod requests;
 mod rollout;
 mod state;
 
+use fleet::FleetContext;
 pub use observe::{aligned_window, combine_fleet_series, fleet_metric_queries};
-use observe::{group_warm, summarize};
 pub use repair::RepairReport;
 pub use report::{Action, FleetReport, PassReport, RolloutReport, SHORTFALL_PASSES};
 use state::FleetState;
 
 use crate::clock::Clock;
-use crate::cloud::{Cloud, CloudError, Instance, InstanceState, MetricQuery};
+use crate::cloud::{Cloud, CloudError, Instance, MetricQuery};
 use crate::deploy::Build;
 use crate::manifest::Config;
-use crate::policy::{self, Observation};
-use crate::store::Store;
+use crate::policy;
+use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use tracing::{debug, error, info, warn};
+use tracing::{error, warn};
 
 /// Re-register a fleet's running instances this often even when nothing changed, to mend
 /// drift (a target removed by hand). RegisterTargets is idempotent, so this costs one call
@@ -57,7 +59,7 @@ pub struct Controller {
     /// The cloud as given; `cloud` is it behind the action journal.
     raw_cloud: Arc<dyn Cloud>,
     cloud: Arc<dyn Cloud>,
-    journal: Option<Arc<journal::Journaled>>,
+    journal: Arc<journal::Journaled>,
     /// Replicas: the fleets this daemon holds the lease of (None: every fleet).
     owned: Option<HashSet<String>>,
     clock: Arc<dyn Clock>,
@@ -67,11 +69,12 @@ pub struct Controller {
     orphans: HashMap<String, DateTime<Utc>>,
     /// Only fleets of this region are managed (the AWS side is one region per daemon).
     region: Option<String>,
-    /// Ledger, rollouts and events; None only if even an in-memory database failed.
-    store: Option<Arc<Store>>,
+    /// Ledger, rollouts, events and the action journal: a file, or in memory.
+    store: Arc<Store>,
     /// Each fleet's current build (cache of the ledger).
     current: HashMap<String, Build>,
-    /// Whether the last pass ran a rollout (the daemon then polls at the gate interval).
+    /// The gate interval of the rollouts the last pass ran: a pass that cannot read
+    /// them (the listing failed) still asks to be requeued at it.
     rollout_interval: Option<std::time::Duration>,
     /// Pre-deploy hooks running, by rollout id.
     hooks: HashMap<i64, tokio::task::JoinHandle<crate::deploy::process::HookRun>>,
@@ -97,33 +100,23 @@ pub struct Controller {
 }
 
 impl Controller {
+    /// A controller on a throwaway in-memory state database; [`Controller::with_store`]
+    /// puts a file in its place. Errors only if SQLite cannot open even that.
     pub fn new(
         cloud: Arc<dyn Cloud>,
         clock: Arc<dyn Clock>,
         config: Config,
         dry_run: bool,
-    ) -> Self {
-        let store = match Store::in_memory() {
-            Ok(s) => Some(Arc::new(s)),
-            Err(e) => {
-                error!(error = %e, "cannot open an in-memory state database; deploys are disabled");
-                None
-            }
-        };
-        let journal = store.as_ref().map(|s| {
-            let j = Arc::new(journal::Journaled::new(
-                cloud.clone(),
-                s.clone(),
-                clock.clone(),
-            ));
-            j.set_fleets(fleet_names(&config), fleet_resources(&config));
-            j
-        });
-        let journaled: Arc<dyn Cloud> = match &journal {
-            Some(j) => j.clone(),
-            None => cloud.clone(),
-        };
-        Self {
+    ) -> Result<Self, StoreError> {
+        let store = Arc::new(Store::in_memory()?);
+        let journal = Arc::new(journal::Journaled::new(
+            cloud.clone(),
+            store.clone(),
+            clock.clone(),
+        ));
+        journal.set_fleets(fleet_names(&config), fleet_resources(&config));
+        let journaled: Arc<dyn Cloud> = journal.clone();
+        Ok(Self {
             raw_cloud: cloud,
             cloud: journaled,
             journal,
@@ -143,7 +136,7 @@ impl Controller {
             inflight: HashMap::new(),
             cap_room: None,
             health_gate: health_gate::HealthGate::default(),
-        }
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -181,16 +174,14 @@ impl Controller {
         ));
         j.set_fleets(fleet_names(&self.config), fleet_resources(&self.config));
         self.cloud = j.clone();
-        self.journal = Some(j);
-        self.store = Some(store);
+        self.journal = j;
+        self.store = store;
         self
     }
 
     /// Ask `fence` before every change to the cloud (replicas: the lease's fenced write).
     pub fn set_fence(&mut self, fence: Arc<dyn journal::Fence>) {
-        if let Some(j) = &self.journal {
-            j.set_fence(Some(fence));
-        }
+        self.journal.set_fence(Some(fence));
     }
 
     /// Act only on these fleets (replicas: those whose lease this one holds); `None`: all.
@@ -211,13 +202,9 @@ impl Controller {
         self.current.remove(fleet);
     }
 
-    pub fn store(&self) -> Option<&Arc<Store>> {
-        self.store.as_ref()
-    }
-
-    /// While rollouts run, passes come at their gate interval instead of the poll interval.
-    pub fn rollout_interval(&self) -> Option<std::time::Duration> {
-        self.rollout_interval
+    /// The state database: ledger, rollouts, events, the action journal.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     /// Manage only the fleets of `region`, now and after every reload.
@@ -241,9 +228,8 @@ impl Controller {
             config.fleets.retain(|f| &f.region == region);
         }
         self.fleets.retain(|name, _| config.fleet(name).is_some());
-        if let Some(j) = &self.journal {
-            j.set_fleets(fleet_names(&config), fleet_resources(&config));
-        }
+        self.journal
+            .set_fleets(fleet_names(&config), fleet_resources(&config));
         self.config = config;
         Ok(())
     }
@@ -255,7 +241,10 @@ impl Controller {
     /// One reconcile pass over every fleet.
     pub async fn reconcile_once(&mut self) -> PassReport {
         let now = self.clock.now();
-        let mut report = PassReport::default();
+        let mut report = PassReport {
+            requeue_after: self.rollout_interval,
+            ..PassReport::default()
+        };
         let mut instances = match self.cloud.list_instances().await {
             Ok(v) => v,
             Err(e) => {
@@ -306,6 +295,7 @@ impl Controller {
         self.judge_health_gate(now, &gate, &metrics);
         let rollouts = self.load_rollouts(now);
         self.rollout_interval = rollouts.values().map(|r| r.deploy.gates.interval.0).min();
+        report.requeue_after = self.rollout_interval;
 
         let mut config = self.config.clone();
         if let Some(owned) = &self.owned {
@@ -313,24 +303,17 @@ impl Controller {
         }
         for spec in &config.fleets {
             if !self.fleets.contains_key(&spec.name) {
-                let restored = FleetState::restored(&spec.name, self.store.as_deref());
+                let restored = FleetState::restored(&spec.name, &self.store);
                 self.fleets.insert(spec.name.clone(), restored);
             }
         }
-        let mut decisions = Vec::with_capacity(config.fleets.len());
-        let mut reports = Vec::with_capacity(config.fleets.len());
+        // Each fleet decides through its own context; the global cap then trims the
+        // decisions together, and each fleet acts on what is left.
+        let mut decided: Vec<(FleetContext, FleetReport)> = Vec::with_capacity(config.fleets.len());
         for spec in &config.fleets {
-            let fleet_instances = by_fleet
-                .get(spec.name.as_str())
-                .cloned()
-                .unwrap_or_default();
-            let (current, warm, booting, retiring) = match &spec.auto_scaling_group {
+            let group = match &spec.auto_scaling_group {
                 Some(g) => match groups.get(g) {
-                    Some(gs) => {
-                        let state = self.fleets.entry(spec.name.clone()).or_default();
-                        let warm = group_warm(state, gs, spec.scaling.warmup.chrono(), now);
-                        (gs.desired, warm, gs.desired.saturating_sub(warm), 0)
-                    }
+                    Some(gs) => Some(gs),
                     None => {
                         warn!(fleet = %spec.name, group = %g, "Auto Scaling group not found; not acting on this fleet");
                         report
@@ -339,183 +322,32 @@ impl Controller {
                         continue;
                     }
                 },
-                None => summarize(&fleet_instances, spec, now),
+                None => None,
             };
-            // Live capacity against the decision of the pass before (what it launched
-            // toward). An Auto Scaling group is short when it holds fewer instances than
-            // its desired capacity; a fleet in a rollout is judged by the rollout.
-            let live_now = match spec.auto_scaling_group.as_ref().and_then(|g| groups.get(g)) {
-                Some(gs) => gs.instances.len() as u32,
-                None => current,
-            };
-            let in_rollout = rollouts.contains_key(&spec.name);
-            let state = self.fleets.entry(spec.name.clone()).or_default();
-            let behind = match state.last_decided {
-                Some(wanted) if !in_rollout && live_now < wanted => wanted - live_now,
-                _ => 0,
-            };
-            state.short_passes = if behind > 0 {
-                state.short_passes + 1
-            } else {
-                0
-            };
-            let shortfall = if state.short_passes > SHORTFALL_PASSES {
-                warn!(fleet = %spec.name, live = live_now, decided = live_now + behind, passes = state.short_passes, "capacity shortfall: the fleet has stayed {behind} instance(s) below its decision for {} passes", state.short_passes);
-                behind
-            } else {
-                0
-            };
-            let series: Vec<_> = spec
-                .scaling
-                .policies
-                .iter()
-                .map(|p| {
-                    p.metric()
-                        .and_then(|m| metrics.get(&m.query()).cloned().flatten())
-                })
-                .collect();
-            let shown: Vec<(String, Option<f64>)> = spec
-                .scaling
-                .policies
-                .iter()
-                .zip(&series)
-                .filter_map(|(p, s)| {
-                    p.metric().map(|m| {
-                        (
-                            m.name.clone(),
-                            s.as_ref().and_then(|s| s.latest()).map(|(_, v)| v),
-                        )
-                    })
-                })
-                .collect();
-            let state = self.fleets.entry(spec.name.clone()).or_default();
-            // During a rollout the fleet runs extra instances (the surge, the new build
-            // warming up). The policy must not take those for capacity it asked for, or
-            // desired would grow with every batch: it decides from the desired capacity
-            // it set last, and the rollout works in proportions of that.
-            let current = match (rollouts.contains_key(&spec.name), state.base_desired) {
-                (true, Some(base)) => base,
-                _ => current,
-            };
-            // Repair (repair.rs): a condemned instance is not capacity, its replacement is.
-            let direct = spec.auto_scaling_group.is_none() && !rollouts.contains_key(&spec.name);
-            let (current, warm) = if direct {
-                repair::counted(spec, &fleet_instances, &state.repair, current, warm, now)
-            } else {
-                (current, warm)
-            };
-            // In service: running and (with a load balancer) registered by this daemon;
-            // for a group, its in-service instances.
-            let serving_now = match spec.auto_scaling_group.as_ref().and_then(|g| groups.get(g)) {
-                Some(gs) => gs.instances.iter().filter(|(_, s)| *s).count() as u32,
-                None => fleet_instances
-                    .iter()
-                    .filter(|i| i.state == InstanceState::Running && i.retiring_since.is_none())
-                    .filter(|i| spec.target_group_arn.is_none() || state.registered.contains(&i.id))
-                    .count() as u32,
-            };
-            let serving = serving_now.max(warm);
-            let obs = Observation {
-                now,
-                current,
-                warm,
-                serving,
-                metrics: series,
-            };
-            state.memory.observe(spec, &obs);
-            let decision = policy::decide(spec, &obs, &state.memory);
-            if decision.change() != 0 && !self.dry_run {
-                if let Some(st) = &self.store {
-                    if let Err(e) = st.record_decision(
-                        now,
-                        &spec.name,
-                        decision.current,
-                        decision.desired,
-                        &decision.reason(),
-                    ) {
-                        error!(error = %e, fleet = %spec.name, "cannot record the decision");
-                    }
-                }
-            }
-            if state.base_desired != Some(decision.desired) && !self.dry_run {
-                if let Some(st) = &self.store {
-                    if let Err(e) = st.set_base_desired(&spec.name, decision.desired, now) {
-                        error!(error = %e, fleet = %spec.name, "cannot save the desired capacity");
-                    }
-                }
-            }
-            state.base_desired = Some(decision.desired);
-            state.memory.record(
-                now,
-                decision.recommended,
-                spec.scaling.scale_in_stabilization.chrono(),
-            );
-            decisions.push(decision);
-            reports.push((
+            let ctx = FleetContext {
                 spec,
-                shown,
-                booting,
-                retiring,
-                shortfall,
-                live_now,
-                serving_now,
-            ));
+                instances: by_fleet
+                    .get(spec.name.as_str())
+                    .cloned()
+                    .unwrap_or_default(),
+                group,
+                rollout: rollouts.get(&spec.name),
+                now,
+            };
+            let row = self.decide_fleet(&ctx, &metrics);
+            decided.push((ctx, row));
         }
+        let mut decisions: Vec<_> = decided.iter().map(|(_, r)| r.decision.clone()).collect();
         let counted: u32 = decisions.iter().map(|d| d.current).sum();
         policy::apply_global_cap(
             &mut decisions,
             billed.saturating_sub(counted),
             config.controller.max_total_instances,
         );
-
-        for (decision, (spec, metrics, booting, retiring, shortfall, live, serving)) in
-            decisions.into_iter().zip(reports)
-        {
-            if let Some(state) = self.fleets.get_mut(&spec.name) {
-                state.last_decided = (!self.dry_run).then_some(decision.desired);
-            }
-            for w in &decision.warnings {
-                warn!(fleet = %spec.name, "metric missing or stale, holding capacity: {w}");
-            }
-            if decision.change() != 0 {
-                info!(fleet = %spec.name, env = %spec.environment, from = decision.current, to = decision.desired, dry_run = self.dry_run, "decision: {}", decision.reason());
-            } else {
-                debug!(fleet = %spec.name, env = %spec.environment, from = decision.current, to = decision.desired, "decision: {}", decision.reason());
-            }
-            if !self.dry_run {
-                let fleet_instances = by_fleet
-                    .get(spec.name.as_str())
-                    .cloned()
-                    .unwrap_or_default();
-                match &spec.auto_scaling_group {
-                    Some(g) => {
-                        let limits = groups.get(g).map(|gs| (gs.min, gs.max));
-                        self.act_group(spec, g, limits, &decision, &mut report)
-                            .await
-                    }
-                    None => {
-                        let rollout = rollouts.get(&spec.name);
-                        self.act_direct(
-                            spec,
-                            &fleet_instances,
-                            &decision,
-                            rollout,
-                            now,
-                            &mut report,
-                        )
-                        .await
-                    }
-                }
-            }
-            report.fleets.push(FleetReport {
-                decision,
-                metrics,
-                booting,
-                retiring,
-                live,
-                serving,
-                shortfall,
-            });
+        for ((ctx, mut row), decision) in decided.into_iter().zip(decisions) {
+            row.decision = decision;
+            self.act_fleet(&ctx, &row.decision, &mut report).await;
+            report.fleets.push(row);
         }
         if !self.dry_run {
             if self.owns(crate::fence::GC_LEASE) {
@@ -528,9 +360,7 @@ impl Controller {
 
     /// Save each fleet's rollout memory when it changed, so a restart continues exactly.
     fn save_rollout_memory(&mut self) {
-        let Some(store) = self.store.clone() else {
-            return;
-        };
+        let store = self.store.clone();
         for (name, state) in self.fleets.iter_mut() {
             let body = state.rollout_memory();
             if state.saved_memory.as_deref() != Some(body.as_str()) {

@@ -94,4 +94,8 @@ pub struct PassReport {
     pub throttled: bool,
     /// Each directly launched fleet whose health repair checked this pass (repair.rs).
     pub repairs: Vec<RepairReport>,
+    /// When the pass wants the next one, if sooner than the poll interval (like
+    /// kube-runtime's `Action::requeue`): the shortest gate interval of the rollouts it
+    /// runs. `None`: at the poll interval.
+    pub requeue_after: Option<std::time::Duration>,
 }

@@ -92,21 +92,15 @@ impl Controller {
     }
 
     fn store_or_err(&self) -> Result<Arc<Store>, Refusal> {
-        self.store
-            .clone()
-            .ok_or_else(|| Refusal::Internal("no state database: deploys are disabled".into()))
+        Ok(self.store.clone())
     }
 
     fn rollouts_of(&self, fleet: &str) -> Result<Vec<Rollout>, Refusal> {
         let store = self.store_or_err()?;
         let rows = store
-            .active_rollouts()
+            .running_rollouts()
             .map_err(|e| Refusal::Internal(e.to_string()))?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(_, body)| serde_json::from_str::<Rollout>(&body).ok())
-            .filter(|r| r.fleet == fleet)
-            .collect())
+        Ok(rows.into_iter().filter(|r| r.fleet == fleet).collect())
     }
 
     /// A deploy of a build EC2 cannot launch (no such launch template version, no such
@@ -124,7 +118,8 @@ impl Controller {
         if !self.owns(&spec.name) {
             return Ok(());
         }
-        let (Some(store), Ok(active)) = (&self.store, self.rollouts_of(&spec.name)) else {
+        let store = &self.store;
+        let Ok(active) = self.rollouts_of(&spec.name) else {
             return Ok(());
         };
         let key = req.idempotency_key.as_deref();
@@ -485,10 +480,7 @@ impl Controller {
             env: req.env.clone(),
             // The label the restored build was deployed with (its commit); the ledger
             // marks the line a rollback by its rollout's kind.
-            label: self
-                .store
-                .as_ref()
-                .and_then(|s| s.label_of(spec.app(), &to).ok().flatten()),
+            label: self.store.label_of(spec.app(), &to).ok().flatten(),
             build: to,
             timeout_secs: None,
             idempotency_key: None,
@@ -516,7 +508,7 @@ impl Controller {
     /// Abort a rollout (the CLI's --timeout): it rolls back.
     pub fn request_abort(&mut self, id: i64, reason: &str) -> Result<(), Refusal> {
         let store = self.store_or_err()?;
-        let Some((active, body)) = store
+        let Some((active, mut r)) = store
             .rollout(id)
             .map_err(|e| Refusal::Internal(e.to_string()))?
         else {
@@ -525,8 +517,6 @@ impl Controller {
         if !active {
             return Ok(());
         }
-        let mut r: Rollout =
-            serde_json::from_str(&body).map_err(|e| Refusal::Internal(e.to_string()))?;
         r.abort = Some(reason.to_string());
         if reason.contains("timeout") {
             r.timed_out = true;

@@ -65,10 +65,11 @@ impl FleetState {
     }
 
     /// A fleet's state as a restarted daemon finds it in the state file.
-    pub(super) fn restored(fleet: &str, store: Option<&Store>) -> FleetState {
-        let mut s = FleetState::default();
-        let Some(store) = store else { return s };
-        s.base_desired = store.base_desired(fleet).ok().flatten();
+    pub(super) fn restored(fleet: &str, store: &Store) -> FleetState {
+        let mut s = FleetState {
+            base_desired: store.base_desired(fleet).ok().flatten(),
+            ..FleetState::default()
+        };
         if let Some(body) = store.fleet_memory(fleet).ok().flatten() {
             match serde_json::from_str::<RolloutMemory>(&body) {
                 Ok(m) => {

@@ -80,12 +80,18 @@ pub struct Wiring {
 }
 
 impl Wiring {
-    pub fn controller(self, dry_run: bool) -> (Controller, Arc<dyn Clock>, ConfigSource) {
-        let mut c = Controller::new(self.cloud, self.clock.clone(), self.config, dry_run);
+    /// The controller on this cloud, with a throwaway in-memory state database until a
+    /// file is given (`Controller::with_store`). Errors only if SQLite cannot open one.
+    pub fn controller(
+        self,
+        dry_run: bool,
+    ) -> Result<(Controller, Arc<dyn Clock>, ConfigSource), String> {
+        let mut c = Controller::new(self.cloud, self.clock.clone(), self.config, dry_run)
+            .map_err(|e| format!("cannot open an in-memory state database: {e}"))?;
         if let Some(r) = &self.region {
             c = c.with_region(r);
         }
-        (c, self.clock, self.source)
+        Ok((c, self.clock, self.source))
     }
 }
 
@@ -256,7 +262,7 @@ pub async fn start(a: DaemonSettings) -> Result<(), String> {
             Some((leases, ttl))
         }
     };
-    let (controller, clock, source) = w.controller(a.dry_run);
+    let (controller, clock, source) = w.controller(a.dry_run)?;
     let replica = leases
         .map(|(leases, ttl)| Arc::new(crate::replica::Replica::new(leases, ttl, clock.clone())));
     let mut controller = controller.with_store(store.clone());

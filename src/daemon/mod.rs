@@ -179,7 +179,7 @@ pub async fn run_with_api(
             t.observe_aws_attempts(&controller.cloud().attempts());
         }
         if let Some((_, n)) = &notifier {
-            for note in watch.news(&report, controller.store().map(|s| s.as_ref()), n.threshold) {
+            for note in watch.news(&report, controller.store(), n.threshold) {
                 n.send(&note);
             }
         }
@@ -202,7 +202,7 @@ pub async fn run_with_api(
             .poll_interval
             .unwrap_or(controller.config().controller.poll_interval.0);
         // While a rollout runs, its gates are checked at their interval.
-        let poll = controller.rollout_interval().map_or(poll, |i| i.min(poll));
+        let poll = report.requeue_after.map_or(poll, |i| i.min(poll));
         let mut delay = next_delay(poll, throttled);
         if let Some(r) = &opts.replica {
             delay = delay.min(r.renew_every());

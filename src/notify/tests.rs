@@ -64,19 +64,16 @@ fn a_rollout_is_announced_when_it_starts_and_once_when_it_ends_with_its_outcome(
         ..Default::default()
     };
     assert_eq!(
-        events(&w.news(&pass(&[ok]), Some(&store), 5)),
+        events(&w.news(&pass(&[ok]), &store, 5)),
         vec![NotifyEvent::RolloutStarted]
     );
-    assert!(
-        w.news(&pass(&[ok]), Some(&store), 5).is_empty(),
-        "told once"
-    );
+    assert!(w.news(&pass(&[ok]), &store, 5).is_empty(), "told once");
     // A pass that could not see the fleet (no rollouts in it) ends nothing.
-    assert!(w.news(&pass(&[]), Some(&store), 5).is_empty());
+    assert!(w.news(&pass(&[]), &store, 5).is_empty());
     store
         .finish(ok, Outcome::Succeeded, None, chrono::Utc::now(), "{}")
         .expect("finish");
-    let n = w.news(&pass(&[bad]), Some(&store), 5);
+    let n = w.news(&pass(&[bad]), &store, 5);
     assert_eq!(
         events(&n),
         vec![NotifyEvent::RolloutStarted, NotifyEvent::RolloutSucceeded]
@@ -90,11 +87,11 @@ fn a_rollout_is_announced_when_it_starts_and_once_when_it_ends_with_its_outcome(
             "{}",
         )
         .expect("finish");
-    let n = w.news(&pass(&[]), Some(&store), 5);
+    let n = w.news(&pass(&[]), &store, 5);
     assert_eq!(events(&n), vec![NotifyEvent::RolloutRolledBack]);
     assert_eq!(n[0].severity, Severity::Critical);
     assert!(n[0].detail.contains("5xx rate"), "{:?}", n[0]);
-    assert!(w.news(&pass(&[]), Some(&store), 5).is_empty());
+    assert!(w.news(&pass(&[]), &store, 5).is_empty());
 
     // A rollback in a pre-deploy hook never shows as running; it is still told.
     let hook = store.begin(&dep("v4"), |_| Ok("{}".into())).expect("begin");
@@ -107,7 +104,7 @@ fn a_rollout_is_announced_when_it_starts_and_once_when_it_ends_with_its_outcome(
             "{}",
         )
         .expect("finish");
-    let n = w.news(&pass(&[]), Some(&store), 5);
+    let n = w.news(&pass(&[]), &store, 5);
     assert_eq!(events(&n), vec![NotifyEvent::RolloutRolledBack]);
     assert!(n[0].title.contains("v4"), "{}", n[0].title);
 
@@ -115,7 +112,7 @@ fn a_rollout_is_announced_when_it_starts_and_once_when_it_ends_with_its_outcome(
     // running from before it is not "started" again.
     let running = store.begin(&dep("v5"), |_| Ok("{}".into())).expect("begin");
     let mut after = Watch::new(chrono::Utc::now() + chrono::Duration::seconds(1));
-    assert!(after.news(&pass(&[running]), Some(&store), 5).is_empty());
+    assert!(after.news(&pass(&[running]), &store, 5).is_empty());
 }
 
 #[test]
@@ -149,59 +146,63 @@ fn rollouts_taken_over_from_another_replica_are_not_told_twice() {
         rollouts: vec![rollout(live)],
         ..Default::default()
     };
-    assert!(w.news(&pass, Some(&store), 5).is_empty(), "both were told");
+    assert!(w.news(&pass, &store, 5).is_empty(), "both were told");
     // The one it finishes itself is told here.
     store
         .finish(live, Outcome::Succeeded, None, chrono::Utc::now(), "{}")
         .expect("finish");
-    let n = w.news(&PassReport::default(), Some(&store), 5);
+    let n = w.news(&PassReport::default(), &store, 5);
     assert_eq!(events(&n), vec![NotifyEvent::RolloutSucceeded]);
 }
 
 #[test]
 fn scale_events_need_the_threshold_and_cap_and_missing_metrics_are_edge_triggered() {
+    let store = Store::in_memory().expect("store");
     let mut w = Watch::new(chrono::Utc::now());
     let pass = |f: FleetReport| PassReport {
         fleets: vec![f],
         ..Default::default()
     };
-    assert!(w.news(&pass(fleet("web", 10, 14)), None, 5).is_empty());
-    let n = w.news(&pass(fleet("web", 10, 15)), None, 5);
+    assert!(w.news(&pass(fleet("web", 10, 14)), &store, 5).is_empty());
+    let n = w.news(&pass(fleet("web", 10, 15)), &store, 5);
     assert_eq!(events(&n), vec![NotifyEvent::Scale]);
     assert!(n[0].title.contains("scaling out by 5"), "{}", n[0].title);
     // The same decision again (a dry run, a launch that keeps failing): told once.
-    assert!(w.news(&pass(fleet("web", 10, 15)), None, 5).is_empty());
+    assert!(w.news(&pass(fleet("web", 10, 15)), &store, 5).is_empty());
     assert_eq!(
-        events(&w.news(&pass(fleet("web", 20, 12)), None, 8)),
+        events(&w.news(&pass(fleet("web", 20, 12)), &store, 8)),
         vec![NotifyEvent::Scale]
     );
 
     let mut capped = fleet("web", 40, 40);
     capped.decision.recommended = 55;
     capped.decision.limits = vec![Limit::Max];
-    let n = w.news(&pass(capped.clone()), None, 100);
+    let n = w.news(&pass(capped.clone()), &store, 100);
     assert_eq!(events(&n), vec![NotifyEvent::CostCap]);
     assert!(n[0].title.contains("want 55"), "{}", n[0].title);
-    assert!(w.news(&pass(capped.clone()), None, 100).is_empty(), "once");
+    assert!(
+        w.news(&pass(capped.clone()), &store, 100).is_empty(),
+        "once"
+    );
     // Hovering at the cap is one incident: a pass or two below it clears nothing.
-    assert!(w.news(&pass(fleet("web", 40, 40)), None, 100).is_empty());
-    assert!(w.news(&pass(capped.clone()), None, 100).is_empty());
+    assert!(w.news(&pass(fleet("web", 40, 40)), &store, 100).is_empty());
+    assert!(w.news(&pass(capped.clone()), &store, 100).is_empty());
     for _ in 0..CAP_CLEARS_AFTER {
-        assert!(w.news(&pass(fleet("web", 40, 40)), None, 100).is_empty());
+        assert!(w.news(&pass(fleet("web", 40, 40)), &store, 100).is_empty());
     }
     assert_eq!(
-        events(&w.news(&pass(capped), None, 100)),
+        events(&w.news(&pass(capped), &store, 100)),
         vec![NotifyEvent::CostCap],
         "again once it was off the cap long enough"
     );
 
     let mut blind = fleet("api", 4, 4);
     blind.decision.warnings = vec!["CPUUtilization: no datapoint in 10m".into()];
-    let n = w.news(&pass(blind.clone()), None, 100);
+    let n = w.news(&pass(blind.clone()), &store, 100);
     assert_eq!(events(&n), vec![NotifyEvent::MetricsMissing]);
     assert_eq!(n[0].severity, Severity::Critical);
-    assert!(w.news(&pass(blind), None, 100).is_empty());
-    let n = w.news(&pass(fleet("api", 4, 4)), None, 100);
+    assert!(w.news(&pass(blind), &store, 100).is_empty());
+    let n = w.news(&pass(fleet("api", 4, 4)), &store, 100);
     assert_eq!(events(&n), vec![NotifyEvent::MetricsMissing]);
     assert_eq!(n[0].severity, Severity::Info, "recovered");
 }
@@ -269,6 +270,7 @@ fn opsgenie_closes_a_resolved_incident_by_its_alias() {
 
 #[test]
 fn a_halted_repair_is_told_once_and_its_resumption_closes_the_alert() {
+    let store = Store::in_memory().expect("store");
     let mut w = Watch::new(chrono::Utc::now());
     let pass = |halted: bool, unhealthy: u32| PassReport {
         repairs: vec![crate::controller::RepairReport {
@@ -282,19 +284,19 @@ fn a_halted_repair_is_told_once_and_its_resumption_closes_the_alert() {
         }],
         ..Default::default()
     };
-    assert!(w.news(&pass(false, 1), None, 5).is_empty());
-    let n = w.news(&pass(true, 4), None, 5);
+    assert!(w.news(&pass(false, 1), &store, 5).is_empty());
+    let n = w.news(&pass(true, 4), &store, 5);
     assert_eq!(events(&n), vec![NotifyEvent::RepairHalted]);
     assert_eq!(n[0].severity, Severity::Critical);
     assert!(n[0].title.contains("4 of 6"), "{}", n[0].title);
     assert!(
-        w.news(&pass(true, 5), None, 5).is_empty(),
+        w.news(&pass(true, 5), &store, 5).is_empty(),
         "told once while it stays halted"
     );
-    let n = w.news(&pass(false, 1), None, 5);
+    let n = w.news(&pass(false, 1), &store, 5);
     assert_eq!(events(&n), vec![NotifyEvent::RepairHalted]);
     assert!(n[0].resolves);
     assert_eq!(n[0].alias, "coxswain-repair-web");
     // A pass that did not check the fleet (between checks, during a rollout) says nothing.
-    assert!(w.news(&PassReport::default(), None, 5).is_empty());
+    assert!(w.news(&PassReport::default(), &store, 5).is_empty());
 }

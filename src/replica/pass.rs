@@ -39,8 +39,8 @@ pub(crate) async fn admit_deploy(
         )));
     }
     let answer = controller.request_deploy(req, now);
-    if let (Ok(Accepted::Started { fleet, .. }), Some(store)) = (&answer, controller.store()) {
-        match store.export_fleet(fleet) {
+    if let Ok(Accepted::Started { fleet, .. }) = &answer {
+        match controller.store().export_fleet(fleet) {
             Ok(state) => {
                 if !r.export(fleet, &state, now).await {
                     warn!(fleet = %fleet, "accepted rollout not exported yet (lease not held)");
@@ -95,9 +95,7 @@ async fn pull_shared_ledger(
     if !controller.owns(&spec.name) {
         return Ok(()); // refused as another replica's, without reading anything
     }
-    let Some(store) = controller.store().cloned() else {
-        return Ok(());
-    };
+    let store = controller.store().clone();
     for attempt in 0..2 {
         let mut missing = false;
         for env in &requires {
@@ -146,17 +144,16 @@ pub(crate) async fn take_leases(
     let (owned, taken) = r.tick(&names, clock.now()).await;
     for fleet in taken.iter().filter(|f| *f != crate::fence::GC_LEASE) {
         if let Some(state) = r.import(fleet).await {
-            if let Some(store) = controller.store() {
-                match store.import_fleet(fleet, &state, clock.now()) {
-                    Ok(()) => {
-                        info!(fleet = %fleet, "took over the fleet's state from the previous owner");
-                        // What the previous owner ran, it told about.
-                        if let Ok(rows) = store.fleet_history(fleet, 100) {
-                            watch.mark_told(&rows);
-                        }
+            let store = controller.store();
+            match store.import_fleet(fleet, &state, clock.now()) {
+                Ok(()) => {
+                    info!(fleet = %fleet, "took over the fleet's state from the previous owner");
+                    // What the previous owner ran, it told about.
+                    if let Ok(rows) = store.fleet_history(fleet, 100) {
+                        watch.mark_told(&rows);
                     }
-                    Err(e) => error!(fleet = %fleet, error = %e, "cannot import the fleet's state"),
                 }
+                Err(e) => error!(fleet = %fleet, error = %e, "cannot import the fleet's state"),
             }
         }
         controller.forget_fleet(fleet);
@@ -174,9 +171,7 @@ pub(crate) async fn export_fleets(
     shared: &mut HashSet<i64>,
     clock: &dyn Clock,
 ) {
-    let Some(store) = controller.store() else {
-        return;
-    };
+    let store = controller.store();
     for fleet in owned.iter().filter(|f| *f != crate::fence::GC_LEASE) {
         match store.export_fleet(fleet) {
             Ok(state) => {

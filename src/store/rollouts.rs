@@ -12,7 +12,23 @@ impl Store {
         Ok(())
     }
 
-    /// Bodies of rollouts still running, oldest first.
+    /// Rollouts still running (queued ones too), parsed, oldest first. A body that does
+    /// not parse is logged and left out, so that one bad row does not stop the others.
+    pub fn running_rollouts(&self) -> Result<Vec<crate::deploy::Rollout>, StoreError> {
+        let mut out = Vec::new();
+        for (id, body) in self.active_rollouts()? {
+            match serde_json::from_str(&body) {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    tracing::error!(rollout = id, error = %e, "rollout in the state database does not parse; ignoring it")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Raw bodies of rollouts still running, oldest first (a handover moves them as they
+    /// are; everything else reads [`Store::running_rollouts`]).
     pub fn active_rollouts(&self) -> Result<Vec<(i64, String)>, StoreError> {
         let conn = self.conn();
         let mut stmt =
@@ -21,7 +37,15 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn rollout(&self, id: i64) -> Result<Option<(bool, String)>, StoreError> {
+    /// Rollout `id`, parsed, and whether it still runs (None: no such rollout).
+    pub fn rollout(&self, id: i64) -> Result<Option<(bool, crate::deploy::Rollout)>, StoreError> {
+        match self.rollout_row(id)? {
+            Some((active, body)) => Ok(Some((active, serde_json::from_str(&body)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn rollout_row(&self, id: i64) -> Result<Option<(bool, String)>, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -34,10 +58,7 @@ impl Store {
 
     /// Rollout `id`'s state, parsed (None if there is no such rollout).
     pub fn rollout_state(&self, id: i64) -> Result<Option<crate::deploy::Rollout>, StoreError> {
-        match self.rollout(id)? {
-            Some((_, body)) => Ok(Some(serde_json::from_str(&body)?)),
-            None => Ok(None),
-        }
+        Ok(self.rollout(id)?.map(|(_, r)| r))
     }
 
     pub fn add_event(

@@ -2,7 +2,7 @@
 //! in the store across restarts) and its running rollout.
 
 use super::FleetInfo;
-use crate::controller::PassReport;
+use crate::controller::{PassReport, RolloutReport};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -33,24 +33,11 @@ pub struct FleetNow {
     pub shortfall: u32,
 }
 
-/// A rollout's state this pass, with its gate verdict.
-#[derive(Debug, Clone, Serialize)]
-pub struct RolloutNow {
-    pub id: i64,
-    pub fleet: String,
-    pub from: String,
-    pub to: String,
-    pub phase: String,
-    pub step: usize,
-    pub gate: String,
-    pub gate_reason: String,
-}
-
 /// How many points each fleet's chart keeps, and how far apart (clock time).
 pub(super) const SERIES_POINTS: usize = 720;
 pub(super) const SERIES_EVERY: chrono::Duration = chrono::Duration::seconds(30);
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// The clock's time at the last pass (the simulated clock's on the simulator).
     pub at: Option<chrono::DateTime<chrono::Utc>>,
@@ -58,7 +45,8 @@ pub struct Snapshot {
     pub last_pass_errors: Vec<String>,
     pub fleets: Vec<FleetNow>,
     pub series: BTreeMap<String, Vec<Sample>>,
-    pub rollouts: Vec<RolloutNow>,
+    /// The rollouts the last pass ran, with their gate verdicts.
+    pub rollouts: Vec<RolloutReport>,
 }
 
 /// What the dashboard shows, pass by pass.
@@ -66,7 +54,7 @@ pub struct Snapshot {
 pub(super) struct Board {
     series: HashMap<String, VecDeque<Sample>>,
     fleets: BTreeMap<String, FleetNow>,
-    rollouts: BTreeMap<String, RolloutNow>,
+    rollouts: BTreeMap<String, RolloutReport>,
     /// The clock's time at the last pass.
     last_pass_at: Option<chrono::DateTime<chrono::Utc>>,
     last_pass_errors: Vec<String>,
@@ -169,19 +157,7 @@ impl Board {
         }
         self.rollouts.clear();
         for r in &report.rollouts {
-            self.rollouts.insert(
-                r.fleet.clone(),
-                RolloutNow {
-                    id: r.id,
-                    fleet: r.fleet.clone(),
-                    from: r.from.clone(),
-                    to: r.to.clone(),
-                    phase: r.phase.clone(),
-                    step: r.step,
-                    gate: r.gates.name().into(),
-                    gate_reason: r.gates.reason().to_string(),
-                },
-            );
+            self.rollouts.insert(r.fleet.clone(), r.clone());
         }
     }
 

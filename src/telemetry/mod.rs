@@ -11,7 +11,7 @@ mod exposition;
 mod metrics;
 mod readiness;
 
-pub use dashboard::{FleetNow, RolloutNow, Sample, Snapshot};
+pub use dashboard::{FleetNow, Sample, Snapshot};
 pub use exposition::{
     accepts_openmetrics, openmetrics_to_text_004, METRICS_CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE,
 };

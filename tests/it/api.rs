@@ -244,8 +244,8 @@ async fn the_api_serves_over_tls_with_a_certificate_the_client_trusts() {
     let config = manifest::load_str("demo", coxswain::demo::MANIFEST).expect("demo");
     let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
     let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
-    let controller = Controller::new(sim, clock, config, false);
-    let store = controller.store().expect("store").clone();
+    let controller = Controller::new(sim, clock, config, false).expect("in-memory store");
+    let store = controller.store().clone();
     let state = ApiState {
         commands: tx,
         store,

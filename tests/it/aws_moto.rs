@@ -70,7 +70,8 @@ async fn setup() -> Setup {
         manifest::load_str("web.yaml", &manifest_text(&infra)).expect("README manifest is valid");
     let clock = Arc::new(VirtualClock::new(Utc::now()));
     let cloud = aws(&moto, &config.controller.controller_id).await;
-    let controller = Controller::new(cloud.clone(), clock.clone(), config, false);
+    let controller =
+        Controller::new(cloud.clone(), clock.clone(), config, false).expect("in-memory store");
     Setup {
         moto,
         cfg,
@@ -398,7 +399,7 @@ async fn the_daemon_acts_within_two_poll_intervals_of_new_data() {
     let config = manifest::load_str("web.yaml", &manifest_text(&infra)).expect("valid");
     let cloud = aws(&moto, "coxswain").await;
     let clock: Arc<dyn Clock> = Arc::new(RealClock::new());
-    let controller = Controller::new(cloud, clock.clone(), config, false);
+    let controller = Controller::new(cloud, clock.clone(), config, false).expect("in-memory store");
     let poll = Duration::from_secs(1);
     let (tx, rx) = tokio::sync::watch::channel(None);
     let opts = daemon::Options {
@@ -498,7 +499,8 @@ async fn a_fleet_backed_by_an_auto_scaling_group_gets_its_desired_capacity_set()
     let config = manifest::load_str("api.yaml", text).expect("valid");
     let clock = Arc::new(VirtualClock::new(Utc::now()));
     let cloud = aws(&moto, "coxswain").await;
-    let mut controller = Controller::new(cloud, clock.clone(), config, false);
+    let mut controller =
+        Controller::new(cloud, clock.clone(), config, false).expect("in-memory store");
     // Two instances at 90% CPU carry 3.6 instances' worth at the 50% target: 4.
     put_metric(
         &cfg,

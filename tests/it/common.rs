@@ -433,8 +433,9 @@ pub async fn demo_api(token: &str) -> std::net::SocketAddr {
     let clock = Arc::new(coxswain::clock::VirtualClock::new(coxswain::demo::start()));
     let sim =
         Arc::new(coxswain::cloud::sim::SimCloud::for_config(clock.clone(), &config).expect("sim"));
-    let mut controller = coxswain::controller::Controller::new(sim, clock.clone(), config, false);
-    let store = controller.store().expect("store").clone();
+    let mut controller = coxswain::controller::Controller::new(sim, clock.clone(), config, false)
+        .expect("in-memory store");
+    let store = controller.store().clone();
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         while let Some(cmd) = rx.recv().await {

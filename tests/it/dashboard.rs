@@ -334,14 +334,18 @@ fn the_daemon_serves_health_metrics_and_a_dashboard_that_renders_in_chromium() {
 /// this does not race a real rollout).
 #[test]
 fn the_status_table_shows_the_rollout_and_its_gate() {
-    let body = serde_json::json!({"fleets": [{
-        "fleet": "web", "environment": "production", "desired": 6, "ready": 5,
-        "booting": 1, "retiring": 0, "live_build": "web-server:12",
+    let body = serde_json::json!({"at": null, "passes": 3, "last_pass_errors": [], "fleets": [{
+        "fleet": "web", "environment": "production", "app": "web", "current": 6, "desired": 6,
+        "ready": 5, "booting": 1, "retiring": 0, "capped": false, "shortfall": 0,
+        "live_build": "web-server:12", "previous_build": null, "last_deploy": null,
+        "demand_metric": null, "demand_unit": null, "queued": [], "decisions": [], "series": [],
         "reason": "5 → 6: target tracking", "warnings": ["RequestCount: stale"],
-        "rollout": {"id": 7, "from": "web-server:12", "to": "web-server:13",
-                    "phase": "rolling", "gate": "fail", "gate_reason": "5xx over 1%"},
+        "rollout": {"id": 7, "from": "web-server:12", "to": "web-server:13", "step": 1,
+                    "phase": "rolling", "gate": "fail", "gate_reason": "5xx over 1%", "events": []},
     }]});
-    let table = coxswain::cli::deploy::status_table(&body);
+    // The CLI reads the answer as the API's own type, as `coxswain status` does.
+    let body: coxswain::api::Status = serde_json::from_value(body).expect("a status answer");
+    let table = coxswain::cli::reads::status_table(&body);
     let row = table.lines().nth(1).unwrap_or_default();
     for want in [
         "web",

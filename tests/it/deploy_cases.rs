@@ -43,7 +43,8 @@ struct World {
 fn world(config: Config) -> World {
     let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
     let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
-    let controller = Controller::new(sim.clone(), clock.clone(), config, false);
+    let controller =
+        Controller::new(sim.clone(), clock.clone(), config, false).expect("in-memory store");
     World {
         clock,
         sim,
@@ -119,7 +120,7 @@ impl World {
         bounds: &Bounds<'_>,
         mut each: impl FnMut(&World),
     ) -> (Outcome, Vec<String>) {
-        let store = self.controller.store().expect("store").clone();
+        let store = self.controller.store().clone();
         for pass in 0..600 {
             self.controller.reconcile_once().await;
             bounds.check(self, pass).await;
@@ -284,7 +285,7 @@ async fn a_hand_rollback_during_an_incident_restores_the_last_good_build() {
     let mut w = world(before);
     // The metrics count rollouts by outcome from the ledger, from the daemon's start.
     let telemetry = coxswain::telemetry::Telemetry::new(Duration::from_secs(5))
-        .with_history(w.controller.store().expect("store").clone(), w.clock.now());
+        .with_history(w.controller.store().clone(), w.clock.now());
     let empty = coxswain::controller::PassReport::default();
     telemetry.observe(&empty, &fleets, w.clock.now());
     let id = id_of(w.deploy("hr", "production", "2").expect("admitted"));
@@ -306,7 +307,7 @@ async fn a_hand_rollback_during_an_incident_restores_the_last_good_build() {
         Outcome::Succeeded,
         "build 2 goes live: {events:#?}"
     );
-    let store = w.controller.store().expect("store").clone();
+    let store = w.controller.store().clone();
     assert!(store
         .passed("hr", "production", "web-server:2")
         .expect("ledger"));
@@ -457,7 +458,7 @@ async fn a_rollback_goes_only_to_a_build_that_was_live_in_that_environment() {
         )
         .await;
     assert_eq!(outcome, Outcome::Succeeded, "{events:#?}");
-    let store = w.controller.store().expect("store").clone();
+    let store = w.controller.store().clone();
     store
         .approve(&coxswain::store::Approval {
             app: "web".into(),
@@ -505,7 +506,7 @@ async fn metrics_count_every_billed_and_serving_instance_during_a_rollout() {
         w.clock.advance(Duration::from_secs(5));
     }
     let id = id_of(w.deploy("hr", "production", "2").expect("admitted"));
-    let store = w.controller.store().expect("store").clone();
+    let store = w.controller.store().clone();
     let mut most_current = 0;
     for pass in 0..200 {
         // What the pass will see when it lists the fleet (the gauges tell what the last
@@ -601,7 +602,7 @@ async fn a_build_that_cannot_launch_fails_fast() {
     let id = id_of(w.deploy("hr", "production", "8").expect("admitted"));
     w.sim.forget_build("web-server:8");
     let started = w.clock.now();
-    let store = w.controller.store().expect("store").clone();
+    let store = w.controller.store().clone();
     let mut ended = None;
     for _ in 0..40 {
         w.controller.reconcile_once().await;
@@ -653,23 +654,19 @@ async fn status_shows_the_running_rollout_and_the_one_queued_behind_it() {
     let (tx, _rx) = tokio::sync::mpsc::channel(1);
     let state = coxswain::api::ApiState {
         commands: tx,
-        store: w.controller.store().expect("store").clone(),
+        store: w.controller.store().clone(),
         token: Arc::new("t".into()),
         telemetry,
     };
     let status = coxswain::api::status_of(&state).expect("status");
-    let hr = status["fleets"]
-        .as_array()
-        .and_then(|f| f.iter().find(|f| f["fleet"] == "hr"))
-        .expect("hr")
-        .clone();
-    assert_eq!(hr["rollout"]["id"], first, "{hr}");
-    assert_eq!(hr["rollout"]["phase"], "rolling", "{hr}");
-    let queued = hr["queued"].as_array().expect("queued list");
-    assert_eq!(queued.len(), 1, "{hr}");
-    assert_eq!(queued[0]["id"], second);
-    assert_eq!(queued[0]["phase"], "queued");
-    assert_eq!(queued[0]["to"], "web-server:3");
+    let hr = status.fleets.iter().find(|f| f.fleet == "hr").expect("hr");
+    let rollout = hr.rollout.as_ref().expect("a running rollout");
+    assert_eq!(rollout.id, first, "{hr:?}");
+    assert_eq!(rollout.phase, "rolling", "{hr:?}");
+    assert_eq!(hr.queued.len(), 1, "{hr:?}");
+    assert_eq!(hr.queued[0].id, second);
+    assert_eq!(hr.queued[0].phase, "queued");
+    assert_eq!(hr.queued[0].to, "web-server:3");
 }
 
 /// A hand rollback during an incident is not followed by the next deploy in line: deploys
@@ -687,7 +684,7 @@ async fn a_hand_rollback_cancels_the_deploys_queued_behind_the_rollout() {
     w.passes(3, Duration::from_secs(5)).await;
     let rb = id_of(w.rollback("hr", "production", None).expect("rollback"));
     assert_eq!(rb, running, "the rollback aborts the running deploy");
-    let store = w.controller.store().expect("store").clone();
+    let store = w.controller.store().clone();
     let q = store.deployment(queued).expect("ledger").expect("row");
     assert_eq!(q.outcome, Outcome::Superseded, "{q:?}");
     assert!(
@@ -735,7 +732,7 @@ async fn a_repeated_rollback_leaves_deploys_queued_after_it_alone() {
         matches!(again, Accepted::Started { id, existing: true, .. } if id == running),
         "{again:?}"
     );
-    let store = w.controller.store().expect("store").clone();
+    let store = w.controller.store().clone();
     assert_eq!(
         store.deployment(fix).expect("ledger").expect("row").outcome,
         Outcome::InProgress,

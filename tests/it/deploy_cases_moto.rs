@@ -47,7 +47,6 @@ async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 
 fn outcome(c: &Controller, id: i64) -> Outcome {
     c.store()
-        .expect("store")
         .deployment(id)
         .expect("ledger")
         .expect("row")
@@ -55,18 +54,11 @@ fn outcome(c: &Controller, id: i64) -> Outcome {
 }
 
 fn rollout(c: &Controller, id: i64) -> Rollout {
-    let (_, body) = c
-        .store()
-        .expect("store")
-        .rollout(id)
-        .expect("query")
-        .expect("rollout");
-    serde_json::from_str(&body).expect("rollout body")
+    c.store().rollout(id).expect("query").expect("rollout").1
 }
 
 fn events(c: &Controller, id: i64) -> Vec<String> {
     c.store()
-        .expect("store")
         .events_after(id, 0)
         .expect("events")
         .into_iter()
@@ -279,11 +271,7 @@ async fn retries_return_one_rollout_and_smoke_gates_traffic_on_moto() {
         matches!(plain, Ok(Accepted::AlreadyLive { .. })),
         "{plain:?}"
     );
-    let history = c
-        .store()
-        .expect("store")
-        .history("web", 50)
-        .expect("history");
+    let history = c.store().history("web", 50).expect("history");
     assert_eq!(
         history.iter().filter(|d| d.build == lt2).count(),
         1,
@@ -324,7 +312,7 @@ async fn a_hand_rollback_during_an_incident_restores_the_last_good_build_on_moto
         clock.advance(Duration::from_secs(15));
     }
     assert_eq!(outcome(&c, id), Outcome::Succeeded, "{:#?}", events(&c, id));
-    let store = c.store().expect("store").clone();
+    let store = c.store().clone();
     assert!(store.passed("web", "production", &lt2).expect("ledger"));
 
     // The incident: the error rate is far over the gate.
@@ -396,11 +384,7 @@ async fn a_template_version_that_does_not_exist_is_refused_at_admission_on_moto(
         "{answer:?}"
     );
     assert!(
-        c.store()
-            .expect("store")
-            .history("web", 10)
-            .expect("history")
-            .is_empty(),
+        c.store().history("web", 10).expect("history").is_empty(),
         "nothing was started"
     );
     let (reply, rx) = coxswain::api::Reply::channel();

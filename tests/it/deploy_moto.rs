@@ -104,7 +104,7 @@ async fn drive(
     id: i64,
     load: impl Fn(usize) -> f64,
 ) -> (Outcome, Vec<String>) {
-    let store = c.store().expect("store").clone();
+    let store = c.store().clone();
     for pass in 0..200 {
         if pass % 4 == 0 {
             put_metric(
@@ -154,7 +154,7 @@ pub(crate) async fn setup(
         manifest::load_str("web.yaml", &manifest_text(&infra, min, deploy)).expect("valid");
     let clock = Arc::new(VirtualClock::new(Utc::now()));
     let cloud: Arc<dyn Cloud> = aws(&moto).await;
-    let controller = Controller::new(cloud, clock.clone(), config, false);
+    let controller = Controller::new(cloud, clock.clone(), config, false).expect("in-memory store");
     (moto, cfg, infra, clock, controller)
 }
 
@@ -207,7 +207,7 @@ async fn a_bad_build_is_rolled_back_when_its_alarm_fires_leaving_the_old_build_a
     let id = started(c.request_deploy(&req("production", "2"), now));
     // The new build's first batch goes out; then its errors trip the alarm.
     let mut tripped = false;
-    let store = c.store().expect("store").clone();
+    let store = c.store().clone();
     let mut outcome = Outcome::InProgress;
     for pass in 0..120 {
         if !tripped && fleet(&cfg).await.iter().any(|(b, _)| b.ends_with(":2")) {
@@ -252,12 +252,7 @@ async fn an_unvalidated_build_is_refused() {
         Err(Refusal::Refused(m)) => assert!(m.contains("has not passed staging"), "{m}"),
         other => panic!("{other:?}"),
     }
-    assert!(c
-        .store()
-        .expect("store")
-        .history("web", 10)
-        .expect("history")
-        .is_empty());
+    assert!(c.store().history("web", 10).expect("history").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,8 +319,9 @@ async fn twenty_instances_roll_in_25_percent_batches_on_the_daemon_loop() {
     let config = manifest::load_str("web.yaml", &manifest_text(&infra, 20, deploy)).expect("valid");
     let cloud = aws(&moto).await;
     let clock: Arc<dyn Clock> = Arc::new(RealClock::new());
-    let controller = Controller::new(cloud.clone(), clock.clone(), config, false);
-    let store = controller.store().expect("store").clone();
+    let controller =
+        Controller::new(cloud.clone(), clock.clone(), config, false).expect("in-memory store");
+    let store = controller.store().clone();
     let (sig_tx, sig_rx) = tokio::sync::watch::channel(None);
     let (cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(4);
     let opts = daemon::Options {
@@ -634,7 +630,7 @@ async fn a_canary_shifts_listener_weights_between_target_groups_on_moto() {
         lbs,
         vec![(infra.target_group_arn.clone(), vec![lb_arn.clone()])]
     );
-    let mut c = Controller::new(cloud, clock.clone(), config, false);
+    let mut c = Controller::new(cloud, clock.clone(), config, false).expect("in-memory store");
     let now = clock.now();
     let id = started(c.request_deploy(&req("production", "2"), now));
     let (outcome, events) = drive(&mut c, &clock, &cfg, id, |_| 200.0).await;

@@ -31,7 +31,8 @@ fn world(manifest_text: &str) -> World {
     let config = manifest::load_str("fleet.yaml", manifest_text).expect("valid manifest");
     let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
     let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
-    let controller = Controller::new(sim.clone(), clock.clone(), config, false);
+    let controller =
+        Controller::new(sim.clone(), clock.clone(), config, false).expect("in-memory store");
     World {
         clock,
         sim,
@@ -98,7 +99,7 @@ async fn passes(w: &mut World, n: usize) {
 
 /// A rollout's event messages.
 fn events_of(w: &World, id: i64) -> Vec<String> {
-    let store = w.controller.store().expect("store");
+    let store = w.controller.store();
     store
         .events_after(id, 0)
         .expect("events")
@@ -115,7 +116,7 @@ async fn run_to_end(
     id: i64,
     min_healthy: usize,
 ) -> (Outcome, Vec<String>) {
-    let store = w.controller.store().expect("store").clone();
+    let store = w.controller.store().clone();
     for pass in 0..400 {
         w.controller.reconcile_once().await;
         let (_, serving) = counts(w, fleet, "");
@@ -223,7 +224,6 @@ async fn a_bad_build_fails_its_metric_gate_and_the_old_build_is_restored_to_full
     let d = w
         .controller
         .store()
-        .expect("store")
         .deployment(id)
         .expect("q")
         .expect("row");
@@ -244,7 +244,7 @@ async fn a_failing_canary_is_caught_within_one_gate_interval_of_the_bad_data() {
     w.sim
         .set_build_metric("Web", "Latency", "ami-00000002", 120.0);
     let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
-    let store = w.controller.store().expect("store").clone();
+    let store = w.controller.store().clone();
     passes(&mut w, 40).await;
     assert_eq!(
         store.deployment(id).expect("q").expect("row").outcome,
@@ -398,7 +398,7 @@ async fn a_blue_green_deploy_switches_then_keeps_the_old_set_for_its_window() {
     let mut w = world(&fleet("web", "production", 6, bg));
     settle(&mut w, "web", 6).await;
     let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
-    let store = w.controller.store().expect("store").clone();
+    let store = w.controller.store().clone();
     let mut switched_at = None;
     for pass in 0..200 {
         w.controller.reconcile_once().await;
@@ -506,7 +506,7 @@ async fn a_canary_with_a_listener_shifts_traffic_by_weight_then_hands_back_the_m
     let mut w = world(&fleet("web", "production", 10, canary));
     settle(&mut w, "web", 10).await;
     let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
-    let store = w.controller.store().expect("store").clone();
+    let store = w.controller.store().clone();
     let mut shares = Vec::new();
     for pass in 0..300 {
         w.controller.reconcile_once().await;
@@ -591,7 +591,7 @@ async fn a_queued_deploy_waits_out_a_freeze_that_began_while_it_was_queued() {
     );
     let (o2, events) = run_to_end(&mut w, "web", second, 8).await;
     assert_eq!(o2, Outcome::Succeeded);
-    let store = w.controller.store().expect("store").clone();
+    let store = w.controller.store().clone();
     let started = store
         .events_after(second, 0)
         .expect("events")
@@ -623,8 +623,9 @@ async fn a_blue_green_rollout_survives_a_restart_after_the_switch() {
     let path = dir.path().join("state.db");
     let open = || Arc::new(coxswain::store::Store::open(&path).expect("store"));
     let mut w = world(&text);
-    w.controller =
-        Controller::new(w.sim.clone(), w.clock.clone(), config.clone(), false).with_store(open());
+    w.controller = Controller::new(w.sim.clone(), w.clock.clone(), config.clone(), false)
+        .expect("in-memory store")
+        .with_store(open());
     settle(&mut w, "web", 6).await;
     let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
     let mut restarted = false;
@@ -652,6 +653,7 @@ async fn a_blue_green_rollout_survives_a_restart_after_the_switch() {
         if on_new == 6 && on_old == 0 && !restarted {
             // Kill and start again on the same state file.
             w.controller = Controller::new(w.sim.clone(), w.clock.clone(), config.clone(), false)
+                .expect("in-memory store")
                 .with_store(open());
             restarted = true;
             assert_eq!(counts(&w, "web", "ami-00000001").0, 6, "blue still running");
@@ -667,4 +669,23 @@ async fn a_blue_green_rollout_survives_a_restart_after_the_switch() {
     passes(&mut w, 20).await;
     assert_eq!(counts(&w, "web", "ami-00000001").0, 0);
     assert_eq!(counts(&w, "web", "ami-00000002").0, 6);
+}
+
+/// A pass says when it wants the next one: at the gate interval while a rollout runs (so
+/// gates are read on time whatever the poll interval), and at the poll interval (None)
+/// before it starts and once it has ended.
+#[tokio::test]
+async fn a_pass_asks_to_be_requeued_at_the_gate_interval_only_while_a_rollout_runs() {
+    let gates = "  strategy:\n    rolling: { batch: \"50%\" }\n  gates:\n    interval: 20s\n";
+    let mut w = world(&fleet("web", "staging", 2, gates));
+    settle(&mut w, "web", 2).await;
+    assert_eq!(w.controller.reconcile_once().await.requeue_after, None);
+    let id = id_of(deploy(&mut w, "web", "staging", "ami-00000002").expect("admitted"));
+    let during = w.controller.reconcile_once().await;
+    assert_eq!(during.rollouts.len(), 1, "{:?}", during.rollouts);
+    assert_eq!(during.requeue_after, Some(Duration::from_secs(20)));
+    let (outcome, events) = run_to_end(&mut w, "web", id, 2).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{events:?}");
+    w.clock.advance(Duration::from_secs(15));
+    assert_eq!(w.controller.reconcile_once().await.requeue_after, None);
 }

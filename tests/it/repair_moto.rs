@@ -54,7 +54,7 @@ async fn setup() -> Setup {
     let config = manifest::load_str("web.yaml", &manifest_text(&infra)).expect("valid");
     let clock = Arc::new(VirtualClock::new(Utc::now()));
     let cloud = common::aws_cloud(&moto, &config.controller.controller_id).await;
-    let controller = Controller::new(cloud, clock.clone(), config, false);
+    let controller = Controller::new(cloud, clock.clone(), config, false).expect("in-memory store");
     Setup {
         moto,
         cfg,

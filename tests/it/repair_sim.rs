@@ -48,7 +48,8 @@ fn setup(text: &str) -> (Config, Arc<VirtualClock>, Arc<SimCloud>, Controller) {
     let config = manifest::load_str("repair.yaml", text).expect("valid manifest");
     let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
     let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
-    let controller = Controller::new(sim.clone(), clock.clone(), config.clone(), false);
+    let controller = Controller::new(sim.clone(), clock.clone(), config.clone(), false)
+        .expect("in-memory store");
     (config, clock, sim, controller)
 }
 
@@ -346,7 +347,8 @@ async fn a_restart_in_mid_repair_launches_nothing_twice_and_still_retires_the_ba
     assert_eq!(live(&sim).len(), 4);
     // The daemon restarts: all it remembered is gone.
     drop(controller);
-    let mut controller = Controller::new(sim.clone(), clock.clone(), config, false);
+    let mut controller =
+        Controller::new(sim.clone(), clock.clone(), config, false).expect("in-memory store");
     run(&mut controller, &clock, &mut log, 20, |_, _| {
         assert!(live(&sim).len() <= 4);
     })

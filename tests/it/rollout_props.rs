@@ -157,7 +157,8 @@ fn run_case(c: &Case) -> Result<Option<String>, TestCaseError> {
         sim.set_alarm("web-errors", AlarmState::Ok);
         let max = c.size + c.extra_max;
         let cap = c.global_cap.unwrap_or(u32::MAX);
-        let mut controller = Controller::new(sim.clone(), clock.clone(), config, false);
+        let mut controller =
+            Controller::new(sim.clone(), clock.clone(), config, false).expect("in-memory store");
         // Let the fleet register and settle.
         for _ in 0..6 {
             controller.reconcile_once().await;
@@ -178,7 +179,7 @@ fn run_case(c: &Case) -> Result<Option<String>, TestCaseError> {
             Ok(Accepted::Started { id, .. }) => id,
             other => return Err(TestCaseError::fail(format!("not admitted: {other:?}"))),
         };
-        let store = controller.store().expect("store").clone();
+        let store = controller.store().clone();
         let mut desired = c.size;
         let mut floor_healthy = healthy(&sim).await.min(desired);
         let mut outcome = None;

@@ -49,7 +49,9 @@ fn world(config: Config) -> World {
     let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
     let poll = config.controller.poll_interval.0;
     let store = Arc::new(Store::in_memory().expect("store"));
-    let controller = Controller::new(sim.clone(), clock.clone(), config, false).with_store(store);
+    let controller = Controller::new(sim.clone(), clock.clone(), config, false)
+        .expect("in-memory store")
+        .with_store(store);
     World {
         clock,
         sim,
@@ -472,8 +474,9 @@ async fn a_launch_whose_answer_was_lost_is_resent_under_its_token_and_never_doub
     let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
     let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
     let store = Arc::new(Store::in_memory().expect("store"));
-    let mut c =
-        Controller::new(sim.clone(), clock.clone(), config, false).with_store(store.clone());
+    let mut c = Controller::new(sim.clone(), clock.clone(), config, false)
+        .expect("in-memory store")
+        .with_store(store.clone());
     let (launched_before, _) = sim.totals();
     // The first scale-out (2 → 5) is carried out, but its answer is lost, and
     // DescribeInstances lists new instances only 90 s after their launch.

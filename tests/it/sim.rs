@@ -18,7 +18,8 @@ fn demo() -> Config {
 fn setup(config: Config) -> (Arc<VirtualClock>, Arc<SimCloud>, Controller) {
     let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
     let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
-    let controller = Controller::new(sim.clone(), clock.clone(), config, false);
+    let controller =
+        Controller::new(sim.clone(), clock.clone(), config, false).expect("in-memory store");
     (clock, sim, controller)
 }
 
@@ -285,7 +286,8 @@ async fn dry_run_decides_but_does_not_act() {
     ));
     let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
     let before = sim.calls().total();
-    let mut controller = Controller::new(sim.clone(), clock.clone(), config, true);
+    let mut controller =
+        Controller::new(sim.clone(), clock.clone(), config, true).expect("in-memory store");
     clock.advance(Duration::from_secs(120));
     let r = controller.reconcile_once().await;
     assert!(
@@ -556,6 +558,7 @@ async fn every_change_is_journaled_as_an_intent_then_its_outcome_and_open_intent
     let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
     let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
     let mut controller = Controller::new(sim.clone(), clock.clone(), config.clone(), false)
+        .expect("in-memory store")
         .with_store(store.clone());
     let r = controller.reconcile_once().await;
     let launched: usize = r
@@ -587,8 +590,9 @@ async fn every_change_is_journaled_as_an_intent_then_its_outcome_and_open_intent
     drop(controller);
     let store2 = Arc::new(coxswain::store::Store::open(&path).expect("reopen"));
     assert_eq!(store2.unfinished_actions().expect("read").len(), 1);
-    let _restarted =
-        Controller::new(sim.clone(), clock.clone(), config, false).with_store(store2.clone());
+    let _restarted = Controller::new(sim.clone(), clock.clone(), config, false)
+        .expect("in-memory store")
+        .with_store(store2.clone());
     assert!(store2.unfinished_actions().expect("read").is_empty());
     let closed = store2.recent_actions(1).expect("journal");
     assert!(

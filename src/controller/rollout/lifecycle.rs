@@ -5,7 +5,7 @@ use super::super::{Controller, PassReport};
 use crate::deploy::{self, process, Gates, Phase, Rollout};
 use crate::manifest::FleetSpec;
 use chrono::{DateTime, Utc};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 impl Controller {
     /// Pre-deploy hooks: start them (again, after a restart: hooks must be safe to
@@ -145,8 +145,8 @@ impl Controller {
                         let at = chrono::Utc::now();
                         for l in run.lines.iter().chain(run.failure.iter()) {
                             info!(fleet = %fleet, rollout = id, "post-deploy: {l}");
-                            if let Some(s) = &store {
-                                let _ = s.add_event(id, at, &format!("post-deploy {l}"));
+                            if let Err(e) = store.add_event(id, at, &format!("post-deploy {l}")) {
+                                error!(rollout = id, error = %e, "cannot record rollout event");
                             }
                         }
                         if let Some(f) = run.failure {
@@ -156,36 +156,35 @@ impl Controller {
                 }
                 if r.kind == deploy::Kind::Rollback {
                     // The build left is no longer "passed" here (promotion reads it).
-                    if let Some(store) = &self.store {
-                        let left = crate::store::Deployment {
-                            id: 0,
-                            app: r.app.clone(),
-                            env: r.env.clone(),
-                            fleet: r.fleet.clone(),
-                            build: r.from.id.clone(),
-                            // The label the build left was deployed with (its commit).
-                            label: store.label_of(&r.app, &r.from.id).ok().flatten(),
-                            outcome: crate::store::Outcome::RolledBack,
-                            reason: None,
-                            started_at: r.started,
-                            finished_at: None,
+                    let store = &self.store;
+                    let left = crate::store::Deployment {
+                        id: 0,
+                        app: r.app.clone(),
+                        env: r.env.clone(),
+                        fleet: r.fleet.clone(),
+                        build: r.from.id.clone(),
+                        // The label the build left was deployed with (its commit).
+                        label: store.label_of(&r.app, &r.from.id).ok().flatten(),
+                        outcome: crate::store::Outcome::RolledBack,
+                        reason: None,
+                        started_at: r.started,
+                        finished_at: None,
+                    };
+                    let why = format!("rolled back by rollback #{} to {}", r.id, r.to.id);
+                    // Its rollout record: from the build restored to the one left.
+                    let body = |id: i64| {
+                        let mut m = r.clone();
+                        m.id = id;
+                        m.kind = deploy::Kind::Deploy;
+                        m.ledger_only = true;
+                        std::mem::swap(&mut m.from, &mut m.to);
+                        m.phase = Phase::RolledBack {
+                            reason: why.clone(),
                         };
-                        let why = format!("rolled back by rollback #{} to {}", r.id, r.to.id);
-                        // Its rollout record: from the build restored to the one left.
-                        let body = |id: i64| {
-                            let mut m = r.clone();
-                            m.id = id;
-                            m.kind = deploy::Kind::Deploy;
-                            m.ledger_only = true;
-                            std::mem::swap(&mut m.from, &mut m.to);
-                            m.phase = Phase::RolledBack {
-                                reason: why.clone(),
-                            };
-                            Ok(serde_json::to_string(&m)?)
-                        };
-                        if let Err(e) = store.record_rolled_back(&left, &why, now, body) {
-                            warn!(fleet = %spec.name, error = %e, "cannot record in the ledger that {} was rolled back", r.from.id);
-                        }
+                        Ok(serde_json::to_string(&m)?)
+                    };
+                    if let Err(e) = store.record_rolled_back(&left, &why, now, body) {
+                        warn!(fleet = %spec.name, error = %e, "cannot record in the ledger that {} was rolled back", r.from.id);
                     }
                     self.record(
                         r,

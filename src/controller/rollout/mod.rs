@@ -25,10 +25,7 @@ impl Controller {
         if let Some(b) = self.current.get(&spec.name) {
             return b.clone();
         }
-        let live = self
-            .store
-            .as_ref()
-            .and_then(|s| s.live_build(&spec.name).ok().flatten());
+        let live = self.store.live_build(&spec.name).ok().flatten();
         let b = match live {
             Some(id) => Build::from_id(spec, &id),
             None => Build::from_manifest(spec),
@@ -40,10 +37,8 @@ impl Controller {
     /// The rollout each fleet is running this pass. A queued one starts when its fleet
     /// has none running; it rolls from whatever build is current at that moment.
     pub(super) fn load_rollouts(&mut self, now: DateTime<Utc>) -> HashMap<String, Rollout> {
-        let Some(store) = self.store.clone() else {
-            return HashMap::new();
-        };
-        let rows = match store.active_rollouts() {
+        let store = self.store.clone();
+        let rows = match store.running_rollouts() {
             Ok(r) => r,
             Err(e) => {
                 error!(error = %e, "cannot read rollouts from the state database");
@@ -52,15 +47,11 @@ impl Controller {
         };
         let mut running: HashMap<String, Rollout> = HashMap::new();
         let mut queued: Vec<Rollout> = Vec::new();
-        for (id, body) in rows {
-            match serde_json::from_str::<Rollout>(&body) {
-                Ok(r) if r.phase == Phase::Queued => queued.push(r),
-                Ok(r) => {
-                    running.insert(r.fleet.clone(), r);
-                }
-                Err(e) => {
-                    error!(rollout = id, error = %e, "rollout in the state database does not parse; ignoring it")
-                }
+        for r in rows {
+            if r.phase == Phase::Queued {
+                queued.push(r);
+            } else {
+                running.insert(r.fleet.clone(), r);
             }
         }
         for mut r in queued {
@@ -133,15 +124,13 @@ impl Controller {
     /// Log a progress line and append it to the rollout's events.
     fn record(&self, r: &Rollout, now: DateTime<Utc>, message: &str) {
         info!(fleet = %r.fleet, rollout = r.id, build = %r.to.id, "rollout: {message}");
-        if let Some(store) = &self.store {
-            if let Err(e) = store.add_event(r.id, now, message) {
-                error!(rollout = r.id, error = %e, "cannot record rollout event");
-            }
+        if let Err(e) = self.store.add_event(r.id, now, message) {
+            error!(rollout = r.id, error = %e, "cannot record rollout event");
         }
     }
 
     fn save(&self, r: &Rollout, now: DateTime<Utc>) {
-        let Some(store) = &self.store else { return };
+        let store = &self.store;
         let body = match serde_json::to_string(r) {
             Ok(b) => b,
             Err(e) => {

@@ -1,0 +1,168 @@
+//! `history` and `status`: what the daemon's ledger and last pass say, as a table for
+//! people or JSON for scripts. Answers are read as the API's own types
+//! (`crate::api::types`).
+
+use super::deploy::{
+    answer, failed, local_error, misconfigured, unreachable, ServerArgs, EXIT_REFUSED,
+};
+use super::Output;
+use crate::api::types::{History, Status};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// Fleet name or app.
+    pub fleet: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Only this fleet (default: all).
+    pub fleet: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Print `value` as one JSON object (`--output json`).
+fn print_json(value: &impl serde::Serialize) {
+    match serde_json::to_string(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: {e}"),
+    }
+}
+
+pub async fn history(a: HistoryArgs) -> ExitCode {
+    let out = a.server.output;
+    let client = match a.server.client() {
+        Ok(c) => c,
+        Err(e) => return ExitCode::from(misconfigured(e, out)),
+    };
+    let (status, body) = match client
+        .call("GET", &format!("/v1/history/{}", a.fleet), None)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return ExitCode::from(unreachable(e, out)),
+    };
+    if status >= 400 {
+        return ExitCode::from(failed(status, &body, out));
+    }
+    let history: History = match answer(body, out) {
+        Ok(h) => h,
+        Err(code) => return ExitCode::from(code),
+    };
+    match out {
+        Output::Json => print_json(&history),
+        Output::Table => print!("{}", history_table(&history)),
+    }
+    ExitCode::SUCCESS
+}
+
+/// The history answer as a table: one line per deployment, then the approvals.
+pub fn history_table(h: &History) -> String {
+    let mut out = format!(
+        "{:<5} {:<9} {:<12} {:<16} {:<24} {:<12} {:<12} {:<20} REASON\n",
+        "ID", "KIND", "ENV", "FLEET", "BUILD", "LABEL", "OUTCOME", "STARTED"
+    );
+    for line in &h.deployments {
+        let d = &line.deployment;
+        out.push_str(&format!(
+            "{:<5} {:<9} {:<12} {:<16} {:<24} {:<12} {:<12} {:<20} {}\n",
+            d.id,
+            line.kind.as_str(),
+            d.env,
+            d.fleet,
+            d.build,
+            // A commit SHA shows as git's short form; the JSON has it whole.
+            d.label
+                .as_deref()
+                .map(|l| l.chars().take(12).collect::<String>())
+                .unwrap_or_else(|| "-".into()),
+            d.outcome.as_str(),
+            d.started_at.format("%Y-%m-%dT%H:%M:%S"),
+            d.reason.as_deref().unwrap_or(""),
+        ));
+    }
+    for ap in &h.approvals {
+        out.push_str(&format!(
+            "approved {} by {} at {}\n",
+            ap.build,
+            ap.by,
+            ap.at.format("%Y-%m-%dT%H:%M:%S")
+        ));
+    }
+    out
+}
+
+/// Every fleet as the daemon's last pass saw it: capacity, builds, rollout and reason.
+pub async fn status(a: StatusArgs) -> ExitCode {
+    let out = a.server.output;
+    let client = match a.server.client() {
+        Ok(c) => c,
+        Err(e) => return ExitCode::from(misconfigured(e, out)),
+    };
+    let (code, body) = match client.call("GET", "/v1/status", None).await {
+        Ok(r) => r,
+        Err(e) => return ExitCode::from(unreachable(e, out)),
+    };
+    if code >= 400 {
+        return ExitCode::from(failed(code, &body, out));
+    }
+    let mut status: Status = match answer(body, out) {
+        Ok(s) => s,
+        Err(code) => return ExitCode::from(code),
+    };
+    if let Some(name) = &a.fleet {
+        status.fleets.retain(|f| &f.fleet == name);
+        if status.fleets.is_empty() {
+            return ExitCode::from(local_error(
+                &format!("no fleet named '{name}' on this daemon (or it has not made a pass yet)"),
+                EXIT_REFUSED,
+                out,
+            ));
+        }
+    }
+    match out {
+        Output::Json => print_json(&status),
+        Output::Table => print!("{}", status_table(&status)),
+    }
+    ExitCode::SUCCESS
+}
+
+/// The status answer as a table: one line per fleet, then its rollout and reason.
+pub fn status_table(status: &Status) -> String {
+    let mut out = format!(
+        "{:<14} {:<11} {:>7} {:>5} {:>7} {:>8}  {:<22} {}\n",
+        "FLEET", "ENV", "DESIRED", "READY", "BOOTING", "RETIRING", "LIVE BUILD", "ROLLOUT"
+    );
+    for f in &status.fleets {
+        let rollout = match &f.rollout {
+            None => "-".to_string(),
+            Some(r) => format!(
+                "#{} {} → {}: {}, gates {}",
+                r.id, r.from, r.to, r.phase, r.gate
+            ),
+        };
+        out.push_str(&format!(
+            "{:<14} {:<11} {:>7} {:>5} {:>7} {:>8}  {:<22} {}\n",
+            f.fleet,
+            f.environment,
+            f.desired,
+            f.ready,
+            f.booting,
+            f.retiring,
+            f.live_build,
+            rollout
+        ));
+        for q in &f.queued {
+            out.push_str(&format!("  queued: #{} → {}\n", q.id, q.to));
+        }
+        out.push_str(&format!("  reason: {}\n", f.reason));
+        for w in &f.warnings {
+            out.push_str(&format!("  warning: {w}\n"));
+        }
+    }
+    out
+}
