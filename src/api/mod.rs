@@ -7,16 +7,14 @@
 //! Requests that change something are handed to the controller (which owns the config and
 //! the state database) over a channel; reads go to the state database directly.
 
-use crate::deploy::Rollout;
-use crate::store::{Outcome, Store};
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use crate::store::Store;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

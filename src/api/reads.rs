@@ -1,7 +1,20 @@
 //! The calls that only read: a rollout and its events, status, history, readiness, metrics
 //! and the dashboard. They go to the state database and telemetry directly.
 
-use super::*;
+use super::types::{
+    DecisionLine, FleetStatus, History, HistoryLine, LastDeploy, LineKind, QueuedRollout,
+    RolloutEvents, RolloutView, RunningRollout, Status,
+};
+use super::{bad_path, error, ApiError, ApiState, MAX_WAIT};
+use crate::deploy::Rollout;
+use crate::store::{Outcome, Store};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use std::time::Duration;
 
 fn view(store: &Store, id: i64) -> Result<Option<RolloutView>, ApiError> {
     let internal = |e: crate::store::StoreError| {

@@ -1,7 +1,14 @@
 //! The calls that change something (deploy, approve, rollback, abort): the body checked
 //! against the document, then handed to the controller.
 
-use super::*;
+use super::types::DeployRequest;
+use super::{ask, bad_path, error, ApiError, ApiState, Command, Reply};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
 
 /// The request body as `T`, which the API documents as a JSON object: anything else (an
 /// array, a number, a string; serde would read a struct from an array) is a 400, as is

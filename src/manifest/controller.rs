@@ -1,7 +1,8 @@
 //! The `kind: Controller` document: controller id, poll interval, the global cap,
 //! notifications and garbage collection.
 
-use super::*;
+use super::HumanDuration;
+use serde::{Deserialize, Serialize};
 
 /// Controller-wide settings: a document with `kind: Controller`. At most one.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

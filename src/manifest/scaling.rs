@@ -2,7 +2,9 @@
 //! (predictive, target tracking, step, scheduled) with the metrics they read.
 
 use super::simulation::default_boot;
-use super::*;
+use super::{cron, FleetSpec, HumanDuration, RepairSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -1,7 +1,8 @@
 //! A fleet's `simulation:` section: how the simulated cloud (and `simulate`) models it:
 //! capacity per instance, boot time, and synthetic or replayed traffic.
 
-use super::*;
+use super::{cron, HumanDuration, PolicySpec, SinkSpec, StrategySpec};
+use serde::{Deserialize, Serialize};
 
 /// The simulated region's model of a fleet (used only by `--cloud sim`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

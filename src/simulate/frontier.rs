@@ -140,6 +140,8 @@ mod tests {
             unserved_fraction: loss,
             overload_minutes: 0,
             launches: 0,
+            retirements: 0,
+            short_lived: 0,
             requests: 1.0,
             unserved_requests: loss,
             peak_instances: 0,

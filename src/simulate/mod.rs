@@ -217,12 +217,21 @@ impl Autoscaler for ManifestPolicy {
     }
 }
 
+/// An instance retired this soon after its launch is churn: launched for a blip and
+/// retired before it earned its boot (reported as `short_lived`).
+pub const SHORT_LIVED_MINUTES: i64 = 15;
+
 /// One policy's run over the whole trace.
 #[derive(Debug, Clone)]
 pub struct Run {
     pub policy: String,
     pub minutes: Vec<Minute>,
+    /// Instances launched.
     pub launches: u64,
+    /// Instances retired (booting or serving).
+    pub retirements: u64,
+    /// Instances retired within [`SHORT_LIVED_MINUTES`] of their launch.
+    pub short_lived: u64,
 }
 
 /// Replay the demand through `policy`, starting with `initial` instances serving.
@@ -233,7 +242,7 @@ pub fn run(policy: &mut dyn Autoscaler, replay: &Replay, world: World, initial: 
     // Launch minutes, oldest first. The fleet starts warm and serving.
     let mut launched: VecDeque<i64> = std::iter::repeat_n(-boot - 60, initial as usize).collect();
     let mut minutes: Vec<Minute> = Vec::with_capacity(demand.len());
-    let mut launches = 0u64;
+    let (mut launches, mut retirements, mut short_lived) = (0u64, 0u64, 0u64);
     for (m, &d) in demand.iter().enumerate() {
         let mi = m as i64;
         let ready = launched.partition_point(|&l| l + boot <= mi) as u32;
@@ -271,6 +280,10 @@ pub fn run(policy: &mut dyn Autoscaler, replay: &Replay, world: World, initial: 
             for _ in wanted..have {
                 if let Some(l) = launched.pop_back() {
                     retired += 1;
+                    retirements += 1;
+                    if mi - l < SHORT_LIVED_MINUTES {
+                        short_lived += 1;
+                    }
                     if l + boot <= mi {
                         retired_ready += 1;
                     }
@@ -291,6 +304,8 @@ pub fn run(policy: &mut dyn Autoscaler, replay: &Replay, world: World, initial: 
         policy: policy.name(),
         minutes,
         launches,
+        retirements,
+        short_lived,
     }
 }
 
@@ -311,7 +326,11 @@ pub struct Summary {
     pub cost_ratio: f64,
     pub unserved_fraction: f64,
     pub overload_minutes: u64,
+    /// Instances launched, retired, and retired within [`SHORT_LIVED_MINUTES`] of their
+    /// launch (churn).
     pub launches: u64,
+    pub retirements: u64,
+    pub short_lived: u64,
     pub requests: f64,
     pub unserved_requests: f64,
     pub peak_instances: u32,
@@ -326,6 +345,8 @@ pub fn summarize(run: &Run, limit: u64) -> Summary {
         unserved_fraction: 0.0,
         overload_minutes: 0,
         launches: run.launches,
+        retirements: run.retirements,
+        short_lived: run.short_lived,
         requests: 0.0,
         unserved_requests: 0.0,
         peak_instances: 0,

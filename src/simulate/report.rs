@@ -14,18 +14,28 @@ pub fn table(summaries: &[Summary]) -> String {
         .unwrap_or(6)
         .max(6);
     let mut out = format!(
-        "{:<width$}  {:>10}  {:>10}  {:>13}  {:>9}  {:>9}  {:>14}\n",
-        "policy", "cost×limit", "unserved", "overload min", "launches", "peak", "instance-min"
+        "{:<width$}  {:>10}  {:>10}  {:>13}  {:>9}  {:>9}  {:>11}  {:>9}  {:>14}\n",
+        "policy",
+        "cost×limit",
+        "unserved",
+        "overload min",
+        "launches",
+        "retired",
+        &format!("within {}m", super::SHORT_LIVED_MINUTES),
+        "peak",
+        "instance-min"
     );
     for s in summaries {
         let _ = writeln!(
             out,
-            "{:<width$}  {:>10.3}  {:>9.4}%  {:>13}  {:>9}  {:>9}  {:>14}",
+            "{:<width$}  {:>10.3}  {:>9.4}%  {:>13}  {:>9}  {:>9}  {:>11}  {:>9}  {:>14}",
             s.policy,
             s.cost_ratio,
             s.unserved_fraction * 100.0,
             s.overload_minutes,
             s.launches,
+            s.retirements,
+            s.short_lived,
             s.peak_instances,
             s.instance_minutes
         );

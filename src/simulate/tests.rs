@@ -106,6 +106,31 @@ fn scale_in_cancels_booting_instances_before_serving_ones() {
     assert_eq!(r.minutes[2].ready, 1, "the serving instance stays");
     assert_eq!(r.minutes[2].booting, 0, "the booting ones are gone");
     assert_eq!(r.launches, 2);
+    assert_eq!(r.retirements, 2);
+    assert_eq!(r.short_lived, 2, "retired a minute after their launch");
+}
+
+/// Churn is counted: every retirement, and those within SHORT_LIVED_MINUTES of their
+/// launch; an instance that stayed longer, or the fleet's first instance, is not churn.
+#[test]
+fn retirements_and_short_lived_instances_are_counted() {
+    let n = SHORT_LIVED_MINUTES as usize;
+    // 1 → 3 at minute 0; back to 2 at minute n - 1 (one launched n - 1 minutes before:
+    // short-lived); back to 1 at minute n (the other, n minutes old: not short-lived);
+    // 2 at minute n + 1 and 1 again at n + 2 (short-lived); the first instance stays.
+    let mut wants = vec![3; n - 1];
+    wants.extend([2, 1, 2, 1, 1]);
+    let demand = vec![10.0; wants.len()];
+    let mut p = Scripted {
+        wants,
+        seen_visible: vec![],
+    };
+    let r = run(&mut p, &Replay::contiguous(start(), demand), WORLD, 1);
+    assert_eq!(r.launches, 3);
+    assert_eq!(r.retirements, 3);
+    assert_eq!(r.short_lived, 2);
+    let s = summarize(&r, 1);
+    assert_eq!((s.launches, s.retirements, s.short_lived), (3, 3, 2));
 }
 
 #[test]

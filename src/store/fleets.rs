@@ -1,7 +1,9 @@
 //! What the controller keeps per fleet: its base desired capacity, rollout memory,
 //! launches whose answer was lost (resent under their token) and recent decisions.
 
-use super::*;
+use super::{parse_ts, ts, DecisionRow, Store, StoreError};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
 
 impl Store {
     /// The desired capacity the policy set last for `fleet` (rollouts size against it).

@@ -1,6 +1,8 @@
 //! The action journal: an intent before each change to the cloud, its outcome after.
 
-use super::*;
+use super::{parse_ts, ts, ActionRecord, Store, StoreError};
+use chrono::{DateTime, Utc};
+use rusqlite::params;
 
 impl Store {
     /// Record an intent before acting; returns its id for [`Store::action_done`].

@@ -1,7 +1,9 @@
 //! The build ledger: deployments and how they ended, idempotency keys, approvals, and
 //! the questions promotion asks (did this build pass that environment? what is live?).
 
-use super::*;
+use super::{parse_ts, ts, Approval, Deployment, Outcome, Store, StoreError, ID_RANGE};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
 
 impl Store {
     /// Start a deployment and its rollout in one transaction. The rollout's body is made

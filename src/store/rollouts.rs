@@ -1,6 +1,8 @@
 //! Rollouts' stored state (the body `deploy::advance` works on) and their events.
 
-use super::*;
+use super::{parse_ts, ts, Event, Store, StoreError};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
 
 impl Store {
     /// Save a rollout's state (and whether it still runs).

@@ -1,6 +1,8 @@
 //! The dashboard's chart points, kept across restarts.
 
-use super::*;
+use super::{parse_ts, ts, SamplePoint, Store, StoreError};
+use chrono::{DateTime, Utc};
+use rusqlite::params;
 
 impl Store {
     /// One point of a fleet's chart (the dashboard's history survives restarts). Points

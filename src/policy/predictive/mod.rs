@@ -72,8 +72,9 @@ const RISE: f64 = 0.03;
 const MIN_REGIME: usize = 60;
 /// The bound: the policy never asks for more than the peak demand of the last
 /// [`PEAK_DAYS`] days (the newest value included) plus this share. A static fleet sized
-/// for that peak is the most it can cost. Chosen by leave-one-trace-out (BENCHMARKS.md).
-pub const PEAK_MARGIN: f64 = 0.5;
+/// for that peak (plus the margin) is the most it can cost. Chosen by leave-one-trace-out
+/// with the 10-minute scale-in window (BENCHMARKS.md).
+pub const PEAK_MARGIN: f64 = 0.35;
 /// Days of history the bound's peak is taken over.
 const PEAK_DAYS: i64 = 7;
 /// The seasonal estimate is used only while it reaches the loss of the forecast without
@@ -192,9 +193,20 @@ impl DemandModel {
         self.peaks.front().map(|&(_, v)| v)
     }
 
-    /// The most the policy asks for: the recent peak plus [`PEAK_MARGIN`].
+    /// The margin over the recent peak the policy may ask for: [`PEAK_MARGIN`] once
+    /// calibrated; before, the cold start's own headroom ([`COLD_HEADROOM`]), so that a
+    /// new fleet gets at least what target tracking at 2/3 would give it on its newest
+    /// minute.
+    fn peak_margin(&self) -> f64 {
+        match self.z {
+            Some(_) => PEAK_MARGIN,
+            None => PEAK_MARGIN.max(COLD_HEADROOM),
+        }
+    }
+
+    /// The most the policy asks for: the recent peak plus [`DemandModel::peak_margin`].
     fn bound(&self) -> Option<f64> {
-        self.recent_peak().map(|p| p * (1.0 + PEAK_MARGIN))
+        self.recent_peak().map(|p| p * (1.0 + self.peak_margin()))
     }
 
     /// The loss share the best trade-off had, when `loss_budget` cannot be met at a sane
@@ -548,7 +560,7 @@ pub(super) fn vote(
     if bounded {
         headroom.push_str(&format!(
             ", bounded by the {PEAK_DAYS}-day peak + {:.0}%",
-            PEAK_MARGIN * 100.0
+            model.peak_margin() * 100.0
         ));
     }
     if let Some(lost) = model.budget_unmet() {
