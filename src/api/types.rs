@@ -23,6 +23,13 @@ pub struct ErrorBody {
     pub refused: bool,
 }
 
+/// The answer to an approval (`POST /v1/approvals`): `approved` is always true (a refusal
+/// is an [`ErrorBody`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approved {
+    pub approved: bool,
+}
+
 /// A rollout's state as the CLI sees it (schema `Rollout`; `GET /v1/rollouts/{id}`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RolloutView {

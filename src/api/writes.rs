@@ -1,7 +1,7 @@
 //! The calls that change something (deploy, approve, rollback, abort): the body checked
 //! against the document, then handed to the controller.
 
-use super::types::DeployRequest;
+use super::types::{Approved, DeployRequest};
 use super::{ask, bad_path, error, ApiError, ApiState, Command, Reply};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -98,7 +98,7 @@ pub(super) async fn approve(
     body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     handle(&st, body, Command::Approve, |()| {
-        (StatusCode::OK, Json(serde_json::json!({"approved": true}))).into_response()
+        (StatusCode::OK, Json(Approved { approved: true })).into_response()
     })
     .await
 }

@@ -5,7 +5,7 @@
 
 use super::Output;
 use crate::api::types::{
-    Accepted, ApproveRequest, DeployRequest, ErrorBody, RollbackRequest, RolloutEvents,
+    Accepted, ApproveRequest, Approved, DeployRequest, ErrorBody, RollbackRequest, RolloutEvents,
 };
 use crate::client::Client;
 use crate::deploy::Kind;
@@ -250,6 +250,12 @@ struct Ended {
     deploy_live: bool,
     /// Still restoring a build past its deadline (the daemon goes on).
     overdue: bool,
+    /// The result line to print, and its `outcome` for JSON (empty: nothing to print,
+    /// the line was printed already, or an error was).
+    text: String,
+    outcome: String,
+    /// The rollout followed.
+    rollout: Option<i64>,
 }
 
 impl Ended {
@@ -259,6 +265,22 @@ impl Ended {
             reason: String::new(),
             deploy_live: false,
             overdue: false,
+            text: String::new(),
+            outcome: String::new(),
+            rollout: None,
+        }
+    }
+
+    /// Print the one result line (`type: result`), with the exit code the command ends
+    /// with.
+    fn print(&self, out: Output) {
+        if !self.text.is_empty() {
+            line(
+                out,
+                "result",
+                &self.text,
+                json!({"rollout": self.rollout, "outcome": self.outcome, "exit_code": self.code}),
+            );
         }
     }
 }
@@ -312,7 +334,11 @@ async fn started(
             if !wait {
                 return Ended::early(EXIT_LIVE);
             }
-            follow(client, id, out).await
+            let ended = follow(client, id, out).await;
+            if !rollback {
+                ended.print(out);
+            }
+            ended
         }
     }
 }
@@ -400,18 +426,14 @@ async fn follow(client: &Client, id: i64, out: Output) -> Ended {
                 Some(Outcome::Superseded) => (EXIT_ROLLED_BACK, format!("superseded: {reason}")),
                 _ => (EXIT_ROLLED_BACK, format!("rolled back: {reason}")),
             };
-            let outcome = r.outcome.map_or("", Outcome::as_str);
-            line(
-                out,
-                "result",
-                &text,
-                json!({"rollout": id, "outcome": outcome, "exit_code": code}),
-            );
             return Ended {
                 code,
                 reason,
                 deploy_live: r.outcome == Some(Outcome::Succeeded) && !rollback,
                 overdue: false,
+                text,
+                outcome: r.outcome.map_or("", Outcome::as_str).into(),
+                rollout: Some(id),
             };
         }
         if r.overdue {
@@ -425,17 +447,14 @@ async fn follow(client: &Client, id: i64, out: Output) -> Ended {
                 "restoring {} is overdue (past gates.timeout); coxswain goes on restoring it: follow with `coxswain status`",
                 r.restoring()
             );
-            line(
-                out,
-                "result",
-                &text,
-                json!({"rollout": id, "outcome": "overdue", "exit_code": code}),
-            );
             return Ended {
                 code,
-                reason: text,
+                reason: text.clone(),
                 deploy_live: false,
                 overdue: true,
+                text,
+                outcome: "overdue".into(),
+                rollout: Some(id),
             };
         }
     }
@@ -458,7 +477,18 @@ pub async fn approve(a: ApproveArgs) -> ExitCode {
     };
     match client.call("POST", "/v1/approvals", Some(&req)).await {
         Ok((s, body)) if s >= 400 => ExitCode::from(failed(s, &body, out)),
-        Ok(_) => {
+        Ok((_, body)) => {
+            match answer::<Approved>(body.clone(), out) {
+                Ok(Approved { approved: true }) => {}
+                Ok(_) => {
+                    return ExitCode::from(local_error(
+                        &format!("the daemon did not confirm the approval: {body}"),
+                        EXIT_UNREACHABLE,
+                        out,
+                    ))
+                }
+                Err(code) => return ExitCode::from(code),
+            }
             line(
                 out,
                 "approved",
@@ -497,44 +527,32 @@ pub async fn rollback(a: RollbackArgs) -> ExitCode {
         Ok(a) => a,
         Err(code) => return ExitCode::from(code),
     };
-    let Ended {
-        code,
-        reason,
-        deploy_live,
-        overdue,
-    } = started(&client, &accepted, a.wait, out, true).await;
+    let mut ended = started(&client, &accepted, a.wait, out, true).await;
     if !a.wait {
-        return ExitCode::from(code);
+        return ExitCode::from(ended.code);
     }
     // What a rollback wants is the previous build back. A deploy it aborted (or that a
     // gate was already rolling back) ending "rolled back" is that: success. A deploy that
-    // went live before the abort reached it is not.
-    let id = match accepted {
-        Accepted::Started { id, .. } => Some(id),
-        Accepted::AlreadyLive { .. } => None,
-    };
-    match code {
-        _ if overdue => ExitCode::from(EXIT_ROLLED_BACK),
+    // went live before the abort reached it is not. One result line either way, with the
+    // exit code the command ends with.
+    match ended.code {
+        _ if ended.overdue => ended.code = EXIT_ROLLED_BACK,
         EXIT_ROLLED_BACK | EXIT_TIMEOUT => {
-            line(
-                out,
-                "rollback",
-                &format!("rollback done: the previous build is back ({reason})"),
-                json!({"rollout": id, "exit_code": 0}),
+            ended.text = format!(
+                "rollback done: the previous build is back ({})",
+                ended.reason
             );
-            ExitCode::SUCCESS
+            ended.outcome = "rolled_back".into();
+            ended.code = EXIT_LIVE;
         }
-        EXIT_LIVE if deploy_live => {
-            line(
-                out,
-                "rollback",
-                "the deploy went live before the rollback reached it: nothing was rolled back; run rollback again",
-                json!({"rollout": id, "exit_code": EXIT_ROLLED_BACK}),
-            );
-            ExitCode::from(EXIT_ROLLED_BACK)
+        EXIT_LIVE if ended.deploy_live => {
+            ended.text = "the deploy went live before the rollback reached it: nothing was rolled back; run rollback again".into();
+            ended.code = EXIT_ROLLED_BACK;
         }
-        other => ExitCode::from(other),
+        _ => {}
     }
+    ended.print(out);
+    ExitCode::from(ended.code)
 }
 
 /// (step, of) from a "step K/N: ..." progress line.

@@ -25,14 +25,6 @@ pub struct StatusArgs {
     pub server: ServerArgs,
 }
 
-/// Print `value` as one JSON object (`--output json`).
-fn print_json(value: &impl serde::Serialize) {
-    match serde_json::to_string(value) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("error: {e}"),
-    }
-}
-
 pub async fn history(a: HistoryArgs) -> ExitCode {
     let out = a.server.output;
     let client = match a.server.client() {
@@ -49,12 +41,14 @@ pub async fn history(a: HistoryArgs) -> ExitCode {
     if status >= 400 {
         return ExitCode::from(failed(status, &body, out));
     }
-    let history: History = match answer(body, out) {
+    let history: History = match answer(body.clone(), out) {
         Ok(h) => h,
         Err(code) => return ExitCode::from(code),
     };
     match out {
-        Output::Json => print_json(&history),
+        // The daemon's answer as it came (a newer daemon's fields included), once it
+        // reads as the API's type.
+        Output::Json => println!("{body}"),
         Output::Table => print!("{}", history_table(&history)),
     }
     ExitCode::SUCCESS
@@ -110,11 +104,15 @@ pub async fn status(a: StatusArgs) -> ExitCode {
     if code >= 400 {
         return ExitCode::from(failed(code, &body, out));
     }
-    let mut status: Status = match answer(body, out) {
+    let mut status: Status = match answer(body.clone(), out) {
         Ok(s) => s,
         Err(code) => return ExitCode::from(code),
     };
+    // The daemon's answer as it came (a newer daemon's fields included), with only the
+    // asked-for fleet kept: the typed answer says which entries those are.
+    let mut raw = body;
     if let Some(name) = &a.fleet {
+        let keep: Vec<bool> = status.fleets.iter().map(|f| &f.fleet == name).collect();
         status.fleets.retain(|f| &f.fleet == name);
         if status.fleets.is_empty() {
             return ExitCode::from(local_error(
@@ -123,9 +121,13 @@ pub async fn status(a: StatusArgs) -> ExitCode {
                 out,
             ));
         }
+        if let Some(serde_json::Value::Array(fleets)) = raw.get_mut("fleets") {
+            let mut k = keep.into_iter();
+            fleets.retain(|_| k.next().unwrap_or(false));
+        }
     }
     match out {
-        Output::Json => print_json(&status),
+        Output::Json => println!("{raw}"),
         Output::Table => print!("{}", status_table(&status)),
     }
     ExitCode::SUCCESS

@@ -451,6 +451,16 @@ impl Controller {
                         live = self.live_before(&store, &spec).join(", "),
                     )));
                 }
+                if *b != current.id && !self.live_before(&store, &spec).contains(b) {
+                    return Err(Refusal::Refused(format!(
+                        "build {b} was taken off {fleet} by a rollback (or its latest deploy there failed): a rollback does not bring it back ({live} can be restored). If it is fixed, deploy it: coxswain deploy {app} --env {env} --build {arg} (its promotion rules apply)",
+                        fleet = spec.name,
+                        env = spec.environment,
+                        app = spec.app(),
+                        arg = req.to.as_deref().unwrap_or(b),
+                        live = self.live_before(&store, &spec).join(", "),
+                    )));
+                }
                 if *b == current.id {
                     return Ok(Accepted::AlreadyLive {
                         fleet: spec.name.clone(),
@@ -460,19 +470,30 @@ impl Controller {
                 b.clone()
             }
             None => {
-                let history = store
-                    .history(spec.app(), 200)
-                    .map_err(|e| Refusal::Internal(e.to_string()))?;
-                history
+                // Right after a way back (a rollback that finished, or a deploy that
+                // ended rolled back), a rollback without --to is that request again: a
+                // CI retry, a second engineer. Nothing to do; going further back takes
+                // --to.
+                if self.last_was_a_way_back(&store, &spec) {
+                    return Ok(Accepted::AlreadyLive {
+                        fleet: spec.name.clone(),
+                        build: current.id,
+                    });
+                }
+                // The newest build that can be restored, never one a rollback took off
+                // (restoring it again would undo the fix).
+                let Some(to) = self
+                    .live_before(&store, &spec)
                     .into_iter()
-                    .filter(|d| {
-                        d.fleet == spec.name
-                            && d.outcome == Outcome::Succeeded
-                            && d.build != current.id
-                    })
-                    .map(|d| d.build)
-                    .next()
-                    .unwrap_or_else(|| Build::from_manifest(&spec).id)
+                    .find(|b| *b != current.id)
+                else {
+                    return Err(Refusal::Refused(format!(
+                        "nothing to roll back to on {fleet}: {live} is live and no build before it can be restored (a build a rollback took off is not restored)",
+                        fleet = spec.name,
+                        live = current.id,
+                    )));
+                };
+                to
             }
         };
         let deploy = DeployRequest {
@@ -490,18 +511,47 @@ impl Controller {
         self.start_rollout(&deploy, now, Kind::Rollback)
     }
 
-    /// Builds that were live in the fleet's environment, newest first (for refusals).
+    /// Whether the fleet's newest finished ledger line is a way back: a rollback that
+    /// went live, the record of a build a rollback took off, or a deploy that ended
+    /// rolled back.
+    fn last_was_a_way_back(&self, store: &Store, spec: &crate::manifest::FleetSpec) -> bool {
+        let history = store.history(spec.app(), 200).unwrap_or_default();
+        let Some(newest) = history.iter().find(|d| {
+            d.fleet == spec.name && matches!(d.outcome, Outcome::Succeeded | Outcome::RolledBack)
+        }) else {
+            return false;
+        };
+        newest.outcome == Outcome::RolledBack
+            || store
+                .rollout_state(newest.id)
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.kind == Kind::Rollback)
+    }
+
+    /// Builds a rollback of the fleet may restore, newest first: those whose newest
+    /// ledger line on the fleet says it went live. A build a rollback took off (its
+    /// newest line is the "left" record), or whose latest deploy there failed, is not
+    /// one. The manifest's build comes last, unless a rollback took it off too.
     fn live_before(&self, store: &Store, spec: &crate::manifest::FleetSpec) -> Vec<String> {
-        let mut out: Vec<String> = store
-            .history(spec.app(), 200)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|d| d.env == spec.environment && d.outcome == Outcome::Succeeded)
-            .map(|d| d.build)
-            .collect();
-        out.push(Build::from_manifest(spec).id);
         let mut seen = std::collections::HashSet::new();
-        out.retain(|b| seen.insert(b.clone()));
+        let mut out: Vec<String> = Vec::new();
+        // Newest first: the first line of each build (going live, or being rolled back)
+        // says whether it can be restored.
+        for d in store.history(spec.app(), 200).unwrap_or_default() {
+            if d.fleet != spec.name
+                || !matches!(d.outcome, Outcome::Succeeded | Outcome::RolledBack)
+            {
+                continue;
+            }
+            if seen.insert(d.build.clone()) && d.outcome == Outcome::Succeeded {
+                out.push(d.build);
+            }
+        }
+        let manifest = Build::from_manifest(spec).id;
+        if seen.insert(manifest.clone()) {
+            out.push(manifest);
+        }
         out
     }
 

@@ -387,6 +387,22 @@ async fn a_hand_rollback_during_an_incident_restores_the_last_good_build() {
             .expect("ledger"),
         "a build rolled back in production has not passed it"
     );
+    // The rollback has ended. Pressed again (a CI retry, a second on-call engineer), it
+    // is the same request: nothing to do, and never the build it took off.
+    match w.rollback("hr", "production", None) {
+        Ok(Accepted::AlreadyLive { build, .. }) => assert_eq!(build, "web-server:1"),
+        other => panic!("a second rollback must not restore web-server:2: {other:?}"),
+    }
+    match w.rollback("hr", "production", Some("2")) {
+        Err(Refusal::Refused(why)) => {
+            assert!(why.contains("taken off hr by a rollback"), "{why}");
+            assert!(why.contains("coxswain deploy"), "{why}");
+        }
+        other => panic!("--to the build a rollback took off is refused: {other:?}"),
+    }
+    w.passes(12, Duration::from_secs(5)).await;
+    let live = w.billed("hr");
+    assert!(live.iter().all(|i| i.build == "web-server:1"), "{live:?}");
 }
 
 /// The demo's `rollback web --env production --to 99`: build 99 never went to staging,
