@@ -19,8 +19,9 @@ pub enum ClientError {
     },
     #[error("talking to the daemon: {0}")]
     Http(String),
-    #[error("the daemon's answer is not JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    /// A body that is not JSON: a proxy's error page, or not a coxswain daemon.
+    #[error("the daemon answered {status} with a body that is not JSON (a proxy in between, or not a coxswain daemon?): {excerpt}")]
+    NotJson { status: u16, excerpt: String },
     #[error("no answer from the daemon within {0:?}")]
     Timeout(Duration),
 }
@@ -89,12 +90,14 @@ impl Client {
         let addr = format!("{}:{}", self.host, self.port);
         let stream = tokio::net::TcpStream::connect(&addr)
             .await
+            .map(NoSigpipe)
             .map_err(|source| ClientError::Connect {
                 addr: addr.clone(),
                 source,
             })?;
         let bytes = match body {
-            Some(b) => serde_json::to_vec(b)?,
+            Some(b) => serde_json::to_vec(b)
+                .map_err(|e| ClientError::Http(format!("cannot encode the request: {e}")))?,
             None => Vec::new(),
         };
         let req = Request::builder()
@@ -108,10 +111,11 @@ impl Client {
         let resp = match &self.tls {
             Some(tls) => {
                 let name = crate::tls::server_name(&self.host).map_err(ClientError::Http)?;
-                let stream = tls
-                    .connect(name, stream)
-                    .await
-                    .map_err(|e| ClientError::Http(format!("TLS: {e}")))?;
+                let stream = tls.connect(name, stream).await.map_err(|e| {
+                    ClientError::Http(format!(
+                        "TLS: {e} (a daemon without --tls-cert serves plain http://)"
+                    ))
+                })?;
                 send(stream, req).await?
             }
             None => send(stream, req).await?,
@@ -123,13 +127,65 @@ impl Client {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?
             .to_bytes();
-        let json = if body.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_slice(&body)?
-        };
-        Ok((status, json))
+        Ok((status, parse_body(status, &body)?))
     }
+}
+
+/// A TCP stream that never writes with `writev`. The CLI's printing commands restore the
+/// default SIGPIPE (so `history | head` ends quietly), and `writev` on a socket the peer
+/// closed raises it: the CLI died with 141 and no word (TLS to a plain-HTTP daemon).
+/// Plain writes go through `send` with `MSG_NOSIGNAL` (Rust's std does that on Linux), so
+/// a closed peer is an error the CLI reports, with its exit code.
+struct NoSigpipe(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for NoSigpipe {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for NoSigpipe {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
+/// An answer body as JSON (`Null` when empty). Not JSON: the status and the start of
+/// the body, so an operator can tell a proxy's 502 from a 404.
+fn parse_body(status: u16, body: &[u8]) -> Result<serde_json::Value, ClientError> {
+    if body.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(body).map_err(|_| ClientError::NotJson {
+        status,
+        excerpt: String::from_utf8_lossy(body).chars().take(200).collect(),
+    })
 }
 
 /// One request over an open connection (plain or TLS).
