@@ -451,7 +451,7 @@ impl Controller {
                         live = self.live_before(&store, &spec).join(", "),
                     )));
                 }
-                if *b != current.id && !self.live_before(&store, &spec).contains(b) {
+                if *b != current.id && self.taken_off(&store, &spec, b) {
                     return Err(Refusal::Refused(format!(
                         "build {b} was taken off {fleet} by a rollback (or its latest deploy there failed): a rollback does not bring it back ({live} can be restored). If it is fixed, deploy it: coxswain deploy {app} --env {env} --build {arg} (its promotion rules apply)",
                         fleet = spec.name,
@@ -509,6 +509,22 @@ impl Controller {
         // A rollback is the way out of trouble: it skips promotion and approval checks
         // (the build was live here before) and every step.
         self.start_rollout(&deploy, now, Kind::Rollback)
+    }
+
+    /// Whether `build`'s newest ledger line on the fleet says a rollback took it off (or
+    /// its latest deploy there failed). A build live on another fleet of the environment
+    /// only is not "taken off" here.
+    fn taken_off(&self, store: &Store, spec: &crate::manifest::FleetSpec, build: &str) -> bool {
+        store
+            .history(spec.app(), 200)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|d| {
+                d.fleet == spec.name
+                    && d.build == build
+                    && matches!(d.outcome, Outcome::Succeeded | Outcome::RolledBack)
+            })
+            .is_some_and(|d| d.outcome == Outcome::RolledBack)
     }
 
     /// Whether the fleet's newest finished ledger line is a way back: a rollback that
