@@ -481,17 +481,17 @@ impl Controller {
                     });
                 }
                 // The newest build that can be restored, never one a rollback took off
-                // (restoring it again would undo the fix).
+                // (restoring it again would undo the fix). None before the live one: it
+                // stays, and nothing is started (not a rollout to the build already live).
                 let Some(to) = self
                     .live_before(&store, &spec)
                     .into_iter()
                     .find(|b| *b != current.id)
                 else {
-                    return Err(Refusal::Refused(format!(
-                        "nothing to roll back to on {fleet}: {live} is live and no build before it can be restored (a build a rollback took off is not restored)",
-                        fleet = spec.name,
-                        live = current.id,
-                    )));
+                    return Ok(Accepted::AlreadyLive {
+                        fleet: spec.name.clone(),
+                        build: current.id,
+                    });
                 };
                 to
             }
