@@ -133,7 +133,12 @@ pub async fn status(a: StatusArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The status answer as a table: one line per fleet, then its rollout and reason.
+/// How many of a running rollout's newest events the table shows.
+const STATUS_EVENTS: usize = 3;
+
+/// The status answer as a table: one line per fleet; under it, its rollout's step, gate
+/// reason and newest events, its queued rollouts, the reason for its last decision and
+/// its warnings.
 pub fn status_table(status: &Status) -> String {
     let mut out = format!(
         "{:<14} {:<11} {:>7} {:>5} {:>7} {:>8}  {:<22} {}\n",
@@ -158,6 +163,25 @@ pub fn status_table(status: &Status) -> String {
             f.live_build,
             rollout
         ));
+        if let Some(r) = &f.rollout {
+            let why = if r.gate_reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", r.gate_reason)
+            };
+            out.push_str(&format!(
+                "  rollout: step {}, gates {}{why}\n",
+                r.step, r.gate
+            ));
+            let skip = r.events.len().saturating_sub(STATUS_EVENTS);
+            for e in &r.events[skip..] {
+                out.push_str(&format!(
+                    "  event: [{}] {}\n",
+                    e.at.format("%H:%M:%S"),
+                    e.message
+                ));
+            }
+        }
         for q in &f.queued {
             out.push_str(&format!("  queued: #{} → {}\n", q.id, q.to));
         }

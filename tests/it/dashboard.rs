@@ -334,6 +334,12 @@ fn the_daemon_serves_health_metrics_and_a_dashboard_that_renders_in_chromium() {
 /// this does not race a real rollout).
 #[test]
 fn the_status_table_shows_the_rollout_and_its_gate() {
+    let events = serde_json::json!([
+        {"seq": 1, "at": "2026-01-05T09:00:00Z", "message": "started"},
+        {"seq": 2, "at": "2026-01-05T09:01:00Z", "message": "step 1/4: 1 of 6 on web-server:13"},
+        {"seq": 3, "at": "2026-01-05T09:02:00Z", "message": "gate failed: 5xx over 1%"},
+        {"seq": 4, "at": "2026-01-05T09:02:05Z", "message": "restoring web-server:12"},
+    ]);
     let body = serde_json::json!({"at": null, "passes": 3, "last_pass_errors": [], "fleets": [{
         "fleet": "web", "environment": "production", "app": "web", "current": 6, "desired": 6,
         "ready": 5, "booting": 1, "retiring": 0, "capped": false, "shortfall": 0,
@@ -341,7 +347,7 @@ fn the_status_table_shows_the_rollout_and_its_gate() {
         "demand_metric": null, "demand_unit": null, "queued": [], "decisions": [], "series": [],
         "reason": "5 → 6: target tracking", "warnings": ["RequestCount: stale"],
         "rollout": {"id": 7, "from": "web-server:12", "to": "web-server:13", "step": 1,
-                    "phase": "rolling", "gate": "fail", "gate_reason": "5xx over 1%", "events": []},
+                    "phase": "rolling", "gate": "fail", "gate_reason": "5xx over 1%", "events": events},
     }]});
     // The CLI reads the answer as the API's own type, as `coxswain status` does.
     let body: coxswain::api::Status = serde_json::from_value(body).expect("a status answer");
@@ -362,4 +368,23 @@ fn the_status_table_shows_the_rollout_and_its_gate() {
         "{table}"
     );
     assert!(table.contains("  warning: RequestCount: stale"), "{table}");
+    // Under the fleet: the rollout's step and why its gates say so, and its newest
+    // events (three of them), oldest first.
+    assert!(
+        table.contains("  rollout: step 1, gates fail: 5xx over 1%"),
+        "{table}"
+    );
+    let events: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("  event: "))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            "  event: [09:01:00] step 1/4: 1 of 6 on web-server:13",
+            "  event: [09:02:00] gate failed: 5xx over 1%",
+            "  event: [09:02:05] restoring web-server:12",
+        ],
+        "{table}"
+    );
 }
