@@ -192,23 +192,17 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serve on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serve on `listener` (plain TCP, or TLS: `crate::tls::TlsListener`) until `shutdown`
+/// resolves.
+pub async fn serve<L>(
+    listener: L,
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// Serve HTTPS on `listener` until `shutdown` resolves.
-pub async fn serve_tls(
-    listener: crate::tls::TlsListener,
-    state: ApiState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -205,7 +205,7 @@ pub fn status_of(st: &ApiState) -> Result<Status, String> {
         // The last pass's view, unless the ledger already says it ended (`deploy --wait`
         // returns as soon as it does; the next pass would say so a poll later).
         let running = snap.rollouts.iter().find(|r| {
-            r.fleet == f.fleet && !matches!(st.store.rollout(r.id), Ok(Some((false, _))))
+            r.fleet == f.fleet && !matches!(st.store.rollout_active(r.id), Ok(Some(false)))
         });
         let rollout = match running {
             Some(r) => {

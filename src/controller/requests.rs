@@ -8,7 +8,6 @@ use crate::manifest::OnConflict;
 use crate::store::{Approval, Deployment, Outcome, Store};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// A deploy, as the API takes it. Unknown fields are refused: a misspelled
 /// `idempotency_key` must not be ignored.
@@ -91,12 +90,8 @@ impl Controller {
         }
     }
 
-    fn store_or_err(&self) -> Result<Arc<Store>, Refusal> {
-        Ok(self.store.clone())
-    }
-
     fn rollouts_of(&self, fleet: &str) -> Result<Vec<Rollout>, Refusal> {
-        let store = self.store_or_err()?;
+        let store = self.store.clone();
         let rows = store
             .running_rollouts()
             .map_err(|e| Refusal::Internal(e.to_string()))?;
@@ -163,7 +158,7 @@ impl Controller {
         kind: Kind,
     ) -> Result<Accepted, Refusal> {
         let checks = kind == Kind::Deploy;
-        let store = self.store_or_err()?;
+        let store = self.store.clone();
         let spec = admit::find_fleet(&self.config, &req.fleet, &req.env)
             .map_err(Refusal::NotFound)?
             .clone();
@@ -305,7 +300,7 @@ impl Controller {
         req: &ApproveRequest,
         now: DateTime<Utc>,
     ) -> Result<Approval, Refusal> {
-        let store = self.store_or_err()?;
+        let store = self.store.clone();
         let spec = self
             .config
             .fleets
@@ -364,7 +359,7 @@ impl Controller {
         rollback: i64,
         now: DateTime<Utc>,
     ) -> Result<(), Refusal> {
-        let store = self.store_or_err()?;
+        let store = self.store.clone();
         for r in self.rollouts_of(fleet)? {
             if r.phase != Phase::Queued || r.kind != Kind::Deploy || r.id == rollback {
                 continue;
@@ -387,7 +382,7 @@ impl Controller {
         req: &RollbackRequest,
         now: DateTime<Utc>,
     ) -> Result<Accepted, Refusal> {
-        let store = self.store_or_err()?;
+        let store = self.store.clone();
         let spec = admit::find_fleet(&self.config, &req.fleet, &req.env)
             .map_err(Refusal::NotFound)?
             .clone();
@@ -436,6 +431,14 @@ impl Controller {
             }
         }
         let current = self.current_build(&spec);
+        // The fleet's finished ledger lines, newest first: read once, judged below.
+        let finished: Vec<crate::store::Deployment> = store
+            .fleet_history(&spec.name, 200)
+            .map_err(|e| Refusal::Internal(e.to_string()))?
+            .into_iter()
+            .filter(|d| matches!(d.outcome, Outcome::Succeeded | Outcome::RolledBack))
+            .collect();
+        let restorable = restorable(&finished, &Build::from_manifest(&spec).id);
         let to = match &wanted {
             Some(b) => {
                 let before = store
@@ -448,17 +451,17 @@ impl Controller {
                         env = spec.environment,
                         app = spec.app(),
                         arg = req.to.as_deref().unwrap_or(b),
-                        live = self.live_before(&store, &spec).join(", "),
+                        live = restorable.join(", "),
                     )));
                 }
-                if *b != current.id && self.taken_off(&store, &spec, b) {
+                if *b != current.id && taken_off(&finished, b) {
                     return Err(Refusal::Refused(format!(
                         "build {b} was taken off {fleet} by a rollback (or its latest deploy there failed): a rollback does not bring it back ({live} can be restored). If it is fixed, deploy it: coxswain deploy {app} --env {env} --build {arg} (its promotion rules apply)",
                         fleet = spec.name,
                         env = spec.environment,
                         app = spec.app(),
                         arg = req.to.as_deref().unwrap_or(b),
-                        live = self.live_before(&store, &spec).join(", "),
+                        live = restorable.join(", "),
                     )));
                 }
                 if *b == current.id {
@@ -474,7 +477,15 @@ impl Controller {
                 // ended rolled back), a rollback without --to is that request again: a
                 // CI retry, a second engineer. Nothing to do; going further back takes
                 // --to.
-                if self.last_was_a_way_back(&store, &spec) {
+                let way_back = finished.first().is_some_and(|d| {
+                    d.outcome == Outcome::RolledBack
+                        || store
+                            .rollout_state(d.id)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|r| r.kind == Kind::Rollback)
+                });
+                if way_back {
                     return Ok(Accepted::AlreadyLive {
                         fleet: spec.name.clone(),
                         build: current.id,
@@ -483,11 +494,7 @@ impl Controller {
                 // The newest build that can be restored, never one a rollback took off
                 // (restoring it again would undo the fix). None before the live one: it
                 // stays, and nothing is started (not a rollout to the build already live).
-                let Some(to) = self
-                    .live_before(&store, &spec)
-                    .into_iter()
-                    .find(|b| *b != current.id)
-                else {
+                let Some(to) = restorable.into_iter().find(|b| *b != current.id) else {
                     return Ok(Accepted::AlreadyLive {
                         fleet: spec.name.clone(),
                         build: current.id,
@@ -511,69 +518,9 @@ impl Controller {
         self.start_rollout(&deploy, now, Kind::Rollback)
     }
 
-    /// Whether `build`'s newest ledger line on the fleet says a rollback took it off (or
-    /// its latest deploy there failed). A build live on another fleet of the environment
-    /// only is not "taken off" here.
-    fn taken_off(&self, store: &Store, spec: &crate::manifest::FleetSpec, build: &str) -> bool {
-        store
-            .history(spec.app(), 200)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|d| {
-                d.fleet == spec.name
-                    && d.build == build
-                    && matches!(d.outcome, Outcome::Succeeded | Outcome::RolledBack)
-            })
-            .is_some_and(|d| d.outcome == Outcome::RolledBack)
-    }
-
-    /// Whether the fleet's newest finished ledger line is a way back: a rollback that
-    /// went live, the record of a build a rollback took off, or a deploy that ended
-    /// rolled back.
-    fn last_was_a_way_back(&self, store: &Store, spec: &crate::manifest::FleetSpec) -> bool {
-        let history = store.history(spec.app(), 200).unwrap_or_default();
-        let Some(newest) = history.iter().find(|d| {
-            d.fleet == spec.name && matches!(d.outcome, Outcome::Succeeded | Outcome::RolledBack)
-        }) else {
-            return false;
-        };
-        newest.outcome == Outcome::RolledBack
-            || store
-                .rollout_state(newest.id)
-                .ok()
-                .flatten()
-                .is_some_and(|r| r.kind == Kind::Rollback)
-    }
-
-    /// Builds a rollback of the fleet may restore, newest first: those whose newest
-    /// ledger line on the fleet says it went live. A build a rollback took off (its
-    /// newest line is the "left" record), or whose latest deploy there failed, is not
-    /// one. The manifest's build comes last, unless a rollback took it off too.
-    fn live_before(&self, store: &Store, spec: &crate::manifest::FleetSpec) -> Vec<String> {
-        let mut seen = std::collections::HashSet::new();
-        let mut out: Vec<String> = Vec::new();
-        // Newest first: the first line of each build (going live, or being rolled back)
-        // says whether it can be restored.
-        for d in store.history(spec.app(), 200).unwrap_or_default() {
-            if d.fleet != spec.name
-                || !matches!(d.outcome, Outcome::Succeeded | Outcome::RolledBack)
-            {
-                continue;
-            }
-            if seen.insert(d.build.clone()) && d.outcome == Outcome::Succeeded {
-                out.push(d.build);
-            }
-        }
-        let manifest = Build::from_manifest(spec).id;
-        if seen.insert(manifest.clone()) {
-            out.push(manifest);
-        }
-        out
-    }
-
     /// Abort a rollout (the CLI's --timeout): it rolls back.
     pub fn request_abort(&mut self, id: i64, reason: &str) -> Result<(), Refusal> {
-        let store = self.store_or_err()?;
+        let store = self.store.clone();
         let Some((active, mut r)) = store
             .rollout(id)
             .map_err(|e| Refusal::Internal(e.to_string()))?
@@ -644,4 +591,31 @@ fn admitted_before(
                 && !matches!(r.phase, Phase::RollingBack { .. })
         })
         .map(|r| (r.id, false)))
+}
+
+/// Builds a rollback may restore, newest first, from a fleet's finished ledger lines
+/// (succeeded or rolled back, newest first): those whose newest line says it went live.
+/// A build a rollback took off (its newest line is the "left" record), or whose latest
+/// deploy failed, is not one. The manifest's build comes last, unless it was taken off.
+fn restorable(finished: &[crate::store::Deployment], manifest: &str) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<String> = Vec::new();
+    for d in finished {
+        if seen.insert(d.build.as_str()) && d.outcome == Outcome::Succeeded {
+            out.push(d.build.clone());
+        }
+    }
+    if seen.insert(manifest) {
+        out.push(manifest.to_string());
+    }
+    out
+}
+
+/// Whether `build`'s newest finished line says a rollback took it off (or its latest
+/// deploy failed). A build with no line on the fleet is not "taken off".
+fn taken_off(finished: &[crate::store::Deployment], build: &str) -> bool {
+    finished
+        .iter()
+        .find(|d| d.build == build)
+        .is_some_and(|d| d.outcome == Outcome::RolledBack)
 }

@@ -334,7 +334,7 @@ pub async fn start(a: DaemonSettings) -> Result<(), String> {
                         tcp: listener,
                         acceptor,
                     };
-                    crate::api::serve_tls(listener, state, shutdown).await
+                    crate::api::serve(listener, state, shutdown).await
                 }
                 None => crate::api::serve(listener, state, shutdown).await,
             };

@@ -47,6 +47,16 @@ impl Store {
         }
     }
 
+    /// Whether rollout `id` still runs, without reading its body (None: no such rollout).
+    pub fn rollout_active(&self, id: i64) -> Result<Option<bool>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT active FROM rollouts WHERE id = ?1", [id], |r| {
+                Ok(r.get::<_, i64>(0)? != 0)
+            })
+            .optional()?)
+    }
+
     fn rollout_row(&self, id: i64) -> Result<Option<(bool, String)>, StoreError> {
         Ok(self
             .conn()

@@ -259,7 +259,7 @@ async fn the_api_serves_over_tls_with_a_certificate_the_client_trusts() {
         .expect("bind");
     let port = tcp.local_addr().expect("addr").port();
     let listener = coxswain::tls::TlsListener { tcp, acceptor };
-    tokio::spawn(api::serve_tls(listener, state, std::future::pending()));
+    tokio::spawn(api::serve(listener, state, std::future::pending()));
     let url = format!("https://localhost:{port}");
     let c = Client::with_ca(&url, TOKEN, Some(&ca)).expect("client");
     let (status, resp) = c
