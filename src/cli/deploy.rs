@@ -12,6 +12,7 @@ use crate::deploy::Kind;
 use crate::store::Outcome;
 use clap::Args;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -156,8 +157,8 @@ pub(super) fn local_error(msg: &str, code: u8, out: Output) -> u8 {
 
 /// An answer body read as the API type `T` (see `crate::api::types`). A body of any
 /// other shape is the daemon's trouble, not the request's: exit 4, with the body shown.
-pub(super) fn answer<T: DeserializeOwned>(body: Value, out: Output) -> Result<T, u8> {
-    match serde_json::from_value(body.clone()) {
+pub(super) fn answer<T: DeserializeOwned>(body: &Value, out: Output) -> Result<T, u8> {
+    match T::deserialize(body) {
         Ok(t) => Ok(t),
         Err(e) => Err(local_error(
             &format!("unexpected answer from the daemon ({e}): {body}"),
@@ -175,7 +176,7 @@ fn request(body: &impl serde::Serialize, out: Output) -> Result<Value, u8> {
 /// A 4xx/5xx answer: refusals and bad requests exit 2 (sending it again cannot help),
 /// the daemon's own trouble (5xx) exits 4.
 pub(super) fn failed(status: u16, body: &Value, out: Output) -> u8 {
-    let err: ErrorBody = serde_json::from_value(body.clone()).unwrap_or_else(|_| ErrorBody {
+    let err: ErrorBody = ErrorBody::deserialize(body).unwrap_or_else(|_| ErrorBody {
         error: format!("unknown error: {body}"),
         refused: false,
     });
@@ -234,7 +235,7 @@ pub async fn deploy(a: DeployArgs) -> ExitCode {
     if status >= 400 {
         return ExitCode::from(failed(status, &body, out));
     }
-    let accepted = match answer::<Accepted>(body, out) {
+    let accepted = match answer::<Accepted>(&body, out) {
         Ok(a) => a,
         Err(code) => return ExitCode::from(code),
     };
@@ -379,7 +380,7 @@ async fn follow(client: &Client, id: i64, out: Output) -> Ended {
         if status >= 400 {
             return Ended::early(failed(status, &body, out));
         }
-        let RolloutEvents { rollout: r, events } = match answer(body, out) {
+        let RolloutEvents { rollout: r, events } = match answer(&body, out) {
             Ok(page) => page,
             Err(code) => return Ended::early(code),
         };
@@ -478,7 +479,7 @@ pub async fn approve(a: ApproveArgs) -> ExitCode {
     match client.call("POST", "/v1/approvals", Some(&req)).await {
         Ok((s, body)) if s >= 400 => ExitCode::from(failed(s, &body, out)),
         Ok((_, body)) => {
-            match answer::<Approved>(body.clone(), out) {
+            match answer::<Approved>(&body, out) {
                 Ok(Approved { approved: true }) => {}
                 Ok(_) => {
                     return ExitCode::from(local_error(
@@ -523,7 +524,7 @@ pub async fn rollback(a: RollbackArgs) -> ExitCode {
     if status >= 400 {
         return ExitCode::from(failed(status, &body, out));
     }
-    let accepted = match answer::<Accepted>(body, out) {
+    let accepted = match answer::<Accepted>(&body, out) {
         Ok(a) => a,
         Err(code) => return ExitCode::from(code),
     };

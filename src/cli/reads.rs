@@ -41,7 +41,7 @@ pub async fn history(a: HistoryArgs) -> ExitCode {
     if status >= 400 {
         return ExitCode::from(failed(status, &body, out));
     }
-    let history: History = match answer(body.clone(), out) {
+    let history: History = match answer(&body, out) {
         Ok(h) => h,
         Err(code) => return ExitCode::from(code),
     };
@@ -104,7 +104,7 @@ pub async fn status(a: StatusArgs) -> ExitCode {
     if code >= 400 {
         return ExitCode::from(failed(code, &body, out));
     }
-    let mut status: Status = match answer(body.clone(), out) {
+    let mut status: Status = match answer(&body, out) {
         Ok(s) => s,
         Err(code) => return ExitCode::from(code),
     };
