@@ -158,3 +158,25 @@ impl DemandModel {
             .collect()
     }
 }
+
+/// What the policy tests read of a calibration.
+#[cfg(test)]
+impl DemandModel {
+    pub(in crate::policy) fn budget(&self) -> f64 {
+        self.loss_budget
+    }
+
+    /// (steady, climbing) headroom multipliers.
+    pub(in crate::policy) fn calibrated(&self) -> Option<(f64, f64)> {
+        self.z
+    }
+
+    /// (requests lost, requests) had `forecast + z × scale` been served on every scored
+    /// slot, with `z` per regime.
+    pub(in crate::policy) fn replay_loss(&self, (calm, rising): (f64, f64)) -> (f64, f64) {
+        self.scores.iter().fold((0.0, 0.0), |(lost, total), s| {
+            let z = if s.rising { rising } else { calm };
+            (lost + (s.s * (s.z - z)).max(0.0), total + s.actual)
+        })
+    }
+}

@@ -587,24 +587,3 @@ pub(super) fn vote(
         ),
     )
 }
-
-#[cfg(test)]
-impl DemandModel {
-    pub(super) fn budget(&self) -> f64 {
-        self.loss_budget
-    }
-
-    /// (steady, climbing) headroom multipliers.
-    pub(super) fn calibrated(&self) -> Option<(f64, f64)> {
-        self.z
-    }
-
-    /// (requests lost, requests) had `forecast + z × scale` been served on every scored
-    /// slot, with `z` per regime.
-    pub(super) fn replay_loss(&self, (calm, rising): (f64, f64)) -> (f64, f64) {
-        self.scores.iter().fold((0.0, 0.0), |(lost, total), s| {
-            let z = if s.rising { rising } else { calm };
-            (lost + (s.s * (s.z - z)).max(0.0), total + s.actual)
-        })
-    }
-}
