@@ -325,11 +325,17 @@ fn validate(paths: Vec<PathBuf>) -> ExitCode {
     }
     if !bad {
         match manifest::load_paths(&paths) {
-            Ok(c) => println!(
-                "ok   {described} (as one set, as `run` loads it: {} fleet(s) in {} file(s))",
-                c.fleets.len(),
-                files.len()
-            ),
+            Ok(c) => {
+                println!(
+                    "ok   {described} (as one set, as `run` loads it: {} fleet(s) in {} file(s))",
+                    c.fleets.len(),
+                    files.len()
+                );
+                // Valid, and fine for `simulate`, but not something `run` does yet.
+                if let Err(why) = crate::controller::check_runnable(&c) {
+                    println!("note {described}: `coxswain run` refuses it: {why}");
+                }
+            }
             Err(e) => {
                 bad = true;
                 println!("FAIL {described} (as one set, as `run` loads it)\n{e}");

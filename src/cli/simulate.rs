@@ -62,6 +62,14 @@ pub struct SimulateArgs {
     /// same cost. Replaces --baseline-utilization.
     #[arg(long)]
     pub sweep: bool,
+    /// Price table (YAML: instance type → on_demand and spot USD per instance-hour, and
+    /// spot_interruptions_per_hour): report every run in dollars, and interrupt Spot
+    /// capacity at that rate. Default: the fleet's simulation.prices, if any.
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+    /// Seed of the Spot interruption draws (the same seed gives the same run).
+    #[arg(long, default_value_t = 1)]
+    pub spot_seed: u64,
 }
 
 fn whole_minutes(d: Duration, what: &str) -> Result<u32, String> {
@@ -169,6 +177,7 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
                     path: a.trace.clone(),
                     scale: a.scale,
                 }),
+                prices: None,
             })
         }
     }
@@ -193,13 +202,27 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
     } else {
         vec![a.baseline_utilization]
     };
+    let (price, market) = market_of(&fleet, a.prices.as_deref(), a.spot_seed)?;
     let mut policies = lineup(tested, capacity, boot + lag, &targets, peak, (min, max));
     let started = Instant::now();
-    let runs = run_all(&mut policies, &replay, world, initial);
+    let runs = run_all(&mut policies, &replay, world, initial, market.as_ref());
     let elapsed = started.elapsed();
     let limit = simulate::zero_loss_limit(demand, capacity);
-    let summaries: Vec<simulate::Summary> =
+    let mut summaries: Vec<simulate::Summary> =
         runs.iter().map(|r| simulate::summarize(r, limit)).collect();
+    // With Spot in the mix: the fleet's own policy again, all On-Demand, to show what the
+    // mix saves and what its interruptions cost.
+    let mut on_demand_only = market.as_ref().map(|_| {
+        let mut p = ManifestPolicy::new(fleet.clone());
+        let mut r = simulate::run(&mut p, &replay, world, initial);
+        r.policy = format!("{} (all On-Demand)", r.policy);
+        simulate::summarize(&r, limit)
+    });
+    if let Some((_, p)) = &price {
+        for s in summaries.iter_mut().chain(on_demand_only.iter_mut()) {
+            s.price(p.on_demand, p.spot);
+        }
+    }
     // Honest about its budget: the predictive policy's loss_budget against what it lost.
     let budget = fleet.scaling.policies.iter().find_map(|p| match p {
         PolicySpec::Predictive(pr) => Some(pr.loss_budget.0),
@@ -254,6 +277,9 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
                 "loss_budget": budget,
                 "budget_met": budget_met,
                 "standings": standings,
+                "instance_type": price.as_ref().map(|p| p.0.clone()),
+                "prices": price.as_ref().map(|p| p.1),
+                "on_demand_only": on_demand_only,
             });
             println!(
                 "{}",
@@ -284,6 +310,18 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
                 );
                 print!("{}", simulate::frontier::table(&standings));
             }
+            if price.is_some() || market.is_some() {
+                match &price {
+                    Some((ty, p)) => println!(
+                        "\nin money ({ty}: On-Demand ${}/h, Spot ${}/h, {} Spot interruptions per instance-hour):",
+                        p.on_demand, p.spot, p.spot_interruptions_per_hour
+                    ),
+                    None => println!("\nOn-Demand and Spot, without a price table (simulation.prices or --prices FILE): no dollars, and Spot is never interrupted:"),
+                }
+                let mut rows: Vec<simulate::Summary> = on_demand_only.iter().cloned().collect();
+                rows.extend(summaries.iter().cloned());
+                print!("{}", simulate::money_table(&rows));
+            }
             println!(
                 "{} policies simulated in {:.0} ms",
                 runs.len(),
@@ -301,11 +339,17 @@ pub fn run_all(
     replay: &simulate::Replay,
     world: World,
     initial: u32,
+    market: Option<&simulate::MarketModel>,
 ) -> Vec<simulate::Run> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = policies
             .iter_mut()
-            .map(|p| scope.spawn(move || simulate::run(p.as_mut(), replay, world, initial)))
+            .map(|p| {
+                let market = market.cloned();
+                scope.spawn(move || {
+                    simulate::run_in_market(p.as_mut(), replay, world, initial, market)
+                })
+            })
             .collect();
         handles
             .into_iter()
@@ -315,6 +359,70 @@ pub fn run_all(
             })
             .collect()
     })
+}
+
+/// The price of the fleet's instance type, from `prices` (a file) or the fleet's
+/// `simulation.prices`, and the market its capacity is bought in, when it uses Spot.
+#[allow(clippy::type_complexity)]
+fn market_of(
+    fleet: &FleetSpec,
+    prices: Option<&std::path::Path>,
+    seed: u64,
+) -> Result<
+    (
+        Option<(String, manifest::InstancePrice)>,
+        Option<simulate::MarketModel>,
+    ),
+    String,
+> {
+    let table = match prices {
+        Some(path) => Some(manifest::load_prices(path)?),
+        None => match fleet.simulation.as_ref().and_then(|s| s.prices.clone()) {
+            Some(t) => {
+                manifest::check_prices(&t).map_err(|e| format!("simulation.prices: {e}"))?;
+                Some(t)
+            }
+            None => None,
+        },
+    };
+    let price = match &table {
+        None => None,
+        Some(t) => {
+            let ty = match (fleet.launch.instance_types.first(), t.len()) {
+                (Some(ty), _) => ty.clone(),
+                (None, 1) => t.keys().next().cloned().unwrap_or_default(),
+                (None, _) => {
+                    return Err(format!(
+                        "the price table has {} instance types and the fleet names none: list the one it runs in launch.instance_types",
+                        t.len()
+                    ))
+                }
+            };
+            let p = t.get(&ty).copied().ok_or_else(|| {
+                format!(
+                    "the price table has no price for {ty} (it has {})",
+                    t.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?;
+            Some((ty, p))
+        }
+    };
+    let market = fleet
+        .launch
+        .instances_distribution
+        .as_ref()
+        .filter(|d| d.uses_spot())
+        .map(|d| simulate::MarketModel {
+            on_demand_base: d.on_demand_base_capacity,
+            on_demand_percent: d.on_demand_percentage_above_base_capacity,
+            interruptions_per_minute: price
+                .as_ref()
+                .map(|p| p.1.spot_interruptions_per_hour / 60.0)
+                .unwrap_or(0.0),
+            storms: Vec::new(),
+            seed,
+        });
+    Ok((price, market))
 }
 
 /// The policy under test, then the baselines (target tracking and the HPA at each of
@@ -397,7 +505,7 @@ pub fn bench(trace_path: &std::path::Path, runs: usize) -> ExitCode {
     for _ in 0..runs {
         let mut ps = make();
         let t = Instant::now();
-        let out = run_all(&mut ps, &replay, world, initial);
+        let out = run_all(&mut ps, &replay, world, initial, None);
         parallel.push(t.elapsed());
         names = out.iter().map(|r| r.policy.clone()).collect();
         for (i, p) in make().iter_mut().enumerate() {

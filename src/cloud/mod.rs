@@ -15,6 +15,7 @@
 
 pub mod aws;
 pub mod errors;
+pub mod market;
 pub mod model;
 pub mod sim;
 pub mod traffic;

@@ -218,6 +218,7 @@ impl Controller {
     /// Refused when it changes the controller id: instances are owned through that tag,
     /// and the cloud connection lists by it, so it changes only with a restart.
     pub fn replace_config(&mut self, mut config: Config) -> Result<(), String> {
+        check_runnable(&config)?;
         if config.controller.controller_id != self.config.controller.controller_id {
             return Err(format!(
                 "controller_id changed from '{}' to '{}': ownership of instances follows that tag, so it changes only with a restart",
@@ -378,6 +379,27 @@ pub(super) fn note_error(report: &mut PassReport, what: &str, e: &CloudError) {
         report.throttled = true;
     }
     report.errors.push(format!("{what}: {e}"));
+}
+
+/// What the manifests ask for that the daemon does not do yet, as an error for start-up
+/// and reload: a fleet whose `instances_distribution` puts capacity on Spot would be
+/// launched all On-Demand, which nobody should find out from the bill. Only `simulate`
+/// models Spot so far.
+pub fn check_runnable(config: &Config) -> Result<(), String> {
+    use crate::manifest::OnDemandBase;
+    match config.fleets.iter().find(|f| {
+        f.launch.instances_distribution.as_ref().is_some_and(|d| {
+            // A base at the fleet's maximum leaves nothing for Spot.
+            d.uses_spot()
+                && !matches!(d.on_demand_base_capacity, OnDemandBase::Units(n) if n >= f.capacity.max)
+        })
+    }) {
+        Some(f) => Err(format!(
+            "fleet {}: launch.instances_distribution puts capacity on Spot, which only `coxswain simulate` models so far; the daemon launches On-Demand only (remove the section or set on_demand_percentage_above_base_capacity: 100)",
+            f.name
+        )),
+        None => Ok(()),
+    }
 }
 
 fn fleet_names(config: &Config) -> HashSet<String> {

@@ -10,6 +10,7 @@ mod deploy;
 mod duration;
 pub mod load;
 mod locate;
+mod market;
 mod repair;
 mod scaling;
 mod simulation;
@@ -20,6 +21,7 @@ pub use cron::{CronError, CronSchedule};
 pub use deploy::*;
 pub use duration::{parse_duration, HumanDuration};
 pub use load::{load_paths, load_str, Config, ManifestError, Problem};
+pub use market::*;
 pub use repair::{RepairSpec, MIN_INSTANCE_LIFETIME};
 pub use scaling::*;
 pub use simulation::*;
@@ -95,6 +97,10 @@ pub struct LaunchSpec {
     /// In order of preference: on InsufficientInstanceCapacity the next one is tried.
     #[serde(default)]
     pub instance_types: Vec<String>,
+    /// On-Demand and Spot (the Auto Scaling group's instances distribution). Without it,
+    /// every instance is On-Demand.
+    #[serde(default)]
+    pub instances_distribution: Option<InstancesDistribution>,
     /// Subnets (one per AZ), in order of preference; launches are spread across them.
     #[serde(default)]
     pub subnets: Vec<String>,

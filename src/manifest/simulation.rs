@@ -14,6 +14,10 @@ pub struct SimulationSpec {
     #[serde(default = "default_boot")]
     pub boot: HumanDuration,
     pub traffic: TrafficSpec,
+    /// What capacity costs, by instance type, for `simulate`'s report in dollars (a
+    /// `--prices` file takes the place of this table).
+    #[serde(default)]
+    pub prices: Option<super::PriceTable>,
 }
 
 pub(super) fn default_boot() -> HumanDuration {

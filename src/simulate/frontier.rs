@@ -145,6 +145,9 @@ mod tests {
             requests: 1.0,
             unserved_requests: loss,
             peak_instances: 0,
+            spot_instance_minutes: 0,
+            interruptions: 0,
+            usd: None,
         }
     }
 

@@ -16,18 +16,20 @@
 //!   the simulated cloud, where an instance drains, then terminates at the next pass.
 
 mod baselines;
+mod fleet;
 pub mod frontier;
 mod report;
 
 pub use baselines::{AwsTargetTracking, Hpa, StaticFleet};
-pub use report::{plot_svg, table, timeline_csv};
+pub use fleet::{MarketModel, SPOT_WARNING_MINUTES};
+pub use report::{money_table, plot_svg, table, timeline_csv};
 
 use crate::cloud::{model, MetricSeries};
 use crate::manifest::FleetSpec;
 use crate::policy::{self, ceil_count, Memory, Observation};
 use chrono::{DateTime, Utc};
+use fleet::Instances;
 use serde::Serialize;
-use std::collections::VecDeque;
 
 /// The simulated world every policy runs in.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,6 +90,8 @@ pub struct Minute {
     /// Instances launched but not yet serving (billed all the same).
     pub booting: u32,
     pub served: f64,
+    /// Of the billed instances (ready + booting), those bought on Spot.
+    pub spot: u32,
 }
 
 /// What a policy sees when it decides at the start of a minute.
@@ -232,26 +236,44 @@ pub struct Run {
     pub retirements: u64,
     /// Instances retired within [`SHORT_LIVED_MINUTES`] of their launch.
     pub short_lived: u64,
+    /// Spot interruption warnings received.
+    pub interruptions: u64,
 }
 
-/// Replay the demand through `policy`, starting with `initial` instances serving.
+/// Replay the demand through `policy`, starting with `initial` instances serving, all
+/// On-Demand.
 pub fn run(policy: &mut dyn Autoscaler, replay: &Replay, world: World, initial: u32) -> Run {
+    run_in_market(policy, replay, world, initial, None)
+}
+
+/// [`run`], with the fleet's capacity bought as `market` says (On-Demand and Spot, and
+/// Spot interruptions); `None` is all On-Demand.
+pub fn run_in_market(
+    policy: &mut dyn Autoscaler,
+    replay: &Replay,
+    world: World,
+    initial: u32,
+    market: Option<MarketModel>,
+) -> Run {
     let demand = &replay.demand;
     let boot = i64::from(world.boot);
     let initial = policy.initial(initial);
-    // Launch minutes, oldest first. The fleet starts warm and serving.
-    let mut launched: VecDeque<i64> = std::iter::repeat_n(-boot - 60, initial as usize).collect();
+    // The fleet starts warm and serving.
+    let mut fleet = Instances::new(initial, boot, market);
     let mut minutes: Vec<Minute> = Vec::with_capacity(demand.len());
-    let (mut launches, mut retirements, mut short_lived) = (0u64, 0u64, 0u64);
+    let (mut launches, mut retirements, mut short_lived, mut interruptions) =
+        (0u64, 0u64, 0u64, 0u64);
     for (m, &d) in demand.iter().enumerate() {
         let mi = m as i64;
-        let ready = launched.partition_point(|&l| l + boot <= mi) as u32;
-        let booting = launched.len() as u32 - ready;
+        let (warned, warned_ready) = fleet.interruptions(m);
+        interruptions += u64::from(warned);
+        launches += u64::from(warned);
+        let ready = fleet.ready(mi);
+        let booting = fleet.live().total() - ready;
         let visible = (m + 1).saturating_sub(1 + world.lag as usize).min(m);
         let wanted = {
-            let launched_ref = &launched;
-            let ago =
-                move |w: u32| launched_ref.partition_point(|&l| l + i64::from(w) <= mi) as u32;
+            let fleet_ref = &fleet;
+            let ago = move |w: u32| fleet_ref.launched_before(mi, w);
             let view = View {
                 minute: m,
                 now: replay.times[m],
@@ -265,39 +287,23 @@ pub fn run(policy: &mut dyn Autoscaler, replay: &Replay, world: World, initial: 
             };
             policy.desired(&view)
         };
-        let have = launched.len() as u32;
         // Instances retired this minute still serve it (their drain) and are billed for
-        // it, as on the simulated cloud: they are gone from the next minute.
-        let mut retired = 0u32;
-        let mut retired_ready = 0u32;
-        if wanted > have {
-            for _ in have..wanted {
-                launched.push_back(mi);
-            }
-            launches += u64::from(wanted - have);
-        } else {
-            // Newest first: booting instances go before serving ones.
-            for _ in wanted..have {
-                if let Some(l) = launched.pop_back() {
-                    retired += 1;
-                    retirements += 1;
-                    if mi - l < SHORT_LIVED_MINUTES {
-                        short_lived += 1;
-                    }
-                    if l + boot <= mi {
-                        retired_ready += 1;
-                    }
-                }
-            }
-        }
-        let ready = launched.partition_point(|&l| l + boot <= mi) as u32 + retired_ready;
-        let booting = launched.len() as u32 + retired - ready;
+        // it, as on the simulated cloud: they are gone from the next minute. So do those
+        // warned of an interruption this minute; they stay billed until they are gone.
+        let step = fleet.resize(m, wanted, SHORT_LIVED_MINUTES);
+        launches += u64::from(step.launched);
+        retirements += u64::from(step.retired);
+        short_lived += u64::from(step.short_lived);
+        let live = fleet.live();
+        let ready = fleet.ready(mi) + step.leaving_ready + warned_ready;
+        let billed = live.total() + step.retired + fleet.doomed();
         let served = d.min(f64::from(ready) * world.capacity);
         minutes.push(Minute {
             demand: d,
             ready,
-            booting,
+            booting: billed - ready,
             served,
+            spot: live.spot + step.retired_spot + fleet.doomed(),
         });
     }
     Run {
@@ -306,6 +312,7 @@ pub fn run(policy: &mut dyn Autoscaler, replay: &Replay, world: World, initial: 
         launches,
         retirements,
         short_lived,
+        interruptions,
     }
 }
 
@@ -334,6 +341,23 @@ pub struct Summary {
     pub requests: f64,
     pub unserved_requests: f64,
     pub peak_instances: u32,
+    /// Of `instance_minutes`, those bought on Spot.
+    pub spot_instance_minutes: u64,
+    /// Spot interruption warnings.
+    pub interruptions: u64,
+    /// What the instance-minutes cost in US dollars, when a price is known
+    /// ([`Summary::price`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usd: Option<f64>,
+}
+
+impl Summary {
+    /// Put a price on the run: `on_demand` and `spot` in USD per instance-hour.
+    pub fn price(&mut self, on_demand: f64, spot: f64) {
+        let od_minutes = self.instance_minutes - self.spot_instance_minutes;
+        self.usd =
+            Some((od_minutes as f64 * on_demand + self.spot_instance_minutes as f64 * spot) / 60.0);
+    }
 }
 
 pub fn summarize(run: &Run, limit: u64) -> Summary {
@@ -350,10 +374,14 @@ pub fn summarize(run: &Run, limit: u64) -> Summary {
         requests: 0.0,
         unserved_requests: 0.0,
         peak_instances: 0,
+        spot_instance_minutes: 0,
+        interruptions: run.interruptions,
+        usd: None,
     };
     for m in &run.minutes {
         let live = m.ready + m.booting;
         s.instance_minutes += u64::from(live);
+        s.spot_instance_minutes += u64::from(m.spot);
         s.peak_instances = s.peak_instances.max(live);
         s.requests += m.demand;
         s.unserved_requests += m.demand - m.served;

@@ -50,6 +50,42 @@ pub fn table(summaries: &[Summary]) -> String {
     out
 }
 
+/// The money side of the runs: dollars (when priced), the share of instance-minutes on
+/// Spot, Spot interruptions, and the loss next to them.
+pub fn money_table(summaries: &[Summary]) -> String {
+    let width = summaries
+        .iter()
+        .map(|s| s.policy.chars().count())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut out = format!(
+        "{:<width$}  {:>12}  {:>9}  {:>13}  {:>10}\n",
+        "policy", "USD", "on Spot", "interruptions", "unserved"
+    );
+    for s in summaries {
+        let usd = s
+            .usd
+            .map(|u| format!("{u:.2}"))
+            .unwrap_or_else(|| "-".into());
+        let spot = if s.instance_minutes > 0 {
+            s.spot_instance_minutes as f64 / s.instance_minutes as f64 * 100.0
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>12}  {:>8.1}%  {:>13}  {:>9.4}%",
+            s.policy,
+            usd,
+            spot,
+            s.interruptions,
+            s.unserved_fraction * 100.0
+        );
+    }
+    out
+}
+
 /// `minute,timestamp,demand,capacity_ready,instances_booting,served`: `capacity_ready` is
 /// the number of instances serving that minute; billed instances are
 /// `capacity_ready + instances_booting`.

@@ -328,3 +328,83 @@ fn timeline_recomputes_the_summary() {
     assert_eq!(overload, s.overload_minutes);
     assert!((unserved / requests - s.unserved_fraction).abs() < 1e-12);
 }
+
+#[test]
+fn a_spot_storm_costs_the_boot_time_of_the_lost_capacity_and_leaves_on_demand_alone() {
+    // Ten instances wanted throughout, four On-Demand (the base), six Spot; at minute 100
+    // every Spot instance gets its two-minute warning.
+    let demand = vec![1_000.0; 200];
+    let mut p = Scripted {
+        wants: vec![10; 200],
+        seen_visible: vec![],
+    };
+    let market = MarketModel {
+        on_demand_base: crate::manifest::OnDemandBase::Units(4),
+        on_demand_percent: 0,
+        interruptions_per_minute: 0.0,
+        storms: vec![(100, 1.0)],
+        seed: 1,
+    };
+    let r = run_in_market(
+        &mut p,
+        &Replay::contiguous(start(), demand),
+        WORLD,
+        10,
+        Some(market),
+    );
+    assert_eq!(r.interruptions, 6);
+    // The warned serve the minute of the warning, then are deregistered; the
+    // replacements, launched in that minute's decision, serve after their boot.
+    let ready: Vec<u32> = r.minutes[99..105].iter().map(|m| m.ready).collect();
+    assert_eq!(ready, vec![10, 10, 4, 4, 10, 10]);
+    // Billed: the replacements from their launch, the warned until they are gone.
+    let billed: Vec<u32> = r.minutes[99..105]
+        .iter()
+        .map(|m| m.ready + m.booting)
+        .collect();
+    assert_eq!(billed, vec![10, 16, 16, 10, 10, 10]);
+    // On-Demand (billed minus Spot) is the base every minute.
+    assert!(r.minutes.iter().all(|m| m.ready + m.booting - m.spot == 4));
+    let s = summarize(
+        &r,
+        zero_loss_limit(
+            &r.minutes.iter().map(|m| m.demand).collect::<Vec<_>>(),
+            WORLD.capacity,
+        ),
+    );
+    // Two minutes at 4 of 10 instances: 6,000 of 1,000 × 200 requests lost.
+    assert!((s.unserved_requests - 2.0 * 600.0).abs() < 1e-9, "{s:?}");
+    assert_eq!(s.spot_instance_minutes, 6 * 200 + 6 * 2);
+}
+
+#[test]
+fn a_priced_run_bills_each_market_at_its_price() {
+    let demand = vec![1_000.0; 120];
+    let mut p = Scripted {
+        wants: vec![10; 120],
+        seen_visible: vec![],
+    };
+    let market = MarketModel {
+        on_demand_base: crate::manifest::OnDemandBase::Units(2),
+        on_demand_percent: 50,
+        interruptions_per_minute: 0.0,
+        storms: vec![],
+        seed: 1,
+    };
+    let r = run_in_market(
+        &mut p,
+        &Replay::contiguous(start(), demand),
+        WORLD,
+        10,
+        Some(market),
+    );
+    let mut s = summarize(&r, 1);
+    s.price(0.10, 0.04);
+    // 2 + ceil(8 × 50%) = 6 On-Demand, 4 Spot, for two hours.
+    assert_eq!(s.spot_instance_minutes, 4 * 120);
+    let usd = s.usd.unwrap_or(f64::NAN);
+    assert!(
+        (usd - (6.0 * 2.0 * 0.10 + 4.0 * 2.0 * 0.04)).abs() < 1e-9,
+        "{usd}"
+    );
+}

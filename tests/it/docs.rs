@@ -19,8 +19,9 @@ const REFERENCE: &str = "docs/manifest-reference.md";
 const HOWTO: &str = "docs/adding-a-fleet.md";
 
 /// Maps whose keys are the user's data, not schema fields (CloudWatch dimensions,
-/// instance tags): their own key is checked, the keys inside are not.
-const FREE_FORM: &[&str] = &["dimensions", "tags"];
+/// instance tags, a price table's instance types): their own key is checked, the keys
+/// inside are not.
+const FREE_FORM: &[&str] = &["dimensions", "tags", "prices"];
 
 fn read_doc(rel: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);

@@ -266,3 +266,85 @@ fn sweep_reports_r_against_the_cheapest_baseline_run_losing_no_more() {
     );
     assert!(text.contains("r = ") || text.contains("r: none"), "{text}");
 }
+
+/// `--prices` with the Spot example manifest: every run in dollars, the fleet's policy
+/// again all On-Demand, Spot interruptions at the table's rate, and the 24-hour floor On-Demand.
+#[test]
+fn prices_report_dollars_for_a_spot_mix_and_for_all_on_demand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = dir.path().join("trace.csv");
+    write_trace(&trace);
+    let prices = dir.path().join("prices.yaml");
+    // A stormy pool: 5% of Spot instances interrupted per hour.
+    std::fs::write(
+        &prices,
+        "m6i.large: { on_demand: 0.096, spot: 0.0384, spot_interruptions_per_hour: 0.05 }\n",
+    )
+    .expect("write prices");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/simulate-spot.yaml");
+    let run = |extra: &[&str]| {
+        coxswain()
+            .args(["simulate", "--p999-instances", "40", "--manifest"])
+            .arg(&manifest)
+            .arg("--prices")
+            .arg(&prices)
+            .arg("--trace")
+            .arg(&trace)
+            .args(extra)
+            .output()
+            .expect("run coxswain")
+    };
+    let out = run(&["--output", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(doc["instance_type"], "m6i.large");
+    let num =
+        |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("no {k} in {v}"));
+    let tested = &doc["policies"][0];
+    let alone = &doc["on_demand_only"];
+    // Dollars are the instance-minutes at each market's price.
+    for s in [tested, alone] {
+        let (all, spot) = (num(s, "instance_minutes"), num(s, "spot_instance_minutes"));
+        let usd = ((all - spot) * 0.096 + spot * 0.0384) / 60.0;
+        assert!((num(s, "usd") - usd).abs() < 1e-6 * usd, "{s}");
+    }
+    assert_eq!(num(alone, "spot_instance_minutes"), 0.0);
+    assert_eq!(num(alone, "interruptions"), 0.0);
+    assert!(
+        num(tested, "spot_instance_minutes") > 0.1 * num(tested, "instance_minutes"),
+        "{tested}"
+    );
+    assert!(num(tested, "interruptions") > 0.0, "{tested}");
+    assert!(
+        num(tested, "usd") < 0.9 * num(alone, "usd"),
+        "the mix saves: {tested} {alone}"
+    );
+    // The static fleet never goes below its size: all of it is the floor, On-Demand.
+    let fixed = doc["policies"]
+        .as_array()
+        .and_then(|p| p.last())
+        .expect("static run");
+    assert_eq!(num(fixed, "spot_instance_minutes"), 0.0, "{fixed}");
+    // The same seed, the same run; the table shows the money.
+    let again: serde_json::Value =
+        serde_json::from_slice(&run(&["--output", "json"]).stdout).expect("JSON");
+    assert_eq!(again["policies"][0], doc["policies"][0]);
+    let text = String::from_utf8_lossy(&run(&[]).stdout).to_string();
+    assert!(
+        text.contains("in money (m6i.large") && text.contains("(all On-Demand)"),
+        "{text}"
+    );
+    // A price table without the fleet's type is refused with a sentence.
+    std::fs::write(&prices, "c6i.large: { on_demand: 0.085, spot: 0.034 }\n").expect("write");
+    let out = run(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no price for m6i.large (it has c6i.large)"),
+        "{err}"
+    );
+}

@@ -480,5 +480,6 @@ fn default_model(f: &FleetSpec) -> crate::manifest::SimulationSpec {
             noise: 0.05,
             seed: 0,
         }),
+        prices: None,
     }
 }

@@ -88,6 +88,11 @@ pub(in crate::manifest) fn fleet(f: &FleetSpec, doc: Doc, problems: &mut Vec<Pro
     policies::policies(f, &mut r);
     deploy::deploy(&f.deploy, &f.capacity, &mut r);
     if let Some(sim) = &f.simulation {
+        if let Some(prices) = &sim.prices {
+            if let Err(e) = crate::manifest::check_prices(prices) {
+                r.at(&["simulation", "prices"], e);
+            }
+        }
         if !(sim.capacity_per_instance.is_finite() && sim.capacity_per_instance > 0.0) {
             r.at(
                 &["simulation", "capacity_per_instance"],
@@ -131,6 +136,27 @@ pub(in crate::manifest) fn fleet(f: &FleetSpec, doc: Doc, problems: &mut Vec<Pro
 }
 
 fn launch(l: &LaunchSpec, has_group: bool, r: &mut Report) {
+    if let Some(d) = &l.instances_distribution {
+        if d.on_demand_percentage_above_base_capacity > 100 {
+            r.at(
+                &[
+                    "launch",
+                    "instances_distribution",
+                    "on_demand_percentage_above_base_capacity",
+                ],
+                format!(
+                    "on_demand_percentage_above_base_capacity {} is a percent: 0 to 100",
+                    d.on_demand_percentage_above_base_capacity
+                ),
+            );
+        }
+        if has_group {
+            r.at(
+                &["launch", "instances_distribution"],
+                "a fleet backed by an Auto Scaling group takes its On-Demand/Spot split from the group's mixed instances policy: set it there",
+            );
+        }
+    }
     match (&l.launch_template, &l.ami) {
         (Some(_), Some(_)) => r.at(
             &["launch", "ami"],

@@ -76,6 +76,93 @@ mod tests {
         load_str("m.yaml", text).expect_err("refused").to_string()
     }
 
+    /// The instances distribution reads in the Auto Scaling group's terms; a wrong value
+    /// is reported at its key with what to write.
+    #[test]
+    fn an_instances_distribution_reads_a_base_a_floor_and_a_percentage() {
+        use crate::manifest::{OnDemandBase, SpotAllocationStrategy};
+        let with = |d: &str| {
+            FLEET.replace(
+                "launch: { ami: ami-12345678, instance_types: [m6i.large] }",
+                &format!("launch:\n  ami: ami-12345678\n  instance_types: [m6i.large]\n  instances_distribution: {d}"),
+            )
+        };
+        let c = load_str(
+            "m.yaml",
+            &with(
+                "{ on_demand_base_capacity: floor, on_demand_percentage_above_base_capacity: 20 }",
+            ),
+        )
+        .expect("valid");
+        let d = c.fleets[0]
+            .launch
+            .instances_distribution
+            .clone()
+            .expect("read");
+        assert_eq!(d.on_demand_base_capacity, OnDemandBase::Floor);
+        assert_eq!(d.on_demand_percentage_above_base_capacity, 20);
+        assert_eq!(
+            d.spot_allocation_strategy,
+            SpotAllocationStrategy::PriceCapacityOptimized
+        );
+        assert!(d.uses_spot());
+        let c = load_str(
+            "m.yaml",
+            &with("{ on_demand_base_capacity: 3, spot_allocation_strategy: capacity-optimized }"),
+        )
+        .expect("valid");
+        let d = c.fleets[0]
+            .launch
+            .instances_distribution
+            .clone()
+            .expect("read");
+        assert_eq!(d.on_demand_base_capacity, OnDemandBase::Units(3));
+        assert!(
+            !d.uses_spot(),
+            "the percentage defaults to 100, as on an Auto Scaling group"
+        );
+        let err = problems(&with("{ on_demand_percentage_above_base_capacity: 120 }"));
+        assert!(
+            err.contains("m.yaml:7:") && err.contains("is a percent: 0 to 100"),
+            "{err}"
+        );
+        let err = problems(&with("{ on_demand_base_capacity: lowest }"));
+        assert!(err.contains("write a number of units or `floor`"), "{err}");
+        let err = problems(&with("{ on_demand_base_capacity: -1 }"));
+        assert!(err.contains("must not be negative"), "{err}");
+        let grouped = FLEET.replace(
+            "launch: { ami: ami-12345678, instance_types: [m6i.large] }",
+            "auto_scaling_group: web-asg\nlaunch: { instances_distribution: { on_demand_percentage_above_base_capacity: 0 } }",
+        );
+        let err = problems(&grouped);
+        assert!(err.contains("mixed instances policy"), "{err}");
+        // A price table in the manifest is checked where it is written.
+        let priced = format!("{FLEET}simulation:\n  capacity_per_instance: 100\n  traffic: {{ synthetic: {{ base: 1, peak: 2 }} }}\n  prices:\n    m6i.large: {{ on_demand: 0.1, spot: -0.03 }}\n");
+        let err = problems(&priced);
+        assert!(
+            err.contains("m.yaml:14:3:") && err.contains("spot price -0.03"),
+            "{err}"
+        );
+        // A base at the fleet's maximum leaves nothing for Spot: the daemon runs it.
+        let c = load_str(
+            "m.yaml",
+            &with("{ on_demand_base_capacity: 10, on_demand_percentage_above_base_capacity: 0 }"),
+        )
+        .expect("valid");
+        assert!(crate::controller::check_runnable(&c).is_ok());
+        // The daemon does not launch Spot yet and says so instead of buying On-Demand.
+        let c = load_str(
+            "m.yaml",
+            &with("{ on_demand_percentage_above_base_capacity: 0 }"),
+        )
+        .expect("valid");
+        let why = crate::controller::check_runnable(&c).expect_err("refused");
+        assert!(
+            why.contains("fleet web") && why.contains("only `coxswain simulate`"),
+            "{why}"
+        );
+    }
+
     /// A controller setting is reported at its own key, not at the top of the file.
     #[test]
     fn controller_problems_point_at_their_key() {
