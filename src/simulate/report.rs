@@ -7,12 +7,7 @@ use std::io::{self, Write};
 
 /// A fixed-width table, one row per policy.
 pub fn table(summaries: &[Summary]) -> String {
-    let width = summaries
-        .iter()
-        .map(|s| s.policy.chars().count())
-        .max()
-        .unwrap_or(6)
-        .max(6);
+    let width = name_width(summaries);
     let mut out = format!(
         "{:<width$}  {:>10}  {:>10}  {:>13}  {:>9}  {:>9}  {:>11}  {:>9}  {:>14}\n",
         "policy",
@@ -50,15 +45,20 @@ pub fn table(summaries: &[Summary]) -> String {
     out
 }
 
-/// The money side of the runs: dollars (when priced), the share of instance-minutes on
-/// Spot, Spot interruptions, and the loss next to them.
-pub fn money_table(summaries: &[Summary]) -> String {
-    let width = summaries
+/// The width of the policy column: the longest name, at least 6.
+fn name_width(summaries: &[Summary]) -> usize {
+    summaries
         .iter()
         .map(|s| s.policy.chars().count())
         .max()
         .unwrap_or(6)
-        .max(6);
+        .max(6)
+}
+
+/// The money side of the runs: dollars (when priced), the share of instance-minutes on
+/// Spot, Spot interruptions, and the loss next to them.
+pub fn money_table(summaries: &[Summary]) -> String {
+    let width = name_width(summaries);
     let mut out = format!(
         "{:<width$}  {:>12}  {:>9}  {:>13}  {:>10}\n",
         "policy", "USD", "on Spot", "interruptions", "unserved"
