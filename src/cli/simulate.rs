@@ -202,22 +202,33 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
     } else {
         vec![a.baseline_utilization]
     };
-    let (price, market) = market_of(&fleet, a.prices.as_deref(), a.spot_seed)?;
+    let Pricing { price, market } = pricing_of(&fleet, a.prices.as_deref(), a.spot_seed)?;
     let mut policies = lineup(tested, capacity, boot + lag, &targets, peak, (min, max));
-    let started = Instant::now();
-    let runs = run_all(&mut policies, &replay, world, initial, market.as_ref());
-    let elapsed = started.elapsed();
     let limit = simulate::zero_loss_limit(demand, capacity);
+    let started = Instant::now();
+    let (runs, on_demand_only) = std::thread::scope(|scope| {
+        // With Spot in the mix: the fleet's own policy again, all On-Demand, beside the
+        // others, to show what the mix saves and what its interruptions cost.
+        let alone = market.as_ref().map(|_| {
+            let (fleet, replay) = (&fleet, &replay);
+            scope.spawn(move || {
+                let mut p = ManifestPolicy::new(fleet.clone());
+                let mut r = simulate::run(&mut p, replay, world, initial);
+                r.policy = format!("{} (all On-Demand)", r.policy);
+                r
+            })
+        });
+        let runs = run_all(&mut policies, &replay, world, initial, market.as_ref());
+        let alone = alone.map(|h| match h.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        });
+        (runs, alone)
+    });
+    let elapsed = started.elapsed();
     let mut summaries: Vec<simulate::Summary> =
         runs.iter().map(|r| simulate::summarize(r, limit)).collect();
-    // With Spot in the mix: the fleet's own policy again, all On-Demand, to show what the
-    // mix saves and what its interruptions cost.
-    let mut on_demand_only = market.as_ref().map(|_| {
-        let mut p = ManifestPolicy::new(fleet.clone());
-        let mut r = simulate::run(&mut p, &replay, world, initial);
-        r.policy = format!("{} (all On-Demand)", r.policy);
-        simulate::summarize(&r, limit)
-    });
+    let mut on_demand_only = on_demand_only.map(|r| simulate::summarize(&r, limit));
     if let Some((_, p)) = &price {
         for s in summaries.iter_mut().chain(on_demand_only.iter_mut()) {
             s.price(p.on_demand, p.spot);
@@ -361,20 +372,21 @@ pub fn run_all(
     })
 }
 
+/// What a simulated fleet's capacity costs, and how it is bought.
+struct Pricing {
+    /// The fleet's instance type and its price, when a price table is given.
+    price: Option<(String, manifest::InstancePrice)>,
+    /// On-Demand and Spot, when the fleet may use Spot; `None`: all On-Demand.
+    market: Option<simulate::MarketModel>,
+}
+
 /// The price of the fleet's instance type, from `prices` (a file) or the fleet's
-/// `simulation.prices`, and the market its capacity is bought in, when it uses Spot.
-#[allow(clippy::type_complexity)]
-fn market_of(
+/// `simulation.prices`, and the market its capacity is bought in, when it may use Spot.
+fn pricing_of(
     fleet: &FleetSpec,
     prices: Option<&std::path::Path>,
     seed: u64,
-) -> Result<
-    (
-        Option<(String, manifest::InstancePrice)>,
-        Option<simulate::MarketModel>,
-    ),
-    String,
-> {
+) -> Result<Pricing, String> {
     let table = match prices {
         Some(path) => Some(manifest::load_prices(path)?),
         None => match fleet.simulation.as_ref().and_then(|s| s.prices.clone()) {
@@ -411,7 +423,7 @@ fn market_of(
         .launch
         .instances_distribution
         .as_ref()
-        .filter(|d| d.uses_spot())
+        .filter(|_| fleet.may_use_spot())
         .map(|d| simulate::MarketModel {
             on_demand_base: d.on_demand_base_capacity,
             on_demand_percent: d.on_demand_percentage_above_base_capacity,
@@ -422,7 +434,7 @@ fn market_of(
             storms: Vec::new(),
             seed,
         });
-    Ok((price, market))
+    Ok(Pricing { price, market })
 }
 
 /// The policy under test, then the baselines (target tracking and the HPA at each of

@@ -17,8 +17,7 @@
 use std::collections::VecDeque;
 
 /// Where an instance's capacity is bought.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Market {
     OnDemand,
     Spot,

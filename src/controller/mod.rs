@@ -386,14 +386,7 @@ pub(super) fn note_error(report: &mut PassReport, what: &str, e: &CloudError) {
 /// launched all On-Demand, which nobody should find out from the bill. Only `simulate`
 /// models Spot so far.
 pub fn check_runnable(config: &Config) -> Result<(), String> {
-    use crate::manifest::OnDemandBase;
-    match config.fleets.iter().find(|f| {
-        f.launch.instances_distribution.as_ref().is_some_and(|d| {
-            // A base at the fleet's maximum leaves nothing for Spot.
-            d.uses_spot()
-                && !matches!(d.on_demand_base_capacity, OnDemandBase::Units(n) if n >= f.capacity.max)
-        })
-    }) {
+    match config.fleets.iter().find(|f| f.may_use_spot()) {
         Some(f) => Err(format!(
             "fleet {}: launch.instances_distribution puts capacity on Spot, which only `coxswain simulate` models so far; the daemon launches On-Demand only (remove the section or set on_demand_percentage_above_base_capacity: 100)",
             f.name

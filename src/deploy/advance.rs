@@ -7,6 +7,21 @@ use super::{
 };
 use crate::manifest::StrategySpec;
 
+/// Whether restoring (a rollback, or a deploy rolling back) has just run past its deadline,
+/// `timeout` after `step_started`: true once, and `overdue` remembers it. The deadline is
+/// reported (CI, `status`, notifications), not acted on: restoring goes on, since stopping
+/// would leave the build being left serving.
+fn newly_overdue(
+    overdue: &mut bool,
+    step_started: chrono::DateTime<chrono::Utc>,
+    o: &Observed,
+    timeout: chrono::Duration,
+) -> bool {
+    let late = !*overdue && o.now - step_started > timeout;
+    *overdue |= late;
+    late
+}
+
 /// Advance a rollout by one pass. Returns the new state, progress lines for the log and
 /// the CLI, and the targets to converge to.
 pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
@@ -59,8 +74,7 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
             if complete {
                 events.push(format!("rolled back: {d} of {d} on {}", r.to.id));
                 r.phase = Phase::Succeeded;
-            } else if o.now - r.step_started > gates.timeout.chrono() && !r.overdue {
-                r.overdue = true;
+            } else if newly_overdue(&mut r.overdue, r.step_started, o, gates.timeout.chrono()) {
                 events.push(format!(
                     "rollback still restoring after {}: {} of {d} on {} healthy, {} of {} left; it goes on",
                     gates.timeout, o.new_healthy, r.to.id, o.old_live, r.from.id
@@ -247,10 +261,7 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
                     r.from.id
                 ));
                 r.phase = Phase::RolledBack { reason };
-            } else if o.now - r.step_started > gates.timeout.chrono() && !r.overdue {
-                // Its deadline: reported once (CI, `status`, notifications). Restoring goes
-                // on: stopping would leave the build being left serving.
-                r.overdue = true;
+            } else if newly_overdue(&mut r.overdue, r.step_started, o, gates.timeout.chrono()) {
                 events.push(format!(
                     "rolling back overdue: still restoring after {}: {} of {d} on {} healthy, {} of {} left; it goes on",
                     gates.timeout, o.old_healthy, r.from.id, o.new_live, r.to.id

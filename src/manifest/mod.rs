@@ -66,6 +66,15 @@ pub struct FleetSpec {
 }
 
 impl FleetSpec {
+    /// Whether the fleet's `launch.instances_distribution` can put any of its capacity, up
+    /// to `capacity.max`, on Spot (a base at the maximum leaves nothing for it).
+    pub fn may_use_spot(&self) -> bool {
+        self.launch.instances_distribution.as_ref().is_some_and(|d| {
+            d.uses_spot()
+                && !matches!(d.on_demand_base_capacity, OnDemandBase::Units(n) if n >= self.capacity.max)
+        })
+    }
+
     pub fn app(&self) -> &str {
         self.app.as_deref().unwrap_or(&self.name)
     }

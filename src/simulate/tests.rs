@@ -329,32 +329,44 @@ fn timeline_recomputes_the_summary() {
     assert!((unserved / requests - s.unserved_fraction).abs() < 1e-12);
 }
 
-#[test]
-fn a_spot_storm_costs_the_boot_time_of_the_lost_capacity_and_leaves_on_demand_alone() {
-    // Ten instances wanted throughout, four On-Demand (the base), six Spot; at minute 100
-    // every Spot instance gets its two-minute warning.
-    let demand = vec![1_000.0; 200];
+/// Ten instances wanted for `minutes` minutes at 1,000 requests a minute (ten instances'
+/// worth), bought with an On-Demand base of `base` and `percent` On-Demand above it, and
+/// Spot storms at the given minutes.
+fn ten_instances_in_market(
+    minutes: usize,
+    base: u32,
+    percent: u8,
+    storms: Vec<(usize, f64)>,
+) -> Run {
     let mut p = Scripted {
-        wants: vec![10; 200],
+        wants: vec![10; minutes],
         seen_visible: vec![],
     };
     let market = MarketModel {
-        on_demand_base: crate::manifest::OnDemandBase::Units(4),
-        on_demand_percent: 0,
+        on_demand_base: crate::manifest::OnDemandBase::Units(base),
+        on_demand_percent: percent,
         interruptions_per_minute: 0.0,
-        storms: vec![(100, 1.0)],
+        storms,
         seed: 1,
     };
-    let r = run_in_market(
+    let demand = vec![1_000.0; minutes];
+    run_in_market(
         &mut p,
         &Replay::contiguous(start(), demand),
         WORLD,
         10,
         Some(market),
-    );
+    )
+}
+
+#[test]
+fn a_spot_storm_costs_the_boot_time_of_the_lost_capacity_and_leaves_on_demand_alone() {
+    // Four On-Demand (the base), six Spot; at minute 100 every Spot instance gets its
+    // two-minute warning.
+    let r = ten_instances_in_market(200, 4, 0, vec![(100, 1.0)]);
     assert_eq!(r.interruptions, 6);
-    // The warned serve the minute of the warning, then are deregistered; the
-    // replacements, launched in that minute's decision, serve after their boot.
+    // The warned serve the minute of the warning, then are deregistered; their
+    // replacements, launched at the warning, serve after their boot.
     let ready: Vec<u32> = r.minutes[99..105].iter().map(|m| m.ready).collect();
     assert_eq!(ready, vec![10, 10, 4, 4, 10, 10]);
     // Billed: the replacements from their launch, the warned until they are gone.
@@ -365,39 +377,15 @@ fn a_spot_storm_costs_the_boot_time_of_the_lost_capacity_and_leaves_on_demand_al
     assert_eq!(billed, vec![10, 16, 16, 10, 10, 10]);
     // On-Demand (billed minus Spot) is the base every minute.
     assert!(r.minutes.iter().all(|m| m.ready + m.booting - m.spot == 4));
-    let s = summarize(
-        &r,
-        zero_loss_limit(
-            &r.minutes.iter().map(|m| m.demand).collect::<Vec<_>>(),
-            WORLD.capacity,
-        ),
-    );
-    // Two minutes at 4 of 10 instances: 6,000 of 1,000 × 200 requests lost.
+    let s = summarize(&r, 1);
+    // Two minutes at 4 of 10 instances (600 of 1,000 requests a minute unserved).
     assert!((s.unserved_requests - 2.0 * 600.0).abs() < 1e-9, "{s:?}");
     assert_eq!(s.spot_instance_minutes, 6 * 200 + 6 * 2);
 }
 
 #[test]
 fn a_priced_run_bills_each_market_at_its_price() {
-    let demand = vec![1_000.0; 120];
-    let mut p = Scripted {
-        wants: vec![10; 120],
-        seen_visible: vec![],
-    };
-    let market = MarketModel {
-        on_demand_base: crate::manifest::OnDemandBase::Units(2),
-        on_demand_percent: 50,
-        interruptions_per_minute: 0.0,
-        storms: vec![],
-        seed: 1,
-    };
-    let r = run_in_market(
-        &mut p,
-        &Replay::contiguous(start(), demand),
-        WORLD,
-        10,
-        Some(market),
-    );
+    let r = ten_instances_in_market(120, 2, 50, vec![]);
     let mut s = summarize(&r, 1);
     s.price(0.10, 0.04);
     // 2 + ceil(8 × 50%) = 6 On-Demand, 4 Spot, for two hours.
