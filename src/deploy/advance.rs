@@ -278,8 +278,8 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
                 restore_first: true,
             }
         }
-        // Not started, or hooks running: the fleet keeps its current build.
-        Phase::Queued | Phase::PreDeploy => Targets {
+        // Not started, hooks running, or rolled back: the fleet is all on the build it had.
+        Phase::Queued | Phase::PreDeploy | Phase::RolledBack { .. } => Targets {
             new: 0,
             old: d,
             max_total: d,
@@ -295,15 +295,6 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
             min_healthy: d,
             register_new: true,
             register_old: false,
-            restore_first: false,
-        },
-        Phase::RolledBack { .. } => Targets {
-            new: 0,
-            old: d,
-            max_total: d,
-            min_healthy: d,
-            register_new: false,
-            register_old: true,
             restore_first: false,
         },
     };
