@@ -17,7 +17,7 @@ pub struct InstancesDistribution {
     pub on_demand_base_capacity: OnDemandBase,
     /// Percent of the capacity above the base that is On-Demand (0 to 100); the rest is
     /// Spot. A fraction is rounded in favour of On-Demand. Default 100 (no Spot).
-    #[serde(default = "hundred")]
+    #[serde(default = "hundred", deserialize_with = "percent")]
     pub on_demand_percentage_above_base_capacity: u8,
     /// How Spot capacity is spread over the pools (instance type × Availability Zone), as
     /// EC2 Fleet's `SpotOptions.AllocationStrategy`. Default `price-capacity-optimized`.
@@ -27,6 +27,29 @@ pub struct InstancesDistribution {
 
 fn hundred() -> u8 {
     100
+}
+
+/// A whole percent, 0 to 100, with an error that says so (not "expected u8").
+fn percent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = u8;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole percent from 0 to 100 (20, not \"20%\" or 0.2)")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u8, E> {
+            u8::try_from(v)
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or_else(|| E::custom(format!("{v} is a percent: 0 to 100")))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u8, E> {
+            u64::try_from(v)
+                .map_err(|_| E::custom(format!("{v} is a percent: 0 to 100")))
+                .and_then(|v| self.visit_u64(v))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 impl Default for InstancesDistribution {
@@ -175,6 +198,12 @@ pub fn check_prices(table: &PriceTable) -> Result<(), String> {
                 ));
             }
         }
+        if p.spot > p.on_demand {
+            return Err(format!(
+                "{ty}: spot price {} is above the On-Demand price {}: EC2 never charges Spot more than On-Demand (its default maximum price), so one of them is wrong",
+                p.spot, p.on_demand
+            ));
+        }
         let r = p.spot_interruptions_per_hour;
         if !(r.is_finite() && (0.0..=1.0).contains(&r)) {
             return Err(format!(
@@ -209,6 +238,10 @@ mod tests {
         assert!(load_prices(&path)
             .expect_err("unknown")
             .contains("not a price table"));
+        write("m6i.large: { on_demand: 0.1, spot: 0.2 }\n");
+        assert!(load_prices(&path)
+            .expect_err("spot above")
+            .contains("above the On-Demand price"));
         write("{}\n");
         assert!(load_prices(&path).expect_err("empty").contains("empty"));
         let err = load_prices(&dir.path().join("missing.yaml")).expect_err("missing");

@@ -9,7 +9,9 @@
 //!   (`None` when every baseline run cost more).
 //!
 //! `r` below 1 means the policy is cheaper than anything the baselines can tune to for
-//! the same or lower loss. Pure functions over [`Summary`] rows.
+//! the same or lower loss. Cost is instance-minutes, or US dollars when the runs are
+//! priced (`simulate --prices`): with Spot in the mix, runs with the same instance-minutes
+//! can cost different money. Pure functions over [`Summary`] rows.
 
 use super::Summary;
 use serde::Serialize;
@@ -25,6 +27,9 @@ pub struct Point {
     pub policy: String,
     /// Instance-minutes billed.
     pub instance_minutes: u64,
+    /// US dollars, when priced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usd: Option<f64>,
     /// Fraction of requests not served (0..1).
     pub unserved_fraction: f64,
 }
@@ -34,6 +39,9 @@ pub struct Point {
 pub struct Standing {
     pub policy: String,
     pub instance_minutes: u64,
+    /// US dollars, when priced; then `r` and the comparisons are in dollars.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usd: Option<f64>,
     pub unserved_fraction: f64,
     /// Cost ÷ the cheapest baseline run losing no more (None: none loses so little).
     pub r: Option<f64>,
@@ -50,8 +58,14 @@ fn point(s: &Summary) -> Point {
     Point {
         policy: s.policy.clone(),
         instance_minutes: s.instance_minutes,
+        usd: s.usd,
         unserved_fraction: s.unserved_fraction,
     }
+}
+
+/// What a run is compared by: dollars when priced, else instance-minutes.
+fn cost(s: &Summary) -> f64 {
+    s.usd.unwrap_or(s.instance_minutes as f64)
 }
 
 /// Where `policy` stands against the `baselines` runs.
@@ -59,24 +73,32 @@ pub fn stand(policy: &Summary, baselines: &[Summary]) -> Standing {
     let cheapest_no_worse = baselines
         .iter()
         .filter(|b| b.unserved_fraction <= policy.unserved_fraction + SAME_LOSS)
-        .min_by_key(|b| b.instance_minutes)
-        .map(point);
+        .min_by(|a, b| cost(a).total_cmp(&cost(b)));
     let best_at_cost = baselines
         .iter()
-        .filter(|b| b.instance_minutes <= policy.instance_minutes)
+        .filter(|b| cost(b) <= cost(policy))
         .min_by(|a, b| a.unserved_fraction.total_cmp(&b.unserved_fraction))
         .map(point);
     let r = cheapest_no_worse
-        .as_ref()
-        .filter(|b| b.instance_minutes > 0)
-        .map(|b| policy.instance_minutes as f64 / b.instance_minutes as f64);
+        .filter(|b| cost(b) > 0.0)
+        .map(|b| cost(policy) / cost(b));
+    let cheapest_no_worse = cheapest_no_worse.map(point);
     Standing {
         policy: policy.policy.clone(),
         instance_minutes: policy.instance_minutes,
+        usd: policy.usd,
         unserved_fraction: policy.unserved_fraction,
         r,
         cheapest_no_worse,
         best_at_cost,
+    }
+}
+
+/// "N instance-minutes", and the dollars when priced.
+fn cost_text(instance_minutes: u64, usd: Option<f64>) -> String {
+    match usd {
+        Some(u) => format!("${u:.2}, {instance_minutes} instance-minutes"),
+        None => format!("{instance_minutes} instance-minutes"),
     }
 }
 
@@ -87,18 +109,18 @@ pub fn table(standings: &[Standing]) -> String {
     for s in standings {
         let _ = writeln!(
             out,
-            "{}: {} instance-minutes, {:.4}% unserved",
+            "{}: {}, {:.4}% unserved",
             s.policy,
-            s.instance_minutes,
+            cost_text(s.instance_minutes, s.usd),
             s.unserved_fraction * 100.0
         );
         match (&s.r, &s.cheapest_no_worse) {
             (Some(r), Some(b)) => {
                 let _ = writeln!(
                     out,
-                    "  r = {r:.3}: the cheapest baseline run losing no more is {} ({} instance-minutes, {:.4}% unserved)",
+                    "  r = {r:.3}: the cheapest baseline run losing no more is {} ({}, {:.4}% unserved)",
                     b.policy,
-                    b.instance_minutes,
+                    cost_text(b.instance_minutes, b.usd),
                     b.unserved_fraction * 100.0
                 );
             }
@@ -171,6 +193,32 @@ mod tests {
             s.best_at_cost.as_ref().map(|b| b.policy.as_str()),
             Some("hpa 0.9")
         );
+    }
+
+    #[test]
+    fn priced_runs_are_compared_in_dollars() {
+        let priced = |name: &str, minutes: u64, loss: f64, usd: f64| Summary {
+            usd: Some(usd),
+            ..run(name, minutes, loss)
+        };
+        // The same loss for fewer instance-minutes, but on On-Demand: dearer.
+        let baselines = [
+            priced("tt 0.5 (mostly Spot)", 200, 0.001, 40.0),
+            priced("hpa 0.6 (On-Demand)", 170, 0.001, 60.0),
+        ];
+        let s = stand(&priced("predictive", 150, 0.001, 30.0), &baselines);
+        assert_eq!(
+            s.cheapest_no_worse.as_ref().map(|b| b.policy.as_str()),
+            Some("tt 0.5 (mostly Spot)")
+        );
+        assert!((s.r.expect("r") - 30.0 / 40.0).abs() < 1e-12);
+        let s = stand(&priced("dear", 150, 0.0, 50.0), &baselines);
+        // At most $50: only the Spot-heavy run, whatever its instance-minutes.
+        assert_eq!(
+            s.best_at_cost.as_ref().map(|b| b.policy.as_str()),
+            Some("tt 0.5 (mostly Spot)")
+        );
+        assert!(table(&[s]).contains("$50.00, 150 instance-minutes"));
     }
 
     #[test]

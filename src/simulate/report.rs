@@ -86,14 +86,14 @@ pub fn money_table(summaries: &[Summary]) -> String {
     out
 }
 
-/// `minute,timestamp,demand,capacity_ready,instances_booting,served`: `capacity_ready` is
+/// `minute,timestamp,demand,capacity_ready,instances_booting,served,instances_spot`: `capacity_ready` is
 /// the number of instances serving that minute; billed instances are
 /// `capacity_ready + instances_booting`.
 pub fn timeline_csv<W: Write>(out: &mut W, run: &Run, replay: &Replay) -> io::Result<()> {
     let mut w = io::BufWriter::new(out);
     writeln!(
         w,
-        "minute,timestamp,demand,capacity_ready,instances_booting,served"
+        "minute,timestamp,demand,capacity_ready,instances_booting,served,instances_spot"
     )?;
     for (i, m) in run.minutes.iter().enumerate() {
         let Some(t) = replay.times.get(i) else {
@@ -101,12 +101,13 @@ pub fn timeline_csv<W: Write>(out: &mut W, run: &Run, replay: &Replay) -> io::Re
         };
         writeln!(
             w,
-            "{i},{},{},{},{},{}",
+            "{i},{},{},{},{},{},{}",
             t.format("%Y-%m-%dT%H:%M:%SZ"),
             m.demand,
             m.ready,
             m.booting,
-            m.served
+            m.served,
+            m.spot
         )?;
     }
     w.flush()

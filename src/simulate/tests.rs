@@ -312,7 +312,7 @@ fn timeline_recomputes_the_summary() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("minute,timestamp,demand,capacity_ready,instances_booting,served")
+        Some("minute,timestamp,demand,capacity_ready,instances_booting,served,instances_spot")
     );
     for line in lines {
         let f: Vec<&str> = line.split(',').collect();

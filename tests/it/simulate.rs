@@ -79,13 +79,17 @@ fn json_summary_agrees_with_the_timeline_and_the_plot_shows_every_policy() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("minute,timestamp,demand,capacity_ready,instances_booting,served")
+        Some("minute,timestamp,demand,capacity_ready,instances_booting,served,instances_spot")
     );
     let (mut billed, mut limit, mut demand, mut served, mut overload, mut rows) =
         (0u64, 0u64, 0.0, 0.0, 0u64, 0usize);
     for line in lines {
         let f: Vec<&str> = line.split(',').collect();
-        assert_eq!(f.len(), 6, "{line}");
+        assert_eq!(f.len(), 7, "{line}");
+        assert_eq!(
+            f[6], "0",
+            "no Spot without an instances distribution: {line}"
+        );
         let n = |i: usize| f[i].parse::<f64>().expect("number");
         let (d, ready, booting, s) = (n(2), n(3), n(4), n(5));
         assert!(s <= d && s <= ready * capacity + 1e-6, "{line}");
@@ -294,7 +298,13 @@ fn prices_report_dollars_for_a_spot_mix_and_for_all_on_demand() {
             .output()
             .expect("run coxswain")
     };
-    let out = run(&["--output", "json"]);
+    let timeline = dir.path().join("timeline.csv");
+    let out = run(&[
+        "--output",
+        "json",
+        "--timeline",
+        &timeline.to_string_lossy(),
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -313,6 +323,20 @@ fn prices_report_dollars_for_a_spot_mix_and_for_all_on_demand() {
         assert!((num(s, "usd") - usd).abs() < 1e-6 * usd, "{s}");
     }
     assert_eq!(num(alone, "spot_instance_minutes"), 0.0);
+    // The timeline's Spot column adds up to the Spot instance-minutes, and is part of
+    // what is billed each minute.
+    let text = std::fs::read_to_string(&timeline).expect("timeline");
+    let mut spot = 0.0;
+    for line in text.lines().skip(1) {
+        let f: Vec<f64> = line
+            .split(',')
+            .skip(3)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        assert!(f.len() == 4 && f[3] <= f[0] + f[1], "{line}");
+        spot += f[3];
+    }
+    assert_eq!(spot, num(tested, "spot_instance_minutes"));
     assert_eq!(num(alone, "interruptions"), 0.0);
     assert!(
         num(tested, "spot_instance_minutes") > 0.1 * num(tested, "instance_minutes"),
@@ -337,6 +361,22 @@ fn prices_report_dollars_for_a_spot_mix_and_for_all_on_demand() {
     assert!(
         text.contains("in money (m6i.large") && text.contains("(all On-Demand)"),
         "{text}"
+    );
+    // Swept with prices, r is in dollars: runs in the same market with the same
+    // instance-minutes can cost different money.
+    let swept: serde_json::Value =
+        serde_json::from_slice(&run(&["--sweep", "--output", "json"]).stdout).expect("JSON");
+    let st = &swept["standings"][0];
+    assert_eq!(st["usd"], swept["policies"][0]["usd"]);
+    let b = &st["cheapest_no_worse"];
+    match st["r"].as_f64() {
+        Some(r) => assert!((r - num(st, "usd") / num(b, "usd")).abs() < 1e-9, "{st}"),
+        None => assert!(b.is_null(), "{st}"),
+    }
+    // Each baseline run compared is priced too.
+    assert!(
+        st["best_at_cost"].is_null() || st["best_at_cost"]["usd"].is_f64(),
+        "{st}"
     );
     // A price table without the fleet's type is refused with a sentence.
     std::fs::write(&prices, "c6i.large: { on_demand: 0.085, spot: 0.034 }\n").expect("write");

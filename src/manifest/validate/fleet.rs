@@ -136,26 +136,11 @@ pub(in crate::manifest) fn fleet(f: &FleetSpec, doc: Doc, problems: &mut Vec<Pro
 }
 
 fn launch(l: &LaunchSpec, has_group: bool, r: &mut Report) {
-    if let Some(d) = &l.instances_distribution {
-        if d.on_demand_percentage_above_base_capacity > 100 {
-            r.at(
-                &[
-                    "launch",
-                    "instances_distribution",
-                    "on_demand_percentage_above_base_capacity",
-                ],
-                format!(
-                    "on_demand_percentage_above_base_capacity {} is a percent: 0 to 100",
-                    d.on_demand_percentage_above_base_capacity
-                ),
-            );
-        }
-        if has_group {
-            r.at(
-                &["launch", "instances_distribution"],
-                "a fleet backed by an Auto Scaling group takes its On-Demand/Spot split from the group's mixed instances policy: set it there",
-            );
-        }
+    if l.instances_distribution.is_some() && has_group {
+        r.at(
+            &["launch", "instances_distribution"],
+            "a fleet backed by an Auto Scaling group takes its On-Demand/Spot split from the group's mixed instances policy: set it there",
+        );
     }
     match (&l.launch_template, &l.ami) {
         (Some(_), Some(_)) => r.at(

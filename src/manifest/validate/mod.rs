@@ -128,6 +128,10 @@ mod tests {
         );
         let err = problems(&with("{ on_demand_base_capacity: lowest }"));
         assert!(err.contains("write a number of units or `floor`"), "{err}");
+        let err = problems(&with(
+            "{ on_demand_percentage_above_base_capacity: \"20%\" }",
+        ));
+        assert!(err.contains("a whole percent from 0 to 100"), "{err}");
         let err = problems(&with("{ on_demand_base_capacity: -1 }"));
         assert!(err.contains("must not be negative"), "{err}");
         let grouped = FLEET.replace(
