@@ -331,10 +331,6 @@ fn validate(paths: Vec<PathBuf>) -> ExitCode {
                     c.fleets.len(),
                     files.len()
                 );
-                // Valid, and fine for `simulate`, but not something `run` does yet.
-                if let Err(why) = crate::controller::check_runnable(&c) {
-                    println!("note {described}: `coxswain run` refuses it: {why}");
-                }
             }
             Err(e) => {
                 bad = true;

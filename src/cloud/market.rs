@@ -16,11 +16,42 @@
 
 use std::collections::VecDeque;
 
-/// Where an instance's capacity is bought.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where an instance's capacity is bought. Serialized as EC2 names it (`on-demand`,
+/// `spot`: the `Lifecycle` of a CreateFleet answer, the `coxswain:market` tag).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Market {
+    #[default]
     OnDemand,
     Spot,
+}
+
+impl Market {
+    /// EC2's name: `on-demand` or `spot`.
+    pub fn as_aws(self) -> &'static str {
+        match self {
+            Market::OnDemand => "on-demand",
+            Market::Spot => "spot",
+        }
+    }
+
+    /// Reads EC2's name; anything but `spot` is On-Demand (an instance without a
+    /// lifecycle is On-Demand in EC2's answers).
+    pub fn from_aws(s: &str) -> Market {
+        if s == "spot" {
+            Market::Spot
+        } else {
+            Market::OnDemand
+        }
+    }
+}
+
+impl std::fmt::Display for Market {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_aws())
+    }
 }
 
 /// A capacity divided by market. Units are whatever the fleet counts capacity in

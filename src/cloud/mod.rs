@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use errors::CloudError;
+pub use market::Market;
 
 /// Tag keys that mark an instance as coxswain's. They are set in the same RunInstances
 /// call that creates the instance (TagSpecifications), so no instance exists untagged.
@@ -38,6 +39,9 @@ pub mod tags {
     /// Set when the controller has decided to retire the instance: value is RFC 3339 time.
     /// Durable intent, so a restarted controller finishes the drain instead of forgetting it.
     pub const RETIRING: &str = "coxswain:retiring";
+    /// `on-demand` or `spot`, set at launch on fleets with an instances distribution
+    /// (EC2's own `InstanceLifecycle` is read first; the tag is for answers without it).
+    pub const MARKET: &str = "coxswain:market";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -73,6 +77,8 @@ pub struct Instance {
     pub private_ip: Option<String>,
     /// When the controller marked it for retirement (from the `coxswain:retiring` tag).
     pub retiring_since: Option<DateTime<Utc>>,
+    /// On-Demand or Spot (EC2's `InstanceLifecycle`, else the `coxswain:market` tag).
+    pub market: Market,
 }
 
 /// What to launch. Built by the controller from a fleet's launch spec. Serializable, so a
@@ -94,6 +100,61 @@ pub struct LaunchRequest {
     /// decides and reused only to resend that same launch. EC2 answers a repeated token
     /// with the original request's instances, even terminated ones.
     pub client_token: String,
+    /// The market to buy in. Spot is bought only through CreateFleet (`pools` not empty).
+    #[serde(default)]
+    pub market: Market,
+    /// When not empty, the launch is one EC2 CreateFleet call of type `instant`
+    /// (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateFleet.html>)
+    /// with the launch template (required) and one override per pool; `instance_type`
+    /// and `subnet` are then unused. EC2 chooses among the pools: Spot by
+    /// `spot_allocation_strategy`, On-Demand in the order given (`prioritized`).
+    #[serde(default)]
+    pub pools: Vec<Pool>,
+    /// CreateFleet's `SpotOptions.AllocationStrategy` (`price-capacity-optimized`, ...).
+    #[serde(default)]
+    pub spot_allocation_strategy: Option<String>,
+}
+
+/// A capacity pool: one instance type in one subnet (so one Availability Zone). `None`
+/// leaves it to the launch template.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct Pool {
+    pub instance_type: Option<String>,
+    pub subnet: Option<String>,
+}
+
+impl std::fmt::Display for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} in {}",
+            self.instance_type
+                .as_deref()
+                .unwrap_or("the template's type"),
+            self.subnet.as_deref().unwrap_or("the template's subnet")
+        )
+    }
+}
+
+/// What a CreateFleet `instant` call answered: the instances it launched, and one error
+/// per pool (and market) it could not launch in. EC2 answers a partly fulfilled request
+/// with both; the caller decides what to do about the rest.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FleetAnswer {
+    pub instances: Vec<Instance>,
+    pub errors: Vec<PoolError>,
+}
+
+/// One pool CreateFleet could not launch in, with EC2's error code
+/// (`InsufficientInstanceCapacity`, `UnfulfillableCapacity`, ...) and message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolError {
+    pub pool: Pool,
+    pub market: Market,
+    pub code: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -161,6 +222,7 @@ pub enum AlarmState {
 pub struct CallCounts {
     pub describe_instances: AtomicU64,
     pub run_instances: AtomicU64,
+    pub create_fleet: AtomicU64,
     pub terminate_instances: AtomicU64,
     pub create_tags: AtomicU64,
     pub get_metric_data: AtomicU64,
@@ -186,6 +248,7 @@ impl CallCounts {
         vec![
             ("DescribeInstances", get(&self.describe_instances)),
             ("RunInstances", get(&self.run_instances)),
+            ("CreateFleet", get(&self.create_fleet)),
             ("TerminateInstances", get(&self.terminate_instances)),
             ("CreateTags", get(&self.create_tags)),
             ("GetMetricData", get(&self.get_metric_data)),
@@ -219,6 +282,14 @@ pub trait Cloud: Send + Sync {
     /// `req.client_token`. Capacity errors come back as [`CloudError::InsufficientCapacity`]
     /// so the caller can fall back to another instance type or subnet.
     async fn launch(&self, req: &LaunchRequest) -> Result<Vec<Instance>, CloudError>;
+
+    /// Launch through EC2 CreateFleet, type `instant`: `req.count` instances in
+    /// `req.market`, from the launch template with one override per `req.pools` entry,
+    /// the tags applied at creation. Idempotent per `req.client_token`. Pools EC2 could
+    /// not launch in come back in [`FleetAnswer::errors`] beside what it did launch; a
+    /// request refused as a whole (no launch template, invalid template, throttled) is
+    /// `Err`.
+    async fn create_fleet(&self, req: &LaunchRequest) -> Result<FleetAnswer, CloudError>;
 
     /// Tag owned instances as retiring (durable intent before draining).
     async fn mark_retiring(&self, ids: &[String], at: DateTime<Utc>) -> Result<(), CloudError>;
@@ -272,6 +343,12 @@ pub trait Cloud: Send + Sync {
         listener_arn: &str,
         weights: &[(String, u32)],
     ) -> Result<(), CloudError>;
+
+    /// These instances as EC2 describes them now, in any state: terminated and
+    /// shutting-down ones too, while EC2 still lists them (about an hour). Ids EC2 does
+    /// not know (yet: DescribeInstances is eventually consistent) are absent. Read-only,
+    /// ownership not checked (DescribeInstances with an `instance-id` filter, paginated).
+    async fn instances_by_id(&self, ids: &[String]) -> Result<Vec<Instance>, CloudError>;
 
     /// EC2 status checks of these instances: (id, both system and instance checks ok).
     /// Instances not found are absent.

@@ -111,9 +111,21 @@ impl Controller {
                 )
                 .await;
         } else if d.desired < d.current {
-            retired = self
-                .retire(spec, &current.id, &live, d.current - d.desired, now, report)
-                .await;
+            let n = d.current - d.desired;
+            // With an instances distribution, the market above its share gives them up
+            // (Spot first), so the On-Demand base stays.
+            let pool: Vec<&Instance> = if spec.launch.instances_distribution.is_some() {
+                let have = super::spot::have(&live);
+                let want = self.wanted_split(spec, have.total().saturating_sub(n));
+                plan::choose_victims_by_market(
+                    &live,
+                    &current.id,
+                    crate::cloud::market::retirements(have, want),
+                )
+            } else {
+                live.clone()
+            };
+            retired = self.retire(spec, &current.id, &pool, n, now, report).await;
         }
         // An instance retired this pass must not be registered again by the refresh.
         let staying: Vec<&Instance> = live

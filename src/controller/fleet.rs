@@ -143,6 +143,10 @@ impl Controller {
             }
         }
         state.base_desired = Some(decision.desired);
+        let floor = state
+            .on_demand_floor
+            .get_or_insert_with(|| (crate::cloud::market::Floor::new(24 * 60), decision.desired));
+        floor.1 = floor.0.push(now.timestamp() / 60, decision.desired);
         state.memory.record(
             now,
             decision.recommended,

@@ -8,8 +8,8 @@
 
 use crate::clock::Clock;
 use crate::cloud::{
-    AlarmState, CallCounts, Cloud, CloudError, GroupState, Instance, LaunchRequest, MetricQuery,
-    MetricSeries, TargetHealth,
+    AlarmState, CallCounts, Cloud, CloudError, FleetAnswer, GroupState, Instance, LaunchRequest,
+    MetricQuery, MetricSeries, TargetHealth,
 };
 pub use crate::fence::Fence;
 use crate::store::Store;
@@ -199,6 +199,47 @@ impl Cloud for Journaled {
         r
     }
 
+    async fn create_fleet(&self, req: &LaunchRequest) -> Result<FleetAnswer, CloudError> {
+        let detail = format!(
+            "{} x {} {} pools={} token={}",
+            req.count,
+            req.build,
+            req.market,
+            req.pools
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+            req.client_token
+        );
+        let r = self
+            .change(
+                "CreateFleet",
+                &req.fleet,
+                detail,
+                self.inner.create_fleet(req),
+                |a| {
+                    let mut out = a
+                        .instances
+                        .iter()
+                        .map(|i| i.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    for e in &a.errors {
+                        out.push_str(&format!(" [{} {}: {}]", e.market, e.pool, e.code));
+                    }
+                    out
+                },
+            )
+            .await;
+        if let (Ok(a), Ok(mut m)) = (&r, self.fleet_of.write()) {
+            for i in &a.instances {
+                m.insert(i.id.clone(), req.fleet.clone());
+            }
+        }
+        r
+    }
+
     async fn mark_retiring(&self, ids_: &[String], at: DateTime<Utc>) -> Result<(), CloudError> {
         let fleet = self.fleet_of_ids(ids_, None);
         let call = self.inner.mark_retiring(ids_, at);
@@ -283,6 +324,10 @@ impl Cloud for Journaled {
         let detail = format!("{listener_arn}: {}", shown.join(","));
         self.change("ModifyListener", &fleet, detail, call, nothing)
             .await
+    }
+
+    async fn instances_by_id(&self, ids_: &[String]) -> Result<Vec<Instance>, CloudError> {
+        self.inner.instances_by_id(ids_).await
     }
 
     async fn instance_status(&self, ids_: &[String]) -> Result<Vec<(String, bool)>, CloudError> {

@@ -3,7 +3,7 @@
 //! answer was lost is sent again word for word rather than made twice.
 
 use super::{note_error, plan, Action, Controller, PassReport, PENDING_LAUNCH_TTL};
-use crate::cloud::{CloudError, Instance, LaunchRequest};
+use crate::cloud::{CloudError, FleetAnswer, Instance, LaunchRequest};
 use crate::deploy::Build;
 use crate::manifest::FleetSpec;
 use std::collections::HashSet;
@@ -42,6 +42,13 @@ impl Controller {
                 n = room;
             }
         }
+        if spec.launch.instances_distribution.is_some() {
+            let more = self
+                .launch_by_market(spec, build, live, &observed, n, report)
+                .await;
+            out.extend(more);
+            return out;
+        }
         let mut pending: Vec<(Option<String>, u32)> = plan::spread(spec, live, n);
         let mut exhausted: HashSet<Option<String>> = HashSet::new();
         while let Some((subnet, count)) = pending.pop() {
@@ -64,7 +71,7 @@ impl Controller {
                     count,
                     token,
                 );
-                match self.send_launch(&req).await {
+                match self.send_launch(&req).await.map(|a| a.instances) {
                     Ok(got) => {
                         if let Some(state) = self.fleets.get_mut(&spec.name) {
                             state.launch_rejected = None;
@@ -132,29 +139,42 @@ impl Controller {
         }
     }
 
-    /// RunInstances with the request remembered first, so that an answer lost to a crash or
+    /// RunInstances (or CreateFleet, for a request with pools) with the request remembered
+    /// first, so that an answer lost to a crash or
     /// a dropped connection can be asked for again under the same token. The request is
     /// forgotten once EC2's answer is known: instances, or a refusal (capacity, invalid,
     /// throttled: nothing was launched). It stays after a service error or timeout, when EC2
     /// may or may not have acted. When the state database refuses the write, nothing is
     /// launched: a launch that could not be retried safely is not made.
-    async fn send_launch(&self, req: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
+    pub(super) async fn send_launch(&self, req: &LaunchRequest) -> Result<FleetAnswer, CloudError> {
         let now = self.clock.now();
+        let operation = if req.pools.is_empty() {
+            "RunInstances"
+        } else {
+            "CreateFleet"
+        };
         let body = serde_json::to_string(req).map_err(|e| CloudError::Service {
-            operation: "RunInstances",
+            operation,
             message: format!("cannot write the launch request down: {e}"),
             source: None,
         })?;
         self.store
             .remember_launch(&req.client_token, &req.fleet, now, &body)
             .map_err(|e| CloudError::Service {
-                operation: "RunInstances",
+                operation,
                 message: format!(
                     "the state database refused the launch request, so it is not sent: {e}"
                 ),
                 source: None,
             })?;
-        let r = self.cloud.launch(req).await;
+        let r = if req.pools.is_empty() {
+            self.cloud.launch(req).await.map(|instances| FleetAnswer {
+                instances,
+                errors: Vec::new(),
+            })
+        } else {
+            self.cloud.create_fleet(req).await
+        };
         let answered = !matches!(r, Err(CloudError::Service { .. }));
         if answered {
             if let Err(e) = self.store.forget_launch(&req.client_token) {
@@ -210,7 +230,7 @@ impl Controller {
                 info!(fleet = %spec.name, client_token = %token, count = req.count, fits, "a launch whose answer was lost is larger than this pass may launch; not resent now");
                 continue;
             }
-            match self.send_launch(&req).await {
+            match self.send_launch(&req).await.map(|a| a.instances) {
                 Ok(got) => {
                     let seen = got
                         .iter()
@@ -238,7 +258,7 @@ impl Controller {
 
     /// The instances a launch answer really adds: live and not already observed. Reports
     /// the action, and warns with the reason when fewer than asked were realized.
-    fn realized(
+    pub(super) fn realized(
         &mut self,
         req: &LaunchRequest,
         got: Vec<Instance>,
@@ -251,8 +271,11 @@ impl Controller {
             .filter(|i| i.state.is_live() && !observed.contains(i.id.as_str()))
             .collect();
         let ids: Vec<String> = new.iter().map(|i| i.id.clone()).collect();
-        if new.len() as u32 >= req.count {
-            info!(fleet = %req.fleet, build = %req.build, instance_type = req.instance_type.as_deref().unwrap_or("template"), subnet = req.subnet.as_deref().unwrap_or("template"), ids = ?ids, client_token = %req.client_token, "action: launched {} instance(s)", ids.len());
+        // CreateFleet places what it can and says where it could not; the caller moves
+        // the rest (Spot to On-Demand) or reports it, so a short answer is not an error.
+        let partial_fleet = !req.pools.is_empty() && new.len() == answered;
+        if new.len() as u32 >= req.count || partial_fleet {
+            info!(fleet = %req.fleet, build = %req.build, market = %req.market, instance_type = req.instance_type.as_deref().unwrap_or("template"), subnet = req.subnet.as_deref().unwrap_or("template"), ids = ?ids, client_token = %req.client_token, "action: launched {} instance(s)", ids.len());
         } else {
             let why = if answered == 0 {
                 "EC2 answered with no instances".to_string()
@@ -276,13 +299,31 @@ impl Controller {
         for i in &new {
             self.inflight.insert(i.id.clone(), (now, i.clone()));
         }
-        if !new.is_empty() {
+        if !new.is_empty() && req.pools.is_empty() {
             report.actions.push(Action::Launch {
                 fleet: req.fleet.clone(),
                 ids,
                 instance_type: req.instance_type.clone(),
                 subnet: req.subnet.clone(),
             });
+        } else if !new.is_empty() {
+            // CreateFleet: one action per pool EC2 chose.
+            let mut by_pool: std::collections::BTreeMap<(String, Option<String>), Vec<String>> =
+                Default::default();
+            for i in &new {
+                by_pool
+                    .entry((i.instance_type.clone(), i.subnet.clone()))
+                    .or_default()
+                    .push(i.id.clone());
+            }
+            for ((ty, subnet), ids) in by_pool {
+                report.actions.push(Action::Launch {
+                    fleet: req.fleet.clone(),
+                    ids,
+                    instance_type: Some(ty),
+                    subnet,
+                });
+            }
         }
         new
     }

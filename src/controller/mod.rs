@@ -19,7 +19,9 @@ mod repair;
 mod report;
 pub mod requests;
 mod rollout;
+mod spot;
 mod state;
+pub mod unavailable;
 
 use fleet::FleetContext;
 pub use observe::{aligned_window, combine_fleet_series, fleet_metric_queries};
@@ -36,7 +38,7 @@ use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 /// Re-register a fleet's running instances this often even when nothing changed, to mend
 /// drift (a target removed by hand). RegisterTargets is idempotent, so this costs one call
@@ -97,6 +99,8 @@ pub struct Controller {
     cap_room: Option<u32>,
     /// Which target groups read zero unhealthy hosts (repair skips their target health).
     health_gate: health_gate::HealthGate,
+    /// Pools EC2 answered "no capacity" for, kept out of launches for a while.
+    unavailable: unavailable::Unavailable,
 }
 
 impl Controller {
@@ -136,6 +140,7 @@ impl Controller {
             inflight: HashMap::new(),
             cap_room: None,
             health_gate: health_gate::HealthGate::default(),
+            unavailable: unavailable::Unavailable::default(),
         })
     }
 
@@ -218,7 +223,6 @@ impl Controller {
     /// Refused when it changes the controller id: instances are owned through that tag,
     /// and the cloud connection lists by it, so it changes only with a restart.
     pub fn replace_config(&mut self, mut config: Config) -> Result<(), String> {
-        check_runnable(&config)?;
         if config.controller.controller_id != self.config.controller.controller_id {
             return Err(format!(
                 "controller_id changed from '{}' to '{}': ownership of instances follows that tag, so it changes only with a restart",
@@ -260,6 +264,23 @@ impl Controller {
         let listed: HashSet<String> = instances.iter().map(|i| i.id.clone()).collect();
         self.inflight
             .retain(|id, (at, _)| !listed.contains(id) && now - *at < INFLIGHT_TTL);
+        // One that ended before it was ever listed (a Spot instance taken back at once, a
+        // launch that failed at boot) must not be counted for minutes: ask about those by
+        // id, and forget the ones EC2 says are gone. Unknown ones stay (not visible yet).
+        let unlisted: Vec<String> = self.inflight.keys().cloned().collect();
+        if !unlisted.is_empty() {
+            match self.cloud.instances_by_id(&unlisted).await {
+                Ok(found) => {
+                    for i in found.iter().filter(|i| !i.state.is_live()) {
+                        info!(fleet = %i.fleet, id = %i.id, state = ?i.state, "an instance launched earlier ended before it was listed; not counted any more");
+                        self.inflight.remove(&i.id);
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot ask about launched instances not listed yet; counting them as launched");
+                }
+            }
+        }
         instances.extend(self.inflight.values().map(|(_, i)| i.clone()));
         let mut by_fleet: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
         for i in &instances {
@@ -379,20 +400,6 @@ pub(super) fn note_error(report: &mut PassReport, what: &str, e: &CloudError) {
         report.throttled = true;
     }
     report.errors.push(format!("{what}: {e}"));
-}
-
-/// What the manifests ask for that the daemon does not do yet, as an error for start-up
-/// and reload: a fleet whose `instances_distribution` puts capacity on Spot would be
-/// launched all On-Demand, which nobody should find out from the bill. Only `simulate`
-/// models Spot so far.
-pub fn check_runnable(config: &Config) -> Result<(), String> {
-    match config.fleets.iter().find(|f| f.may_use_spot()) {
-        Some(f) => Err(format!(
-            "fleet {}: launch.instances_distribution puts capacity on Spot, which only `coxswain simulate` models so far; the daemon launches On-Demand only (remove the section or set on_demand_percentage_above_base_capacity: 100)",
-            f.name
-        )),
-        None => Ok(()),
-    }
 }
 
 fn fleet_names(config: &Config) -> HashSet<String> {

@@ -103,6 +103,9 @@ pub fn launch_request(
         key_name: spec.launch.key_name.clone(),
         tags: t,
         client_token,
+        market: crate::cloud::Market::OnDemand,
+        pools: Vec::new(),
+        spot_allocation_strategy: None,
     }
 }
 
@@ -119,6 +122,46 @@ pub fn instance_type_choices(spec: &FleetSpec) -> Vec<Option<String>> {
             .map(Some)
             .collect()
     }
+}
+
+/// Every capacity pool of the fleet, in order of preference: each subnet in turn (first
+/// `first_subnet`, if given), and in it each instance type in the launch spec's order.
+/// Without subnets or types, the template's (None).
+pub fn pools(spec: &FleetSpec, first_subnet: Option<&str>) -> Vec<crate::cloud::Pool> {
+    let mut subnets: Vec<Option<String>> = if spec.launch.subnets.is_empty() {
+        vec![None]
+    } else {
+        spec.launch.subnets.iter().cloned().map(Some).collect()
+    };
+    if let Some(first) = first_subnet {
+        subnets.sort_by_key(|s| s.as_deref() != Some(first));
+    }
+    let types = instance_type_choices(spec);
+    subnets
+        .iter()
+        .flat_map(|s| {
+            types.iter().map(move |t| crate::cloud::Pool {
+                instance_type: t.clone(),
+                subnet: s.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Choose instances to retire by market: `n.on_demand` of the On-Demand ones and
+/// `n.spot` of the Spot ones, each by [`choose_victims`].
+pub fn choose_victims_by_market<'a>(
+    live: &[&'a Instance],
+    build: &str,
+    n: crate::cloud::market::Split,
+) -> Vec<&'a Instance> {
+    use crate::cloud::Market;
+    let of = |m: Market| -> Vec<&'a Instance> {
+        live.iter().copied().filter(|i| i.market == m).collect()
+    };
+    let mut out = choose_victims(&of(Market::Spot), build, n.spot);
+    out.extend(choose_victims(&of(Market::OnDemand), build, n.on_demand));
+    out
 }
 
 /// Choose `n` instances to retire: first those not on the fleet's current build, then from
@@ -187,6 +230,7 @@ mod tests {
             availability_zone: Some(az.into()),
             private_ip: None,
             retiring_since: None,
+            market: Default::default(),
         }
     }
 

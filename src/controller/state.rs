@@ -42,6 +42,10 @@ pub(super) struct FleetState {
     pub(super) last_decided: Option<u32>,
     /// Repair: when instances were first seen unhealthy, which are condemned (repair.rs).
     pub(super) repair: super::repair::RepairMemory,
+    /// The least capacity decided over the last 24 hours, for an On-Demand base of
+    /// `floor` (in memory: a restarted daemon starts it at the capacity it decides first,
+    /// the safe side, more On-Demand, until a day has passed).
+    pub(super) on_demand_floor: Option<(crate::cloud::market::Floor, u32)>,
 }
 
 /// The part of a fleet's in-memory state a restarted daemon needs back to continue a

@@ -150,28 +150,54 @@ fn terminate_tag_and_resize_are_allowed_only_on_resources_tagged_as_coxswains() 
             "a state-changing statement on every resource: {s}"
         );
         let cond = s["Condition"].to_string();
+        // Tags at launch: only inside the launch calls, which carry the ownership tag.
+        let at_launch = strings(&s["Condition"]["StringEquals"]["ec2:CreateAction"]);
+        let only_at_launch = !at_launch.is_empty()
+            && at_launch
+                .iter()
+                .all(|a| a == "RunInstances" || a == "CreateFleet");
         assert!(
-            cond.contains("ResourceTag/coxswain:controller")
-                || cond.contains("\"ec2:CreateAction\":\"RunInstances\""),
+            cond.contains("ResourceTag/coxswain:controller") || only_at_launch,
             "not limited to coxswain's own resources: {s}"
         );
     }
-    // Instances can only be launched already carrying the ownership tag.
-    let launch = statements
-        .iter()
-        .find(|s| {
-            strings(&s["Action"]).contains(&"ec2:RunInstances".to_string())
-                && strings(&s["Resource"])
+    // Instances can only be launched already carrying the ownership tag, by either call.
+    for call in ["ec2:RunInstances", "ec2:CreateFleet"] {
+        let launch = statements
+            .iter()
+            .find(|s| {
+                strings(&s["Action"]).contains(&call.to_string())
+                    && strings(&s["Resource"])
+                        .iter()
+                        .any(|r| r.contains(":instance/"))
+            })
+            .unwrap_or_else(|| panic!("a {call} statement for instances"));
+        assert!(
+            launch["Condition"]
+                .to_string()
+                .contains("aws:RequestTag/coxswain:controller"),
+            "{launch}"
+        );
+    }
+    // Service-linked roles: only EC2 Spot's and EC2 Fleet's.
+    for s in statements {
+        if strings(&s["Action"]).contains(&"iam:CreateServiceLinkedRole".to_string()) {
+            let services = strings(&s["Condition"]["StringEquals"]["iam:AWSServiceName"]);
+            assert!(
+                !services.is_empty()
+                    && services
+                        .iter()
+                        .all(|n| n == "spot.amazonaws.com" || n == "ec2fleet.amazonaws.com"),
+                "{s}"
+            );
+            assert!(
+                strings(&s["Resource"])
                     .iter()
-                    .any(|r| r.contains(":instance/"))
-        })
-        .expect("a RunInstances statement for instances");
-    assert!(
-        launch["Condition"]
-            .to_string()
-            .contains("aws:RequestTag/coxswain:controller"),
-        "{launch}"
-    );
+                    .all(|r| r.contains("aws-service-role/")),
+                "{s}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -27,3 +27,5 @@ mod rollout_props;
 mod scaling_cases;
 mod sim;
 mod simulate;
+mod spot_moto;
+mod spot_sim;

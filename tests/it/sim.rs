@@ -639,9 +639,26 @@ async fn with_the_fence_closed_no_change_reaches_the_cloud() {
         key_name: None,
         tags: Default::default(),
         client_token: "t".into(),
+        market: Default::default(),
+        pools: vec![],
+        spot_allocation_strategy: None,
     };
     let before = sim.totals();
     assert!(j.launch(&req).await.is_err());
+    let by_fleet = LaunchRequest {
+        template: Some(coxswain::cloud::LaunchTemplate {
+            id: None,
+            name: Some("web".into()),
+            version: "3".into(),
+        }),
+        pools: vec![coxswain::cloud::Pool {
+            instance_type: Some("m6i.large".into()),
+            subnet: Some("subnet-a".into()),
+        }],
+        market: coxswain::cloud::Market::Spot,
+        ..req.clone()
+    };
+    assert!(j.create_fleet(&by_fleet).await.is_err());
     assert!(j.mark_retiring(&ids, clock.now()).await.is_err());
     assert!(j.terminate(&ids).await.is_err());
     assert!(j.register_targets("tg-web", &ids).await.is_err());
@@ -653,7 +670,7 @@ async fn with_the_fence_closed_no_change_reaches_the_cloud() {
         .is_err());
     assert_eq!(
         closed.0.load(std::sync::atomic::Ordering::SeqCst),
-        7,
+        8,
         "every change asked"
     );
     assert_eq!(sim.totals(), before, "nothing launched or terminated");

@@ -14,6 +14,12 @@
    of matching calls only, drawn from a generator seeded by `"seed"` in the same POST
    (deterministic for a given order of calls). `"action": "*"` matches every call.
    POST /__faults with {"clear": true} removes the rules but keeps the log.
+   `"unavailable": [{"InstanceType": "m5.large", "Lifecycle": "spot", "SubnetId": "..."}]`
+   on a CreateFleet rule answers as EC2 does when those pools have no capacity: their
+   overrides (for a request in that Lifecycle; SubnetId optional) are taken out before
+   moto sees the request, and the answer carries an `errorSet` item for each, with
+   `code` (default InsufficientInstanceCapacity). With no override left, nothing is
+   launched and the answer has only the errors.
 3. Request log. GET /__log returns every call seen: service, action, parameters, status,
    and whether a fault was injected. POST /__reset clears the log and the rules.
 
@@ -113,6 +119,53 @@ def error_body(service, protocol, code, message):
     return body.encode(), "text/xml"
 
 
+def pools_out(params, unavailable):
+    """Split a CreateFleet request's overrides into those left and those without capacity.
+    Returns (new params, [(override dict, lifecycle)])."""
+    lifecycle = params.get("TargetCapacitySpecification.DefaultTargetCapacityType", "on-demand")
+    prefix = "LaunchTemplateConfigs.1.Overrides."
+    overrides = {}
+    for k, v in params.items():
+        if k.startswith(prefix):
+            n, field = k[len(prefix):].split(".", 1)
+            overrides.setdefault(int(n), {})[field] = v
+    kept, out = [], []
+    for n in sorted(overrides):
+        o = overrides[n]
+        gone = any(
+            u.get("Lifecycle", lifecycle) == lifecycle
+            and u.get("InstanceType") in (None, o.get("InstanceType"))
+            and u.get("SubnetId") in (None, o.get("SubnetId"))
+            for u in unavailable
+        )
+        (out if gone else kept).append(o)
+    new = {k: v for k, v in params.items() if not k.startswith(prefix)}
+    for i, o in enumerate(kept, start=1):
+        for field, v in o.items():
+            new[f"{prefix}{i}.{field}"] = v
+    return new, [(o, lifecycle) for o in out], len(kept)
+
+
+def fleet_errors_xml(params, out, code):
+    name = params.get("LaunchTemplateConfigs.1.LaunchTemplateSpecification.LaunchTemplateName", "")
+    version = params.get("LaunchTemplateConfigs.1.LaunchTemplateSpecification.Version", "")
+    items = []
+    for o, lifecycle in out:
+        fields = "".join(
+            f"<{tag}>{o[key]}</{tag}>"
+            for key, tag in (("InstanceType", "instanceType"), ("SubnetId", "subnetId"))
+            if key in o
+        )
+        items.append(
+            "<item><launchTemplateAndOverrides><launchTemplateSpecification>"
+            f"<launchTemplateName>{name}</launchTemplateName><version>{version}</version>"
+            f"</launchTemplateSpecification><overrides>{fields}</overrides></launchTemplateAndOverrides>"
+            f"<lifecycle>{lifecycle}</lifecycle><errorCode>{code}</errorCode>"
+            "<errorMessage>There is no Spot capacity available that matches your request (injected by aws_proxy)</errorMessage></item>"
+        )
+    return "<errorSet>" + "".join(items) + "</errorSet>"
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     upstream = ("127.0.0.1", 5000)
@@ -187,6 +240,27 @@ class Handler(BaseHTTPRequestHandler):
             action = params.get("Action") or self.headers.get("X-Amz-Target", "").split(".")[-1] or "?"
         entry = {"service": service, "action": action, "params": params, "time": time.time()}
         fault = self._take_fault(action)
+        if fault and fault.get("unavailable") is not None and action == "CreateFleet" and not is_cbor:
+            code = fault.get("code") or "InsufficientInstanceCapacity"
+            new, out, left = pools_out(params, fault["unavailable"])
+            errors = fleet_errors_xml(params, out, code) if out else ""
+            entry["injected"] = "unavailable" if out else None
+            if left == 0:
+                body = ('<?xml version="1.0" encoding="utf-8"?><CreateFleetResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15">'
+                        f"<fleetId>fleet-injected</fleetId>{errors}<fleetInstanceSet/><requestId>fault-injected</requestId></CreateFleetResponse>").encode()
+                entry["status"] = 200
+                with LOCK:
+                    LOG.append(entry)
+                return self._reply(200, body, "text/xml")
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("content-length", "host")}
+            status, data, rh = self._forward(self.command, self.path, headers, urllib.parse.urlencode(new).encode())
+            if status == 200 and errors:
+                text = data.decode()
+                data = text.replace("<fleetInstanceSet>", errors + "<fleetInstanceSet>", 1).encode()
+            entry["status"] = status
+            with LOCK:
+                LOG.append(entry)
+            return self._reply(status, data, rh.get("Content-Type") or rh.get("content-type") or "text/xml")
         if fault:
             if fault.get("delay"):
                 time.sleep(float(fault["delay"]))

@@ -1,10 +1,17 @@
 //! EC2: launch with ownership tags, list owned instances (paginated), tag, terminate.
 
 use super::{classify, to_chrono};
-use crate::cloud::{tags, CallCounts, CloudError, Instance, InstanceState, LaunchRequest};
+use crate::cloud::{
+    tags, CallCounts, CloudError, FleetAnswer, Instance, InstanceState, LaunchRequest, Market,
+    Pool, PoolError,
+};
 use aws_sdk_ec2::types::{
-    Filter, InstanceStateName, InstanceType, LaunchTemplateSpecification, ResourceType, Tag,
-    TagSpecification,
+    DefaultTargetCapacityType, Filter, FleetLaunchTemplateConfigRequest,
+    FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
+    FleetOnDemandAllocationStrategy, FleetType, InstanceLifecycle, InstanceLifecycleType,
+    InstanceStateName, InstanceType, LaunchTemplateSpecification, OnDemandOptionsRequest,
+    ResourceType, SpotAllocationStrategy, SpotOptionsRequest, Tag, TagSpecification,
+    TargetCapacitySpecificationRequest,
 };
 use aws_sdk_ec2::Client;
 use chrono::{DateTime, Utc};
@@ -56,6 +63,12 @@ fn convert(i: &aws_sdk_ec2::types::Instance) -> Option<(Instance, HashMap<String
             .get(tags::RETIRING)
             .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
             .map(|t| t.with_timezone(&Utc)),
+        market: match i.instance_lifecycle() {
+            Some(InstanceLifecycleType::Spot) => Market::Spot,
+            _ => tags
+                .get(tags::MARKET)
+                .map_or(Market::OnDemand, |m| Market::from_aws(m)),
+        },
     };
     Some((inst, tags))
 }
@@ -108,6 +121,35 @@ pub(super) async fn list_owned(
                         out.push(inst);
                     }
                 }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// These instances in any state (see [`crate::cloud::Cloud::instances_by_id`]).
+pub(super) async fn by_id(
+    client: &Client,
+    ids: &[String],
+    calls: &CallCounts,
+) -> Result<Vec<Instance>, CloudError> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(200) {
+        let mut pages = client
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("instance-id")
+                    .set_values(Some(chunk.to_vec()))
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            CallCounts::bump(&calls.describe_instances);
+            let page = page.map_err(|e| classify("DescribeInstances", e))?;
+            for r in page.reservations() {
+                out.extend(r.instances().iter().filter_map(convert).map(|(i, _)| i));
             }
         }
     }
@@ -223,6 +265,168 @@ pub(super) async fn run(client: &Client, req: &LaunchRequest) -> Result<Vec<Inst
         .filter_map(convert)
         .map(|(i, _)| i)
         .collect())
+}
+
+fn lifecycle(l: Option<&InstanceLifecycle>) -> Option<Market> {
+    match l {
+        Some(InstanceLifecycle::Spot) => Some(Market::Spot),
+        Some(InstanceLifecycle::OnDemand) => Some(Market::OnDemand),
+        _ => None,
+    }
+}
+
+/// EC2 CreateFleet, type `instant` (see [`crate::cloud::Cloud::create_fleet`]): one
+/// launch template config with an override per pool (priority = its place in the list),
+/// all of the target capacity in `req.market`, tags on the instances at launch, and
+/// `req.client_token`. The answer's instances are built from what CreateFleet says about
+/// them (id, type, subnet, lifecycle) and the request's tags, as `pending`: DescribeInstances
+/// may not list them yet (eventual consistency), and the next listing replaces them.
+pub(super) async fn create_fleet(
+    client: &Client,
+    req: &LaunchRequest,
+) -> Result<FleetAnswer, CloudError> {
+    let Some(lt) = &req.template else {
+        return Err(CloudError::Rejected {
+            operation: "CreateFleet",
+            code: "MissingLaunchTemplate".into(),
+            message: "CreateFleet launches from a launch template; the fleet has none".into(),
+        });
+    };
+    let count = i32::try_from(req.count).unwrap_or(i32::MAX);
+    let tag_list: Vec<Tag> = req
+        .tags
+        .iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    let overrides: Vec<FleetLaunchTemplateOverridesRequest> = req
+        .pools
+        .iter()
+        .enumerate()
+        .map(|(n, p)| {
+            FleetLaunchTemplateOverridesRequest::builder()
+                .set_instance_type(p.instance_type.as_deref().map(InstanceType::from))
+                .set_subnet_id(p.subnet.clone())
+                .set_image_id(req.image_id.clone())
+                .priority(n as f64)
+                .build()
+        })
+        .collect();
+    let config = FleetLaunchTemplateConfigRequest::builder()
+        .launch_template_specification(
+            FleetLaunchTemplateSpecificationRequest::builder()
+                .set_launch_template_id(lt.id.clone())
+                .set_launch_template_name(if lt.id.is_some() {
+                    None
+                } else {
+                    lt.name.clone()
+                })
+                .version(&lt.version)
+                .build(),
+        )
+        .set_overrides(Some(overrides))
+        .build();
+    let mut capacity = TargetCapacitySpecificationRequest::builder().total_target_capacity(count);
+    capacity = match req.market {
+        Market::Spot => capacity
+            .spot_target_capacity(count)
+            .on_demand_target_capacity(0)
+            .default_target_capacity_type(DefaultTargetCapacityType::Spot),
+        Market::OnDemand => capacity
+            .on_demand_target_capacity(count)
+            .spot_target_capacity(0)
+            .default_target_capacity_type(DefaultTargetCapacityType::OnDemand),
+    };
+    let strategy = req
+        .spot_allocation_strategy
+        .as_deref()
+        .unwrap_or("price-capacity-optimized");
+    let out = client
+        .create_fleet()
+        .r#type(FleetType::Instant)
+        .client_token(&req.client_token)
+        .launch_template_configs(config)
+        .target_capacity_specification(capacity.build())
+        .spot_options(
+            SpotOptionsRequest::builder()
+                .allocation_strategy(SpotAllocationStrategy::from(strategy))
+                .build(),
+        )
+        .on_demand_options(
+            OnDemandOptionsRequest::builder()
+                .allocation_strategy(FleetOnDemandAllocationStrategy::Prioritized)
+                .build(),
+        )
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .set_tags(Some(tag_list))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| classify("CreateFleet", e))?;
+    let pool_of = |o: Option<&aws_sdk_ec2::types::LaunchTemplateAndOverridesResponse>| {
+        let o = o.and_then(|o| o.overrides());
+        Pool {
+            instance_type: o
+                .and_then(|o| o.instance_type())
+                .map(|t| t.as_str().to_string()),
+            subnet: o.and_then(|o| o.subnet_id()).map(str::to_string),
+        }
+    };
+    let now = Utc::now();
+    let mut instances = Vec::new();
+    for group in out.instances() {
+        let pool = pool_of(group.launch_template_and_overrides());
+        let market = lifecycle(group.lifecycle()).unwrap_or(req.market);
+        for id in group.instance_ids() {
+            instances.push(Instance {
+                id: id.clone(),
+                fleet: req.fleet.clone(),
+                build: req.build.clone(),
+                state: InstanceState::Pending,
+                launched_at: now,
+                instance_type: group
+                    .instance_type()
+                    .map(|t| t.as_str().to_string())
+                    .or_else(|| pool.instance_type.clone())
+                    .unwrap_or_default(),
+                subnet: group
+                    .subnet_id()
+                    .map(str::to_string)
+                    .or_else(|| pool.subnet.clone()),
+                availability_zone: group.availability_zone().map(str::to_string),
+                private_ip: None,
+                retiring_since: None,
+                market,
+            });
+        }
+    }
+    let errors: Vec<PoolError> = out
+        .errors()
+        .iter()
+        .map(|e| PoolError {
+            pool: pool_of(e.launch_template_and_overrides()),
+            market: lifecycle(e.lifecycle()).unwrap_or(req.market),
+            code: e.error_code().unwrap_or("Unknown").to_string(),
+            message: e.error_message().unwrap_or_default().to_string(),
+        })
+        .collect();
+    // Nothing launched and a reason that is not capacity (an invalid template, a quota,
+    // a permission): the request as a whole was refused.
+    if instances.is_empty() {
+        if let Some(e) = errors
+            .iter()
+            .find(|e| !crate::cloud::errors::is_capacity_code(&e.code))
+        {
+            return Err(CloudError::Rejected {
+                operation: "CreateFleet",
+                code: e.code.clone(),
+                message: e.message.clone(),
+            });
+        }
+    }
+    Ok(FleetAnswer { instances, errors })
 }
 
 /// Whether the launch template version and/or AMI of a launch exist (see

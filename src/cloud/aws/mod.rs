@@ -213,6 +213,14 @@ impl Cloud for AwsCloud {
         ec2::run(&self.ec2, req).await
     }
 
+    async fn create_fleet(
+        &self,
+        req: &LaunchRequest,
+    ) -> Result<crate::cloud::FleetAnswer, CloudError> {
+        CallCounts::bump(&self.calls.create_fleet);
+        ec2::create_fleet(&self.ec2, req).await
+    }
+
     async fn mark_retiring(&self, ids: &[String], at: DateTime<Utc>) -> Result<(), CloudError> {
         ec2::mark_retiring(&self.ec2, &self.controller_id, ids, at, &self.calls).await
     }
@@ -283,6 +291,10 @@ impl Cloud for AwsCloud {
         image_id: Option<&str>,
     ) -> Result<Option<String>, CloudError> {
         ec2::source_missing(&self.ec2, template, image_id).await
+    }
+
+    async fn instances_by_id(&self, ids: &[String]) -> Result<Vec<Instance>, CloudError> {
+        ec2::by_id(&self.ec2, ids, &self.calls).await
     }
 
     async fn instance_status(&self, ids: &[String]) -> Result<Vec<(String, bool)>, CloudError> {

@@ -5,8 +5,8 @@
 use super::{Op, SimCloud, Target, HEALTH_CHECK_DELAY};
 use crate::cloud::model::{load_balancer_dimension, target_group_dimension};
 use crate::cloud::{
-    tags, AlarmState, CallCounts, Cloud, CloudError, GroupState, Instance, InstanceState,
-    LaunchRequest, MetricQuery, MetricSeries, TargetHealth,
+    tags, AlarmState, CallCounts, Cloud, CloudError, FleetAnswer, GroupState, Instance,
+    InstanceState, LaunchRequest, Market, MetricQuery, MetricSeries, PoolError, TargetHealth,
 };
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -67,9 +67,7 @@ impl Cloud for SimCloud {
             .instance_type
             .clone()
             .unwrap_or_else(|| "m6i.large".into());
-        if st.no_capacity.contains(&(ty.clone(), None))
-            || st.no_capacity.contains(&(ty.clone(), req.subnet.clone()))
-        {
+        if Self::lacks_capacity(&st, &ty, req.subnet.as_ref(), req.market) {
             return Err(CloudError::InsufficientCapacity {
                 operation: "RunInstances",
                 code: "InsufficientInstanceCapacity".into(),
@@ -107,6 +105,111 @@ impl Cloud for SimCloud {
             });
         }
         Ok(out)
+    }
+
+    async fn create_fleet(&self, req: &LaunchRequest) -> Result<FleetAnswer, CloudError> {
+        CallCounts::bump(&self.calls.create_fleet);
+        self.take_fault(Op::Launch, "CreateFleet")?;
+        if req.template.is_none() {
+            return Err(CloudError::Rejected {
+                operation: "CreateFleet",
+                code: "MissingLaunchTemplate".into(),
+                message: "CreateFleet launches from a launch template; the fleet has none".into(),
+            });
+        }
+        if let Some((message, code)) =
+            self.missing_source(req.template.as_ref(), req.image_id.as_deref())
+        {
+            return Err(CloudError::Rejected {
+                operation: "CreateFleet",
+                code: code.into(),
+                message,
+            });
+        }
+        let now = self.clock.now();
+        let mut st = self.lock();
+        st.fleet_requests.push(req.clone());
+        if let Some(first) = st.tokens.get(&req.client_token) {
+            let instances = first
+                .iter()
+                .map(|i| match st.instances.get(&i.id) {
+                    Some(now) if now.terminated_at.is_none() => now.inst.clone(),
+                    _ => Instance {
+                        state: InstanceState::Terminated,
+                        ..i.clone()
+                    },
+                })
+                .collect();
+            let errors = st
+                .fleet_errors
+                .get(&req.client_token)
+                .cloned()
+                .unwrap_or_default();
+            return Ok(FleetAnswer { instances, errors });
+        }
+        let ty_of = |p: &crate::cloud::Pool| {
+            p.instance_type
+                .clone()
+                .unwrap_or_else(|| "m6i.large".into())
+        };
+        let (open, shut): (Vec<_>, Vec<_>) = req
+            .pools
+            .iter()
+            .partition(|p| !Self::lacks_capacity(&st, &ty_of(p), p.subnet.as_ref(), req.market));
+        let errors: Vec<PoolError> = shut
+            .into_iter()
+            .map(|p| PoolError {
+                pool: p.clone(),
+                market: req.market,
+                code: "InsufficientInstanceCapacity".into(),
+                message: format!("no {} {} capacity in {:?}", req.market, ty_of(p), p.subnet),
+            })
+            .collect();
+        let boot = st
+            .fleets
+            .get(&req.fleet)
+            .map(|f| f.boot)
+            .unwrap_or(chrono::Duration::minutes(3));
+        let mut out = Vec::new();
+        let mut tags_ = req.tags.clone();
+        tags_.insert(tags::MARKET.into(), req.market.as_aws().into());
+        for k in 0..req.count as usize {
+            // On-Demand `prioritized`: the first pool with capacity takes all. Spot: the
+            // allocation strategy spreads over the pools with capacity.
+            let pool = match req.market {
+                Market::OnDemand => open.first(),
+                Market::Spot => open.get(k % open.len().max(1)),
+            };
+            let Some(pool) = pool else { break };
+            let id = Self::create(
+                &mut st,
+                &req.fleet,
+                &req.build,
+                Some(ty_of(pool)),
+                pool.subnet.clone(),
+                tags_.clone(),
+                now,
+                now + boot,
+            );
+            if let Some(i) = st.instances.get(&id) {
+                out.push(i.inst.clone());
+            }
+        }
+        st.tokens.insert(req.client_token.clone(), out.clone());
+        st.fleet_errors
+            .insert(req.client_token.clone(), errors.clone());
+        if st.lose_launch_answers > 0 {
+            st.lose_launch_answers -= 1;
+            return Err(CloudError::Service {
+                operation: "CreateFleet",
+                message: "injected: the answer was lost after the instances were launched".into(),
+                source: None,
+            });
+        }
+        Ok(FleetAnswer {
+            instances: out,
+            errors,
+        })
     }
 
     async fn mark_retiring(&self, ids: &[String], at: DateTime<Utc>) -> Result<(), CloudError> {
@@ -399,6 +502,27 @@ impl Cloud for SimCloud {
             .listeners
             .insert(listener_arn.to_string(), weights.to_vec());
         Ok(())
+    }
+
+    async fn instances_by_id(&self, ids: &[String]) -> Result<Vec<Instance>, CloudError> {
+        CallCounts::bump(&self.calls.describe_instances);
+        self.take_fault(Op::List, "DescribeInstances")?;
+        let now = self.clock.now();
+        let mut st = self.lock();
+        Self::settle(&mut st, now, self.drain);
+        let lag = st.list_lag;
+        Ok(ids
+            .iter()
+            .filter_map(|id| st.instances.get(id))
+            .filter(|i| now - i.inst.launched_at >= lag)
+            .map(|i| match i.terminated_at {
+                Some(_) => Instance {
+                    state: InstanceState::Terminated,
+                    ..i.inst.clone()
+                },
+                None => i.inst.clone(),
+            })
+            .collect())
     }
 
     async fn instance_status(&self, ids: &[String]) -> Result<Vec<(String, bool)>, CloudError> {

@@ -4,7 +4,7 @@
 
 use super::{Op, SimCloud};
 use crate::cloud::model::Meaning;
-use crate::cloud::{tags, Instance, MetricQuery};
+use crate::cloud::{tags, Instance, InstanceState, MetricQuery};
 use crate::cloud::{AlarmState, LaunchTemplate};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -74,11 +74,67 @@ impl SimCloud {
         st.next_id = st.next_id.max(n);
     }
 
-    /// No capacity for `instance_type` in `subnet` (None = any subnet).
+    /// No capacity for `instance_type` in `subnet` (None = any subnet), in either market.
     pub fn remove_capacity(&self, instance_type: &str, subnet: Option<&str>) {
-        self.lock()
-            .no_capacity
-            .insert((instance_type.to_string(), subnet.map(str::to_string)));
+        self.lock().no_capacity.insert((
+            instance_type.to_string(),
+            subnet.map(str::to_string),
+            None,
+        ));
+    }
+
+    /// No capacity for `instance_type` in `subnet` (None = any subnet) in `market` only:
+    /// a Spot pool that is out while On-Demand still launches.
+    pub fn remove_capacity_in(
+        &self,
+        market: crate::cloud::Market,
+        instance_type: &str,
+        subnet: Option<&str>,
+    ) {
+        self.lock().no_capacity.insert((
+            instance_type.to_string(),
+            subnet.map(str::to_string),
+            Some(market),
+        ));
+    }
+
+    /// Every CreateFleet request received so far, in order (resends included).
+    pub fn fleet_requests(&self) -> Vec<crate::cloud::LaunchRequest> {
+        self.lock().fleet_requests.clone()
+    }
+
+    /// EC2 takes back up to `n` of `fleet`'s running Spot instances now (the newest
+    /// first), as a Spot interruption does once its two-minute warning is over. Returns
+    /// their ids.
+    pub fn interrupt_spot(&self, fleet: &str, n: usize) -> Vec<String> {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let mut spot: Vec<(DateTime<Utc>, String)> = st
+            .instances
+            .iter()
+            .filter(|(_, i)| {
+                i.terminated_at.is_none()
+                    && i.inst.fleet == fleet
+                    && i.inst.market == crate::cloud::Market::Spot
+            })
+            .map(|(id, i)| (i.inst.launched_at, id.clone()))
+            .collect();
+        spot.sort();
+        spot.reverse();
+        let ids: Vec<String> = spot.into_iter().take(n).map(|(_, id)| id).collect();
+        for id in &ids {
+            if let Some(i) = st.instances.get_mut(id) {
+                i.terminated_at = Some(now);
+                i.inst.state = InstanceState::Terminated;
+                st.terminated_total += 1;
+            }
+        }
+        ids
+    }
+
+    /// Every pool has capacity again.
+    pub fn restore_capacity(&self) {
+        self.lock().no_capacity.clear();
     }
 
     /// A listener's forward weights, as last set.

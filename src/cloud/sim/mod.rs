@@ -85,7 +85,12 @@ struct State {
     target_groups: HashMap<String, HashMap<String, Target>>,
     groups: HashMap<String, SimGroup>,
     faults: HashMap<Op, (u32, &'static str)>,
-    no_capacity: HashSet<(String, Option<String>)>,
+    /// (instance type, subnet or any, market or both) without capacity.
+    no_capacity: HashSet<(String, Option<String>, Option<crate::cloud::Market>)>,
+    /// CreateFleet ClientToken → the errors its answer carried.
+    fleet_errors: HashMap<String, Vec<crate::cloud::PoolError>>,
+    /// Every CreateFleet request as sent (tests read which pools it offered).
+    fleet_requests: Vec<crate::cloud::LaunchRequest>,
     /// Builds (`TEMPLATE:VERSION` or `ami-…`) that do not exist; every other one does.
     missing_builds: HashSet<String>,
     alarms: HashMap<String, super::AlarmState>,
@@ -317,6 +322,11 @@ impl SimCloud {
                     availability_zone: az,
                     private_ip: Some(format!("sim-{}", st.next_id)),
                     retiring_since: None,
+                    market: tags_
+                        .get(tags::MARKET)
+                        .map_or(crate::cloud::Market::OnDemand, |m| {
+                            crate::cloud::Market::from_aws(m)
+                        }),
                 },
                 tags: tags_,
                 ready_at,
@@ -324,6 +334,21 @@ impl SimCloud {
             },
         );
         id
+    }
+
+    /// Whether `instance_type` in `subnet` has no capacity in `market`.
+    fn lacks_capacity(
+        st: &State,
+        instance_type: &str,
+        subnet: Option<&String>,
+        market: crate::cloud::Market,
+    ) -> bool {
+        [None, subnet.cloned()].into_iter().any(|s| {
+            [None, Some(market)].into_iter().any(|m| {
+                st.no_capacity
+                    .contains(&(instance_type.to_string(), s.clone(), m))
+            })
+        })
     }
 
     fn ready_count(st: &State, fleet: &str, t: DateTime<Utc>) -> u32 {

@@ -26,6 +26,7 @@ fn inst(id: &str, age: chrono::Duration, state: InstanceState) -> Instance {
         availability_zone: None,
         private_ip: None,
         retiring_since: None,
+        market: Default::default(),
     }
 }
 

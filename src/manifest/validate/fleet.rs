@@ -141,6 +141,11 @@ fn launch(l: &LaunchSpec, has_group: bool, r: &mut Report) {
             &["launch", "instances_distribution"],
             "a fleet backed by an Auto Scaling group takes its On-Demand/Spot split from the group's mixed instances policy: set it there",
         );
+    } else if l.instances_distribution.is_some() && l.launch_template.is_none() {
+        r.at(
+            &["launch", "instances_distribution"],
+            "with an instances distribution coxswain launches through EC2 CreateFleet, which launches from a launch template: give launch.launch_template (the AMI goes in the template, or in builds as ami-...)",
+        );
     }
     match (&l.launch_template, &l.ami) {
         (Some(_), Some(_)) => r.at(

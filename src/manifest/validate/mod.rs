@@ -84,7 +84,7 @@ mod tests {
         let with = |d: &str| {
             FLEET.replace(
                 "launch: { ami: ami-12345678, instance_types: [m6i.large] }",
-                &format!("launch:\n  ami: ami-12345678\n  instance_types: [m6i.large]\n  instances_distribution: {d}"),
+                &format!("launch:\n  launch_template: {{ name: web, version: \"1\" }}\n  instance_types: [m6i.large]\n  instances_distribution: {d}"),
             )
         };
         let c = load_str(
@@ -147,23 +147,15 @@ mod tests {
             err.contains("m.yaml:14:3:") && err.contains("spot price -0.03"),
             "{err}"
         );
-        // A base at the fleet's maximum leaves nothing for Spot: the daemon runs it.
-        let c = load_str(
-            "m.yaml",
-            &with("{ on_demand_base_capacity: 10, on_demand_percentage_above_base_capacity: 0 }"),
-        )
-        .expect("valid");
-        assert!(crate::controller::check_runnable(&c).is_ok());
-        // The daemon does not launch Spot yet and says so instead of buying On-Demand.
-        let c = load_str(
-            "m.yaml",
-            &with("{ on_demand_percentage_above_base_capacity: 0 }"),
-        )
-        .expect("valid");
-        let why = crate::controller::check_runnable(&c).expect_err("refused");
+        // CreateFleet launches from a launch template: an AMI alone is refused, at its key.
+        let bare = FLEET.replace(
+            "launch: { ami: ami-12345678, instance_types: [m6i.large] }",
+            "launch:\n  ami: ami-12345678\n  instances_distribution: { on_demand_percentage_above_base_capacity: 0 }",
+        );
+        let err = problems(&bare);
         assert!(
-            why.contains("fleet web") && why.contains("only `coxswain simulate`"),
-            "{why}"
+            err.contains("m.yaml:6:3:") && err.contains("give launch.launch_template"),
+            "{err}"
         );
     }
 

@@ -1,0 +1,225 @@
+//! Launching and retiring a fleet with an instances distribution: On-Demand and Spot
+//! through EC2 CreateFleet (`instant`), every instance type × subnet as a pool, pools EC2
+//! has no capacity in kept out for a while ([`super::unavailable`]), and a Spot shortfall
+//! filled On-Demand at once.
+
+use super::unavailable::UNAVAILABLE_TTL;
+use super::{note_error, plan, Controller, PassReport};
+use crate::cloud::market::{self, Split};
+use crate::cloud::{tags, CloudError, Instance, Market, Pool};
+use crate::deploy::Build;
+use crate::manifest::FleetSpec;
+use crate::manifest::{InstancesDistribution, OnDemandBase};
+use std::collections::HashSet;
+use tracing::{error, info, warn};
+
+/// Live capacity by market.
+pub fn have(live: &[&Instance]) -> Split {
+    let spot = live.iter().filter(|i| i.market == Market::Spot).count() as u32;
+    Split {
+        on_demand: live.len() as u32 - spot,
+        spot,
+    }
+}
+
+impl Controller {
+    /// The On-Demand base of `spec`'s distribution now: its number, or for `floor` the
+    /// least capacity decided over the last 24 hours (see `FleetState::on_demand_floor`).
+    pub(super) fn on_demand_base(&self, spec: &FleetSpec, d: &InstancesDistribution) -> u32 {
+        match d.on_demand_base_capacity {
+            OnDemandBase::Units(n) => n,
+            OnDemandBase::Floor => self
+                .fleets
+                .get(&spec.name)
+                .and_then(|s| s.on_demand_floor.as_ref())
+                .map_or(0, |(_, floor)| *floor),
+        }
+    }
+
+    /// The split a fleet of `total` should have.
+    pub(super) fn wanted_split(&self, spec: &FleetSpec, total: u32) -> Split {
+        match &spec.launch.instances_distribution {
+            Some(d) => market::split(
+                total,
+                self.on_demand_base(spec, d),
+                d.on_demand_percentage_above_base_capacity,
+            ),
+            None => Split {
+                on_demand: total,
+                spot: 0,
+            },
+        }
+    }
+
+    /// Launch `n` more for a fleet with an instances distribution: the markets below their
+    /// share get them (On-Demand first); Spot in one CreateFleet over every open pool, and
+    /// what Spot could not place goes On-Demand in the same pass; On-Demand per subnet (so
+    /// Availability Zones stay balanced), that subnet's pools first and the others after
+    /// them. Pools answered "no capacity" are kept out for [`UNAVAILABLE_TTL`].
+    pub(super) async fn launch_by_market(
+        &mut self,
+        spec: &FleetSpec,
+        build: &Build,
+        live: &[&Instance],
+        observed: &HashSet<&str>,
+        n: u32,
+        report: &mut PassReport,
+    ) -> Vec<Instance> {
+        let now = self.clock.now();
+        self.unavailable.prune(now);
+        let have = have(live);
+        let want = self.wanted_split(spec, have.total() + n);
+        let mut go = market::launches(have, want);
+        let mut out: Vec<Instance> = Vec::new();
+        if go.spot > 0 {
+            let open = self
+                .unavailable
+                .open(&plan::pools(spec, None), Market::Spot, now);
+            if open.is_empty() {
+                warn!(fleet = %spec.name, spot = go.spot, "no Spot pool has capacity (EC2 said so within the last {} minutes); launching On-Demand instead", UNAVAILABLE_TTL.num_minutes());
+                go.on_demand += go.spot;
+            } else {
+                let Some(got) = self
+                    .send_fleet(spec, build, Market::Spot, open, go.spot, observed, report)
+                    .await
+                else {
+                    return out;
+                };
+                let short = go.spot.saturating_sub(got.len() as u32);
+                if short > 0 {
+                    warn!(fleet = %spec.name, asked = go.spot, launched = got.len(), "Spot launched {} of {}; the other {short} go On-Demand", got.len(), go.spot);
+                    go.on_demand += short;
+                }
+                out.extend(got);
+            }
+        }
+        if go.on_demand > 0 {
+            let mut placed: Vec<&Instance> = live.to_vec();
+            let spread_over = plan::spread(spec, &placed, go.on_demand);
+            let mut short = 0;
+            let mut launched: Vec<Instance> = Vec::new();
+            for (subnet, count) in spread_over {
+                let open = self.unavailable.open(
+                    &plan::pools(spec, subnet.as_deref()),
+                    Market::OnDemand,
+                    now,
+                );
+                if open.is_empty() {
+                    short += count;
+                    continue;
+                }
+                let Some(got) = self
+                    .send_fleet(spec, build, Market::OnDemand, open, count, observed, report)
+                    .await
+                else {
+                    out.extend(launched);
+                    return out;
+                };
+                short += count.saturating_sub(got.len() as u32);
+                launched.extend(got);
+            }
+            placed.extend(launched.iter());
+            if short > 0 {
+                error!(fleet = %spec.name, short, "no capacity in any pool of the launch spec, On-Demand or Spot; {short} launch(es) not placed");
+                report
+                    .errors
+                    .push(format!("{}: insufficient capacity everywhere", spec.name));
+            }
+            out.extend(launched);
+        }
+        out
+    }
+
+    /// One CreateFleet for `count` in `market` over `pools`, remembered first like every
+    /// launch. Capacity errors mark their pools unavailable. `None` when the request
+    /// failed as a whole (then nothing more is launched this pass).
+    #[allow(clippy::too_many_arguments)]
+    async fn send_fleet(
+        &mut self,
+        spec: &FleetSpec,
+        build: &Build,
+        market: Market,
+        pools: Vec<Pool>,
+        count: u32,
+        observed: &HashSet<&str>,
+        report: &mut PassReport,
+    ) -> Option<Vec<Instance>> {
+        let controller_id = self.config.controller.controller_id.clone();
+        self.launch_seq = self.launch_seq.wrapping_add(1);
+        let token = plan::fresh_client_token(
+            &controller_id,
+            &spec.name,
+            self.clock.now(),
+            self.launch_seq,
+            rand::random(),
+        );
+        let mut req = plan::launch_request(spec, build, &controller_id, None, None, count, token);
+        req.tags.insert(tags::MARKET.into(), market.as_aws().into());
+        req.market = market;
+        req.pools = pools;
+        req.spot_allocation_strategy = spec
+            .launch
+            .instances_distribution
+            .as_ref()
+            .map(|d| d.spot_allocation_strategy.as_aws().to_string());
+        match self.send_launch(&req).await {
+            Ok(answer) => {
+                let now = self.clock.now();
+                for e in &answer.errors {
+                    if crate::cloud::errors::is_capacity_code(&e.code)
+                        || is_spot_capacity_code(&e.code)
+                    {
+                        warn!(fleet = %spec.name, market = %e.market, pool = %e.pool, code = %e.code, message = %e.message, "no capacity in this pool; kept out of launches for {} minutes", UNAVAILABLE_TTL.num_minutes());
+                        self.unavailable.mark(
+                            &e.pool,
+                            e.market,
+                            format!("{}: {}", e.code, e.message),
+                            now,
+                            UNAVAILABLE_TTL,
+                        );
+                    } else {
+                        warn!(fleet = %spec.name, market = %e.market, pool = %e.pool, code = %e.code, message = %e.message, "CreateFleet could not launch in this pool");
+                        report.errors.push(format!(
+                            "{}: CreateFleet {} {}: {} {}",
+                            spec.name, e.market, e.pool, e.code, e.message
+                        ));
+                    }
+                }
+                if let Some(state) = self.fleets.get_mut(&spec.name) {
+                    state.launch_rejected = None;
+                }
+                let got = self.realized(&req, answer.instances, observed, report);
+                self.take_cap_room(got.len() as u32);
+                info!(fleet = %spec.name, market = %market, launched = got.len(), asked = count, "action: CreateFleet");
+                Some(got)
+            }
+            Err(e) => {
+                error!(fleet = %spec.name, build = %build.id, market = %market, error = %e, "launch failed");
+                note_error(report, &spec.name, &e);
+                if matches!(&e, CloudError::Rejected { code, .. }
+                    if code.starts_with("InvalidLaunchTemplate") || code.starts_with("InvalidAMIID"))
+                {
+                    self.fleets
+                        .entry(spec.name.clone())
+                        .or_default()
+                        .launch_rejected = Some((build.id.clone(), e.to_string()));
+                }
+                None
+            }
+        }
+    }
+}
+
+/// CreateFleet error codes that mean a Spot pool cannot be used now (beyond the
+/// insufficient-capacity codes every launch shares): the Spot price is above what was
+/// offered, or the account's Spot quota is used up. See "CreateFleet errors" in the EC2
+/// Fleet documentation.
+fn is_spot_capacity_code(code: &str) -> bool {
+    matches!(
+        code,
+        "UnfulfillableCapacity"
+            | "SpotMaxPriceTooLow"
+            | "MaxSpotInstanceCountExceeded"
+            | "InsufficientFreeAddressesInSubnet"
+    )
+}

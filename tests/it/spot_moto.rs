@@ -1,0 +1,325 @@
+//! On-Demand and Spot through EC2 CreateFleet (`instant`) on moto, through the real SDK
+//! and the real controller: the base/percentage split, overrides for every instance type
+//! × subnet, tags at launch, a ClientToken on every call, and pools without capacity
+//! (answered by the test proxy the way EC2 answers them) moving the launch elsewhere. These
+//! tests fail, never skip, when moto is missing.
+
+use crate::common::{self, create_infra, sdk_config, Infra, Moto};
+use chrono::Utc;
+use coxswain::clock::VirtualClock;
+use coxswain::controller::Controller;
+use coxswain::manifest;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Base 1 On-Demand, half of the rest On-Demand; two types × two subnets; at least 5
+/// instances, and a global cap of 6.
+fn manifest_text(infra: &Infra, subnet_b: &str) -> String {
+    format!(
+        r#"kind: Controller
+controller_id: coxswain
+max_total_instances: 6
+---
+name: web
+environment: staging
+region: us-east-1
+launch:
+  launch_template: {{ name: {lt}, version: "1" }}
+  instance_types: [m5.large, c5.large]
+  subnets: [{a}, {b}]
+  instances_distribution:
+    on_demand_base_capacity: 1
+    on_demand_percentage_above_base_capacity: 50
+target_group_arn: {tg}
+capacity: {{ min: 5, max: 10 }}
+scaling:
+  warmup: 1m
+  policies:
+    - target_tracking:
+        metric:
+          namespace: AWS/ApplicationELB
+          name: RequestCount
+          dimensions: {{ TargetGroup: targetgroup/web-tg/0123456789abcdef }}
+          stat: Sum
+          kind: total
+        target: 100
+"#,
+        lt = infra.launch_template,
+        a = infra.subnet,
+        b = subnet_b,
+        tg = infra.target_group_arn,
+    )
+}
+
+struct Setup {
+    moto: Moto,
+    cfg: aws_config::SdkConfig,
+    clock: Arc<VirtualClock>,
+    controller: Controller,
+    subnets: [String; 2],
+}
+
+async fn setup() -> Setup {
+    let moto = Moto::start();
+    let cfg = sdk_config(&moto.endpoint()).await;
+    let infra = create_infra(&cfg, "web").await;
+    let subnet_b = aws_sdk_ec2::Client::new(&cfg)
+        .create_subnet()
+        .vpc_id(&infra.vpc)
+        .cidr_block("10.0.2.0/24")
+        .send()
+        .await
+        .expect("create subnet")
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .expect("subnet id")
+        .to_string();
+    let config = manifest::load_str("web.yaml", &manifest_text(&infra, &subnet_b))
+        .expect("manifest is valid");
+    let clock = Arc::new(VirtualClock::new(Utc::now()));
+    let cloud = common::aws_cloud(&moto, "coxswain").await;
+    let controller = Controller::new(cloud, clock.clone(), config, false).expect("in-memory store");
+    Setup {
+        moto,
+        cfg,
+        clock,
+        controller,
+        subnets: [infra.subnet, subnet_b],
+    }
+}
+
+/// (id, lifecycle as EC2 reports it, instance type, subnet, tags) of the fleet's live
+/// instances.
+type Row = (String, String, String, String, Vec<(String, String)>);
+
+async fn fleet(cfg: &aws_config::SdkConfig) -> Vec<Row> {
+    let out = aws_sdk_ec2::Client::new(cfg)
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe");
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances().to_vec())
+        .map(|i| {
+            (
+                i.instance_id().unwrap_or_default().to_string(),
+                i.instance_lifecycle()
+                    .map_or("on-demand".to_string(), |l| l.as_str().to_string()),
+                i.instance_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                i.subnet_id().unwrap_or_default().to_string(),
+                i.tags()
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.key().unwrap_or_default().to_string(),
+                            t.value().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn count(rows: &[Row], lifecycle: &str) -> usize {
+    rows.iter().filter(|r| r.1 == lifecycle).count()
+}
+
+fn create_fleet_calls(m: &Moto) -> Vec<serde_json::Value> {
+    m.log()
+        .into_iter()
+        .filter(|e| e["action"] == "CreateFleet")
+        .map(|e| e["params"].clone())
+        .collect()
+}
+
+/// The instance types a CreateFleet request offered, in order.
+fn offered(params: &serde_json::Value) -> Vec<String> {
+    (1..)
+        .map_while(|n| {
+            params
+                .get(format!(
+                    "LaunchTemplateConfigs.1.Overrides.{n}.InstanceType"
+                ))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+async fn terminate(cfg: &aws_config::SdkConfig, ids: Vec<String>) {
+    aws_sdk_ec2::Client::new(cfg)
+        .terminate_instances()
+        .set_instance_ids(Some(ids))
+        .send()
+        .await
+        .expect("terminate");
+}
+
+async fn pass(s: &mut Setup) -> coxswain::controller::PassReport {
+    let r = s.controller.reconcile_once().await;
+    s.clock.advance(Duration::from_secs(60));
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_fleet_buys_the_on_demand_base_and_share_and_spot_over_every_pool_tagged_at_launch()
+{
+    let mut s = setup().await;
+    let r = pass(&mut s).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let rows = fleet(&s.cfg).await;
+    // split(5, base 1, 50%): 1 + ceil(4 × 0.5) = 3 On-Demand, 2 Spot.
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(count(&rows, "spot"), 2, "{rows:?}");
+    assert_eq!(count(&rows, "on-demand"), 3, "{rows:?}");
+    for (id, lifecycle, _, subnet, tags) in &rows {
+        let tag = |k: &str| {
+            tags.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(tag("coxswain:controller"), Some("coxswain"), "{id}");
+        assert_eq!(tag("coxswain:fleet"), Some("web"), "{id}");
+        assert!(tag("coxswain:build").is_some(), "{id}");
+        assert_eq!(tag("coxswain:market"), Some(lifecycle.as_str()), "{id}");
+        assert!(s.subnets.contains(subnet), "{id} in {subnet}");
+    }
+    // On-Demand spread over both subnets (2 + 1).
+    let od_subnets: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| r.1 == "on-demand")
+        .map(|r| r.3.as_str())
+        .collect();
+    assert_eq!(od_subnets.len(), 2, "{rows:?}");
+    let calls = create_fleet_calls(&s.moto);
+    assert!(!calls.is_empty());
+    let mut tokens = std::collections::BTreeSet::new();
+    for c in &calls {
+        assert_eq!(c["Type"], "instant", "{c}");
+        assert_eq!(c["TagSpecification.1.ResourceType"], "instance", "{c}");
+        let token = c["ClientToken"].as_str().expect("a ClientToken");
+        assert!(token.starts_with("cox-") && token.len() <= 64, "{token}");
+        assert!(tokens.insert(token.to_string()), "a new token per launch");
+        assert_eq!(offered(c).len(), 4, "every type × subnet: {c}");
+    }
+    let spot: Vec<_> = calls
+        .iter()
+        .filter(|c| c["TargetCapacitySpecification.DefaultTargetCapacityType"] == "spot")
+        .collect();
+    assert_eq!(spot.len(), 1, "one Spot request: {calls:?}");
+    assert_eq!(
+        spot[0]["SpotOptions.AllocationStrategy"],
+        "price-capacity-optimized"
+    );
+    assert_eq!(
+        spot[0]["TargetCapacitySpecification.SpotTargetCapacity"],
+        "2"
+    );
+    for c in calls.iter().filter(|c| !spot.contains(c)) {
+        assert_eq!(
+            c["OnDemandOptions.AllocationStrategy"], "prioritized",
+            "{c}"
+        );
+    }
+    assert!(
+        !s.moto.log().iter().any(|e| e["action"] == "RunInstances"),
+        "a fleet with a distribution launches through CreateFleet only"
+    );
+    // Read back (markets from EC2's answer): nothing more to launch.
+    let before = calls.len();
+    for _ in 0..2 {
+        let r = pass(&mut s).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+    }
+    assert_eq!(create_fleet_calls(&s.moto).len(), before);
+    assert_eq!(fleet(&s.cfg).await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_pools_without_capacity_move_the_launch_and_when_all_are_out_it_goes_on_demand() {
+    let mut s = setup().await;
+    // EC2 has no m5.large Spot capacity in any subnet.
+    s.moto.inject(serde_json::json!([{
+        "action": "CreateFleet", "count": 1000,
+        "unavailable": [{"InstanceType": "m5.large", "Lifecycle": "spot"}]
+    }]));
+    let r = pass(&mut s).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let rows = fleet(&s.cfg).await;
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let spot: Vec<&Row> = rows.iter().filter(|r| r.1 == "spot").collect();
+    assert_eq!(
+        spot.len(),
+        2,
+        "placed in another pool in the same call: {rows:?}"
+    );
+    assert!(spot.iter().all(|r| r.2 == "c5.large"), "{rows:?}");
+
+    // An interruption: the replacement's request leaves m5.large out (remembered).
+    terminate(&s.cfg, vec![spot[0].0.clone()]).await;
+    let asked = create_fleet_calls(&s.moto).len();
+    let r = pass(&mut s).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let calls = create_fleet_calls(&s.moto);
+    let again: Vec<_> = calls[asked..].iter().collect();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(
+        offered(again[0]),
+        vec!["c5.large", "c5.large"],
+        "{}",
+        again[0]
+    );
+    let rows = fleet(&s.cfg).await;
+    assert_eq!((rows.len(), count(&rows, "spot")), (5, 2), "{rows:?}");
+
+    // Every Spot pool out: the Spot share is bought On-Demand at once, inside the cap.
+    // (Past the 3-minute memory of the m5.large outage first, so that every pool is
+    // offered, refused and remembered in the same pass.)
+    s.clock.advance(Duration::from_secs(180));
+    s.moto.faults(serde_json::json!({"clear": true, "rules": [{
+        "action": "CreateFleet", "count": 1000,
+        "unavailable": [{"Lifecycle": "spot"}]
+    }]}));
+    let spot_ids: Vec<String> = rows
+        .iter()
+        .filter(|r| r.1 == "spot")
+        .map(|r| r.0.clone())
+        .collect();
+    terminate(&s.cfg, spot_ids).await;
+    let r = pass(&mut s).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let rows = fleet(&s.cfg).await;
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(count(&rows, "on-demand"), 5, "{rows:?}");
+    // While the outage is remembered, no Spot request is made again.
+    let asked = create_fleet_calls(&s.moto).len();
+    let victim = rows[4].0.clone();
+    terminate(&s.cfg, vec![victim]).await;
+    let r = pass(&mut s).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let calls = create_fleet_calls(&s.moto);
+    assert!(!calls[asked..].is_empty(), "the lost instance is replaced");
+    assert!(
+        calls[asked..]
+            .iter()
+            .all(|c| c["TargetCapacitySpecification.DefaultTargetCapacityType"] == "on-demand"),
+        "{:?}",
+        &calls[asked..]
+    );
+    assert_eq!(
+        fleet(&s.cfg).await.len(),
+        5,
+        "back to size, within the cap of 6"
+    );
+}
