@@ -169,9 +169,15 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Table name prefix: creates PREFIX-leases and PREFIX-state.
+    /// Name prefix: creates the tables PREFIX-leases and PREFIX-state (and with
+    /// --interruption-queue, the queue PREFIX-interruptions and its rules PREFIX-...).
     #[arg(long, default_value = "coxswain")]
     pub prefix: String,
+    /// Also create the SQS queue EC2's notices arrive on (Spot interruption warnings,
+    /// rebalance recommendations, scheduled events, state changes) and the EventBridge
+    /// rules that feed it; prints the URL to set as `interruption_queue`.
+    #[arg(long)]
+    pub interruption_queue: bool,
     /// AWS region to create the tables in.
     #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
@@ -490,13 +496,33 @@ async fn init(a: InitArgs) -> ExitCode {
                     println!("exists  {t}");
                 }
             }
-            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            return ExitCode::from(1);
         }
     }
+    if a.interruption_queue {
+        let sqs = aws_sdk_sqs::Client::new(&cfg);
+        let events = aws_sdk_eventbridge::Client::new(&cfg);
+        match crate::cloud::aws::setup::create_interruption_queue(&sqs, &events, &a.prefix).await {
+            Ok(c) => {
+                println!("queue   {} ({})", c.queue_url, c.queue_arn);
+                for r in &c.rules {
+                    println!("rule    {r} -> the queue");
+                }
+                println!(
+                    "set in the kind: Controller document of your manifests:\n  interruption_queue: {}",
+                    c.queue_url
+                );
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 
 pub mod aws;
 pub mod errors;
+pub mod interruption;
 pub mod market;
 pub mod model;
 pub mod sim;
@@ -42,6 +43,11 @@ pub mod tags {
     /// `on-demand` or `spot`, set at launch on fleets with an instances distribution
     /// (EC2's own `InstanceLifecycle` is read first; the tag is for answers without it).
     pub const MARKET: &str = "coxswain:market";
+    /// Set when EC2 gave notice (a rebalance recommendation, a scheduled event) that the
+    /// instance should be replaced: `REASON at RFC3339`. Durable like `RETIRING`: the
+    /// instance stops counting as capacity, its replacement launches, and it is retired
+    /// once the fleet is in service without it, across restarts too.
+    pub const REPLACE: &str = "coxswain:replace";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -79,6 +85,16 @@ pub struct Instance {
     pub retiring_since: Option<DateTime<Utc>>,
     /// On-Demand or Spot (EC2's `InstanceLifecycle`, else the `coxswain:market` tag).
     pub market: Market,
+    /// Why EC2 asked for it to be replaced (the `coxswain:replace` tag), if it did.
+    pub replacing: Option<String>,
+}
+
+/// One message of the interruption queue: the handle to delete it by, and its body (an
+/// EventBridge event, read by [`interruption::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub receipt: String,
+    pub body: String,
 }
 
 /// What to launch. Built by the controller from a fleet's launch spec. Serializable, so a
@@ -225,6 +241,8 @@ pub struct CallCounts {
     pub create_fleet: AtomicU64,
     pub terminate_instances: AtomicU64,
     pub create_tags: AtomicU64,
+    pub receive_message: AtomicU64,
+    pub delete_message: AtomicU64,
     pub get_metric_data: AtomicU64,
     pub describe_groups: AtomicU64,
     pub set_desired_capacity: AtomicU64,
@@ -251,6 +269,8 @@ impl CallCounts {
             ("CreateFleet", get(&self.create_fleet)),
             ("TerminateInstances", get(&self.terminate_instances)),
             ("CreateTags", get(&self.create_tags)),
+            ("ReceiveMessage", get(&self.receive_message)),
+            ("DeleteMessage", get(&self.delete_message)),
             ("GetMetricData", get(&self.get_metric_data)),
             ("DescribeAutoScalingGroups", get(&self.describe_groups)),
             ("SetDesiredCapacity", get(&self.set_desired_capacity)),
@@ -293,6 +313,24 @@ pub trait Cloud: Send + Sync {
 
     /// Tag owned instances as retiring (durable intent before draining).
     async fn mark_retiring(&self, ids: &[String], at: DateTime<Utc>) -> Result<(), CloudError>;
+
+    /// Tag owned instances for replacement (`coxswain:replace` = `reason at RFC3339`):
+    /// durable intent, like [`Cloud::mark_retiring`].
+    async fn mark_replacing(
+        &self,
+        ids: &[String],
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), CloudError>;
+
+    /// Up to `max` messages of the controller's interruption queue (the manifest's
+    /// `interruption_queue`), oldest first as SQS gives them. Empty without a queue.
+    /// SQS ReceiveMessage, short polling, at most 10 per call; a message not deleted comes
+    /// back after the visibility timeout (30 s).
+    async fn receive_notices(&self, max: usize) -> Result<Vec<QueueMessage>, CloudError>;
+
+    /// Delete handled messages (SQS DeleteMessage, one per receipt handle).
+    async fn delete_notices(&self, receipts: &[String]) -> Result<(), CloudError>;
 
     /// Terminate owned instances. Already-terminating or gone instances are success.
     async fn terminate(&self, ids: &[String]) -> Result<(), CloudError>;

@@ -78,10 +78,11 @@ impl Controller {
             return;
         }
         let current = self.current_build(spec);
+        // Live and counted: an instance EC2 asked to replace is neither (retire_replaced).
         let live: Vec<&Instance> = instances
             .iter()
             .copied()
-            .filter(|i| i.state.is_live() && i.retiring_since.is_none())
+            .filter(|i| i.state.is_live() && i.retiring_since.is_none() && i.replacing.is_none())
             .collect();
         let retiring: Vec<&Instance> = instances
             .iter()
@@ -133,6 +134,8 @@ impl Controller {
             .filter(|i| !retired.contains(&i.id))
             .collect();
         self.register(spec, &staying, &launched, now, report).await;
+        self.retire_replaced(spec, &current, instances, d, now, report)
+            .await;
     }
 
     /// Start retiring `n` instances: tag them (durable intent), then deregister from the

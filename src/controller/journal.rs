@@ -247,6 +247,34 @@ impl Cloud for Journaled {
             .await
     }
 
+    async fn mark_replacing(
+        &self,
+        ids_: &[String],
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), CloudError> {
+        let fleet = self.fleet_of_ids(ids_, None);
+        self.change(
+            "TagReplacing",
+            &fleet,
+            format!("{reason}: {}", ids(ids_)),
+            self.inner.mark_replacing(ids_, reason, at),
+            nothing,
+        )
+        .await
+    }
+
+    async fn receive_notices(
+        &self,
+        max: usize,
+    ) -> Result<Vec<crate::cloud::QueueMessage>, CloudError> {
+        self.inner.receive_notices(max).await
+    }
+
+    async fn delete_notices(&self, receipts: &[String]) -> Result<(), CloudError> {
+        self.inner.delete_notices(receipts).await
+    }
+
     async fn terminate(&self, ids_: &[String]) -> Result<(), CloudError> {
         let fleet = self.fleet_of_ids(ids_, None);
         let call = self.inner.terminate(ids_);

@@ -13,6 +13,7 @@ mod gc;
 mod health_gate;
 pub mod journal;
 mod launch;
+mod notices;
 mod observe;
 pub mod plan;
 mod repair;
@@ -282,6 +283,7 @@ impl Controller {
             }
         }
         instances.extend(self.inflight.values().map(|(_, i)| i.clone()));
+        self.read_notices(&mut instances, now, &mut report).await;
         let mut by_fleet: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
         for i in &instances {
             by_fleet.entry(i.fleet.as_str()).or_default().push(i);

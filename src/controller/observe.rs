@@ -201,6 +201,10 @@ pub(super) fn summarize(
             retiring += 1;
             continue;
         }
+        // EC2 asked for it to be replaced: its replacement is the capacity.
+        if i.replacing.is_some() {
+            continue;
+        }
         current += 1;
         if i.state == InstanceState::Running && now - i.launched_at >= warmup {
             warm += 1;

@@ -231,6 +231,7 @@ mod tests {
             private_ip: None,
             retiring_since: None,
             market: Default::default(),
+            replacing: None,
         }
     }
 

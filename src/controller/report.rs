@@ -36,6 +36,14 @@ pub enum Action {
         ids: Vec<String>,
         reason: String,
     },
+    /// EC2 gave notice about an instance (the interruption queue): a Spot interruption
+    /// warning (it is retired at once), or a rebalance recommendation or scheduled event
+    /// (its replacement launches first).
+    Notice {
+        fleet: String,
+        id: String,
+        notice: String,
+    },
 }
 
 /// A fleet's part of a pass: the decision and the metric values it was made from.

@@ -190,7 +190,9 @@ pub async fn wire(a: &CloudSettings) -> Result<Wiring, String> {
                 static_credentials,
                 ..Default::default()
             };
-            let cloud = AwsCloud::connect(&opts, &config.controller.controller_id).await;
+            let cloud = AwsCloud::connect(&opts, &config.controller.controller_id)
+                .await
+                .with_interruption_queue(config.controller.interruption_queue.clone());
             let dynamodb = Some(cloud.dynamodb());
             Ok(Wiring {
                 config,

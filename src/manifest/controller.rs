@@ -24,6 +24,12 @@ pub struct ControllerSpec {
     /// Where to tell people what happened: chat and on-call webhooks.
     #[serde(default)]
     pub notifications: NotificationsSpec,
+    /// The SQS queue URL EC2's notices arrive on (Spot interruption warnings, rebalance
+    /// recommendations, scheduled events, state changes): `coxswain init
+    /// --interruption-queue` creates it with its EventBridge rules and prints the URL.
+    /// Without it, an interrupted Spot instance is replaced once EC2 has taken it.
+    #[serde(default)]
+    pub interruption_queue: Option<String>,
 }
 
 impl Default for ControllerSpec {
@@ -35,6 +41,7 @@ impl Default for ControllerSpec {
             max_total_instances: None,
             gc: GcSpec::default(),
             notifications: NotificationsSpec::default(),
+            interruption_queue: None,
         }
     }
 }

@@ -593,5 +593,6 @@ fn action_kind(a: &Action) -> (&str, &'static str) {
         Action::Deregister { fleet, .. } => (fleet, "deregister"),
         Action::Register { fleet, .. } => (fleet, "register"),
         Action::Terminate { fleet, .. } => (fleet, "terminate"),
+        Action::Notice { fleet, .. } => (fleet, "notice"),
     }
 }

@@ -42,6 +42,7 @@ fn actions_the_code_calls() -> BTreeSet<String> {
         ("cloudwatch.rs", "cloudwatch"),
         ("elb.rs", "elasticloadbalancing"),
         ("leases.rs", "dynamodb"),
+        ("sqs.rs", "sqs"),
     ];
     let mut out = BTreeSet::new();
     for (file, service) in services {
@@ -67,6 +68,8 @@ fn actions_the_code_calls() -> BTreeSet<String> {
                     "put_",
                     "scan",
                     "transact_",
+                    "receive_",
+                    "delete_",
                 ] {
                     let Some(rest) = t.strip_prefix('.').filter(|r| r.starts_with(verb)) else {
                         continue;
@@ -322,7 +325,8 @@ fn the_systemd_unit_passes_systemd_analyze_verify_and_starts_a_command_line_coxs
 fn the_cloudformation_stack_carries_the_same_policy_tables_and_unit_as_deploy() {
     let doc: serde_yaml::Value =
         serde_yaml::from_str(&repo_file("deploy/coxswain.yaml")).expect("YAML");
-    // The role's policy is deploy/iam-policy.json; only the tables' ARNs are the stack's.
+    // The role's policy is deploy/iam-policy.json; only the tables' and the queue's ARNs
+    // are the stack's.
     let role_policies = doc["Resources"]["Role"]["Properties"]["Policies"]
         .as_sequence()
         .expect("policies");
@@ -343,7 +347,9 @@ fn the_cloudformation_stack_carries_the_same_policy_tables_and_unit_as_deploy() 
         assert_eq!(a["Sid"], b["Sid"]);
         assert_eq!(a["Action"], b["Action"], "{}", a["Sid"]);
         assert_eq!(a["Condition"], b["Condition"], "{}", a["Sid"]);
-        if a["Sid"] != "ReplicaLeasesAndSharedState" {
+        if a["Sid"] != "ReplicaLeasesAndSharedState"
+            && a["Sid"] != "ReadEc2NoticesFromTheInterruptionQueue"
+        {
             assert_eq!(a["Resource"], b["Resource"], "{}", a["Sid"]);
         }
     }
@@ -487,5 +493,46 @@ fn the_container_recipe_builds_with_our_toolchain_and_runs_a_command_line_coxswa
                 "COPY {src}: no such file"
             );
         }
+    }
+}
+
+/// The stack's interruption queue and rules are what `coxswain init --interruption-queue`
+/// creates: the same name, retention and event patterns, each rule sending to the queue.
+#[test]
+fn the_cloudformation_interruption_queue_and_rules_match_what_coxswain_init_creates() {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&repo_file("deploy/coxswain.yaml")).expect("YAML");
+    let res = &doc["Resources"];
+    let q = &res["InterruptionQueue"]["Properties"];
+    let name = serde_yaml::to_string(&q["QueueName"]).expect("name");
+    assert!(
+        name.contains(&coxswain::cloud::aws::setup::queue_name("${TablePrefix}")),
+        "{name}"
+    );
+    assert_eq!(
+        q["MessageRetentionPeriod"].as_u64(),
+        Some(u64::from(coxswain::cloud::aws::setup::RETENTION_SECS))
+    );
+    let rules: Vec<&serde_yaml::Value> = res
+        .as_mapping()
+        .expect("resources")
+        .values()
+        .filter(|r| r["Type"] == "AWS::Events::Rule")
+        .collect();
+    let patterns = coxswain::cloud::interruption::event_patterns();
+    assert_eq!(rules.len(), patterns.len());
+    for (suffix, pattern) in patterns {
+        let rule = rules
+            .iter()
+            .find(|r| {
+                serde_yaml::to_string(&r["Properties"]["Name"])
+                    .is_ok_and(|n| n.contains(&format!("${{TablePrefix}}-{suffix}")))
+            })
+            .unwrap_or_else(|| panic!("a rule named PREFIX-{suffix}"));
+        let got: serde_json::Value =
+            serde_json::to_value(&rule["Properties"]["EventPattern"]).expect("json");
+        assert_eq!(got, pattern, "{suffix}");
+        let target = serde_yaml::to_string(&rule["Properties"]["Targets"][0]["Arn"]).expect("arn");
+        assert!(target.contains("InterruptionQueue"), "{suffix}: {target}");
     }
 }

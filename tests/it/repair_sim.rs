@@ -93,7 +93,7 @@ impl Log {
                 Action::Deregister { ids, .. } => ("deregister", ids),
                 Action::Terminate { ids, .. } => ("terminate", ids),
                 Action::Register { ids, .. } => ("register", ids),
-                Action::SetDesired { .. } => return false,
+                Action::SetDesired { .. } | Action::Notice { .. } => return false,
             };
             k == kind && id.is_none_or(|id| ids.iter().any(|i| i == id))
         })

@@ -375,6 +375,7 @@ fn a_fleet_dimension_is_read_per_instance_and_combined_by_its_statistic() {
         private_ip: None,
         retiring_since: None,
         market: Default::default(),
+        replacing: None,
     };
     let q = |dims: &[(&str, &str)], stat: &str| MetricQuery {
         namespace: if dims[0].0 == "TargetGroup" {

@@ -14,12 +14,15 @@ use std::time::Duration;
 
 /// Base 1 On-Demand, half of the rest On-Demand; two types × two subnets; at least 5
 /// instances, and a global cap of 6.
-fn manifest_text(infra: &Infra, subnet_b: &str) -> String {
+fn manifest_text(infra: &Infra, subnet_b: &str, queue: Option<&str>) -> String {
+    let queue = queue
+        .map(|q| format!("interruption_queue: {q}\n"))
+        .unwrap_or_default();
     format!(
         r#"kind: Controller
 controller_id: coxswain
 max_total_instances: 6
----
+{queue}---
 name: web
 environment: staging
 region: us-east-1
@@ -57,11 +60,23 @@ struct Setup {
     clock: Arc<VirtualClock>,
     controller: Controller,
     subnets: [String; 2],
+    tg: String,
+    queue: Option<String>,
 }
 
 async fn setup() -> Setup {
+    setup_with(|_| async { None }).await
+}
+
+/// `queue` runs after moto is up and answers the interruption queue's URL, if any.
+async fn setup_with<F, Fut>(queue: F) -> Setup
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
     let moto = Moto::start();
     let cfg = sdk_config(&moto.endpoint()).await;
+    let queue = queue(moto.endpoint()).await;
     let infra = create_infra(&cfg, "web").await;
     let subnet_b = aws_sdk_ec2::Client::new(&cfg)
         .create_subnet()
@@ -74,10 +89,17 @@ async fn setup() -> Setup {
         .and_then(|s| s.subnet_id())
         .expect("subnet id")
         .to_string();
-    let config = manifest::load_str("web.yaml", &manifest_text(&infra, &subnet_b))
-        .expect("manifest is valid");
+    let config = manifest::load_str(
+        "web.yaml",
+        &manifest_text(&infra, &subnet_b, queue.as_deref()),
+    )
+    .expect("manifest is valid");
     let clock = Arc::new(VirtualClock::new(Utc::now()));
-    let cloud = common::aws_cloud(&moto, "coxswain").await;
+    let cloud = std::sync::Arc::new(
+        Arc::into_inner(common::aws_cloud(&moto, "coxswain").await)
+            .expect("one owner")
+            .with_interruption_queue(queue.clone()),
+    );
     let controller = Controller::new(cloud, clock.clone(), config, false).expect("in-memory store");
     Setup {
         moto,
@@ -85,6 +107,8 @@ async fn setup() -> Setup {
         clock,
         controller,
         subnets: [infra.subnet, subnet_b],
+        tg: infra.target_group_arn,
+        queue,
     }
 }
 
@@ -322,4 +346,201 @@ async fn spot_pools_without_capacity_move_the_launch_and_when_all_are_out_it_goe
         5,
         "back to size, within the cap of 6"
     );
+}
+
+/// `coxswain init --interruption-queue` on moto makes the queue and the four rules (again
+/// idempotently), and the daemon reading that queue acts on what EC2 would put there: a
+/// Spot interruption warning retires the instance in the same pass (tagged, deregistered)
+/// and launches its replacement on Spot; a rebalance recommendation tags it for
+/// replacement and launches first, leaving it in service. Handled messages are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_makes_the_interruption_queue_and_the_daemon_acts_on_a_warning_and_a_rebalance() {
+    let init = |endpoint: String| async move {
+        let run = || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_coxswain"))
+                .args(["init", "--interruption-queue", "--region", "us-east-1"])
+                .args(["--endpoint-url", &endpoint])
+                .output()
+                .expect("run coxswain init")
+        };
+        let out = run();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let again = run();
+        assert!(again.status.success(), "idempotent");
+        let url = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("interruption_queue: "))
+            .expect("init prints the line to set")
+            .to_string();
+        Some(url)
+    };
+    let mut s = setup_with(init).await;
+    let url = s.queue.clone().expect("queue");
+    let sqs = aws_sdk_sqs::Client::new(&s.cfg);
+    let events = aws_sdk_eventbridge::Client::new(&s.cfg);
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .expect("arn");
+    for (suffix, pattern) in coxswain::cloud::interruption::event_patterns() {
+        let name = format!("coxswain-{suffix}");
+        let rule = events
+            .describe_rule()
+            .name(&name)
+            .send()
+            .await
+            .expect("rule");
+        let got: serde_json::Value =
+            serde_json::from_str(rule.event_pattern().unwrap_or("{}")).expect("pattern");
+        assert_eq!(got, pattern, "{name}");
+        let targets = events
+            .list_targets_by_rule()
+            .rule(&name)
+            .send()
+            .await
+            .expect("targets");
+        assert_eq!(
+            targets
+                .targets()
+                .iter()
+                .map(|t| t.arn())
+                .collect::<Vec<_>>(),
+            vec![arn.as_str()],
+            "{name}"
+        );
+    }
+
+    let r = pass(&mut s).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let r = pass(&mut s).await; // registers them (running now)
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let rows = fleet(&s.cfg).await;
+    let spot: Vec<String> = rows
+        .iter()
+        .filter(|r| r.1 == "spot")
+        .map(|r| r.0.clone())
+        .collect();
+    assert_eq!(spot.len(), 2, "{rows:?}");
+    let warned = spot[0].clone();
+    assert!(common::registered_ids(&s.cfg, &s.tg)
+        .await
+        .contains(&warned));
+    let event = |detail_type: &str, id: &str| {
+        serde_json::json!({
+            "version": "0", "source": "aws.ec2", "detail-type": detail_type,
+            "time": Utc::now().to_rfc3339(), "region": "us-east-1",
+            "detail": {"instance-id": id, "instance-action": "terminate"}
+        })
+        .to_string()
+    };
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(event("EC2 Spot Instance Interruption Warning", &warned))
+        .send()
+        .await
+        .expect("send");
+    let r = pass(&mut s).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let rows = fleet(&s.cfg).await;
+    let tag = |id: &str, key: &str| {
+        rows.iter()
+            .find(|r| r.0 == id)
+            .and_then(|r| r.4.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+    };
+    assert!(tag(&warned, "coxswain:retiring").is_some(), "{rows:?}");
+    assert!(
+        !common::registered_ids(&s.cfg, &s.tg)
+            .await
+            .contains(&warned),
+        "deregistered, draining"
+    );
+    let spot_now: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.1 == "spot" && r.0 != warned)
+        .collect();
+    assert_eq!(
+        spot_now.len(),
+        2,
+        "replaced on Spot in the same pass: {rows:?}"
+    );
+
+    // A rebalance recommendation: replacement first, the instance stays in service.
+    let rebalanced = spot[1].clone();
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(event("EC2 Instance Rebalance Recommendation", &rebalanced))
+        .send()
+        .await
+        .expect("send");
+    let r = pass(&mut s).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let rows = fleet(&s.cfg).await;
+    let tag = |id: &str, key: &str| {
+        rows.iter()
+            .find(|r| r.0 == id)
+            .and_then(|r| r.4.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+    };
+    assert!(
+        tag(&rebalanced, "coxswain:replace").is_some_and(|v| v.starts_with("rebalance")),
+        "{rows:?}"
+    );
+    assert!(tag(&rebalanced, "coxswain:retiring").is_none());
+    assert!(common::registered_ids(&s.cfg, &s.tg)
+        .await
+        .contains(&rebalanced));
+    // The replacement launches (once the draining instance is gone: the cap of 6 counts
+    // it), and only after it is registered is the instance retired.
+    let (mut launched_at, mut retired_at) = (None, None);
+    for n in 0..4 {
+        let r = pass(&mut s).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let rows = fleet(&s.cfg).await;
+        assert!(rows.len() <= 6, "inside the global cap: {rows:?}");
+        let others = common::registered_ids(&s.cfg, &s.tg)
+            .await
+            .into_iter()
+            .filter(|id| *id != rebalanced)
+            .count();
+        if launched_at.is_none() && rows.iter().filter(|r| r.0 != rebalanced).count() >= 5 {
+            launched_at = Some(n);
+        }
+        let retiring = rows
+            .iter()
+            .find(|r| r.0 == rebalanced)
+            .is_none_or(|r| r.4.iter().any(|(k, _)| k == "coxswain:retiring"));
+        if retiring && retired_at.is_none() {
+            retired_at = Some(n);
+            assert!(
+                others >= 5,
+                "retired only with 5 others in service: {others}"
+            );
+        }
+    }
+    assert!(
+        launched_at.is_some() && retired_at.is_some() && launched_at < retired_at,
+        "launch first ({launched_at:?}), then retire ({retired_at:?})"
+    );
+    // Every message handled and deleted.
+    let left = sqs
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .expect("receive");
+    assert!(left.messages().is_empty(), "{:?}", left.messages());
 }

@@ -7,7 +7,7 @@ use coxswain::clock::VirtualClock;
 use coxswain::cloud::market::{split, Split};
 use coxswain::cloud::sim::SimCloud;
 use coxswain::cloud::{Instance, Market, Pool};
-use coxswain::controller::Controller;
+use coxswain::controller::{Action, Controller};
 use coxswain::manifest::{self, Config};
 use std::sync::Arc;
 use std::time::Duration;
@@ -271,4 +271,133 @@ async fn scale_in_retires_spot_first_and_keeps_the_on_demand_base() {
         },
         "{sizes:?}"
     );
+}
+
+fn notice(detail_type: &str, id: &str) -> String {
+    serde_json::json!({
+        "version": "0", "source": "aws.ec2", "detail-type": detail_type,
+        "time": "2026-12-02T14:00:00Z",
+        "detail": {"instance-id": id, "instance-action": "terminate"}
+    })
+    .to_string()
+}
+
+/// Settle the mixed fleet at the afternoon peak, every instance registered.
+async fn at_peak() -> (Arc<VirtualClock>, Arc<SimCloud>, Controller) {
+    let (clock, sim, mut controller) = setup(MIXED);
+    clock.advance(Duration::from_secs(7 * 3600));
+    for _ in 0..6 {
+        controller.reconcile_once().await;
+        clock.advance(Duration::from_secs(60));
+    }
+    (clock, sim, controller)
+}
+
+fn spot_id(sim: &SimCloud) -> String {
+    live(sim)
+        .into_iter()
+        .find(|i| i.market == Market::Spot)
+        .map(|i| i.id)
+        .expect("a Spot instance")
+}
+
+/// The two-minute warning: in the same pass the instance is tagged retiring and
+/// deregistered (draining), its replacement is launched on Spot, and the message is
+/// deleted. Not-a-notice messages and notices about unknown instances are deleted too.
+#[tokio::test]
+async fn a_spot_interruption_warning_replaces_the_instance_in_the_same_pass_and_drains_it() {
+    let (_clock, sim, mut controller) = at_peak().await;
+    let size = live(&sim).len();
+    let id = spot_id(&sim);
+    assert!(sim.registered("tg-web").contains(&id));
+    sim.send_notice(&notice("EC2 Spot Instance Interruption Warning", &id));
+    sim.send_notice("not json");
+    sim.send_notice(&notice(
+        "EC2 Spot Instance Interruption Warning",
+        "i-0000000000000dead",
+    ));
+    let r = controller.reconcile_once().await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let noticed = r
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Notice { id: n, .. } if *n == id));
+    assert!(noticed, "{:?}", r.actions);
+    let retiring = sim
+        .all_live()
+        .into_iter()
+        .find(|i| i.id == id)
+        .is_some_and(|i| i.retiring_since.is_some());
+    assert!(retiring, "tagged retiring at once");
+    assert!(
+        !sim.registered("tg-web").contains(&id),
+        "deregistered: draining"
+    );
+    let launched: Vec<&Action> = r
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Launch { .. }))
+        .collect();
+    assert_eq!(launched.len(), 1, "{:?}", r.actions);
+    assert_eq!(live(&sim).len(), size, "the replacement makes the size up");
+    assert_eq!(by_market(&live(&sim)), split(size as u32, 2, 25));
+    assert_eq!(sim.notices_left(), 0, "every message deleted");
+}
+
+/// A rebalance recommendation: the replacement launches first; the instance keeps
+/// serving until the replacement is in service, then is retired. A daemon restarted in
+/// between (memory lost, the tag kept) finishes the job without a second replacement.
+#[tokio::test]
+async fn a_rebalance_recommendation_launches_the_replacement_first_and_survives_a_restart() {
+    let (clock, sim, mut controller) = at_peak().await;
+    let size = live(&sim).len();
+    let id = spot_id(&sim);
+    sim.send_notice(&notice("EC2 Instance Rebalance Recommendation", &id));
+    let r = controller.reconcile_once().await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let launched: usize = r
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::Launch { ids, .. } => ids.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(launched, 1, "{:?}", r.actions);
+    assert!(sim.registered("tg-web").contains(&id), "still serving");
+    assert_eq!(sim.notices_left(), 0);
+    // Restart: a new controller on the same cloud.
+    let config = manifest::load_str("t", MIXED).expect("valid");
+    let mut controller = Controller::new(sim.clone(), clock.clone(), config, false).expect("store");
+    let (launched_before, _) = sim.totals();
+    let mut retired_at = None;
+    for pass in 0..8 {
+        clock.advance(Duration::from_secs(60));
+        let r = controller.reconcile_once().await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let serving_others = sim
+            .registered("tg-web")
+            .into_iter()
+            .filter(|x| *x != id)
+            .count();
+        let gone = sim
+            .all_live()
+            .into_iter()
+            .find(|i| i.id == id)
+            .is_none_or(|i| i.retiring_since.is_some());
+        if gone && retired_at.is_none() {
+            retired_at = Some(pass);
+            assert!(
+                serving_others >= size,
+                "retired only once the rest serves the fleet's size: {serving_others} of {size}"
+            );
+        }
+    }
+    assert!(retired_at.is_some(), "the instance was retired");
+    assert_eq!(
+        sim.totals().0,
+        launched_before,
+        "no second replacement after the restart"
+    );
+    assert_eq!(live(&sim).len(), size);
 }

@@ -63,6 +63,7 @@ fn convert(i: &aws_sdk_ec2::types::Instance) -> Option<(Instance, HashMap<String
             .get(tags::RETIRING)
             .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
             .map(|t| t.with_timezone(&Utc)),
+        replacing: tags.get(tags::REPLACE).cloned(),
         market: match i.instance_lifecycle() {
             Some(InstanceLifecycleType::Spot) => Market::Spot,
             _ => tags
@@ -399,6 +400,7 @@ pub(super) async fn create_fleet(
                 private_ip: None,
                 retiring_since: None,
                 market,
+                replacing: None,
             });
         }
     }
@@ -513,6 +515,28 @@ pub(super) async fn mark_retiring(
                 .value(at.to_rfc3339())
                 .build(),
         )
+        .send()
+        .await
+        .map_err(|e| classify("CreateTags", e))?;
+    Ok(())
+}
+
+pub(super) async fn mark_replacing(
+    client: &Client,
+    controller_id: &str,
+    ids: &[String],
+    value: String,
+    calls: &CallCounts,
+) -> Result<(), CloudError> {
+    let ids = owned_subset(client, controller_id, ids, "CreateTags", calls).await?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    CallCounts::bump(&calls.create_tags);
+    client
+        .create_tags()
+        .set_resources(Some(ids))
+        .tags(Tag::builder().key(tags::REPLACE).value(value).build())
         .send()
         .await
         .map_err(|e| classify("CreateTags", e))?;

@@ -11,6 +11,8 @@ mod ec2;
 mod elb;
 pub mod leases;
 pub mod meter;
+pub mod setup;
+mod sqs;
 
 use super::errors::{is_capacity_code, is_throttling_code};
 use super::{
@@ -57,6 +59,9 @@ pub struct AwsCloud {
     elb: aws_sdk_elasticloadbalancingv2::Client,
     /// For replicas' leases (same endpoint, credentials and retry settings).
     ddb: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+    /// The interruption queue's URL (`interruption_queue` in the manifest), if any.
+    interruption_queue: Option<String>,
     controller_id: String,
     calls: CallCounts,
     /// Every attempt of every call, counted by the clients' interceptor.
@@ -120,10 +125,22 @@ impl AwsCloud {
                     .interceptor(meter.clone())
                     .build(),
             ),
+            sqs: aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(&shared)
+                    .interceptor(meter.clone())
+                    .build(),
+            ),
+            interruption_queue: None,
             controller_id: controller_id.to_string(),
             calls: CallCounts::default(),
             meter,
         }
+    }
+
+    /// Read EC2's notices from this SQS queue (its URL).
+    pub fn with_interruption_queue(mut self, queue_url: Option<String>) -> Self {
+        self.interruption_queue = queue_url;
+        self
     }
 }
 
@@ -223,6 +240,33 @@ impl Cloud for AwsCloud {
 
     async fn mark_retiring(&self, ids: &[String], at: DateTime<Utc>) -> Result<(), CloudError> {
         ec2::mark_retiring(&self.ec2, &self.controller_id, ids, at, &self.calls).await
+    }
+
+    async fn mark_replacing(
+        &self,
+        ids: &[String],
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), CloudError> {
+        let value = format!("{reason} at {}", at.to_rfc3339());
+        ec2::mark_replacing(&self.ec2, &self.controller_id, ids, value, &self.calls).await
+    }
+
+    async fn receive_notices(
+        &self,
+        max: usize,
+    ) -> Result<Vec<crate::cloud::QueueMessage>, CloudError> {
+        match &self.interruption_queue {
+            Some(url) => sqs::receive(&self.sqs, url, max, &self.calls).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn delete_notices(&self, receipts: &[String]) -> Result<(), CloudError> {
+        match &self.interruption_queue {
+            Some(url) => sqs::delete(&self.sqs, url, receipts, &self.calls).await,
+            None => Ok(()),
+        }
     }
 
     async fn terminate(&self, ids: &[String]) -> Result<(), CloudError> {

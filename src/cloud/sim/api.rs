@@ -225,6 +225,53 @@ impl Cloud for SimCloud {
         Ok(())
     }
 
+    async fn mark_replacing(
+        &self,
+        ids: &[String],
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), CloudError> {
+        CallCounts::bump(&self.calls.create_tags);
+        let mut st = self.lock();
+        self.refuse_foreign(&st, ids, "CreateTags")?;
+        let value = format!("{reason} at {}", at.to_rfc3339());
+        for id in ids {
+            if let Some(i) = st.instances.get_mut(id) {
+                i.tags.insert(tags::REPLACE.into(), value.clone());
+                i.inst.replacing = Some(value.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn receive_notices(
+        &self,
+        max: usize,
+    ) -> Result<Vec<crate::cloud::QueueMessage>, CloudError> {
+        let st = self.lock();
+        if !st.notices.is_empty() {
+            CallCounts::bump(&self.calls.receive_message);
+        }
+        Ok(st
+            .notices
+            .iter()
+            .take(max)
+            .map(|(receipt, body)| crate::cloud::QueueMessage {
+                receipt: receipt.clone(),
+                body: body.clone(),
+            })
+            .collect())
+    }
+
+    async fn delete_notices(&self, receipts: &[String]) -> Result<(), CloudError> {
+        let mut st = self.lock();
+        for r in receipts {
+            CallCounts::bump(&self.calls.delete_message);
+            st.notices.retain(|(receipt, _)| receipt != r);
+        }
+        Ok(())
+    }
+
     async fn terminate(&self, ids: &[String]) -> Result<(), CloudError> {
         CallCounts::bump(&self.calls.terminate_instances);
         self.take_fault(Op::Terminate, "TerminateInstances")?;

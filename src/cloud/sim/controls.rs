@@ -132,6 +132,19 @@ impl SimCloud {
         ids
     }
 
+    /// Put a message (an EventBridge event body) on the interruption queue.
+    pub fn send_notice(&self, body: &str) {
+        let mut st = self.lock();
+        st.notices_sent += 1;
+        let receipt = format!("sim-receipt-{}", st.notices_sent);
+        st.notices.push((receipt, body.to_string()));
+    }
+
+    /// Messages still on the interruption queue.
+    pub fn notices_left(&self) -> usize {
+        self.lock().notices.len()
+    }
+
     /// Every pool has capacity again.
     pub fn restore_capacity(&self) {
         self.lock().no_capacity.clear();

@@ -89,6 +89,9 @@ struct State {
     no_capacity: HashSet<(String, Option<String>, Option<crate::cloud::Market>)>,
     /// CreateFleet ClientToken → the errors its answer carried.
     fleet_errors: HashMap<String, Vec<crate::cloud::PoolError>>,
+    /// The interruption queue: (receipt handle, body), oldest first.
+    notices: Vec<(String, String)>,
+    notices_sent: u64,
     /// Every CreateFleet request as sent (tests read which pools it offered).
     fleet_requests: Vec<crate::cloud::LaunchRequest>,
     /// Builds (`TEMPLATE:VERSION` or `ami-…`) that do not exist; every other one does.
@@ -322,6 +325,7 @@ impl SimCloud {
                     availability_zone: az,
                     private_ip: Some(format!("sim-{}", st.next_id)),
                     retiring_since: None,
+                    replacing: None,
                     market: tags_
                         .get(tags::MARKET)
                         .map_or(crate::cloud::Market::OnDemand, |m| {

@@ -27,6 +27,7 @@ fn inst(id: &str, age: chrono::Duration, state: InstanceState) -> Instance {
         private_ip: None,
         retiring_since: None,
         market: Default::default(),
+        replacing: None,
     }
 }
 
