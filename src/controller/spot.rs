@@ -51,6 +51,39 @@ impl Controller {
         }
     }
 
+    /// The up to `n` instances of `pool` (instances of one build, a part of the fleet's
+    /// `live` ones) to retire so that that build keeps its split: from the market above
+    /// its share first (Spot before the On-Demand base), then from the other if `pool`
+    /// holds too few. Without a distribution, `pool` itself.
+    pub(super) fn market_victims<'a>(
+        &self,
+        spec: &FleetSpec,
+        live: &[&Instance],
+        pool: &[&'a Instance],
+        n: u32,
+    ) -> Vec<&'a Instance> {
+        if spec.launch.instances_distribution.is_none() || pool.is_empty() {
+            return pool.to_vec();
+        }
+        let build = pool[0].build.clone();
+        let same: Vec<&Instance> = live.iter().copied().filter(|i| i.build == build).collect();
+        let have = have(&same);
+        let r = market::retirements(
+            have,
+            self.wanted_split(spec, have.total().saturating_sub(n)),
+        );
+        let of = |m: Market| -> Vec<&'a Instance> {
+            pool.iter().copied().filter(|i| i.market == m).collect()
+        };
+        let (spot, od) = (of(Market::Spot), of(Market::OnDemand));
+        let take_spot = (r.spot as usize).min(spot.len());
+        let take_od = (n as usize - take_spot).min(od.len());
+        let take_spot = (n as usize - take_od).min(spot.len());
+        let mut out = plan::choose_victims(&spot, &build, take_spot as u32);
+        out.extend(plan::choose_victims(&od, &build, take_od as u32));
+        out
+    }
+
     /// Launch `n` more for a fleet with an instances distribution: the markets below their
     /// share get them (On-Demand first); Spot in one CreateFleet over every open pool, and
     /// what Spot could not place goes On-Demand in the same pass; On-Demand per subnet (so
@@ -67,7 +100,14 @@ impl Controller {
     ) -> Vec<Instance> {
         let now = self.clock.now();
         self.unavailable.prune(now);
-        let have = have(live);
+        // The split is kept per build: in a rollout the new build builds up its own
+        // On-Demand base while the old one gives up its own, so neither ends short.
+        let same: Vec<&Instance> = live
+            .iter()
+            .copied()
+            .filter(|i| i.build == build.id)
+            .collect();
+        let have = have(&same);
         let want = self.wanted_split(spec, have.total() + n);
         let mut go = market::launches(have, want);
         let mut out: Vec<Instance> = Vec::new();

@@ -689,3 +689,67 @@ async fn a_pass_asks_to_be_requeued_at_the_gate_interval_only_while_a_rollout_ru
     w.clock.advance(Duration::from_secs(15));
     assert_eq!(w.controller.reconcile_once().await.requeue_after, None);
 }
+
+/// A rolling deploy of a fleet half on Spot, with Spot instances taken back in the middle
+/// of it (two of them at once without warning, one after a two-minute warning on the
+/// queue): an interrupted instance is lost capacity, replaced on its build, not a failed
+/// gate. The deploy succeeds and the fleet ends all on the new build, split as before.
+#[tokio::test]
+async fn spot_interruptions_during_a_rolling_deploy_are_lost_capacity_not_a_failed_gate() {
+    let text = fleet("web", "production", 8, ROLLING).replace(
+        "launch:\n  ami: ami-00000001\n",
+        "launch:\n  launch_template: { name: web, version: \"1\" }\n  instances_distribution: { on_demand_base_capacity: 2, on_demand_percentage_above_base_capacity: 0 }\n",
+    );
+    let mut w = world(&text);
+    settle(&mut w, "web", 8).await;
+    let spot = |w: &World| {
+        w.sim
+            .all_live()
+            .into_iter()
+            .filter(|i| i.fleet == "web" && i.retiring_since.is_none())
+            .filter(|i| i.market == coxswain::cloud::Market::Spot)
+            .count()
+    };
+    assert_eq!(spot(&w), 6);
+    let id = id_of(deploy(&mut w, "web", "production", "web:2").expect("accepted"));
+    let store = w.controller.store().clone();
+    let mut interrupted = 0;
+    for pass in 0..400 {
+        w.controller.reconcile_once().await;
+        let d = store.deployment(id).expect("query").expect("exists");
+        if d.outcome != Outcome::InProgress {
+            assert_eq!(d.outcome, Outcome::Succeeded, "{:#?}", events_of(&w, id));
+            break;
+        }
+        let (on_new, _) = counts(&w, "web", "web:2");
+        if interrupted == 0 && on_new >= 2 {
+            // Without warning: the two newest Spot instances (the new build's).
+            interrupted += w.sim.interrupt_spot("web", 2).len();
+        } else if interrupted == 2 && on_new >= 4 {
+            // With a warning on the queue: an old-build Spot instance.
+            let old = w
+                .sim
+                .all_live()
+                .into_iter()
+                .find(|i| {
+                    i.fleet == "web"
+                        && i.build == "web:1"
+                        && i.retiring_since.is_none()
+                        && i.market == coxswain::cloud::Market::Spot
+                })
+                .expect("an old Spot instance");
+            let body = serde_json::json!({
+                "source": "aws.ec2", "detail-type": "EC2 Spot Instance Interruption Warning",
+                "detail": {"instance-id": old.id, "instance-action": "terminate"}
+            });
+            w.sim.send_notice(&body.to_string());
+            interrupted += 1;
+        }
+        assert!(pass < 399, "did not finish: {:#?}", events_of(&w, id));
+        w.clock.advance(Duration::from_secs(15));
+    }
+    assert_eq!(interrupted, 3);
+    passes(&mut w, 20).await;
+    assert_eq!(counts(&w, "web", "web:2"), (8, 8));
+    assert_eq!(spot(&w), 6, "the split holds: 2 On-Demand, 6 Spot");
+}

@@ -391,18 +391,20 @@ impl Controller {
             (&old_fine, moves.retire_old_healthy),
         ] {
             if n > 0 {
+                let pool = self.market_victims(spec, &live, pool, n);
                 retired.extend(
-                    self.retire(spec, &rollout.to.id, pool, n, now, report)
+                    self.retire(spec, &rollout.to.id, &pool, n, now, report)
                         .await,
                 );
             }
         }
         if moves.retire_new_idle > 0 {
+            let pool = self.market_victims(spec, &live, &idle_new, moves.retire_new_idle);
             retired.extend(
                 self.retire(
                     spec,
                     &rollout.from.id,
-                    &idle_new,
+                    &pool,
                     moves.retire_new_idle,
                     now,
                     report,
@@ -419,6 +421,7 @@ impl Controller {
                 .copied()
                 .filter(|i| !retired.contains(&i.id))
                 .collect();
+            let left = self.market_victims(spec, &live, &left, moves.retire_new);
             retired.extend(
                 self.retire(spec, &rollout.from.id, &left, moves.retire_new, now, report)
                     .await,
