@@ -136,6 +136,10 @@ impl Controller {
         self.register(spec, &staying, &launched, now, report).await;
         self.retire_replaced(spec, &current, instances, d, now, report)
             .await;
+        if launched.is_empty() && retired.is_empty() {
+            self.move_back_to_spot(spec, &current, instances, d.desired, now, report)
+                .await;
+        }
     }
 
     /// Start retiring `n` instances: tag them (durable intent), then deregister from the

@@ -13,6 +13,10 @@ use crate::manifest::{InstancesDistribution, OnDemandBase};
 use std::collections::HashSet;
 use tracing::{error, info, warn};
 
+/// Spot is asked to take capacity back from On-Demand only when no Spot pool has been
+/// out of capacity for this long.
+pub const MOVE_BACK_QUIET: chrono::Duration = chrono::Duration::minutes(10);
+
 /// Live capacity by market.
 pub fn have(live: &[&Instance]) -> Split {
     let spot = live.iter().filter(|i| i.market == Market::Spot).count() as u32;
@@ -82,6 +86,84 @@ impl Controller {
         let mut out = plan::choose_victims(&spot, &build, take_spot as u32);
         out.extend(plan::choose_victims(&od, &build, take_od as u32));
         out
+    }
+
+    /// Give Spot back what was bought On-Demand while Spot had no capacity, a batch at a
+    /// time: when the fleet is at its size, more On-Demand than its share and less Spot,
+    /// no rollout runs, nothing is being replaced, and no Spot pool has been out for
+    /// [`MOVE_BACK_QUIET`]: up to the disruption budget (a tenth of the desired capacity,
+    /// at least one) of the On-Demand surplus is tagged `coxswain:replace`. Their
+    /// replacements launch on Spot first (the split says Spot is short), and they are
+    /// retired once the fleet is in service without them (`retire_replaced`).
+    pub(super) async fn move_back_to_spot(
+        &mut self,
+        spec: &FleetSpec,
+        build: &Build,
+        instances: &[&Instance],
+        desired: u32,
+        now: chrono::DateTime<chrono::Utc>,
+        report: &mut PassReport,
+    ) {
+        if spec.launch.instances_distribution.is_none() || self.dry_run {
+            return;
+        }
+        if instances
+            .iter()
+            .any(|i| i.state.is_live() && i.retiring_since.is_none() && i.replacing.is_some())
+        {
+            return;
+        }
+        if self
+            .unavailable
+            .last_outage(Market::Spot)
+            .is_some_and(|t| now - t < MOVE_BACK_QUIET)
+        {
+            return;
+        }
+        let live: Vec<&Instance> = instances
+            .iter()
+            .copied()
+            .filter(|i| i.state.is_live() && i.retiring_since.is_none() && i.build == build.id)
+            .collect();
+        let have = have(&live);
+        if have.total() < desired {
+            return;
+        }
+        let want = self.wanted_split(spec, have.total());
+        let surplus = have
+            .on_demand
+            .saturating_sub(want.on_demand)
+            .min(want.spot.saturating_sub(have.spot));
+        if surplus == 0 {
+            return;
+        }
+        let budget = (desired.div_ceil(10)).max(1);
+        let od: Vec<&Instance> = live
+            .iter()
+            .copied()
+            .filter(|i| i.market == Market::OnDemand)
+            .collect();
+        let ids: Vec<String> = plan::choose_victims(&od, &build.id, surplus.min(budget))
+            .iter()
+            .map(|i| i.id.clone())
+            .collect();
+        let reason = "back to Spot";
+        match self.cloud.mark_replacing(&ids, reason, now).await {
+            Ok(()) => {
+                info!(fleet = %spec.name, ids = ?ids, on_demand = have.on_demand, share = want.on_demand, "action: Spot has capacity again; replacing On-Demand bought in its place, a batch at a time");
+                for id in &ids {
+                    report.actions.push(crate::controller::Action::Notice {
+                        fleet: spec.name.clone(),
+                        id: id.clone(),
+                        notice: reason.into(),
+                    });
+                }
+            }
+            Err(e) => {
+                warn!(fleet = %spec.name, error = %e, "cannot tag On-Demand instances to move back to Spot; next pass");
+                note_error(report, &spec.name, &e);
+            }
+        }
     }
 
     /// Launch `n` more for a fleet with an instances distribution: the markets below their

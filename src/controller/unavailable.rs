@@ -23,6 +23,8 @@ pub struct Outage {
 #[derive(Debug, Default, Clone)]
 pub struct Unavailable {
     entries: BTreeMap<(Pool, String), (DateTime<Utc>, String)>,
+    /// When a pool of each market was last marked out (kept after the entry expires).
+    last: BTreeMap<String, DateTime<Utc>>,
 }
 
 fn key(pool: &Pool, market: Market) -> (Pool, String) {
@@ -40,6 +42,12 @@ impl Unavailable {
         ttl: Duration,
     ) {
         self.entries.insert(key(pool, market), (now + ttl, reason));
+        self.last.insert(market.as_aws().to_string(), now);
+    }
+
+    /// When a pool of `market` was last answered "no capacity", if ever.
+    pub fn last_outage(&self, market: Market) -> Option<DateTime<Utc>> {
+        self.last.get(market.as_aws()).copied()
     }
 
     /// Whether `pool` is out of `market` at `now`.

@@ -401,3 +401,50 @@ async fn a_rebalance_recommendation_launches_the_replacement_first_and_survives_
     );
     assert_eq!(live(&sim).len(), size);
 }
+
+/// Spot out everywhere: the fleet is bought On-Demand. Once Spot has had capacity again
+/// for 10 minutes, the On-Demand surplus goes back to Spot a batch at a time (a tenth of
+/// the fleet, at least one), each replacement launched and in service before the
+/// instance it replaces is retired, until the split is back.
+#[tokio::test]
+async fn on_demand_bought_for_missing_spot_goes_back_to_spot_a_batch_at_a_time() {
+    let flat = MIXED.replace("base: 1500, peak: 9000", "base: 9000, peak: 9000");
+    let (clock, sim, mut controller) = setup(&flat);
+    for t in ["m6i.large", "m5.large"] {
+        sim.remove_capacity_in(Market::Spot, t, None);
+    }
+    for _ in 0..6 {
+        controller.reconcile_once().await;
+        clock.advance(Duration::from_secs(60));
+    }
+    assert_eq!(
+        by_market(&live(&sim)),
+        Split {
+            on_demand: 9,
+            spot: 0
+        }
+    );
+    sim.restore_capacity();
+    let mut history = Vec::new();
+    for pass in 0..90 {
+        let r = controller.reconcile_once().await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let now = live(&sim);
+        let h = by_market(&now);
+        // Never below the fleet's size in instances not retiring (one being replaced
+        // serves until its replacement does), never more than one batch (1) above it.
+        assert!(h.total() >= 9, "pass {pass}: {h:?}");
+        assert!(h.total() <= 10, "pass {pass}: {h:?}");
+        let replacing = now.iter().filter(|i| i.replacing.is_some()).count();
+        assert!(replacing <= 1, "pass {pass}: one batch at a time");
+        if pass < 3 {
+            assert_eq!(replacing, 0, "quiet for 10 minutes after the outage");
+        }
+        if history.last() != Some(&h) {
+            history.push(h);
+        }
+        clock.advance(Duration::from_secs(60));
+    }
+    assert_eq!(history.last(), Some(&split(9, 2, 25)), "{history:?}");
+    assert!(history.len() > 5, "a batch at a time: {history:?}");
+}
