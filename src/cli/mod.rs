@@ -253,7 +253,17 @@ pub fn main() -> ExitCode {
             Command::Rollback(a) => deploy::rollback(a).await,
             Command::History(a) => reads::history(a).await,
             Command::Status(a) => reads::status(a).await,
-            Command::Simulate(a) => simulate::simulate(a),
+            Command::Simulate(a) => {
+                let spot = if a.spot_prices_from_aws {
+                    match simulate::aws_spot_prices(&a).await {
+                        Ok(s) => Some(s),
+                        Err(e) => return fail(e),
+                    }
+                } else {
+                    None
+                };
+                simulate::simulate(a, spot)
+            }
             Command::Init(a) => init(a).await,
             Command::Completions { shell } => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -70,6 +70,61 @@ pub struct SimulateArgs {
     /// Seed of the Spot interruption draws (the same seed gives the same run).
     #[arg(long, default_value_t = 1)]
     pub spot_seed: u64,
+    /// Take the Spot price of the fleet's instance type from AWS instead of the price
+    /// table: the mean of DescribeSpotPriceHistory (Linux/UNIX, every zone) over the last
+    /// 7 days in the fleet's region. The On-Demand price and the interruption rate stay
+    /// the table's. Needs AWS credentials with ec2:DescribeSpotPriceHistory.
+    #[arg(long)]
+    pub spot_prices_from_aws: bool,
+    /// With --spot-prices-from-aws: send the call here instead of AWS (moto, LocalStack).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+}
+
+/// Days of DescribeSpotPriceHistory that `--spot-prices-from-aws` averages.
+pub const SPOT_PRICE_DAYS: i64 = 7;
+
+/// Spot prices from AWS (`--spot-prices-from-aws`): (instance type → (mean USD per hour,
+/// points)), for the fleet's instance types, in its region.
+pub async fn aws_spot_prices(
+    a: &SimulateArgs,
+) -> Result<std::collections::BTreeMap<String, (f64, usize)>, String> {
+    let fleet = load_fleet(a)?;
+    if fleet.launch.instance_types.is_empty() {
+        return Err(
+            "--spot-prices-from-aws: list the fleet's instance types in launch.instance_types"
+                .into(),
+        );
+    }
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(fleet.region.clone()));
+    if let Some(url) = &a.endpoint_url {
+        loader = loader.endpoint_url(url);
+        if super::is_loopback_url(url) && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "local", "local", None, None, "loopback",
+            ));
+        }
+    }
+    let cfg = loader.load().await;
+    let end = chrono::Utc::now();
+    let start = end - chrono::Duration::days(SPOT_PRICE_DAYS);
+    crate::cloud::aws::setup::spot_price_means(
+        &aws_sdk_ec2::Client::new(&cfg),
+        &fleet.launch.instance_types,
+        start,
+        end,
+    )
+    .await
+}
+
+fn load_fleet(a: &SimulateArgs) -> Result<FleetSpec, String> {
+    let config = match &a.manifest {
+        Some(p) => manifest::load_paths(std::slice::from_ref(p)).map_err(|e| e.to_string())?,
+        None => manifest::load_str("examples/simulate.yaml", DEFAULT_MANIFEST)
+            .map_err(|e| e.to_string())?,
+    };
+    pick_fleet(config, a.fleet.as_deref())
 }
 
 fn whole_minutes(d: Duration, what: &str) -> Result<u32, String> {
@@ -112,20 +167,22 @@ fn pick_fleet(config: manifest::Config, name: Option<&str>) -> Result<FleetSpec,
     }
 }
 
-pub fn simulate(a: SimulateArgs) -> ExitCode {
-    match simulate_inner(a) {
+/// `spot`: Spot prices from AWS (`--spot-prices-from-aws`), in place of the table's.
+pub fn simulate(
+    a: SimulateArgs,
+    spot: Option<std::collections::BTreeMap<String, (f64, usize)>>,
+) -> ExitCode {
+    match simulate_inner(a, spot) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
 }
 
-fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
-    let config = match &a.manifest {
-        Some(p) => manifest::load_paths(std::slice::from_ref(p)).map_err(|e| e.to_string())?,
-        None => manifest::load_str("examples/simulate.yaml", DEFAULT_MANIFEST)
-            .map_err(|e| e.to_string())?,
-    };
-    let mut fleet = pick_fleet(config, a.fleet.as_deref())?;
+fn simulate_inner(
+    a: SimulateArgs,
+    spot: Option<std::collections::BTreeMap<String, (f64, usize)>>,
+) -> Result<(), String> {
+    let mut fleet = load_fleet(&a)?;
     if !(a.scale.is_finite() && a.scale > 0.0) {
         return Err(format!("--scale {} must be a positive number", a.scale));
     }
@@ -202,7 +259,29 @@ fn simulate_inner(a: SimulateArgs) -> Result<(), String> {
     } else {
         vec![a.baseline_utilization]
     };
-    let Pricing { price, market } = pricing_of(&fleet, a.prices.as_deref(), a.spot_seed)?;
+    let Pricing { mut price, market } = pricing_of(&fleet, a.prices.as_deref(), a.spot_seed)?;
+    if let Some(spot) = &spot {
+        let Some((ty, p)) = price.as_mut() else {
+            return Err("--spot-prices-from-aws needs a price table for the On-Demand price (simulation.prices or --prices FILE)".into());
+        };
+        let Some((mean, n)) = spot.get(ty.as_str()) else {
+            return Err(format!(
+                "--spot-prices-from-aws: DescribeSpotPriceHistory has no Linux/UNIX price for {ty} in {} over the last {SPOT_PRICE_DAYS} days",
+                fleet.region
+            ));
+        };
+        if *mean > p.on_demand {
+            return Err(format!(
+                "--spot-prices-from-aws: {ty}'s Spot price ${mean:.4}/h is above the table's On-Demand price ${:.4}/h; update the table",
+                p.on_demand
+            ));
+        }
+        eprintln!(
+            "Spot price of {ty}: ${mean:.5}/h, the mean of {n} DescribeSpotPriceHistory points (Linux/UNIX, every zone of {}) over the last {SPOT_PRICE_DAYS} days",
+            fleet.region
+        );
+        p.spot = *mean;
+    }
     let mut policies = lineup(tested, capacity, boot + lag, &targets, peak, (min, max));
     let limit = simulate::zero_loss_limit(demand, capacity);
     let started = Instant::now();

@@ -144,9 +144,39 @@ impl Floor {
     }
 }
 
+/// The mean price of each instance type over `(type, price)` points, with how many
+/// points it is the mean of. Non-finite or negative prices are left out.
+pub fn mean_by_type(points: &[(String, f64)]) -> std::collections::BTreeMap<String, (f64, usize)> {
+    let mut sums: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
+    for (t, p) in points.iter().filter(|(_, p)| p.is_finite() && *p >= 0.0) {
+        let e = sums.entry(t.clone()).or_default();
+        e.0 += p;
+        e.1 += 1;
+    }
+    sums.into_iter()
+        .map(|(t, (sum, n))| (t, (sum / n as f64, n)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spot_prices_average_per_type_and_bad_points_are_left_out() {
+        let p = |t: &str, v: f64| (t.to_string(), v);
+        let m = mean_by_type(&[
+            p("m6i.large", 0.03),
+            p("m6i.large", 0.05),
+            p("c6i.large", 0.02),
+            p("c6i.large", f64::NAN),
+            p("c6i.large", -1.0),
+        ]);
+        assert_eq!(m.len(), 2);
+        assert!((m["m6i.large"].0 - 0.04).abs() < 1e-12);
+        assert_eq!(m["m6i.large"].1, 2);
+        assert_eq!(m["c6i.large"], (0.02, 1));
+    }
     use proptest::prelude::*;
 
     #[test]

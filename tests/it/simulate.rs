@@ -10,7 +10,7 @@ fn coxswain() -> Command {
 
 /// Eight days of per-minute web traffic: a daily swing, an evening burst on two days, a
 /// 2-hour hole in the logs on day 5, and deterministic noise.
-fn write_trace(path: &Path) {
+pub(crate) fn write_trace(path: &Path) {
     let mut s = String::from("timestamp,requests\n");
     let start = chrono::NaiveDate::from_ymd_opt(2026, 3, 2)
         .and_then(|d| d.and_hms_opt(0, 0, 0))

@@ -544,3 +544,70 @@ async fn init_makes_the_interruption_queue_and_the_daemon_acts_on_a_warning_and_
         .expect("receive");
     assert!(left.messages().is_empty(), "{:?}", left.messages());
 }
+
+/// `simulate --spot-prices-from-aws` reads the fleet's Spot price from
+/// DescribeSpotPriceHistory (moto answers $0.00001 for every type and zone), keeps the
+/// table's On-Demand price, and prices the runs with it; without a table it says what is
+/// missing.
+#[test]
+fn simulate_takes_the_spot_price_from_describe_spot_price_history() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = dir.path().join("trace.csv");
+    crate::simulate::write_trace(&trace);
+    let manifest =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/simulate-spot.yaml");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_coxswain"))
+            .arg("simulate")
+            .arg("--trace")
+            .arg(&trace)
+            .args([
+                "--p999-instances",
+                "40",
+                "--output",
+                "json",
+                "--spot-prices-from-aws",
+            ])
+            .args(["--endpoint-url", &moto.endpoint()])
+            .args(extra)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .output()
+            .expect("run simulate")
+    };
+    let out = run(&["--manifest", manifest.to_str().expect("utf-8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Spot price of m6i.large: $0.00001/h")
+            && stderr.contains("DescribeSpotPriceHistory"),
+        "{stderr}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        doc["prices"]["spot"].as_f64(),
+        Some(0.00001),
+        "{}",
+        doc["prices"]
+    );
+    assert_eq!(
+        doc["prices"]["on_demand"].as_f64(),
+        Some(0.096),
+        "the table's"
+    );
+    assert!(
+        moto.log()
+            .iter()
+            .any(|e| e["action"] == "DescribeSpotPriceHistory"),
+        "asked AWS"
+    );
+    // The default fleet names no instance type (and has no price table): it says what to
+    // write.
+    let out = run(&[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("list the fleet's instance types"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -137,3 +137,49 @@ pub async fn create_interruption_queue(
         rules,
     })
 }
+
+/// The mean Spot price (USD per instance-hour) of each of `types` in the client's region
+/// over `[start, end)`: every DescribeSpotPriceHistory point for `Linux/UNIX`, in every
+/// Availability Zone, weighted alike
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeSpotPriceHistory.html>).
+/// For `coxswain simulate --spot-prices-from-aws`, run by a person: the daemon never
+/// calls it. A type without any point is absent from the answer.
+pub async fn spot_price_means(
+    ec2: &aws_sdk_ec2::Client,
+    types: &[String],
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+) -> Result<std::collections::BTreeMap<String, (f64, usize)>, String> {
+    let mut points: Vec<(String, f64)> = Vec::new();
+    let mut pages = ec2
+        .describe_spot_price_history()
+        .set_instance_types(Some(
+            types
+                .iter()
+                .map(|t| aws_sdk_ec2::types::InstanceType::from(t.as_str()))
+                .collect(),
+        ))
+        .product_descriptions("Linux/UNIX")
+        .start_time(aws_smithy_types::DateTime::from_secs(start.timestamp()))
+        .end_time(aws_smithy_types::DateTime::from_secs(end.timestamp()))
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| {
+            format!(
+                "DescribeSpotPriceHistory: {}",
+                aws_sdk_ec2::error::DisplayErrorContext(&e)
+            )
+        })?;
+        for p in page.spot_price_history() {
+            let (Some(t), Some(price)) = (p.instance_type(), p.spot_price()) else {
+                continue;
+            };
+            let price: f64 = price.parse().map_err(|_| {
+                format!("DescribeSpotPriceHistory: a price that is not a number: {price}")
+            })?;
+            points.push((t.as_str().to_string(), price));
+        }
+    }
+    Ok(crate::cloud::market::mean_by_type(&points))
+}
