@@ -86,19 +86,7 @@ impl Controller {
                         warn!(fleet = %spec.name, instance_type = ty.as_deref().unwrap_or("template"), subnet = subnet.as_deref().unwrap_or("template"), error = %e, "no capacity; trying the next instance type");
                     }
                     Err(e) => {
-                        error!(fleet = %spec.name, build = %build.id, error = %e, "launch failed");
-                        note_error(report, &spec.name, &e);
-                        if matches!(&e, CloudError::Rejected { code, .. }
-                            if code.starts_with("InvalidLaunchTemplate") || code.starts_with("InvalidAMIID"))
-                        {
-                            // No such template version or AMI: retrying will not help. A
-                            // rollout of this build fails on it at its next pass (quotas
-                            // and permissions are not this: they may clear).
-                            self.fleets
-                                .entry(spec.name.clone())
-                                .or_default()
-                                .launch_rejected = Some((build.id.clone(), e.to_string()));
-                        }
+                        self.launch_failed(spec, build, &e, report);
                         return out;
                     }
                 }
@@ -130,6 +118,28 @@ impl Controller {
             }
         }
         out
+    }
+
+    /// A launch refused or failed: reported, and remembered when it names a template
+    /// version or AMI that does not exist (retrying will not help; a rollout of this build
+    /// fails on it at its next pass; quotas and permissions are not this: they may clear).
+    pub(super) fn launch_failed(
+        &mut self,
+        spec: &FleetSpec,
+        build: &Build,
+        e: &CloudError,
+        report: &mut PassReport,
+    ) {
+        error!(fleet = %spec.name, build = %build.id, error = %e, "launch failed");
+        note_error(report, &spec.name, e);
+        if matches!(e, CloudError::Rejected { code, .. }
+            if code.starts_with("InvalidLaunchTemplate") || code.starts_with("InvalidAMIID"))
+        {
+            self.fleets
+                .entry(spec.name.clone())
+                .or_default()
+                .launch_rejected = Some((build.id.clone(), e.to_string()));
+        }
     }
 
     /// Instances launched count against what the global cap leaves this pass.

@@ -6,7 +6,7 @@
 use super::unavailable::UNAVAILABLE_TTL;
 use super::{note_error, plan, Controller, PassReport};
 use crate::cloud::market::{self, Split};
-use crate::cloud::{tags, CloudError, Instance, Market, Pool};
+use crate::cloud::{tags, Instance, Market, Pool};
 use crate::deploy::Build;
 use crate::manifest::FleetSpec;
 use crate::manifest::{InstancesDistribution, OnDemandBase};
@@ -316,16 +316,7 @@ impl Controller {
                 Some(got)
             }
             Err(e) => {
-                error!(fleet = %spec.name, build = %build.id, market = %market, error = %e, "launch failed");
-                note_error(report, &spec.name, &e);
-                if matches!(&e, CloudError::Rejected { code, .. }
-                    if code.starts_with("InvalidLaunchTemplate") || code.starts_with("InvalidAMIID"))
-                {
-                    self.fleets
-                        .entry(spec.name.clone())
-                        .or_default()
-                        .launch_rejected = Some((build.id.clone(), e.to_string()));
-                }
+                self.launch_failed(spec, build, &e, report);
                 None
             }
         }

@@ -155,6 +155,13 @@ async fn fleet(cfg: &aws_config::SdkConfig) -> Vec<Row> {
         .collect()
 }
 
+/// The value of tag `key` on instance `id`, if it has it.
+fn tag_of(rows: &[Row], id: &str, key: &str) -> Option<String> {
+    rows.iter()
+        .find(|r| r.0 == id)
+        .and_then(|r| r.4.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+}
+
 fn count(rows: &[Row], lifecycle: &str) -> usize {
     rows.iter().filter(|r| r.1 == lifecycle).count()
 }
@@ -456,11 +463,7 @@ async fn init_makes_the_interruption_queue_and_the_daemon_acts_on_a_warning_and_
     let r = pass(&mut s).await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let rows = fleet(&s.cfg).await;
-    let tag = |id: &str, key: &str| {
-        rows.iter()
-            .find(|r| r.0 == id)
-            .and_then(|r| r.4.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
-    };
+    let tag = |id: &str, key: &str| tag_of(&rows, id, key);
     assert!(tag(&warned, "coxswain:retiring").is_some(), "{rows:?}");
     assert!(
         !common::registered_ids(&s.cfg, &s.tg)
@@ -489,11 +492,7 @@ async fn init_makes_the_interruption_queue_and_the_daemon_acts_on_a_warning_and_
     let r = pass(&mut s).await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let rows = fleet(&s.cfg).await;
-    let tag = |id: &str, key: &str| {
-        rows.iter()
-            .find(|r| r.0 == id)
-            .and_then(|r| r.4.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
-    };
+    let tag = |id: &str, key: &str| tag_of(&rows, id, key);
     assert!(
         tag(&rebalanced, "coxswain:replace").is_some_and(|v| v.starts_with("rebalance")),
         "{rows:?}"

@@ -128,12 +128,13 @@ pub(super) async fn list_owned(
     Ok(out)
 }
 
-/// These instances in any state (see [`crate::cloud::Cloud::instances_by_id`]).
-pub(super) async fn by_id(
+/// These instances in any state, with their tags: DescribeInstances by `instance-id`,
+/// 200 ids per request, paginated.
+async fn describe_ids(
     client: &Client,
     ids: &[String],
     calls: &CallCounts,
-) -> Result<Vec<Instance>, CloudError> {
+) -> Result<Vec<(Instance, HashMap<String, String>)>, CloudError> {
     let mut out = Vec::new();
     for chunk in ids.chunks(200) {
         let mut pages = client
@@ -150,11 +151,24 @@ pub(super) async fn by_id(
             CallCounts::bump(&calls.describe_instances);
             let page = page.map_err(|e| classify("DescribeInstances", e))?;
             for r in page.reservations() {
-                out.extend(r.instances().iter().filter_map(convert).map(|(i, _)| i));
+                out.extend(r.instances().iter().filter_map(convert));
             }
         }
     }
     Ok(out)
+}
+
+/// These instances in any state (see [`crate::cloud::Cloud::instances_by_id`]).
+pub(super) async fn by_id(
+    client: &Client,
+    ids: &[String],
+    calls: &CallCounts,
+) -> Result<Vec<Instance>, CloudError> {
+    Ok(describe_ids(client, ids, calls)
+        .await?
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect())
 }
 
 /// Split `ids` into those we own (and that still exist). Any id that exists but is not
@@ -166,30 +180,11 @@ async fn owned_subset(
     operation: &'static str,
     calls: &CallCounts,
 ) -> Result<Vec<String>, CloudError> {
-    let mut found: HashMap<String, HashMap<String, String>> = HashMap::new();
-    for chunk in ids.chunks(200) {
-        let mut pages = client
-            .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name("instance-id")
-                    .set_values(Some(chunk.to_vec()))
-                    .build(),
-            )
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            CallCounts::bump(&calls.describe_instances);
-            let page = page.map_err(|e| classify("DescribeInstances", e))?;
-            for r in page.reservations() {
-                for i in r.instances() {
-                    if let Some((inst, t)) = convert(i) {
-                        found.insert(inst.id, t);
-                    }
-                }
-            }
-        }
-    }
+    let found: HashMap<String, HashMap<String, String>> = describe_ids(client, ids, calls)
+        .await?
+        .into_iter()
+        .map(|(i, t)| (i.id, t))
+        .collect();
     let foreign: Vec<String> = found
         .iter()
         .filter(|(_, t)| {

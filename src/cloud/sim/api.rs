@@ -11,6 +11,43 @@ use crate::cloud::{
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
+impl SimCloud {
+    /// A launch from a template version or AMI that does not exist is refused, as EC2
+    /// refuses it.
+    fn refuse_missing_source(
+        &self,
+        req: &LaunchRequest,
+        operation: &'static str,
+    ) -> Result<(), CloudError> {
+        match self.missing_source(req.template.as_ref(), req.image_id.as_deref()) {
+            Some((message, code)) => Err(CloudError::Rejected {
+                operation,
+                code: code.into(),
+                message,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Like EC2: a ClientToken seen before is answered with that request's instances as
+    /// they are now, terminated ones included (never a new launch).
+    fn answered_before(st: &super::State, token: &str) -> Option<Vec<Instance>> {
+        let first = st.tokens.get(token)?;
+        Some(
+            first
+                .iter()
+                .map(|i| match st.instances.get(&i.id) {
+                    Some(now) if now.terminated_at.is_none() => now.inst.clone(),
+                    _ => Instance {
+                        state: InstanceState::Terminated,
+                        ..i.clone()
+                    },
+                })
+                .collect(),
+        )
+    }
+}
+
 #[async_trait::async_trait]
 impl Cloud for SimCloud {
     async fn list_instances(&self) -> Result<Vec<Instance>, CloudError> {
@@ -38,30 +75,11 @@ impl Cloud for SimCloud {
     async fn launch(&self, req: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
         CallCounts::bump(&self.calls.run_instances);
         self.take_fault(Op::Launch, "RunInstances")?;
-        if let Some((message, code)) =
-            self.missing_source(req.template.as_ref(), req.image_id.as_deref())
-        {
-            return Err(CloudError::Rejected {
-                operation: "RunInstances",
-                code: code.into(),
-                message,
-            });
-        }
+        self.refuse_missing_source(req, "RunInstances")?;
         let now = self.clock.now();
         let mut st = self.lock();
-        // Like EC2: a token seen before is answered with that request's instances as they
-        // are now, terminated ones included (never a new launch).
-        if let Some(first) = st.tokens.get(&req.client_token) {
-            return Ok(first
-                .iter()
-                .map(|i| match st.instances.get(&i.id) {
-                    Some(now) if now.terminated_at.is_none() => now.inst.clone(),
-                    _ => Instance {
-                        state: InstanceState::Terminated,
-                        ..i.clone()
-                    },
-                })
-                .collect());
+        if let Some(first) = Self::answered_before(&st, &req.client_token) {
+            return Ok(first);
         }
         let ty = req
             .instance_type
@@ -117,29 +135,11 @@ impl Cloud for SimCloud {
                 message: "CreateFleet launches from a launch template; the fleet has none".into(),
             });
         }
-        if let Some((message, code)) =
-            self.missing_source(req.template.as_ref(), req.image_id.as_deref())
-        {
-            return Err(CloudError::Rejected {
-                operation: "CreateFleet",
-                code: code.into(),
-                message,
-            });
-        }
+        self.refuse_missing_source(req, "CreateFleet")?;
         let now = self.clock.now();
         let mut st = self.lock();
         st.fleet_requests.push(req.clone());
-        if let Some(first) = st.tokens.get(&req.client_token) {
-            let instances = first
-                .iter()
-                .map(|i| match st.instances.get(&i.id) {
-                    Some(now) if now.terminated_at.is_none() => now.inst.clone(),
-                    _ => Instance {
-                        state: InstanceState::Terminated,
-                        ..i.clone()
-                    },
-                })
-                .collect();
+        if let Some(instances) = Self::answered_before(&st, &req.client_token) {
             let errors = st
                 .fleet_errors
                 .get(&req.client_token)
