@@ -247,6 +247,7 @@ pub fn status_of(st: &ApiState) -> Result<Status, String> {
             ready: f.ready,
             booting: f.booting,
             retiring: f.retiring,
+            spot: f.spot,
             capped: f.capped,
             shortfall: f.shortfall,
             reason: f.reason.clone(),

@@ -206,6 +206,9 @@ pub struct FleetStatus {
     pub ready: u32,
     pub booting: u32,
     pub retiring: u32,
+    /// Of `current`, the instances bought on Spot (the rest are On-Demand).
+    #[serde(default)]
+    pub spot: u32,
     /// A cap (`max`, `max_total_instances`) held the decision down.
     pub capped: bool,
     /// Instances below the decision for more than two passes (0: none).

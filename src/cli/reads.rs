@@ -163,6 +163,13 @@ pub fn status_table(status: &Status) -> String {
             f.live_build,
             rollout
         ));
+        if f.spot > 0 {
+            out.push_str(&format!(
+                "  market: {} On-Demand, {} Spot\n",
+                f.current.saturating_sub(f.spot),
+                f.spot
+            ));
+        }
         if let Some(r) = &f.rollout {
             let why = if r.gate_reason.is_empty() {
                 String::new()

@@ -160,6 +160,15 @@ impl Controller {
             live: live_now,
             serving: serving_now,
             shortfall,
+            spot: ctx
+                .instances
+                .iter()
+                .filter(|i| {
+                    i.state.is_live()
+                        && i.retiring_since.is_none()
+                        && i.market == crate::cloud::Market::Spot
+                })
+                .count() as u32,
         }
     }
 

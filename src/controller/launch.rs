@@ -285,7 +285,23 @@ impl Controller {
         // the rest (Spot to On-Demand) or reports it, so a short answer is not an error.
         let partial_fleet = !req.pools.is_empty() && new.len() == answered;
         if new.len() as u32 >= req.count || partial_fleet {
-            info!(fleet = %req.fleet, build = %req.build, market = %req.market, instance_type = req.instance_type.as_deref().unwrap_or("template"), subnet = req.subnet.as_deref().unwrap_or("template"), ids = ?ids, client_token = %req.client_token, "action: launched {} instance(s)", ids.len());
+            if req.pools.is_empty() {
+                info!(fleet = %req.fleet, build = %req.build, market = %req.market, instance_type = req.instance_type.as_deref().unwrap_or("template"), subnet = req.subnet.as_deref().unwrap_or("template"), ids = ?ids, client_token = %req.client_token, "action: launched {} instance(s)", ids.len());
+            } else {
+                // CreateFleet chose the pools: say which.
+                let placed: Vec<String> = new
+                    .iter()
+                    .map(|i| {
+                        format!(
+                            "{} {} in {}",
+                            i.id,
+                            i.instance_type,
+                            i.subnet.as_deref().unwrap_or("?")
+                        )
+                    })
+                    .collect();
+                info!(fleet = %req.fleet, build = %req.build, market = %req.market, placed = ?placed, client_token = %req.client_token, "action: launched {} instance(s) through CreateFleet", ids.len());
+            }
         } else {
             let why = if answered == 0 {
                 "EC2 answered with no instances".to_string()

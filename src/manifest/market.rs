@@ -117,7 +117,7 @@ impl<'de> Deserialize<'de> for OnDemandBase {
                 match v {
                     "floor" => Ok(OnDemandBase::Floor),
                     other => Err(E::custom(format!(
-                        "on_demand_base_capacity `{other}`: write a number of units or `floor`"
+                        "on_demand_base_capacity `{other}`: write a number of instances or `floor`"
                     ))),
                 }
             }

@@ -21,6 +21,7 @@ fn fleet(name: &str, current: u32, desired: u32) -> FleetReport {
         live: current,
         serving: current,
         shortfall: 0,
+        spot: 0,
     }
 }
 

@@ -23,6 +23,8 @@ pub struct FleetNow {
     pub ready: u32,
     pub booting: u32,
     pub retiring: u32,
+    /// Of `current`, the instances on Spot.
+    pub spot: u32,
     pub reason: String,
     pub demand_metric: Option<String>,
     /// The unit of `demand_metric` (see [`crate::manifest::MetricSpec::unit`]).
@@ -142,6 +144,7 @@ impl Board {
                     ready,
                     booting,
                     retiring: f.retiring,
+                    spot: f.spot,
                     reason: d.reason(),
                     demand_metric: f.metrics.first().map(|m| m.0.clone()),
                     demand_unit: f

@@ -101,6 +101,7 @@ pub(super) struct Metrics {
     ready: Family<FleetLabels, Gauge>,
     booting: Family<FleetLabels, Gauge>,
     retiring: Family<FleetLabels, Gauge>,
+    spot: Family<FleetLabels, Gauge>,
     capped: Family<FleetLabels, Gauge>,
     shortfall: Family<FleetLabels, Gauge>,
     metrics_missing: Family<FleetLabels, Gauge>,
@@ -134,6 +135,7 @@ impl Metrics {
             ready: Family::default(),
             booting: Family::default(),
             retiring: Family::default(),
+            spot: Family::default(),
             capped: Family::default(),
             shortfall: Family::default(),
             metrics_missing: Family::default(),
@@ -184,6 +186,11 @@ impl Metrics {
             "fleet_retiring_instances",
             "Instances draining before termination",
             m.retiring.clone(),
+        );
+        registry.register(
+            "fleet_spot_instances",
+            "Of the live instances (fleet_current_instances), those bought on Spot",
+            m.spot.clone(),
         );
         registry.register(
             "fleet_capped",
@@ -340,6 +347,7 @@ impl Metrics {
             self.retiring
                 .get_or_create(&labels)
                 .set(i64::from(f.retiring));
+            self.spot.get_or_create(&labels).set(i64::from(f.spot));
             self.capped
                 .get_or_create(&labels)
                 .set(i64::from(d.capped()));
@@ -468,6 +476,7 @@ impl Metrics {
             &self.ready,
             &self.booting,
             &self.retiring,
+            &self.spot,
             &self.capped,
             &self.shortfall,
             &self.metrics_missing,

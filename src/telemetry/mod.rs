@@ -176,6 +176,7 @@ mod tests {
                 live: desired,
                 serving: desired - 1,
                 shortfall: 0,
+                spot: 0,
             }],
             ..Default::default()
         }

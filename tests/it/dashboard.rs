@@ -368,6 +368,14 @@ fn the_status_table_shows_the_rollout_and_its_gate() {
         "{table}"
     );
     assert!(table.contains("  warning: RequestCount: stale"), "{table}");
+    assert!(
+        !table.contains("market:"),
+        "no Spot, no market line: {table}"
+    );
+    let mut spot = body.clone();
+    spot.fleets[0].spot = 4;
+    let table = coxswain::cli::reads::status_table(&spot);
+    assert!(table.contains("  market: 2 On-Demand, 4 Spot"), "{table}");
     // Under the fleet: the rollout's step and why its gates say so, and its newest
     // events (three of them), oldest first.
     assert!(

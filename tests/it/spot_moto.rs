@@ -403,6 +403,39 @@ async fn init_makes_the_interruption_queue_and_the_daemon_acts_on_a_warning_and_
                 .cloned()
         })
         .expect("arn");
+    let policy = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::Policy)
+        .send()
+        .await
+        .expect("queue policy")
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::Policy)
+                .cloned()
+        })
+        .expect("a policy");
+    let policy: serde_json::Value = serde_json::from_str(&policy).expect("JSON policy");
+    let st = &policy["Statement"][0];
+    assert_eq!(
+        st["Principal"]["Service"], "events.amazonaws.com",
+        "{policy}"
+    );
+    let sources = st["Condition"]["ArnEquals"]["aws:SourceArn"].to_string();
+    for (suffix, _) in coxswain::cloud::interruption::event_patterns() {
+        let rule = events
+            .describe_rule()
+            .name(format!("coxswain-{suffix}"))
+            .send()
+            .await
+            .expect("rule");
+        let rule_arn = rule.arn().expect("rule arn");
+        assert!(
+            sources.contains(rule_arn),
+            "only our rules may send: {sources} / {rule_arn}"
+        );
+    }
     for (suffix, pattern) in coxswain::cloud::interruption::event_patterns() {
         let name = format!("coxswain-{suffix}");
         let rule = events

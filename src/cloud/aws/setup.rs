@@ -71,15 +71,28 @@ pub async fn create_interruption_queue(
         .attributes()
         .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
         .ok_or_else(|| format!("GetQueueAttributes {name}: no QueueArn"))?;
-    // EventBridge may send to it; nobody else.
+    // EventBridge may send to it, for these rules only (aws:SourceArn: no other rule,
+    // of this account or another, can use EventBridge to write to the queue).
+    let mut parts = arn.split(':');
+    let (region, account) = (parts.nth(3).unwrap_or("*"), parts.next().unwrap_or("*"));
+    let sources: Vec<String> = event_patterns()
+        .iter()
+        .map(|(suffix, _)| {
+            format!(
+                "arn:aws:events:{region}:{account}:rule/{}",
+                rule_name(prefix, suffix)
+            )
+        })
+        .collect();
     let policy = serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [{
             "Sid": "EventBridgeSendsEc2Notices",
             "Effect": "Allow",
-            "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
+            "Principal": {"Service": "events.amazonaws.com"},
             "Action": "sqs:SendMessage",
             "Resource": arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": sources}},
         }]
     });
     sqs.set_queue_attributes()

@@ -127,7 +127,10 @@ mod tests {
             "{err}"
         );
         let err = problems(&with("{ on_demand_base_capacity: lowest }"));
-        assert!(err.contains("write a number of units or `floor`"), "{err}");
+        assert!(
+            err.contains("write a number of instances or `floor`"),
+            "{err}"
+        );
         let err = problems(&with(
             "{ on_demand_percentage_above_base_capacity: \"20%\" }",
         ));
