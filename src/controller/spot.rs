@@ -216,7 +216,8 @@ impl Controller {
             }
         }
         if go.on_demand > 0 {
-            let mut placed: Vec<&Instance> = live.to_vec();
+            // Zones balanced over what runs and the Spot just launched.
+            let placed: Vec<&Instance> = live.iter().copied().chain(out.iter()).collect();
             let spread_over = plan::spread(spec, &placed, go.on_demand);
             let mut short = 0;
             let mut launched: Vec<Instance> = Vec::new();
@@ -240,7 +241,6 @@ impl Controller {
                 short += count.saturating_sub(got.len() as u32);
                 launched.extend(got);
             }
-            placed.extend(launched.iter());
             if short > 0 {
                 error!(fleet = %spec.name, short, "no capacity in any pool of the launch spec, On-Demand or Spot; {short} launch(es) not placed");
                 report
