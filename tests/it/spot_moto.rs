@@ -188,6 +188,23 @@ fn offered(params: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// One attribute of a queue, which must be set.
+async fn queue_attribute(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    name: aws_sdk_sqs::types::QueueAttributeName,
+) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(name.clone())
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes()
+        .and_then(|a| a.get(&name).cloned())
+        .unwrap_or_else(|| panic!("the queue has no {name:?}"))
+}
+
 async fn terminate(cfg: &aws_config::SdkConfig, ids: Vec<String>) {
     aws_sdk_ec2::Client::new(cfg)
         .terminate_instances()
@@ -390,32 +407,9 @@ async fn init_makes_the_interruption_queue_and_the_daemon_acts_on_a_warning_and_
     let url = s.queue.clone().expect("queue");
     let sqs = aws_sdk_sqs::Client::new(&s.cfg);
     let events = aws_sdk_eventbridge::Client::new(&s.cfg);
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes()
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .expect("arn");
-    let policy = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::Policy)
-        .send()
-        .await
-        .expect("queue policy")
-        .attributes()
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::Policy)
-                .cloned()
-        })
-        .expect("a policy");
+    use aws_sdk_sqs::types::QueueAttributeName as Attr;
+    let arn = queue_attribute(&sqs, &url, Attr::QueueArn).await;
+    let policy = queue_attribute(&sqs, &url, Attr::Policy).await;
     let policy: serde_json::Value = serde_json::from_str(&policy).expect("JSON policy");
     let st = &policy["Statement"][0];
     assert_eq!(

@@ -489,37 +489,12 @@ pub(super) async fn source_missing(
     Ok(None)
 }
 
-pub(super) async fn mark_retiring(
+/// Tag owned instances with `key = value` (CreateTags, after the ownership check).
+async fn tag_owned(
     client: &Client,
     controller_id: &str,
     ids: &[String],
-    at: DateTime<Utc>,
-    calls: &CallCounts,
-) -> Result<(), CloudError> {
-    let ids = owned_subset(client, controller_id, ids, "CreateTags", calls).await?;
-    if ids.is_empty() {
-        return Ok(());
-    }
-    CallCounts::bump(&calls.create_tags);
-    client
-        .create_tags()
-        .set_resources(Some(ids))
-        .tags(
-            Tag::builder()
-                .key(tags::RETIRING)
-                .value(at.to_rfc3339())
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| classify("CreateTags", e))?;
-    Ok(())
-}
-
-pub(super) async fn mark_replacing(
-    client: &Client,
-    controller_id: &str,
-    ids: &[String],
+    key: &str,
     value: String,
     calls: &CallCounts,
 ) -> Result<(), CloudError> {
@@ -531,11 +506,39 @@ pub(super) async fn mark_replacing(
     client
         .create_tags()
         .set_resources(Some(ids))
-        .tags(Tag::builder().key(tags::REPLACE).value(value).build())
+        .tags(Tag::builder().key(key).value(value).build())
         .send()
         .await
         .map_err(|e| classify("CreateTags", e))?;
     Ok(())
+}
+
+pub(super) async fn mark_retiring(
+    client: &Client,
+    controller_id: &str,
+    ids: &[String],
+    at: DateTime<Utc>,
+    calls: &CallCounts,
+) -> Result<(), CloudError> {
+    tag_owned(
+        client,
+        controller_id,
+        ids,
+        tags::RETIRING,
+        at.to_rfc3339(),
+        calls,
+    )
+    .await
+}
+
+pub(super) async fn mark_replacing(
+    client: &Client,
+    controller_id: &str,
+    ids: &[String],
+    value: String,
+    calls: &CallCounts,
+) -> Result<(), CloudError> {
+    tag_owned(client, controller_id, ids, tags::REPLACE, value, calls).await
 }
 
 pub(super) async fn terminate(

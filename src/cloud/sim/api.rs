@@ -29,6 +29,15 @@ impl SimCloud {
         }
     }
 
+    /// How long a new instance of `fleet` takes to boot (3 minutes for a fleet the
+    /// simulation does not describe).
+    fn boot_of(st: &super::State, fleet: &str) -> chrono::Duration {
+        st.fleets
+            .get(fleet)
+            .map(|f| f.boot)
+            .unwrap_or(chrono::Duration::minutes(3))
+    }
+
     /// Like EC2: a ClientToken seen before is answered with that request's instances as
     /// they are now, terminated ones included (never a new launch).
     fn answered_before(st: &super::State, token: &str) -> Option<Vec<Instance>> {
@@ -92,11 +101,7 @@ impl Cloud for SimCloud {
                 message: format!("no {ty} capacity in {:?}", req.subnet),
             });
         }
-        let boot = st
-            .fleets
-            .get(&req.fleet)
-            .map(|f| f.boot)
-            .unwrap_or(chrono::Duration::minutes(3));
+        let boot = Self::boot_of(&st, &req.fleet);
         let mut out = Vec::new();
         for _ in 0..req.count {
             let id = Self::create(
@@ -165,11 +170,7 @@ impl Cloud for SimCloud {
                 message: format!("no {} {} capacity in {:?}", req.market, ty_of(p), p.subnet),
             })
             .collect();
-        let boot = st
-            .fleets
-            .get(&req.fleet)
-            .map(|f| f.boot)
-            .unwrap_or(chrono::Duration::minutes(3));
+        let boot = Self::boot_of(&st, &req.fleet);
         let mut out = Vec::new();
         let mut tags_ = req.tags.clone();
         tags_.insert(tags::MARKET.into(), req.market.as_aws().into());
