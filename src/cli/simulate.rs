@@ -111,7 +111,7 @@ pub async fn aws_spot_prices(
     let start = end - chrono::Duration::days(SPOT_PRICE_DAYS);
     crate::cloud::aws::setup::spot_price_means(
         &aws_sdk_ec2::Client::new(&cfg),
-        &fleet.launch.instance_types,
+        &fleet.launch.type_names(),
         start,
         end,
     )
@@ -480,7 +480,7 @@ fn pricing_of(
         None => None,
         Some(t) => {
             let ty = match (fleet.launch.instance_types.first(), t.len()) {
-                (Some(ty), _) => ty.clone(),
+                (Some(ty), _) => ty.instance_type.clone(),
                 (None, 1) => t.keys().next().cloned().unwrap_or_default(),
                 (None, _) => {
                     return Err(format!(
@@ -495,6 +495,12 @@ fn pricing_of(
                     t.keys().cloned().collect::<Vec<_>>().join(", ")
                 )
             })?;
+            // The replay counts capacity in the fleet's units: with weights, a unit costs
+            // the priced type's price over its weight.
+            let w = f64::from(fleet.launch.weight_of(&ty));
+            let mut p = p;
+            p.on_demand /= w;
+            p.spot /= w;
             Some((ty, p))
         }
     };

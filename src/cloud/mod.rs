@@ -87,6 +87,15 @@ pub struct Instance {
     pub market: Market,
     /// Why EC2 asked for it to be replaced (the `coxswain:replace` tag), if it did.
     pub replacing: Option<String>,
+    /// Capacity units it counts for: the `weighted_capacity` of its type in its fleet's
+    /// launch spec, 1 without weights. Clouds answer 1; the controller sets it from the
+    /// manifest when it sorts instances into fleets (`LaunchSpec::weight_of`).
+    pub weight: u32,
+}
+
+/// Capacity units of `instances`: the sum of their weights.
+pub fn units<'a>(instances: impl IntoIterator<Item = &'a Instance>) -> u32 {
+    instances.into_iter().map(|i| i.weight.max(1)).sum()
 }
 
 /// One message of the interruption queue: the handle to delete it by, and its body (an
@@ -103,6 +112,9 @@ pub struct QueueMessage {
 pub struct LaunchRequest {
     pub fleet: String,
     pub build: String,
+    /// RunInstances: the number of instances. CreateFleet (`pools` not empty): the target
+    /// capacity in units (`TotalTargetCapacity`; each pool's `weighted_capacity`, 1 without
+    /// one), which EC2 fills even if the last instance overshoots it.
     pub count: u32,
     pub template: Option<LaunchTemplate>,
     pub image_id: Option<String>,
@@ -129,6 +141,25 @@ pub struct LaunchRequest {
     /// CreateFleet's `SpotOptions.AllocationStrategy` (`price-capacity-optimized`, ...).
     #[serde(default)]
     pub spot_allocation_strategy: Option<String>,
+    /// RunInstances: capacity units one instance of `instance_type` counts for.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl LaunchRequest {
+    /// The capacity units this request asks for: `count` for CreateFleet, `count` times
+    /// the weight for RunInstances.
+    pub fn units(&self) -> u32 {
+        if self.pools.is_empty() {
+            self.count.saturating_mul(self.weight.max(1))
+        } else {
+            self.count
+        }
+    }
 }
 
 /// A capacity pool: one instance type in one subnet (so one Availability Zone). `None`
@@ -139,6 +170,17 @@ pub struct LaunchRequest {
 pub struct Pool {
     pub instance_type: Option<String>,
     pub subnet: Option<String>,
+    /// Capacity units an instance from this pool counts for (CreateFleet's override
+    /// `WeightedCapacity`); `None` without weights (1 each).
+    #[serde(default)]
+    pub weighted_capacity: Option<u32>,
+}
+
+impl Pool {
+    /// Units one instance of this pool counts for.
+    pub fn weight(&self) -> u32 {
+        self.weighted_capacity.unwrap_or(1).max(1)
+    }
 }
 
 impl std::fmt::Display for Pool {

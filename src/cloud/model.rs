@@ -32,7 +32,8 @@ pub enum Meaning {
 pub struct MinuteLoad {
     /// Requests per minute.
     pub demand: f64,
-    /// Instances serving (booted and not retired) during the minute.
+    /// Capacity units serving (instances booted and not retired, each counting its
+    /// weight) during the minute. The simulator's per-target request count is per unit.
     pub serving: u32,
 }
 

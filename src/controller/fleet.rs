@@ -105,12 +105,15 @@ impl Controller {
         // for a group, its in-service instances.
         let serving_now = match ctx.group {
             Some(gs) => gs.instances.iter().filter(|(_, s)| *s).count() as u32,
-            None => ctx
-                .instances
-                .iter()
-                .filter(|i| i.state == InstanceState::Running && i.retiring_since.is_none())
-                .filter(|i| spec.target_group_arn.is_none() || state.registered.contains(&i.id))
-                .count() as u32,
+            None => crate::cloud::units(
+                ctx.instances
+                    .iter()
+                    .copied()
+                    .filter(|i| i.state == InstanceState::Running && i.retiring_since.is_none())
+                    .filter(|i| {
+                        spec.target_group_arn.is_none() || state.registered.contains(&i.id)
+                    }),
+            ),
         };
         let serving = serving_now.max(warm);
         let obs = Observation {
@@ -160,15 +163,11 @@ impl Controller {
             live: live_now,
             serving: serving_now,
             shortfall,
-            spot: ctx
-                .instances
-                .iter()
-                .filter(|i| {
-                    i.state.is_live()
-                        && i.retiring_since.is_none()
-                        && i.market == crate::cloud::Market::Spot
-                })
-                .count() as u32,
+            spot: crate::cloud::units(ctx.instances.iter().copied().filter(|i| {
+                i.state.is_live()
+                    && i.retiring_since.is_none()
+                    && i.market == crate::cloud::Market::Spot
+            })),
         }
     }
 

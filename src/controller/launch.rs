@@ -10,11 +10,14 @@ use std::collections::HashSet;
 use tracing::{error, info, warn};
 
 impl Controller {
-    /// Launch `n` of `build`, spread over subnets; on InsufficientInstanceCapacity try the
-    /// next instance type, then move the remainder to the next subnet. Launches whose
-    /// answer was lost (a crash, a dropped connection) are sent again first under their own
-    /// token, and what they realize counts toward `n`. Returns the instances this pass
-    /// launched (never ones already observed).
+    /// Launch `n` capacity units (instances without weights) of `build`, spread over
+    /// subnets; on InsufficientInstanceCapacity try the next instance type, then move the
+    /// remainder to the next subnet. Each type launches enough instances to cover the
+    /// units (the last may overshoot by less than its weight). Launches whose answer was
+    /// lost (a crash, a dropped connection) are sent again first under their own token, and
+    /// what they realize counts toward `n`. The global cap counts instances: at most what
+    /// it leaves is launched. Returns the instances this pass launched (never ones already
+    /// observed).
     pub(super) async fn launch(
         &mut self,
         spec: &FleetSpec,
@@ -27,7 +30,10 @@ impl Controller {
         let controller_id = self.config.controller.controller_id.clone();
         let observed: HashSet<&str> = observed.iter().map(|i| i.id.as_str()).collect();
         let types = plan::instance_type_choices(spec);
-        let fits = n.min(self.cap_room.unwrap_or(u32::MAX));
+        // The cap's room in units: that many instances of the lightest type.
+        let min_weight = spec.launch.min_weight();
+        let unit_room = |room: Option<u32>| room.map(|r| r.saturating_mul(min_weight));
+        let fits = n.min(unit_room(self.cap_room).unwrap_or(u32::MAX));
         let Some(mut out) = self
             .resend_pending_launches(spec, build, &observed, fits, report)
             .await
@@ -35,10 +41,10 @@ impl Controller {
             return Vec::new();
         };
         self.take_cap_room(out.len() as u32);
-        let mut n = n.saturating_sub(out.len() as u32);
-        if let Some(room) = self.cap_room {
+        let mut n = n.saturating_sub(crate::cloud::units(&out));
+        if let Some(room) = unit_room(self.cap_room) {
             if room < n {
-                warn!(fleet = %spec.name, wanted = n, room, "max_total_instances (global cost cap) reached: every booting, serving and draining instance counts; launching {room} of {n}");
+                warn!(fleet = %spec.name, wanted = n, room, "max_total_instances (global cost cap) reached: every booting, serving and draining instance counts; launching {room} of {n} unit(s)");
                 n = room;
             }
         }
@@ -49,11 +55,21 @@ impl Controller {
             out.extend(more);
             return out;
         }
-        let mut pending: Vec<(Option<String>, u32)> = plan::spread(spec, live, n);
+        let weight_of = |ty: &Option<String>| ty.as_deref().map_or(1, |t| spec.launch.weight_of(t));
+        let step = types.first().map_or(1, weight_of);
+        // (subnet, units) still to place.
+        let mut pending: Vec<(Option<String>, u32)> = plan::spread(spec, live, n, step);
         let mut exhausted: HashSet<Option<String>> = HashSet::new();
-        while let Some((subnet, count)) = pending.pop() {
+        while let Some((subnet, units)) = pending.pop() {
             let mut placed = false;
             for ty in &types {
+                let count = units
+                    .div_ceil(weight_of(ty))
+                    .min(self.cap_room.unwrap_or(u32::MAX));
+                if count == 0 {
+                    placed = true;
+                    break;
+                }
                 self.launch_seq = self.launch_seq.wrapping_add(1);
                 let token = plan::fresh_client_token(
                     &controller_id,
@@ -100,16 +116,16 @@ impl Controller {
                     .find(|s| !exhausted.contains(&Some((*s).clone())));
                 match next {
                     Some(s) => {
-                        warn!(fleet = %spec.name, from = subnet.as_deref().unwrap_or("template"), to = %s, "no capacity in any instance type; moving {count} launch(es) to the next subnet");
+                        warn!(fleet = %spec.name, from = subnet.as_deref().unwrap_or("template"), to = %s, "no capacity in any instance type; moving {units} unit(s) of launches to the next subnet");
                         // One request per subnet: merged counts get their own token.
                         let target = Some(s.clone());
                         match pending.iter_mut().find(|(p, _)| *p == target) {
-                            Some((_, c)) => *c += count,
-                            None => pending.push((target, count)),
+                            Some((_, c)) => *c += units,
+                            None => pending.push((target, units)),
                         }
                     }
                     None => {
-                        error!(fleet = %spec.name, "no capacity in any instance type or subnet of the launch spec; {count} launch(es) not placed");
+                        error!(fleet = %spec.name, "no capacity in any instance type or subnet of the launch spec; {units} unit(s) of launches not placed");
                         report
                             .errors
                             .push(format!("{}: insufficient capacity everywhere", spec.name));
@@ -236,8 +252,8 @@ impl Controller {
             if req.build != build.id {
                 continue;
             }
-            if req.count > fits {
-                info!(fleet = %spec.name, client_token = %token, count = req.count, fits, "a launch whose answer was lost is larger than this pass may launch; not resent now");
+            if req.units() > fits {
+                info!(fleet = %spec.name, client_token = %token, units = req.units(), fits, "a launch whose answer was lost is larger than this pass may launch; not resent now");
                 continue;
             }
             match self.send_launch(&req).await.map(|a| a.instances) {
@@ -250,7 +266,7 @@ impl Controller {
                     if seen < got.len() {
                         out.extend(self.realized(&req, got, observed, report));
                     }
-                    fits = fits.saturating_sub(req.count);
+                    fits = fits.saturating_sub(req.units());
                 }
                 Err(e @ CloudError::Service { .. }) => {
                     warn!(fleet = %spec.name, client_token = %token, error = %e, "a launch whose answer was lost still has no answer; launching nothing more this pass");
@@ -279,6 +295,10 @@ impl Controller {
         let new: Vec<Instance> = got
             .into_iter()
             .filter(|i| i.state.is_live() && !observed.contains(i.id.as_str()))
+            .map(|mut i| {
+                i.weight = self.config.weight_of(&i);
+                i
+            })
             .collect();
         let ids: Vec<String> = new.iter().map(|i| i.id.clone()).collect();
         // CreateFleet places what it can and says where it could not; the caller moves

@@ -283,6 +283,10 @@ impl Controller {
             }
         }
         instances.extend(self.inflight.values().map(|(_, i)| i.clone()));
+        // Capacity units: each instance counts its type's weight in its fleet's manifest.
+        for i in instances.iter_mut() {
+            i.weight = self.config.weight_of(i);
+        }
         self.read_notices(&mut instances, now, &mut report).await;
         let mut by_fleet: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
         for i in &instances {

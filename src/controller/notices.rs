@@ -158,25 +158,25 @@ impl Controller {
             .get(&spec.name)
             .map(|s| s.registered.clone())
             .unwrap_or_default();
-        let serving = instances
-            .iter()
-            .filter(|i| {
-                i.state == InstanceState::Running
-                    && i.retiring_since.is_none()
-                    && i.replacing.is_none()
-                    && now - i.launched_at >= warmup
-                    && (spec.target_group_arn.is_none() || registered.contains(&i.id))
-            })
-            .count() as u32;
+        let serving = crate::cloud::units(instances.iter().copied().filter(|i| {
+            i.state == InstanceState::Running
+                && i.retiring_since.is_none()
+                && i.replacing.is_none()
+                && now - i.launched_at >= warmup
+                && (spec.target_group_arn.is_none() || registered.contains(&i.id))
+        }));
         // What the fleet wants, before the global cap: a cap that holds the replacement
         // back must not let the instance go without one.
         let wanted = d.desired.max(d.recommended.min(spec.capacity.max));
         if serving < wanted {
             return;
         }
-        let n = (replaced.len() as u32).min(spec.scaling.max_retire_per_cycle.max(1));
+        let batch: Vec<&Instance> = replaced
+            .into_iter()
+            .take(spec.scaling.max_retire_per_cycle.max(1) as usize)
+            .collect();
+        let n = crate::cloud::units(batch.iter().copied());
         info!(fleet = %spec.name, n, serving, desired = d.desired, "the replacements are in service; retiring the instances EC2 asked to replace");
-        self.retire(spec, &build.id, &replaced, n, now, report)
-            .await;
+        self.retire(spec, &build.id, &batch, n, now, report).await;
     }
 }

@@ -183,7 +183,8 @@ pub(super) fn group_warm(
     warm
 }
 
-/// (current, warm, booting, retiring) of a directly managed fleet.
+/// (current, warm, booting, retiring) of a directly managed fleet, in capacity units
+/// (each instance counts its weight).
 pub(super) fn summarize(
     instances: &[&Instance],
     spec: &FleetSpec,
@@ -197,17 +198,18 @@ pub(super) fn summarize(
         if !i.state.is_live() {
             continue;
         }
+        let units = i.weight.max(1);
         if i.retiring_since.is_some() {
-            retiring += 1;
+            retiring += units;
             continue;
         }
         // EC2 asked for it to be replaced: its replacement is the capacity.
         if i.replacing.is_some() {
             continue;
         }
-        current += 1;
+        current += units;
         if i.state == InstanceState::Running && now - i.launched_at >= warmup {
-            warm += 1;
+            warm += units;
         }
     }
     (current, warm, current - warm, retiring)

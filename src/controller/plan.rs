@@ -7,26 +7,40 @@ use crate::manifest::FleetSpec;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-/// Split `n` new instances over the fleet's subnets so AZs stay balanced: each goes to the
-/// subnet that has the fewest live instances so far. Returns (subnet, count) in subnet order.
-pub fn spread(spec: &FleetSpec, live: &[&Instance], n: u32) -> Vec<(Option<String>, u32)> {
+/// Split `n` new capacity units over the fleet's subnets so AZs stay balanced, `step`
+/// units at a time (the weight of the instance type launched; 1 without weights): each
+/// step goes to the subnet that has the fewest live units so far. The steps cover `n`, so
+/// the total may exceed it by less than `step`. Returns (subnet, units) in subnet order.
+pub fn spread(
+    spec: &FleetSpec,
+    live: &[&Instance],
+    n: u32,
+    step: u32,
+) -> Vec<(Option<String>, u32)> {
+    let step = step.max(1);
     let subnets = &spec.launch.subnets;
     if subnets.is_empty() {
         return if n > 0 { vec![(None, n)] } else { vec![] };
     }
     let mut counts: Vec<u32> = subnets
         .iter()
-        .map(|s| live.iter().filter(|i| i.subnet.as_ref() == Some(s)).count() as u32)
+        .map(|s| {
+            crate::cloud::units(
+                live.iter()
+                    .copied()
+                    .filter(|i| i.subnet.as_ref() == Some(s)),
+            )
+        })
         .collect();
     let mut add = vec![0u32; subnets.len()];
-    for _ in 0..n {
+    for _ in 0..n.div_ceil(step) {
         let (i, _) = counts
             .iter()
             .enumerate()
             .min_by_key(|(i, c)| (**c, *i))
             .unwrap_or((0, &0));
-        counts[i] += 1;
-        add[i] += 1;
+        counts[i] += step;
+        add[i] += step;
     }
     subnets
         .iter()
@@ -74,6 +88,9 @@ pub fn launch_request(
     count: u32,
     client_token: String,
 ) -> LaunchRequest {
+    let weight = instance_type
+        .as_deref()
+        .map_or(1, |t| spec.launch.weight_of(t));
     let mut t: BTreeMap<String, String> = spec.launch.tags.clone();
     t.insert(tags::CONTROLLER.into(), controller_id.into());
     t.insert(tags::FLEET.into(), spec.name.clone());
@@ -106,6 +123,7 @@ pub fn launch_request(
         market: crate::cloud::Market::OnDemand,
         pools: Vec::new(),
         spot_allocation_strategy: None,
+        weight,
     }
 }
 
@@ -115,12 +133,7 @@ pub fn instance_type_choices(spec: &FleetSpec) -> Vec<Option<String>> {
     if spec.launch.instance_types.is_empty() {
         vec![None]
     } else {
-        spec.launch
-            .instance_types
-            .iter()
-            .cloned()
-            .map(Some)
-            .collect()
+        spec.launch.type_names().into_iter().map(Some).collect()
     }
 }
 
@@ -143,6 +156,15 @@ pub fn pools(spec: &FleetSpec, first_subnet: Option<&str>) -> Vec<crate::cloud::
             types.iter().map(move |t| crate::cloud::Pool {
                 instance_type: t.clone(),
                 subnet: s.clone(),
+                weighted_capacity: t
+                    .as_ref()
+                    .and_then(|t| {
+                        spec.launch
+                            .instance_types
+                            .iter()
+                            .find(|x| &x.instance_type == t)
+                    })
+                    .and_then(|x| x.weighted_capacity),
             })
         })
         .collect()
@@ -164,23 +186,26 @@ pub fn choose_victims_by_market<'a>(
     out
 }
 
-/// Choose `n` instances to retire: first those not on the fleet's current build, then from
-/// the AZ with the most instances (keeping AZs balanced), then the newest (the ones still
-/// booting carry no traffic yet).
+/// Choose instances to retire, worth up to `n` capacity units (instances without
+/// weights): first those not on the fleet's current build, then from the AZ with the most
+/// units (keeping AZs balanced), then the newest (the ones still booting carry no traffic
+/// yet). An instance worth more units than are left to retire is passed over, so the
+/// fleet never goes below the capacity it keeps (it may stay above it by less than the
+/// largest weight, as an Auto Scaling group with weights does).
 pub fn choose_victims<'a>(live: &[&'a Instance], build: &str, n: u32) -> Vec<&'a Instance> {
     let mut pool: Vec<&Instance> = live.to_vec();
     let mut out = Vec::new();
-    for _ in 0..n {
-        if pool.is_empty() {
-            break;
-        }
+    let mut left = n;
+    while left > 0 {
+        // Zones are weighed by what stays in them, heavy instances included.
         let mut per_az: BTreeMap<Option<&str>, u32> = BTreeMap::new();
         for i in &pool {
-            *per_az.entry(i.availability_zone.as_deref()).or_default() += 1;
+            *per_az.entry(i.availability_zone.as_deref()).or_default() += i.weight.max(1);
         }
         let best = pool
             .iter()
             .enumerate()
+            .filter(|(_, i)| i.weight.max(1) <= left)
             .max_by(|(_, a), (_, b)| {
                 let key = |i: &Instance| {
                     (
@@ -196,9 +221,10 @@ pub fn choose_victims<'a>(live: &[&'a Instance], build: &str, n: u32) -> Vec<&'a
                 key(a).cmp(&key(b))
             })
             .map(|(idx, _)| idx);
-        if let Some(idx) = best {
-            out.push(pool.remove(idx));
-        }
+        let Some(idx) = best else { break };
+        let v = pool.remove(idx);
+        left -= v.weight.max(1);
+        out.push(v);
     }
     out
 }
@@ -232,6 +258,7 @@ mod tests {
             retiring_since: None,
             market: Default::default(),
             replacing: None,
+            weight: 1,
         }
     }
 

@@ -46,7 +46,9 @@ pub enum Action {
     },
 }
 
-/// A fleet's part of a pass: the decision and the metric values it was made from.
+/// A fleet's part of a pass: the decision and the metric values it was made from. Counts
+/// are capacity units: instances, or with `weighted_capacity` in the launch spec, the sum
+/// of their weights.
 #[derive(Debug, Clone)]
 pub struct FleetReport {
     pub decision: Decision,

@@ -17,12 +17,12 @@ use tracing::{error, info, warn};
 /// out of capacity for this long.
 pub const MOVE_BACK_QUIET: chrono::Duration = chrono::Duration::minutes(10);
 
-/// Live capacity by market.
+/// Live capacity by market, in units (instances without weights).
 pub fn have(live: &[&Instance]) -> Split {
-    let spot = live.iter().filter(|i| i.market == Market::Spot).count() as u32;
+    let of = |m: Market| crate::cloud::units(live.iter().copied().filter(|i| i.market == m));
     Split {
-        on_demand: live.len() as u32 - spot,
-        spot,
+        on_demand: of(Market::OnDemand),
+        spot: of(Market::Spot),
     }
 }
 
@@ -80,11 +80,15 @@ impl Controller {
             pool.iter().copied().filter(|i| i.market == m).collect()
         };
         let (spot, od) = (of(Market::Spot), of(Market::OnDemand));
-        let take_spot = (r.spot as usize).min(spot.len());
-        let take_od = (n as usize - take_spot).min(od.len());
-        let take_spot = (n as usize - take_od).min(spot.len());
-        let mut out = plan::choose_victims(&spot, &build, take_spot as u32);
-        out.extend(plan::choose_victims(&od, &build, take_od as u32));
+        let (spot_units, od_units) = (
+            crate::cloud::units(spot.clone()),
+            crate::cloud::units(od.clone()),
+        );
+        let take_spot = r.spot.min(spot_units);
+        let take_od = n.saturating_sub(take_spot).min(od_units);
+        let take_spot = n.saturating_sub(take_od).min(spot_units);
+        let mut out = plan::choose_victims(&spot, &build, take_spot);
+        out.extend(plan::choose_victims(&od, &build, take_od));
         out
     }
 
@@ -166,7 +170,7 @@ impl Controller {
         }
     }
 
-    /// Launch `n` more for a fleet with an instances distribution: the markets below their
+    /// Launch `n` more units for a fleet with an instances distribution: the markets below their
     /// share get them (On-Demand first); Spot in one CreateFleet over every open pool, and
     /// what Spot could not place goes On-Demand in the same pass; On-Demand per subnet (so
     /// Availability Zones stay balanced), that subnet's pools first and the others after
@@ -207,9 +211,10 @@ impl Controller {
                 else {
                     return out;
                 };
-                let short = go.spot.saturating_sub(got.len() as u32);
+                let placed = crate::cloud::units(&got);
+                let short = go.spot.saturating_sub(placed);
                 if short > 0 {
-                    warn!(fleet = %spec.name, asked = go.spot, launched = got.len(), "Spot launched {} of {}; the other {short} go On-Demand", got.len(), go.spot);
+                    warn!(fleet = %spec.name, asked = go.spot, launched = placed, "Spot launched {placed} of {} unit(s); the other {short} go On-Demand", go.spot);
                     go.on_demand += short;
                 }
                 out.extend(got);
@@ -218,7 +223,7 @@ impl Controller {
         if go.on_demand > 0 {
             // Zones balanced over what runs and the Spot just launched.
             let placed: Vec<&Instance> = live.iter().copied().chain(out.iter()).collect();
-            let spread_over = plan::spread(spec, &placed, go.on_demand);
+            let spread_over = plan::spread(spec, &placed, go.on_demand, 1);
             let mut short = 0;
             let mut launched: Vec<Instance> = Vec::new();
             for (subnet, count) in spread_over {
@@ -238,11 +243,11 @@ impl Controller {
                     out.extend(launched);
                     return out;
                 };
-                short += count.saturating_sub(got.len() as u32);
+                short += count.saturating_sub(crate::cloud::units(&got));
                 launched.extend(got);
             }
             if short > 0 {
-                error!(fleet = %spec.name, short, "no capacity in any pool of the launch spec, On-Demand or Spot; {short} launch(es) not placed");
+                error!(fleet = %spec.name, short, "no capacity in any pool of the launch spec, On-Demand or Spot; {short} unit(s) of launches not placed");
                 report
                     .errors
                     .push(format!("{}: insufficient capacity everywhere", spec.name));
@@ -252,7 +257,7 @@ impl Controller {
         out
     }
 
-    /// One CreateFleet for `count` in `market` over `pools`, remembered first like every
+    /// One CreateFleet for `count` units in `market` over `pools`, remembered first like every
     /// launch. Capacity errors mark their pools unavailable. `None` when the request
     /// failed as a whole (then nothing more is launched this pass).
     #[allow(clippy::too_many_arguments)]

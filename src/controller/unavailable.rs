@@ -27,8 +27,14 @@ pub struct Unavailable {
     last: BTreeMap<String, DateTime<Utc>>,
 }
 
+/// A pool is its instance type and subnet: its weight does not make it another pool (an
+/// error answer may not carry it).
 fn key(pool: &Pool, market: Market) -> (Pool, String) {
-    (pool.clone(), market.as_aws().to_string())
+    let pool = Pool {
+        weighted_capacity: None,
+        ..pool.clone()
+    };
+    (pool, market.as_aws().to_string())
 }
 
 impl Unavailable {
@@ -95,6 +101,7 @@ mod tests {
         Pool {
             instance_type: Some(t.into()),
             subnet: Some(s.into()),
+            weighted_capacity: None,
         }
     }
 

@@ -57,6 +57,13 @@ impl Config {
     pub fn fleet(&self, name: &str) -> Option<&FleetSpec> {
         self.fleets.iter().find(|f| f.name == name)
     }
+
+    /// Capacity units `instance` counts for: its type's `weighted_capacity` in its
+    /// fleet's launch spec; 1 for a type without one, or a fleet not in this config.
+    pub fn weight_of(&self, instance: &crate::cloud::Instance) -> u32 {
+        self.fleet(&instance.fleet)
+            .map_or(1, |f| f.launch.weight_of(&instance.instance_type))
+    }
 }
 
 /// Files named by `paths`: files as given, and every `*.yaml`/`*.yml` under a directory,

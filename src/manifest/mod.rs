@@ -104,8 +104,10 @@ pub struct LaunchSpec {
     #[serde(default)]
     pub ami: Option<String>,
     /// In order of preference: on InsufficientInstanceCapacity the next one is tried.
+    /// Each is a type name, or `{ instance_type, weighted_capacity }` to count capacity in
+    /// units (see [`InstanceTypeSpec`]).
     #[serde(default)]
-    pub instance_types: Vec<String>,
+    pub instance_types: Vec<InstanceTypeSpec>,
     /// On-Demand and Spot (the Auto Scaling group's instances distribution). Without it,
     /// every instance is On-Demand.
     #[serde(default)]
@@ -120,6 +122,110 @@ pub struct LaunchSpec {
     /// Extra tags for instances (the coxswain:* tags are added by coxswain).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+}
+
+impl LaunchSpec {
+    /// The instance type names, in order of preference.
+    pub fn type_names(&self) -> Vec<String> {
+        self.instance_types
+            .iter()
+            .map(|t| t.instance_type.clone())
+            .collect()
+    }
+
+    /// Capacity units an instance of `instance_type` counts for: its `weighted_capacity`,
+    /// or 1 (a type without a weight, or not in the list: the launch template's own, one
+    /// removed since it was launched).
+    pub fn weight_of(&self, instance_type: &str) -> u32 {
+        self.instance_types
+            .iter()
+            .find(|t| t.instance_type == instance_type)
+            .and_then(|t| t.weighted_capacity)
+            .unwrap_or(1)
+    }
+
+    /// Whether capacity is counted in weighted units rather than instances.
+    pub fn weighted(&self) -> bool {
+        self.instance_types
+            .iter()
+            .any(|t| t.weighted_capacity.is_some_and(|w| w != 1))
+    }
+
+    /// The smallest weight (1 without weights): the global cap's room of N instances
+    /// holds at least N times this many units, whatever type EC2 chooses.
+    pub fn min_weight(&self) -> u32 {
+        self.instance_types
+            .iter()
+            .filter_map(|t| t.weighted_capacity)
+            .min()
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// The largest weight: how far a launch may overshoot the capacity it fills.
+    pub fn max_weight(&self) -> u32 {
+        self.instance_types
+            .iter()
+            .filter_map(|t| t.weighted_capacity)
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+}
+
+/// One entry of `launch.instance_types`: an instance type and, optionally, how many
+/// capacity units an instance of it counts for (`weighted_capacity`, as the Auto Scaling
+/// group's `LaunchTemplateOverrides.WeightedCapacity` and EC2 Fleet's override of that
+/// name: 1 to 999). With weights, a fleet's `capacity`, desired capacity, On-Demand base
+/// and `simulation.capacity_per_instance` are in units, and a launch fills the capacity
+/// it was asked for even if the last instance overshoots it (by less than its weight),
+/// as an Auto Scaling group does
+/// (<https://docs.aws.amazon.com/autoscaling/ec2/userguide/asg-instance-weighting.html>).
+/// Written as a plain string (`m6i.large`) or a map
+/// (`{ instance_type: m6i.xlarge, weighted_capacity: 2 }`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceTypeSpec {
+    pub instance_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weighted_capacity: Option<u32>,
+}
+
+impl InstanceTypeSpec {
+    /// A type without a weight.
+    pub fn named(instance_type: impl Into<String>) -> Self {
+        InstanceTypeSpec {
+            instance_type: instance_type.into(),
+            weighted_capacity: None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for InstanceTypeSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Weighted {
+            instance_type: String,
+            #[serde(default)]
+            weighted_capacity: Option<u32>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Name(String),
+            Weighted(Weighted),
+        }
+        match Either::deserialize(d) {
+            Ok(Either::Name(n)) => Ok(InstanceTypeSpec::named(n)),
+            Ok(Either::Weighted(w)) => Ok(InstanceTypeSpec {
+                instance_type: w.instance_type,
+                weighted_capacity: w.weighted_capacity,
+            }),
+            Err(_) => Err(serde::de::Error::custom(
+                "an instance type is a name (m6i.large) or { instance_type: m6i.xlarge, weighted_capacity: 2 } (a whole number of units, 1 to 999)",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

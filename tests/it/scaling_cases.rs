@@ -376,6 +376,7 @@ fn a_fleet_dimension_is_read_per_instance_and_combined_by_its_statistic() {
         retiring_since: None,
         market: Default::default(),
         replacing: None,
+        weight: 1,
     };
     let q = |dims: &[(&str, &str)], stat: &str| MetricQuery {
         namespace: if dims[0].0 == "TargetGroup" {

@@ -642,6 +642,7 @@ async fn with_the_fence_closed_no_change_reaches_the_cloud() {
         market: Default::default(),
         pools: vec![],
         spot_allocation_strategy: None,
+        weight: 1,
     };
     let before = sim.totals();
     assert!(j.launch(&req).await.is_err());
@@ -654,6 +655,7 @@ async fn with_the_fence_closed_no_change_reaches_the_cloud() {
         pools: vec![coxswain::cloud::Pool {
             instance_type: Some("m6i.large".into()),
             subnet: Some("subnet-a".into()),
+            weighted_capacity: None,
         }],
         market: coxswain::cloud::Market::Spot,
         ..req.clone()

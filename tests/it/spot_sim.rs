@@ -135,6 +135,7 @@ async fn spot_pools_without_capacity_are_avoided_for_a_while_and_the_rest_goes_o
     let out = Pool {
         instance_type: Some("m6i.large".into()),
         subnet: Some("subnet-a".into()),
+        weighted_capacity: None,
     };
     sim.remove_capacity_in(Market::Spot, "m6i.large", Some("subnet-a"));
     // 14:00, the peak: 9 needed.

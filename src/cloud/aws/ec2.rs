@@ -64,6 +64,7 @@ fn convert(i: &aws_sdk_ec2::types::Instance) -> Option<(Instance, HashMap<String
             .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
             .map(|t| t.with_timezone(&Utc)),
         replacing: tags.get(tags::REPLACE).cloned(),
+        weight: 1,
         market: match i.instance_lifecycle() {
             Some(InstanceLifecycleType::Spot) => Market::Spot,
             _ => tags
@@ -302,6 +303,7 @@ pub(super) async fn create_fleet(
             FleetLaunchTemplateOverridesRequest::builder()
                 .set_instance_type(p.instance_type.as_deref().map(InstanceType::from))
                 .set_subnet_id(p.subnet.clone())
+                .set_weighted_capacity(p.weighted_capacity.map(f64::from))
                 .set_image_id(req.image_id.clone())
                 .priority(n as f64)
                 .build()
@@ -368,6 +370,10 @@ pub(super) async fn create_fleet(
                 .and_then(|o| o.instance_type())
                 .map(|t| t.as_str().to_string()),
             subnet: o.and_then(|o| o.subnet_id()).map(str::to_string),
+            weighted_capacity: o
+                .and_then(|o| o.weighted_capacity())
+                .filter(|w| w.is_finite() && *w >= 1.0)
+                .map(|w| w as u32),
         }
     };
     let now = Utc::now();
@@ -396,6 +402,7 @@ pub(super) async fn create_fleet(
                 retiring_since: None,
                 market,
                 replacing: None,
+                weight: 1,
             });
         }
     }

@@ -174,7 +174,13 @@ impl Cloud for SimCloud {
         let mut out = Vec::new();
         let mut tags_ = req.tags.clone();
         tags_.insert(tags::MARKET.into(), req.market.as_aws().into());
-        for k in 0..req.count as usize {
+        // `count` is target capacity in units: instances are added until their weights
+        // reach it, the last one overshooting if it must (as EC2 does).
+        let mut filled = 0u32;
+        for k in 0.. {
+            if filled >= req.count {
+                break;
+            }
             // On-Demand `prioritized`: the first pool with capacity takes all. Spot: the
             // allocation strategy spreads over the pools with capacity.
             let pool = match req.market {
@@ -182,6 +188,7 @@ impl Cloud for SimCloud {
                 Market::Spot => open.get(k % open.len().max(1)),
             };
             let Some(pool) = pool else { break };
+            filled += pool.weight();
             let id = Self::create(
                 &mut st,
                 &req.fleet,
@@ -305,13 +312,14 @@ impl Cloud for SimCloud {
         self.take_fault(Op::Metrics, "GetMetricData")?;
         let st = self.lock();
         let readable_until = self.clock.now() - self.lag;
-        type Lifetimes = Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>;
-        let mut lifetimes: HashMap<&str, Lifetimes> = HashMap::new();
+        let mut lifetimes: HashMap<&str, Vec<super::Lifetime>> = HashMap::new();
         for i in st.instances.values() {
-            lifetimes
-                .entry(i.inst.fleet.as_str())
-                .or_default()
-                .push((i.ready_at, i.terminated_at));
+            let weight = Self::weight_in(&st, &i.inst);
+            lifetimes.entry(i.inst.fleet.as_str()).or_default().push((
+                i.ready_at,
+                i.terminated_at,
+                weight,
+            ));
         }
         let mut out = Vec::with_capacity(queries.len());
         // (TargetGroup, LoadBalancer) dimensions → target group, built on first need.

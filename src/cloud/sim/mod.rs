@@ -43,9 +43,15 @@ impl SimInstance {
     }
 }
 
+/// An instance's life for metrics: (ready at, terminated at, capacity units).
+type Lifetime = (DateTime<Utc>, Option<DateTime<Utc>>, u32);
+
 #[derive(Debug, Clone)]
 struct SimFleet {
+    /// Requests per minute one capacity unit serves at 100% CPU.
     capacity_per_instance: f64,
+    /// Capacity units per instance type (`weighted_capacity`); 1 for the others.
+    weights: BTreeMap<String, u32>,
     boot: chrono::Duration,
     demand: Demand,
 }
@@ -188,6 +194,12 @@ impl SimCloud {
         let demand = Demand::from_spec(&model.traffic, origin)?;
         let fleet = SimFleet {
             capacity_per_instance: model.capacity_per_instance,
+            weights: f
+                .launch
+                .instance_types
+                .iter()
+                .filter_map(|t| t.weighted_capacity.map(|w| (t.instance_type.clone(), w)))
+                .collect(),
             boot: model.boot.chrono(),
             demand,
         };
@@ -219,19 +231,27 @@ impl SimCloud {
             self.resize_group(g, desired, now - chrono::Duration::hours(1));
             return Ok(());
         }
-        let existing = st
+        // `capacity.min` is in units: instances of the first type until it is covered.
+        let existing: u32 = st
             .instances
             .values()
             .filter(|i| i.inst.fleet == f.name && i.terminated_at.is_none())
-            .count() as u32;
-        for _ in existing..f.capacity.min {
+            .map(|i| Self::weight_in(&st, &i.inst))
+            .sum();
+        let first = f
+            .launch
+            .type_names()
+            .first()
+            .map_or(1, |t| f.launch.weight_of(t));
+        let missing = f.capacity.min.saturating_sub(existing).div_ceil(first);
+        for _ in 0..missing {
             let mut t = BTreeMap::new();
             t.insert(tags::CONTROLLER.to_string(), self.controller_id.clone());
             t.insert(tags::FLEET.to_string(), f.name.clone());
             t.insert(tags::BUILD.to_string(), f.build());
             let long_ago = now - chrono::Duration::hours(1);
             let subnet = f.launch.subnets.first().cloned();
-            let ty = f.launch.instance_types.first().cloned();
+            let ty = f.launch.type_names().first().cloned();
             Self::create(
                 &mut st,
                 &f.name,
@@ -326,6 +346,7 @@ impl SimCloud {
                     private_ip: Some(format!("sim-{}", st.next_id)),
                     retiring_since: None,
                     replacing: None,
+                    weight: 1,
                     market: tags_
                         .get(tags::MARKET)
                         .map_or(crate::cloud::Market::OnDemand, |m| {
@@ -355,11 +376,23 @@ impl SimCloud {
         })
     }
 
+    /// Capacity units of the instances of `fleet` serving at `t`.
     fn ready_count(st: &State, fleet: &str, t: DateTime<Utc>) -> u32 {
         st.instances
             .values()
             .filter(|i| i.inst.fleet == fleet && i.serving_at(t))
-            .count() as u32
+            .map(|i| Self::weight_in(st, &i.inst))
+            .sum()
+    }
+
+    /// Capacity units `inst` serves with: its type's weight in its fleet's model.
+    fn weight_in(st: &State, inst: &Instance) -> u32 {
+        st.fleets
+            .get(&inst.fleet)
+            .and_then(|f| f.weights.get(&inst.instance_type))
+            .copied()
+            .unwrap_or(1)
+            .max(1)
     }
 
     fn take_fault(&self, op: Op, operation: &'static str) -> Result<(), CloudError> {
@@ -471,7 +504,7 @@ impl SimCloud {
     /// serves in a minute if it serves at the minute's middle.
     fn value(
         f: &SimFleet,
-        lifetimes: &[(DateTime<Utc>, Option<DateTime<Utc>>)],
+        lifetimes: &[Lifetime],
         meaning: Meaning,
         t: DateTime<Utc>,
         period: i64,
@@ -485,8 +518,9 @@ impl SimCloud {
                     demand: f.demand.at(start),
                     serving: lifetimes
                         .iter()
-                        .filter(|(r, x)| *r <= mid && x.is_none_or(|x| x > mid))
-                        .count() as u32,
+                        .filter(|(r, x, _)| *r <= mid && x.is_none_or(|x| x > mid))
+                        .map(|(_, _, w)| *w)
+                        .sum(),
                 }
             })
             .collect();

@@ -275,13 +275,15 @@ pub fn plan(
         }
     }
     // Retire what was condemned before this check (the decision this pass already left
-    // it out of `current`) once the rest of the fleet is in service at the desired size.
+    // it out of `current`) once the rest of the fleet is in service at the desired size
+    // (in capacity units).
     let newly: HashSet<&str> = out.condemn.iter().map(|(id, _)| id.as_str()).collect();
     let serving = seen
         .iter()
         .filter(|s| !kept.contains_key(&s.instance.id) && !newly.contains(s.instance.id.as_str()))
         .filter(|s| in_service(j, s))
-        .count() as u32;
+        .map(|s| s.instance.weight.max(1))
+        .sum::<u32>();
     if serving >= j.desired && !kept.is_empty() {
         let mut due: Vec<(&String, &Cause)> = kept.iter().collect();
         // Unhealthy ones first: they serve nothing, an expired one still does.
@@ -330,14 +332,15 @@ pub(super) fn counted(
     let (mut current, mut warm) = (current, warm);
     for i in instances.iter().filter(|i| i.retiring_since.is_none()) {
         let condemned = memory.condemned.contains_key(&i.id);
+        let units = i.weight.max(1);
         if i.state.is_live() && condemned {
-            current = current.saturating_sub(1);
+            current = current.saturating_sub(units);
             if i.state == InstanceState::Running && now - i.launched_at >= warmup {
-                warm = warm.saturating_sub(1);
+                warm = warm.saturating_sub(units);
             }
         } else if matches!(i.state, InstanceState::Stopping | InstanceState::Stopped) && !condemned
         {
-            current = current.saturating_add(1);
+            current = current.saturating_add(units);
         }
     }
     (current, warm)
@@ -519,7 +522,7 @@ impl Controller {
                 .filter(|i| p.retire.contains(&i.id))
                 .collect();
             info!(fleet = %spec.name, ids = ?p.retire, desired = d.desired, "repair: replacements are in service; retiring what they replace");
-            let n = victims.len() as u32;
+            let n = crate::cloud::units(victims.iter().copied());
             retired = self.retire(spec, &build.id, &victims, n, now, report).await;
             // One whose retiring tag could not be set stays condemned (and uncounted), so
             // the next check tries again instead of the policy counting it back in.

@@ -28,6 +28,7 @@ fn inst(id: &str, age: chrono::Duration, state: InstanceState) -> Instance {
         retiring_since: None,
         market: Default::default(),
         replacing: None,
+        weight: 1,
     }
 }
 

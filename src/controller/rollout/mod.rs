@@ -262,7 +262,15 @@ impl Controller {
             .filter(|i| main_health.as_ref().is_none_or(|h| h.contains(&i.id)))
             .map(|i| i.id.as_str())
             .collect();
-        let old_healthy = old_healthy_ids.len() as u32;
+        // Counts are capacity units (instances without weights).
+        use crate::cloud::units;
+        let old_healthy = units(
+            old.iter()
+                .copied()
+                .filter(|i| old_healthy_ids.contains(i.id.as_str())),
+        );
+        let new_live = units(new.iter().copied());
+        let new_healthy = units(new.iter().copied().filter(|i| healthy_new.contains(&i.id)));
         let launch_rejected = self
             .fleets
             .get(&spec.name)
@@ -273,8 +281,8 @@ impl Controller {
             phase: &rollout.phase,
             build: &rollout.to.id,
             desired: d.desired,
-            new_live: new.len() as u32,
-            new_healthy: healthy_new.len() as u32,
+            new_live,
+            new_healthy,
             launch_rejected: launch_rejected.as_deref(),
             smoke_failed: health.smoke_failed.as_deref(),
             green_unswitched,
@@ -286,9 +294,9 @@ impl Controller {
         let observed = Observed {
             now,
             desired: d.desired,
-            new_live: new.len() as u32,
-            new_healthy: healthy_new.len() as u32,
-            old_live: old.len() as u32,
+            new_live,
+            new_healthy,
+            old_live: units(old.iter().copied()),
             old_healthy,
             gates,
         };
@@ -334,20 +342,23 @@ impl Controller {
             .collect();
         let counts = Counts {
             desired: d.desired,
-            new_live: new.len() as u32,
-            new_healthy: healthy_new.len() as u32,
-            new_idle: idle_new.len() as u32,
-            new_in_group: main_health.as_ref().map_or(new.len(), |h| {
-                new.iter().filter(|i| h.contains(&i.id)).count()
-            }) as u32,
-            old_live: old.len() as u32,
+            new_live,
+            new_healthy,
+            new_idle: units(idle_new.iter().copied()),
+            new_in_group: main_health.as_ref().map_or(new_live, |h| {
+                units(new.iter().copied().filter(|i| h.contains(&i.id)))
+            }),
+            old_live: units(old.iter().copied()),
             old_healthy,
-            retiring: retiring.len() as u32,
+            retiring: units(retiring.iter().copied()),
         };
         let limits = Limits {
             max_launch: spec.scaling.max_launch_per_cycle,
             max_retire: spec.scaling.max_retire_per_cycle,
-            cap_room: self.cap_room,
+            // The cap counts instances: its room holds that many of the lightest type.
+            cap_room: self
+                .cap_room
+                .map(|r| r.saturating_mul(spec.launch.min_weight())),
         };
         let moves = converge(&targets, &counts, &limits, &next.phase);
         let mut launched = Vec::new();

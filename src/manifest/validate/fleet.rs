@@ -136,6 +136,7 @@ pub(in crate::manifest) fn fleet(f: &FleetSpec, doc: Doc, problems: &mut Vec<Pro
 }
 
 fn launch(l: &LaunchSpec, has_group: bool, r: &mut Report) {
+    weights(l, has_group, r);
     if l.instances_distribution.is_some() && has_group {
         r.at(
             &["launch", "instances_distribution"],
@@ -183,5 +184,58 @@ fn launch(l: &LaunchSpec, has_group: bool, r: &mut Report) {
             }
         }
         (None, None) => {}
+    }
+}
+
+/// `weighted_capacity` on `launch.instance_types`: 1 to 999, on every type or none (the
+/// Auto Scaling group's rule for `WeightedCapacity`), each type once, and not for a fleet
+/// backed by an Auto Scaling group (its weights are the group's own).
+fn weights(l: &LaunchSpec, has_group: bool, r: &mut Report) {
+    let path = &["launch", "instance_types"];
+    let given = l
+        .instance_types
+        .iter()
+        .filter(|t| t.weighted_capacity.is_some())
+        .count();
+    if given > 0 && has_group {
+        r.at(
+            path,
+            "a fleet backed by an Auto Scaling group counts capacity in the group's own units: set weights in the group's mixed instances policy, not here",
+        );
+        return;
+    }
+    if given > 0 && given < l.instance_types.len() {
+        r.at(
+            path,
+            "give weighted_capacity for every instance type or for none (as an Auto Scaling group requires): a type without one would count as 1 unit",
+        );
+    }
+    for t in &l.instance_types {
+        if let Some(w) = t.weighted_capacity {
+            if !(1..=999).contains(&w) {
+                r.at(
+                    path,
+                    format!(
+                        "{}: weighted_capacity {w} must be a whole number of units from 1 to 999",
+                        t.instance_type
+                    ),
+                );
+            }
+        }
+        if t.instance_type.trim().is_empty() {
+            r.at(path, "an instance type name is empty");
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for t in &l.instance_types {
+        if !seen.insert(t.instance_type.as_str()) {
+            r.at(
+                path,
+                format!(
+                    "{} is listed twice; list each instance type once",
+                    t.instance_type
+                ),
+            );
+        }
     }
 }
