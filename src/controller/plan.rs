@@ -280,6 +280,67 @@ mod tests {
         assert_eq!(v[2], "i-b");
     }
 
+    proptest::proptest! {
+        /// With weights, the victims are worth at most the units asked for, and the
+        /// choice stops only when no instance left fits in what remains: the fleet never
+        /// goes below the capacity it keeps, and stays above it by less than the weight of
+        /// the lightest instance left. Without weights, exactly `n` (or all) are chosen.
+        #[test]
+        fn victims_never_take_more_units_than_asked(
+            weights in proptest::collection::vec(1u32..5, 0..12),
+            n in 0u32..30,
+        ) {
+            let fleet: Vec<Instance> = weights
+                .iter()
+                .enumerate()
+                .map(|(k, w)| {
+                    let mut i = inst(&format!("i-{k}"), if k % 2 == 0 { "a" } else { "b" }, "v1", k as u32);
+                    i.weight = *w;
+                    i
+                })
+                .collect();
+            let live: Vec<&Instance> = fleet.iter().collect();
+            let v = choose_victims(&live, "v1", n);
+            let taken: u32 = v.iter().map(|i| i.weight).sum();
+            proptest::prop_assert!(taken <= n);
+            let left = n - taken;
+            for i in &fleet {
+                if !v.iter().any(|x| x.id == i.id) {
+                    proptest::prop_assert!(i.weight > left, "{} (weight {}) fits in {left}", i.id, i.weight);
+                }
+            }
+            let plain: Vec<Instance> = fleet
+                .iter()
+                .map(|i| Instance { weight: 1, ..i.clone() })
+                .collect();
+            let plain_live: Vec<&Instance> = plain.iter().collect();
+            proptest::prop_assert_eq!(
+                choose_victims(&plain_live, "v1", n).len(),
+                (n as usize).min(plain.len())
+            );
+        }
+
+        /// Spreading `n` units `step` at a time: every share a multiple of `step`, the
+        /// total covers `n` with less than one step over.
+        #[test]
+        fn spread_covers_the_units_in_steps(n in 0u32..40, step in 1u32..5) {
+            let spec: FleetSpec = crate::manifest::load_str(
+                "t",
+                "name: web\nenvironment: p\nregion: r\nlaunch: { ami: ami-1, instance_types: [m6i.large], subnets: [subnet-a, subnet-b, subnet-c] }\ncapacity: { min: 1, max: 9 }\nscaling:\n  policies:\n    - scheduled: { cron: \"0 8 * * *\", duration: 1h, min: 1 }\n",
+            )
+            .expect("valid")
+            .fleets
+            .remove(0);
+            let out = spread(&spec, &[], n, step);
+            let total: u32 = out.iter().map(|(_, u)| *u).sum();
+            proptest::prop_assert!(total >= n && total < n + step, "{out:?}");
+            proptest::prop_assert!(out.iter().all(|(_, u)| u % step == 0), "{out:?}");
+            let most = out.iter().map(|(_, u)| *u).max().unwrap_or(0);
+            let least = if out.len() == 3 { out.iter().map(|(_, u)| *u).min().unwrap_or(0) } else { 0 };
+            proptest::prop_assert!(most - least <= step, "zones balanced: {out:?}");
+        }
+    }
+
     #[test]
     fn client_tokens_differ_for_every_launch_and_fit_ec2s_limit() {
         let at = Utc

@@ -753,3 +753,57 @@ async fn spot_interruptions_during_a_rolling_deploy_are_lost_capacity_not_a_fail
     assert_eq!(counts(&w, "web", "web:2"), (8, 8));
     assert_eq!(spot(&w), 6, "the split holds: 2 On-Demand, 6 Spot");
 }
+
+/// A rolling deploy of a weighted fleet (m6i.xlarge counts 2 units, m6i.large 1): 8 units
+/// on 4 instances. Batches, surge and the healthy floor are units: at every pass the
+/// running, not-retiring instances of either build serve at least the 8 units, and the
+/// deploy ends with 8 to 9 units all on the new build, still on 2-unit instances.
+#[tokio::test]
+async fn a_rolling_deploy_of_a_weighted_fleet_counts_units_and_never_drops_below_desired() {
+    let text = fleet("web", "production", 8, ROLLING).replace(
+        "  instance_types: [m6i.large]\n",
+        "  instance_types:\n    - { instance_type: m6i.xlarge, weighted_capacity: 2 }\n    - { instance_type: m6i.large, weighted_capacity: 1 }\n",
+    );
+    let mut w = world(&text);
+    let units = |w: &World, build: Option<&str>, running: bool| -> u32 {
+        w.sim
+            .all_live()
+            .into_iter()
+            .filter(|i| i.fleet == "web" && i.retiring_since.is_none())
+            .filter(|i| build.is_none_or(|b| i.build == b))
+            .filter(|i| !running || i.state == InstanceState::Running)
+            .map(|i| {
+                if i.instance_type == "m6i.xlarge" {
+                    2
+                } else {
+                    1
+                }
+            })
+            .sum()
+    };
+    settle(&mut w, "web", 4).await;
+    assert_eq!(units(&w, None, false), 8);
+    let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
+    let store = w.controller.store().clone();
+    for pass in 0..400 {
+        w.controller.reconcile_once().await;
+        let serving = units(&w, None, true);
+        assert!(serving >= 8, "pass {pass}: {serving} units serving");
+        let d = store.deployment(id).expect("query").expect("exists");
+        if d.outcome != Outcome::InProgress {
+            assert_eq!(d.outcome, Outcome::Succeeded, "{:#?}", events_of(&w, id));
+            break;
+        }
+        assert!(pass < 399, "did not finish: {:#?}", events_of(&w, id));
+        w.clock.advance(Duration::from_secs(15));
+    }
+    passes(&mut w, 20).await;
+    assert_eq!(units(&w, Some("ami-00000001"), false), 0);
+    let new = units(&w, Some("ami-00000002"), false);
+    assert!((8..10).contains(&new), "{new} units on the new build");
+    let steps: Vec<String> = events_of(&w, id)
+        .into_iter()
+        .filter(|e| e.starts_with("step "))
+        .collect();
+    assert_eq!(steps.len(), 4, "{steps:#?}");
+}

@@ -29,3 +29,4 @@ mod sim;
 mod simulate;
 mod spot_moto;
 mod spot_sim;
+mod weights_sim;

@@ -74,6 +74,15 @@ where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = Option<String>>,
 {
+    setup_edited(queue, |t| t).await
+}
+
+/// [`setup_with`], with the manifest text changed by `edit` first.
+async fn setup_edited<F, Fut>(queue: F, edit: impl FnOnce(String) -> String) -> Setup
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
     let moto = Moto::start();
     let cfg = sdk_config(&moto.endpoint()).await;
     let queue = queue(moto.endpoint()).await;
@@ -91,7 +100,7 @@ where
         .to_string();
     let config = manifest::load_str(
         "web.yaml",
-        &manifest_text(&infra, &subnet_b, queue.as_deref()),
+        &edit(manifest_text(&infra, &subnet_b, queue.as_deref())),
     )
     .expect("manifest is valid");
     let clock = Arc::new(VirtualClock::new(Utc::now()));
@@ -292,6 +301,82 @@ async fn create_fleet_buys_the_on_demand_base_and_share_and_spot_over_every_pool
     }
     assert_eq!(create_fleet_calls(&s.moto).len(), before);
     assert_eq!(fleet(&s.cfg).await.len(), 5);
+}
+
+/// Instance weights: capacity in units. m5.xlarge counts 2, c5.large 1; at least 6
+/// units, base 2 units On-Demand, half the rest On-Demand: 4 units On-Demand, 2 Spot.
+/// CreateFleet gets each override's WeightedCapacity and targets in units, moto launches
+/// m5.xlarge (the first pool) until the units are covered, and the next passes count the
+/// 3 instances as the 6 units they are: nothing more is launched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_types_are_counted_in_units_and_create_fleet_targets_units() {
+    let mut s = setup_edited(
+        |_| async { None },
+        |t| {
+            t.replace(
+                "instance_types: [m5.large, c5.large]",
+                "instance_types:\n    - { instance_type: m5.xlarge, weighted_capacity: 2 }\n    - { instance_type: c5.large, weighted_capacity: 1 }",
+            )
+            .replace("on_demand_base_capacity: 1", "on_demand_base_capacity: 2")
+            .replace("capacity: { min: 5, max: 10 }", "capacity: { min: 6, max: 12 }")
+        },
+    )
+    .await;
+    let r = pass(&mut s).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let calls = create_fleet_calls(&s.moto);
+    assert!(!calls.is_empty());
+    let (mut od_units, mut spot_units) = (0, 0);
+    for c in &calls {
+        assert_eq!(offered(c)[0], "m5.xlarge", "{c}");
+        // Every override carries its type's weight.
+        for n in 1.. {
+            let Some(ty) = c
+                .get(format!(
+                    "LaunchTemplateConfigs.1.Overrides.{n}.InstanceType"
+                ))
+                .and_then(|v| v.as_str())
+            else {
+                break;
+            };
+            let w = c
+                .get(format!(
+                    "LaunchTemplateConfigs.1.Overrides.{n}.WeightedCapacity"
+                ))
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse::<f64>().ok());
+            let want = if ty == "m5.xlarge" { 2.0 } else { 1.0 };
+            assert_eq!(w, Some(want), "override {n} ({ty}) in {c}");
+        }
+        let units = |k: &str| {
+            c.get(format!("TargetCapacitySpecification.{k}"))
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        od_units += units("OnDemandTargetCapacity");
+        spot_units += units("SpotTargetCapacity");
+    }
+    assert_eq!((od_units, spot_units), (4, 2), "{calls:?}");
+    let rows = fleet(&s.cfg).await;
+    let weight = |r: &Row| if r.2 == "m5.xlarge" { 2 } else { 1 };
+    let units_of =
+        |lifecycle: &str| -> u32 { rows.iter().filter(|r| r.1 == lifecycle).map(weight).sum() };
+    assert!(units_of("on-demand") >= 4, "{rows:?}");
+    assert!(units_of("spot") >= 2, "{rows:?}");
+    // Covered with less than the largest weight over.
+    assert!(
+        units_of("on-demand") + units_of("spot") < 6 + 2 * 2,
+        "{rows:?}"
+    );
+    let before = rows.len();
+    for _ in 0..3 {
+        let r = pass(&mut s).await;
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+    }
+    let rows = fleet(&s.cfg).await;
+    assert_eq!(rows.len(), before, "units counted, not instances: {rows:?}");
+    assert_eq!(create_fleet_calls(&s.moto).len(), calls.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -162,6 +162,65 @@ mod tests {
         );
     }
 
+    /// `instance_types` items are names or `{ instance_type, weighted_capacity }`; weights
+    /// are 1 to 999, on every type or none, each type once, and not on a fleet backed by
+    /// an Auto Scaling group. Problems are reported at the list, saying what to write.
+    #[test]
+    fn instance_weights_read_both_forms_and_follow_the_auto_scaling_group_rules() {
+        let with = |types: &str| {
+            FLEET.replace(
+                "launch: { ami: ami-12345678, instance_types: [m6i.large] }",
+                &format!("launch:\n  ami: ami-12345678\n  instance_types: {types}"),
+            )
+        };
+        let c = load_str(
+            "m.yaml",
+            &with("[{ instance_type: m6i.large, weighted_capacity: 1 }, { instance_type: m6i.2xlarge, weighted_capacity: 4 }]"),
+        )
+        .expect("valid");
+        let l = &c.fleets[0].launch;
+        assert_eq!(l.type_names(), vec!["m6i.large", "m6i.2xlarge"]);
+        assert_eq!(l.weight_of("m6i.2xlarge"), 4);
+        assert_eq!(l.weight_of("m6i.large"), 1);
+        assert_eq!(l.weight_of("c5.large"), 1, "a type not listed counts 1");
+        assert_eq!((l.min_weight(), l.max_weight()), (1, 4));
+        assert!(l.weighted());
+        let plain = load_str("m.yaml", &with("[m6i.large, m5.large]")).expect("valid");
+        let l = &plain.fleets[0].launch;
+        assert!(!l.weighted());
+        assert_eq!((l.min_weight(), l.max_weight()), (1, 1));
+        let err = problems(&with(
+            "[m6i.large, { instance_type: m6i.xlarge, weighted_capacity: 2 }]",
+        ));
+        assert!(
+            err.contains("m.yaml:6:3:") && err.contains("every instance type or for none"),
+            "{err}"
+        );
+        for bad in ["0", "1000"] {
+            let err = problems(&with(&format!(
+                "[{{ instance_type: m6i.large, weighted_capacity: {bad} }}]"
+            )));
+            assert!(err.contains("from 1 to 999"), "{bad}: {err}");
+        }
+        let err = problems(&with("[m6i.large, m6i.large]"));
+        assert!(err.contains("listed twice"), "{err}");
+        let err = problems(&with("[{ type: m6i.large, weight: 2 }]"));
+        assert!(
+            err.contains("{ instance_type: m6i.xlarge, weighted_capacity: 2 }"),
+            "{err}"
+        );
+        let err = problems(&with(
+            "[{ instance_type: m6i.large, weighted_capacity: 1.5 }]",
+        ));
+        assert!(err.contains("a whole number of units"), "{err}");
+        let grouped = FLEET.replace(
+            "launch: { ami: ami-12345678, instance_types: [m6i.large] }",
+            "auto_scaling_group: web-asg\nlaunch: { instance_types: [{ instance_type: m6i.large, weighted_capacity: 2 }] }",
+        );
+        let err = problems(&grouped);
+        assert!(err.contains("the group's own units"), "{err}");
+    }
+
     /// A controller setting is reported at its own key, not at the top of the file.
     #[test]
     fn controller_problems_point_at_their_key() {

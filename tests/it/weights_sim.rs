@@ -1,0 +1,197 @@
+//! Instance weights on the simulated cloud (virtual clock): capacity counted in units
+//! (`weighted_capacity`), launches that cover the units asked for, scale-in that never
+//! goes below the desired capacity, a fallback type launching as many instances as cover
+//! the same units, and a rolling deploy of a weighted fleet.
+
+use coxswain::clock::{Clock, VirtualClock};
+use coxswain::cloud::sim::SimCloud;
+use coxswain::cloud::{Instance, Market};
+use coxswain::controller::Controller;
+use coxswain::manifest::{self, Config};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// m6i.xlarge counts 2 units and is preferred; m6i.large counts 1. Each unit serves 1,000
+/// requests a minute; the day goes from 1,500 to 9,000 (2 to 9 units, target 1,000 per unit).
+const WEIGHTED: &str = "kind: Controller
+controller_id: t
+---
+name: web
+environment: production
+region: us-east-1
+launch:
+  ami: ami-00000001
+  instance_types:
+    - { instance_type: m6i.xlarge, weighted_capacity: 2 }
+    - { instance_type: m6i.large, weighted_capacity: 1 }
+  subnets: [subnet-a, subnet-b]
+target_group_arn: tg-web
+capacity: { min: 2, max: 14 }
+scaling:
+  warmup: 2m
+  scale_in_stabilization: 5m
+  max_launch_per_cycle: 20
+  max_retire_per_cycle: 20
+  policies:
+    - target_tracking:
+        metric: { namespace: AWS/ApplicationELB, name: RequestCount, dimensions: { TargetGroup: tg-web }, stat: Sum, kind: total }
+        target: 1000
+simulation:
+  capacity_per_instance: 1000
+  boot: 2m
+  traffic:
+    synthetic: { base: 1500, peak: 9000, noise: 0 }
+";
+
+fn setup(text: &str) -> (Arc<VirtualClock>, Arc<SimCloud>, Controller) {
+    let config: Config = manifest::load_str("t", text).expect("valid");
+    let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
+    let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
+    let controller =
+        Controller::new(sim.clone(), clock.clone(), config, false).expect("in-memory store");
+    (clock, sim, controller)
+}
+
+fn live(sim: &SimCloud) -> Vec<Instance> {
+    sim.all_live()
+        .into_iter()
+        .filter(|i| i.fleet == "web" && i.retiring_since.is_none())
+        .collect()
+}
+
+fn weight(i: &Instance) -> u32 {
+    match i.instance_type.as_str() {
+        "m6i.xlarge" => 2,
+        _ => 1,
+    }
+}
+
+fn units(v: &[Instance]) -> u32 {
+    v.iter().map(weight).sum()
+}
+
+/// Through a day, after every pass: the live units cover the desired capacity the pass
+/// decided and stand above it by less than the largest weight (2), in both directions of
+/// the day; the fleet runs on fewer instances than units (the 2-unit type is used); and
+/// the simulator's serving capacity is per unit, so the peak is served.
+#[tokio::test]
+async fn a_weighted_fleet_holds_its_units_through_a_day_never_below_desired() {
+    let (clock, sim, mut controller) = setup(WEIGHTED);
+    let (mut grew, mut shrank) = (false, false);
+    let mut last = None;
+    let mut fewer_instances = false;
+    for minute in 0..24 * 60 {
+        let before = units(&live(&sim));
+        let report = controller.reconcile_once().await;
+        assert!(
+            report.errors.is_empty(),
+            "minute {minute}: {:?}",
+            report.errors
+        );
+        let desired = report.fleets[0].decision.desired;
+        let now = live(&sim);
+        let have = units(&now);
+        assert!(
+            have >= desired && have < desired + 2,
+            "minute {minute}: {have} units live for a desired {desired}: {now:?}"
+        );
+        assert_eq!(
+            report.fleets[0].live, before,
+            "minute {minute}: the report counts units (as the pass found them)"
+        );
+        if let Some(before) = last {
+            grew |= desired > before;
+            shrank |= desired < before;
+        }
+        last = Some(desired);
+        fewer_instances |= (now.len() as u32) < have && have >= 6;
+        // At the peak (14:00, seven hours in), after the boot, the demand is served.
+        if minute == 7 * 60 + 30 {
+            let (demand, capacity) = sim
+                .demand_and_capacity("web", clock.now())
+                .expect("the fleet is simulated");
+            assert!(
+                capacity >= demand,
+                "served per unit: {capacity} for {demand} requests a minute"
+            );
+        }
+        clock.advance(Duration::from_secs(60));
+    }
+    assert!(grew && shrank, "the day should scale both ways");
+    assert!(fewer_instances, "the 2-unit type should carry the fleet");
+}
+
+/// The preferred (2-unit) type has no capacity anywhere: the launch falls back to the
+/// 1-unit type with twice the instances for the same units, in the same pass.
+#[tokio::test]
+async fn a_fallback_type_launches_as_many_instances_as_cover_the_units() {
+    let (clock, sim, mut controller) = setup(WEIGHTED);
+    for subnet in ["subnet-a", "subnet-b"] {
+        sim.remove_capacity_in(Market::OnDemand, "m6i.xlarge", Some(subnet));
+    }
+    // 14:00, the peak: 9 units.
+    clock.advance(Duration::from_secs(7 * 3600));
+    for _ in 0..4 {
+        let r = controller.reconcile_once().await;
+        assert!(
+            r.errors.iter().all(|e| !e.contains("capacity everywhere")),
+            "{:?}",
+            r.errors
+        );
+        clock.advance(Duration::from_secs(60));
+    }
+    let now = live(&sim);
+    let desired = 9;
+    assert!(units(&now) >= desired, "{now:?}");
+    let large = now
+        .iter()
+        .filter(|i| i.instance_type == "m6i.large")
+        .count() as u32;
+    // Whatever the start left (1 xlarge), the rest is m6i.large, one per unit.
+    assert!(large >= desired - 2, "{now:?}");
+    assert!(units(&now) < desired + 2, "{now:?}");
+}
+
+/// With weights and an instances distribution, the On-Demand base and the percentage are
+/// units too: base 2 units, 50% of the rest On-Demand.
+#[tokio::test]
+async fn the_on_demand_base_and_share_are_units() {
+    let text = WEIGHTED
+        .replace(
+            "  ami: ami-00000001\n",
+            "  launch_template: { name: web, version: \"1\" }\n",
+        )
+        .replace(
+            "  subnets: [subnet-a, subnet-b]\n",
+            "  subnets: [subnet-a, subnet-b]\n  instances_distribution: { on_demand_base_capacity: 2, on_demand_percentage_above_base_capacity: 50 }\n",
+        );
+    let (clock, sim, mut controller) = setup(&text);
+    clock.advance(Duration::from_secs(7 * 3600));
+    for minute in 0..30 {
+        let spot_before: u32 = live(&sim)
+            .iter()
+            .filter(|i| i.market == Market::Spot)
+            .map(weight)
+            .sum();
+        let r = controller.reconcile_once().await;
+        assert!(r.errors.is_empty(), "minute {minute}: {:?}", r.errors);
+        let now = live(&sim);
+        let of = |m: Market| -> u32 { now.iter().filter(|i| i.market == m).map(weight).sum() };
+        let (od, spot) = (of(Market::OnDemand), of(Market::Spot));
+        // The share of what runs: 2 + half the rest, in units, each market covered
+        // with less than one instance over.
+        let share = coxswain::cloud::market::split(od + spot, 2, 50);
+        assert!(
+            od + 1 >= share.on_demand,
+            "minute {minute}: {od} On-Demand units, {spot} Spot: {now:?}"
+        );
+        assert_eq!(
+            r.fleets[0].spot, spot_before,
+            "minute {minute}: the report counts Spot units (as the pass found them)"
+        );
+        clock.advance(Duration::from_secs(60));
+    }
+    let now = live(&sim);
+    assert!(units(&now) >= 9, "{now:?}");
+    assert!(now.iter().any(|i| i.market == Market::Spot));
+}
