@@ -248,6 +248,7 @@ pub fn status_of(st: &ApiState) -> Result<Status, String> {
             booting: f.booting,
             retiring: f.retiring,
             spot: f.spot,
+            instances: f.instances,
             capped: f.capped,
             shortfall: f.shortfall,
             reason: f.reason.clone(),

@@ -198,7 +198,8 @@ pub struct FleetStatus {
     pub fleet: String,
     pub environment: String,
     pub app: String,
-    /// Instances counted as capacity (live, of every build).
+    /// Capacity counted (live, of every build): instances, or with instance weights
+    /// (`weighted_capacity`) the units they count for.
     pub current: u32,
     /// The decision after every cap.
     pub desired: u32,
@@ -206,9 +207,12 @@ pub struct FleetStatus {
     pub ready: u32,
     pub booting: u32,
     pub retiring: u32,
-    /// Of `current`, the instances bought on Spot (the rest are On-Demand).
+    /// Of `current`, the capacity bought on Spot (the rest is On-Demand).
     #[serde(default)]
     pub spot: u32,
+    /// The instances behind `current` (equal to it without instance weights).
+    #[serde(default)]
+    pub instances: u32,
     /// A cap (`max`, `max_total_instances`) held the decision down.
     pub capped: bool,
     /// Instances below the decision for more than two passes (0: none).

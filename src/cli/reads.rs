@@ -163,11 +163,20 @@ pub fn status_table(status: &Status) -> String {
             f.live_build,
             rollout
         ));
+        // An answer without `instances` (an older daemon) says nothing of weights.
+        let weighted = f.instances != 0 && f.instances != f.current;
+        if weighted {
+            out.push_str(&format!(
+                "  capacity in units (instance weights): {} units on {} instances\n",
+                f.current, f.instances
+            ));
+        }
         if f.spot > 0 {
             out.push_str(&format!(
-                "  market: {} On-Demand, {} Spot\n",
+                "  market: {} On-Demand, {} Spot{}\n",
                 f.current.saturating_sub(f.spot),
-                f.spot
+                f.spot,
+                if weighted { " (units)" } else { "" }
             ));
         }
         if let Some(r) = &f.rollout {

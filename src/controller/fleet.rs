@@ -155,7 +155,18 @@ impl Controller {
             decision.recommended,
             spec.scaling.scale_in_stabilization.chrono(),
         );
+        let instances = match ctx.group {
+            Some(gs) => gs.instances.len() as u32,
+            None => ctx
+                .instances
+                .iter()
+                .filter(|i| {
+                    i.state.is_live() && i.retiring_since.is_none() && i.replacing.is_none()
+                })
+                .count() as u32,
+        };
         FleetReport {
+            instances,
             decision,
             metrics: shown,
             booting,

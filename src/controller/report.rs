@@ -67,8 +67,10 @@ pub struct FleetReport {
     /// Instances the fleet has been short of its decision for more than
     /// [`SHORTFALL_PASSES`] passes in a row (0: none, or not for long).
     pub shortfall: u32,
-    /// Of `live`, the instances bought on Spot (the rest are On-Demand).
+    /// Of `live`, the units bought on Spot (the rest are On-Demand).
     pub spot: u32,
+    /// The instances behind `live` (equal to it without instance weights).
+    pub instances: u32,
 }
 
 impl FleetReport {

@@ -22,6 +22,7 @@ fn fleet(name: &str, current: u32, desired: u32) -> FleetReport {
         serving: current,
         shortfall: 0,
         spot: 0,
+        instances: current,
     }
 }
 

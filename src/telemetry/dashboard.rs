@@ -23,8 +23,10 @@ pub struct FleetNow {
     pub ready: u32,
     pub booting: u32,
     pub retiring: u32,
-    /// Of `current`, the instances on Spot.
+    /// Of `current`, the units on Spot.
     pub spot: u32,
+    /// The instances behind `current` (equal to it without instance weights).
+    pub instances: u32,
     pub reason: String,
     pub demand_metric: Option<String>,
     /// The unit of `demand_metric` (see [`crate::manifest::MetricSpec::unit`]).
@@ -145,6 +147,7 @@ impl Board {
                     booting,
                     retiring: f.retiring,
                     spot: f.spot,
+                    instances: f.instances,
                     reason: d.reason(),
                     demand_metric: f.metrics.first().map(|m| m.0.clone()),
                     demand_unit: f

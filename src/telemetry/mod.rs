@@ -177,6 +177,7 @@ mod tests {
                 serving: desired - 1,
                 shortfall: 0,
                 spot: 0,
+                instances: desired,
             }],
             ..Default::default()
         }

@@ -376,6 +376,19 @@ fn the_status_table_shows_the_rollout_and_its_gate() {
     spot.fleets[0].spot = 4;
     let table = coxswain::cli::reads::status_table(&spot);
     assert!(table.contains("  market: 2 On-Demand, 4 Spot"), "{table}");
+    assert!(!table.contains("units"), "no weights, no units: {table}");
+    // With instance weights: 6 units on 3 instances.
+    let mut weighted = spot.clone();
+    weighted.fleets[0].instances = 3;
+    let table = coxswain::cli::reads::status_table(&weighted);
+    assert!(
+        table.contains("  capacity in units (instance weights): 6 units on 3 instances"),
+        "{table}"
+    );
+    assert!(
+        table.contains("  market: 2 On-Demand, 4 Spot (units)"),
+        "{table}"
+    );
     // Under the fleet: the rollout's step and why its gates say so, and its newest
     // events (three of them), oldest first.
     assert!(

@@ -81,7 +81,8 @@ async fn a_weighted_fleet_holds_its_units_through_a_day_never_below_desired() {
     let mut last = None;
     let mut fewer_instances = false;
     for minute in 0..24 * 60 {
-        let before = units(&live(&sim));
+        let found = live(&sim);
+        let before = units(&found);
         let report = controller.reconcile_once().await;
         assert!(
             report.errors.is_empty(),
@@ -98,6 +99,11 @@ async fn a_weighted_fleet_holds_its_units_through_a_day_never_below_desired() {
         assert_eq!(
             report.fleets[0].live, before,
             "minute {minute}: the report counts units (as the pass found them)"
+        );
+        assert_eq!(
+            report.fleets[0].instances,
+            found.len() as u32,
+            "minute {minute}: and the instances behind them"
         );
         if let Some(before) = last {
             grew |= desired > before;
