@@ -259,29 +259,8 @@ fn simulate_inner(
     } else {
         vec![a.baseline_utilization]
     };
-    let Pricing { mut price, market } = pricing_of(&fleet, a.prices.as_deref(), a.spot_seed)?;
-    if let Some(spot) = &spot {
-        let Some((ty, p)) = price.as_mut() else {
-            return Err("--spot-prices-from-aws needs a price table for the On-Demand price (simulation.prices or --prices FILE)".into());
-        };
-        let Some((mean, n)) = spot.get(ty.as_str()) else {
-            return Err(format!(
-                "--spot-prices-from-aws: DescribeSpotPriceHistory has no Linux/UNIX price for {ty} in {} over the last {SPOT_PRICE_DAYS} days",
-                fleet.region
-            ));
-        };
-        if *mean > p.on_demand {
-            return Err(format!(
-                "--spot-prices-from-aws: {ty}'s Spot price ${mean:.4}/h is above the table's On-Demand price ${:.4}/h; update the table",
-                p.on_demand
-            ));
-        }
-        eprintln!(
-            "Spot price of {ty}: ${mean:.5}/h, the mean of {n} DescribeSpotPriceHistory points (Linux/UNIX, every zone of {}) over the last {SPOT_PRICE_DAYS} days",
-            fleet.region
-        );
-        p.spot = *mean;
-    }
+    let Pricing { price, market } =
+        pricing_of(&fleet, a.prices.as_deref(), a.spot_seed, spot.as_ref())?;
     let mut policies = lineup(tested, capacity, boot + lag, &targets, peak, (min, max));
     let limit = simulate::zero_loss_limit(demand, capacity);
     let started = Instant::now();
@@ -310,7 +289,7 @@ fn simulate_inner(
     let mut on_demand_only = on_demand_only.map(|r| simulate::summarize(&r, limit));
     if let Some((_, p)) = &price {
         for s in summaries.iter_mut().chain(on_demand_only.iter_mut()) {
-            s.price(p.on_demand, p.spot);
+            s.price(p.on_demand);
         }
     }
     // Honest about its budget: the predictive policy's loss_budget against what it lost.
@@ -368,7 +347,9 @@ fn simulate_inner(
                 "budget_met": budget_met,
                 "standings": standings,
                 "instance_type": price.as_ref().map(|p| p.0.clone()),
-                "prices": price.as_ref().map(|p| p.1),
+                "prices": price.as_ref().map(|p| p.1.clone()),
+                "spot_pools": market.as_ref().map(|m| m.pools.clone()),
+                "spot_allocation_strategy": market.as_ref().map(|m| m.allocation),
                 "on_demand_only": on_demand_only,
             });
             println!(
@@ -402,10 +383,21 @@ fn simulate_inner(
             }
             if price.is_some() || market.is_some() {
                 match &price {
-                    Some((ty, p)) => println!(
-                        "\nin money ({ty}: On-Demand ${}/h, Spot ${}/h, {} Spot interruptions per instance-hour):",
-                        p.on_demand, p.spot, p.spot_interruptions_per_hour
-                    ),
+                    Some((ty, p)) => {
+                        let unit = if fleet.launch.weighted() { "unit" } else { "instance" };
+                        println!("\nin money (On-Demand: {ty} at ${:.5} per {unit}-hour):", p.on_demand);
+                        if let Some(m) = &market {
+                            println!("  Spot pools ({}):", m.allocation.as_aws());
+                            for pool in &m.pools {
+                                println!(
+                                    "    {}: ${:.5} per {unit}-hour, {} interruptions per instance-hour",
+                                    pool.name,
+                                    pool.usd_per_hour,
+                                    pool.interruptions_per_minute * 60.0
+                                );
+                            }
+                        }
+                    }
                     None => println!("\nOn-Demand and Spot, without a price table (simulation.prices or --prices FILE): no dollars, and Spot is never interrupted:"),
                 }
                 let mut rows: Vec<simulate::Summary> = on_demand_only.iter().cloned().collect();
@@ -453,20 +445,28 @@ pub fn run_all(
 
 /// What a simulated fleet's capacity costs, and how it is bought.
 struct Pricing {
-    /// The fleet's instance type and its price, when a price table is given.
+    /// The fleet's On-Demand instance type (its first) and its price per unit-hour (per
+    /// instance-hour without weights), when a price table is given.
     price: Option<(String, manifest::InstancePrice)>,
     /// On-Demand and Spot, when the fleet may use Spot; `None`: all On-Demand.
     market: Option<simulate::MarketModel>,
 }
 
-/// The price of the fleet's instance type, from `prices` (a file) or the fleet's
-/// `simulation.prices`, and the market its capacity is bought in, when it may use Spot.
+/// Spot prices from AWS by instance type: (mean USD per instance-hour, points).
+type AwsSpotPrices = std::collections::BTreeMap<String, (f64, usize)>;
+
+/// The price of the fleet's instance types, from `prices` (a file) or the fleet's
+/// `simulation.prices` (Spot prices from `aws` in place of the table's, when given), and
+/// the market its capacity is bought in, when it may use Spot: one Spot pool per priced
+/// instance type × subnet, each at its type's Spot price over its weight and its
+/// interruption rate in that subnet.
 fn pricing_of(
     fleet: &FleetSpec,
     prices: Option<&std::path::Path>,
     seed: u64,
+    aws: Option<&AwsSpotPrices>,
 ) -> Result<Pricing, String> {
-    let table = match prices {
+    let mut table = match prices {
         Some(path) => Some(manifest::load_prices(path)?),
         None => match fleet.simulation.as_ref().and_then(|s| s.prices.clone()) {
             Some(t) => {
@@ -476,50 +476,126 @@ fn pricing_of(
             None => None,
         },
     };
-    let price = match &table {
-        None => None,
-        Some(t) => {
-            let ty = match (fleet.launch.instance_types.first(), t.len()) {
-                (Some(ty), _) => ty.instance_type.clone(),
-                (None, 1) => t.keys().next().cloned().unwrap_or_default(),
-                (None, _) => {
+    if aws.is_some() && table.is_none() {
+        return Err("--spot-prices-from-aws needs a price table for the On-Demand price (simulation.prices or --prices FILE)".into());
+    }
+    // The fleet's types, in its order; without any, the table's only entry.
+    let types: Vec<String> = match (&table, fleet.launch.type_names()) {
+        (Some(t), names) if names.is_empty() => match t.len() {
+            1 => t.keys().cloned().collect(),
+            n => {
+                return Err(format!(
+                    "the price table has {n} instance types and the fleet names none: list the ones it runs in launch.instance_types"
+                ))
+            }
+        },
+        (_, names) => names,
+    };
+    if let (Some(t), Some(aws)) = (table.as_mut(), aws) {
+        for (k, ty) in types.iter().enumerate() {
+            let Some(p) = t.get_mut(ty) else { continue };
+            match aws.get(ty) {
+                Some((mean, n)) => {
+                    if *mean > p.on_demand {
+                        return Err(format!(
+                            "--spot-prices-from-aws: {ty}'s Spot price ${mean:.4}/h is above the table's On-Demand price ${:.4}/h; update the table",
+                            p.on_demand
+                        ));
+                    }
+                    eprintln!(
+                        "Spot price of {ty}: ${mean:.5}/h, the mean of {n} DescribeSpotPriceHistory points (Linux/UNIX, every zone of {}) over the last {SPOT_PRICE_DAYS} days",
+                        fleet.region
+                    );
+                    p.spot = *mean;
+                }
+                None if k == 0 => {
                     return Err(format!(
-                        "the price table has {} instance types and the fleet names none: list the one it runs in launch.instance_types",
-                        t.len()
+                        "--spot-prices-from-aws: DescribeSpotPriceHistory has no Linux/UNIX price for {ty} in {} over the last {SPOT_PRICE_DAYS} days",
+                        fleet.region
                     ))
                 }
-            };
-            let p = t.get(&ty).copied().ok_or_else(|| {
+                None => eprintln!(
+                    "note: DescribeSpotPriceHistory has no price for {ty} in {}; its Spot price stays the table's (${}/h)",
+                    fleet.region, p.spot
+                ),
+            }
+        }
+    }
+    let price = match (&table, types.first()) {
+        (Some(t), Some(ty)) => {
+            let mut p = t.get(ty).cloned().ok_or_else(|| {
                 format!(
-                    "the price table has no price for {ty} (it has {})",
+                    "the price table has no price for {ty}, the fleet's first instance type (it has {})",
                     t.keys().cloned().collect::<Vec<_>>().join(", ")
                 )
             })?;
             // The replay counts capacity in the fleet's units: with weights, a unit costs
-            // the priced type's price over its weight.
-            let w = f64::from(fleet.launch.weight_of(&ty));
-            let mut p = p;
+            // the type's price over its weight.
+            let w = f64::from(fleet.launch.weight_of(ty));
             p.on_demand /= w;
             p.spot /= w;
-            Some((ty, p))
+            Some((ty.clone(), p))
         }
+        _ => None,
     };
-    let market = fleet
+    let Some(d) = fleet
         .launch
         .instances_distribution
         .as_ref()
         .filter(|_| fleet.may_use_spot())
-        .map(|d| simulate::MarketModel {
+    else {
+        return Ok(Pricing {
+            price,
+            market: None,
+        });
+    };
+    let mut pools = Vec::new();
+    if let Some(t) = &table {
+        let subnets: Vec<Option<&str>> = if fleet.launch.subnets.is_empty() {
+            vec![None]
+        } else {
+            fleet
+                .launch
+                .subnets
+                .iter()
+                .map(|s| Some(s.as_str()))
+                .collect()
+        };
+        for ty in &types {
+            let Some(p) = t.get(ty) else {
+                eprintln!("note: the price table has no price for {ty}: its Spot pools are left out of the simulation");
+                continue;
+            };
+            let w = f64::from(fleet.launch.weight_of(ty));
+            for subnet in &subnets {
+                let rate = p.spot_interruptions_per_hour.of(*subnet).ok_or_else(|| {
+                    format!(
+                        "the price table gives {ty}'s spot_interruptions_per_hour per subnet and has none for {}",
+                        subnet.unwrap_or("the launch template's subnet (list launch.subnets)")
+                    )
+                })?;
+                pools.push(simulate::SpotPool {
+                    name: match subnet {
+                        Some(s) => format!("{ty} in {s}"),
+                        None => ty.clone(),
+                    },
+                    interruptions_per_minute: rate / 60.0,
+                    usd_per_hour: p.spot / w,
+                });
+            }
+        }
+    }
+    Ok(Pricing {
+        price,
+        market: Some(simulate::MarketModel {
             on_demand_base: d.on_demand_base_capacity,
             on_demand_percent: d.on_demand_percentage_above_base_capacity,
-            interruptions_per_minute: price
-                .as_ref()
-                .map(|p| p.1.spot_interruptions_per_hour / 60.0)
-                .unwrap_or(0.0),
+            pools,
+            allocation: d.spot_allocation_strategy,
             storms: Vec::new(),
             seed,
-        });
-    Ok(Pricing { price, market })
+        }),
+    })
 }
 
 /// The policy under test, then the baselines (target tracking and the HPA at each of

@@ -152,7 +152,7 @@ impl SpotAllocationStrategy {
 
 /// What an instance type costs, per instance-hour in US dollars, and how often its Spot
 /// capacity is taken back.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstancePrice {
     /// USD per On-Demand instance-hour.
@@ -161,10 +161,58 @@ pub struct InstancePrice {
     /// DescribeSpotPriceHistory).
     pub spot: f64,
     /// Chance per Spot instance and hour of an interruption (a two-minute warning, then
-    /// the instance is gone). The Spot Instance Advisor's "<5%" bucket (under 5% of
-    /// instances interrupted in a month) is about 0.00007. Default 0.
+    /// the instance is gone): one number for every pool of this type, or a map from
+    /// subnet to the rate of the pool (this type in that subnet's zone). The Spot Instance
+    /// Advisor's "<5%" bucket (under 5% of instances interrupted in a month) is about
+    /// 0.00007. Default 0.
     #[serde(default)]
-    pub spot_interruptions_per_hour: f64,
+    pub spot_interruptions_per_hour: InterruptionRate,
+}
+
+/// A Spot interruption rate (chance per instance and hour): the same in every pool of an
+/// instance type, or per subnet (`{ subnet-a: 0.0001, subnet-b: 0.002 }`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum InterruptionRate {
+    Every(f64),
+    BySubnet(BTreeMap<String, f64>),
+}
+
+impl Default for InterruptionRate {
+    fn default() -> Self {
+        InterruptionRate::Every(0.0)
+    }
+}
+
+impl InterruptionRate {
+    /// The rate of the pool in `subnet` (`None`: the launch template's); `None` when the
+    /// rates are per subnet and this one has none.
+    pub fn of(&self, subnet: Option<&str>) -> Option<f64> {
+        match self {
+            InterruptionRate::Every(r) => Some(*r),
+            InterruptionRate::BySubnet(m) => subnet.and_then(|s| m.get(s).copied()),
+        }
+    }
+
+    /// Every rate written.
+    pub fn values(&self) -> Vec<f64> {
+        match self {
+            InterruptionRate::Every(r) => vec![*r],
+            InterruptionRate::BySubnet(m) => m.values().copied().collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for InterruptionRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InterruptionRate::Every(r) => write!(f, "{r}"),
+            InterruptionRate::BySubnet(m) => {
+                let parts: Vec<String> = m.iter().map(|(s, r)| format!("{s} {r}")).collect();
+                write!(f, "{}", parts.join(", "))
+            }
+        }
+    }
 }
 
 /// Prices by instance type (`m6i.large: { on_demand: 0.096, spot: 0.035 }`).
@@ -204,11 +252,12 @@ pub fn check_prices(table: &PriceTable) -> Result<(), String> {
                 p.spot, p.on_demand
             ));
         }
-        let r = p.spot_interruptions_per_hour;
-        if !(r.is_finite() && (0.0..=1.0).contains(&r)) {
-            return Err(format!(
-                "{ty}: spot_interruptions_per_hour {r} must be between 0 and 1"
-            ));
+        for r in p.spot_interruptions_per_hour.values() {
+            if !(r.is_finite() && (0.0..=1.0).contains(&r)) {
+                return Err(format!(
+                    "{ty}: spot_interruptions_per_hour {r} must be between 0 and 1"
+                ));
+            }
         }
     }
     Ok(())
@@ -226,7 +275,10 @@ mod tests {
         write("m6i.large: { on_demand: 0.096, spot: 0.0384, spot_interruptions_per_hour: 0.0003 }\nc6i.large: { on_demand: 0.085, spot: 0.034 }\n");
         let t = load_prices(&path).expect("valid");
         assert_eq!(t["m6i.large"].spot, 0.0384);
-        assert_eq!(t["c6i.large"].spot_interruptions_per_hour, 0.0);
+        assert_eq!(
+            t["c6i.large"].spot_interruptions_per_hour,
+            InterruptionRate::Every(0.0)
+        );
         write("m6i.large: { on_demand: -1, spot: 0.03 }\n");
         let err = load_prices(&path).expect_err("negative");
         assert!(err.contains("m6i.large: on_demand price -1"), "{err}");

@@ -170,6 +170,8 @@ mod tests {
             spot_instance_minutes: 0,
             interruptions: 0,
             usd: None,
+            spot_usd: None,
+            spot_usd_hour_minutes: 0.0,
         }
     }
 

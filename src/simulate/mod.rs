@@ -21,7 +21,7 @@ pub mod frontier;
 mod report;
 
 pub use baselines::{AwsTargetTracking, Hpa, StaticFleet};
-pub use fleet::{MarketModel, SPOT_WARNING_MINUTES};
+pub use fleet::{MarketModel, SpotPool, SPOT_WARNING_MINUTES};
 pub use report::{money_table, plot_svg, table, timeline_csv};
 
 use crate::cloud::{model, MetricSeries};
@@ -92,6 +92,9 @@ pub struct Minute {
     pub served: f64,
     /// Of the billed instances (ready + booting), those bought on Spot.
     pub spot: u32,
+    /// What those Spot instances cost per hour, each at its pool's price (USD; 0 without
+    /// a price table).
+    pub spot_usd_per_hour: f64,
 }
 
 /// What a policy sees when it decides at the start of a minute.
@@ -304,6 +307,7 @@ pub fn run_in_market(
             booting: billed - ready,
             served,
             spot: live.spot + step.retired_spot + fleet.doomed(),
+            spot_usd_per_hour: fleet.spot_usd_per_hour() + step.retired_spot_usd_per_hour,
         });
     }
     Run {
@@ -349,14 +353,23 @@ pub struct Summary {
     /// ([`Summary::price`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usd: Option<f64>,
+    /// Of `usd`, the Spot part: each Spot instance-minute at its pool's price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spot_usd: Option<f64>,
+    /// Σ over minutes of what the billed Spot instances cost per hour (the timeline's
+    /// `spot_usd_per_hour`), from the run's pool prices.
+    #[serde(skip)]
+    spot_usd_hour_minutes: f64,
 }
 
 impl Summary {
-    /// Put a price on the run: `on_demand` and `spot` in USD per instance-hour.
-    pub fn price(&mut self, on_demand: f64, spot: f64) {
+    /// Put a price on the run: `on_demand` in USD per instance-hour (unit-hour, with
+    /// instance weights); Spot at each pool's price, as the run's market model gave them.
+    pub fn price(&mut self, on_demand: f64) {
         let od_minutes = self.instance_minutes - self.spot_instance_minutes;
-        self.usd =
-            Some((od_minutes as f64 * on_demand + self.spot_instance_minutes as f64 * spot) / 60.0);
+        let spot = self.spot_usd_hour_minutes / 60.0;
+        self.spot_usd = Some(spot);
+        self.usd = Some(od_minutes as f64 * on_demand / 60.0 + spot);
     }
 }
 
@@ -377,11 +390,14 @@ pub fn summarize(run: &Run, limit: u64) -> Summary {
         spot_instance_minutes: 0,
         interruptions: run.interruptions,
         usd: None,
+        spot_usd: None,
+        spot_usd_hour_minutes: 0.0,
     };
     for m in &run.minutes {
         let live = m.ready + m.booting;
         s.instance_minutes += u64::from(live);
         s.spot_instance_minutes += u64::from(m.spot);
+        s.spot_usd_hour_minutes += m.spot_usd_per_hour;
         s.peak_instances = s.peak_instances.max(live);
         s.requests += m.demand;
         s.unserved_requests += m.demand - m.served;

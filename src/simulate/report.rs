@@ -86,14 +86,16 @@ pub fn money_table(summaries: &[Summary]) -> String {
     out
 }
 
-/// `minute,timestamp,demand,capacity_ready,instances_booting,served,instances_spot`: `capacity_ready` is
-/// the number of instances serving that minute; billed instances are
-/// `capacity_ready + instances_booting`.
+/// `minute,timestamp,demand,capacity_ready,instances_booting,served,instances_spot,spot_usd_per_hour`:
+/// `capacity_ready` is the number of instances (units, with weights) serving that minute;
+/// billed instances are `capacity_ready + instances_booting`; `spot_usd_per_hour` is what
+/// the billed Spot instances cost per hour that minute, each at its pool's price (0
+/// without a price table).
 pub fn timeline_csv<W: Write>(out: &mut W, run: &Run, replay: &Replay) -> io::Result<()> {
     let mut w = io::BufWriter::new(out);
     writeln!(
         w,
-        "minute,timestamp,demand,capacity_ready,instances_booting,served,instances_spot"
+        "minute,timestamp,demand,capacity_ready,instances_booting,served,instances_spot,spot_usd_per_hour"
     )?;
     for (i, m) in run.minutes.iter().enumerate() {
         let Some(t) = replay.times.get(i) else {
@@ -101,13 +103,14 @@ pub fn timeline_csv<W: Write>(out: &mut W, run: &Run, replay: &Replay) -> io::Re
         };
         writeln!(
             w,
-            "{i},{},{},{},{},{},{}",
+            "{i},{},{},{},{},{},{},{}",
             t.format("%Y-%m-%dT%H:%M:%SZ"),
             m.demand,
             m.ready,
             m.booting,
             m.served,
-            m.spot
+            m.spot,
+            m.spot_usd_per_hour
         )?;
     }
     w.flush()

@@ -312,7 +312,7 @@ fn timeline_recomputes_the_summary() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("minute,timestamp,demand,capacity_ready,instances_booting,served,instances_spot")
+        Some("minute,timestamp,demand,capacity_ready,instances_booting,served,instances_spot,spot_usd_per_hour")
     );
     for line in lines {
         let f: Vec<&str> = line.split(',').collect();
@@ -338,6 +338,24 @@ fn ten_instances_in_market(
     percent: u8,
     storms: Vec<(usize, f64)>,
 ) -> Run {
+    ten_instances_in_pools(
+        minutes,
+        base,
+        percent,
+        storms,
+        Vec::new(),
+        Default::default(),
+    )
+}
+
+fn ten_instances_in_pools(
+    minutes: usize,
+    base: u32,
+    percent: u8,
+    storms: Vec<(usize, f64)>,
+    pools: Vec<SpotPool>,
+    allocation: crate::manifest::SpotAllocationStrategy,
+) -> Run {
     let mut p = Scripted {
         wants: vec![10; minutes],
         seen_visible: vec![],
@@ -345,7 +363,8 @@ fn ten_instances_in_market(
     let market = MarketModel {
         on_demand_base: crate::manifest::OnDemandBase::Units(base),
         on_demand_percent: percent,
-        interruptions_per_minute: 0.0,
+        pools,
+        allocation,
         storms,
         seed: 1,
     };
@@ -383,11 +402,26 @@ fn a_spot_storm_costs_the_boot_time_of_the_lost_capacity_and_leaves_on_demand_al
     assert_eq!(s.spot_instance_minutes, 6 * 200 + 6 * 2);
 }
 
+fn pool(name: &str, per_hour: f64, usd: f64) -> SpotPool {
+    SpotPool {
+        name: name.into(),
+        interruptions_per_minute: per_hour / 60.0,
+        usd_per_hour: usd,
+    }
+}
+
 #[test]
 fn a_priced_run_bills_each_market_at_its_price() {
-    let r = ten_instances_in_market(120, 2, 50, vec![]);
+    let r = ten_instances_in_pools(
+        120,
+        2,
+        50,
+        vec![],
+        vec![pool("m6i.large in a", 0.0, 0.04)],
+        Default::default(),
+    );
     let mut s = summarize(&r, 1);
-    s.price(0.10, 0.04);
+    s.price(0.10);
     // 2 + ceil(8 × 50%) = 6 On-Demand, 4 Spot, for two hours.
     assert_eq!(s.spot_instance_minutes, 4 * 120);
     let usd = s.usd.unwrap_or(f64::NAN);
@@ -395,4 +429,58 @@ fn a_priced_run_bills_each_market_at_its_price() {
         (usd - (6.0 * 2.0 * 0.10 + 4.0 * 2.0 * 0.04)).abs() < 1e-9,
         "{usd}"
     );
+    assert!((s.spot_usd.unwrap_or(f64::NAN) - 4.0 * 2.0 * 0.04).abs() < 1e-9);
+}
+
+/// Spot pools by strategy: a cheap pool interrupted often and a dearer one seldom
+/// interrupted. `lowest-price` fills the cheap one and is interrupted far more;
+/// `capacity-optimized` and `price-capacity-optimized` (the cheap pool is interrupted over
+/// twice as often) fill the steady one; `diversified` spreads over both. Each Spot
+/// instance is billed at its pool's price, so the dollars tell them apart too.
+#[test]
+fn spot_pools_are_chosen_by_the_allocation_strategy_and_billed_at_their_price() {
+    use crate::manifest::SpotAllocationStrategy as S;
+    let pools = vec![
+        pool("m5.large in a", 0.5, 0.030),
+        pool("m6i.large in b", 0.01, 0.040),
+    ];
+    let run = |s: S| {
+        let r = ten_instances_in_pools(24 * 60, 0, 0, vec![], pools.clone(), s);
+        let mut sum = summarize(&r, 1);
+        sum.price(0.10);
+        (r, sum)
+    };
+    let (cheap, cheap_sum) = run(S::LowestPrice);
+    let (steady, steady_sum) = run(S::CapacityOptimized);
+    let (pco, pco_sum) = run(S::PriceCapacityOptimized);
+    let (div, div_sum) = run(S::Diversified);
+    // All Spot (base 0, 0% On-Demand): 10 instances, 240 instance-hours a day.
+    for s in [&cheap_sum, &steady_sum, &pco_sum, &div_sum] {
+        assert!(s.spot_instance_minutes >= 10 * 24 * 60, "{s:?}");
+    }
+    // At 0.5 an hour, 10 instances are interrupted about 120 times a day; at 0.01, 2.4.
+    assert!(cheap.interruptions > 60, "{}", cheap.interruptions);
+    assert!(steady.interruptions < 15, "{}", steady.interruptions);
+    assert_eq!(
+        pco.interruptions, steady.interruptions,
+        "same pool, same seed"
+    );
+    assert!(
+        div.interruptions > steady.interruptions && div.interruptions < cheap.interruptions,
+        "{} between {} and {}",
+        div.interruptions,
+        steady.interruptions,
+        cheap.interruptions
+    );
+    let per_hour = |s: &Summary| s.spot_usd.unwrap_or(f64::NAN) / 24.0;
+    assert!(
+        (per_hour(&cheap_sum) - 10.0 * 0.030).abs() < 0.02,
+        "{cheap_sum:?}"
+    );
+    assert!(
+        (per_hour(&steady_sum) - 10.0 * 0.040).abs() < 0.02,
+        "{steady_sum:?}"
+    );
+    // Lost requests follow the interruptions.
+    assert!(cheap_sum.unserved_requests > steady_sum.unserved_requests);
 }

@@ -448,7 +448,7 @@ fn simulate_never_retires_instances_that_are_still_warming_up() {
     let header = lines.next().expect("header");
     assert_eq!(
         header,
-        "minute,timestamp,demand,capacity_ready,instances_booting,served,instances_spot"
+        "minute,timestamp,demand,capacity_ready,instances_booting,served,instances_spot,spot_usd_per_hour"
     );
     let mut live = Vec::new();
     for l in lines {

@@ -79,15 +79,16 @@ fn json_summary_agrees_with_the_timeline_and_the_plot_shows_every_policy() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("minute,timestamp,demand,capacity_ready,instances_booting,served,instances_spot")
+        Some("minute,timestamp,demand,capacity_ready,instances_booting,served,instances_spot,spot_usd_per_hour")
     );
     let (mut billed, mut limit, mut demand, mut served, mut overload, mut rows) =
         (0u64, 0u64, 0.0, 0.0, 0u64, 0usize);
     for line in lines {
         let f: Vec<&str> = line.split(',').collect();
-        assert_eq!(f.len(), 7, "{line}");
+        assert_eq!(f.len(), 8, "{line}");
         assert_eq!(
-            f[6], "0",
+            (f[6], f[7]),
+            ("0", "0"),
             "no Spot without an instances distribution: {line}"
         );
         let n = |i: usize| f[i].parse::<f64>().expect("number");
@@ -326,17 +327,24 @@ fn prices_report_dollars_for_a_spot_mix_and_for_all_on_demand() {
     // The timeline's Spot column adds up to the Spot instance-minutes, and is part of
     // what is billed each minute.
     let text = std::fs::read_to_string(&timeline).expect("timeline");
-    let mut spot = 0.0;
+    let (mut spot, mut spot_usd) = (0.0, 0.0);
     for line in text.lines().skip(1) {
         let f: Vec<f64> = line
             .split(',')
             .skip(3)
             .filter_map(|v| v.parse().ok())
             .collect();
-        assert!(f.len() == 4 && f[3] <= f[0] + f[1], "{line}");
+        assert!(f.len() == 5 && f[3] <= f[0] + f[1], "{line}");
+        // One pool, one price: each billed Spot instance at $0.0384 an hour.
+        assert!((f[4] - f[3] * 0.0384).abs() < 1e-9, "{line}");
         spot += f[3];
+        spot_usd += f[4] / 60.0;
     }
     assert_eq!(spot, num(tested, "spot_instance_minutes"));
+    assert!(
+        (spot_usd - num(tested, "spot_usd")).abs() < 1e-9,
+        "{tested}"
+    );
     assert_eq!(num(alone, "interruptions"), 0.0);
     assert!(
         num(tested, "spot_instance_minutes") > 0.1 * num(tested, "instance_minutes"),
@@ -359,7 +367,9 @@ fn prices_report_dollars_for_a_spot_mix_and_for_all_on_demand() {
     assert_eq!(again["policies"][0], doc["policies"][0]);
     let text = String::from_utf8_lossy(&run(&[]).stdout).to_string();
     assert!(
-        text.contains("in money (m6i.large") && text.contains("(all On-Demand)"),
+        text.contains("in money (On-Demand: m6i.large")
+            && text.contains("m6i.large in subnet-a: $0.03840 per instance-hour")
+            && text.contains("(all On-Demand)"),
         "{text}"
     );
     // Swept with prices, r is in dollars: runs in the same market with the same
@@ -384,7 +394,82 @@ fn prices_report_dollars_for_a_spot_mix_and_for_all_on_demand() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("no price for m6i.large (it has c6i.large)"),
+        err.contains("no price for m6i.large") && err.contains("(it has c6i.large)"),
+        "{err}"
+    );
+}
+
+/// Per-pool interruption rates: a price table may give a type's rate per subnet, so each
+/// Spot pool (type × subnet) has its own. The example fleet's `price-capacity-optimized`
+/// keeps Spot out of the pool taken back often, so it is interrupted far less than when
+/// every pool is; the JSON lists the pools; a subnet without a rate is refused.
+#[test]
+fn a_price_table_gives_each_spot_pool_its_own_interruption_rate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = dir.path().join("trace.csv");
+    write_trace(&trace);
+    let prices = dir.path().join("prices.yaml");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/simulate-spot.yaml");
+    let run = |table: &str| {
+        std::fs::write(&prices, table).expect("write prices");
+        coxswain()
+            .args(["simulate", "--p999-instances", "40", "--output", "json"])
+            .arg("--manifest")
+            .arg(&manifest)
+            .arg("--prices")
+            .arg(&prices)
+            .arg("--trace")
+            .arg(&trace)
+            .output()
+            .expect("run coxswain")
+    };
+    let json = |out: std::process::Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+    };
+    let everywhere = json(run(
+        "m6i.large: { on_demand: 0.096, spot: 0.0384, spot_interruptions_per_hour: 0.2 }\n",
+    ));
+    let one_bad = json(run(
+        "m6i.large: { on_demand: 0.096, spot: 0.0384, spot_interruptions_per_hour: { subnet-a: 0.2, subnet-b: 0.0001, subnet-c: 0.0001 } }\n",
+    ));
+    let pools = one_bad["spot_pools"].as_array().expect("pools");
+    let names: Vec<&str> = pools.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "m6i.large in subnet-a",
+            "m6i.large in subnet-b",
+            "m6i.large in subnet-c"
+        ]
+    );
+    let rate =
+        |p: &serde_json::Value| p["interruptions_per_minute"].as_f64().unwrap_or(-1.0) * 60.0;
+    assert!((rate(&pools[0]) - 0.2).abs() < 1e-12 && (rate(&pools[1]) - 0.0001).abs() < 1e-12);
+    assert_eq!(
+        one_bad["spot_allocation_strategy"],
+        "price-capacity-optimized"
+    );
+    let interruptions =
+        |v: &serde_json::Value| v["policies"][0]["interruptions"].as_f64().unwrap_or(-1.0);
+    assert!(interruptions(&everywhere) > 0.0, "{everywhere}");
+    assert!(
+        interruptions(&one_bad) * 10.0 < interruptions(&everywhere),
+        "{} against {}",
+        interruptions(&one_bad),
+        interruptions(&everywhere)
+    );
+    let out = run(
+        "m6i.large: { on_demand: 0.096, spot: 0.0384, spot_interruptions_per_hour: { subnet-a: 0.2, subnet-b: 0.0001 } }\n",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spot_interruptions_per_hour per subnet and has none for subnet-c"),
         "{err}"
     );
 }
