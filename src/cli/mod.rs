@@ -429,6 +429,9 @@ async fn plan(a: PlanArgs) -> ExitCode {
                         "desired": f.decision.desired,
                         "booting": f.booting,
                         "retiring": f.retiring,
+                        "live": f.live,
+                        "instances": f.instances,
+                        "spot": f.spot,
                         "metrics": f.metrics.iter().map(|(n, v)| serde_json::json!({"name": n, "value": v})).collect::<Vec<_>>(),
                         "reason": f.decision.reason(),
                         "limits": f.decision.limits,
@@ -473,6 +476,19 @@ pub fn render_plan(report: &PassReport) -> String {
             }
         }
         s.push_str(&format!("    reason {}\n", d.reason()));
+        if f.instances != f.live {
+            s.push_str(&format!(
+                "    capacity in units (instance weights): {} units on {} instances\n",
+                f.live, f.instances
+            ));
+        }
+        if f.spot > 0 {
+            s.push_str(&format!(
+                "    market {} On-Demand, {} Spot\n",
+                f.live.saturating_sub(f.spot),
+                f.spot
+            ));
+        }
         for w in &d.warnings {
             s.push_str(&format!("    warning {w}\n"));
         }

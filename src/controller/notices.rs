@@ -171,10 +171,17 @@ impl Controller {
         if serving < wanted {
             return;
         }
-        let batch: Vec<&Instance> = replaced
-            .into_iter()
-            .take(spec.scaling.max_retire_per_cycle.max(1) as usize)
-            .collect();
+        // At most `max_retire_per_cycle` units a pass, and at least one instance.
+        let most = spec.scaling.max_retire_per_cycle.max(1);
+        let mut batch: Vec<&Instance> = Vec::new();
+        for i in replaced {
+            if !batch.is_empty()
+                && crate::cloud::units(batch.iter().copied()) + i.weight.max(1) > most
+            {
+                break;
+            }
+            batch.push(i);
+        }
         let n = crate::cloud::units(batch.iter().copied());
         info!(fleet = %spec.name, n, serving, desired = d.desired, "the replacements are in service; retiring the instances EC2 asked to replace");
         self.retire(spec, &build.id, &batch, n, now, report).await;

@@ -37,6 +37,42 @@ fn plan_prints_each_fleet_with_metrics_and_a_reason_and_changes_nothing() {
         .is_some_and(|r| r.contains("→")));
 }
 
+/// A fleet with instance weights: plan says its capacity is in units, and on how many
+/// instances (the simulator starts it at `capacity.min`, 4 units: two m6i.xlarge).
+#[test]
+fn plan_says_when_capacity_is_counted_in_units() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("web.yaml");
+    std::fs::write(
+        &path,
+        "name: web\nenvironment: production\nregion: us-east-1\nlaunch:\n  ami: ami-00000001\n  instance_types:\n    - { instance_type: m6i.xlarge, weighted_capacity: 2 }\n    - { instance_type: m6i.large, weighted_capacity: 1 }\ncapacity: { min: 4, max: 20 }\nscaling:\n  policies:\n    - scheduled: { cron: \"0 8 * * *\", duration: 1h, min: 4 }\n",
+    )
+    .expect("write");
+    let out = coxswain()
+        .args(["plan", "--manifests"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("capacity in units (instance weights): 4 units on 2 instances"),
+        "{text}"
+    );
+    let out = coxswain()
+        .args(["plan", "--output", "json", "--manifests"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json plan");
+    assert_eq!(v["fleets"][0]["live"], 4, "{v}");
+    assert_eq!(v["fleets"][0]["instances"], 2, "{v}");
+}
+
 #[test]
 fn plan_for_an_unknown_fleet_is_refused_with_exit_2() {
     let out = coxswain()
