@@ -95,7 +95,10 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
             let (want, steps) = step_target(&strategy, r.step, d);
             let blue_green = matches!(strategy, StrategySpec::BlueGreen(_));
             let old_want = if blue_green { d } else { d - want.min(d) };
-            let complete = o.new_healthy >= want && (blue_green || o.old_live <= old_want);
+            // With instance weights the old build's units go down an instance at a time:
+            // a step before the last is done within one instance of its share.
+            let slack = if old_want > 0 { o.unit_slack } else { 0 };
+            let complete = o.new_healthy >= want && (blue_green || o.old_live <= old_want + slack);
             let mut next_phase = None;
             match &o.gates {
                 Gates::Fail(why) => {
@@ -172,11 +175,14 @@ pub fn advance(r: &Rollout, o: &Observed) -> (Rollout, Vec<String>, Targets) {
                 StrategySpec::Canary(_) => want,
                 StrategySpec::BlueGreen(_) => d,
             };
-            // After a switch the targets below are recomputed next pass.
+            // After a switch the targets below are recomputed next pass. With instance
+            // weights the fleet may already stand above `d` by less than an instance
+            // (`unit_slack`): that is not surge, or a fleet at such a size with a surge
+            // smaller than an instance could never launch its first new one.
             Targets {
                 new: want,
                 old: old_want,
-                max_total: d + surge,
+                max_total: d + surge + o.unit_slack,
                 min_healthy: d.saturating_sub(max_unavailable(&strategy, d)),
                 register_new: !blue_green,
                 register_old: true,

@@ -250,6 +250,11 @@ pub struct Observed {
     pub old_live: u32,
     pub old_healthy: u32,
     pub gates: Gates,
+    /// The largest instance weight less one (0 without instance weights): how far the
+    /// old build may stand above its share at a step before the last, since an instance
+    /// cannot be retired in part, and how far the fleet may stand above its desired
+    /// capacity without it counting as surge. Counts above are capacity units.
+    pub unit_slack: u32,
 }
 
 /// The fleet-level gates' verdict this pass.

@@ -56,6 +56,7 @@ fn obs(now: i64, desired: u32, new: (u32, u32), old: (u32, u32), gates: Gates) -
         old_live: old.0,
         old_healthy: old.1,
         gates,
+        unit_slack: 0,
     }
 }
 

@@ -757,10 +757,28 @@ async fn spot_interruptions_during_a_rolling_deploy_are_lost_capacity_not_a_fail
 /// A rolling deploy of a weighted fleet (m6i.xlarge counts 2 units, m6i.large 1): 8 units
 /// on 4 instances. Batches, surge and the healthy floor are units: at every pass the
 /// running, not-retiring instances of either build serve at least the 8 units, and the
-/// deploy ends with 8 to 9 units all on the new build, still on 2-unit instances.
+/// deploy ends with 8 to 9 units all on the new build, still on 2-unit instances. Also
+/// with batches and a surge of 1 unit, smaller than an instance: it must not stall.
 #[tokio::test]
 async fn a_rolling_deploy_of_a_weighted_fleet_counts_units_and_never_drops_below_desired() {
-    let text = fleet("web", "production", 8, ROLLING).replace(
+    let one_unit = "  strategy:\n    rolling: { batch: 1, max_surge: 1, max_unavailable: 0 }\n  gates:\n    interval: 15s\n    timeout: 30m\n";
+    for (n, strategy, steps) in [
+        (8, ROLLING, 4),
+        (8, one_unit, 8),
+        (7, ROLLING, 4),
+        (7, one_unit, 7),
+    ] {
+        weighted_rollout(n, strategy, steps, false).await;
+    }
+    // A bad build on the odd fleet: rolled back, the old build whole again.
+    let red = format!("{one_unit}    metrics:\n      - metric: {{ namespace: Web, name: 5xxRate, dimensions: {{ Build: \"{{build}}\" }}, stat: Average }}\n        below: 1.0\n");
+    weighted_rollout(7, &red, 1, true).await;
+}
+
+/// `n` units wanted: 7 is odd, so the fleet stands one unit above it on 2-unit instances.
+/// `bad`: the new build fails its 5xx gate.
+async fn weighted_rollout(n: u32, strategy: &str, steps_wanted: usize, bad: bool) {
+    let text = fleet("web", "production", n, strategy).replace(
         "  instance_types: [m6i.large]\n",
         "  instance_types:\n    - { instance_type: m6i.xlarge, weighted_capacity: 2 }\n    - { instance_type: m6i.large, weighted_capacity: 1 }\n",
     );
@@ -782,28 +800,45 @@ async fn a_rolling_deploy_of_a_weighted_fleet_counts_units_and_never_drops_below
             .sum()
     };
     settle(&mut w, "web", 4).await;
-    assert_eq!(units(&w, None, false), 8);
+    assert_eq!(units(&w, None, false), 8, "{n} units on 2-unit instances");
+    if bad {
+        w.sim
+            .set_build_metric("Web", "5xxRate", "ami-00000002", 4.2);
+    }
+    let (kept, gone) = if bad {
+        ("ami-00000001", "ami-00000002")
+    } else {
+        ("ami-00000002", "ami-00000001")
+    };
     let id = id_of(deploy(&mut w, "web", "production", "ami-00000002").expect("accepted"));
     let store = w.controller.store().clone();
-    for pass in 0..400 {
+    for pass in 0..600 {
         w.controller.reconcile_once().await;
         let serving = units(&w, None, true);
-        assert!(serving >= 8, "pass {pass}: {serving} units serving");
+        assert!(
+            serving >= n,
+            "{n} wanted, pass {pass}: {serving} units serving"
+        );
         let d = store.deployment(id).expect("query").expect("exists");
         if d.outcome != Outcome::InProgress {
-            assert_eq!(d.outcome, Outcome::Succeeded, "{:#?}", events_of(&w, id));
+            let want = if bad {
+                Outcome::RolledBack
+            } else {
+                Outcome::Succeeded
+            };
+            assert_eq!(d.outcome, want, "{:#?}", events_of(&w, id));
             break;
         }
-        assert!(pass < 399, "did not finish: {:#?}", events_of(&w, id));
+        assert!(pass < 599, "{n}: did not finish: {:#?}", events_of(&w, id));
         w.clock.advance(Duration::from_secs(15));
     }
     passes(&mut w, 20).await;
-    assert_eq!(units(&w, Some("ami-00000001"), false), 0);
-    let new = units(&w, Some("ami-00000002"), false);
-    assert!((8..10).contains(&new), "{new} units on the new build");
+    assert_eq!(units(&w, Some(gone), false), 0);
+    let on = units(&w, Some(kept), false);
+    assert!((n..n + 2).contains(&on), "{on} units on {kept} for {n}");
     let steps: Vec<String> = events_of(&w, id)
         .into_iter()
         .filter(|e| e.starts_with("step "))
         .collect();
-    assert_eq!(steps.len(), 4, "{steps:#?}");
+    assert_eq!(steps.len(), steps_wanted, "{n}: {steps:#?}");
 }

@@ -299,6 +299,7 @@ impl Controller {
             old_live: units(old.iter().copied()),
             old_healthy,
             gates,
+            unit_slack: spec.launch.max_weight() - 1,
         };
         let gates = observed.gates.clone();
         let (next, events, targets) = deploy::advance(rollout, &observed);
