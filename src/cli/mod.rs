@@ -329,7 +329,14 @@ fn validate(paths: Vec<PathBuf>) -> ExitCode {
     let mut bad = false;
     for f in &files {
         match manifest::load_paths(std::slice::from_ref(f)) {
-            Ok(c) => println!("ok   {} ({} fleet(s))", f.display(), c.fleets.len()),
+            Ok(c) => {
+                println!("ok   {} ({} fleet(s))", f.display(), c.fleets.len());
+                for fleet in &c.fleets {
+                    for n in fleet.notes() {
+                        println!("  note: {}: {n}", fleet.name);
+                    }
+                }
+            }
             Err(manifest::ManifestError::Empty(_)) => {
                 println!("ok   {} (no fleets)", f.display())
             }

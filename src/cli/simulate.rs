@@ -503,9 +503,17 @@ fn pricing_of(
                         ));
                     }
                     eprintln!(
-                        "Spot price of {ty}: ${mean:.5}/h, the mean of {n} DescribeSpotPriceHistory points (Linux/UNIX, every zone of {}) over the last {SPOT_PRICE_DAYS} days",
+                        "Spot price of {ty}: ${mean:.5}/h, the time-weighted mean of {n} DescribeSpotPriceHistory points (Linux/UNIX, each zone of {} weighted alike) over the last {SPOT_PRICE_DAYS} days",
                         fleet.region
                     );
+                    // EC2's Spot discount is at most about 90%: far below that is more
+                    // likely a wrong endpoint or a test double than a bargain.
+                    if *mean < 0.05 * p.on_demand {
+                        eprintln!(
+                            "warning: {ty}'s Spot price ${mean:.5}/h is under 5% of the table's On-Demand ${:.4}/h; EC2's Spot discounts stop near 90%, so check the endpoint and region",
+                            p.on_demand
+                        );
+                    }
                     p.spot = *mean;
                 }
                 None if k == 0 => {

@@ -144,17 +144,68 @@ impl Floor {
     }
 }
 
-/// The mean price of each instance type over `(type, price)` points, with how many
-/// points it is the mean of. Non-finite or negative prices are left out.
-pub fn mean_by_type(points: &[(String, f64)]) -> std::collections::BTreeMap<String, (f64, usize)> {
-    let mut sums: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
-    for (t, p) in points.iter().filter(|(_, p)| p.is_finite() && *p >= 0.0) {
-        let e = sums.entry(t.clone()).or_default();
-        e.0 += p;
-        e.1 += 1;
+/// One point of EC2's Spot price history: a price that holds from `at` until the next
+/// point of the same instance type and Availability Zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpotPricePoint {
+    pub instance_type: String,
+    pub zone: String,
+    pub at: i64,
+    /// USD per instance-hour.
+    pub price: f64,
+}
+
+/// The time-weighted mean Spot price of each instance type over `[start, end)` (epoch
+/// seconds), with how many points it is made of. DescribeSpotPriceHistory lists price
+/// *changes*: each price holds until the next change in its zone, so a plain mean of the
+/// points would give a price that held for a minute the weight of one that held for a
+/// week. Each zone's price is weighted by how long it held within the window (a point
+/// before `start` holds from `start`); a type's mean is the mean of its zones' (each zone
+/// is a pool). Non-finite or negative prices are left out.
+pub fn time_weighted_means(
+    points: &[SpotPricePoint],
+    start: i64,
+    end: i64,
+) -> std::collections::BTreeMap<String, (f64, usize)> {
+    use std::collections::BTreeMap;
+    let mut by_pool: BTreeMap<(&str, &str), Vec<(i64, f64)>> = BTreeMap::new();
+    for p in points
+        .iter()
+        .filter(|p| p.price.is_finite() && p.price >= 0.0 && p.at < end)
+    {
+        by_pool
+            .entry((p.instance_type.as_str(), p.zone.as_str()))
+            .or_default()
+            .push((p.at, p.price));
     }
-    sums.into_iter()
-        .map(|(t, (sum, n))| (t, (sum / n as f64, n)))
+    let mut zones: BTreeMap<&str, (f64, usize, usize)> = BTreeMap::new();
+    for ((ty, _), mut v) in by_pool {
+        v.sort_by_key(|(at, _)| *at);
+        // Only the newest point at or before `start` matters for the window's opening.
+        let first = v.iter().rposition(|(at, _)| *at <= start).unwrap_or(0);
+        let v = &v[first..];
+        let (mut weighted, mut span) = (0.0, 0i64);
+        for (k, (at, price)) in v.iter().enumerate() {
+            let from = (*at).max(start);
+            let to = v.get(k + 1).map_or(end, |(next, _)| (*next).min(end));
+            if to > from {
+                weighted += price * (to - from) as f64;
+                span += to - from;
+            }
+        }
+        let mean = if span > 0 {
+            weighted / span as f64
+        } else {
+            v.last().map_or(0.0, |(_, p)| *p)
+        };
+        let e = zones.entry(ty).or_default();
+        e.0 += mean;
+        e.1 += 1;
+        e.2 += v.len();
+    }
+    zones
+        .into_iter()
+        .map(|(t, (sum, n, points))| (t.to_string(), (sum / n as f64, points)))
         .collect()
 }
 
@@ -162,20 +213,38 @@ pub fn mean_by_type(points: &[(String, f64)]) -> std::collections::BTreeMap<Stri
 mod tests {
     use super::*;
 
+    /// A price is weighted by how long it held: $0.03 for the first hour of a day and
+    /// $0.05 for the other 23 is $0.04917, not the $0.04 of the two points; a point
+    /// before the window holds from its start; zones are averaged as pools; bad points
+    /// are left out.
     #[test]
-    fn spot_prices_average_per_type_and_bad_points_are_left_out() {
-        let p = |t: &str, v: f64| (t.to_string(), v);
-        let m = mean_by_type(&[
-            p("m6i.large", 0.03),
-            p("m6i.large", 0.05),
-            p("c6i.large", 0.02),
-            p("c6i.large", f64::NAN),
-            p("c6i.large", -1.0),
-        ]);
+    fn spot_prices_are_time_weighted_per_zone_then_averaged() {
+        let h = 3600;
+        let p = |t: &str, z: &str, at: i64, v: f64| SpotPricePoint {
+            instance_type: t.into(),
+            zone: z.into(),
+            at,
+            price: v,
+        };
+        let m = time_weighted_means(
+            &[
+                p("m6i.large", "a", -5 * h, 0.03),
+                p("m6i.large", "a", h, 0.05),
+                p("c6i.large", "a", 0, 0.02),
+                p("c6i.large", "b", 12 * h, 0.04),
+                p("c6i.large", "a", 2 * h, f64::NAN),
+                p("c6i.large", "a", 3 * h, -1.0),
+                p("m6i.large", "a", 30 * h, 9.0),
+            ],
+            0,
+            24 * h,
+        );
         assert_eq!(m.len(), 2);
-        assert!((m["m6i.large"].0 - 0.04).abs() < 1e-12);
+        let want = (0.03 + 0.05 * 23.0) / 24.0;
+        assert!((m["m6i.large"].0 - want).abs() < 1e-12, "{m:?}");
         assert_eq!(m["m6i.large"].1, 2);
-        assert_eq!(m["c6i.large"], (0.02, 1));
+        // Zone a $0.02 all day, zone b $0.04 from noon (its only price): 0.03.
+        assert!((m["c6i.large"].0 - 0.03).abs() < 1e-12, "{m:?}");
     }
     use proptest::prelude::*;
 

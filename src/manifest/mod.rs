@@ -75,6 +75,49 @@ impl FleetSpec {
         })
     }
 
+    /// Things that are valid but probably not what the author meant, as sentences for
+    /// `validate` to print (they refuse nothing).
+    pub fn notes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(d) = &self.launch.instances_distribution {
+            if let OnDemandBase::Units(n) = d.on_demand_base_capacity {
+                if d.uses_spot() && n >= self.capacity.max {
+                    out.push(format!(
+                        "on_demand_base_capacity {n} is at or above capacity.max {}: every instance is On-Demand and on_demand_percentage_above_base_capacity {} never applies",
+                        self.capacity.max, d.on_demand_percentage_above_base_capacity
+                    ));
+                }
+            }
+        }
+        if let Some(prices) = self.simulation.as_ref().and_then(|s| s.prices.as_ref()) {
+            let missing: Vec<String> = self
+                .launch
+                .type_names()
+                .into_iter()
+                .filter(|t| !prices.contains_key(t))
+                .collect();
+            if !missing.is_empty() {
+                out.push(format!(
+                    "simulation.prices has no price for {}: simulate leaves its Spot pools out{}",
+                    missing.join(", "),
+                    if self.launch.type_names().first() == missing.first() {
+                        " and refuses to price the fleet (its first type is the On-Demand one)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        let w = self.launch.max_weight();
+        if w > 1 && self.capacity.max < 2 * w {
+            out.push(format!(
+                "capacity.max {} is less than twice the largest weighted_capacity ({w}): an instance of that type is most of the fleet; AWS advises a desired capacity of at least two to three times the largest weight",
+                self.capacity.max
+            ));
+        }
+        out
+    }
+
     pub fn app(&self) -> &str {
         self.app.as_deref().unwrap_or(&self.name)
     }

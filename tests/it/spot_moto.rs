@@ -694,6 +694,11 @@ fn simulate_takes_the_spot_price_from_describe_spot_price_history() {
             && stderr.contains("DescribeSpotPriceHistory"),
         "{stderr}"
     );
+    // Moto's price is no price EC2 would charge: said so.
+    assert!(
+        stderr.contains("warning: m6i.large's Spot price $0.00001/h is under 5%"),
+        "{stderr}"
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(
         doc["prices"]["spot"].as_f64(),

@@ -152,9 +152,10 @@ pub async fn create_interruption_queue(
 }
 
 /// The mean Spot price (USD per instance-hour) of each of `types` in the client's region
-/// over `[start, end)`: every DescribeSpotPriceHistory point for `Linux/UNIX`, in every
-/// Availability Zone, weighted alike
-/// (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeSpotPriceHistory.html>).
+/// over `[start, end)`: the DescribeSpotPriceHistory points for `Linux/UNIX`, each price
+/// weighted by how long it held in its Availability Zone, the zones averaged
+/// ([`crate::cloud::market::time_weighted_means`];
+/// <https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeSpotPriceHistory.html>).
 /// For `coxswain simulate --spot-prices-from-aws`, run by a person: the daemon never
 /// calls it. A type without any point is absent from the answer.
 pub async fn spot_price_means(
@@ -163,7 +164,7 @@ pub async fn spot_price_means(
     start: chrono::DateTime<chrono::Utc>,
     end: chrono::DateTime<chrono::Utc>,
 ) -> Result<std::collections::BTreeMap<String, (f64, usize)>, String> {
-    let mut points: Vec<(String, f64)> = Vec::new();
+    let mut points: Vec<crate::cloud::market::SpotPricePoint> = Vec::new();
     let mut pages = ec2
         .describe_spot_price_history()
         .set_instance_types(Some(
@@ -191,8 +192,17 @@ pub async fn spot_price_means(
             let price: f64 = price.parse().map_err(|_| {
                 format!("DescribeSpotPriceHistory: a price that is not a number: {price}")
             })?;
-            points.push((t.as_str().to_string(), price));
+            points.push(crate::cloud::market::SpotPricePoint {
+                instance_type: t.as_str().to_string(),
+                zone: p.availability_zone().unwrap_or_default().to_string(),
+                at: p.timestamp().map_or(start.timestamp(), |t| t.secs()),
+                price,
+            });
         }
     }
-    Ok(crate::cloud::market::mean_by_type(&points))
+    Ok(crate::cloud::market::time_weighted_means(
+        &points,
+        start.timestamp(),
+        end.timestamp(),
+    ))
 }

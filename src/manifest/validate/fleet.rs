@@ -89,8 +89,15 @@ pub(in crate::manifest) fn fleet(f: &FleetSpec, doc: Doc, problems: &mut Vec<Pro
     deploy::deploy(&f.deploy, &f.capacity, &mut r);
     if let Some(sim) = &f.simulation {
         if let Some(prices) = &sim.prices {
-            if let Err(e) = crate::manifest::check_prices(prices) {
-                r.at(&["simulation", "prices"], e);
+            if prices.is_empty() {
+                r.at(&["simulation", "prices"], "the price table is empty");
+            }
+            // Each entry is reported at its own key.
+            for (ty, p) in prices {
+                let one: crate::manifest::PriceTable = [(ty.clone(), p.clone())].into();
+                if let Err(e) = crate::manifest::check_prices(&one) {
+                    r.at(&["simulation", "prices", ty.as_str()], e);
+                }
             }
         }
         if !(sim.capacity_per_instance.is_finite() && sim.capacity_per_instance > 0.0) {

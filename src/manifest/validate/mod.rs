@@ -143,11 +143,11 @@ mod tests {
         );
         let err = problems(&grouped);
         assert!(err.contains("mixed instances policy"), "{err}");
-        // A price table in the manifest is checked where it is written.
-        let priced = format!("{FLEET}simulation:\n  capacity_per_instance: 100\n  traffic: {{ synthetic: {{ base: 1, peak: 2 }} }}\n  prices:\n    m6i.large: {{ on_demand: 0.1, spot: -0.03 }}\n");
+        // A price table in the manifest is checked where it is written: at its entry.
+        let priced = format!("{FLEET}simulation:\n  capacity_per_instance: 100\n  traffic: {{ synthetic: {{ base: 1, peak: 2 }} }}\n  prices:\n    c6i.large: {{ on_demand: 0.1, spot: 0.03 }}\n    m6i.large: {{ on_demand: 0.1, spot: -0.03 }}\n");
         let err = problems(&priced);
         assert!(
-            err.contains("m.yaml:14:3:") && err.contains("spot price -0.03"),
+            err.contains("m.yaml:16:5:") && err.contains("spot price -0.03"),
             "{err}"
         );
         // CreateFleet launches from a launch template: an AMI alone is refused, at its key.
@@ -219,6 +219,57 @@ mod tests {
         );
         let err = problems(&grouped);
         assert!(err.contains("the group's own units"), "{err}");
+    }
+
+    /// Valid but probably not meant: a base at the maximum (no Spot ever), a price table
+    /// without the fleet's types, weights close to the maximum. Notes, not refusals.
+    #[test]
+    fn notes_say_what_is_valid_but_probably_not_meant() {
+        let fleet = |launch: &str, extra: &str| {
+            let text = FLEET.replace(
+                "launch: { ami: ami-12345678, instance_types: [m6i.large] }",
+                launch,
+            );
+            load_str("m.yaml", &format!("{text}{extra}"))
+                .expect("valid")
+                .fleets[0]
+                .notes()
+        };
+        let plain = fleet(
+            "launch: { ami: ami-12345678, instance_types: [m6i.large] }",
+            "",
+        );
+        assert!(plain.is_empty(), "{plain:?}");
+        let based = fleet(
+            "launch:\n  launch_template: { name: web, version: \"1\" }\n  instances_distribution: { on_demand_base_capacity: 10, on_demand_percentage_above_base_capacity: 0 }",
+            "",
+        );
+        assert!(
+            based
+                .iter()
+                .any(|n| n.contains("every instance is On-Demand")),
+            "{based:?}"
+        );
+        let unpriced = fleet(
+            "launch: { ami: ami-12345678, instance_types: [m6i.large, m5.large] }",
+            "simulation:\n  capacity_per_instance: 100\n  traffic: { synthetic: { base: 1, peak: 2 } }\n  prices:\n    m6i.large: { on_demand: 0.1, spot: 0.03 }\n",
+        );
+        assert!(
+            unpriced
+                .iter()
+                .any(|n| n.contains("no price for m5.large") && !n.contains("refuses")),
+            "{unpriced:?}"
+        );
+        let heavy = fleet(
+            "launch: { ami: ami-12345678, instance_types: [{ instance_type: m6i.4xlarge, weighted_capacity: 8 }] }",
+            "",
+        );
+        assert!(
+            heavy
+                .iter()
+                .any(|n| n.contains("twice the largest weighted_capacity (8)")),
+            "{heavy:?}"
+        );
     }
 
     /// A controller setting is reported at its own key, not at the top of the file.
