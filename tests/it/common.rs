@@ -521,3 +521,33 @@ pub fn debian_tool(env_var: &str, default: &str, package: &str) -> PathBuf {
     );
     path
 }
+
+/// A simulated region for `config`, its virtual clock at the demo's start (a Monday,
+/// 07:00) and a controller on both with an in-memory store.
+pub fn sim_world(
+    config: coxswain::manifest::Config,
+) -> (
+    std::sync::Arc<coxswain::clock::VirtualClock>,
+    std::sync::Arc<coxswain::cloud::sim::SimCloud>,
+    coxswain::controller::Controller,
+) {
+    use std::sync::Arc;
+    let clock = Arc::new(coxswain::clock::VirtualClock::new(coxswain::demo::start()));
+    let sim =
+        Arc::new(coxswain::cloud::sim::SimCloud::for_config(clock.clone(), &config).expect("sim"));
+    let controller =
+        coxswain::controller::Controller::new(sim.clone(), clock.clone(), config, false)
+            .expect("in-memory store");
+    (clock, sim, controller)
+}
+
+/// [`sim_world`] for a manifest's text, which must be valid.
+pub fn sim_world_of(
+    text: &str,
+) -> (
+    std::sync::Arc<coxswain::clock::VirtualClock>,
+    std::sync::Arc<coxswain::cloud::sim::SimCloud>,
+    coxswain::controller::Controller,
+) {
+    sim_world(coxswain::manifest::load_str("test.yaml", text).expect("valid manifest"))
+}

@@ -16,11 +16,7 @@ fn demo() -> Config {
 }
 
 fn setup(config: Config) -> (Arc<VirtualClock>, Arc<SimCloud>, Controller) {
-    let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
-    let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
-    let controller =
-        Controller::new(sim.clone(), clock.clone(), config, false).expect("in-memory store");
-    (clock, sim, controller)
+    crate::common::sim_world(config)
 }
 
 const SMALL: &str = "kind: Controller

@@ -8,7 +8,7 @@ use coxswain::cloud::market::{split, Split};
 use coxswain::cloud::sim::SimCloud;
 use coxswain::cloud::{Instance, Market, Pool};
 use coxswain::controller::{Action, Controller};
-use coxswain::manifest::{self, Config};
+use coxswain::manifest;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,12 +45,7 @@ simulation:
 ";
 
 fn setup(text: &str) -> (Arc<VirtualClock>, Arc<SimCloud>, Controller) {
-    let config: Config = manifest::load_str("t", text).expect("valid");
-    let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
-    let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
-    let controller =
-        Controller::new(sim.clone(), clock.clone(), config, false).expect("in-memory store");
-    (clock, sim, controller)
+    crate::common::sim_world_of(text)
 }
 
 fn live(sim: &SimCloud) -> Vec<Instance> {

@@ -7,7 +7,6 @@ use coxswain::clock::{Clock, VirtualClock};
 use coxswain::cloud::sim::SimCloud;
 use coxswain::cloud::{Instance, Market};
 use coxswain::controller::Controller;
-use coxswain::manifest::{self, Config};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,12 +43,7 @@ simulation:
 ";
 
 fn setup(text: &str) -> (Arc<VirtualClock>, Arc<SimCloud>, Controller) {
-    let config: Config = manifest::load_str("t", text).expect("valid");
-    let clock = Arc::new(VirtualClock::new(coxswain::demo::start()));
-    let sim = Arc::new(SimCloud::for_config(clock.clone(), &config).expect("sim"));
-    let controller =
-        Controller::new(sim.clone(), clock.clone(), config, false).expect("in-memory store");
-    (clock, sim, controller)
+    crate::common::sim_world_of(text)
 }
 
 fn live(sim: &SimCloud) -> Vec<Instance> {
