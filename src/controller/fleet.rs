@@ -165,8 +165,13 @@ impl Controller {
                 })
                 .count() as u32,
         };
+        let billed = match ctx.group {
+            Some(gs) => gs.desired.max(gs.instances.len() as u32),
+            None => ctx.instances.iter().filter(|i| i.state.is_live()).count() as u32,
+        };
         FleetReport {
             instances,
+            billed,
             decision,
             metrics: shown,
             booting,
@@ -193,6 +198,13 @@ impl Controller {
         let spec = ctx.spec;
         if let Some(state) = self.fleets.get_mut(&spec.name) {
             state.last_decided = (!self.dry_run).then_some(decision.desired);
+            let held = decision.limits.contains(&policy::Limit::GlobalCap);
+            if held && !state.held_by_cap {
+                warn!(fleet = %spec.name, desired = decision.desired, wanted = decision.recommended, cap = ?self.config.controller.max_total_instances, "max_total_instances (global cost cap) holds the fleet below what its policies want; raise the cap or lower other fleets");
+            } else if !held && state.held_by_cap {
+                info!(fleet = %spec.name, desired = decision.desired, "max_total_instances no longer holds the fleet back");
+            }
+            state.held_by_cap = held;
         }
         for w in &decision.warnings {
             warn!(fleet = %spec.name, "metric missing or stale, holding capacity: {w}");

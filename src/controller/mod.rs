@@ -366,9 +366,24 @@ impl Controller {
             decided.push((ctx, row));
         }
         let mut decisions: Vec<_> = decided.iter().map(|(_, r)| r.decision.clone()).collect();
-        let counted: u32 = decisions.iter().map(|d| d.current).sum();
-        policy::apply_global_cap(
+        // The cap counts instances; decisions are in units (instances without weights).
+        let shapes: Vec<policy::CapShape> = decided
+            .iter()
+            .map(|(ctx, r)| match (ctx.group, ctx.spec.launch.weighted()) {
+                (None, true) => policy::CapShape {
+                    instances: r.instances,
+                    min_weight: ctx.spec.launch.min_weight(),
+                },
+                _ => policy::CapShape {
+                    instances: r.decision.current,
+                    min_weight: 1,
+                },
+            })
+            .collect();
+        let counted: u32 = shapes.iter().map(|s| s.instances).sum();
+        policy::apply_global_cap_weighted(
             &mut decisions,
+            &shapes,
             billed.saturating_sub(counted),
             config.controller.max_total_instances,
         );

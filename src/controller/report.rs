@@ -71,6 +71,10 @@ pub struct FleetReport {
     pub spot: u32,
     /// The instances behind `live` (equal to it without instance weights).
     pub instances: u32,
+    /// Instances billed: booting, serving, draining and being replaced, every build (what
+    /// `max_total_instances` counts); for a group, its desired capacity or its instances,
+    /// whichever is more.
+    pub billed: u32,
 }
 
 impl FleetReport {

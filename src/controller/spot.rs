@@ -96,7 +96,7 @@ impl Controller {
     /// time: when the fleet is at its size, more On-Demand than its share and less Spot,
     /// no rollout runs, nothing is being replaced, and no Spot pool has been out for
     /// [`MOVE_BACK_QUIET`]: up to the disruption budget (a tenth of the desired capacity,
-    /// at least one) of the On-Demand surplus is tagged `coxswain:replace`. Their
+    /// at least one instance) of the On-Demand surplus is tagged `coxswain:replace`. Their
     /// replacements launch on Spot first (the split says Spot is short), and they are
     /// retired once the fleet is in service without them (`retire_replaced`).
     pub(super) async fn move_back_to_spot(
@@ -141,16 +141,23 @@ impl Controller {
         if surplus == 0 {
             return;
         }
-        let budget = (desired.div_ceil(10)).max(1);
         let od: Vec<&Instance> = live
             .iter()
             .copied()
             .filter(|i| i.market == Market::OnDemand)
             .collect();
+        // The disruption budget, in units: a tenth of the desired capacity, and at least
+        // one instance (with weights, a tenth may be less than any instance holds). The
+        // surplus is a hard limit: On-Demand never goes below its share.
+        let lightest = od.iter().map(|i| i.weight.max(1)).min().unwrap_or(1);
+        let budget = desired.div_ceil(10).max(lightest);
         let ids: Vec<String> = plan::choose_victims(&od, &build.id, surplus.min(budget))
             .iter()
             .map(|i| i.id.clone())
             .collect();
+        if ids.is_empty() {
+            return;
+        }
         let reason = "back to Spot";
         match self.cloud.mark_replacing(&ids, reason, now).await {
             Ok(()) => {

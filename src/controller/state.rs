@@ -46,6 +46,9 @@ pub(super) struct FleetState {
     /// `floor` (in memory: a restarted daemon starts it at the capacity it decides first,
     /// the safe side, more On-Demand, until a day has passed).
     pub(super) on_demand_floor: Option<(crate::cloud::market::Floor, u32)>,
+    /// The global cap (`max_total_instances`) held the last decision below what the
+    /// policies wanted: said once when it starts and once when it ends.
+    pub(super) held_by_cap: bool,
 }
 
 /// The part of a fleet's in-memory state a restarted daemon needs back to continue a

@@ -23,6 +23,7 @@ fn fleet(name: &str, current: u32, desired: u32) -> FleetReport {
         shortfall: 0,
         spot: 0,
         instances: current,
+        billed: current,
     }
 }
 

@@ -397,24 +397,69 @@ fn combine(
 /// order, each to what the budget allows); scale-ins and holds are untouched, so a fleet
 /// waits for another's drain to finish before it takes the freed budget. Pure.
 pub fn apply_global_cap(decisions: &mut [Decision], billed_elsewhere: u32, cap: Option<u32>) {
+    let shapes: Vec<CapShape> = decisions
+        .iter()
+        .map(|d| CapShape {
+            instances: d.current,
+            min_weight: 1,
+        })
+        .collect();
+    apply_global_cap_weighted(decisions, &shapes, billed_elsewhere, cap);
+}
+
+/// How a fleet's capacity units turn into instances, for the global cap (which counts
+/// instances): the instances behind its decision's `current`, and its lightest instance
+/// type's weight (1 without instance weights).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapShape {
+    pub instances: u32,
+    pub min_weight: u32,
+}
+
+/// [`apply_global_cap`] for fleets that count capacity in units (`weighted_capacity`):
+/// `shapes[i]` belongs to `decisions[i]`. The cap counts instances: what a fleet
+/// bills now is its `instances`, and a scale-out of N units may take up to N divided by
+/// its lightest weight instances (EC2 may choose that type), so that is what it is
+/// charged; a trimmed scale-out gets the units its granted instances hold at the least.
+/// `billed_elsewhere` is in instances. Pure.
+pub fn apply_global_cap_weighted(
+    decisions: &mut [Decision],
+    shapes: &[CapShape],
+    billed_elsewhere: u32,
+    cap: Option<u32>,
+) {
     let Some(cap) = cap else { return };
     let mut order: Vec<usize> = (0..decisions.len()).collect();
     order.sort_by(|a, b| decisions[*a].fleet.cmp(&decisions[*b].fleet));
-    // What each fleet bills this pass no matter what: its current count (a scale-in's
-    // instances stay billed while they drain; they free the budget once terminated).
-    let committed: u64 =
-        decisions.iter().map(|d| u64::from(d.current)).sum::<u64>() + u64::from(billed_elsewhere);
+    let shapes: Vec<CapShape> = (0..decisions.len())
+        .map(|i| {
+            shapes.get(i).copied().unwrap_or(CapShape {
+                instances: decisions[i].current,
+                min_weight: 1,
+            })
+        })
+        .collect();
+    let shape = |i: usize| shapes[i];
+    // What each fleet bills this pass no matter what: its current instances (a
+    // scale-in's instances stay billed while they drain; they free the budget once
+    // terminated).
+    let committed: u64 = (0..decisions.len())
+        .map(|i| u64::from(shape(i).instances))
+        .sum::<u64>()
+        + u64::from(billed_elsewhere);
     let mut budget = u64::from(cap).saturating_sub(committed);
     for i in order {
+        let w = u64::from(shape(i).min_weight.max(1));
         let d = &mut decisions[i];
         if d.desired <= d.current {
             continue;
         }
         let want = u64::from(d.desired - d.current);
-        let grant = want.min(budget);
+        let want_instances = want.div_ceil(w);
+        let grant = want_instances.min(budget);
         budget -= grant;
-        if grant < want {
-            d.desired = d.current + grant as u32;
+        if grant < want_instances {
+            d.desired = d.current + (grant * w).min(want) as u32;
             d.limits.push(Limit::GlobalCap);
         }
     }

@@ -339,9 +339,7 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(i64::from(d.desired));
             self.current.get_or_create(&labels).set(i64::from(f.live));
-            self.billed
-                .get_or_create(&labels)
-                .set(i64::from(f.live + f.retiring));
+            self.billed.get_or_create(&labels).set(i64::from(f.billed));
             self.ready.get_or_create(&labels).set(i64::from(ready));
             self.booting.get_or_create(&labels).set(i64::from(booting));
             self.retiring

@@ -178,6 +178,7 @@ mod tests {
                 shortfall: 0,
                 spot: 0,
                 instances: desired,
+                billed: desired,
             }],
             ..Default::default()
         }

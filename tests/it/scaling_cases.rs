@@ -317,7 +317,7 @@ fn validate_refuses_a_cap_below_the_minimums_and_dimensions_aws_never_sets() {
         .expect_err("refused")
         .to_string();
     assert!(
-        err.contains("below the fleets' capacity.min added up (6)"),
+        err.contains("below the fleets' capacity.min added up (6 instances)"),
         "{err}"
     );
     let text = format!(

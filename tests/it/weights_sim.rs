@@ -195,3 +195,87 @@ async fn the_on_demand_base_and_share_are_units() {
     assert!(units(&now) >= 9, "{now:?}");
     assert!(now.iter().any(|i| i.market == Market::Spot));
 }
+
+/// A weighted fleet that starts all On-Demand (the simulator's first instances) moves its
+/// surplus to Spot, an instance at a time even when a tenth of its capacity is less than
+/// one instance holds, and never takes On-Demand below its share (3 units, on 2-unit
+/// instances: it stops at 4).
+#[tokio::test]
+async fn a_weighted_fleet_moves_back_to_spot_an_instance_at_a_time() {
+    let text = "kind: Controller
+controller_id: t
+---
+name: web
+environment: production
+region: us-east-1
+launch:
+  launch_template: { name: web, version: \"1\" }
+  instance_types: [{ instance_type: m6i.xlarge, weighted_capacity: 2 }]
+  subnets: [subnet-a, subnet-b]
+  instances_distribution: { on_demand_base_capacity: 3, on_demand_percentage_above_base_capacity: 0 }
+target_group_arn: tg-web
+capacity: { min: 8, max: 20 }
+scaling:
+  warmup: 1m
+  policies:
+    - target_tracking:
+        metric: { namespace: AWS/ApplicationELB, name: RequestCount, dimensions: { TargetGroup: tg-web }, stat: Sum, kind: total }
+        target: 1000
+simulation:
+  capacity_per_instance: 1000
+  boot: 1m
+  traffic:
+    synthetic: { base: 7000, peak: 7000, noise: 0 }
+";
+    let (clock, sim, mut controller) = setup(text);
+    let of = |m: Market, sim: &SimCloud| -> u32 {
+        live(sim)
+            .iter()
+            .filter(|i| i.market == m && i.replacing.is_none())
+            .map(weight)
+            .sum()
+    };
+    assert_eq!(of(Market::OnDemand, &sim), 8, "starts all On-Demand");
+    for minute in 0..60 {
+        let r = controller.reconcile_once().await;
+        assert!(r.errors.is_empty(), "minute {minute}: {:?}", r.errors);
+        assert!(
+            of(Market::OnDemand, &sim) >= 3,
+            "minute {minute}: On-Demand below its share"
+        );
+        clock.advance(Duration::from_secs(60));
+    }
+    assert_eq!(of(Market::OnDemand, &sim), 4, "{:?}", live(&sim));
+    assert!(of(Market::Spot, &sim) >= 4, "{:?}", live(&sim));
+}
+
+/// `max_total_instances` counts instances on a weighted fleet: a cap of 4 with 2-unit
+/// instances holds 8 units at the peak (9 wanted), not 4, and never more than 4 instances.
+#[tokio::test]
+async fn the_global_cap_counts_instances_of_a_weighted_fleet() {
+    let text = WEIGHTED
+        .replace(
+            "controller_id: t\n",
+            "controller_id: t\nmax_total_instances: 4\n",
+        )
+        .replace(
+            "    - { instance_type: m6i.large, weighted_capacity: 1 }\n",
+            "",
+        );
+    let (clock, sim, mut controller) = setup(&text);
+    clock.advance(Duration::from_secs(7 * 3600));
+    let mut capped = false;
+    for minute in 0..30 {
+        let r = controller.reconcile_once().await;
+        assert!(r.errors.is_empty(), "minute {minute}: {:?}", r.errors);
+        let billed = sim.all_live().iter().filter(|i| i.fleet == "web").count();
+        assert!(billed <= 4, "minute {minute}: {billed} instances");
+        capped |= r.fleets[0]
+            .decision
+            .limits
+            .contains(&coxswain::policy::Limit::GlobalCap);
+        clock.advance(Duration::from_secs(60));
+    }
+    assert!(capped, "9 units wanted, 8 fit");
+    assert_eq!(units(&live(&sim)), 8);
+}

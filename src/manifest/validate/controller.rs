@@ -74,7 +74,12 @@ pub(in crate::manifest) fn set(
             "a second `kind: Controller` document: keep controller settings in one place",
         );
     }
-    let minimums: u64 = fleets.iter().map(|(f, _)| u64::from(f.capacity.min)).sum();
+    // The fewest instances each fleet's minimum can be (with instance weights, its units
+    // on the heaviest type).
+    let minimums: u64 = fleets
+        .iter()
+        .map(|(f, _)| u64::from(f.capacity.min.div_ceil(f.launch.max_weight())))
+        .sum();
     for (c, doc) in controllers {
         if let Some(cap) = c
             .max_total_instances
@@ -83,7 +88,7 @@ pub(in crate::manifest) fn set(
             Report::new(*doc, problems).at(
                 &["max_total_instances"],
                 format!(
-                    "max_total_instances: {cap} is below the fleets' capacity.min added up ({minimums}): the cap could never hold; raise it or lower the minimums"
+                    "max_total_instances: {cap} is below the fleets' capacity.min added up ({minimums} instances): the cap could never hold; raise it or lower the minimums"
                 ),
             );
         }

@@ -281,7 +281,7 @@ mod tests {
         let err = problems(&text);
         assert!(
             err.contains(
-                "m.yaml:4:1: max_total_instances: 2 is below the fleets' capacity.min added up (3)"
+                "m.yaml:4:1: max_total_instances: 2 is below the fleets' capacity.min added up (3 instances)"
             ),
             "{err}"
         );

@@ -412,6 +412,74 @@ proptest::proptest! {
             proptest::prop_assert!(d.desired >= (*desired).min(*current));
         }
     }
+
+    /// With instance weights the cap still counts instances: a fleet's decision is in
+    /// units, what it bills now is its instances, and a scale-out of N units is charged
+    /// N over its lightest weight (the most instances EC2 could launch for it). The
+    /// instances billed after the cap never exceed it, and a fleet is trimmed only when
+    /// the cap is short: a scale-out it fully grants keeps every unit.
+    #[test]
+    fn the_global_cap_counts_instances_for_weighted_fleets(
+        fleets in proptest::collection::vec((0u32..15, 1u32..5, 0u32..80), 1..6),
+        elsewhere in 0u32..10,
+        spare in 0u32..40,
+    ) {
+        let f = fleet(TOTAL_RPM, "");
+        // (instances, lightest weight, desired units): current units = instances × weight.
+        let shapes: Vec<CapShape> = fleets
+            .iter()
+            .map(|(n, w, _)| CapShape { instances: *n, min_weight: *w })
+            .collect();
+        let billed: u32 = fleets.iter().map(|(n, _, _)| *n).sum::<u32>() + elsewhere;
+        let cap = billed + spare;
+        let mut ds: Vec<Decision> = fleets
+            .iter()
+            .enumerate()
+            .map(|(i, (n, w, desired))| {
+                let mut d = decide(&f, &obs(t(0), 1, 1, vec![series(t(-1), 1000.0)]), &Memory::default());
+                d.fleet = format!("f{i}");
+                d.current = n * w;
+                d.desired = *desired;
+                d
+            })
+            .collect();
+        let wanted: Vec<u32> = ds.iter().map(|d| d.desired).collect();
+        apply_global_cap_weighted(&mut ds, &shapes, elsewhere, Some(cap));
+        let launched: u32 = ds
+            .iter()
+            .zip(&shapes)
+            .map(|(d, s)| d.desired.saturating_sub(d.current).div_ceil(s.min_weight))
+            .sum();
+        proptest::prop_assert!(billed + launched <= cap, "{} > {cap}", billed + launched);
+        for (d, want) in ds.iter().zip(&wanted) {
+            proptest::prop_assert!(d.desired >= (*want).min(d.current));
+            if !d.limits.contains(&crate::policy::Limit::GlobalCap) {
+                proptest::prop_assert_eq!(d.desired, *want);
+            }
+        }
+    }
+}
+
+/// Ten 2-unit instances fit a cap of 10 instances: 20 units, not 10.
+#[test]
+fn a_cap_of_instances_holds_twice_the_units_of_two_unit_instances() {
+    let f = fleet(TOTAL_RPM, "");
+    let mut d = decide(
+        &f,
+        &obs(t(0), 1, 1, vec![series(t(-1), 1000.0)]),
+        &Memory::default(),
+    );
+    d.fleet = "web".into();
+    d.current = 10;
+    d.desired = 40;
+    let mut ds = vec![d];
+    let shapes = [CapShape {
+        instances: 5,
+        min_weight: 2,
+    }];
+    apply_global_cap_weighted(&mut ds, &shapes, 0, Some(10));
+    assert_eq!(ds[0].desired, 20, "{:?}", ds[0].limits);
+    assert!(ds[0].limits.contains(&crate::policy::Limit::GlobalCap));
 }
 
 /// A datapoint measured before the first pass since a start (no pass saw who served it)
