@@ -261,6 +261,9 @@ fn simulate_inner(
     };
     let Pricing { price, market } =
         pricing_of(&fleet, a.prices.as_deref(), a.spot_seed, spot.as_ref())?;
+    if fleet.launch.weighted() {
+        eprintln!("note: instance weights: the replay counts capacity units; a Spot interruption is drawn per unit (the same expected loss as whole instances, less variance), and launches are not rounded up to whole instances as the daemon's are");
+    }
     let mut policies = lineup(tested, capacity, boot + lag, &targets, peak, (min, max));
     let limit = simulate::zero_loss_limit(demand, capacity);
     let started = Instant::now();
@@ -358,8 +361,13 @@ fn simulate_inner(
             );
         }
         Output::Table => {
+            let per = if fleet.launch.weighted() {
+                "capacity unit (instance weights: counts below are units)"
+            } else {
+                "instance"
+            };
             println!(
-                "{}: {} minutes from {}, capacity {capacity:.1} requests/min per instance, boot {boot}m, lag {lag}m",
+                "{}: {} minutes from {}, capacity {capacity:.1} requests/min per {per}, boot {boot}m, lag {lag}m",
                 a.trace.display(),
                 demand.len(),
                 trace.start.format("%Y-%m-%d %H:%M")
@@ -575,6 +583,12 @@ fn pricing_of(
                 continue;
             };
             let w = f64::from(fleet.launch.weight_of(ty));
+            if let Some(e) = p
+                .spot_interruptions_per_hour
+                .problem_for(&fleet.launch.subnets)
+            {
+                return Err(format!("the price table: {ty}: {e}"));
+            }
             for subnet in &subnets {
                 let rate = p.spot_interruptions_per_hour.of(*subnet).ok_or_else(|| {
                     format!(

@@ -124,7 +124,49 @@ impl Controller {
             metrics: series,
         };
         state.memory.observe(spec, &obs);
-        let decision = policy::decide(spec, &obs, &state.memory);
+        let mut decision = policy::decide(spec, &obs, &state.memory);
+        // With instance weights a scale-in can only retire whole instances, never below
+        // what the policies want: the decision says what will happen (a hold when no
+        // instance fits), so it is neither logged nor recorded as a change every pass.
+        if direct && spec.launch.weighted() && decision.desired < decision.current {
+            let live: Vec<&Instance> = ctx
+                .instances
+                .iter()
+                .copied()
+                .filter(|i| {
+                    i.state.is_live() && i.retiring_since.is_none() && i.replacing.is_none()
+                })
+                .collect();
+            let n = decision.current - decision.desired;
+            // As `act_direct` chooses: by market when the fleet has a distribution.
+            let victims = match &spec.launch.instances_distribution {
+                Some(d) => {
+                    let have = super::spot::have(&live);
+                    let base = match d.on_demand_base_capacity {
+                        crate::manifest::OnDemandBase::Units(b) => b,
+                        crate::manifest::OnDemandBase::Floor => {
+                            state.on_demand_floor.as_ref().map_or(0, |(_, f)| *f)
+                        }
+                    };
+                    let want = crate::cloud::market::split(
+                        have.total().saturating_sub(n),
+                        base,
+                        d.on_demand_percentage_above_base_capacity,
+                    );
+                    super::plan::choose_victims_by_market(
+                        &live,
+                        "",
+                        crate::cloud::market::retirements(have, want),
+                    )
+                }
+                None => super::plan::choose_victims(&live, "", n),
+            };
+            let removable = crate::cloud::units(victims);
+            if removable < n {
+                decision.desired = decision.current - removable;
+                decision.limits.push(policy::Limit::InstanceSize);
+            }
+        }
         let dry_run = self.dry_run;
         if decision.change() != 0 && !dry_run {
             if let Err(e) = self.store.record_decision(

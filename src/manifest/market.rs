@@ -194,6 +194,44 @@ impl InterruptionRate {
         }
     }
 
+    /// What is wrong with per-subnet rates for a fleet in `subnets`: a subnet of the
+    /// fleet without a rate, or a rate for a subnet the fleet does not have. `None` when
+    /// they fit (or the rate is one number).
+    pub fn problem_for(&self, subnets: &[String]) -> Option<String> {
+        let InterruptionRate::BySubnet(m) = self else {
+            return None;
+        };
+        if subnets.is_empty() {
+            return Some(
+                "spot_interruptions_per_hour is given per subnet, and the fleet lists no launch.subnets: give one number".into(),
+            );
+        }
+        let missing: Vec<&str> = subnets
+            .iter()
+            .filter(|s| !m.contains_key(*s))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Some(format!(
+                "spot_interruptions_per_hour is given per subnet and has none for {}: give every subnet of launch.subnets a rate",
+                missing.join(", ")
+            ));
+        }
+        let unknown: Vec<&str> = m
+            .keys()
+            .filter(|k| !subnets.contains(k))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            return Some(format!(
+                "spot_interruptions_per_hour names {}, not in launch.subnets ({})",
+                unknown.join(", "),
+                subnets.join(", ")
+            ));
+        }
+        None
+    }
+
     /// Every rate written.
     pub fn values(&self) -> Vec<f64> {
         match self {

@@ -73,6 +73,9 @@ pub enum Limit {
     GlobalCap,
     /// No scale-in while an instance is still warming up (as AWS target tracking).
     Warmup,
+    /// With instance weights, a scale-in goes only as far as whole instances can be
+    /// retired without going below what the policies want.
+    InstanceSize,
 }
 
 impl fmt::Display for Limit {
@@ -85,6 +88,9 @@ impl fmt::Display for Limit {
             Limit::RetireLimit => "max_retire_per_cycle",
             Limit::GlobalCap => "max_total_instances (global cost cap)",
             Limit::Warmup => "instances still warming up (no scale-in until they are warm)",
+            Limit::InstanceSize => {
+                "instance weights (only whole instances are retired, never below the policies' number)"
+            }
         })
     }
 }

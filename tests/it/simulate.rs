@@ -469,7 +469,7 @@ fn a_price_table_gives_each_spot_pool_its_own_interruption_rate() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("spot_interruptions_per_hour per subnet and has none for subnet-c"),
+        err.contains("spot_interruptions_per_hour is given per subnet and has none for subnet-c"),
         "{err}"
     );
 }

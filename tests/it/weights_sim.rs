@@ -90,6 +90,15 @@ async fn a_weighted_fleet_holds_its_units_through_a_day_never_below_desired() {
             have >= desired && have < desired + 2,
             "minute {minute}: {have} units live for a desired {desired}: {now:?}"
         );
+        // A scale-in the fleet cannot make (no whole instance fits) is a hold, not a
+        // decision repeated every pass.
+        if report.fleets[0].decision.change() < 0 {
+            assert!(
+                have < before,
+                "minute {minute}: a scale-in that retired nothing: {}",
+                report.fleets[0].decision.reason()
+            );
+        }
         assert_eq!(
             report.fleets[0].live, before,
             "minute {minute}: the report counts units (as the pass found them)"

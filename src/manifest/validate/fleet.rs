@@ -98,6 +98,17 @@ pub(in crate::manifest) fn fleet(f: &FleetSpec, doc: Doc, problems: &mut Vec<Pro
                 if let Err(e) = crate::manifest::check_prices(&one) {
                     r.at(&["simulation", "prices", ty.as_str()], e);
                 }
+                if let Some(e) = p.spot_interruptions_per_hour.problem_for(&f.launch.subnets) {
+                    r.at(
+                        &[
+                            "simulation",
+                            "prices",
+                            ty.as_str(),
+                            "spot_interruptions_per_hour",
+                        ],
+                        format!("{ty}: {e}"),
+                    );
+                }
             }
         }
         if !(sim.capacity_per_instance.is_finite() && sim.capacity_per_instance > 0.0) {

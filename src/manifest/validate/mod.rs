@@ -221,6 +221,35 @@ mod tests {
         assert!(err.contains("the group's own units"), "{err}");
     }
 
+    /// Interruption rates per subnet must name exactly the fleet's subnets, checked where
+    /// they are written.
+    #[test]
+    fn per_subnet_interruption_rates_name_the_fleets_subnets() {
+        let with = |rates: &str| {
+            format!(
+                "{}simulation:\n  capacity_per_instance: 100\n  traffic: {{ synthetic: {{ base: 1, peak: 2 }} }}\n  prices:\n    m6i.large: {{ on_demand: 0.1, spot: 0.03, spot_interruptions_per_hour: {rates} }}\n",
+                FLEET.replace(
+                    "launch: { ami: ami-12345678, instance_types: [m6i.large] }",
+                    "launch: { ami: ami-12345678, instance_types: [m6i.large], subnets: [subnet-a, subnet-b] }",
+                )
+            )
+        };
+        assert!(load_str("m.yaml", &with("{ subnet-a: 0.01, subnet-b: 0.02 }")).is_ok());
+        assert!(load_str("m.yaml", &with("0.01")).is_ok());
+        let err = problems(&with("{ subnet-a: 0.01 }"));
+        assert!(
+            err.contains("m.yaml:15:") && err.contains("has none for subnet-b"),
+            "{err}"
+        );
+        let err = problems(&with("{ subnet-a: 0.01, subnet-b: 0.02, subnet-zz: 0.1 }"));
+        assert!(
+            err.contains("names subnet-zz, not in launch.subnets"),
+            "{err}"
+        );
+        let err = problems(&with("{ subnet-a: 0.01, subnet-b: 2 }"));
+        assert!(err.contains("must be between 0 and 1"), "{err}");
+    }
+
     /// Valid but probably not meant: a base at the maximum (no Spot ever), a price table
     /// without the fleet's types, weights close to the maximum. Notes, not refusals.
     #[test]
