@@ -33,8 +33,11 @@ pub struct MinuteLoad {
     /// Requests per minute.
     pub demand: f64,
     /// Capacity units serving (instances booted and not retired, each counting its
-    /// weight) during the minute. The simulator's per-target request count is per unit.
+    /// weight) during the minute.
     pub serving: u32,
+    /// The instances behind `serving` (the load balancer's targets): equal to it without
+    /// instance weights. `RequestCountPerTarget` divides by these, as ELB does.
+    pub targets: u32,
 }
 
 /// The datapoint CloudWatch would publish for a period made of `minutes` (in order; one
@@ -48,9 +51,9 @@ pub fn datapoint(meaning: Meaning, minutes: &[MinuteLoad], capacity: f64) -> Opt
     match meaning {
         Meaning::RequestCount => (requests > 0.0).then_some(requests),
         Meaning::RequestCountPerTarget => {
-            let serving =
-                minutes.iter().map(|m| f64::from(m.serving)).sum::<f64>() / minutes.len() as f64;
-            (requests > 0.0 && serving > 0.0).then(|| requests / serving)
+            let targets =
+                minutes.iter().map(|m| f64::from(m.targets)).sum::<f64>() / minutes.len() as f64;
+            (requests > 0.0 && targets > 0.0).then(|| requests / targets)
         }
         Meaning::Cpu => {
             let (sum, n) = minutes
@@ -126,7 +129,11 @@ mod tests {
 
     fn mins(v: &[(f64, u32)]) -> Vec<MinuteLoad> {
         v.iter()
-            .map(|&(demand, serving)| MinuteLoad { demand, serving })
+            .map(|&(demand, serving)| MinuteLoad {
+                demand,
+                serving,
+                targets: serving,
+            })
             .collect()
     }
 

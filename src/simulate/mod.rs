@@ -175,6 +175,8 @@ impl ManifestPolicy {
                     .map(|m| model::MinuteLoad {
                         demand: m.demand,
                         serving: m.ready,
+                        // The replay counts units, not instances (see `fleet`).
+                        targets: m.ready,
                     }),
             );
             if let Some(v) = model::datapoint(meaning, &loads, view.world.capacity) {

@@ -288,3 +288,40 @@ async fn the_global_cap_counts_instances_of_a_weighted_fleet() {
     assert!(capped, "9 units wanted, 8 fit");
     assert_eq!(units(&live(&sim)), 8);
 }
+
+/// `RequestCountPerTarget` is per target (instance) on a weighted fleet, as ELB publishes
+/// it, and target tracking scales the units in proportion, as an Auto Scaling group does:
+/// 8,000 requests a minute on 2-unit instances (2,000 a minute each at 100%) with a
+/// target of 1,600 per target settle at 5 instances, 10 units, each at 1,600.
+#[tokio::test]
+async fn per_target_metrics_are_per_instance_and_scale_units_in_proportion() {
+    let text = WEIGHTED
+        .replace(
+            "    - { instance_type: m6i.large, weighted_capacity: 1 }\n",
+            "",
+        )
+        .replace(
+            "name: RequestCount, dimensions: { TargetGroup: tg-web }, stat: Sum, kind: total }\n        target: 1000",
+            "name: RequestCountPerTarget, dimensions: { TargetGroup: tg-web }, stat: Sum }\n        target: 1600",
+        )
+        .replace(
+            "synthetic: { base: 1500, peak: 9000, noise: 0 }",
+            "synthetic: { base: 8000, peak: 8000, noise: 0 }",
+        );
+    assert!(text.contains("RequestCountPerTarget"), "{text}");
+    let (clock, sim, mut controller) = setup(&text);
+    let mut last = None;
+    for minute in 0..40 {
+        let r = controller.reconcile_once().await;
+        assert!(r.errors.is_empty(), "minute {minute}: {:?}", r.errors);
+        last = Some(r.fleets[0].decision.clone());
+        clock.advance(Duration::from_secs(60));
+    }
+    let now = live(&sim);
+    assert_eq!((now.len(), units(&now)), (5, 10), "{last:?}");
+    let reason = last.map(|d| d.reason()).unwrap_or_default();
+    assert!(
+        reason.contains("RequestCountPerTarget 1600.0/instance"),
+        "{reason}"
+    );
+}

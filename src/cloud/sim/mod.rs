@@ -514,13 +514,18 @@ impl SimCloud {
             .map(|k| {
                 let start = t - chrono::Duration::minutes(minutes - k);
                 let mid = start + chrono::Duration::seconds(30);
+                let (mut serving, mut targets) = (0, 0);
+                for (_, _, w) in lifetimes
+                    .iter()
+                    .filter(|(r, x, _)| *r <= mid && x.is_none_or(|x| x > mid))
+                {
+                    serving += *w;
+                    targets += 1;
+                }
                 MinuteLoad {
                     demand: f.demand.at(start),
-                    serving: lifetimes
-                        .iter()
-                        .filter(|(r, x, _)| *r <= mid && x.is_none_or(|x| x > mid))
-                        .map(|(_, _, w)| *w)
-                        .sum(),
+                    serving,
+                    targets,
                 }
             })
             .collect();
