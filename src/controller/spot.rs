@@ -324,7 +324,7 @@ impl Controller {
                 }
                 let got = self.realized(&req, answer.instances, observed, report);
                 self.take_cap_room(got.len() as u32);
-                info!(fleet = %spec.name, market = %market, launched = got.len(), asked = count, "action: CreateFleet");
+                info!(fleet = %spec.name, market = %market, instances = got.len(), units = crate::cloud::units(&got), asked_units = count, "action: CreateFleet");
                 Some(got)
             }
             Err(e) => {

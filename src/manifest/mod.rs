@@ -79,7 +79,18 @@ impl FleetSpec {
     /// `validate` to print (they refuse nothing).
     pub fn notes(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.auto_scaling_group.is_some() && !self.launch.instance_types.is_empty() {
+            out.push("launch.instance_types is not used for a fleet backed by an Auto Scaling group: the group's launch template and mixed instances policy choose the types".into());
+        }
         if let Some(d) = &self.launch.instances_distribution {
+            if !d.uses_spot()
+                && d.spot_allocation_strategy != crate::manifest::SpotAllocationStrategy::default()
+            {
+                out.push(format!(
+                    "spot_allocation_strategy {} is set, but on_demand_percentage_above_base_capacity is 100: no capacity goes to Spot",
+                    d.spot_allocation_strategy.as_aws()
+                ));
+            }
             if let OnDemandBase::Units(n) = d.on_demand_base_capacity {
                 if d.uses_spot() && n >= self.capacity.max {
                     out.push(format!(
@@ -109,7 +120,12 @@ impl FleetSpec {
             }
         }
         let w = self.launch.max_weight();
-        if w > 1 && self.capacity.max < 2 * w {
+        if w > 1 && self.capacity.max < w {
+            out.push(format!(
+                "one instance of the heaviest type ({w} units) is more than capacity.max {}: a fleet holding one stands above its maximum",
+                self.capacity.max
+            ));
+        } else if w > 1 && self.capacity.max < 2 * w {
             out.push(format!(
                 "capacity.max {} is less than twice the largest weighted_capacity ({w}): an instance of that type is most of the fleet; AWS advises a desired capacity of at least two to three times the largest weight",
                 self.capacity.max

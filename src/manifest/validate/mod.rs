@@ -299,6 +299,36 @@ mod tests {
                 .any(|n| n.contains("twice the largest weighted_capacity (8)")),
             "{heavy:?}"
         );
+        let heavier = fleet(
+            "launch: { ami: ami-12345678, instance_types: [{ instance_type: m6i.8xlarge, weighted_capacity: 16 }] }",
+            "",
+        );
+        assert!(
+            heavier
+                .iter()
+                .any(|n| n.contains("(16 units) is more than capacity.max 10")),
+            "{heavier:?}"
+        );
+        let grouped = fleet(
+            "auto_scaling_group: web-asg\nlaunch: { instance_types: [m6i.large] }",
+            "",
+        );
+        assert!(
+            grouped
+                .iter()
+                .any(|n| n.contains("not used for a fleet backed by an Auto Scaling group")),
+            "{grouped:?}"
+        );
+        let no_spot = fleet(
+            "launch:\n  launch_template: { name: web, version: \"1\" }\n  instances_distribution: { spot_allocation_strategy: lowest-price }",
+            "",
+        );
+        assert!(
+            no_spot
+                .iter()
+                .any(|n| n.contains("no capacity goes to Spot")),
+            "{no_spot:?}"
+        );
     }
 
     /// A controller setting is reported at its own key, not at the top of the file.
