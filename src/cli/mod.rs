@@ -483,19 +483,13 @@ pub fn render_plan(report: &PassReport) -> String {
             }
         }
         s.push_str(&format!("    reason {}\n", d.reason()));
-        if f.instances != f.live {
-            s.push_str(&format!(
-                "    capacity in units (instance weights): {} units on {} instances\n",
-                f.live, f.instances
-            ));
-        }
-        if f.spot > 0 {
-            s.push_str(&format!(
-                "    market {} On-Demand, {} Spot\n",
-                f.live.saturating_sub(f.spot),
-                f.spot
-            ));
-        }
+        s.push_str(&reads::capacity_lines(
+            "    ",
+            "market",
+            f.live,
+            f.instances,
+            f.spot,
+        ));
         for w in &d.warnings {
             s.push_str(&format!("    warning {w}\n"));
         }

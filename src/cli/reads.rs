@@ -133,6 +133,28 @@ pub async fn status(a: StatusArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The lines under a fleet that say how its capacity is made up, each starting with
+/// `indent`: with instance weights, `N units on M instances`; with Spot, the split by
+/// market (`market` is its label). `instances` 0 (an answer from an older daemon) says
+/// nothing of weights.
+pub fn capacity_lines(indent: &str, market: &str, units: u32, instances: u32, spot: u32) -> String {
+    let mut out = String::new();
+    let weighted = instances != 0 && instances != units;
+    if weighted {
+        out.push_str(&format!(
+            "{indent}capacity in units (instance weights): {units} units on {instances} instances\n"
+        ));
+    }
+    if spot > 0 {
+        out.push_str(&format!(
+            "{indent}{market} {} On-Demand, {spot} Spot{}\n",
+            units.saturating_sub(spot),
+            if weighted { " (units)" } else { "" }
+        ));
+    }
+    out
+}
+
 /// How many of a running rollout's newest events the table shows.
 const STATUS_EVENTS: usize = 3;
 
@@ -163,22 +185,13 @@ pub fn status_table(status: &Status) -> String {
             f.live_build,
             rollout
         ));
-        // An answer without `instances` (an older daemon) says nothing of weights.
-        let weighted = f.instances != 0 && f.instances != f.current;
-        if weighted {
-            out.push_str(&format!(
-                "  capacity in units (instance weights): {} units on {} instances\n",
-                f.current, f.instances
-            ));
-        }
-        if f.spot > 0 {
-            out.push_str(&format!(
-                "  market: {} On-Demand, {} Spot{}\n",
-                f.current.saturating_sub(f.spot),
-                f.spot,
-                if weighted { " (units)" } else { "" }
-            ));
-        }
+        out.push_str(&capacity_lines(
+            "  ",
+            "market:",
+            f.current,
+            f.instances,
+            f.spot,
+        ));
         if let Some(r) = &f.rollout {
             let why = if r.gate_reason.is_empty() {
                 String::new()
