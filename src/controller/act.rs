@@ -122,6 +122,7 @@ impl Controller {
                     &live,
                     &current.id,
                     crate::cloud::market::retirements(have, want),
+                    want.on_demand,
                 )
             } else {
                 live.clone()

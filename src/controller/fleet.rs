@@ -157,6 +157,7 @@ impl Controller {
                         &live,
                         "",
                         crate::cloud::market::retirements(have, want),
+                        want.on_demand,
                     )
                 }
                 None => super::plan::choose_victims(&live, "", n),
@@ -241,12 +242,19 @@ impl Controller {
         if let Some(state) = self.fleets.get_mut(&spec.name) {
             state.last_decided = (!self.dry_run).then_some(decision.desired);
             let held = decision.limits.contains(&policy::Limit::GlobalCap);
-            if held && !state.held_by_cap {
-                warn!(fleet = %spec.name, desired = decision.desired, wanted = decision.recommended, cap = ?self.config.controller.max_total_instances, "max_total_instances (global cost cap) holds the fleet below what its policies want; raise the cap or lower other fleets");
-            } else if !held && state.held_by_cap {
-                info!(fleet = %spec.name, desired = decision.desired, "max_total_instances no longer holds the fleet back");
+            if held {
+                if !state.held_by_cap {
+                    warn!(fleet = %spec.name, desired = decision.desired, wanted = decision.recommended, cap = self.config.controller.max_total_instances.unwrap_or_default(), "max_total_instances (global cost cap) holds the fleet below what its policies want; raise the cap or lower other fleets");
+                }
+                state.held_by_cap = true;
+                state.unheld_passes = 0;
+            } else if state.held_by_cap {
+                state.unheld_passes += 1;
+                if state.unheld_passes >= super::state::CAP_RELEASED_PASSES {
+                    info!(fleet = %spec.name, desired = decision.desired, passes = state.unheld_passes, "max_total_instances has not held the fleet back for {} passes", state.unheld_passes);
+                    state.held_by_cap = false;
+                }
             }
-            state.held_by_cap = held;
         }
         for w in &decision.warnings {
             warn!(fleet = %spec.name, "metric missing or stale, holding capacity: {w}");

@@ -183,7 +183,7 @@ impl Controller {
             batch.push(i);
         }
         let n = crate::cloud::units(batch.iter().copied());
-        info!(fleet = %spec.name, instances = batch.len(), units = n, serving, desired = d.desired, "the replacements are in service; retiring the instances EC2 asked to replace");
+        info!(fleet = %spec.name, instances = batch.len(), units = n, serving, desired = d.desired, "the replacements are in service; retiring the instances they replace");
         self.retire(spec, &build.id, &batch, n, now, report).await;
     }
 }

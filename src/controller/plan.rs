@@ -170,19 +170,39 @@ pub fn pools(spec: &FleetSpec, first_subnet: Option<&str>) -> Vec<crate::cloud::
         .collect()
 }
 
-/// Choose instances to retire by market: `n.on_demand` of the On-Demand ones and
-/// `n.spot` of the Spot ones, each by [`choose_victims`].
+/// Choose instances to retire by market: `n.on_demand` units of the On-Demand ones and
+/// `n.spot` of the Spot ones, each by [`choose_victims`]. With instance weights a
+/// market's part may be smaller than any of its instances; what that leaves of the whole
+/// (`n.total()`) is then taken from Spot, and from On-Demand only while it keeps
+/// `on_demand_floor` units (its share), so the fleet still gets as close to its size as
+/// whole instances allow.
 pub fn choose_victims_by_market<'a>(
     live: &[&'a Instance],
     build: &str,
     n: crate::cloud::market::Split,
+    on_demand_floor: u32,
 ) -> Vec<&'a Instance> {
-    use crate::cloud::Market;
+    use crate::cloud::{units, Market};
     let of = |m: Market| -> Vec<&'a Instance> {
         live.iter().copied().filter(|i| i.market == m).collect()
     };
-    let mut out = choose_victims(&of(Market::Spot), build, n.spot);
-    out.extend(choose_victims(&of(Market::OnDemand), build, n.on_demand));
+    let (spot, od) = (of(Market::Spot), of(Market::OnDemand));
+    let mut out = choose_victims(&spot, build, n.spot);
+    out.extend(choose_victims(&od, build, n.on_demand));
+    let chosen = |out: &[&Instance], i: &Instance| out.iter().any(|o| o.id == i.id);
+    let mut left = n.total().saturating_sub(units(out.iter().copied()));
+    if left > 0 {
+        let rest: Vec<&Instance> = spot.iter().copied().filter(|i| !chosen(&out, i)).collect();
+        let more = choose_victims(&rest, build, left);
+        left -= units(more.iter().copied());
+        out.extend(more);
+    }
+    if left > 0 {
+        let od_left = units(od.iter().copied().filter(|i| !chosen(&out, i)));
+        let room = od_left.saturating_sub(on_demand_floor);
+        let rest: Vec<&Instance> = od.iter().copied().filter(|i| !chosen(&out, i)).collect();
+        out.extend(choose_victims(&rest, build, left.min(room)));
+    }
     out
 }
 

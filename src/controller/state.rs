@@ -49,7 +49,13 @@ pub(super) struct FleetState {
     /// The global cap (`max_total_instances`) held the last decision below what the
     /// policies wanted: said once when it starts and once when it ends.
     pub(super) held_by_cap: bool,
+    /// Passes in a row the cap has not held the fleet (it is said to be released after
+    /// [`CAP_RELEASED_PASSES`], so a fleet hovering at the cap is not reported every pass).
+    pub(super) unheld_passes: u32,
 }
+
+/// Passes without the global cap holding a fleet before that is reported.
+pub(super) const CAP_RELEASED_PASSES: u32 = 10;
 
 /// The part of a fleet's in-memory state a restarted daemon needs back to continue a
 /// rollout exactly: which old instances were put on standby (so they are not registered

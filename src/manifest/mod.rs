@@ -194,13 +194,14 @@ impl LaunchSpec {
 
     /// Capacity units an instance of `instance_type` counts for: its `weighted_capacity`,
     /// or 1 (a type without a weight, or not in the list: the launch template's own, one
-    /// removed since it was launched).
+    /// removed since it was launched). Never 0, even for a manifest validation refuses.
     pub fn weight_of(&self, instance_type: &str) -> u32 {
         self.instance_types
             .iter()
             .find(|t| t.instance_type == instance_type)
             .and_then(|t| t.weighted_capacity)
             .unwrap_or(1)
+            .max(1)
     }
 
     /// Whether capacity is counted in weighted units rather than instances.

@@ -159,17 +159,17 @@ impl Metrics {
         };
         registry.register(
             "fleet_desired_instances",
-            "Capacity the controller decided on",
+            "Capacity the controller decided on (capacity units with instance weights)",
             m.desired.clone(),
         );
         registry.register(
             "fleet_current_instances",
-            "Instances in the fleet, every build (booting included, retiring not)",
+            "Instances in the fleet, every build (booting included, retiring not; capacity units with instance weights)",
             m.current.clone(),
         );
         registry.register(
             "fleet_ready_instances",
-            "Instances serving traffic, every build: running, not retiring, registered with the target group",
+            "Instances serving traffic, every build: running, not retiring, registered with the target group (capacity units with instance weights)",
             m.ready.clone(),
         );
         registry.register(
@@ -179,17 +179,17 @@ impl Metrics {
         );
         registry.register(
             "fleet_booting_instances",
-            "Instances live but not serving yet (booting, warming up, before their smoke test)",
+            "Instances live but not serving yet (booting, warming up, before their smoke test; units with instance weights)",
             m.booting.clone(),
         );
         registry.register(
             "fleet_retiring_instances",
-            "Instances draining before termination",
+            "Instances draining before termination (units with instance weights)",
             m.retiring.clone(),
         );
         registry.register(
             "fleet_spot_instances",
-            "Of the live instances (fleet_current_instances), those bought on Spot",
+            "Of the live instances (fleet_current_instances), those bought on Spot (units with instance weights)",
             m.spot.clone(),
         );
         registry.register(

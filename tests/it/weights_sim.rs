@@ -325,3 +325,59 @@ async fn per_target_metrics_are_per_instance_and_scale_units_in_proportion() {
         "{reason}"
     );
 }
+
+/// A weighted fleet half On-Demand, half Spot: when each market is less than an instance
+/// above its share but the fleet is a whole instance above its size, a Spot instance goes
+/// (On-Demand stays at or above its share). Through an afternoon and evening, no
+/// scale-in decision is left undone, and On-Demand never drops below its share.
+#[tokio::test]
+async fn a_weighted_mixed_fleet_scales_in_across_markets() {
+    let text = WEIGHTED
+        .replace(
+            "  ami: ami-00000001\n",
+            "  launch_template: { name: web, version: \"1\" }\n",
+        )
+        .replace(
+            "    - { instance_type: m6i.large, weighted_capacity: 1 }\n",
+            "",
+        )
+        .replace(
+            "  subnets: [subnet-a, subnet-b]\n",
+            "  subnets: [subnet-a, subnet-b]\n  instances_distribution: { on_demand_base_capacity: 0, on_demand_percentage_above_base_capacity: 50 }\n",
+        )
+        .replace("capacity: { min: 2, max: 14 }", "capacity: { min: 2, max: 40 }")
+        .replace(
+            "synthetic: { base: 1500, peak: 9000, noise: 0 }",
+            "synthetic: { base: 1000, peak: 15000, noise: 0 }",
+        );
+    let (clock, sim, mut controller) = setup(&text);
+    clock.advance(Duration::from_secs(7 * 3600));
+    let mut scaled_in = 0;
+    for minute in 0..10 * 60 {
+        let before = units(&live(&sim));
+        let r = controller.reconcile_once().await;
+        assert!(r.errors.is_empty(), "minute {minute}: {:?}", r.errors);
+        let d = &r.fleets[0].decision;
+        let now = live(&sim);
+        if d.change() < 0 {
+            assert!(
+                units(&now) < before,
+                "minute {minute}: a scale-in that retired nothing: {}",
+                d.reason()
+            );
+            scaled_in += 1;
+        }
+        let od: u32 = now
+            .iter()
+            .filter(|i| i.market == Market::OnDemand)
+            .map(weight)
+            .sum();
+        let share = coxswain::cloud::market::split(units(&now), 0, 50).on_demand;
+        assert!(
+            od + 1 >= share,
+            "minute {minute}: {od} On-Demand units for a share of {share}"
+        );
+        clock.advance(Duration::from_secs(60));
+    }
+    assert!(scaled_in > 3, "the evening should scale in: {scaled_in}");
+}

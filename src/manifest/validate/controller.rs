@@ -74,11 +74,18 @@ pub(in crate::manifest) fn set(
             "a second `kind: Controller` document: keep controller settings in one place",
         );
     }
-    // The fewest instances each fleet's minimum can be (with instance weights, its units
-    // on the heaviest type).
+    // The instances each fleet's minimum takes (with instance weights, its units on the
+    // first type, which the daemon launches first).
     let minimums: u64 = fleets
         .iter()
-        .map(|(f, _)| u64::from(f.capacity.min.div_ceil(f.launch.max_weight())))
+        .map(|(f, _)| {
+            let w = f
+                .launch
+                .type_names()
+                .first()
+                .map_or(1, |t| f.launch.weight_of(t));
+            u64::from(f.capacity.min.div_ceil(w))
+        })
         .sum();
     for (c, doc) in controllers {
         if let Some(cap) = c

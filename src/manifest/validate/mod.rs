@@ -331,6 +331,26 @@ mod tests {
         );
     }
 
+    /// With instance weights the cap is compared with the instances the minimum takes on
+    /// the first type (the one launched first): 8 units on 2-unit instances are 4.
+    #[test]
+    fn the_cap_check_counts_instances_of_the_first_type() {
+        let text = |cap: u32| {
+            format!(
+                "kind: Controller\ncontroller_id: main\nmax_total_instances: {cap}\n---\n{}",
+                FLEET
+                    .replace(
+                        "launch: { ami: ami-12345678, instance_types: [m6i.large] }",
+                        "launch: { ami: ami-12345678, instance_types: [{ instance_type: m6i.xlarge, weighted_capacity: 2 }, { instance_type: m6i.2xlarge, weighted_capacity: 4 }] }",
+                    )
+                    .replace("capacity: { min: 3, max: 10 }", "capacity: { min: 8, max: 20 }")
+            )
+        };
+        assert!(load_str("m.yaml", &text(4)).is_ok());
+        let err = problems(&text(3));
+        assert!(err.contains("capacity.min added up (4 instances)"), "{err}");
+    }
+
     /// A controller setting is reported at its own key, not at the top of the file.
     #[test]
     fn controller_problems_point_at_their_key() {
