@@ -92,9 +92,6 @@ pub struct Minute {
     pub served: f64,
     /// Of the billed instances (ready + booting), those bought on Spot.
     pub spot: u32,
-    /// What those Spot instances cost per hour, each at its pool's price (USD; 0 without
-    /// a price table).
-    pub spot_usd_per_hour: f64,
 }
 
 /// What a policy sees when it decides at the start of a minute.
@@ -243,6 +240,17 @@ pub struct Run {
     pub short_lived: u64,
     /// Spot interruption warnings received.
     pub interruptions: u64,
+    /// Per minute, what the billed Spot instances cost per hour, each at its pool's price
+    /// (USD). Empty for a run without Spot, where it is 0 every minute: kept apart from
+    /// [`Minute`] so that runs without a market (most of a sweep) do not carry it.
+    pub spot_usd_per_hour: Vec<f64>,
+}
+
+impl Run {
+    /// What the billed Spot instances cost per hour in minute `i` (0 without Spot).
+    pub fn spot_usd_at(&self, i: usize) -> f64 {
+        self.spot_usd_per_hour.get(i).copied().unwrap_or(0.0)
+    }
 }
 
 /// Replay the demand through `policy`, starting with `initial` instances serving, all
@@ -264,8 +272,10 @@ pub fn run_in_market(
     let boot = i64::from(world.boot);
     let initial = policy.initial(initial);
     // The fleet starts warm and serving.
+    let has_market = market.is_some();
     let mut fleet = Instances::new(initial, boot, market);
     let mut minutes: Vec<Minute> = Vec::with_capacity(demand.len());
+    let mut spot_usd: Vec<f64> = Vec::with_capacity(if has_market { demand.len() } else { 0 });
     let (mut launches, mut retirements, mut short_lived, mut interruptions) =
         (0u64, 0u64, 0u64, 0u64);
     for (m, &d) in demand.iter().enumerate() {
@@ -309,8 +319,10 @@ pub fn run_in_market(
             booting: billed - ready,
             served,
             spot: live.spot + step.retired_spot + fleet.doomed(),
-            spot_usd_per_hour: fleet.spot_usd_per_hour() + step.retired_spot_usd_per_hour,
         });
+        if has_market {
+            spot_usd.push(fleet.spot_usd_per_hour() + step.retired_spot_usd_per_hour);
+        }
     }
     Run {
         policy: policy.name(),
@@ -319,6 +331,7 @@ pub fn run_in_market(
         retirements,
         short_lived,
         interruptions,
+        spot_usd_per_hour: spot_usd,
     }
 }
 
@@ -395,11 +408,11 @@ pub fn summarize(run: &Run, limit: u64) -> Summary {
         spot_usd: None,
         spot_usd_hour_minutes: 0.0,
     };
+    s.spot_usd_hour_minutes = run.spot_usd_per_hour.iter().sum();
     for m in &run.minutes {
         let live = m.ready + m.booting;
         s.instance_minutes += u64::from(live);
         s.spot_instance_minutes += u64::from(m.spot);
-        s.spot_usd_hour_minutes += m.spot_usd_per_hour;
         s.peak_instances = s.peak_instances.max(live);
         s.requests += m.demand;
         s.unserved_requests += m.demand - m.served;

@@ -110,7 +110,7 @@ pub fn timeline_csv<W: Write>(out: &mut W, run: &Run, replay: &Replay) -> io::Re
             m.booting,
             m.served,
             m.spot,
-            m.spot_usd_per_hour
+            run.spot_usd_at(i)
         )?;
     }
     w.flush()
