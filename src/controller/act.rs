@@ -115,18 +115,8 @@ impl Controller {
             let n = d.current - d.desired;
             // With an instances distribution, the market above its share gives them up
             // (Spot first), so the On-Demand base stays.
-            let pool: Vec<&Instance> = if spec.launch.instances_distribution.is_some() {
-                let have = super::spot::have(&live);
-                let want = self.wanted_split(spec, have.total().saturating_sub(n));
-                plan::choose_victims_by_market(
-                    &live,
-                    &current.id,
-                    crate::cloud::market::retirements(have, want),
-                    want.on_demand,
-                )
-            } else {
-                live.clone()
-            };
+            let floor = self.floor_of(spec);
+            let pool = super::spot::scale_in_victims(spec, &live, &current.id, n, floor);
             retired = self.retire(spec, &current.id, &pool, n, now, report).await;
         }
         // An instance retired this pass must not be registered again by the refresh.

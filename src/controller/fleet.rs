@@ -138,31 +138,9 @@ impl Controller {
                 })
                 .collect();
             let n = decision.current - decision.desired;
-            // As `act_direct` chooses: by market when the fleet has a distribution.
-            let victims = match &spec.launch.instances_distribution {
-                Some(d) => {
-                    let have = super::spot::have(&live);
-                    let base = match d.on_demand_base_capacity {
-                        crate::manifest::OnDemandBase::Units(b) => b,
-                        crate::manifest::OnDemandBase::Floor => {
-                            state.on_demand_floor.as_ref().map_or(0, |(_, f)| *f)
-                        }
-                    };
-                    let want = crate::cloud::market::split(
-                        have.total().saturating_sub(n),
-                        base,
-                        d.on_demand_percentage_above_base_capacity,
-                    );
-                    super::plan::choose_victims_by_market(
-                        &live,
-                        "",
-                        crate::cloud::market::retirements(have, want),
-                        want.on_demand,
-                    )
-                }
-                None => super::plan::choose_victims(&live, "", n),
-            };
-            let removable = crate::cloud::units(victims);
+            let floor = state.on_demand_floor.as_ref().map(|(_, f)| *f);
+            let removable =
+                crate::cloud::units(super::spot::scale_in_victims(spec, &live, "", n, floor));
             if removable < n {
                 decision.desired = decision.current - removable;
                 decision.limits.push(policy::Limit::InstanceSize);

@@ -17,6 +17,50 @@ use tracing::{error, info, warn};
 /// out of capacity for this long.
 pub const MOVE_BACK_QUIET: chrono::Duration = chrono::Duration::minutes(10);
 
+/// A distribution's On-Demand base: its number, or for `floor` the fleet's 24-hour floor
+/// (`floor`; 0 before it has one).
+fn base_of(d: &InstancesDistribution, floor: Option<u32>) -> u32 {
+    match d.on_demand_base_capacity {
+        OnDemandBase::Units(n) => n,
+        OnDemandBase::Floor => floor.unwrap_or(0),
+    }
+}
+
+/// The split a fleet of `total` units should have, given its 24-hour floor; all
+/// On-Demand without a distribution.
+pub(super) fn split_for(spec: &FleetSpec, total: u32, floor: Option<u32>) -> Split {
+    match &spec.launch.instances_distribution {
+        Some(d) => market::split(
+            total,
+            base_of(d, floor),
+            d.on_demand_percentage_above_base_capacity,
+        ),
+        None => Split {
+            on_demand: total,
+            spot: 0,
+        },
+    }
+}
+
+/// The instances a scale-in of `n` units retires from `live`: with a distribution, the
+/// market above its share first and On-Demand never below it
+/// ([`plan::choose_victims_by_market`]); otherwise [`plan::choose_victims`]. With instance
+/// weights they may hold fewer than `n` units. The decision and the action both ask this.
+pub(super) fn scale_in_victims<'a>(
+    spec: &FleetSpec,
+    live: &[&'a Instance],
+    build: &str,
+    n: u32,
+    floor: Option<u32>,
+) -> Vec<&'a Instance> {
+    if spec.launch.instances_distribution.is_none() {
+        return plan::choose_victims(live, build, n);
+    }
+    let have = have(live);
+    let want = split_for(spec, have.total().saturating_sub(n), floor);
+    plan::choose_victims_by_market(live, build, market::retirements(have, want), want.on_demand)
+}
+
 /// Live capacity by market, in units (instances without weights).
 pub fn have(live: &[&Instance]) -> Split {
     let of = |m: Market| crate::cloud::units(live.iter().copied().filter(|i| i.market == m));
@@ -27,32 +71,17 @@ pub fn have(live: &[&Instance]) -> Split {
 }
 
 impl Controller {
-    /// The On-Demand base of `spec`'s distribution now: its number, or for `floor` the
-    /// least capacity decided over the last 24 hours (see `FleetState::on_demand_floor`).
-    pub(super) fn on_demand_base(&self, spec: &FleetSpec, d: &InstancesDistribution) -> u32 {
-        match d.on_demand_base_capacity {
-            OnDemandBase::Units(n) => n,
-            OnDemandBase::Floor => self
-                .fleets
-                .get(&spec.name)
-                .and_then(|s| s.on_demand_floor.as_ref())
-                .map_or(0, |(_, floor)| *floor),
-        }
+    /// The fleet's 24-hour floor, once it has one.
+    pub(super) fn floor_of(&self, spec: &FleetSpec) -> Option<u32> {
+        self.fleets
+            .get(&spec.name)
+            .and_then(|s| s.on_demand_floor.as_ref())
+            .map(|(_, floor)| *floor)
     }
 
     /// The split a fleet of `total` should have.
     pub(super) fn wanted_split(&self, spec: &FleetSpec, total: u32) -> Split {
-        match &spec.launch.instances_distribution {
-            Some(d) => market::split(
-                total,
-                self.on_demand_base(spec, d),
-                d.on_demand_percentage_above_base_capacity,
-            ),
-            None => Split {
-                on_demand: total,
-                spot: 0,
-            },
-        }
+        split_for(spec, total, self.floor_of(spec))
     }
 
     /// The up to `n` instances of `pool` (instances of one build, a part of the fleet's
