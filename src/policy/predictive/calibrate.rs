@@ -2,50 +2,87 @@
 //! forecasts ([`Tail`]), the multiplier each regime gets for the loss budget, and the
 //! check that the seasonal estimate holds up (see the parent module's documentation).
 
-use super::{DemandModel, Score, MAX_EXCEEDANCE, MIN_REGIME, MIN_SCORES, SEASONAL_TOLERANCE};
+use super::{
+    DemandModel, Score, MAX_EXCEEDANCE, MIN_REGIME, MIN_SCORES, REGIMES, SEASONAL_TOLERANCE,
+};
+
+/// One residual: (residual in units of its scale, the scale, the slot it scored).
+type Entry = (f32, f32, i64);
 
 /// Residuals sorted from the largest, with running sums, to price any headroom quickly.
+///
+/// Kept across calibrations: new residuals wait in `pending` and are merged in (and those
+/// older than the scored window dropped) by [`Tail::refresh`], a linear pass, instead of
+/// sorting the whole window again every hour. With 14 days of one-minute slots that is
+/// the difference between the replay of a season taking one second or five.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Tail {
-    z: Vec<f64>,
+    items: Vec<Entry>,
     /// `sum_s[i]`, `sum_sz[i]`: sums of `s` and `s * z` over the first `i` residuals.
     sum_s: Vec<f64>,
     sum_sz: Vec<f64>,
+    pending: Vec<Entry>,
 }
 
 impl Tail {
-    pub(super) fn new<'a>(scores: impl Iterator<Item = &'a Score>) -> Tail {
-        Tail::from_pairs(scores.map(|s| (s.z, s.s)))
-    }
-
-    /// From (residual in units of `s`, `s`) pairs.
+    /// From (residual in units of `s`, `s`) pairs, all at once.
+    #[cfg(test)]
     pub(super) fn from_pairs(pairs: impl Iterator<Item = (f64, f64)>) -> Tail {
-        let mut v: Vec<(f64, f64)> = pairs.collect();
-        v.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-        let mut t = Tail {
-            z: Vec::with_capacity(v.len()),
-            sum_s: Vec::with_capacity(v.len() + 1),
-            sum_sz: Vec::with_capacity(v.len() + 1),
-        };
-        let (mut ss, mut ssz) = (0.0, 0.0);
-        t.sum_s.push(0.0);
-        t.sum_sz.push(0.0);
-        for (z, s) in v {
-            ss += s;
-            ssz += s * z;
-            t.z.push(z);
-            t.sum_s.push(ss);
-            t.sum_sz.push(ssz);
+        let mut t = Tail::default();
+        for (z, s) in pairs {
+            t.push(z, s, 0);
         }
+        t.refresh(0);
         t
     }
 
+    /// A residual `z` (in units of `s`) scored at `slot`; counted from the next refresh.
+    pub(super) fn push(&mut self, z: f64, s: f64, slot: i64) {
+        self.pending.push((z as f32, s as f32, slot));
+    }
+
+    /// Merge the pending residuals in and drop those scored before slot `oldest`.
+    pub(super) fn refresh(&mut self, oldest: i64) {
+        let by_z = |a: &Entry, b: &Entry| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2));
+        let mut fresh = std::mem::take(&mut self.pending);
+        fresh.retain(|e| e.2 >= oldest);
+        fresh.sort_unstable_by(by_z);
+        let kept = self.items.iter().filter(|e| e.2 >= oldest).copied();
+        let mut merged = Vec::with_capacity(self.items.len() + fresh.len());
+        let mut fresh = fresh.into_iter().peekable();
+        for e in kept {
+            while let Some(f) = fresh.next_if(|f| by_z(f, &e).is_le()) {
+                merged.push(f);
+            }
+            merged.push(e);
+        }
+        merged.extend(fresh);
+        self.items = merged;
+        self.sum_s.clear();
+        self.sum_sz.clear();
+        let (mut ss, mut ssz) = (0.0, 0.0);
+        self.sum_s.push(0.0);
+        self.sum_sz.push(0.0);
+        for &(z, s, _) in &self.items {
+            let (z, s) = (f64::from(z), f64::from(s));
+            ss += s;
+            ssz += s * z;
+            self.sum_s.push(ss);
+            self.sum_sz.push(ssz);
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
-        self.z.len()
+        self.items.len()
+    }
+
+    fn z(&self, i: usize) -> f64 {
+        f64::from(self.items[i].0)
     }
 
     /// Requests that headroom `z` would have left unserved.
     pub(super) fn loss(&self, z: f64) -> f64 {
-        let above = self.z.partition_point(|x| *x > z);
+        let above = self.items.partition_point(|x| f64::from(x.0) > z);
         self.sum_sz[above] - z * self.sum_s[above]
     }
 
@@ -53,19 +90,23 @@ impl Tail {
     pub(super) fn z_at(&self, e: f64) -> f64 {
         let total = self.sum_s.last().copied().unwrap_or(0.0);
         let i = self.sum_s[1..].partition_point(|c| *c <= e * total);
-        self.z.get(i).or(self.z.last()).copied().unwrap_or(0.0)
+        self.items
+            .get(i)
+            .or(self.items.last())
+            .map_or(0.0, |x| f64::from(x.0))
     }
 
     /// The smallest headroom whose loss is within `budget` (loss falls as z grows).
     pub(super) fn z_for_budget(&self, budget: f64) -> f64 {
         // Walking down from the largest residual, loss(Z) = sum(s z) - Z sum(s) over the
         // residuals above Z; stop at the first one where the budget breaks.
-        for (i, z) in self.z.iter().enumerate() {
+        for i in 0..self.items.len() {
+            let z = self.z(i);
             if self.sum_sz[i] - z * self.sum_s[i] > budget {
                 return (self.sum_sz[i] - budget) / self.sum_s[i];
             }
         }
-        let n = self.z.len();
+        let n = self.items.len();
         if self.sum_s[n] > 0.0 {
             (self.sum_sz[n] - budget) / self.sum_s[n]
         } else {
@@ -74,88 +115,139 @@ impl Tail {
     }
 }
 
+/// The residual tails a model keeps, one per headroom regime plus the pooled residuals
+/// (for regimes with too few of their own) and the two forecasts the seasonal check
+/// compares.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Tails {
+    regimes: [Tail; REGIMES],
+    pooled: Tail,
+    plain: Tail,
+    seasonal: Tail,
+}
+
+impl Tails {
+    /// Add a newly scored slot.
+    pub(super) fn push(&mut self, slot: i64, s: &Score) {
+        self.regimes[usize::from(s.regime)].push(f64::from(s.z), f64::from(s.s), slot);
+        self.pooled.push(f64::from(s.z), f64::from(s.s), slot);
+        let actual = f64::from(s.actual);
+        let (fp, sp) = (f64::from(s.f_plain), f64::from(s.s_plain));
+        let (fs, ss) = (f64::from(s.f_seasonal), f64::from(s.s_seasonal));
+        self.plain.push((actual - fp) / sp, sp, slot);
+        self.seasonal.push((actual - fs) / ss, ss, slot);
+    }
+
+    pub(super) fn clear(&mut self) {
+        *self = Tails::default();
+    }
+
+    /// Merge new residuals in; drop those scored before `oldest`, and from the seasonal
+    /// check's two those scored before `oldest_seasonal`.
+    fn refresh(&mut self, oldest: i64, oldest_seasonal: i64) {
+        for t in self.regimes.iter_mut() {
+            t.refresh(oldest);
+        }
+        self.pooled.refresh(oldest);
+        self.plain.refresh(oldest_seasonal);
+        self.seasonal.refresh(oldest_seasonal);
+    }
+
+    /// Regime `i`'s headroom for exceedance share `e`: its own residuals', or the pooled
+    /// residuals' when it has fewer than [`MIN_REGIME`].
+    fn z_at(&self, i: usize, e: f64) -> f64 {
+        let own = &self.regimes[i];
+        if own.len() >= MIN_REGIME {
+            own.z_at(e)
+        } else {
+            self.pooled.z_at(e)
+        }
+        .max(-2.0)
+    }
+
+    /// Requests the regimes' headrooms for share `e` would have left unserved.
+    fn loss_at(&self, e: f64) -> f64 {
+        (0..REGIMES)
+            .map(|i| self.regimes[i].loss(self.z_at(i, e)))
+            .sum()
+    }
+}
+
 impl DemandModel {
-    /// The smallest multiplier `Z` for which serving `forecast + Z * scale` would have left
-    /// at most `loss_budget` of the scored requests unserved.
+    /// The headroom multiplier `Z` of each regime for which serving `forecast + Z * scale`
+    /// would have left at most `loss_budget` of the scored requests unserved.
     pub(super) fn calibrate(&mut self, check_seasonal: bool) {
+        let (Some(oldest), Some(newest)) = (
+            self.scores.front().map(|s| s.slot),
+            self.scores.back().map(|s| s.slot),
+        ) else {
+            self.z = None;
+            return;
+        };
+        self.tails
+            .refresh(oldest, newest - self.seasonal_window + 1);
         if self.scores.len() < MIN_SCORES {
             self.z = None;
             return;
         }
-        let total: f64 = self.scores.iter().map(|s| s.actual).sum();
+        let total: f64 = self.scores.iter().map(|s| f64::from(s.actual)).sum();
         let budget = total * self.loss_budget;
         if check_seasonal {
-            self.seasonal = self.seasonal_holds_up(budget);
+            self.seasonal = self.seasonal_holds_up(newest - self.seasonal_window + 1);
         }
-        self.vol_long =
-            (self.scores.iter().map(|s| s.r * s.r).sum::<f64>() / self.scores.len() as f64).sqrt();
-        let calm = Tail::new(self.scores.iter().filter(|s| !s.rising));
-        let rising = Tail::new(self.scores.iter().filter(|s| s.rising));
-        let cap = MAX_EXCEEDANCE;
-        if calm.len() < MIN_REGIME || rising.len() < MIN_REGIME {
-            let all = Tail::new(self.scores.iter());
-            let capped = all.z_at(cap);
-            let z = all.z_for_budget(budget).min(capped).max(-2.0);
-            let lost = all.loss(z);
-            self.budget_unmet = (lost > budget * (1.0 + 1e-9) && total > 0.0).then(|| lost / total);
-            self.z = Some((z, z));
-            return;
-        }
+        self.vol_long = (self
+            .scores
+            .iter()
+            .map(|s| f64::from(s.r) * f64::from(s.r))
+            .sum::<f64>()
+            / self.scores.len() as f64)
+            .sqrt();
         // The same share of each regime's residual weight is left above its headroom (the
         // cheapest way to meet a budget across regimes), as large a share as the budget
         // allows, but never above the cap: past it, more headroom buys almost nothing, and
         // one rare surprise would set the headroom for days.
+        let cap = MAX_EXCEEDANCE;
         let mut e = 0.5_f64;
         let step = (cap / e).powf(1.0 / 64.0);
         while e > cap {
-            if calm.loss(calm.z_at(e)) + rising.loss(rising.z_at(e)) <= budget {
+            if self.tails.loss_at(e) <= budget {
                 break;
             }
             e = (e * step).max(cap);
         }
-        let (zc, zr) = (calm.z_at(e).max(-2.0), rising.z_at(e).max(-2.0));
-        let lost = calm.loss(zc) + rising.loss(zr);
+        let z: [f64; REGIMES] = std::array::from_fn(|i| self.tails.z_at(i, e));
+        let lost = self.tails.loss_at(e);
         // At the cap and still over budget: the budget cannot be met at a sane cost.
         self.budget_unmet = (lost > budget * (1.0 + 1e-9) && total > 0.0).then(|| lost / total);
-        self.z = Some((zc, zr));
+        self.z = Some(z);
     }
 
-    /// Does the seasonal estimate hold up on the scored window? Each forecast is priced
-    /// at the same loss: the one the forecast without it reaches at the policy's operating
-    /// point (the budget, or the headroom cap if the budget is out of reach). It holds up
-    /// if it had history for at least [`MIN_SCORES`] slots and reaching that loss with it
-    /// takes at most [`SEASONAL_TOLERANCE`] more instance-periods.
-    fn seasonal_holds_up(&self, budget: f64) -> bool {
-        if self.scores.iter().filter(|s| s.seasonal_known).count() < MIN_SCORES {
+    /// Does the seasonal estimate hold up on the slots scored from `from` on (the last
+    /// [`super::SEASONAL_DAYS`] days)? Each forecast is priced at the same loss: the one
+    /// the forecast without it reaches at the policy's operating point (the budget, or the
+    /// headroom cap if the budget is out of reach). It holds up if it had history for at
+    /// least [`MIN_SCORES`] slots and reaching that loss with it takes at most
+    /// [`SEASONAL_TOLERANCE`] more instance-periods.
+    fn seasonal_holds_up(&self, from: i64) -> bool {
+        let recent = || self.scores.iter().rev().take_while(move |s| s.slot >= from);
+        if recent().filter(|s| s.seasonal_known).count() < MIN_SCORES {
             return false;
         }
-        let plain = self.priced(|s| (s.f_plain, s.s_plain));
-        let seasonal = self.priced(|s| (s.f_seasonal, s.s_seasonal));
-        let (plain_tail, seasonal_tail) = (
-            Tail::from_pairs(plain.iter().map(|p| (p.1, p.2))),
-            Tail::from_pairs(seasonal.iter().map(|p| (p.1, p.2))),
-        );
-        let z_plain = plain_tail
-            .z_for_budget(budget)
-            .min(plain_tail.z_at(MAX_EXCEEDANCE));
-        let lost = plain_tail.loss(z_plain).max(budget);
-        let z_seasonal = seasonal_tail.z_for_budget(lost);
-        let cost = |v: &[(f64, f64, f64)], z: f64| -> f64 {
-            v.iter().map(|(f, _, sc)| (f + z * sc).max(0.0)).sum()
+        let budget = recent().map(|s| f64::from(s.actual)).sum::<f64>() * self.loss_budget;
+        let (plain, seasonal) = (&self.tails.plain, &self.tails.seasonal);
+        let z_plain = plain.z_for_budget(budget).min(plain.z_at(MAX_EXCEEDANCE));
+        let lost = plain.loss(z_plain).max(budget);
+        let z_seasonal = seasonal.z_for_budget(lost);
+        let cost = |forecast: &dyn Fn(&Score) -> (f32, f32), z: f64| -> f64 {
+            recent()
+                .map(|s| {
+                    let (f, sc) = forecast(s);
+                    (f64::from(f) + z * f64::from(sc)).max(0.0)
+                })
+                .sum()
         };
-        cost(&seasonal, z_seasonal) <= cost(&plain, z_plain) * (1.0 + SEASONAL_TOLERANCE)
-    }
-
-    /// (forecast, residual in units of its scale, scale) for each scored slot.
-    fn priced(&self, forecast: impl Fn(&Score) -> (f32, f32)) -> Vec<(f64, f64, f64)> {
-        self.scores
-            .iter()
-            .map(|s| {
-                let (f, sc) = forecast(s);
-                let (f, sc) = (f64::from(f), f64::from(sc));
-                (f, (s.actual - f) / sc, sc)
-            })
-            .collect()
+        cost(&|s| (s.f_seasonal, s.s_seasonal), z_seasonal)
+            <= cost(&|s| (s.f_plain, s.s_plain), z_plain) * (1.0 + SEASONAL_TOLERANCE)
     }
 }
 
@@ -166,17 +258,69 @@ impl DemandModel {
         self.loss_budget
     }
 
-    /// (steady, climbing) headroom multipliers.
-    pub(in crate::policy) fn calibrated(&self) -> Option<(f64, f64)> {
+    /// The headroom multiplier of each regime (see [`super::regime`]).
+    pub(in crate::policy) fn calibrated(&self) -> Option<[f64; REGIMES]> {
         self.z
     }
 
     /// (requests lost, requests) had `forecast + z × scale` been served on every scored
     /// slot, with `z` per regime.
-    pub(in crate::policy) fn replay_loss(&self, (calm, rising): (f64, f64)) -> (f64, f64) {
+    pub(in crate::policy) fn replay_loss(&self, z: &[f64; REGIMES]) -> (f64, f64) {
         self.scores.iter().fold((0.0, 0.0), |(lost, total), s| {
-            let z = if s.rising { rising } else { calm };
-            (lost + (s.s * (s.z - z)).max(0.0), total + s.actual)
+            let zi = z[usize::from(s.regime)];
+            let (sz, ss) = (f64::from(s.z), f64::from(s.s));
+            (
+                lost + (ss * (sz - zi)).max(0.0),
+                total + f64::from(s.actual),
+            )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tail;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Merging residuals in over several refreshes, with some dropped as too old,
+        /// prices every headroom as a tail built from the kept residuals at once.
+        #[test]
+        fn a_tail_kept_across_refreshes_equals_one_built_at_once(
+            batches in prop::collection::vec(
+                prop::collection::vec((-5.0f64..20.0, 0.1f64..10.0), 0..40), 1..8),
+            keep in 0usize..8,
+            zs in prop::collection::vec(-3.0f64..25.0, 1..6),
+        ) {
+            let mut kept = Tail::default();
+            let mut slot = 0i64;
+            let mut all = Vec::new();
+            for batch in &batches {
+                for &(z, s) in batch {
+                    kept.push(z, s, slot);
+                    all.push((z, s, slot));
+                    slot += 1;
+                }
+                kept.refresh(0);
+            }
+            let oldest = all.get(keep * all.len() / 8).map_or(slot, |e| e.2);
+            kept.refresh(oldest);
+            let at_once = Tail::from_pairs(
+                all.iter().filter(|e| e.2 >= oldest).map(|e| (e.0, e.1)),
+            );
+            prop_assert_eq!(kept.len(), at_once.len());
+            for z in zs {
+                let (a, b) = (kept.loss(z), at_once.loss(z));
+                prop_assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{} vs {}", a, b);
+            }
+            for e in [0.002, 0.01, 0.1, 0.5] {
+                prop_assert_eq!(kept.z_at(e), at_once.z_at(e));
+            }
+            for budget in [0.0, 1.0, 10.0] {
+                prop_assert_eq!(kept.z_for_budget(budget), at_once.z_for_budget(budget));
+            }
+            // Sorted from the largest.
+            prop_assert!(kept.items.windows(2).all(|w| w[0].0 >= w[1].0));
+        }
     }
 }

@@ -14,7 +14,7 @@
 //! The seasonal estimate joins only once it has held up on the fleet's own data: every
 //! scored slot is scored against the forecast with it and without it, and the seasonal
 //! part is used once [`MIN_SCORES`] slots had it, and while, over the last
-//! [`SCORE_DAYS`] days, reaching the same loss with it would not have taken more than a
+//! [`SEASONAL_DAYS`] days, reaching the same loss with it would not have taken more than a
 //! share [`SEASONAL_TOLERANCE`] more instance-periods than without it. A new fleet, one
 //! with less than a day of history, and traffic whose daily shape misleads (it moved, or
 //! there is none to follow) are forecast from level, trend and latest alone.
@@ -26,14 +26,20 @@
 //!
 //! The headroom is calibrated, not guessed. Every closed slot is scored against the
 //! forecast that would have been made for it one lead time earlier. Its error is measured
-//! in units of `forecast^0.5 × turbulence`, where turbulence is the recent (half-life 30
-//! slots) root mean square of the relative errors: a match kicking off or a morning ramp
-//! widens the headroom, a calm night narrows it. The last 3 days of scores are kept, split
-//! by whether demand was climbing when the forecast was made. The headroom multiplier of
-//! each regime leaves the same share of that regime's errors above it, and that share is
-//! the largest for which the scored requests would have lost at most `loss_budget`, but
-//! never more headroom than leaves 0.2% above it: past that, instances buy almost nothing,
-//! and one flash crowd would otherwise set the headroom for days.
+//! in units of `forecast^0.3 × turbulence` ([`ALPHA`]), where turbulence is the recent
+//! (half-life 30 slots) root mean square of the relative errors: a match kicking off or a
+//! morning ramp widens the headroom, a calm night narrows it. The last [`SCORE_DAYS`] (14)
+//! days of scores are kept, split into regimes: the forecast's size band (under 2
+//! instances, 2-3, 4-7, 8-15, 16-31, 32 and up: a few instances' worth of traffic misses by
+//! more, relative to its size, than a large fleet's) and whether demand was climbing when
+//! the forecast was made. The headroom multiplier of each regime leaves the same share of
+//! that regime's errors above it (a regime with under [`MIN_REGIME`] scores takes the
+//! pooled errors'), and that share is the largest for which the scored requests would have
+//! lost at most `loss_budget`, but never more headroom than leaves 0.2% above it: past
+//! that, instances buy almost nothing, and one flash crowd would otherwise set the
+//! headroom for days. The tails are rare events, so the window is long (chosen by
+//! leave-one-trace-out from 3, 7 and 14 days); the sorted errors are kept between
+//! calibrations and merged, so a long window costs a linear pass an hour, not a sort.
 //!
 //! Because the scores come from history alone, a restarted daemon that reads 14 days of
 //! history back is calibrated on its first pass.
@@ -50,8 +56,14 @@ mod calibrate;
 const LEVEL: i64 = 5;
 /// Daily cycles looked back for the seasonal ratio (plus one weekly).
 const DAYS_BACK: i64 = 3;
-/// Residuals kept for calibration, in days.
-const SCORE_DAYS: i64 = 3;
+/// Residuals kept for calibration, in days: the history the daemon reads back at start.
+/// Chosen by leave-one-trace-out from 3, 7 and 14 (BENCHMARKS.md): the tails that set the
+/// headroom are rare events, and three days hold too few of them.
+const SCORE_DAYS: i64 = 14;
+/// Days of scores the seasonal check looks at: whether earlier days still say something
+/// about today changes with the traffic (a term ends, a launch moves the peak), so it is
+/// judged on the recent days only.
+const SEASONAL_DAYS: i64 = 3;
 /// Below this many scored slots the calibration is not trusted and a fixed headroom is used.
 const MIN_SCORES: usize = 360;
 /// Headroom before calibration: 50% over the forecast.
@@ -68,8 +80,15 @@ const VOL_WARMUP: i64 = 300;
 const VOL_FLOOR: f64 = 0.25;
 /// Growth over 5 slots that counts as climbing.
 const RISE: f64 = 0.03;
-/// Fewer scores than this in a regime: one headroom for both.
+/// Fewer scores than this in a regime: it gets the headroom of all regimes pooled.
 const MIN_REGIME: usize = 60;
+/// Fleet-size bands: below 2 instances' worth of forecast, 2 to 3, 4 to 7, 8 to 15, 16 to
+/// 31, and 32 and up. Forecasts for a few instances miss by more, relative to their size,
+/// than forecasts for many; each band gets its own headroom, so a small fleet's misses do
+/// not set a large fleet's headroom, nor the other way round.
+const BANDS: u8 = 6;
+/// Headroom regimes: each size band, steady or climbing.
+pub(super) const REGIMES: usize = 2 * BANDS as usize;
 /// The bound: the policy never asks for more than the peak demand of the last
 /// [`PEAK_DAYS`] days (the newest value included) plus this share. A static fleet sized
 /// for that peak (plus the margin) is the most it can cost. Chosen by leave-one-trace-out
@@ -88,24 +107,45 @@ const MAX_EXCEEDANCE: f64 = 0.002;
 /// Residuals are measured in units of forecast^ALPHA: 0.5 is Poisson-like noise, 1 purely
 /// proportional; request counts sit near the first once the turbulence term is divided out.
 /// Chosen by leave-one-trace-out together with [`SEASONAL_TOLERANCE`] (BENCHMARKS.md):
-/// 0.4 in three folds of four, 0.5 in the fourth.
-const ALPHA: f64 = 0.4;
+/// With the fleet-size bands (which take over most of what this exponent did): 0.3 in
+/// every fold.
+const ALPHA: f64 = 0.3;
 
 /// Noise scale of a forecast `f`: residuals are measured in these units. Below one
 /// instance's capacity the scale stays at that of one instance: a fleet is sized in whole
 /// instances, and a near-zero forecast must not turn every small surprise into a huge one.
+/// The size band of a forecast `f` (in requests per period; `floor` is one instance's
+/// capacity): 0 below two instances, then one band per doubling, the last open-ended.
+fn band_of(f: f64, floor: f64) -> u8 {
+    let instances = if floor > 0.0 { f / floor } else { 0.0 };
+    let mut band = 0;
+    let mut upper = 2.0;
+    while band + 1 < BANDS && instances >= upper {
+        band += 1;
+        upper *= 2.0;
+    }
+    band
+}
+
+/// The headroom regime of a forecast: its size band, steady or climbing.
+fn regime(rising: bool, band: u8) -> u8 {
+    band + if rising { BANDS } else { 0 }
+}
+
 fn scale(f: f64, floor: f64, alpha: f64) -> f64 {
     f.max(floor).max(1.0).powf(alpha)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Score {
-    /// Demand was climbing when the forecast was made.
-    rising: bool,
+    /// The slot scored.
+    slot: i64,
+    /// The headroom regime of the forecast ([`regime`]).
+    regime: u8,
     /// The seasonal estimate had history to go on for this slot.
     seasonal_known: bool,
     /// Error relative to the forecast's base scale (before turbulence).
-    r: f64,
+    r: f32,
     /// The forecasts with the seasonal estimate and without it (one of them was used),
     /// each with its noise scale (turbulence included): which of the two helps, measured
     /// on the data at hand.
@@ -113,9 +153,10 @@ struct Score {
     s_seasonal: f32,
     f_plain: f32,
     s_plain: f32,
-    z: f64,
-    s: f64,
-    actual: f64,
+    /// Error in units of `s`, the noise scale with turbulence.
+    z: f32,
+    s: f32,
+    actual: f32,
 }
 
 /// One demand series and what the forecasts made from it got wrong. Fed by
@@ -140,8 +181,12 @@ pub struct DemandModel {
     scored: Option<i64>,
     scores: VecDeque<Score>,
     score_window: usize,
-    /// The calibrated headroom multipliers (steady, climbing), once enough slots are scored.
-    z: Option<(f64, f64)>,
+    /// Slots the seasonal check looks back over.
+    seasonal_window: i64,
+    /// The calibrated headroom multiplier of each regime, once enough slots are scored.
+    z: Option<[f64; REGIMES]>,
+    /// The scored residuals, sorted, per regime and for the seasonal check.
+    tails: calibrate::Tails,
     /// Recent squared relative error (exponentially weighted): how turbulent demand is now.
     vol2: f64,
     /// Root mean square relative error over the scored window: the long-run turbulence.
@@ -175,7 +220,9 @@ impl DemandModel {
             scored: None,
             scores: VecDeque::new(),
             score_window: (SCORE_DAYS * per_day) as usize,
+            seasonal_window: SEASONAL_DAYS * per_day,
             z: None,
+            tails: calibrate::Tails::default(),
             vol2: 0.0,
             vol_long: 0.0,
             peak_window: PEAK_DAYS * per_day,
@@ -335,6 +382,7 @@ impl DemandModel {
             if self.values.is_empty() || too_far {
                 self.values.clear();
                 self.scores.clear();
+                self.tails.clear();
                 self.peaks.clear();
                 self.scored = None;
                 self.z = None;
@@ -395,18 +443,21 @@ impl DemandModel {
             }
             let s = base * vol;
             let rising = self.rising_at(k - self.lead);
-            self.scores.push_back(Score {
-                rising,
+            let score = Score {
+                slot: k,
+                regime: regime(rising, band_of(f, self.floor)),
                 seasonal_known,
-                r,
+                r: r as f32,
                 f_seasonal: with as f32,
                 s_seasonal: (scale(with, self.floor, self.alpha) * vol) as f32,
                 f_plain: without as f32,
                 s_plain: (scale(without, self.floor, self.alpha) * vol) as f32,
-                z: (actual - f) / s,
-                s,
-                actual,
-            });
+                z: ((actual - f) / s) as f32,
+                s: s as f32,
+                actual: actual as f32,
+            };
+            self.tails.push(k, &score);
+            self.scores.push_back(score);
             if self.scores.len() > self.score_window {
                 self.scores.pop_front();
             }
@@ -427,10 +478,10 @@ impl DemandModel {
         }
     }
 
-    /// The headroom multiplier for a forecast made at slot `j`.
-    fn headroom_z(&self, j: i64) -> Option<f64> {
-        self.z
-            .map(|(calm, rising)| if self.rising_at(j) { rising } else { calm })
+    /// The headroom multiplier for a forecast `f` made at slot `j`: its regime's.
+    fn headroom_z(&self, j: i64, f: f64) -> Option<f64> {
+        let i = regime(self.rising_at(j), band_of(f, self.floor));
+        self.z.map(|z| z[usize::from(i)])
     }
 
     /// Demand forecast for slot `k` from data through slot `j`, with the seasonal
@@ -530,7 +581,7 @@ pub(super) fn vote(
                 format!("{name}: too few recent datapoints to forecast; holding"),
             );
         };
-        let with_headroom = match model.headroom_z(j) {
+        let with_headroom = match model.headroom_z(j, f) {
             Some(z) => f + z * scale(f, model.floor, model.alpha) * model.volatility(),
             None => f * (1.0 + COLD_HEADROOM),
         };
@@ -547,7 +598,7 @@ pub(super) fn vote(
         _ => false,
     };
     let wanted = ceil_count(need / capacity);
-    let headroom = match model.headroom_z(j) {
+    let headroom = match model.headroom_z(j, peak_forecast) {
         Some(z) => format!(
             "headroom z={z:.2} from recent errors{}",
             if model.rising_at(j) {

@@ -94,13 +94,13 @@ fn predictive_headroom_meets_its_loss_budget_on_what_it_scored() {
     let z = model
         .calibrated()
         .expect("calibrated after days of history");
-    let (lost, total) = model.replay_loss(z);
+    let (lost, total) = model.replay_loss(&z);
     assert!(
         lost <= budget * total * 1.000_001,
         "{lost} > {budget} × {total}"
     );
-    // Not much more than needed: half a unit less headroom in both regimes breaks it.
-    let (lost_less, _) = model.replay_loss((z.0 - 0.5, z.1 - 0.5));
+    // Not much more than needed: half a unit less headroom in every regime breaks it.
+    let (lost_less, _) = model.replay_loss(&z.map(|z| z - 0.5));
     assert!(
         lost_less > budget * total,
         "{lost_less} <= {budget} × {total}"
