@@ -263,6 +263,21 @@ impl DemandModel {
         self.z
     }
 
+    /// The headroom multiplier the policy uses for a forecast `f` made at slot `j`.
+    pub(in crate::policy) fn headroom_for(&self, j: i64, f: f64) -> Option<f64> {
+        self.headroom_z(j, f)
+    }
+
+    /// One instance's capacity per period: the unit of the size bands.
+    pub(in crate::policy) fn instance_capacity(&self) -> f64 {
+        self.floor
+    }
+
+    /// The newest slot with a datapoint.
+    pub(in crate::policy) fn newest(&self) -> Option<i64> {
+        self.newest_slot()
+    }
+
     /// (requests lost, requests) had `forecast + z × scale` been served on every scored
     /// slot, with `z` per regime.
     pub(in crate::policy) fn replay_loss(&self, z: &[f64; REGIMES]) -> (f64, f64) {

@@ -26,7 +26,7 @@
 //!
 //! The headroom is calibrated, not guessed. Every closed slot is scored against the
 //! forecast that would have been made for it one lead time earlier. Its error is measured
-//! in units of `forecast^0.3 × turbulence` ([`ALPHA`]), where turbulence is the recent
+//! in units of `forecast^0.4 × turbulence` ([`ALPHA`]), where turbulence is the recent
 //! (half-life 30 slots) root mean square of the relative errors: a match kicking off or a
 //! morning ramp widens the headroom, a calm night narrows it. The last [`SCORE_DAYS`] (14)
 //! days of scores are kept, split into regimes: the forecast's size band (under 2
@@ -34,10 +34,11 @@
 //! more, relative to its size, than a large fleet's) and whether demand was climbing when
 //! the forecast was made. The headroom multiplier of each regime leaves the same share of
 //! that regime's errors above it (a regime with under [`MIN_REGIME`] scores takes the
-//! pooled errors'), and that share is the largest for which the scored requests would have
-//! lost at most `loss_budget`, but never more headroom than leaves 0.2% above it: past
-//! that, instances buy almost nothing, and one flash crowd would otherwise set the
-//! headroom for days. The tails are rare events, so the window is long (chosen by
+//! pooled errors'; a forecast between two bands' middles gets a blend of the two, so the
+//! headroom does not jump at a band's edge), and that share is the largest for which the
+//! scored requests would have lost at most `loss_budget`, but never more headroom than
+//! leaves 0.2% above it: past that, instances buy almost nothing, and one flash crowd
+//! would otherwise set the headroom for days. The tails are rare events, so the window is long (chosen by
 //! leave-one-trace-out from 3, 7 and 14 days); the sorted errors are kept between
 //! calibrations and merged, so a long window costs a linear pass an hour, not a sort.
 //!
@@ -107,9 +108,8 @@ const MAX_EXCEEDANCE: f64 = 0.002;
 /// Residuals are measured in units of forecast^ALPHA: 0.5 is Poisson-like noise, 1 purely
 /// proportional; request counts sit near the first once the turbulence term is divided out.
 /// Chosen by leave-one-trace-out together with [`SEASONAL_TOLERANCE`] (BENCHMARKS.md):
-/// With the fleet-size bands (which take over most of what this exponent did): 0.3 in
-/// every fold.
-const ALPHA: f64 = 0.3;
+/// Chosen again with the fleet-size bands: 0.4 in three folds of four, 0.1 in the fourth.
+const ALPHA: f64 = 0.4;
 
 /// Noise scale of a forecast `f`: residuals are measured in these units. Below one
 /// instance's capacity the scale stays at that of one instance: a fleet is sized in whole
@@ -125,6 +125,21 @@ fn band_of(f: f64, floor: f64) -> u8 {
         upper *= 2.0;
     }
     band
+}
+
+/// Where a forecast `f` sits on the band scale: band `b` spans `b..b + 1` (the first
+/// linearly up to 2 instances, the others one doubling each).
+fn band_position(f: f64, floor: f64) -> f64 {
+    let instances = if floor > 0.0 {
+        (f / floor).max(0.0)
+    } else {
+        0.0
+    };
+    if instances < 2.0 {
+        instances / 2.0
+    } else {
+        instances.log2()
+    }
 }
 
 /// The headroom regime of a forecast: its size band, steady or climbing.
@@ -478,10 +493,19 @@ impl DemandModel {
         }
     }
 
-    /// The headroom multiplier for a forecast `f` made at slot `j`: its regime's.
+    /// The headroom multiplier for a forecast `f` made at slot `j`: its regime's,
+    /// blended with the neighbouring size band's by where `f` sits between the two bands'
+    /// middles (in doublings), so the headroom does not jump where one band ends.
     fn headroom_z(&self, j: i64, f: f64) -> Option<f64> {
-        let i = regime(self.rising_at(j), band_of(f, self.floor));
-        self.z.map(|z| z[usize::from(i)])
+        let z = self.z?;
+        let first = usize::from(regime(self.rising_at(j), 0));
+        let last = f64::from(BANDS - 1);
+        let t = (band_position(f, self.floor) - 0.5).clamp(0.0, last);
+        let lo = t.floor();
+        let w = t - lo;
+        let lo = lo as usize;
+        let hi = (lo + 1).min(BANDS as usize - 1);
+        Some(z[first + lo] * (1.0 - w) + z[first + hi] * w)
     }
 
     /// Demand forecast for slot `k` from data through slot `j`, with the seasonal

@@ -108,6 +108,62 @@ fn predictive_headroom_meets_its_loss_budget_on_what_it_scored() {
 }
 
 #[test]
+fn predictive_headroom_is_its_size_bands_at_their_middles_and_does_not_jump_at_their_edges() {
+    let f = fleet(PREDICTIVE, "");
+    let spec = predictive_spec(&f);
+    let now = 5 * 1440;
+    // Noisy traffic from about 2 instances at night to 30 by day: the bands in between
+    // see scores of their own on the ramps.
+    let mut model = DemandModel::new(spec, 1_000.0);
+    model.ingest(&MetricSeries {
+        points: (0..now - 1)
+            .map(|m| {
+                let noise = ((m * 7919) % 101) as f64 / 100.0 - 0.5;
+                let shape = (ramp_day(m) / 16_000.0).powi(2);
+                (t(m), 30_000.0 * shape * (1.0 + 0.3 * noise))
+            })
+            .collect(),
+    });
+    let z = model
+        .calibrated()
+        .expect("calibrated after days of history");
+    let j = model.newest().expect("history");
+    let unit = model.instance_capacity();
+    let here = model.headroom_for(j, unit).expect("calibrated");
+    // The regimes of the newest slot's kind (steady or climbing) are the ones whose
+    // band-0 value the policy uses below 1 instance.
+    let half = if z[..6].contains(&here) { 0 } else { 6 };
+    assert_eq!(here, z[half], "below 1 instance: band 0's headroom");
+    let mut differ = false;
+    for band in 1..5 {
+        // The middle of band b (2^b to 2^(b+1) instances) is 2^(b + 0.5) instances.
+        let middle = 2f64.powf(band as f64 + 0.5) * unit;
+        let at = model.headroom_for(j, middle).expect("calibrated");
+        assert!(
+            (at - z[half + band]).abs() < 1e-9,
+            "band {band}: {at} vs {z:?}"
+        );
+        // Across the edge into the next band the headroom moves by a hair, not a step.
+        let edge = 2f64.powi(band as i32 + 1) * unit;
+        let below = model
+            .headroom_for(j, edge * (1.0 - 1e-9))
+            .expect("calibrated");
+        let above = model
+            .headroom_for(j, edge * (1.0 + 1e-9))
+            .expect("calibrated");
+        assert!(
+            (below - above).abs() < 1e-6,
+            "edge of band {band}: {below} vs {above}"
+        );
+        differ |= (z[half + band] - z[half + band + 1]).abs() > 1e-3;
+    }
+    assert!(
+        differ,
+        "the bands' headrooms all agree, so nothing was tested: {z:?}"
+    );
+}
+
+#[test]
 fn predictive_after_a_restart_decides_as_if_it_had_never_stopped() {
     let f = fleet(PREDICTIVE, "");
     let now = 4 * 1440 + 900;
