@@ -25,14 +25,14 @@ pub(super) struct Tail {
 }
 
 impl Tail {
-    /// From (residual in units of `s`, `s`) pairs, all at once.
+    /// From (residual in units of `s`, `s`, slot) triples, all at once.
     #[cfg(test)]
-    pub(super) fn from_pairs(pairs: impl Iterator<Item = (f64, f64)>) -> Tail {
+    pub(super) fn at_once(entries: impl Iterator<Item = (f64, f64, i64)>) -> Tail {
         let mut t = Tail::default();
-        for (z, s) in pairs {
-            t.push(z, s, 0);
+        for (z, s, slot) in entries {
+            t.push(z, s, slot);
         }
-        t.refresh(0);
+        t.refresh(i64::MIN);
         t
     }
 
@@ -268,6 +268,11 @@ impl DemandModel {
         self.headroom_z(j, f)
     }
 
+    /// Whether forecasts made at slot `j` count as climbing.
+    pub(in crate::policy) fn climbing_at(&self, j: i64) -> bool {
+        self.rising_at(j)
+    }
+
     /// One instance's capacity per period: the unit of the size bands.
     pub(in crate::policy) fn instance_capacity(&self) -> f64 {
         self.floor
@@ -298,31 +303,32 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// Merging residuals in over several refreshes, with some dropped as too old,
-        /// prices every headroom as a tail built from the kept residuals at once.
+        /// Merging residuals in over several refreshes, each dropping those older than a
+        /// cutoff that only moves forward (some of them still pending), prices every
+        /// headroom as a tail built from the kept residuals at once. Residuals are drawn
+        /// from a few values so that ties are common.
         #[test]
         fn a_tail_kept_across_refreshes_equals_one_built_at_once(
             batches in prop::collection::vec(
-                prop::collection::vec((-5.0f64..20.0, 0.1f64..10.0), 0..40), 1..8),
-            keep in 0usize..8,
+                prop::collection::vec((-5i32..20, 1i32..10), 0..40), 1..8),
+            steps in prop::collection::vec(0i64..30, 8),
             zs in prop::collection::vec(-3.0f64..25.0, 1..6),
         ) {
             let mut kept = Tail::default();
             let mut slot = 0i64;
+            let mut oldest = 0i64;
             let mut all = Vec::new();
-            for batch in &batches {
+            for (batch, step) in batches.iter().zip(steps.iter().cycle()) {
                 for &(z, s) in batch {
+                    let (z, s) = (f64::from(z) / 4.0, f64::from(s) / 2.0);
                     kept.push(z, s, slot);
                     all.push((z, s, slot));
                     slot += 1;
                 }
-                kept.refresh(0);
+                oldest = (oldest + step).min(slot);
+                kept.refresh(oldest);
             }
-            let oldest = all.get(keep * all.len() / 8).map_or(slot, |e| e.2);
-            kept.refresh(oldest);
-            let at_once = Tail::from_pairs(
-                all.iter().filter(|e| e.2 >= oldest).map(|e| (e.0, e.1)),
-            );
+            let at_once = Tail::at_once(all.iter().copied().filter(|e| e.2 >= oldest));
             prop_assert_eq!(kept.len(), at_once.len());
             for z in zs {
                 let (a, b) = (kept.loss(z), at_once.loss(z));

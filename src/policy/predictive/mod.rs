@@ -26,7 +26,7 @@
 //!
 //! The headroom is calibrated, not guessed. Every closed slot is scored against the
 //! forecast that would have been made for it one lead time earlier. Its error is measured
-//! in units of `forecast^0.4 × turbulence` ([`ALPHA`]), where turbulence is the recent
+//! in units of `forecast^0.5 × turbulence` ([`ALPHA`]), where turbulence is the recent
 //! (half-life 30 slots) root mean square of the relative errors: a match kicking off or a
 //! morning ramp widens the headroom, a calm night narrows it. The last [`SCORE_DAYS`] (14)
 //! days of scores are kept, split into regimes: the forecast's size band (under 2
@@ -38,9 +38,10 @@
 //! headroom does not jump at a band's edge), and that share is the largest for which the
 //! scored requests would have lost at most `loss_budget`, but never more headroom than
 //! leaves 0.2% above it: past that, instances buy almost nothing, and one flash crowd
-//! would otherwise set the headroom for days. The tails are rare events, so the window is long (chosen by
-//! leave-one-trace-out from 3, 7 and 14 days); the sorted errors are kept between
-//! calibrations and merged, so a long window costs a linear pass an hour, not a sort.
+//! would otherwise set the headroom for days. The tails are rare events, so the window is
+//! long (chosen by leave-one-trace-out from 3, 7 and 14 days); the sorted errors are kept
+//! between calibrations and merged, so a long window costs a linear pass an hour, not a
+//! sort.
 //!
 //! Because the scores come from history alone, a restarted daemon that reads 14 days of
 //! history back is calibrated on its first pass.
@@ -98,7 +99,7 @@ pub const PEAK_MARGIN: f64 = 0.35;
 /// Days of history the bound's peak is taken over.
 const PEAK_DAYS: i64 = 7;
 /// The seasonal estimate is used only while it reaches the loss of the forecast without
-/// it, on the scored window, for at most this share more capacity. Chosen by
+/// it, on the last [`SEASONAL_DAYS`] days of scores, for at most this share more capacity. Chosen by
 /// leave-one-trace-out (BENCHMARKS.md).
 pub const SEASONAL_TOLERANCE: f64 = 0.01;
 
@@ -107,13 +108,10 @@ pub const SEASONAL_TOLERANCE: f64 = 0.01;
 const MAX_EXCEEDANCE: f64 = 0.002;
 /// Residuals are measured in units of forecast^ALPHA: 0.5 is Poisson-like noise, 1 purely
 /// proportional; request counts sit near the first once the turbulence term is divided out.
-/// Chosen by leave-one-trace-out together with [`SEASONAL_TOLERANCE`] (BENCHMARKS.md):
-/// Chosen again with the fleet-size bands: 0.4 in three folds of four, 0.1 in the fourth.
-const ALPHA: f64 = 0.4;
+/// Chosen by leave-one-trace-out together with the fleet-size bands and [`SCORE_DAYS`]
+/// (BENCHMARKS.md): 0.5 in two folds of four, 0.4 and 0.1 in the others.
+const ALPHA: f64 = 0.5;
 
-/// Noise scale of a forecast `f`: residuals are measured in these units. Below one
-/// instance's capacity the scale stays at that of one instance: a fleet is sized in whole
-/// instances, and a near-zero forecast must not turn every small surprise into a huge one.
 /// The size band of a forecast `f` (in requests per period; `floor` is one instance's
 /// capacity): 0 below two instances, then one band per doubling, the last open-ended.
 fn band_of(f: f64, floor: f64) -> u8 {
@@ -147,6 +145,9 @@ fn regime(rising: bool, band: u8) -> u8 {
     band + if rising { BANDS } else { 0 }
 }
 
+/// Noise scale of a forecast `f`: residuals are measured in these units. Below one
+/// instance's capacity the scale stays at that of one instance: a fleet is sized in whole
+/// instances, and a near-zero forecast must not turn every small surprise into a huge one.
 fn scale(f: f64, floor: f64, alpha: f64) -> f64 {
     f.max(floor).max(1.0).powf(alpha)
 }
@@ -204,6 +205,10 @@ pub struct DemandModel {
     tails: calibrate::Tails,
     /// Recent squared relative error (exponentially weighted): how turbulent demand is now.
     vol2: f64,
+    /// The weight the average in `vol2` has had so far (1 - decay^updates): dividing by it
+    /// makes the first scores' turbulence the mean of what was seen, not a near-zero start
+    /// that would blow their residuals up several times.
+    vol_weight: f64,
     /// Root mean square relative error over the scored window: the long-run turbulence.
     vol_long: f64,
     /// Slots the bound's peak is taken over.
@@ -213,8 +218,8 @@ pub struct DemandModel {
     /// The calibration could not meet `loss_budget` within the headroom cap: the loss
     /// share its best trade-off would have had on the scored slots.
     budget_unmet: Option<f64>,
-    /// The seasonal estimate has held up on the scored window (see the module
-    /// docs); off until it is.
+    /// The seasonal estimate has held up on the last [`SEASONAL_DAYS`] days of scores (see
+    /// the module docs); off until it is.
     seasonal: bool,
 }
 
@@ -239,6 +244,7 @@ impl DemandModel {
             z: None,
             tails: calibrate::Tails::default(),
             vol2: 0.0,
+            vol_weight: 0.0,
             vol_long: 0.0,
             peak_window: PEAK_DAYS * per_day,
             peaks: VecDeque::new(),
@@ -324,7 +330,12 @@ impl DemandModel {
     /// Current turbulence in relative-error units, never below a quarter of the long run
     /// (a calm hour must not shrink the headroom to nothing).
     fn volatility(&self) -> f64 {
-        let v = self.vol2.sqrt().max(VOL_FLOOR * self.vol_long);
+        let recent = if self.vol_weight > 0.0 {
+            (self.vol2 / self.vol_weight).sqrt()
+        } else {
+            0.0
+        };
+        let v = recent.max(VOL_FLOOR * self.vol_long);
         if v > 0.0 && v.is_finite() {
             v
         } else {
@@ -398,6 +409,8 @@ impl DemandModel {
                 self.values.clear();
                 self.scores.clear();
                 self.tails.clear();
+                self.vol2 = 0.0;
+                self.vol_weight = 0.0;
                 self.peaks.clear();
                 self.scored = None;
                 self.z = None;
@@ -440,7 +453,8 @@ impl DemandModel {
             None => self.base + self.lead + LEVEL,
         }
         .max(newest.saturating_sub(self.score_window as i64 + VOL_WARMUP));
-        let keep_from = newest - self.score_window as i64;
+        // The last `score_window` slots by time (gaps included), not by count.
+        let keep_from = newest - self.score_window as i64 + 1;
         for k in first..=newest {
             self.scored = Some(k);
             let (Some(actual), Some((with, without, seasonal_known))) =
@@ -453,6 +467,7 @@ impl DemandModel {
             let r = (actual - f) / base;
             let vol = self.volatility();
             self.vol2 = VOL_DECAY * self.vol2 + (1.0 - VOL_DECAY) * r * r;
+            self.vol_weight = VOL_DECAY * self.vol_weight + (1.0 - VOL_DECAY);
             if k < keep_from {
                 continue;
             }
@@ -473,7 +488,11 @@ impl DemandModel {
             };
             self.tails.push(k, &score);
             self.scores.push_back(score);
-            if self.scores.len() > self.score_window {
+            while self
+                .scores
+                .front()
+                .is_some_and(|s| s.slot <= k - self.score_window as i64)
+            {
                 self.scores.pop_front();
             }
             // On fixed slot numbers, so a restarted daemon recalibrates on the same slots.
@@ -495,7 +514,8 @@ impl DemandModel {
 
     /// The headroom multiplier for a forecast `f` made at slot `j`: its regime's,
     /// blended with the neighbouring size band's by where `f` sits between the two bands'
-    /// middles (in doublings), so the headroom does not jump where one band ends.
+    /// middles (on [`band_position`]'s scale: linear below 2 instances, doublings above),
+    /// so the headroom does not jump where one band ends.
     fn headroom_z(&self, j: i64, f: f64) -> Option<f64> {
         let z = self.z?;
         let first = usize::from(regime(self.rising_at(j), 0));

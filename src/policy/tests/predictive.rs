@@ -112,8 +112,8 @@ fn predictive_headroom_is_its_size_bands_at_their_middles_and_does_not_jump_at_t
     let f = fleet(PREDICTIVE, "");
     let spec = predictive_spec(&f);
     let now = 5 * 1440;
-    // Noisy traffic from about 2 instances at night to 30 by day: the bands in between
-    // see scores of their own on the ramps.
+    // Noisy traffic from about 2 instances at night to 30 by day (the bands with under 60
+    // scores of their own take the pooled headroom).
     let mut model = DemandModel::new(spec, 1_000.0);
     model.ingest(&MetricSeries {
         points: (0..now - 1)
@@ -129,20 +129,28 @@ fn predictive_headroom_is_its_size_bands_at_their_middles_and_does_not_jump_at_t
         .expect("calibrated after days of history");
     let j = model.newest().expect("history");
     let unit = model.instance_capacity();
-    let here = model.headroom_for(j, unit).expect("calibrated");
-    // The regimes of the newest slot's kind (steady or climbing) are the ones whose
-    // band-0 value the policy uses below 1 instance.
-    let half = if z[..6].contains(&here) { 0 } else { 6 };
-    assert_eq!(here, z[half], "below 1 instance: band 0's headroom");
+    // The newest slot's regimes: steady or climbing.
+    let half = if model.climbing_at(j) { 6 } else { 0 };
     let mut differ = false;
-    for band in 1..5 {
-        // The middle of band b (2^b to 2^(b+1) instances) is 2^(b + 0.5) instances.
-        let middle = 2f64.powf(band as f64 + 0.5) * unit;
+    for band in 0..6 {
+        // The middle of band 0 (under 2 instances) is 1 instance; of band b > 0 (2^b to
+        // 2^(b+1) instances), 2^(b + 0.5).
+        let middle = if band == 0 {
+            1.0
+        } else {
+            2f64.powf(band as f64 + 0.5)
+        } * unit;
         let at = model.headroom_for(j, middle).expect("calibrated");
         assert!(
             (at - z[half + band]).abs() < 1e-9,
             "band {band}: {at} vs {z:?}"
         );
+        if band == 5 {
+            // The last band is open-ended: its headroom holds all the way up.
+            let far = model.headroom_for(j, 1e6 * unit).expect("calibrated");
+            assert_eq!(far, z[half + 5]);
+            break;
+        }
         // Across the edge into the next band the headroom moves by a hair, not a step.
         let edge = 2f64.powi(band as i32 + 1) * unit;
         let below = model
