@@ -6,6 +6,7 @@
 use super::Output;
 use crate::api::types::{
     Accepted, ApproveRequest, Approved, DeployRequest, ErrorBody, RollbackRequest, RolloutEvents,
+    RolloutView,
 };
 use crate::client::Client;
 use crate::deploy::Kind;
@@ -286,6 +287,50 @@ impl Ended {
     }
 }
 
+/// How a finished rollout ended, for CI: its exit code and result line.
+fn ended_of(r: &RolloutView, id: i64) -> Ended {
+    let reason = r.reason.clone().unwrap_or_default();
+    let rollback = r.kind == Kind::Rollback;
+    let (code, text) = match r.outcome {
+        Some(Outcome::Succeeded) if rollback => (
+            EXIT_LIVE,
+            format!(
+                "rolled back: {} is live again on {} ({}), {} is gone",
+                r.build, r.fleet, r.env, r.from
+            ),
+        ),
+        Some(Outcome::Succeeded) => (
+            EXIT_LIVE,
+            format!("live: {} on {} ({})", r.build, r.fleet, r.env),
+        ),
+        _ if r.timed_out => (EXIT_TIMEOUT, format!("timed out and rolled back: {reason}")),
+        Some(Outcome::Superseded) => (EXIT_ROLLED_BACK, format!("superseded: {reason}")),
+        _ => (EXIT_ROLLED_BACK, format!("rolled back: {reason}")),
+    };
+    Ended {
+        code,
+        reason,
+        deploy_live: r.outcome == Some(Outcome::Succeeded) && !rollback,
+        overdue: false,
+        text,
+        outcome: r.outcome.map_or("", Outcome::as_str).into(),
+        rollout: Some(id),
+    }
+}
+
+/// The rollout `id` as the daemon has it now, if it has finished (one read, no waiting).
+async fn finished_rollout(client: &Client, id: i64) -> Option<RolloutView> {
+    let (status, body) = client
+        .call("GET", &format!("/v1/rollouts/{id}"), None)
+        .await
+        .ok()?;
+    if status >= 400 {
+        return None;
+    }
+    let r = RolloutView::deserialize(&body).ok()?;
+    r.finished.then_some(r)
+}
+
 /// Follow an accepted request when asked to.
 async fn started(
     client: &Client,
@@ -312,6 +357,26 @@ async fn started(
         } => {
             let id = *id;
             let what = if rollback { "rollback" } else { "deploy" };
+            // A retry (same key, or the same build already rolling) whose rollout has
+            // already ended: CI gets that rollout's outcome and exit code, not "accepted".
+            let ended_before = if *existing && !wait {
+                finished_rollout(client, id).await
+            } else {
+                None
+            };
+            if let Some(r) = ended_before {
+                line(
+                    out,
+                    "accepted",
+                    &format!("rollout #{id} was already admitted for this {what} and has ended; nothing new was started"),
+                    json!({"id": id, "kind": what, "existing": true, "queued_behind": null}),
+                );
+                let ended = ended_of(&r, id);
+                if !rollback {
+                    ended.print(out);
+                }
+                return ended;
+            }
             let text = if *existing {
                 format!(
                     "rollout #{id} was already admitted for this {what}; nothing new was started"
@@ -409,33 +474,7 @@ async fn follow(client: &Client, id: i64, out: Output) -> Ended {
             if tty {
                 print!("\r\x1b[2K");
             }
-            let reason = r.reason.clone().unwrap_or_default();
-            let rollback = r.kind == Kind::Rollback;
-            let (code, text) = match r.outcome {
-                Some(Outcome::Succeeded) if rollback => (
-                    EXIT_LIVE,
-                    format!(
-                        "rolled back: {} is live again on {} ({}), {} is gone",
-                        r.build, r.fleet, r.env, r.from
-                    ),
-                ),
-                Some(Outcome::Succeeded) => (
-                    EXIT_LIVE,
-                    format!("live: {} on {} ({})", r.build, r.fleet, r.env),
-                ),
-                _ if r.timed_out => (EXIT_TIMEOUT, format!("timed out and rolled back: {reason}")),
-                Some(Outcome::Superseded) => (EXIT_ROLLED_BACK, format!("superseded: {reason}")),
-                _ => (EXIT_ROLLED_BACK, format!("rolled back: {reason}")),
-            };
-            return Ended {
-                code,
-                reason,
-                deploy_live: r.outcome == Some(Outcome::Succeeded) && !rollback,
-                overdue: false,
-                text,
-                outcome: r.outcome.map_or("", Outcome::as_str).into(),
-                rollout: Some(id),
-            };
+            return ended_of(&r, id);
         }
         if r.overdue {
             // Restoring past its deadline: CI gets an answer now; the daemon goes on.

@@ -6,7 +6,9 @@ use super::deploy::{
     answer, failed, local_error, misconfigured, unreachable, ServerArgs, EXIT_REFUSED,
 };
 use super::Output;
-use crate::api::types::{History, Status};
+use crate::api::types::Status;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -41,7 +43,7 @@ pub async fn history(a: HistoryArgs) -> ExitCode {
     if status >= 400 {
         return ExitCode::from(failed(status, &body, out));
     }
-    let history: History = match answer(&body, out) {
+    let history: HistoryView = match answer(&body, out) {
         Ok(h) => h,
         Err(code) => return ExitCode::from(code),
     };
@@ -54,18 +56,47 @@ pub async fn history(a: HistoryArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The history answer as a table: one line per deployment, then the approvals.
-pub fn history_table(h: &History) -> String {
+/// The history answer as the CLI reads it: the API's `History` (schema `History`), with
+/// a line's `kind` and `outcome` as text, so that a newer daemon's new kinds and outcomes
+/// are shown as they are instead of failing the whole command.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct HistoryView {
+    pub deployments: Vec<HistoryLineView>,
+    pub approvals: Vec<crate::store::Approval>,
+}
+
+/// One line of [`HistoryView`] (schema `Deployment`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct HistoryLineView {
+    pub id: i64,
+    pub kind: String,
+    pub env: String,
+    pub fleet: String,
+    pub build: String,
+    pub label: Option<String>,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A time as the tables print it: UTC to the second, marked `Z`.
+fn utc(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The history answer as a table: one line per deployment (times in UTC; FINISHED is `-`
+/// while it runs), then the approvals.
+pub fn history_table(h: &HistoryView) -> String {
     let mut out = format!(
-        "{:<5} {:<9} {:<12} {:<16} {:<24} {:<12} {:<12} {:<20} REASON\n",
-        "ID", "KIND", "ENV", "FLEET", "BUILD", "LABEL", "OUTCOME", "STARTED"
+        "{:<5} {:<9} {:<12} {:<16} {:<24} {:<12} {:<12} {:<21} {:<21} REASON\n",
+        "ID", "KIND", "ENV", "FLEET", "BUILD", "LABEL", "OUTCOME", "STARTED", "FINISHED"
     );
-    for line in &h.deployments {
-        let d = &line.deployment;
+    for d in &h.deployments {
         out.push_str(&format!(
-            "{:<5} {:<9} {:<12} {:<16} {:<24} {:<12} {:<12} {:<20} {}\n",
+            "{:<5} {:<9} {:<12} {:<16} {:<24} {:<12} {:<12} {:<21} {:<21} {}\n",
             d.id,
-            line.kind.as_str(),
+            d.kind,
             d.env,
             d.fleet,
             d.build,
@@ -74,8 +105,9 @@ pub fn history_table(h: &History) -> String {
                 .as_deref()
                 .map(|l| l.chars().take(12).collect::<String>())
                 .unwrap_or_else(|| "-".into()),
-            d.outcome.as_str(),
-            d.started_at.format("%Y-%m-%dT%H:%M:%S"),
+            d.outcome,
+            utc(&d.started_at),
+            d.finished_at.as_ref().map_or_else(|| "-".into(), utc),
             d.reason.as_deref().unwrap_or(""),
         ));
     }
@@ -84,7 +116,7 @@ pub fn history_table(h: &History) -> String {
             "approved {} by {} at {}\n",
             ap.build,
             ap.by,
-            ap.at.format("%Y-%m-%dT%H:%M:%S")
+            utc(&ap.at)
         ));
     }
     out
@@ -220,4 +252,61 @@ pub fn status_table(status: &Status) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{history_table, HistoryView};
+
+    /// A newer daemon's kinds and outcomes are shown as they come, not a parse error; the
+    /// times say they are UTC, and a line still running has no finish time.
+    #[test]
+    fn history_shows_a_newer_daemons_kinds_and_outcomes_and_marks_times_utc() {
+        let body = serde_json::json!({
+            "app": "web",
+            "deployments": [
+                { "id": 7, "app": "web", "env": "production", "fleet": "web",
+                  "build": "web-server:15", "label": null, "outcome": "paused",
+                  "reason": null, "started_at": "2026-12-02T10:00:00Z",
+                  "finished_at": null, "kind": "promote" },
+                { "id": 6, "app": "web", "env": "production", "fleet": "web",
+                  "build": "web-server:14", "label": "9f3c2e1aa0b1c2d3", "outcome": "succeeded",
+                  "reason": null, "started_at": "2026-12-02T09:00:00Z",
+                  "finished_at": "2026-12-02T09:12:30Z", "kind": "deploy" },
+            ],
+            "approvals": [
+                { "app": "web", "build": "web-server:15", "by": "qa", "at": "2026-12-02T09:30:00Z" }
+            ],
+        });
+        let view: HistoryView = serde_json::from_value(body).expect("a newer daemon's answer");
+        let table = history_table(&view);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].contains("STARTED") && lines[0].contains("FINISHED"),
+            "{table}"
+        );
+        let running: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            running,
+            [
+                "7",
+                "promote",
+                "production",
+                "web",
+                "web-server:15",
+                "-",
+                "paused",
+                "2026-12-02T10:00:00Z",
+                "-"
+            ],
+            "{table}"
+        );
+        let done: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(done[5], "9f3c2e1aa0b1", "a SHA label shows short: {table}");
+        assert_eq!(done[7..9], ["2026-12-02T09:00:00Z", "2026-12-02T09:12:30Z"]);
+        assert_eq!(
+            lines[3],
+            "approved web-server:15 by qa at 2026-12-02T09:30:00Z"
+        );
+    }
 }

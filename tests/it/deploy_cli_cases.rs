@@ -329,6 +329,30 @@ fn retried_deploys_return_the_rollout_already_admitted_while_a_smoke_test_runs()
         .filter(|r| r["fleet"] == "idem" && r["build"] == "web-server:2")
         .count();
     assert_eq!(twos, 1, "{h}");
+    // Once that rollout has ended, a retry with its key (without --wait) says how it
+    // ended and exits with that outcome's code: CI retrying a finished deploy must not
+    // read "accepted" as success.
+    let result_of = |out: &Output| -> serde_json::Value {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["type"] == "result")
+            .unwrap_or_else(|| panic!("no result line in {}", text(out)))
+    };
+    let (waited, _) = deploy(&["--build", "2", "--idempotency-key", "ci-run-42", "--wait"]);
+    let outcome = result_of(&waited)["outcome"].clone();
+    assert!(outcome.is_string(), "{}", text(&waited));
+    let (after, took) = deploy(&["--build", "2", "--idempotency-key", "ci-run-42"]);
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    assert_eq!(
+        after.status.code(),
+        waited.status.code(),
+        "{}",
+        text(&after)
+    );
+    assert_eq!(id_of(&after), id, "a retry started another rollout");
+    assert_eq!(result_of(&after)["outcome"], outcome, "{}", text(&after));
+    assert!(text(&after).contains("has ended"), "{}", text(&after));
 }
 
 fn log_seq() -> u64 {
