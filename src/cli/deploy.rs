@@ -364,20 +364,9 @@ async fn started(
             } else {
                 None
             };
-            if let Some(r) = ended_before {
-                line(
-                    out,
-                    "accepted",
-                    &format!("rollout #{id} was already admitted for this {what} and has ended; nothing new was started"),
-                    json!({"id": id, "kind": what, "existing": true, "queued_behind": null}),
-                );
-                let ended = ended_of(&r, id);
-                if !rollback {
-                    ended.print(out);
-                }
-                return ended;
-            }
-            let text = if *existing {
+            let text = if ended_before.is_some() {
+                format!("rollout #{id} was already admitted for this {what} and has ended; nothing new was started")
+            } else if *existing {
                 format!(
                     "rollout #{id} was already admitted for this {what}; nothing new was started"
                 )
@@ -386,7 +375,7 @@ async fn started(
             } else {
                 format!("{what} accepted as rollout #{id}")
             };
-            let text = if wait {
+            let text = if wait || ended_before.is_some() {
                 text
             } else {
                 format!("{text}; follow it with --wait or `coxswain status`")
@@ -397,6 +386,13 @@ async fn started(
                 &text,
                 json!({"id": id, "kind": what, "existing": existing, "queued_behind": queued_behind}),
             );
+            if let Some(r) = ended_before {
+                let ended = ended_of(&r, id);
+                if !rollback {
+                    ended.print(out);
+                }
+                return ended;
+            }
             if !wait {
                 return Ended::early(EXIT_LIVE);
             }

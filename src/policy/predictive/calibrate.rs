@@ -209,14 +209,12 @@ impl DemandModel {
         let cap = MAX_EXCEEDANCE;
         let mut e = 0.5_f64;
         let step = (cap / e).powf(1.0 / 64.0);
-        while e > cap {
-            if self.tails.loss_at(e) <= budget {
-                break;
-            }
+        let mut lost = self.tails.loss_at(e);
+        while lost > budget && e > cap {
             e = (e * step).max(cap);
+            lost = self.tails.loss_at(e);
         }
         let z: [f64; REGIMES] = std::array::from_fn(|i| self.tails.z_at(i, e));
-        let lost = self.tails.loss_at(e);
         // At the cap and still over budget: the budget cannot be met at a sane cost.
         self.budget_unmet = (lost > budget * (1.0 + 1e-9) && total > 0.0).then(|| lost / total);
         self.z = Some(z);
