@@ -38,7 +38,10 @@
 //! headroom does not jump at a band's edge), and that share is the largest for which the
 //! scored requests would have lost at most `loss_budget`, but never more headroom than
 //! leaves 0.2% above it: past that, instances buy almost nothing, and one flash crowd
-//! would otherwise set the headroom for days. The tails are rare events, so the window is
+//! would otherwise set the headroom for days. Under 4 instances a fleet's headroom is
+//! priced in whole instances instead (`calibrate::WholeInstances`): a second instance for
+//! a third of one instance's traffic costs a whole one, so it is bought only where the
+//! requests it would have saved are worth it at the same marginal share. The tails are rare events, so the window is
 //! long (chosen by leave-one-trace-out from 3, 7 and 14 days); the sorted errors are kept
 //! between calibrations and merged, so a long window costs a linear pass an hour, not a
 //! sort.
@@ -88,7 +91,7 @@ const MIN_REGIME: usize = 60;
 /// 31, and 32 and up. Forecasts for a few instances miss by more, relative to their size,
 /// than forecasts for many; each band gets its own headroom, so a small fleet's misses do
 /// not set a large fleet's headroom, nor the other way round.
-const BANDS: u8 = 6;
+pub(super) const BANDS: u8 = 6;
 /// Headroom regimes: each size band, steady or climbing.
 pub(super) const REGIMES: usize = 2 * BANDS as usize;
 /// The bound: the policy never asks for more than the peak demand of the last
@@ -486,7 +489,7 @@ impl DemandModel {
                 s: s as f32,
                 actual: actual as f32,
             };
-            self.tails.push(k, &score);
+            self.tails.push(k, &score, f, self.floor);
             self.scores.push_back(score);
             while self
                 .scores
@@ -641,7 +644,8 @@ pub(super) fn vote(
         }
         _ => false,
     };
-    let wanted = ceil_count(need / capacity);
+    // Traffic is served by at least one instance (as the calibration prices it).
+    let wanted = ceil_count(need / capacity).max(u32::from(peak_forecast > 0.0));
     let headroom = match model.headroom_z(j, peak_forecast) {
         Some(z) => format!(
             "headroom z={z:.2} from recent errors{}",

@@ -280,6 +280,52 @@ fn predictive_says_when_its_loss_budget_cannot_be_met() {
     assert_eq!(calm.budget_unmet(), None);
 }
 
+/// About 700 requests a minute (0.7 of one instance) with ±10% noise, and a spike to
+/// 1,300 once every `every` minutes.
+fn small_with_spikes(minute: i64, every: i64) -> f64 {
+    let noise = ((minute * 7919) % 101) as f64 / 100.0 - 0.5;
+    if minute.rem_euclid(every) == 17 {
+        1_300.0
+    } else {
+        700.0 * (1.0 + 0.2 * noise)
+    }
+}
+
+#[test]
+fn predictive_buys_a_small_fleets_second_instance_only_where_it_is_worth_a_whole_one() {
+    // A second instance costs a whole instance and saves only the spikes' 300 requests
+    // above the first. Spikes every 300 minutes break the 0.1% budget (0.14% of requests
+    // are lost on one instance), so the headroom is at its cap, where a unit of capacity
+    // must save at least 1/500 of a unit: the second instance saves 1 request a minute
+    // for 1,000 a minute, half that. Priced as continuous, the cap's headroom (the
+    // spikes' size, above 1,000) bought it anyway. Spikes every 20 minutes make it worth
+    // buying.
+    let f = fleet(PREDICTIVE, "");
+    let spec = predictive_spec(&f);
+    let now = 5 * 1440;
+    let wants = |every: i64| {
+        let mut model = DemandModel::new(spec, 1_000.0);
+        model.ingest(&MetricSeries {
+            points: (0..now - 1)
+                .map(|m| (t(m), small_with_spikes(m, every)))
+                .collect(),
+        });
+        let (vote, why) = predictive::vote(
+            spec,
+            &f,
+            &obs(t(now), 2, 2, vec![None]),
+            Some(&model),
+            chrono::Duration::minutes(5),
+        );
+        (vote, why, model.budget_unmet())
+    };
+    let (vote, why, unmet) = wants(300);
+    assert_eq!(vote, Vote::Capacity(1), "{why}");
+    assert!(unmet.is_some_and(|lost| lost > 0.001), "{unmet:?}: {why}");
+    let (vote, why, _) = wants(20);
+    assert_eq!(vote, Vote::Capacity(2), "{why}");
+}
+
 /// Every two hours a 10-minute surge to 8× (classes changing over) on the first three
 /// days, then none (term ended): what earlier days say about the coming minutes is wrong.
 fn faded(minute: i64) -> f64 {
