@@ -17,8 +17,8 @@ const WHOLE_BANDS: usize = 2;
 /// Points on the grid of headroom multipliers a whole-instance band chooses from.
 const GRID: usize = 83;
 
-/// The grid's multipliers: -1, -0.5 and 0, then from 0.1 up by 8% a step to about 47
-/// (the headroom cap stops calibrations on the shared traces under 8).
+/// The grid's multipliers: -1, -0.5 and 0, then from 0.1 up by 8% a step to about 44 (a
+/// small band that would want more gets 44).
 static GRID_Z: std::sync::LazyLock<[f64; GRID]> = std::sync::LazyLock::new(|| {
     std::array::from_fn(|g| match g {
         0 => -1.0,
