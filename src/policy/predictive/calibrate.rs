@@ -2,11 +2,10 @@
 //! forecasts ([`Tail`]), the multiplier each regime gets for the loss budget, and the
 //! check that the seasonal estimate holds up (see the parent module's documentation).
 
+use super::whole::WholeInstances;
 use super::{
     DemandModel, Score, BANDS, MAX_EXCEEDANCE, MIN_REGIME, MIN_SCORES, REGIMES, SEASONAL_TOLERANCE,
 };
-use crate::policy::ceil_count;
-use std::collections::VecDeque;
 
 /// The size bands whose headroom is priced in whole instances ([`WholeInstances`]): under
 /// 2 instances, and 2 to 3. Chosen by leave-one-trace-out from none, the first, and the
@@ -14,155 +13,9 @@ use std::collections::VecDeque;
 /// of the fleet or less, and the continuous price is close.
 const WHOLE_BANDS: usize = 2;
 
-/// Points on the grid of headroom multipliers a whole-instance band chooses from.
-const GRID: usize = 83;
-
-/// The grid's multipliers: -1, -0.5 and 0, then from 0.1 up by 8% a step to about 44 (a
-/// small band that would want more gets 44).
-static GRID_Z: std::sync::LazyLock<[f64; GRID]> = std::sync::LazyLock::new(|| {
-    std::array::from_fn(|g| match g {
-        0 => -1.0,
-        1 => -0.5,
-        2 => 0.0,
-        _ => 0.1 * 1.08_f64.powi(g as i32 - 3),
-    })
-});
-
 /// Whether regime `i`'s headroom is priced in whole instances.
 fn whole(i: usize) -> bool {
     i % usize::from(BANDS) < WHOLE_BANDS
-}
-
-/// One scored slot of a small band: (slot, forecast, noise scale, actual demand).
-type Priced = (i64, f32, f32, f32);
-
-/// A small band's headroom priced in whole instances.
-///
-/// A forecast for 0.4 instances with a headroom of 0.7 instances is served by 2
-/// instances, not 1.1: the second instance is paid for in full, and it saves only the
-/// demand above the first. Priced as continuous (as the larger bands are), the headroom
-/// buys that instance whenever it crosses the line, for traffic of a fraction of one. On
-/// worldcup98 a quarter of what the policy paid over the zero-loss limit was such a second
-/// instance (BENCHMARKS.md). Here every scored slot is priced at each multiplier `z` of a
-/// fixed grid ([`GRID_Z`]): the instances the policy would have held for it,
-/// `max(1, ceil((forecast + z × scale) / unit))`, and the requests they would have left
-/// unserved. The sums per grid point are added to as slots are scored and taken from as
-/// they leave the window (and summed afresh once four times as many have left as are kept,
-/// so float error cannot build up), so pricing any multiplier costs nothing per calibration.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct WholeInstances {
-    /// One instance's capacity per period.
-    unit: f64,
-    /// The slots in the sums, oldest first.
-    kept: VecDeque<Priced>,
-    /// Scored slots not yet in the sums (added at the next refresh).
-    pending: Vec<Priced>,
-    /// Per grid point: instance-periods held, requests left unserved.
-    instances: Vec<f64>,
-    lost: Vec<f64>,
-    /// Slots taken out of the sums since they were last summed from scratch.
-    removed: usize,
-    /// The grid points on the lower convex hull of (instance-periods, requests unserved),
-    /// from the smallest multiplier: the only ones that can cost least at any price.
-    hull: Vec<usize>,
-}
-
-impl WholeInstances {
-    /// A slot scored at `slot`: forecast `f` with noise scale `s`, demand `actual`, one
-    /// instance serving `unit` per period. Counted from the next refresh.
-    pub(super) fn push(&mut self, slot: i64, f: f64, s: f64, actual: f64, unit: f64) {
-        self.unit = unit;
-        self.pending.push((slot, f as f32, s as f32, actual as f32));
-    }
-
-    fn add(&mut self, &(_, f, s, actual): &Priced, sign: f64) {
-        let (f, s, actual) = (f64::from(f), f64::from(s), f64::from(actual));
-        let unit = self.unit;
-        let grid = &*GRID_Z;
-        for ((z, instances), lost) in grid
-            .iter()
-            .zip(self.instances.iter_mut())
-            .zip(self.lost.iter_mut())
-        {
-            let held = if unit > 0.0 {
-                f64::from(ceil_count((f + z * s) / unit).max(1))
-            } else {
-                1.0
-            };
-            *instances += sign * held;
-            *lost += sign * (actual - held * unit).max(0.0);
-        }
-    }
-
-    /// Add the pending slots; drop those scored before slot `oldest`.
-    pub(super) fn refresh(&mut self, oldest: i64) {
-        if self.instances.len() != GRID {
-            self.instances = vec![0.0; GRID];
-            self.lost = vec![0.0; GRID];
-        }
-        for p in std::mem::take(&mut self.pending) {
-            if p.0 >= oldest {
-                self.add(&p, 1.0);
-                self.kept.push_back(p);
-            }
-        }
-        while let Some(p) = self.kept.front().copied().filter(|p| p.0 < oldest) {
-            self.kept.pop_front();
-            self.add(&p, -1.0);
-            self.removed += 1;
-        }
-        if self.removed > 4 * self.kept.len() {
-            self.instances.fill(0.0);
-            self.lost.fill(0.0);
-            let kept = std::mem::take(&mut self.kept);
-            for p in &kept {
-                self.add(p, 1.0);
-            }
-            self.kept = kept;
-            self.removed = 0;
-        }
-        self.hull.clear();
-        for g in 0..GRID {
-            let (x, y) = (self.instances[g], self.lost[g]);
-            // Instances never fall and losses never rise along the grid: a point with the
-            // same instances as the last one kept replaces it if it loses less.
-            if let Some(&last) = self.hull.last() {
-                if self.instances[last] >= x {
-                    if self.lost[last] <= y {
-                        continue;
-                    }
-                    self.hull.pop();
-                }
-            }
-            while let [.., a, b] = self.hull[..] {
-                let (ax, ay) = (self.instances[a], self.lost[a]);
-                let (bx, by) = (self.instances[b], self.lost[b]);
-                // b is on or above the segment from a to this point: never the only best.
-                if (bx - ax) * (y - ay) - (by - ay) * (x - ax) <= 0.0 {
-                    self.hull.pop();
-                } else {
-                    break;
-                }
-            }
-            self.hull.push(g);
-        }
-    }
-
-    /// The multiplier whose instances plus its unserved requests priced at `1 / e`
-    /// instance-periods each (the marginal share the continuous regimes leave above their
-    /// headroom: the same trade-off) cost least, the smallest on a tie, with the requests
-    /// it would have left unserved.
-    pub(super) fn best(&self, e: f64) -> (f64, f64) {
-        let mut best: Option<(f64, usize)> = None;
-        for &g in &self.hull {
-            let cost = self.instances[g] * self.unit + self.lost[g] / e;
-            // Float noise in the running sums must not break a tie towards more headroom.
-            if best.is_none_or(|(b, _)| cost < b - 1e-9 * b.abs()) {
-                best = Some((cost, g));
-            }
-        }
-        best.map_or((0.0, 0.0), |(_, g)| (GRID_Z[g], self.lost[g].max(0.0)))
-    }
 }
 
 /// One residual: (residual in units of its scale, the scale, the slot it scored).
@@ -322,8 +175,8 @@ impl Tails {
     }
 
     /// Regime `i`'s headroom for exceedance share `e`: its own residuals' (for the small
-    /// bands, priced in whole instances at the same share), or the pooled residuals' when
-    /// it has fewer than [`MIN_REGIME`].
+    /// bands, priced in whole instances at the same marginal price), or the pooled
+    /// residuals' when it has fewer than [`MIN_REGIME`].
     fn z_at(&self, i: usize, e: f64) -> f64 {
         let own = &self.regimes[i];
         if own.len() >= MIN_REGIME && whole(i) {
@@ -461,19 +314,16 @@ impl DemandModel {
     /// (requests lost, requests) had `forecast + z × scale` been served on every scored
     /// slot, with `z` per regime; in whole instances in the small bands, as calibrated.
     pub(in crate::policy) fn replay_loss(&self, z: &[f64; REGIMES]) -> (f64, f64) {
-        let mut counts = [0_usize; REGIMES];
-        for s in &self.scores {
-            counts[usize::from(s.regime)] += 1;
-        }
-        let pooled = |i: usize| counts[i] < MIN_REGIME;
+        // Pooled or not as at the last calibration (its tails' counts).
+        let pooled = |i: usize| self.tails.regimes[i].len() < MIN_REGIME;
         self.scores.iter().fold((0.0, 0.0), |(lost, total), s| {
             let i = usize::from(s.regime);
             let zi = z[i];
             let (sz, ss, actual) = (f64::from(s.z), f64::from(s.s), f64::from(s.actual));
             let missed = if whole(i) && !pooled(i) {
                 // Held in whole instances: the forecast was actual - z × s.
-                let held = ceil_count((actual - sz * ss + zi * ss) / self.floor).max(1);
-                (actual - f64::from(held) * self.floor).max(0.0)
+                let n = super::whole::held(actual - sz * ss, zi, ss, self.floor);
+                (actual - n * self.floor).max(0.0)
             } else {
                 (ss * (sz - zi)).max(0.0)
             };
@@ -484,69 +334,10 @@ impl DemandModel {
 
 #[cfg(test)]
 mod tests {
-    use super::{Tail, WholeInstances, GRID, GRID_Z};
+    use super::Tail;
     use proptest::prelude::*;
 
     proptest! {
-        /// The whole-instance sums kept across refreshes (slots leaving the window, some
-        /// still pending, a summing afresh now and then) equal sums built at once from the
-        /// kept slots, and the multiplier chosen from the hull costs the least of the whole
-        /// grid at every price, priced by hand.
-        #[test]
-        fn whole_instance_pricing_kept_across_refreshes_is_exact_and_picks_the_cheapest(
-            batches in prop::collection::vec(
-                prop::collection::vec((0u32..3_000, 1u32..400, 0u32..4_000), 0..40), 1..10),
-            steps in prop::collection::vec(0i64..30, 8),
-            es in prop::collection::vec(0.001f64..0.6, 1..6),
-        ) {
-            let unit = 1_000.0;
-            let mut kept = WholeInstances::default();
-            let (mut slot, mut oldest) = (0i64, 0i64);
-            let mut all = Vec::new();
-            for (batch, step) in batches.iter().zip(steps.iter().cycle()) {
-                for &(f, s, a) in batch {
-                    let (f, s, a) = (f64::from(f), f64::from(s), f64::from(a));
-                    kept.push(slot, f, s, a, unit);
-                    all.push((slot, f, s, a));
-                    slot += 1;
-                }
-                oldest = (oldest + step).min(slot);
-                kept.refresh(oldest);
-            }
-            let mut at_once = WholeInstances::default();
-            for &(slot, f, s, a) in all.iter().filter(|p| p.0 >= oldest) {
-                at_once.push(slot, f, s, a, unit);
-            }
-            at_once.refresh(oldest);
-            for g in 0..GRID {
-                prop_assert_eq!(kept.instances[g], at_once.instances[g]);
-                let (x, y) = (kept.lost[g], at_once.lost[g]);
-                prop_assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{} vs {}", x, y);
-            }
-            // By hand: each kept slot held max(1, ceil((f + z s) / unit)) instances.
-            let kept_slots: Vec<_> = all.iter().filter(|p| p.0 >= oldest).collect();
-            let priced = |g: usize, e: f64| -> f64 {
-                kept_slots
-                    .iter()
-                    .map(|&&(_, f, s, a)| {
-                        let held = ((f + GRID_Z[g] * s) / unit).ceil().max(1.0);
-                        held * unit + (a - held * unit).max(0.0) / e
-                    })
-                    .sum()
-            };
-            for e in es {
-                let (z, lost) = kept.best(e);
-                let g = GRID_Z.iter().position(|&x| x == z).expect("a grid point");
-                prop_assert!((lost - kept.lost[g].max(0.0)).abs() < 1e-9);
-                let least = (0..GRID).map(|g| priced(g, e)).fold(f64::INFINITY, f64::min);
-                let chosen = priced(g, e);
-                prop_assert!(
-                    chosen <= least + 1e-6 * least.abs(),
-                    "e {}: z {} costs {} > {}", e, z, chosen, least
-                );
-            }
-        }
-
         /// Merging residuals in over several refreshes, each dropping those older than a
         /// cutoff that only moves forward (some of them still pending), prices every
         /// headroom as a tail built from the kept residuals at once. Residuals are drawn
