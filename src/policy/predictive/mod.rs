@@ -39,12 +39,12 @@
 //! scored requests would have lost at most `loss_budget`, but never more headroom than
 //! leaves 0.2% above it: past that, instances buy almost nothing, and one flash crowd
 //! would otherwise set the headroom for days. Under 4 instances a fleet's headroom is
-//! priced in whole instances instead (`whole::WholeInstances`): a second instance for
-//! a third of one instance's traffic costs a whole one, so it is bought only where the
-//! requests it would have saved are worth it at the same marginal share. The tails are rare events, so the window is
-//! long (chosen by leave-one-trace-out from 3, 7 and 14 days); the sorted errors are kept
-//! between calibrations and merged, so a long window costs a linear pass an hour, not a
-//! sort.
+//! priced in whole instances instead (`whole::WholeInstances`): a second instance for a
+//! third of one instance's traffic costs a whole one, so it is bought only where the
+//! requests it would have saved are worth it at the same marginal share. The tails are
+//! rare events, so the window is long (chosen by leave-one-trace-out from 3, 7 and 14
+//! days); the sorted errors are kept between calibrations and merged, so a long window
+//! costs a linear pass an hour, not a sort.
 //!
 //! Because the scores come from history alone, a restarted daemon that reads 14 days of
 //! history back is calibrated on its first pass.
