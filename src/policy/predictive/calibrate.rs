@@ -166,7 +166,8 @@ impl Tails {
         for t in self.regimes.iter_mut() {
             t.refresh(oldest);
         }
-        for w in self.whole.iter_mut() {
+        // Only the small bands' are ever fed or read.
+        for (_, w) in self.whole.iter_mut().enumerate().filter(|(i, _)| whole(*i)) {
             w.refresh(oldest);
         }
         self.pooled.refresh(oldest);

@@ -202,6 +202,30 @@ fn predictive_spec(f: &FleetSpec) -> &manifest::PredictiveSpec {
     }
 }
 
+/// A model for one instance of 1,000 per minute, fed `demand` at minutes `0..until`.
+fn model_of(
+    spec: &manifest::PredictiveSpec,
+    until: i64,
+    demand: impl Fn(i64) -> f64,
+) -> DemandModel {
+    let mut model = DemandModel::new(spec, 1_000.0);
+    model.ingest(&MetricSeries {
+        points: (0..until).map(|m| (t(m), demand(m))).collect(),
+    });
+    model
+}
+
+/// The predictive vote at minute `now` (2 instances running), from `model`.
+fn vote_at(f: &FleetSpec, now: i64, model: &DemandModel) -> (Vote, String) {
+    predictive::vote(
+        predictive_spec(f),
+        f,
+        &obs(t(now), 2, 2, vec![None]),
+        Some(model),
+        chrono::Duration::minutes(5),
+    )
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
 
@@ -259,24 +283,14 @@ fn predictive_says_when_its_loss_budget_cannot_be_met() {
             1_000.0
         }
     };
-    let mut model = DemandModel::new(spec, 1_000.0);
     let now = 2 * 1440;
-    model.ingest(&MetricSeries {
-        points: (0..now - 1).map(|m| (t(m), wild(m))).collect(),
-    });
+    let model = model_of(spec, now - 1, wild);
     let lost = model.budget_unmet().expect("the budget cannot be met here");
     assert!(lost > 0.001, "{lost}");
-    let (_, why) = predictive::vote(
-        spec,
-        &f,
-        &obs(t(now), 2, 2, vec![None]),
-        Some(&model),
-        chrono::Duration::minutes(5),
-    );
+    let (_, why) = vote_at(&f, now, &model);
     assert!(why.contains("cannot be met at a sane cost"), "{why}");
     // A calm daily cycle meets it, and says nothing.
-    let mut calm = DemandModel::new(spec, 1_000.0);
-    calm.ingest(&history(0, 5 * 1440 - 1));
+    let calm = model_of(spec, 5 * 1440 - 1, daily);
     assert_eq!(calm.budget_unmet(), None);
 }
 
@@ -306,19 +320,8 @@ fn predictive_buys_a_small_fleets_second_instance_only_where_it_is_worth_a_whole
     // forecast is of the calm traffic (about 700), not of a spike.
     let now = 5 * 1440 - 12;
     let wants = |every: i64| {
-        let mut model = DemandModel::new(spec, 1_000.0);
-        model.ingest(&MetricSeries {
-            points: (0..now - 1)
-                .map(|m| (t(m), small_with_spikes(m, every)))
-                .collect(),
-        });
-        let (vote, why) = predictive::vote(
-            spec,
-            &f,
-            &obs(t(now), 2, 2, vec![None]),
-            Some(&model),
-            chrono::Duration::minutes(5),
-        );
+        let model = model_of(spec, now - 1, |m| small_with_spikes(m, every));
+        let (vote, why) = vote_at(&f, now, &model);
         (vote, why, model.budget_unmet())
     };
     let (vote, why, unmet) = wants(300);
