@@ -9,24 +9,21 @@ use chrono::{DateTime, Utc};
 use tracing::{error, info, warn};
 
 impl Controller {
+    /// `orphans`: the live owned instances whose fleet is in no manifest.
     pub(super) async fn collect_garbage(
         &mut self,
-        instances: &[Instance],
+        orphans: &[&Instance],
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) {
         let gc = self.config.controller.gc.clone();
-        let orphans: Vec<&Instance> = instances
-            .iter()
-            .filter(|i| i.state.is_live() && self.config.fleet(&i.fleet).is_none())
-            .collect();
         let live: std::collections::HashSet<&str> = orphans.iter().map(|i| i.id.as_str()).collect();
         self.orphans.retain(|id, _| live.contains(id.as_str()));
         if orphans.is_empty() || self.config.fleets.is_empty() {
             return;
         }
         let mut due = Vec::new();
-        for i in orphans {
+        for &i in orphans {
             let first = *self.orphans.entry(i.id.clone()).or_insert(now);
             if first == now {
                 warn!(instance = %i.id, fleet = %i.fleet, "orphan: owned instance of a fleet that is not in the manifests");

@@ -33,7 +33,7 @@ use state::FleetState;
 use crate::clock::Clock;
 use crate::cloud::{Cloud, CloudError, Instance, MetricQuery};
 use crate::deploy::Build;
-use crate::manifest::Config;
+use crate::manifest::{Config, FleetSpec};
 use crate::policy;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -66,7 +66,8 @@ pub struct Controller {
     /// Replicas: the fleets this daemon holds the lease of (None: every fleet).
     owned: Option<HashSet<String>>,
     clock: Arc<dyn Clock>,
-    config: Config,
+    /// Shared so a pass borrows it without copying every fleet's spec.
+    config: Arc<Config>,
     dry_run: bool,
     fleets: HashMap<String, FleetState>,
     orphans: HashMap<String, DateTime<Utc>>,
@@ -127,7 +128,7 @@ impl Controller {
             journal,
             owned: None,
             clock,
-            config,
+            config: Arc::new(config),
             dry_run,
             fleets: HashMap::new(),
             orphans: HashMap::new(),
@@ -216,7 +217,9 @@ impl Controller {
     /// Manage only the fleets of `region`, now and after every reload.
     pub fn with_region(mut self, region: &str) -> Self {
         self.region = Some(region.to_string());
-        self.config.fleets.retain(|f| f.region == region);
+        Arc::make_mut(&mut self.config)
+            .fleets
+            .retain(|f| f.region == region);
         self
     }
 
@@ -236,7 +239,7 @@ impl Controller {
         self.fleets.retain(|name, _| config.fleet(name).is_some());
         self.journal
             .set_fleets(fleet_names(&config), fleet_resources(&config));
-        self.config = config;
+        self.config = Arc::new(config);
         Ok(())
     }
 
@@ -283,9 +286,16 @@ impl Controller {
             }
         }
         instances.extend(self.inflight.values().map(|(_, i)| i.clone()));
-        // Capacity units: each instance counts its type's weight in its fleet's manifest.
+        let config = Arc::clone(&self.config);
+        // Fleets by name: looked up once per instance, so not a scan of the list.
+        let specs: HashMap<&str, &FleetSpec> =
+            config.fleets.iter().map(|f| (f.name.as_str(), f)).collect();
+        // Capacity units: each instance counts its type's weight in its fleet's manifest
+        // (1 for a fleet not in the manifests).
         for i in instances.iter_mut() {
-            i.weight = self.config.weight_of(i);
+            i.weight = specs
+                .get(i.fleet.as_str())
+                .map_or(1, |f| f.launch.weight_of(&i.instance_type));
         }
         self.read_notices(&mut instances, now, &mut report).await;
         let mut by_fleet: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
@@ -325,11 +335,12 @@ impl Controller {
         self.rollout_interval = rollouts.values().map(|r| r.deploy.gates.interval.0).min();
         report.requeue_after = self.rollout_interval;
 
-        let mut config = self.config.clone();
-        if let Some(owned) = &self.owned {
-            config.fleets.retain(|f| owned.contains(&f.name));
-        }
-        for spec in &config.fleets {
+        let fleets: Vec<&FleetSpec> = config
+            .fleets
+            .iter()
+            .filter(|f| self.owns(&f.name))
+            .collect();
+        for spec in &fleets {
             if !self.fleets.contains_key(&spec.name) {
                 let restored = FleetState::restored(&spec.name, &self.store);
                 self.fleets.insert(spec.name.clone(), restored);
@@ -337,8 +348,8 @@ impl Controller {
         }
         // Each fleet decides through its own context; the global cap then trims the
         // decisions together, and each fleet acts on what is left.
-        let mut decided: Vec<(FleetContext, FleetReport)> = Vec::with_capacity(config.fleets.len());
-        for spec in &config.fleets {
+        let mut decided: Vec<(FleetContext, FleetReport)> = Vec::with_capacity(fleets.len());
+        for &spec in &fleets {
             let group = match &spec.auto_scaling_group {
                 Some(g) => match groups.get(g) {
                     Some(gs) => Some(gs),
@@ -394,7 +405,11 @@ impl Controller {
         }
         if !self.dry_run {
             if self.owns(crate::fence::GC_LEASE) {
-                self.collect_garbage(&instances, now, &mut report).await;
+                let orphans: Vec<&Instance> = instances
+                    .iter()
+                    .filter(|i| i.state.is_live() && !specs.contains_key(i.fleet.as_str()))
+                    .collect();
+                self.collect_garbage(&orphans, now, &mut report).await;
             }
             self.save_rollout_memory();
         }
