@@ -127,7 +127,7 @@ pub fn table(standings: &[Standing]) -> String {
             _ => {
                 let _ = writeln!(
                     out,
-                    "  r: none; every baseline run loses more than {:.4}%",
+                    "  r: unbeaten; every baseline run, at any cost, loses more than {:.4}%",
                     s.unserved_fraction * 100.0
                 );
             }

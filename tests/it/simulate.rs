@@ -269,7 +269,10 @@ fn sweep_reports_r_against_the_cheapest_baseline_run_losing_no_more() {
         text.contains("against the baselines swept over targets 0.30 to 0.90"),
         "{text}"
     );
-    assert!(text.contains("r = ") || text.contains("r: none"), "{text}");
+    assert!(
+        text.contains("r = ") || text.contains("r: unbeaten"),
+        "{text}"
+    );
 }
 
 /// `--prices` with the Spot example manifest: every run in dollars, the fleet's policy
