@@ -189,18 +189,30 @@ pub fn choose_victims_by_market<'a>(
     let (spot, od) = (of(Market::Spot), of(Market::OnDemand));
     let mut out = choose_victims(&spot, build, n.spot);
     out.extend(choose_victims(&od, build, n.on_demand));
-    let chosen = |out: &[&Instance], i: &Instance| out.iter().any(|o| o.id == i.id);
+    // Ids already chosen: a set, so the top-up passes stay linear in the fleet's size.
+    let ids = |out: &[&'a Instance]| -> std::collections::HashSet<&'a str> {
+        out.iter().map(|o| o.id.as_str()).collect()
+    };
     let mut left = n.total().saturating_sub(units(out.iter().copied()));
     if left > 0 {
-        let rest: Vec<&Instance> = spot.iter().copied().filter(|i| !chosen(&out, i)).collect();
+        let chosen = ids(&out);
+        let rest: Vec<&Instance> = spot
+            .iter()
+            .copied()
+            .filter(|i| !chosen.contains(i.id.as_str()))
+            .collect();
         let more = choose_victims(&rest, build, left);
         left -= units(more.iter().copied());
         out.extend(more);
     }
     if left > 0 {
-        let od_left = units(od.iter().copied().filter(|i| !chosen(&out, i)));
-        let room = od_left.saturating_sub(on_demand_floor);
-        let rest: Vec<&Instance> = od.iter().copied().filter(|i| !chosen(&out, i)).collect();
+        let chosen = ids(&out);
+        let rest: Vec<&Instance> = od
+            .iter()
+            .copied()
+            .filter(|i| !chosen.contains(i.id.as_str()))
+            .collect();
+        let room = units(rest.iter().copied()).saturating_sub(on_demand_floor);
         out.extend(choose_victims(&rest, build, left.min(room)));
     }
     out
@@ -224,21 +236,19 @@ pub fn choose_victims<'a>(live: &[&'a Instance], build: &str, n: u32) -> Vec<&'a
         }
         let best = pool
             .iter()
+            .copied()
             .enumerate()
             .filter(|(_, i)| i.weight.max(1) <= left)
-            .max_by(|(_, a), (_, b)| {
-                let key = |i: &Instance| {
-                    (
-                        i.build != build,
-                        per_az
-                            .get(&i.availability_zone.as_deref())
-                            .copied()
-                            .unwrap_or(0),
-                        i.launched_at,
-                        i.id.clone(),
-                    )
-                };
-                key(a).cmp(&key(b))
+            .max_by_key(|&(_, i): &(usize, &'a Instance)| {
+                (
+                    i.build != build,
+                    per_az
+                        .get(&i.availability_zone.as_deref())
+                        .copied()
+                        .unwrap_or(0),
+                    i.launched_at,
+                    i.id.as_str(),
+                )
             })
             .map(|(idx, _)| idx);
         let Some(idx) = best else { break };
@@ -338,6 +348,61 @@ mod tests {
                 choose_victims(&plain_live, "v1", n).len(),
                 (n as usize).min(plain.len())
             );
+        }
+
+        /// By market: each instance at most once, never more units than asked, On-Demand
+        /// topped up only down to its floor, and the same choice as the plain
+        /// description (each market's part, then Spot, then On-Demand above the floor,
+        /// each from what is not chosen yet).
+        #[test]
+        fn victims_by_market_follow_the_description(
+            fleet in proptest::collection::vec((1u32..4, proptest::bool::ANY, 0u8..3, proptest::bool::ANY), 0..14),
+            spot in 0u32..12,
+            on_demand in 0u32..12,
+            floor in 0u32..10,
+        ) {
+            use crate::cloud::{market::Split, units, Market};
+            let fleet: Vec<Instance> = fleet
+                .iter()
+                .enumerate()
+                .map(|(k, (w, is_spot, az, old))| {
+                    let az = ["a", "b", "c"][usize::from(*az)];
+                    let mut i = inst(&format!("i-{k}"), az, if *old { "v1" } else { "v2" }, k as u32);
+                    i.weight = *w;
+                    i.market = if *is_spot { Market::Spot } else { Market::OnDemand };
+                    i
+                })
+                .collect();
+            let live: Vec<&Instance> = fleet.iter().collect();
+            let n = Split { on_demand, spot };
+            let v = choose_victims_by_market(&live, "v2", n, floor);
+            let ids: Vec<&str> = v.iter().map(|i| i.id.as_str()).collect();
+            let distinct: std::collections::HashSet<&str> = ids.iter().copied().collect();
+            proptest::prop_assert_eq!(distinct.len(), ids.len());
+            proptest::prop_assert!(units(v.iter().copied()) <= n.total());
+
+            // The description, step by step.
+            let of = |m: Market| -> Vec<&Instance> { live.iter().copied().filter(|i| i.market == m).collect() };
+            let (s, od) = (of(Market::Spot), of(Market::OnDemand));
+            let mut want: Vec<&Instance> = choose_victims(&s, "v2", spot);
+            want.extend(choose_victims(&od, "v2", on_demand));
+            let mut left = n.total() - units(want.iter().copied());
+            let rest_s: Vec<&Instance> = s.iter().copied().filter(|i| want.iter().all(|o| o.id != i.id)).collect();
+            let more = choose_victims(&rest_s, "v2", left);
+            left -= units(more.iter().copied());
+            want.extend(more);
+            let rest_od: Vec<&Instance> = od.iter().copied().filter(|i| want.iter().all(|o| o.id != i.id)).collect();
+            let room = units(rest_od.iter().copied()).saturating_sub(floor);
+            want.extend(choose_victims(&rest_od, "v2", left.min(room)));
+            let want_ids: Vec<&str> = want.iter().map(|i| i.id.as_str()).collect();
+            proptest::prop_assert_eq!(&ids, &want_ids);
+            // The top-up never takes On-Demand below its floor.
+            let od_first: u32 = units(choose_victims(&od, "v2", on_demand).into_iter());
+            let od_taken: u32 = units(v.iter().copied().filter(|i| i.market == Market::OnDemand));
+            let od_units = units(od.iter().copied());
+            if od_taken > od_first {
+                proptest::prop_assert!(od_units - od_taken >= floor);
+            }
         }
 
         /// Spreading `n` units `step` at a time: every share a multiple of `step`, the
