@@ -362,12 +362,13 @@ mod tests {
             floor in 0u32..10,
         ) {
             use crate::cloud::{market::Split, units, Market};
+            // Launch minutes repeat (k % 3), so ties fall to the id ("i-10" < "i-2").
             let fleet: Vec<Instance> = fleet
                 .iter()
                 .enumerate()
                 .map(|(k, (w, is_spot, az, old))| {
                     let az = ["a", "b", "c"][usize::from(*az)];
-                    let mut i = inst(&format!("i-{k}"), az, if *old { "v1" } else { "v2" }, k as u32);
+                    let mut i = inst(&format!("i-{k}"), az, if *old { "v1" } else { "v2" }, (k % 3) as u32);
                     i.weight = *w;
                     i.market = if *is_spot { Market::Spot } else { Market::OnDemand };
                     i
@@ -403,6 +404,46 @@ mod tests {
             if od_taken > od_first {
                 proptest::prop_assert!(od_units - od_taken >= floor);
             }
+            // Nothing Spot is left that would still fit in what was asked.
+            let left_over = n.total() - units(v.iter().copied());
+            for i in &s {
+                if !distinct.contains(i.id.as_str()) {
+                    proptest::prop_assert!(i.weight > left_over, "{} (weight {}) fits in {left_over}", i.id, i.weight);
+                }
+            }
+        }
+
+        /// Without weights the count is known by hand: each market's part (as far as it
+        /// has instances), then what is left from Spot, then from On-Demand down to its
+        /// floor.
+        #[test]
+        fn victims_by_market_count_without_weights(
+            spot_n in 0u32..10,
+            od_n in 0u32..10,
+            spot in 0u32..12,
+            on_demand in 0u32..12,
+            floor in 0u32..10,
+        ) {
+            use crate::cloud::{market::Split, Market};
+            let fleet: Vec<Instance> = (0..spot_n + od_n)
+                .map(|k| {
+                    let mut i = inst(&format!("i-{k}"), "a", "v2", k % 4);
+                    i.market = if k < spot_n { Market::Spot } else { Market::OnDemand };
+                    i
+                })
+                .collect();
+            let live: Vec<&Instance> = fleet.iter().collect();
+            let v = choose_victims_by_market(&live, "v2", Split { on_demand, spot }, floor);
+            let a = spot.min(spot_n);
+            let b = on_demand.min(od_n);
+            let total = spot + on_demand;
+            let c = (spot_n - a).min(total - a - b);
+            let d = (total - a - b - c).min((od_n - b).saturating_sub(floor));
+            proptest::prop_assert_eq!(v.len() as u32, a + b + c + d);
+            proptest::prop_assert_eq!(
+                v.iter().filter(|i| i.market == Market::Spot).count() as u32,
+                a + c
+            );
         }
 
         /// Spreading `n` units `step` at a time: every share a multiple of `step`, the
