@@ -5,25 +5,32 @@
 
 use super::{Action, Controller, PassReport};
 use crate::cloud::Instance;
+use crate::manifest::FleetSpec;
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use tracing::{error, info, warn};
 
 impl Controller {
-    /// `orphans`: the live owned instances whose fleet is in no manifest.
+    /// `known`: every fleet in the manifests, by name (the pass's index of them).
     pub(super) async fn collect_garbage(
         &mut self,
-        orphans: &[&Instance],
+        instances: &[Instance],
+        known: &HashMap<&str, &FleetSpec>,
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) {
         let gc = self.config.controller.gc.clone();
+        let orphans: Vec<&Instance> = instances
+            .iter()
+            .filter(|i| i.state.is_live() && !known.contains_key(i.fleet.as_str()))
+            .collect();
         let live: std::collections::HashSet<&str> = orphans.iter().map(|i| i.id.as_str()).collect();
         self.orphans.retain(|id, _| live.contains(id.as_str()));
         if orphans.is_empty() || self.config.fleets.is_empty() {
             return;
         }
         let mut due = Vec::new();
-        for &i in orphans {
+        for i in orphans {
             let first = *self.orphans.entry(i.id.clone()).or_insert(now);
             if first == now {
                 warn!(instance = %i.id, fleet = %i.fleet, "orphan: owned instance of a fleet that is not in the manifests");

@@ -405,11 +405,8 @@ impl Controller {
         }
         if !self.dry_run {
             if self.owns(crate::fence::GC_LEASE) {
-                let orphans: Vec<&Instance> = instances
-                    .iter()
-                    .filter(|i| i.state.is_live() && !specs.contains_key(i.fleet.as_str()))
-                    .collect();
-                self.collect_garbage(&orphans, now, &mut report).await;
+                self.collect_garbage(&instances, &specs, now, &mut report)
+                    .await;
             }
             self.save_rollout_memory();
         }

@@ -189,29 +189,23 @@ pub fn choose_victims_by_market<'a>(
     let (spot, od) = (of(Market::Spot), of(Market::OnDemand));
     let mut out = choose_victims(&spot, build, n.spot);
     out.extend(choose_victims(&od, build, n.on_demand));
-    // Ids already chosen: a set, so the top-up passes stay linear in the fleet's size.
-    let ids = |out: &[&'a Instance]| -> std::collections::HashSet<&'a str> {
-        out.iter().map(|o| o.id.as_str()).collect()
+    // What `pool` has that `out` does not: by a set of ids, so the top-up passes stay
+    // linear in the fleet's size.
+    let not_chosen = |pool: &[&'a Instance], out: &[&'a Instance]| -> Vec<&'a Instance> {
+        let chosen: std::collections::HashSet<&str> = out.iter().map(|o| o.id.as_str()).collect();
+        pool.iter()
+            .copied()
+            .filter(|i| !chosen.contains(i.id.as_str()))
+            .collect()
     };
     let mut left = n.total().saturating_sub(units(out.iter().copied()));
     if left > 0 {
-        let chosen = ids(&out);
-        let rest: Vec<&Instance> = spot
-            .iter()
-            .copied()
-            .filter(|i| !chosen.contains(i.id.as_str()))
-            .collect();
-        let more = choose_victims(&rest, build, left);
+        let more = choose_victims(&not_chosen(&spot, &out), build, left);
         left -= units(more.iter().copied());
         out.extend(more);
     }
     if left > 0 {
-        let chosen = ids(&out);
-        let rest: Vec<&Instance> = od
-            .iter()
-            .copied()
-            .filter(|i| !chosen.contains(i.id.as_str()))
-            .collect();
+        let rest = not_chosen(&od, &out);
         let room = units(rest.iter().copied()).saturating_sub(on_demand_floor);
         out.extend(choose_victims(&rest, build, left.min(room)));
     }

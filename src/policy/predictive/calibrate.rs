@@ -175,32 +175,38 @@ impl Tails {
         self.seasonal.refresh(oldest_seasonal);
     }
 
-    /// Regime `i`'s headroom for exceedance share `e`: its own residuals' (for the small
-    /// bands, priced in whole instances at the same marginal price), or the pooled
-    /// residuals' when it has fewer than [`MIN_REGIME`].
-    fn z_at(&self, i: usize, e: f64) -> f64 {
+    /// Whether regime `i`'s headroom is priced in whole instances: a small band ([`whole`])
+    /// with at least [`MIN_REGIME`] scores of its own.
+    fn priced_whole(&self, i: usize) -> bool {
+        whole(i) && self.regimes[i].len() >= MIN_REGIME
+    }
+
+    /// Regime `i`'s headroom for exceedance share `e` and the requests it would have left
+    /// unserved: from its own residuals (for the small bands, priced in whole instances at
+    /// the same marginal price), or the pooled residuals' headroom when it has fewer than
+    /// [`MIN_REGIME`].
+    fn at(&self, i: usize, e: f64) -> (f64, f64) {
         let own = &self.regimes[i];
-        if own.len() >= MIN_REGIME && whole(i) {
-            self.whole[i].best(e).0
-        } else if own.len() >= MIN_REGIME {
-            own.z_at(e)
+        if self.priced_whole(i) {
+            self.whole[i].best(e)
         } else {
-            self.pooled.z_at(e)
+            let z = if own.len() >= MIN_REGIME {
+                own.z_at(e)
+            } else {
+                self.pooled.z_at(e)
+            };
+            (z, own.loss(z))
         }
-        .max(-2.0)
+    }
+
+    /// Regime `i`'s headroom for exceedance share `e` (see [`Tails::at`]).
+    fn z_at(&self, i: usize, e: f64) -> f64 {
+        self.at(i, e).0
     }
 
     /// Requests the regimes' headrooms for share `e` would have left unserved.
     fn loss_at(&self, e: f64) -> f64 {
-        (0..REGIMES)
-            .map(|i| {
-                if self.regimes[i].len() >= MIN_REGIME && whole(i) {
-                    self.whole[i].best(e).1
-                } else {
-                    self.regimes[i].loss(self.z_at(i, e))
-                }
-            })
-            .sum()
+        (0..REGIMES).map(|i| self.at(i, e).1).sum()
     }
 }
 
@@ -315,13 +321,12 @@ impl DemandModel {
     /// (requests lost, requests) had `forecast + z × scale` been served on every scored
     /// slot, with `z` per regime; in whole instances in the small bands, as calibrated.
     pub(in crate::policy) fn replay_loss(&self, z: &[f64; REGIMES]) -> (f64, f64) {
-        // Pooled or not as at the last calibration (its tails' counts).
-        let pooled = |i: usize| self.tails.regimes[i].len() < MIN_REGIME;
         self.scores.iter().fold((0.0, 0.0), |(lost, total), s| {
             let i = usize::from(s.regime);
             let zi = z[i];
             let (sz, ss, actual) = (f64::from(s.z), f64::from(s.s), f64::from(s.actual));
-            let missed = if whole(i) && !pooled(i) {
+            // Whole or not as at the last calibration (its tails' counts).
+            let missed = if self.tails.priced_whole(i) {
                 // Held in whole instances: the forecast was actual - z × s.
                 let n = super::whole::held(actual - sz * ss, zi, ss, self.floor);
                 (actual - n * self.floor).max(0.0)
